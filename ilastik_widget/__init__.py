@@ -1,0 +1,31 @@
+"""Interactive ilastik-style pixel classification in Jupyter.
+
+The numpy core (:mod:`~ilastik_widget.features`, :mod:`~ilastik_widget.annotations`,
+:mod:`~ilastik_widget.classifier`, :class:`~ilastik_widget.session.Session`) imports without any
+Jupyter machinery; the widget and the batch tools are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "FeatureSelection": "ilastik_widget.features",
+    "compute_features": "ilastik_widget.features",
+    "Session": "ilastik_widget.session",
+    "IlastikWidget": "ilastik_widget.widget",
+    "predict_batch": "ilastik_widget.batch",
+    "open_source": "ilastik_widget.sources",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ilastik_widget' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
