@@ -1,0 +1,247 @@
+"""The pixel classifier: scikit-learn's Random Forest, deterministic for a seed.
+
+Two presets: :data:`ACCURATE` is ilastik's default forest of 100 full-depth trees; :data:`INTERACTIVE`
+is what the session uses while the user paints (fewer trees and a cap on training pixels per class,
+chosen by ``benchmarks/bench_interactive.py`` to keep the accuracy of RF100 at a fraction of its cost).
+Parameters are plain JSON-able dicts; a fitted forest can be exported to plain numpy arrays
+(:meth:`PixelClassifier.to_arrays`), so nothing here needs pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+__all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE"]
+
+# While painting: measured in benchmarks/bench_interactive.py (foreground IoU within 0.01 of RF100).
+INTERACTIVE: dict[str, Any] = {
+    "n_estimators": 16,
+    "max_depth": None,
+    "max_samples_per_class": 5000,
+    "n_jobs": 2,
+}
+# ilastik's default: 100 trees, full depth, every labelled pixel.
+ACCURATE: dict[str, Any] = {
+    "n_estimators": 100,
+    "max_depth": None,
+    "max_samples_per_class": None,
+    "n_jobs": 2,
+}
+
+_PARAMS = ("n_estimators", "max_depth", "seed", "n_jobs", "max_samples_per_class", "max_features",
+           "min_samples_leaf")
+
+
+def _as_features(X: Any) -> np.ndarray:
+    # scikit-learn's trees read float32; handing over float32 C-contiguous data avoids a copy.
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"features must be a 2D (N, C) array, got shape {X.shape}")
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def subsample_per_class(y: np.ndarray, max_per_class: int | None, seed: int) -> np.ndarray | None:
+    """Indices (sorted) keeping at most ``max_per_class`` samples of each class; None keeps all.
+
+    The choice depends only on ``y`` and ``seed`` (deterministic).
+    """
+    if max_per_class is None:
+        return None
+    counts = np.bincount(y)
+    if counts.max(initial=0) <= max_per_class:
+        return None
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.flatnonzero(counts):
+        idx = np.flatnonzero(y == c)
+        if len(idx) > max_per_class:
+            idx = np.sort(rng.choice(idx, size=max_per_class, replace=False))
+        keep.append(idx)
+    return np.sort(np.concatenate(keep))
+
+
+class PixelClassifier:
+    """Random Forest pixel classifier with probability columns for classes 1..n_classes.
+
+    Parameters
+    ----------
+    n_estimators : int
+        Number of trees.
+    max_depth : int, optional
+        Depth limit of each tree (None: grow fully, as ilastik).
+    seed : int
+        Random seed; the same seed and data give the same forest (whatever ``n_jobs``).
+    n_jobs : int, optional
+        Threads for fitting and predicting.
+    max_samples_per_class : int, optional
+        Train on at most this many randomly chosen (seeded) pixels of each class.
+    max_features : str or int or float
+        Features tried per split (scikit-learn's meaning); default ``"sqrt"``.
+    min_samples_leaf : int
+        Minimum samples per leaf.
+    """
+
+    def __init__(self, n_estimators: int = 100, max_depth: int | None = None, seed: int = 0,
+                 n_jobs: int | None = None, max_samples_per_class: int | None = None,
+                 max_features: str | int | float = "sqrt", min_samples_leaf: int = 1) -> None:
+        if int(n_estimators) < 1:
+            raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
+        if max_depth is not None and int(max_depth) < 1:
+            raise ValueError(f"max_depth must be None or >= 1, got {max_depth}")
+        if max_samples_per_class is not None and int(max_samples_per_class) < 1:
+            raise ValueError(f"max_samples_per_class must be None or >= 1, got {max_samples_per_class}")
+        self.n_estimators = int(n_estimators)
+        self.max_depth = None if max_depth is None else int(max_depth)
+        self.seed = int(seed)
+        self.n_jobs = None if n_jobs is None else int(n_jobs)
+        self.max_samples_per_class = None if max_samples_per_class is None else int(max_samples_per_class)
+        self.max_features = max_features
+        self.min_samples_leaf = int(min_samples_leaf)
+        self.n_classes: int | None = None
+        self.n_features: int | None = None
+        self.forest: RandomForestClassifier | None = None
+        self._columns: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ params
+    def params(self) -> dict[str, Any]:
+        """The constructor parameters as a JSON-able dict."""
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    @classmethod
+    def from_params(cls, d: dict[str, Any]) -> PixelClassifier:
+        """A new (unfitted) classifier from :meth:`params` output; unknown keys raise."""
+        unknown = set(d) - set(_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown classifier parameters {sorted(unknown)}; known: {list(_PARAMS)}")
+        return cls(**d)
+
+    def clone(self, **overrides: Any) -> PixelClassifier:
+        """An unfitted copy with the same parameters (some optionally replaced)."""
+        return self.from_params({**self.params(), **overrides})
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.forest is not None
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, X: Any, y: Any, n_classes: int) -> PixelClassifier:
+        """Fit on features ``X`` (N, C) and labels ``y`` (N,) in 1..n_classes.
+
+        Raises
+        ------
+        ValueError
+            For mismatched shapes, labels outside 1..n_classes or no samples.
+        """
+        X = _as_features(X)
+        y = np.asarray(y).astype(np.int64, copy=False).ravel()
+        if len(y) != len(X):
+            raise ValueError(f"{len(X)} feature rows but {len(y)} labels")
+        if len(y) == 0:
+            raise ValueError("cannot fit a classifier without labelled samples")
+        if y.min() < 1 or y.max() > n_classes:
+            raise ValueError(f"labels must be in 1..{n_classes}, got {y.min()}..{y.max()}")
+        keep = subsample_per_class(y, self.max_samples_per_class, self.seed)
+        if keep is not None:
+            X, y = X[keep], y[keep]
+        forest = RandomForestClassifier(
+            n_estimators=self.n_estimators, max_depth=self.max_depth, random_state=self.seed,
+            n_jobs=self.n_jobs, max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
+        )
+        forest.fit(X, y)
+        self.forest = forest
+        self.n_classes = int(n_classes)
+        self.n_features = X.shape[1]
+        self._columns = forest.classes_.astype(np.int64) - 1
+        return self
+
+    def predict_proba(self, X: Any, n_jobs: int | None = None) -> np.ndarray:
+        """Class probabilities, float32 (N, n_classes); column k is class k+1 (zeros for absent classes).
+
+        Parameters
+        ----------
+        X : array-like
+            (N, C) features, best float32 C-contiguous (no copy then).
+        n_jobs : int, optional
+            Threads for this call (the session passes 1 when it predicts blocks in parallel).
+        """
+        if self.forest is None:
+            raise RuntimeError("the classifier is not trained yet")
+        X = _as_features(X)
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"classifier was trained on {self.n_features} features, got {X.shape[1]}")
+        out = np.zeros((len(X), self.n_classes), np.float32)
+        if len(X) == 0:
+            return out
+        forest = self.forest
+        if n_jobs is not None and n_jobs != forest.n_jobs:
+            # predict_proba reads n_jobs from the estimator: use a shallow twin to keep this thread-safe.
+            twin = RandomForestClassifier()
+            twin.__dict__.update(forest.__dict__)
+            twin.n_jobs = n_jobs
+            forest = twin
+        out[:, self._columns] = forest.predict_proba(X)
+        return out
+
+    # ------------------------------------------------------------------ export without pickle
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted forest as plain numpy arrays (for npz files); see :meth:`from_arrays`."""
+        if self.forest is None:
+            raise RuntimeError("the classifier is not trained yet")
+        out: dict[str, np.ndarray] = {
+            "classes": self.forest.classes_.astype(np.int64),
+            "meta": np.array([self.n_classes, self.n_features, len(self.forest.estimators_)], np.int64),
+        }
+        for i, est in enumerate(self.forest.estimators_):
+            state = est.tree_.__getstate__()
+            nodes = state["nodes"]
+            for name in nodes.dtype.names:
+                out[f"tree{i}/{name}"] = np.ascontiguousarray(nodes[name])
+            out[f"tree{i}/values"] = np.ascontiguousarray(state["values"])
+            out[f"tree{i}/max_depth"] = np.array([state["max_depth"]], np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> PixelClassifier:
+        """Rebuild a fitted classifier from :meth:`to_arrays` output (and :meth:`params`)."""
+        from sklearn.tree import DecisionTreeClassifier
+        from sklearn.tree._tree import NODE_DTYPE, Tree
+
+        clf = cls.from_params(params or {})
+        n_classes, n_features, n_trees = (int(v) for v in arrays["meta"])
+        classes = np.asarray(arrays["classes"], np.int64)
+        n_outputs = 1
+        trees = []
+        for i in range(n_trees):
+            values = np.ascontiguousarray(arrays[f"tree{i}/values"], np.float64)
+            nodes = np.zeros(len(values), dtype=NODE_DTYPE)
+            for name in NODE_DTYPE.names:
+                nodes[name] = arrays[f"tree{i}/{name}"]
+            tree = Tree(n_features, np.array([len(classes)], np.intp), n_outputs)
+            tree.__setstate__({"max_depth": int(arrays[f"tree{i}/max_depth"][0]), "node_count": len(nodes),
+                               "nodes": nodes, "values": values})
+            est = DecisionTreeClassifier()
+            est.tree_ = tree
+            est.n_outputs_ = n_outputs
+            est.classes_ = classes
+            est.n_classes_ = len(classes)
+            est.n_features_in_ = n_features
+            trees.append(est)
+        forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=clf.n_jobs)
+        forest.estimators_ = trees
+        forest.classes_ = classes
+        forest.n_classes_ = len(classes)
+        forest.n_outputs_ = n_outputs
+        forest.n_features_in_ = n_features
+        forest.estimator_ = DecisionTreeClassifier()
+        clf.forest = forest
+        clf.n_classes = n_classes
+        clf.n_features = n_features
+        clf._columns = classes - 1
+        return clf
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "unfitted"
+        return f"PixelClassifier({', '.join(f'{k}={v!r}' for k, v in self.params().items())}) [{state}]"
