@@ -1,0 +1,587 @@
+"""Batch prediction: apply a trained session to whole images and volumes with Dask.
+
+Each block is computed from the block plus the feature halo (``dask.array.map_overlap`` with
+``features.halo(selection)`` pixels per side, no padding at the image border, where the filters mirror exactly as
+for the whole image), so the result equals ``session.predict()`` to float rounding whatever the chunking. Only the
+block's own pixels go through the classifier; the trained classifier is sent to the workers once.
+
+Local (threads of this process)::
+
+    from ilastik_widget import predict_batch
+    predict_batch(session, "big_volume.ome.zarr", "big_volume_pred.ome.zarr")
+
+Several images, outputs as TIFF (for results that fit in memory)::
+
+    predict_batch(session, ["a.tif", "b.tif", "c.tif"], "results/", outputs=("segmentation",), format="tiff")
+
+On any Dask cluster, e.g. a ``LocalCluster`` with worker processes::
+
+    from dask.distributed import Client, LocalCluster
+    client = Client(LocalCluster(n_workers=4, threads_per_worker=1))
+    predict_batch(session, "big.ome.zarr", "big_pred.ome.zarr", client=client)
+
+On a SLURM cluster through dask-jobqueue (inputs and outputs on a file system all nodes see)::
+
+    from dask_jobqueue import SLURMCluster
+    cluster = SLURMCluster(cores=8, processes=8, memory="32GB", walltime="02:00:00", queue="normal")
+    cluster.scale(jobs=4)                                   # or cluster.adapt(maximum_jobs=20)
+    client = Client(cluster)
+    predict_batch(session, "/shared/big.ome.zarr", "/shared/big_pred.ome.zarr", client=client)
+
+On a JupyterHub with dask-gateway (outputs on storage the workers can write, e.g. s3:// or a shared volume)::
+
+    from dask_gateway import Gateway
+    gateway = Gateway()
+    cluster = gateway.new_cluster()
+    cluster.scale(8)
+    client = cluster.get_client()
+    predict_batch(session, "https://data.example.org/big.ome.zarr", "/shared/big_pred.ome.zarr", client=client)
+
+Outputs (OME-Zarr, default): one container per input, ``<output>/probabilities`` (axes c + spatial, one channel per
+class, float32), ``<output>/segmentation`` (uint8, classes 1..n) and ``<output>/uncertainty`` (float32 in [0, 1]),
+each an OME-Zarr image with the input's spatial axes, units and voxel size. The container is written under a
+temporary name (``.<name>.partial-<id>``) and renamed when complete; its root attributes then carry
+``{"ilastik_widget": {"complete": true, ...}}``. An interrupted run leaves at most a ``.partial`` directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .sources import ImageSource, is_url, open_source
+
+__all__ = ["predict_batch", "predict_dask", "OUTPUTS", "BatchModel", "model_from_session", "read_output"]
+
+OUTPUTS = ("probabilities", "segmentation", "uncertainty")
+_DEFAULT_BLOCK_BYTES = 512 * 2**20  # feature memory per block (block + halo) used to choose chunks
+
+
+@dataclass
+class BatchModel:
+    """What batch prediction needs from a trained session (small and picklable for workers)."""
+
+    classifier: Any  # PixelClassifier, fitted
+    selection: Any  # FeatureSelection
+    mode: str  # "3d" or "2d"
+    ndim: int  # spatial dims
+    n_input_channels: int
+    n_classes: int
+    class_names: list
+    class_colors: list
+
+
+def model_from_session(session) -> BatchModel:
+    """Extract the trained classifier and feature settings from a :class:`~ilastik_widget.Session`."""
+    if not getattr(session, "is_trained", False):
+        raise RuntimeError("the session is not trained: paint labels of at least two classes and call "
+                           "session.train() first")
+    clf = getattr(session, "classifier", None)
+    if clf is None or not getattr(clf, "is_fitted", True):
+        raise RuntimeError("the session has no fitted classifier")
+    classes = list(getattr(session, "classes", []))
+    n_in = _session_n_channels(session)
+    return BatchModel(
+        classifier=clf,
+        selection=session.feature_selection,
+        mode=getattr(session, "feature_mode", "3d"),
+        ndim=int(session.ndim),
+        n_input_channels=n_in,
+        n_classes=int(session.n_classes),
+        class_names=[getattr(c, "name", str(c)) for c in classes],
+        class_colors=[getattr(c, "color", None) for c in classes],
+    )
+
+
+def _session_n_channels(session) -> int:
+    shape = tuple(getattr(session.image, "shape", ()))
+    ca = getattr(session, "channel_axis", None)
+    if ca is None:
+        return 1
+    return int(shape[ca])
+
+
+# ---------------------------------------------------------------------- the block function
+def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, block_id=None):
+    """Features of the overlapped block (channel last), cropped to the block's own pixels, then classified."""
+    from .features import features_for_region
+
+    region = []
+    for ax, (d, ch) in enumerate(zip(depth, chunks)):
+        i = block_id[ax]
+        start = sum(ch[:i])
+        off = start - max(0, start - d)
+        region.append(slice(off, off + ch[i]))
+    feats = features_for_region(block, tuple(region), model.selection, channel_axis=-1, mode=model.mode)
+    size = feats.shape[:-1]
+    probs = model.classifier.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=1)
+    return probs.reshape(*size, model.n_classes)
+
+
+def _segmentation(p):
+    return (np.argmax(p, axis=-1) + 1).astype(np.uint8)
+
+
+def _uncertainty(p):
+    if p.shape[-1] < 2:
+        return np.zeros(p.shape[:-1], np.float32)
+    top2 = np.partition(p, p.shape[-1] - 2, axis=-1)[..., -2:]
+    return (1.0 - (top2[..., 1] - top2[..., 0])).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- chunk choice
+def _halo_depth(model: BatchModel) -> tuple[int, ...]:
+    from .features import halo
+
+    h = int(halo(model.selection))
+    d = [h] * model.ndim
+    if model.mode == "2d" and model.ndim == 3:
+        d[0] = 0
+    return tuple(d)
+
+
+def _choose_chunks(spatial_shape, input_chunks, depth, n_features, chunks, block_bytes) -> tuple[tuple, tuple]:
+    """Processing chunk shape per spatial axis -> (regular chunk shape, dask chunks tuple)."""
+    nd = len(spatial_shape)
+    if chunks is None:
+        h = max(depth) if depth else 0
+        per_vox = max(1, n_features) * 4 * 2  # features + working copies
+        side = int((block_bytes / per_vox) ** (1.0 / nd)) - 2 * h
+        side = max(side, 32, h)
+        side = 1 << int(math.log2(side)) if side >= 64 else side
+        want = []
+        for n, k in zip(spatial_shape, input_chunks):
+            c = side
+            if k and k < c:
+                c = max(k, (c // k) * k)  # whole input chunks per block
+            want.append(min(n, c))
+    else:
+        want = [int(chunks)] * nd if np.isscalar(chunks) else [int(c) for c in chunks]
+        if len(want) != nd:
+            raise ValueError(f"chunks={chunks!r} must give {nd} spatial sizes")
+        want = [min(n, max(1, c)) for n, c in zip(spatial_shape, want)]
+    out = []
+    for n, c, d in zip(spatial_shape, want, depth):
+        if n > c and c < d:
+            c = d  # dask needs neighbours at least as large as the overlap
+        blocks = [c] * (n // c) + ([n % c] if n % c else [])
+        if len(blocks) > 1 and blocks[-1] < d:
+            last = blocks.pop()
+            blocks[-1] += last  # merge a too-small last block (keeps zarr chunk alignment)
+        out.append(tuple(blocks))
+    return tuple(want), tuple(out)
+
+
+# ---------------------------------------------------------------------- lazy prediction
+def _as_source(obj, channel_axis=None) -> ImageSource:
+    if isinstance(obj, ImageSource) and channel_axis is None:
+        return obj
+    return open_source(obj, channel_axis=channel_axis)
+
+
+def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
+    """dask array (*spatial, C) with the processing chunks, for one time point."""
+    import dask.array as da
+
+    arr = src.array
+    axes = src.axes
+    order = [axes.index(a) for a in axes if a in "zyx"]
+    if "c" in axes:
+        order.append(axes.index("c"))
+    arr = arr.transpose(order) if order != list(range(arr.ndim)) else arr
+    if "c" not in axes:
+        arr = arr[..., None]
+    if arr.shape[-1] != model.n_input_channels:
+        raise ValueError(f"{src.name!r} has {arr.shape[-1]} channel(s) but the classifier was trained on images with "
+                         f"{model.n_input_channels}")
+    if arr.ndim - 1 != model.ndim:
+        raise ValueError(f"{src.name!r} is {arr.ndim - 1}D ({src.axes!r}) but the classifier was trained on "
+                         f"{model.ndim}D images")
+    return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
+
+
+def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes):
+    """Probabilities (*spatial, K) as a dask array for a source without a time axis."""
+    import dask.array as da
+
+    depth = _halo_depth(model)
+    n_feat = model.selection.n_channels(2 if model.mode == "2d" else model.ndim, model.n_input_channels)
+    sp_axes = [src.axes.index(a) for a in src.axes if a in "zyx"]
+    in_chunks = [src.array.chunks[i][0] for i in sp_axes]
+    _, proc = _choose_chunks(src.spatial_shape, in_chunks, depth, n_feat, chunks, block_bytes)
+    x = _spatial_channel_last(src, model, proc)
+    depth_eff = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, proc))
+    out_chunks = tuple(proc) + ((model.n_classes,),)
+    depth_map = {i: d for i, d in enumerate(depth_eff)}
+    depth_map[len(depth_eff)] = 0
+    return da.map_overlap(
+        _block_entry, x, depth=depth_map, boundary="none", trim=False, dtype=np.float32, chunks=out_chunks,
+        meta=np.empty((0,) * (model.ndim + 1), np.float32), model=classifier_ref,
+        block_depth=depth_eff, block_chunks=tuple(proc),
+    )
+
+
+def _block_entry(block, model=None, block_depth=None, block_chunks=None, block_id=None):
+    return _predict_block(block, model=model, depth=block_depth, chunks=block_chunks, block_id=block_id)
+
+
+def predict_dask(session_or_model, source, *, chunks=None, channel_axis=None, client=None,
+                 block_bytes: int = _DEFAULT_BLOCK_BYTES) -> dict:
+    """Lazy predictions of one source: ``{"probabilities", "segmentation", "uncertainty"}`` as dask arrays.
+
+    Probabilities are (*spatial, n_classes) float32 (with a leading time axis for time series). Nothing is computed
+    until you call ``.compute()``, ``.store(...)`` or :func:`predict_batch`.
+    """
+    model = session_or_model if isinstance(session_or_model, BatchModel) else model_from_session(session_or_model)
+    src = _as_source(source, channel_axis)
+    return _predict_dask_with_ref(model, src, _classifier_ref(model, client), chunks, block_bytes)
+
+
+def _classifier_ref(model: BatchModel, client):
+    """The model as one object in the graph: scattered to every worker once, or one delayed value locally."""
+    import dask
+
+    if client is not None:
+        return client.scatter(model, broadcast=True, hash=False)
+    return dask.delayed(model, traverse=False)
+
+
+# ---------------------------------------------------------------------- writing
+def _ome_axes(src: ImageSource, with_channel: bool, time: bool) -> tuple[list, list]:
+    axes, scale = [], []
+    if time:
+        axes.append({"name": "t", "type": "time"})
+        scale.append(1.0)
+    if with_channel:
+        axes.append({"name": "c", "type": "channel"})
+        scale.append(1.0)
+    for a, s, u in zip(src.spatial_axes, src.scale, src.units or (None,) * len(src.scale)):
+        ax = {"name": a, "type": "space"}
+        if u:
+            ax["unit"] = u
+        axes.append(ax)
+        scale.append(float(s))
+    return axes, scale
+
+
+def _write_ome_group(root, name: str, shape, dtype, chunks, axes, scale, zarr_format: int, extra: dict):
+    g = root.create_group(name)
+    kw = {}
+    if zarr_format == 2:
+        kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    arr = g.create_array("0", shape=tuple(int(s) for s in shape), dtype=dtype, chunks=tuple(int(c) for c in chunks),
+                         fill_value=0, **kw)
+    ms = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+          "name": name}
+    if zarr_format == 2:
+        ms["version"] = "0.4"
+        g.attrs.update({"multiscales": [ms], **extra})
+    else:
+        g.attrs.update({"ome": {"version": "0.5", "multiscales": [ms], **extra}})
+    return arr
+
+
+def _hex_to_rgb(color):
+    try:
+        c = color.lstrip("#")
+        return [int(c[i:i + 2], 16) for i in (0, 2, 4)]
+    except Exception:
+        return [255, 255, 255]
+
+
+def _partial_name(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+
+
+def _progress_compute(tasks, client, progress: bool):
+    """Compute a list of delayed/dask objects with a progress bar; cancel on interrupt."""
+    import dask
+
+    if client is not None:
+        futures = client.compute(tasks)
+        try:
+            if progress:
+                from distributed import progress as dprogress
+
+                in_notebook = "ipykernel" in sys.modules and _in_notebook()
+                dprogress(futures, notebook=in_notebook, multi=False)
+            client.gather(futures)
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return
+    cb = contextlib.nullcontext()
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            from tqdm.dask import TqdmCallback
+
+            cb = TqdmCallback(desc="predict", tqdm_class=tqdm)
+        except ImportError:  # pragma: no cover
+            from dask.diagnostics import ProgressBar
+
+            cb = ProgressBar()
+    with cb:
+        dask.compute(*tasks)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
+def _unique_names(sources: list[ImageSource]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in sources:
+        base = s.name or "image"
+        if s.time_index is not None:
+            base = f"{base}_t{s.time_index}"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out.append(base if n == 0 else f"{base}_{n}")
+    return out
+
+
+def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTPUTS, client=None, chunks=None,
+                  progress: bool = True, *, format: str | None = None, overwrite: bool = False,
+                  channel_axis: int | None = None, zarr_format: int = 2, max_tiff_bytes: int = 2**31,
+                  block_bytes: int = _DEFAULT_BLOCK_BYTES):
+    """Predict whole images or volumes with a trained session and write the results.
+
+    Parameters
+    ----------
+    session : Session
+        A trained session (its classifier, feature selection and feature mode are used).
+    source_or_list : image-like or list of them
+        Anything :func:`~ilastik_widget.sources.open_source` opens: arrays, zarr/OME-Zarr paths or URLs, TIFF files.
+        Time series are predicted time point by time point (the outputs keep the ``t`` axis).
+    output : str or path
+        For one input: the ``.zarr`` container to write (or a directory). For several inputs, or ``format="tiff"``:
+        a directory; each input ``name`` gets ``<dir>/<name>.ome.zarr`` or ``<dir>/<name>_<output>.tif``.
+    outputs : sequence of str
+        Any of ``"probabilities"``, ``"segmentation"``, ``"uncertainty"``.
+    client : dask.distributed.Client, optional
+        Run on this cluster; default: the local threaded scheduler.
+    chunks : int or tuple, optional
+        Spatial block shape for processing (and of the zarr output chunks). Default: chosen from the feature memory
+        per block, in whole input chunks.
+    progress : bool
+        Show a progress bar (tqdm in terminals and notebooks, Dask's own with a client).
+    format : "zarr" or "tiff", optional
+        Default "zarr" (OME-Zarr, written block by block). "tiff" writes ImageJ-compatible TIFF files into the
+        ``output`` directory; they are computed in memory (refused above ``max_tiff_bytes`` per file).
+    overwrite : bool
+        Replace existing outputs (otherwise an existing output is an error, raised before any computation).
+
+    Returns
+    -------
+    dict or list of dict
+        Per input: ``{"input": name, "<output>": path, ...}`` (zarr: path of each OME-Zarr image inside the
+        container; tiff: file path). A single dict when one input (not a list) was given.
+    """
+    import dask
+
+    single = not isinstance(source_or_list, (list, tuple))
+    inputs = [source_or_list] if single else list(source_or_list)
+    if not inputs:
+        raise ValueError("no input images given")
+    outputs = tuple(outputs)
+    bad = [o for o in outputs if o not in OUTPUTS]
+    if bad or not outputs:
+        raise ValueError(f"unknown outputs {bad}; choose from {OUTPUTS}")
+    model = model_from_session(session)
+    sources = [_as_source(s, channel_axis) for s in inputs]
+    names = _unique_names(sources)
+    out = Path(os.fspath(output))
+    fmt = (format or "zarr").lower()
+    if fmt in ("tif",):
+        fmt = "tiff"
+    if fmt not in ("zarr", "tiff"):
+        raise ValueError(f"format must be 'zarr' or 'tiff', got {format!r}")
+    if zarr_format not in (2, 3):
+        raise ValueError("zarr_format must be 2 or 3")
+
+    # where each result goes (checked before any computation)
+    if fmt == "zarr":
+        if single and out.suffix == ".zarr":
+            targets = [out]
+        else:
+            targets = [out / f"{n}.ome.zarr" for n in names]
+    else:
+        targets = [{o: out / f"{n}_{o}.tif" for o in outputs} for n in names]
+    existing = [str(p) for t in targets for p in (t.values() if isinstance(t, dict) else [t]) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"output already exists: {', '.join(existing)} (pass overwrite=True to replace)")
+    for t in targets:
+        first = next(iter(t.values())) if isinstance(t, dict) else t
+        first.parent.mkdir(parents=True, exist_ok=True)
+
+    ref = _classifier_ref(model, client)
+    lazy = [_predict_dask_with_ref(model, s, ref, chunks, block_bytes) for s in sources]
+
+    if fmt == "tiff":
+        return _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_tiff_bytes, single)
+
+    import zarr
+
+    partials = [_partial_name(t) for t in targets]
+    results = []
+    try:
+        srcs_to_store, tgts_to_store = [], []
+        for src, name, lz, part, final in zip(sources, names, lazy, partials, targets):
+            root = zarr.open_group(str(part), mode="w", zarr_format=zarr_format)
+            root.attrs["ilastik_widget"] = {"complete": False, "input": src.path or src.url or name}
+            time = src.time_axis is not None
+            res = {"input": name}
+            for o in outputs:
+                arr = lz[o]
+                if o == "probabilities":
+                    arr = da_moveaxis(arr, -1, 1 if time else 0)  # OME order: (t), c, z, y, x
+                axes, scale = _ome_axes(src, o == "probabilities", time)
+                extra = {}
+                if o == "probabilities":
+                    extra["omero"] = {"channels": [{"label": n, "color": (c or "#ffffff").lstrip("#"),
+                                                    "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0},
+                                                    "active": True}
+                                                   for n, c in zip(model.class_names, model.class_colors)]}
+                elif o == "segmentation":
+                    extra["image-label"] = {"version": "0.4" if zarr_format == 2 else "0.5",
+                                            "colors": [{"label-value": i + 1, "rgba": _hex_to_rgb(c) + [255]}
+                                                       for i, c in enumerate(model.class_colors)]}
+                zchunks = tuple(c[0] for c in arr.chunks)
+                target = _write_ome_group(root, o, arr.shape, arr.dtype, zchunks, axes, scale, zarr_format, extra)
+                srcs_to_store.append(arr)
+                tgts_to_store.append(target)
+                res[o] = str(final / o)
+            root.attrs["ilastik_widget"] = {
+                "complete": False, "input": src.path or src.url or name, "outputs": list(outputs),
+                "classes": [{"name": n, "color": c} for n, c in zip(model.class_names, model.class_colors)],
+            }
+            results.append(res)
+        import dask.array as da
+
+        task = da.store(srcs_to_store, tgts_to_store, lock=False, compute=False)
+        _progress_compute([task], client, progress)
+        for src, part, final in zip(sources, partials, targets):
+            root = zarr.open_group(str(part), mode="r+")
+            info = dict(root.attrs["ilastik_widget"])
+            info["complete"] = True
+            root.attrs["ilastik_widget"] = info
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            os.rename(part, final)
+    except BaseException:
+        for part in partials:
+            shutil.rmtree(part, ignore_errors=True)
+        raise
+    return results[0] if single else results
+
+
+def _predict_dask_with_ref(model, src, ref, chunks, block_bytes):
+    import dask.array as da
+
+    if src.time_axis is not None:
+        probs = da.stack([_lazy_one(src.at_time(t), model, ref, chunks, block_bytes) for t in range(src.n_times)])
+    else:
+        probs = _lazy_one(src, model, ref, chunks, block_bytes)
+    seg = probs.map_blocks(_segmentation, dtype=np.uint8, drop_axis=probs.ndim - 1)
+    unc = probs.map_blocks(_uncertainty, dtype=np.float32, drop_axis=probs.ndim - 1)
+    return {"probabilities": probs, "segmentation": seg, "uncertainty": unc}
+
+
+def da_moveaxis(arr, src, dst):
+    import dask.array as da
+
+    return da.moveaxis(arr, src, dst)
+
+
+def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_bytes, single):
+    import dask
+    import tifffile
+
+    arrays, keys = [], []
+    for src, lz, tg in zip(sources, lazy, targets):
+        for o in outputs:
+            a = lz[o]
+            nbytes = int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
+            if nbytes > max_bytes:
+                raise ValueError(f"{src.name!r}: {o} would be {nbytes / 2**30:.1f} GiB, too large for a TIFF "
+                                 f"written from memory; use format='zarr'")
+            arrays.append(a)
+            keys.append((src, tg[o], o))
+    if client is not None:
+        futures = client.compute(arrays)
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures, notebook=_in_notebook(), multi=False)
+        values = client.gather(futures)
+    else:
+        cb = contextlib.nullcontext()
+        if progress:
+            try:
+                from tqdm.auto import tqdm
+                from tqdm.dask import TqdmCallback
+
+                cb = TqdmCallback(desc="predict", tqdm_class=tqdm)
+            except ImportError:  # pragma: no cover
+                from dask.diagnostics import ProgressBar
+
+                cb = ProgressBar()
+        with cb:
+            values = dask.compute(*arrays)
+    results: dict[str, dict] = {}
+    for (src, path, o), v in zip(keys, values):
+        v = np.asarray(v)
+        time = src.time_axis is not None
+        sp = src.spatial_axes.upper()
+        if o == "probabilities":
+            # ImageJ hyperstack order: T Z C Y X
+            v = np.moveaxis(v, -1, -3) if len(sp) == 3 else np.moveaxis(v, -1, -3)
+            ax = ("T" if time else "") + (sp[0] + "C" + sp[1:] if len(sp) == 3 else "C" + sp)
+        else:
+            ax = ("T" if time else "") + sp
+        meta = {"axes": ax}
+        kw = {}
+        scale = dict(zip(src.spatial_axes, src.scale))
+        if "z" in scale:
+            meta["spacing"] = scale["z"]
+        if "x" in scale and "y" in scale and scale["x"] > 0 and scale["y"] > 0:
+            kw["resolution"] = (1.0 / scale["x"], 1.0 / scale["y"])
+        tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+        try:
+            tifffile.imwrite(tmp, v, imagej=True, metadata=meta, **kw)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        results.setdefault(src.name, {"input": src.name})[o] = str(path)
+    res = [results[s.name] for s in sources]
+    return res[0] if single else res
+
+
+def read_output(path, output: str = "segmentation"):
+    """Open one output of a :func:`predict_batch` OME-Zarr container (checks it is complete) as an ImageSource."""
+    import zarr
+
+    root = zarr.open_group(os.fspath(path), mode="r")
+    info = root.attrs.get("ilastik_widget")
+    if not isinstance(info, dict) or not info.get("complete"):
+        raise ValueError(f"{path} is not a complete ilastik-widget prediction output")
+    return open_source(os.fspath(Path(path) / output))
