@@ -1,0 +1,538 @@
+"""Serves a session's image, labels and predictions to Neuroglancer as zarr v2 keys.
+
+The browser's ``mem://`` kvstore turns Neuroglancer's reads into ``chunks`` messages; the widget answers them with
+:meth:`ChunkServer.read`. Three zarr v2 groups exist per widget, each an OME-Zarr (0.4) multiscale pyramid:
+
+``raw``
+    the image (first channel, or the three channels of an RGB(A) image as a channel axis ``c``); coarser levels are
+    strided subsamples of the full-resolution image, computed per chunk when asked for, so a zoomed-out view of a
+    huge image reads only the pixels it shows.
+``labels``
+    ``uint8`` label volume of the session's annotations (0 = unlabelled, 1..n = classes), rendered per chunk.
+``predictions/<generation>``
+    ``uint8`` probabilities scaled to 0..255 with the classes as a trailing channel axis ``c``; the segmentation and
+    uncertainty layers are computed from it in their shaders, so the three prediction layers share one chunk cache.
+    Chunks are computed on demand with ``session.predict(region)``; coarse levels only while the region they cover
+    is small (``max_predict_pixels``), otherwise they are missing (transparent). The generation in the key makes the
+    layer URL change when the classes change; any generation is answered with the session's current predictions.
+
+Keys are ``"<array>/<zarr key>"`` (``raw/0/3.4``, ``labels/.zattrs``, ``predictions/7/0/0.0.0``...). :meth:`read` never
+raises: a malformed, unknown or out-of-range key gives ``None`` and a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
+_LEVEL_KEY = re.compile(r"^(\d+)/(\.zarray|\.zattrs|[0-9.]+)$")
+
+# dtypes Neuroglancer reads from zarr and renders; anything else is converted to float32.
+_NATIVE_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")}
+
+
+def _hex_to_rgb(color: str) -> tuple[float, float, float]:
+    c = color.lstrip("#")
+    if len(c) == 3:
+        c = "".join(ch * 2 for ch in c)
+    try:
+        return tuple(int(c[i : i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
+    except ValueError:
+        return (1.0, 1.0, 1.0)
+
+
+def _glsl_vec3(rgb: Sequence[float]) -> str:
+    return "vec3(" + ", ".join(f"{v:.4f}" for v in rgb) + ")"
+
+
+class _LRU:
+    """Thread-safe byte-bounded cache of encoded chunks."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Any, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key, value: bytes) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._data[key] = value
+            self._bytes += len(value)
+            while self._bytes > self.max_bytes and self._data:
+                _, dropped = self._data.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+
+class _Array:
+    """Geometry of one multiscale zarr group: spatial shape per level, chunk shape, channels, dtype."""
+
+    def __init__(self, spatial_shape, chunk, factors, dtype, channels: int | None):
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.chunk = tuple(int(c) for c in chunk)
+        self.factors = factors  # per level: tuple of integer downsampling factors per spatial axis
+        self.dtype = np.dtype(dtype)
+        self.channels = channels  # None = no channel axis
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.factors)
+
+    def level_shape(self, level: int) -> tuple[int, ...]:
+        return tuple(-(-s // f) for s, f in zip(self.spatial_shape, self.factors[level]))
+
+    def zarray(self, level: int) -> dict:
+        shape = list(self.level_shape(level))
+        chunks = list(self.chunk)
+        if self.channels is not None:
+            shape.append(self.channels)
+            chunks.append(self.channels)
+        return {
+            "zarr_format": 2,
+            "shape": shape,
+            "chunks": chunks,
+            "dtype": self.dtype.str if self.dtype.itemsize > 1 else "|" + self.dtype.str[1:],
+            "compressor": None,
+            "fill_value": 0,
+            "order": "C",
+            "filters": None,
+            "dimension_separator": ".",
+        }
+
+    def zattrs(self, name: str) -> dict:
+        ndim = len(self.spatial_shape)
+        axes = [{"name": n, "type": "space"} for n in AXIS_NAMES[ndim]]
+        if self.channels is not None:
+            axes.append({"name": "c", "type": "channel"})
+        datasets = []
+        for level, factors in enumerate(self.factors):
+            scale = [float(f) for f in factors] + ([1.0] if self.channels is not None else [])
+            datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
+        return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
+
+    def chunk_region(self, level: int, index: Sequence[int]) -> tuple[slice, ...] | None:
+        """Full-resolution region (with the level's step) covered by chunk ``index`` of ``level``; None if outside."""
+        ndim = len(self.spatial_shape)
+        if self.channels is not None:
+            if len(index) != ndim + 1 or index[-1] != 0:
+                return None
+            index = index[:ndim]
+        if len(index) != ndim:
+            return None
+        level_shape = self.level_shape(level)
+        region = []
+        for i, c, ls, f, s in zip(index, self.chunk, level_shape, self.factors[level], self.spatial_shape):
+            if i < 0 or i * c >= ls:
+                return None
+            start = i * c * f
+            stop = min(s, (i + 1) * c * f)
+            region.append(slice(start, stop, f))
+        return tuple(region)
+
+
+def _pyramid_factors(spatial_shape: Sequence[int], chunk: Sequence[int], min_size: int) -> list[tuple[int, ...]]:
+    """Factors per level: halve every axis still larger than a chunk until the whole image fits ~one chunk."""
+    factors = [tuple(1 for _ in spatial_shape)]
+    while True:
+        prev = factors[-1]
+        shape = [-(-s // f) for s, f in zip(spatial_shape, prev)]
+        if all(s <= c for s, c in zip(shape, chunk)) or max(shape) <= min_size:
+            break
+        nxt = tuple(f * 2 if s > c else f for s, c, f in zip(shape, chunk, prev))
+        if nxt == prev:
+            break
+        factors.append(nxt)
+        if len(factors) > 24:
+            break
+    return factors
+
+
+def _pad_to(block: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    if tuple(block.shape) == tuple(shape):
+        return np.ascontiguousarray(block)
+    out = np.zeros(shape, dtype=block.dtype)
+    out[tuple(slice(0, s) for s in block.shape)] = block
+    return out
+
+
+class ChunkServer:
+    """Answers zarr v2 key reads for one widget's raw / labels / predictions arrays.
+
+    ``session`` needs: ``image``, ``channel_axis`` (optional), ``spatial_shape``, ``annotations`` (with
+    ``labels(region)``, ``version``, optionally ``labelled(region)``), ``predict(region)``, ``generation``,
+    ``classes`` (objects with ``name`` and ``color``), ``is_trained``.
+    """
+
+    def __init__(
+        self,
+        session,
+        widget_id: str,
+        *,
+        chunk_shape: Sequence[int] | None = None,
+        max_predict_pixels: int = 2048 * 2048,
+        max_dense_label_pixels: int = 4096 * 4096,
+        cache_bytes: int = 256 * 2**20,
+    ):
+        self.session = session
+        self.widget_id = str(widget_id)
+        shape = tuple(int(s) for s in session.spatial_shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"ChunkServer needs a 2D or 3D image, got spatial shape {shape}")
+        self.ndim = len(shape)
+        self.spatial_shape = shape
+        if chunk_shape is None:
+            chunk_shape = (256, 256) if self.ndim == 2 else (64, 64, 64)
+        chunk_shape = tuple(int(c) for c in chunk_shape)
+        if len(chunk_shape) != self.ndim:
+            raise ValueError("chunk_shape must have one entry per spatial axis")
+        self.chunk_shape = chunk_shape
+        self.max_predict_pixels = int(max_predict_pixels)
+        self.max_dense_label_pixels = int(max_dense_label_pixels)
+        self._cache = _LRU(cache_bytes)
+        self._label_levels: dict[tuple[int, int], np.ndarray] = {}
+        self._label_lock = threading.Lock()
+
+        image = session.image
+        channel_axis = getattr(session, "channel_axis", None)
+        self._image = image
+        self._channel_axis = None
+        self._n_input_channels = None
+        if channel_axis is not None:
+            ca = int(channel_axis) % len(image.shape)
+            self._channel_axis = ca
+            self._n_input_channels = int(image.shape[ca])
+        self.raw_channels = 3 if self._n_input_channels in (3, 4) else None
+        src_dtype = np.dtype(image.dtype)
+        if src_dtype == np.bool_:
+            raw_dtype = np.dtype(np.uint8)
+        elif src_dtype in _NATIVE_DTYPES:
+            raw_dtype = src_dtype
+        else:
+            raw_dtype = np.dtype(np.float32)
+
+        factors = _pyramid_factors(shape, chunk_shape, min_size=min(chunk_shape))
+        self.raw = _Array(shape, chunk_shape, factors, raw_dtype, self.raw_channels)
+        self.labels = _Array(shape, chunk_shape, factors, np.uint8, None)
+        self._raw_range: tuple[float, float] | None = None
+
+    # ------------------------------------------------------------------ public API
+    def _n_classes(self) -> int:
+        return max(1, len(self.session.classes))
+
+    def _predictions_array(self) -> _Array:
+        return _Array(self.spatial_shape, self.chunk_shape, self.raw.factors, np.uint8, self._n_classes())
+
+    def sources(self) -> dict[str, str]:
+        """Neuroglancer source URL per layer name."""
+        base = f"mem://{self.widget_id}"
+        predictions = f"{base}/predictions/{int(self.session.generation)}/|zarr2:"
+        return {
+            "raw": f"{base}/raw/|zarr2:",
+            "labels": f"{base}/labels/|zarr2:",
+            "probabilities": predictions,
+            "segmentation": predictions,
+            "uncertainty": predictions,
+        }
+
+    def read(self, keys: Iterable[str]) -> list[bytes | None]:
+        """Bytes of each zarr key, or None where the key is missing, malformed or out of range."""
+        out: list[bytes | None] = []
+        for key in keys:
+            try:
+                out.append(self._read_one(key))
+            except Exception:  # never let one bad key (or a failing prediction) break the batch
+                log.exception("chunk_server: failed to read key %r", key)
+                out.append(None)
+        return out
+
+    def raw_range(self) -> tuple[float, float]:
+        """Display range for the raw layer (0.5 / 99.5 percentiles of a strided sample)."""
+        if self._raw_range is None:
+            steps = tuple(max(1, s // 256) for s in self.spatial_shape)
+            sample = self._read_raw(tuple(slice(0, s, st) for s, st in zip(self.spatial_shape, steps)))
+            sample = np.asarray(sample, dtype=np.float64)
+            finite = sample[np.isfinite(sample)]
+            if finite.size == 0:
+                lo, hi = 0.0, 1.0
+            else:
+                lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+                if hi <= lo:
+                    lo, hi = float(finite.min()), float(finite.max())
+                if hi <= lo:
+                    hi = lo + 1.0
+            if self.raw.dtype.kind in "iu":
+                lo, hi = math.floor(lo), math.ceil(hi)
+            self._raw_range = (lo, hi)
+        return self._raw_range
+
+    def layer_specs(self) -> list[dict]:
+        """Neuroglancer layer JSON (image layers with shaders) for raw, labels, probabilities, segmentation,
+        uncertainty, in drawing order."""
+        src = self.sources()
+        classes = list(self.session.classes)
+        colors = [_hex_to_rgb(getattr(c, "color", "#ffffff")) for c in classes] or [(1.0, 1.0, 1.0)]
+        lo, hi = self.raw_range()
+        if self.raw_channels == 3:
+            raw_shader = (
+                "#uicontrol invlerp normalized(range=[%s, %s])\n"
+                "void main() {\n"
+                "  emitRGB(vec3(normalized(getDataValue(0)), normalized(getDataValue(1)), normalized(getDataValue(2))));\n"
+                "}\n" % (lo, hi)
+            )
+        else:
+            raw_shader = "#uicontrol invlerp normalized(range=[%s, %s])\nvoid main() { emitGrayscale(normalized()); }\n" % (lo, hi)
+        raw = {"type": "image", "name": "raw", "source": src["raw"], "shader": raw_shader,
+               "shaderControls": {"normalized": {"range": [lo, hi]}}}
+        if self.raw_channels == 3:
+            raw["localDimensions"] = {"c'": [1, ""]}
+        labels = {"type": "image", "name": "labels", "source": src["labels"], "opacity": 0.8,
+                  "shader": self._labels_shader(colors)}
+        n = self._n_classes()
+        probabilities = {"type": "image", "name": "probabilities", "source": src["probabilities"], "opacity": 0.5,
+                         "shader": self._probabilities_shader(colors, n)}
+        segmentation = {"type": "image", "name": "segmentation", "source": src["segmentation"], "opacity": 0.5,
+                        "visible": False, "shader": self._segmentation_shader(colors, n)}
+        uncertainty = {"type": "image", "name": "uncertainty", "source": src["uncertainty"], "opacity": 0.7,
+                       "visible": False, "shader": self._uncertainty_shader(n)}
+        for spec in (probabilities, segmentation, uncertainty):
+            spec["localDimensions"] = {"c'": [1, ""]}
+            spec["channelDimensions"] = {"c'": [1, ""]}
+        # Neuroglancer draws image layers in list order: raw, then predictions, labels on top.
+        return [raw, probabilities, segmentation, uncertainty, labels]
+
+    def invalidate(self, arrays: Iterable[str] = ("labels", "predictions")) -> None:
+        """Drop cached chunks of the given arrays (labels and predictions are cached per version anyway)."""
+        arrays = set(arrays)
+        if "raw" in arrays:
+            self._cache.clear()
+            self._raw_range = None
+        if "labels" in arrays:
+            with self._label_lock:
+                self._label_levels.clear()
+
+    # ------------------------------------------------------------------ shaders
+    @staticmethod
+    def _labels_shader(colors) -> str:
+        lines = ["void main() {", "  uint v = toRaw(getDataValue());", "  if (v == 0u) { emitTransparent(); return; }"]
+        for i, rgb in enumerate(colors, start=1):
+            lines.append(f"  if (v == {i}u) {{ emitRGBA(vec4({_glsl_vec3(rgb)}, 1.0)); return; }}")
+        lines += ["  emitRGBA(vec4(1.0, 1.0, 1.0, 1.0));", "}"]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _probabilities_shader(colors, n) -> str:
+        lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float total = 0.0;", "  float best = 0.0;"]
+        for i in range(n):
+            rgb = colors[i % len(colors)]
+            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
+                      f"  color += p{i} * {_glsl_vec3(rgb)};", f"  total += p{i};", f"  best = max(best, p{i});"]
+        lines += ["  if (total <= 0.0) { emitTransparent(); return; }",
+                  "  emitRGBA(vec4(color / total, best));", "}"]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _segmentation_shader(colors, n) -> str:
+        lines = ["void main() {", "  float best = 0.0;", "  vec3 color = vec3(0.0);"]
+        for i in range(n):
+            rgb = colors[i % len(colors)]
+            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
+                      f"  if (p{i} > best) {{ best = p{i}; color = {_glsl_vec3(rgb)}; }}"]
+        lines += ["  if (best <= 0.0) { emitTransparent(); return; }", "  emitRGBA(vec4(color, 1.0));", "}"]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _uncertainty_shader(n) -> str:
+        lines = ["void main() {", "  float first = 0.0;", "  float second = 0.0;"]
+        for i in range(n):
+            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
+                      f"  if (p{i} > first) {{ second = first; first = p{i}; }} else if (p{i} > second) {{ second = p{i}; }}"]
+        lines += ["  if (first <= 0.0) { emitTransparent(); return; }",
+                  "  float u = 1.0 - (first - second);",
+                  "  emitRGBA(vec4(1.0, 0.85, 0.1, u));", "}"]
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ key dispatch
+    def _read_one(self, key: str) -> bytes | None:
+        if not isinstance(key, str) or len(key) > 512:
+            log.warning("chunk_server: malformed key %r", key)
+            return None
+        parts = key.split("/", 1)
+        if len(parts) != 2:
+            log.warning("chunk_server: malformed key %r", key)
+            return None
+        name, rest = parts
+        if name == "predictions":
+            gen_rest = rest.split("/", 1)
+            if len(gen_rest) != 2 or not gen_rest[0].isdigit():
+                log.warning("chunk_server: malformed predictions key %r", key)
+                return None
+            return self._read_array("predictions", self._predictions_array(), gen_rest[1], key)
+        if name == "raw":
+            return self._read_array("raw", self.raw, rest, key)
+        if name == "labels":
+            return self._read_array("labels", self.labels, rest, key)
+        log.warning("chunk_server: unknown array in key %r", key)
+        return None
+
+    def _read_array(self, name: str, array: _Array, rest: str, key: str) -> bytes | None:
+        if rest == ".zgroup":
+            return json.dumps({"zarr_format": 2}).encode()
+        if rest == ".zattrs":
+            return json.dumps(array.zattrs(name)).encode()
+        if rest == ".zarray":
+            return None  # the array's root is a group
+        m = _LEVEL_KEY.match(rest)
+        if m is None:
+            log.warning("chunk_server: malformed key %r", key)
+            return None
+        level = int(m.group(1))
+        if level >= array.n_levels:
+            log.warning("chunk_server: level out of range in key %r", key)
+            return None
+        what = m.group(2)
+        if what == ".zarray":
+            return json.dumps(array.zarray(level)).encode()
+        if what == ".zattrs":
+            return b"{}"
+        try:
+            index = tuple(int(p) for p in what.split("."))
+        except ValueError:
+            log.warning("chunk_server: malformed chunk index in key %r", key)
+            return None
+        region = array.chunk_region(level, index)
+        if region is None:
+            log.warning("chunk_server: chunk out of range in key %r", key)
+            return None
+        chunk_shape = array.chunk + ((array.channels,) if array.channels is not None else ())
+        if name == "raw":
+            cache_key = ("raw", level, index)
+            cached = self._cache.get(cache_key)
+            if cached is not None:
+                return cached
+            block = self._read_raw(region).astype(array.dtype, copy=False)
+            data = _pad_to(block, chunk_shape).tobytes()
+            self._cache.put(cache_key, data)
+            return data
+        if name == "labels":
+            version = int(getattr(self.session.annotations, "version", 0))
+            cache_key = ("labels", version, level, index)
+            cached = self._cache.get(cache_key)
+            if cached is not None:
+                return cached
+            block = self._labels_block(level, region)
+            data = _pad_to(block.astype(np.uint8, copy=False), chunk_shape).tobytes()
+            self._cache.put(cache_key, data)
+            return data
+        # predictions
+        if not self.session.is_trained:
+            return None
+        generation = int(self.session.generation)
+        cache_key = ("predictions", generation, array.channels, level, index)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
+        full = tuple(slice(s.start, s.stop) for s in region)
+        n_pixels = math.prod(s.stop - s.start for s in full)
+        if level > 0 and n_pixels > self.max_predict_pixels:
+            return None
+        probs = np.asarray(self.session.predict(full))
+        steps = tuple(s.step for s in region)
+        if any(st != 1 for st in steps):
+            probs = probs[tuple(slice(None, None, st) for st in steps)]
+        if probs.ndim != self.ndim + 1:
+            log.warning("chunk_server: predict returned shape %s for %s", probs.shape, full)
+            return None
+        n = array.channels
+        if probs.shape[-1] != n:
+            fixed = np.zeros(probs.shape[:-1] + (n,), dtype=np.float32)
+            k = min(n, probs.shape[-1])
+            fixed[..., :k] = probs[..., :k]
+            probs = fixed
+        scaled = np.clip(np.rint(probs * 255.0), 0, 255).astype(np.uint8)
+        data = _pad_to(scaled, chunk_shape).tobytes()
+        self._cache.put(cache_key, data)
+        return data
+
+    # ------------------------------------------------------------------ data access
+    def _read_raw(self, region: tuple[slice, ...]) -> np.ndarray:
+        """Read a (possibly strided) spatial region of the image, channels reduced to what the raw layer shows."""
+        ca = self._channel_axis
+        if ca is None:
+            block = np.asarray(self._image[region])
+        else:
+            index = list(region)
+            index.insert(ca, slice(None))
+            block = np.moveaxis(np.asarray(self._image[tuple(index)]), ca, -1)
+            block = block[..., :3] if self.raw_channels == 3 else block[..., 0]
+        if block.dtype == np.bool_:
+            block = block.astype(np.uint8)
+        if self.raw.dtype == np.float32 and block.dtype != np.float32:
+            block = block.astype(np.float32)
+        return block
+
+    def _labels_block(self, level: int, region: tuple[slice, ...]) -> np.ndarray:
+        annotations = self.session.annotations
+        full = tuple(slice(s.start, s.stop) for s in region)
+        if level == 0:
+            return np.asarray(annotations.labels(full), dtype=np.uint8)
+        # Coarse levels: a downsampled label image where any labelled pixel of a cell shows (thin strokes stay
+        # visible when zoomed out), built from the sparse labels when the annotations offer them.
+        level_img = self._coarse_labels(level)
+        if level_img is not None:
+            factors = self.labels.factors[level]
+            idx = tuple(slice(s.start // f, -(-s.stop // f)) for s, f in zip(region, factors))
+            return level_img[idx]
+        n_pixels = math.prod(s.stop - s.start for s in full)
+        if n_pixels <= self.max_dense_label_pixels:
+            return np.asarray(annotations.labels(full), dtype=np.uint8)[tuple(slice(None, None, s.step) for s in region)]
+        return np.zeros(tuple(len(range(s.start, s.stop, s.step)) for s in region), dtype=np.uint8)
+
+    def _coarse_labels(self, level: int) -> np.ndarray | None:
+        annotations = self.session.annotations
+        if not hasattr(annotations, "labelled"):
+            return None
+        version = int(getattr(annotations, "version", 0))
+        with self._label_lock:
+            cached = self._label_levels.get((version, level))
+            if cached is not None:
+                return cached
+            shape = self.labels.level_shape(level)
+            if math.prod(shape) > self.max_dense_label_pixels:
+                return None
+            coords, values = annotations.labelled(None)
+            coords = np.asarray(coords, dtype=np.int64).reshape(-1, self.ndim)
+            values = np.asarray(values, dtype=np.uint8).reshape(-1)
+            img = np.zeros(shape, dtype=np.uint8)
+            if len(values):
+                factors = np.asarray(self.labels.factors[level], dtype=np.int64)
+                img[tuple((coords // factors).T)] = values
+            # keep only the current version's levels
+            for k in [k for k in self._label_levels if k[0] != version]:
+                del self._label_levels[k]
+            self._label_levels[(version, level)] = img
+            return img

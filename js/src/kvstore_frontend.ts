@@ -1,0 +1,290 @@
+// The `mem://<widget-id>/<path>` kvstore, main-thread side (mirrors ilastik_widget/chunk_server.py).
+//
+// Neuroglancer's zarr code reads `.zattrs`, `.zarray` and chunk keys through a kvstore. Reads made on the main thread
+// (metadata) come here directly; reads made in the chunk worker (chunks) are proxied here by kvstore_worker.ts.
+// Every read becomes one key of a `chunks` widget message: all keys asked for within one animation frame go out in
+// one message, a bounded number of messages are in flight, and keys whose reader gave up (AbortSignal) before they
+// were sent are dropped.
+
+import "neuroglancer/unstable/kvstore/proxy.js";
+import type { BaseKvStoreProvider } from "neuroglancer/unstable/kvstore/context.js";
+import { frontendOnlyKvStoreProviderRegistry } from "neuroglancer/unstable/kvstore/frontend.js";
+import type {
+  ByteRangeRequest,
+  DriverReadOptions,
+  KvStore,
+  ReadResponse,
+  StatOptions,
+  StatResponse,
+} from "neuroglancer/unstable/kvstore/index.js";
+import type { UrlWithParsedScheme } from "neuroglancer/unstable/kvstore/url.js";
+
+export const MEM_SCHEME = "mem";
+
+/** What the fetcher needs from the widget's message transport (messages.ts `Transport` satisfies it). */
+export interface ChunkTransport {
+  request(
+    msg: { type: "chunks"; keys: string[] },
+    buffers?: ArrayBuffer[],
+  ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }>;
+}
+
+export interface ChunkFetcherOptions {
+  /** Messages in flight at once. */
+  maxInFlight?: number;
+  /** Keys per message (each reply buffer is one key). */
+  maxKeysPerMessage?: number;
+}
+
+interface Waiter {
+  resolve(data: Uint8Array | undefined): void;
+  reject(reason: unknown): void;
+}
+
+function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
+  if (buffer instanceof Uint8Array) return buffer;
+  if (buffer instanceof ArrayBuffer) return new Uint8Array(buffer);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/**
+ * Batches key reads of one widget into `chunks` messages.
+ *
+ * Keys of arrays that carry a generation (`predictions/<gen>/...`) are rewritten to the newest generation set with
+ * `setGeneration`, so a layer whose cache was invalidated fetches current data without changing its source URL.
+ */
+export class ChunkFetcher {
+  private queued = new Map<string, Waiter[]>();
+  private inFlight = 0;
+  private flushScheduled = false;
+  private generations = new Map<string, number>();
+  private activityListeners = new Set<() => void>();
+  readonly maxInFlight: number;
+  readonly maxKeysPerMessage: number;
+  /** Counters for tests and benchmarks. */
+  stats = { messages: 0, keys: 0, bytes: 0, dropped: 0 };
+
+  constructor(
+    private transport: ChunkTransport,
+    options: ChunkFetcherOptions = {},
+  ) {
+    this.maxInFlight = options.maxInFlight ?? 4;
+    this.maxKeysPerMessage = options.maxKeysPerMessage ?? 128;
+  }
+
+  setGeneration(array: string, generation: number): void {
+    this.generations.set(array, generation);
+  }
+
+  /** True when no read is queued or waiting for the kernel. */
+  isIdle(): boolean {
+    return this.queued.size === 0 && this.inFlight === 0;
+  }
+
+  /** Called whenever the fetcher becomes idle or busy. Returns an unsubscribe function. */
+  onActivity(listener: () => void): () => void {
+    this.activityListeners.add(listener);
+    return () => this.activityListeners.delete(listener);
+  }
+
+  private notify() {
+    for (const listener of this.activityListeners) listener();
+  }
+
+  rewriteKey(key: string): string {
+    const slash = key.indexOf("/");
+    if (slash < 0) return key;
+    const generation = this.generations.get(key.slice(0, slash));
+    if (generation === undefined) return key;
+    const rest = key.slice(slash + 1);
+    const next = rest.indexOf("/");
+    if (next < 0) return key;
+    return `${key.slice(0, slash)}/${generation}${rest.slice(next)}`;
+  }
+
+  /** Bytes of `key`, or undefined if the kernel has no such key. */
+  fetch(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    key = this.rewriteKey(key);
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const waiter: Waiter = { resolve, reject };
+      let waiters = this.queued.get(key);
+      if (waiters === undefined) {
+        waiters = [];
+        this.queued.set(key, waiters);
+      }
+      waiters.push(waiter);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          const list = this.queued.get(key);
+          if (list !== undefined) {
+            const i = list.indexOf(waiter);
+            if (i >= 0) list.splice(i, 1);
+            if (list.length === 0) {
+              this.queued.delete(key);
+              this.stats.dropped++;
+              this.notify();
+            }
+          }
+          reject(signal.reason);
+        },
+        { once: true },
+      );
+      this.scheduleFlush();
+    });
+  }
+
+  private scheduleFlush() {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    let done = false;
+    const run = () => {
+      if (done) return;
+      done = true;
+      this.flushScheduled = false;
+      this.flush();
+    };
+    // One message per animation frame; the timeout covers throttled (hidden) pages.
+    requestAnimationFrame(run);
+    setTimeout(run, 50);
+  }
+
+  private flush() {
+    while (this.queued.size > 0 && this.inFlight < this.maxInFlight) {
+      const batch = new Map<string, Waiter[]>();
+      for (const [key, waiters] of this.queued) {
+        batch.set(key, waiters);
+        if (batch.size >= this.maxKeysPerMessage) break;
+      }
+      for (const key of batch.keys()) this.queued.delete(key);
+      this.send(batch);
+    }
+  }
+
+  private async send(batch: Map<string, Waiter[]>) {
+    const keys = Array.from(batch.keys());
+    this.inFlight++;
+    this.stats.messages++;
+    this.stats.keys += keys.length;
+    try {
+      const reply = await this.transport.request({ type: "chunks", keys });
+      const content = reply.content ?? {};
+      const found: boolean[] = content.found ?? [];
+      const buffers = reply.buffers ?? [];
+      let next = 0;
+      keys.forEach((key, i) => {
+        let data: Uint8Array | undefined;
+        if (found[i]) {
+          const buffer = buffers[next++];
+          data = buffer === undefined ? undefined : toUint8Array(buffer);
+          if (data !== undefined) this.stats.bytes += data.byteLength;
+        }
+        for (const waiter of batch.get(key)!) waiter.resolve(data);
+      });
+    } catch (error) {
+      for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(error);
+    } finally {
+      this.inFlight--;
+      if (this.queued.size > 0) this.scheduleFlush();
+      this.notify();
+    }
+  }
+}
+
+const fetchers = new Map<string, ChunkFetcher>();
+
+/** Makes `mem://<widgetId>/...` reads go to `fetcher`. Returns a function that unregisters it. */
+export function registerChunkFetcher(widgetId: string, fetcher: ChunkFetcher): () => void {
+  fetchers.set(widgetId, fetcher);
+  return () => {
+    if (fetchers.get(widgetId) === fetcher) fetchers.delete(widgetId);
+  };
+}
+
+export function getChunkFetcher(widgetId: string): ChunkFetcher | undefined {
+  return fetchers.get(widgetId);
+}
+
+function sliceByteRange(data: Uint8Array, byteRange: ByteRangeRequest | undefined) {
+  if (byteRange === undefined) return { data, offset: 0 };
+  if ("suffixLength" in byteRange) {
+    const offset = Math.max(0, data.byteLength - byteRange.suffixLength);
+    return { data: data.subarray(offset), offset };
+  }
+  const offset = Math.min(byteRange.offset, data.byteLength);
+  return { data: data.subarray(offset, offset + byteRange.length), offset };
+}
+
+/** Parses `mem://<widget-id>/<path>` into the widget id and the path. */
+export function parseMemUrl(url: string): { widgetId: string; path: string } {
+  const m = /^mem:\/\/([^/]+)\/?(.*)$/.exec(url);
+  if (m === null) throw new Error(`Invalid mem:// URL: ${JSON.stringify(url)}`);
+  return { widgetId: decodeURIComponent(m[1]), path: m[2] };
+}
+
+export class MemKvStore implements KvStore {
+  constructor(public widgetId: string) {}
+
+  getUrl(key: string): string {
+    return `${MEM_SCHEME}://${this.widgetId}/${key}`;
+  }
+
+  get supportsOffsetReads() {
+    return true;
+  }
+
+  get supportsSuffixReads() {
+    return true;
+  }
+
+  async read(key: string, options: DriverReadOptions): Promise<ReadResponse | undefined> {
+    const fetcher = fetchers.get(this.widgetId);
+    if (fetcher === undefined) throw new Error(`No ilastik widget ${JSON.stringify(this.widgetId)} on this page`);
+    const full = await fetcher.fetch(key, options.signal);
+    if (full === undefined) return undefined;
+    const { data, offset } = sliceByteRange(full, options.byteRange);
+    // Copy into a standalone ArrayBuffer: the reply buffer may be a view into a larger message.
+    const copy = data.slice();
+    return {
+      response: new Response(copy),
+      offset,
+      length: copy.byteLength,
+      totalSize: full.byteLength,
+    };
+  }
+
+  async stat(key: string, options: StatOptions): Promise<StatResponse | undefined> {
+    const response = await this.read(key, { signal: options.signal });
+    if (response === undefined) return undefined;
+    return { totalSize: response.totalSize };
+  }
+
+  async list(): Promise<{ entries: { key: string }[]; directories: string[] }> {
+    return { entries: [], directories: [] };
+  }
+}
+
+let registered = false;
+
+/** Registers the mem:// scheme with Neuroglancer's main-thread kvstore registry (once per page). */
+export function registerMemKvStore(): void {
+  if (registered) return;
+  registered = true;
+  frontendOnlyKvStoreProviderRegistry.registerBaseKvStoreProvider(
+    (): BaseKvStoreProvider => ({
+      scheme: MEM_SCHEME,
+      description: "ilastik widget: data served by the Python kernel",
+      hidden: true,
+      getKvStore(url: UrlWithParsedScheme) {
+        const { widgetId, path } = parseMemUrl(url.url);
+        return { store: new MemKvStore(widgetId), path };
+      },
+    }),
+  );
+}
+
+registerMemKvStore();

@@ -1,0 +1,312 @@
+// The Neuroglancer viewer of one widget: created inside the widget's element, fed by the kernel through the mem://
+// kvstore, with the brush tool and the test hooks of CONTRACTS.md.
+//
+//   const handle = createViewer(el, { widgetId, transport, shape, layers, layerSettings, state, brush });
+//
+// `layers` are chunk_server.layer_specs(); `shape` is the spatial shape in array order ((y, x) or (z, y, x)).
+
+import "neuroglancer/unstable/util/polyfills.js";
+import "neuroglancer/unstable/layer/enabled_frontend_modules.js";
+import "neuroglancer/unstable/datasource/enabled_frontend_modules.js";
+import "neuroglancer/unstable/kvstore/enabled_frontend_modules.js";
+import "./kvstore_frontend.js";
+import { getDefaultPerspectivePanelBindings, getDefaultSliceViewPanelBindings } from "neuroglancer/unstable/ui/default_input_event_bindings.js";
+import { makeMinimalViewer } from "neuroglancer/unstable/ui/minimal_viewer.js";
+import type { Viewer } from "neuroglancer/unstable/viewer.js";
+import type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
+import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
+import type { ChunkTransport } from "./kvstore_frontend.js";
+import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
+import type { LayerSettings, LayerSpec } from "./layers.js";
+import { applyLayerSetting, applyLayerSpecs, arraysForLayers, getLayerSettings, invalidateArrays } from "./layers.js";
+
+export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
+export type { LayerSettings, LayerSpec } from "./layers.js";
+
+/** View state in the image's terms (array index order), as the `viewer_state` traitlet holds it. */
+export interface ViewerState {
+  /** Centre of the view, array index order, voxel units (centre of voxel i = i). */
+  position?: number[];
+  /** Voxels per screen pixel in the cross-section panels. */
+  crossSectionScale?: number;
+  /** "xy", "xz", "yz", "4panel", "3d", "xy-3d", ... */
+  layout?: string;
+  projectionScale?: number;
+  /** Quaternions [x, y, z, w]. */
+  crossSectionOrientation?: number[];
+  projectionOrientation?: number[];
+}
+
+export interface CreateViewerOptions {
+  widgetId: string;
+  transport: ChunkTransport;
+  /** Spatial shape in array index order. */
+  shape: number[];
+  /** Layer definitions from chunk_server.layer_specs(). */
+  layers: LayerSpec[];
+  layerSettings?: LayerSettings;
+  state?: ViewerState;
+  brush?: Partial<BrushSettings>;
+  /** Chunk requests in flight at once (default 4). */
+  maxRequestsInFlight?: number;
+}
+
+export interface ViewerHandle {
+  readonly viewer: Viewer;
+  readonly widgetId: string;
+  readonly element: HTMLElement;
+  /** Replace the layer definitions (e.g. after classes changed); unchanged layers keep their chunks. */
+  setLayers(specs: LayerSpec[]): void;
+  setLayerSettings(settings: LayerSettings): void;
+  getLayerSettings(): LayerSettings;
+  /** Re-fetch the visible chunks of these layers ("raw", "labels", "predictions"/"probabilities"/...). */
+  refresh(layers: string[], generation?: number): void;
+  setBrush(settings: Partial<BrushSettings>): void;
+  getBrush(): BrushSettings;
+  onStroke(callback: StrokeCallback): () => void;
+  getState(): ViewerState;
+  setState(state: ViewerState): void;
+  /** Called (at most once per animation frame) when position, zoom, orientation or layout change. */
+  onStateChange(callback: (state: ViewerState) => void): () => void;
+  /** Moves the view centre to `point` (array order, voxels). */
+  moveTo(point: number[]): void;
+  dispose(): void;
+  // Test hooks (CONTRACTS.md).
+  voxelToScreen(point: number[]): [number, number];
+  screenToVoxel(clientX: number, clientY: number): number[];
+  panelRect(): DOMRect;
+  isIdle(): boolean;
+  /** Chunk transport counters (messages, keys, bytes, dropped). */
+  stats(): { messages: number; keys: number; bytes: number; dropped: number };
+}
+
+declare global {
+  interface Window {
+    __ilastikWidgets?: Record<string, ViewerHandle>;
+  }
+}
+
+const AXES: Record<number, string[]> = { 2: ["y", "x"], 3: ["z", "y", "x"] };
+
+function defaultLayout(ndim: number): string {
+  return ndim === 2 ? "xy" : "4panel";
+}
+
+/** Cross-section zoom (voxels per pixel) that shows the whole in-plane extent in a panel of the given size. */
+function fitScale(shape: number[], width: number, height: number, layout: string): number {
+  const ndim = shape.length;
+  const [h, w] = [shape[ndim - 2], shape[ndim - 1]];
+  let pw = width > 50 ? width : 800;
+  let ph = height > 50 ? height : 600;
+  if (layout === "4panel" || layout === "4panel-alt") {
+    pw /= 2;
+    ph /= 2;
+  }
+  return Math.max(w / pw, h / ph) * 1.05;
+}
+
+export function createViewer(el: HTMLElement, opts: CreateViewerOptions): ViewerHandle {
+  const { widgetId } = opts;
+  const shape = opts.shape.map(Number);
+  const ndim = shape.length;
+  if (ndim !== 2 && ndim !== 3) throw new Error(`createViewer: expected a 2D or 3D shape, got ${JSON.stringify(shape)}`);
+  const arrayAxes = AXES[ndim];
+
+  const fetcher = new ChunkFetcher(opts.transport, { maxInFlight: opts.maxRequestsInFlight });
+  const unregisterFetcher = registerChunkFetcher(widgetId, fetcher);
+
+  const container = document.createElement("div");
+  container.className = "ilastik-viewer";
+  Object.assign(container.style, { position: "relative", width: "100%", height: "100%", minHeight: "300px" });
+  el.appendChild(container);
+
+  const viewer = makeMinimalViewer({
+    target: container,
+    showUIControls: true,
+    showTopBar: false,
+    showLayerPanel: false,
+    showLayerSidePanelButton: false,
+    showLayerHoverValues: false,
+    showPanelBorders: true,
+    showLayerDialog: false,
+    resetStateWhenEmpty: false,
+  } as any);
+  // Mouse bindings of the data panels only: Neuroglancer's global keyboard shortcuts (digits, l, s, b, n, ...)
+  // would clash with the widget's own (shortcuts.ts).
+  viewer.inputEventBindings.sliceView.addParent(getDefaultSliceViewPanelBindings(), Number.NEGATIVE_INFINITY);
+  viewer.inputEventBindings.perspectiveView.addParent(getDefaultPerspectivePanelBindings(), Number.NEGATIVE_INFINITY);
+
+  const axisMap = new AxisMap(viewer, arrayAxes);
+  const globalNames = ndim === 2 ? ["x", "y"] : ["x", "y", "z"];
+  const layout = opts.state?.layout ?? defaultLayout(ndim);
+  const rect = container.getBoundingClientRect();
+  const center = shape.map((s) => s / 2 - 0.5);
+  const initialPosition = opts.state?.position ?? center;
+  const toGlobalOrder = (point: number[]) => globalNames.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
+
+  const stateJson: Record<string, unknown> = {
+    dimensions: Object.fromEntries(globalNames.map((name) => [name, [1, ""]])),
+    position: toGlobalOrder(initialPosition),
+    crossSectionScale: opts.state?.crossSectionScale ?? fitScale(shape, rect.width, rect.height, layout),
+    projectionScale: opts.state?.projectionScale ?? Math.max(...shape) * 1.6,
+    layout,
+    layers: opts.layers.map((spec) => {
+      const setting = opts.layerSettings?.[spec.name];
+      return setting === undefined ? spec : { ...spec, ...setting };
+    }),
+    showDefaultAnnotations: false,
+    showAxisLines: ndim === 3,
+    showScaleBar: false,
+    showSlices: true,
+    selectedLayer: { visible: false },
+  };
+  if (opts.state?.crossSectionOrientation) stateJson.crossSectionOrientation = opts.state.crossSectionOrientation;
+  if (opts.state?.projectionOrientation) stateJson.projectionOrientation = opts.state.projectionOrientation;
+  viewer.state.restoreState(stateJson);
+
+  const brush = new BrushTool(viewer, container, axisMap);
+  if (opts.brush) brush.setSettings(opts.brush);
+
+  const firstXYPanel = (): PanelGeometry => {
+    const panels = slicePanels(viewer).map((p) => new PanelGeometry(p));
+    const { names } = viewer.coordinateSpace.value;
+    const xy = panels.find((g) => g.valid && g.isXY(names)) ?? panels.find((g) => g.valid) ?? panels[0];
+    if (xy === undefined) throw new Error("no cross-section panel is shown");
+    return xy;
+  };
+
+  const getState = (): ViewerState => {
+    const position = axisMap.ready ? axisMap.toArray(viewer.position.value) : [];
+    return {
+      position: position.map((v) => Math.round(v * 1000) / 1000),
+      crossSectionScale: viewer.crossSectionScale.value,
+      projectionScale: viewer.projectionScale.value,
+      layout: viewer.layout.toJSON() as string,
+      crossSectionOrientation: Array.from(viewer.crossSectionOrientation.orientation),
+      projectionOrientation: Array.from(viewer.projectionOrientation.orientation),
+    };
+  };
+
+  const setState = (state: ViewerState) => {
+    const json: Record<string, unknown> = {};
+    if (state.position !== undefined && state.position.length === ndim) json.position = toGlobalOrder(state.position);
+    if (state.crossSectionScale !== undefined) json.crossSectionScale = state.crossSectionScale;
+    if (state.projectionScale !== undefined) json.projectionScale = state.projectionScale;
+    if (state.crossSectionOrientation !== undefined) json.crossSectionOrientation = state.crossSectionOrientation;
+    if (state.projectionOrientation !== undefined) json.projectionOrientation = state.projectionOrientation;
+    if (json.position !== undefined) viewer.position.restoreState(json.position);
+    if (json.crossSectionScale !== undefined) viewer.crossSectionScale.restoreState(json.crossSectionScale);
+    if (json.projectionScale !== undefined) viewer.projectionScale.restoreState(json.projectionScale);
+    if (json.crossSectionOrientation !== undefined) viewer.crossSectionOrientation.restoreState(json.crossSectionOrientation);
+    if (json.projectionOrientation !== undefined) viewer.projectionOrientation.restoreState(json.projectionOrientation);
+    if (state.layout !== undefined && state.layout !== viewer.layout.toJSON()) {
+      viewer.layout.restoreState(state.layout);
+    }
+  };
+
+  const stateListeners = new Set<(state: ViewerState) => void>();
+  let stateChangeScheduled = false;
+  const onViewChanged = () => {
+    if (stateChangeScheduled || stateListeners.size === 0) return;
+    stateChangeScheduled = true;
+    requestAnimationFrame(() => {
+      stateChangeScheduled = false;
+      const state = getState();
+      for (const listener of stateListeners) listener(state);
+    });
+  };
+  const disposers: Array<() => void> = [
+    viewer.position.changed.add(onViewChanged),
+    viewer.crossSectionScale.changed.add(onViewChanged),
+    viewer.projectionScale.changed.add(onViewChanged),
+    viewer.crossSectionOrientation.changed.add(onViewChanged),
+    viewer.projectionOrientation.changed.add(onViewChanged),
+    viewer.layout.changed.add(onViewChanged),
+  ];
+
+  let labelsClearTimer: number | undefined;
+  const clearDrawnWhenLoaded = () => {
+    const started = performance.now();
+    if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
+    labelsClearTimer = window.setInterval(() => {
+      const elapsed = performance.now() - started;
+      if ((elapsed > 150 && fetcher.isIdle() && viewer.isReady()) || elapsed > 5000) {
+        clearInterval(labelsClearTimer);
+        labelsClearTimer = undefined;
+        brush.clearDrawn();
+      }
+    }, 50);
+  };
+
+  const handle: ViewerHandle = {
+    viewer,
+    widgetId,
+    element: container,
+    setLayers(specs) {
+      applyLayerSpecs(viewer, specs, {});
+    },
+    setLayerSettings(settings) {
+      for (const [name, setting] of Object.entries(settings ?? {})) applyLayerSetting(viewer, name, setting);
+    },
+    getLayerSettings() {
+      return getLayerSettings(viewer);
+    },
+    refresh(layers, generation) {
+      const arrays = arraysForLayers(layers);
+      if (generation !== undefined && arrays.includes("predictions")) fetcher.setGeneration("predictions", generation);
+      invalidateArrays(viewer, widgetId, arrays);
+      if (arrays.includes("labels")) clearDrawnWhenLoaded();
+    },
+    setBrush(settings) {
+      brush.setSettings(settings);
+    },
+    getBrush() {
+      return { ...brush.settings };
+    },
+    onStroke(callback) {
+      return brush.onStroke(callback);
+    },
+    getState,
+    setState,
+    onStateChange(callback) {
+      stateListeners.add(callback);
+      return () => stateListeners.delete(callback);
+    },
+    moveTo(point) {
+      setState({ position: point });
+    },
+    dispose() {
+      if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
+      for (const d of disposers) d();
+      stateListeners.clear();
+      brush.dispose();
+      unregisterFetcher();
+      viewer.dispose();
+      container.remove();
+      if (window.__ilastikWidgets?.[widgetId] === handle) delete window.__ilastikWidgets[widgetId];
+    },
+    voxelToScreen(point) {
+      const geometry = firstXYPanel();
+      const global = axisMap.toGlobal(point, viewer.position.value);
+      return geometry.globalToClient(global);
+    },
+    screenToVoxel(clientX, clientY) {
+      const geometry = firstXYPanel();
+      return axisMap.toArray(geometry.clientToGlobal(clientX, clientY));
+    },
+    panelRect() {
+      return firstXYPanel().rect();
+    },
+    isIdle() {
+      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing;
+    },
+    stats() {
+      return { ...fetcher.stats };
+    },
+  };
+  window.__ilastikWidgets ??= {};
+  window.__ilastikWidgets[widgetId] = handle;
+  return handle;
+}
+
+export type { Stroke as BrushStroke };
