@@ -52,6 +52,7 @@ import os
 import shutil
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,33 +82,26 @@ class BatchModel:
 
 
 def model_from_session(session) -> BatchModel:
-    """Extract the trained classifier and feature settings from a :class:`~ilastik_widget.Session`."""
-    if not getattr(session, "is_trained", False):
+    """Extract the fitted classifier and feature settings from a trained :class:`~ilastik_widget.Session`."""
+    clf = getattr(session, "model", None)
+    if clf is None or not getattr(session, "is_trained", False):
         raise RuntimeError("the session is not trained: paint labels of at least two classes and call "
                            "session.train() first")
-    clf = getattr(session, "classifier", None)
-    if clf is None or not getattr(clf, "is_fitted", True):
-        raise RuntimeError("the session has no fitted classifier")
-    classes = list(getattr(session, "classes", []))
-    n_in = _session_n_channels(session)
+    if getattr(session, "needs_training", False):
+        warnings.warn("the session's labels or settings changed since its last training; batch prediction uses "
+                      "the last trained classifier (call session.train() to include the newest labels)",
+                      stacklevel=3)
+    classes = list(session.classes)
     return BatchModel(
         classifier=clf,
         selection=session.feature_selection,
-        mode=getattr(session, "feature_mode", "3d"),
+        mode=session.feature_mode,
         ndim=int(session.ndim),
-        n_input_channels=n_in,
+        n_input_channels=int(session.n_input_channels),
         n_classes=int(session.n_classes),
-        class_names=[getattr(c, "name", str(c)) for c in classes],
-        class_colors=[getattr(c, "color", None) for c in classes],
+        class_names=[c.name for c in classes],
+        class_colors=[c.color for c in classes],
     )
-
-
-def _session_n_channels(session) -> int:
-    shape = tuple(getattr(session.image, "shape", ()))
-    ca = getattr(session, "channel_axis", None)
-    if ca is None:
-        return 1
-    return int(shape[ca])
 
 
 # ---------------------------------------------------------------------- the block function
@@ -124,6 +118,8 @@ def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, blo
     feats = features_for_region(block, tuple(region), model.selection, channel_axis=-1, mode=model.mode)
     size = feats.shape[:-1]
     probs = model.classifier.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=1)
+    if probs.shape[1] < model.n_classes:  # classes added since training: zero columns, as Session.predict
+        probs = np.concatenate([probs, np.zeros((len(probs), model.n_classes - probs.shape[1]), np.float32)], 1)
     return probs.reshape(*size, model.n_classes)
 
 
@@ -133,9 +129,9 @@ def _segmentation(p):
 
 def _uncertainty(p):
     if p.shape[-1] < 2:
-        return np.zeros(p.shape[:-1], np.float32)
+        return (1.0 - p[..., 0]).astype(np.float32)
     top2 = np.partition(p, p.shape[-1] - 2, axis=-1)[..., -2:]
-    return (1.0 - (top2[..., 1] - top2[..., 0])).astype(np.float32)
+    return np.clip(1.0 - (top2[..., 1] - top2[..., 0]), 0.0, 1.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- chunk choice

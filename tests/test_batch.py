@@ -1,0 +1,216 @@
+"""ilastik_widget.batch: parity with in-memory prediction, outputs, several inputs, a real LocalCluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from ilastik_widget.batch import predict_batch, predict_dask, read_output
+from ilastik_widget.datasets import simulated_strokes, synthetic_cells
+from ilastik_widget.features import FeatureSelection, compute_features
+from ilastik_widget.session import Session
+from ilastik_widget.sources import open_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+# small but with a real halo (sigma 3.5 -> a halo of about 14-20 pixels), so block borders matter
+SEL = (FeatureSelection.none()
+       .with_feature("gaussian_smoothing", 0.7, True)
+       .with_feature("gaussian_gradient_magnitude", 1.6, True)
+       .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
+       .with_feature("structure_tensor_eigenvalues", 1.0, True)
+       .with_feature("difference_of_gaussians", 3.5, True))
+
+
+def _trained(img, truth, channel_axis=None, mode="3d", n_classes=2, seed=0):
+    classes = ["Background", "Foreground", "Third"][:n_classes]
+    s = Session(img, channel_axis=channel_axis, features=SEL, feature_mode=mode, seed=seed, classes=classes,
+                classifier={"n_estimators": 20})
+    for st in simulated_strokes(truth, n_per_class=4, radius=2, seed=seed):
+        s.add_stroke(**st)
+    s.train()
+    return s
+
+
+@pytest.fixture(scope="module")
+def s2d():
+    img, truth = synthetic_cells((150, 170), seed=1)
+    return img, _trained(img, truth)
+
+
+@pytest.fixture(scope="module")
+def s3d():
+    img, truth = synthetic_cells((40, 56, 64), seed=2)
+    return img, _trained(img, truth)
+
+
+def _whole_image_reference(session, img, channel_axis=None):
+    """The straightforward way: features of the whole image, then the classifier on every pixel."""
+    f = compute_features(img, session.feature_selection, channel_axis=channel_axis, mode=session.feature_mode)
+    p = session.model.predict_proba(f.reshape(-1, f.shape[-1]))
+    return p.reshape(*f.shape[:-1], -1)
+
+
+def test_parity_2d_random_chunkings(s2d):
+    img, s = s2d
+    expected = s.predict()
+    np.testing.assert_allclose(_whole_image_reference(s, img), expected, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        chunks = tuple(int(c) for c in rng.integers(20, 120, size=2))
+        # the input itself is chunked irregularly as well
+        ichunks = tuple(tuple(np.diff(np.unique(np.r_[0, rng.integers(1, n, 3), n])).tolist()) for n in img.shape)
+        out = predict_dask(s, da.from_array(img, chunks=ichunks), chunks=chunks)
+        p = out["probabilities"].compute()
+        assert p.shape == expected.shape and p.dtype == np.float32
+        np.testing.assert_allclose(p, expected, atol=1e-5, err_msg=f"chunks={chunks}")
+        np.testing.assert_array_equal(out["segmentation"].compute(), s.segmentation())
+        np.testing.assert_allclose(out["uncertainty"].compute(), s.uncertainty(), atol=1e-5)
+
+
+def test_parity_3d_random_chunkings(s3d):
+    img, s = s3d
+    expected = s.predict()
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        chunks = tuple(int(c) for c in rng.integers(12, 50, size=3))
+        p = predict_dask(s, img, chunks=chunks)["probabilities"].compute()
+        np.testing.assert_allclose(p, expected, atol=1e-5, err_msg=f"chunks={chunks}")
+    # default chunking (one block here) too
+    np.testing.assert_allclose(predict_dask(s, img)["probabilities"].compute(), expected, atol=1e-5)
+
+
+def test_parity_multichannel_and_2d_mode():
+    img, truth = synthetic_cells((24, 48, 52), seed=3)
+    s = _trained(img, truth, mode="2d")
+    p = predict_dask(s, img, chunks=(7, 30, 25))["probabilities"].compute()
+    np.testing.assert_allclose(p, s.predict(), atol=1e-5)
+    img2, truth2 = synthetic_cells((90, 100), seed=4)
+    rgb = np.stack([img2, img2[::-1], img2 * 0.5], axis=0)  # channel first
+    s = _trained(rgb, truth2, channel_axis=0)
+    p = predict_dask(s, rgb, channel_axis=0, chunks=40)["probabilities"].compute()
+    np.testing.assert_allclose(p, s.predict(), atol=1e-5)
+    with pytest.raises(ValueError, match="channel"):
+        predict_dask(s, img2)
+
+
+def write_ome(path, data, axes, scale, fmt=2):
+    g = zarr.open_group(str(path), mode="w", zarr_format=fmt)
+    g.create_array("0", shape=data.shape, dtype=data.dtype, chunks=tuple(min(n, 32) for n in data.shape))[...] = data
+    ms = {"axes": [{"name": a, "type": "space", "unit": "micrometer"} if a in "zyx" else
+                   {"name": a, "type": {"t": "time", "c": "channel"}[a]} for a in axes],
+          "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}
+    if fmt == 2:
+        g.attrs["multiscales"] = [{**ms, "version": "0.4"}]
+    else:
+        g.attrs["ome"] = {"version": "0.5", "multiscales": [ms]}
+
+
+@pytest.mark.parametrize("zfmt", [2, 3])
+def test_predict_batch_ome_zarr_output(tmp_path, s3d, zfmt):
+    img, s = s3d
+    write_ome(tmp_path / "in.ome.zarr", img, "zyx", [2.0, 0.3, 0.3])
+    out = tmp_path / "out.ome.zarr"
+    res = predict_batch(s, str(tmp_path / "in.ome.zarr"), out, chunks=(20, 28, 30), progress=False,
+                        zarr_format=zfmt)
+    assert res["probabilities"] == str(out / "probabilities")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "out.ome.zarr"]  # no partial left
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["ilastik_widget"]["complete"] is True
+    probs = open_source(str(out / "probabilities"))
+    assert probs.axes == "czyx" and probs.scale == (2.0, 0.3, 0.3) and probs.units == ("micrometer",) * 3
+    assert probs.zarr_format == zfmt
+    np.testing.assert_allclose(np.moveaxis(probs[...], 0, -1), s.predict(), atol=1e-5)
+    seg = read_output(out, "segmentation")
+    assert seg.axes == "zyx" and seg.dtype == np.uint8 and seg.scale == (2.0, 0.3, 0.3)
+    np.testing.assert_array_equal(seg[...], s.segmentation())
+    unc = read_output(out, "uncertainty")
+    np.testing.assert_allclose(unc[...], s.uncertainty(), atol=1e-5)
+    # an existing output is refused before any work, and replaced on request
+    with pytest.raises(FileExistsError):
+        predict_batch(s, img, out, progress=False)
+    predict_batch(s, img, out, outputs=("segmentation",), progress=False, overwrite=True)
+    assert sorted(zarr.open_group(str(out), mode="r").group_keys()) == ["segmentation"]
+
+
+def test_several_inputs_tiff_and_time_series(tmp_path, s2d):
+    img, s = s2d
+    img_b, _ = synthetic_cells((120, 90), seed=7)
+    tifffile.imwrite(tmp_path / "b.tif", img_b)
+    series = np.stack([img, img[::-1], img[:, ::-1]])
+    res = predict_batch(s, [img, str(tmp_path / "b.tif"), open_source(series, axes="tyx")], tmp_path / "out",
+                        outputs=("segmentation", "probabilities"), progress=False, chunks=64)
+    assert [r["input"] for r in res] == ["image", "b", "image_1"]
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out/image.ome.zarr/segmentation/0"))[...],
+                                  s.segmentation())
+    sb = Session(img_b, features=SEL)
+    sb.set_model(s.model)
+    np.testing.assert_array_equal(read_output(tmp_path / "out/b.ome.zarr", "segmentation")[...], sb.segmentation())
+    ts = read_output(tmp_path / "out/image_1.ome.zarr", "probabilities")
+    assert ts.axes == "tcyx" and ts.n_times == 3
+    st = Session(series[2], features=SEL)
+    st.set_model(s.model)
+    np.testing.assert_allclose(np.moveaxis(ts.at_time(2)[...], 0, -1), st.predict(), atol=1e-5)
+    # TIFF outputs, ImageJ hyperstack order
+    res = predict_batch(s, str(tmp_path / "b.tif"), tmp_path / "tifs", format="tiff", progress=False)
+    seg = tifffile.imread(res["segmentation"])
+    np.testing.assert_array_equal(seg, sb.segmentation())
+    prob = open_source(res["probabilities"])
+    assert prob.axes == "cyx"
+    np.testing.assert_allclose(np.moveaxis(prob[...], 0, -1), sb.predict(), atol=1e-5)
+    assert not [p for p in (tmp_path / "tifs").iterdir() if "partial" in p.name]
+
+
+def test_interrupted_run_leaves_nothing_presented_as_complete(tmp_path, s2d):
+    img, s = s2d
+
+    class Failing:
+        shape, dtype, ndim = img.shape, img.dtype, img.ndim
+
+        def __getitem__(self, key):
+            if key[0].start and key[0].start >= 60:
+                raise KeyboardInterrupt  # like Ctrl-C in the middle of the run
+            return img[key]
+
+    src = open_source(da.from_array(Failing(), chunks=(30, 170)))
+    with pytest.raises(KeyboardInterrupt):
+        predict_batch(s, src, tmp_path / "out.ome.zarr", chunks=(30, 170), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_errors(tmp_path, s2d):
+    img, s = s2d
+    fresh = Session(img, features=SEL)
+    with pytest.raises(RuntimeError, match="not trained"):
+        predict_batch(fresh, img, tmp_path / "x.ome.zarr")
+    with pytest.raises(ValueError, match="unknown outputs"):
+        predict_batch(s, img, tmp_path / "x.ome.zarr", outputs=("nope",))
+    with pytest.raises(ValueError, match="2D"):
+        predict_dask(s, np.zeros((5, 20, 20), np.float32))
+
+
+def test_local_cluster_two_worker_processes(tmp_path, s3d):
+    distributed = pytest.importorskip("distributed")
+    img, s = s3d
+    write_ome(tmp_path / "vol.ome.zarr", img, "zyx", [1.0, 0.5, 0.5])
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  env=env) as cluster, distributed.Client(cluster) as client:
+        res = predict_batch(s, [str(tmp_path / "vol.ome.zarr"), img[:20]], tmp_path / "out", client=client,
+                            chunks=(20, 28, 32), progress=False)
+        workers = client.run(os.getpid)
+        assert len(set(workers.values())) == 2 and os.getpid() not in workers.values()
+        # both workers did part of the work
+        tasks = client.run(lambda dask_worker: len(dask_worker.state.log))
+        assert all(n > 0 for n in tasks.values())
+    p = open_source(res[0]["probabilities"])
+    np.testing.assert_allclose(np.moveaxis(p[...], 0, -1), s.predict(), atol=1e-5)
+    s20 = Session(img[:20], features=SEL)
+    s20.set_model(s.model)
+    np.testing.assert_array_equal(open_source(res[1]["segmentation"])[...], s20.segmentation())
