@@ -1,0 +1,226 @@
+// The anywidget entry point: lays out the viewer and the control panel, wires traits <-> viewer, strokes ->
+// kernel, kernel refreshes -> viewer, keyboard shortcuts, and cleans everything up when the view is removed.
+
+import "./style.css";
+import { RequestError, Transport } from "./messages.js";
+import type { PanelModel, StrokeSummary } from "./panel.js";
+import { Panel, createHelpOverlay } from "./panel.js";
+import { installShortcuts, nextBrushSize } from "./shortcuts.js";
+import type { Mode } from "./shortcuts.js";
+import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "./viewer.js";
+import { createViewer } from "./viewer.js";
+
+const MAX_STROKE_POINTS = 50_000; // keeps one stroke message well below the comm's size limit
+
+interface AnyModel extends PanelModel {
+  send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+}
+
+/** Brush radius (voxels) for a brush size (diameter in pixels, 1..61). */
+export function brushRadius(size: number): number {
+  return Math.max(0, (size - 1) / 2);
+}
+
+function decimate(points: number[][]): number[][] {
+  if (points.length <= MAX_STROKE_POINTS) return points;
+  const step = Math.ceil(points.length / MAX_STROKE_POINTS);
+  const out = points.filter((_, i) => i % step === 0);
+  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
+  return out;
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
+  const widgetId = String(model.get("widget_id") ?? "");
+  const root = document.createElement("div");
+  root.className = "ilastik-widget";
+  root.setAttribute("data-widget-id", widgetId);
+  const main = document.createElement("div");
+  main.className = "ilastik-main";
+  root.append(main);
+  el.append(root);
+
+  const transport = new Transport(model);
+  const cleanups: Array<() => void> = [];
+  const onModel = (events: string, fn: (...args: any[]) => void) => {
+    for (const event of events.split(" ")) {
+      model.on(event, fn);
+      cleanups.push(() => model.off(event, fn));
+    }
+  };
+  const setTrait = (name: string, value: unknown) => {
+    model.set(name, value);
+    model.save_changes();
+  };
+  // Errors of requests: the kernel reports them in the status line too; keep a console trace for debugging.
+  const request = (msg: { type: string; [key: string]: any }) =>
+    transport.request(msg).catch((error: unknown) => {
+      if (!(error instanceof RequestError && error.kind === "closed")) console.warn("ilastik_widget:", error);
+      throw error;
+    });
+
+  // ------------------------------------------------------------------------------------------ help overlay
+  let helpShown = false;
+  const help = createHelpOverlay(() => toggleHelp(false));
+  root.append(help);
+  const toggleHelp = (show?: boolean) => {
+    helpShown = show ?? !helpShown;
+    help.style.display = helpShown ? "" : "none";
+  };
+
+  // ------------------------------------------------------------------------------------------ viewer
+  let handle: ViewerHandle | undefined;
+  const classColor = (label: number) => (model.get("classes") ?? [])[label - 1]?.color ?? "#ffffff";
+  const brushSettings = () => {
+    const label = Number(model.get("active_class") ?? 1);
+    return {
+      mode: model.get("mode") as Mode,
+      radius: brushRadius(Number(model.get("brush_size") ?? 5)),
+      label,
+      color: classColor(label),
+    };
+  };
+
+  const panel = new Panel(model, {
+    request,
+    goToStroke: (stroke: StrokeSummary) => handle?.moveTo(stroke.center),
+    toggleHelp,
+  });
+  root.append(panel.element);
+  cleanups.push(() => panel.dispose());
+
+  const info = model.get("source_info") ?? {};
+  const initialState: ViewerState | undefined =
+    model.get("viewer_state") && Object.keys(model.get("viewer_state")).length > 0 ? model.get("viewer_state") : undefined;
+  try {
+    handle = createViewer(main, {
+      widgetId,
+      transport,
+      shape: info.shape ?? [],
+      layers: (info.layer_specs ?? []) as LayerSpec[],
+      layerSettings: (model.get("layers") ?? {}) as LayerSettings,
+      state: initialState,
+      brush: brushSettings(),
+    });
+  } catch (error) {
+    console.error("ilastik_widget: could not create the viewer", error);
+    const message = document.createElement("div");
+    message.className = "ilastik-viewer-error";
+    message.textContent = `The image viewer could not start: ${error instanceof Error ? error.message : String(error)}. ` +
+      "It needs WebGL 2 in the browser.";
+    main.append(message);
+  }
+
+  if (handle !== undefined) {
+    const h = handle;
+    (h as any).root = root;
+    (h as any).transport = transport;
+
+    // traits -> viewer
+    onModel("change:layers", () => h.setLayerSettings(model.get("layers") ?? {}));
+    onModel("change:mode change:brush_size change:active_class change:classes", () => h.setBrush(brushSettings()));
+    onModel("change:source_info", () => {
+      const specs = model.get("source_info")?.layer_specs;
+      if (Array.isArray(specs) && specs.length > 0) {
+        h.setLayers(specs);
+        h.setLayerSettings(model.get("layers") ?? {});
+      }
+    });
+    let lastSentState: unknown = initialState;
+    onModel("change:viewer_state", () => {
+      const state = model.get("viewer_state");
+      if (!state || sameJson(state, lastSentState)) return;
+      lastSentState = state;
+      h.setState(state);
+    });
+
+    // viewer -> traits (view changes are already coalesced per animation frame; send at most ~4 per second)
+    let stateTimer: ReturnType<typeof setTimeout> | undefined;
+    cleanups.push(
+      h.onStateChange((state) => {
+        if (stateTimer !== undefined) clearTimeout(stateTimer);
+        stateTimer = setTimeout(() => {
+          stateTimer = undefined;
+          if (sameJson(state, model.get("viewer_state"))) return;
+          lastSentState = state;
+          setTrait("viewer_state", state);
+        }, 250);
+      }),
+    );
+    cleanups.push(() => {
+      if (stateTimer !== undefined) clearTimeout(stateTimer);
+    });
+    if (initialState === undefined) {
+      // Tell the kernel where the view starts.
+      requestAnimationFrame(() => {
+        try {
+          const state = h.getState();
+          lastSentState = state;
+          setTrait("viewer_state", state);
+        } catch {
+          // the viewer is not ready yet; its first change will report the state
+        }
+      });
+    }
+
+    // strokes -> kernel
+    cleanups.push(
+      h.onStroke((stroke) => {
+        request({
+          type: "stroke",
+          label: stroke.label,
+          erase: stroke.erase,
+          radius: stroke.radius,
+          axes: stroke.axes,
+          points: decimate(stroke.points),
+        }).catch(() => h.refresh(["labels"])); // rejected: drop the stroke drawn in the browser
+      }),
+    );
+
+    // kernel -> viewer
+    cleanups.push(transport.on("refresh", (content) => {
+      if (Array.isArray(content.layers)) h.refresh(content.layers, typeof content.generation === "number" ? content.generation : undefined);
+    }));
+  }
+  cleanups.push(transport.on("error", (content) => console.warn("ilastik_widget (kernel):", content.message)));
+
+  // ------------------------------------------------------------------------------------------ shortcuts
+  const toggleLayer = (name: string) => {
+    const layers = model.get("layers") ?? {};
+    const current = layers[name] ?? {};
+    setTrait("layers", { ...layers, [name]: { ...current, visible: current.visible === false } });
+  };
+  cleanups.push(
+    installShortcuts(root, {
+      pickClass: (label) => {
+        if (label <= (model.get("classes") ?? []).length) setTrait("active_class", label);
+      },
+      setMode: (mode) => setTrait("mode", mode),
+      brushStep: (direction) => setTrait("brush_size", nextBrushSize(Number(model.get("brush_size") ?? 5), direction)),
+      undo: () => void request({ type: "undo" }).catch(() => undefined),
+      redo: () => void request({ type: "redo" }).catch(() => undefined),
+      toggleLive: () => setTrait("live", !model.get("live")),
+      toggleLayer,
+      toggleHelp,
+      helpVisible: () => helpShown,
+    }),
+  );
+
+  return () => {
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        cleanup();
+      } catch (error) {
+        console.warn("ilastik_widget: cleanup failed", error);
+      }
+    }
+    handle?.dispose();
+    transport.dispose();
+    root.remove();
+  };
+}
+
+export default { render };

@@ -1,0 +1,172 @@
+// Custom messages between the browser and the kernel (mirrors ilastik_widget/messages.py).
+//
+// One `Transport` per widget view: it numbers requests, matches replies by their correlation id, times out requests
+// the kernel never answers, and dispatches unsolicited kernel messages ("refresh", "error" without a pending
+// request, ...) to handlers registered with `on(type, handler)`.
+
+export type Buffer = DataView | ArrayBuffer | Uint8Array;
+
+/** The subset of the anywidget model the transport uses. */
+export interface MessageModel {
+  send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+  on(event: string, handler: (...args: any[]) => void): void;
+  off(event?: string | null, handler?: ((...args: any[]) => void) | null): void;
+}
+
+export interface Reply {
+  content: any;
+  buffers: Buffer[];
+}
+
+export interface RequestOptions {
+  /** Milliseconds before the request fails with a timeout (default: the transport's). 0 = never. */
+  timeout?: number;
+  /** Aborting rejects the promise and tells the kernel to skip the request if it has not started it. */
+  signal?: AbortSignal;
+}
+
+export class RequestError extends Error {
+  constructor(
+    message: string,
+    public readonly kind: "error" | "timeout" | "aborted" | "closed",
+  ) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+interface Pending {
+  resolve(reply: Reply): void;
+  reject(error: unknown): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  type: string;
+}
+
+type Handler = (content: any, buffers: Buffer[]) => void;
+
+// Request ids are unique on the page: two views of the same widget receive each other's replies.
+let nextRequestId = 1;
+
+export class Transport {
+  private pending = new Map<number, Pending>();
+  private handlers = new Map<string, Set<Handler>>();
+  private closed = false;
+  private readonly listener: (content: any, buffers?: Buffer[]) => void;
+  /** Counters for tests and benchmarks. */
+  stats = { sent: 0, replies: 0, errors: 0, timeouts: 0 };
+
+  constructor(
+    private model: MessageModel,
+    private defaultTimeout = 60_000,
+  ) {
+    this.listener = (content: any, buffers?: Buffer[]) => this.dispatch(content, buffers ?? []);
+    model.on("msg:custom", this.listener);
+  }
+
+  /** Number of requests waiting for a reply. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Sends `msg` with a fresh correlation id; resolves with the kernel's reply (rejects on an error reply). */
+  request(msg: { type: string; [key: string]: any }, buffers?: ArrayBuffer[], options: RequestOptions = {}): Promise<Reply> {
+    if (this.closed) return Promise.reject(new RequestError("the widget was closed", "closed"));
+    const id = nextRequestId++;
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new RequestError("request aborted", "aborted"));
+    return new Promise<Reply>((resolve, reject) => {
+      const timeout = options.timeout ?? this.defaultTimeout;
+      const entry: Pending = {
+        resolve,
+        reject,
+        type: msg.type,
+        timer:
+          timeout > 0
+            ? setTimeout(() => {
+                if (this.pending.delete(id)) {
+                  this.stats.timeouts++;
+                  reject(new RequestError(`the kernel did not answer a '${msg.type}' request within ${timeout / 1000} s`, "timeout"));
+                }
+              }, timeout)
+            : undefined,
+      };
+      this.pending.set(id, entry);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          if (this.settle(id)) {
+            this.notify({ type: "cancel", ids: [id] });
+            reject(new RequestError("request aborted", "aborted"));
+          }
+        },
+        { once: true },
+      );
+      this.stats.sent++;
+      this.model.send({ ...msg, id }, undefined, buffers);
+    });
+  }
+
+  /** Sends a message that expects no reply (it still carries an id, as the protocol requires). */
+  notify(msg: { type: string; [key: string]: any }): void {
+    if (this.closed) return;
+    this.model.send({ ...msg, id: nextRequestId++ });
+  }
+
+  /** Registers a handler for kernel messages of `type`; returns a function that removes it. */
+  on(type: string, handler: Handler): () => void {
+    let set = this.handlers.get(type);
+    if (set === undefined) {
+      set = new Set();
+      this.handlers.set(type, set);
+    }
+    set.add(handler);
+    return () => set!.delete(handler);
+  }
+
+  private settle(id: number): Pending | undefined {
+    const entry = this.pending.get(id);
+    if (entry === undefined) return undefined;
+    this.pending.delete(id);
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    return entry;
+  }
+
+  /** The one dispatcher for kernel->browser messages. */
+  dispatch(content: any, buffers: Buffer[]): void {
+    if (content === null || typeof content !== "object" || typeof content.type !== "string") return;
+    const { type, id } = content;
+    if (typeof id === "number" && (type.endsWith("-reply") || type === "error")) {
+      const entry = this.settle(id);
+      if (entry !== undefined) {
+        if (type === "error") {
+          this.stats.errors++;
+          entry.reject(new RequestError(String(content.message ?? "the kernel reported an error"), "error"));
+        } else {
+          this.stats.replies++;
+          entry.resolve({ content, buffers });
+        }
+        return;
+      }
+    }
+    const handlers = this.handlers.get(type);
+    if (handlers === undefined) return;
+    for (const handler of Array.from(handlers)) {
+      try {
+        handler(content, buffers);
+      } catch (error) {
+        console.error(`ilastik_widget: handler for '${type}' failed`, error);
+      }
+    }
+  }
+
+  /** Rejects every pending request and stops listening. */
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.model.off("msg:custom", this.listener);
+    for (const id of Array.from(this.pending.keys())) {
+      this.settle(id)?.reject(new RequestError("the widget was closed", "closed"));
+    }
+    this.handlers.clear();
+  }
+}

@@ -1,0 +1,447 @@
+// The control panel beside the viewer: classes, tools, layers, feature matrix, stroke list, status.
+//
+// The panel only reads traits and writes traits or sends requests; the kernel is the source of truth and its
+// answer (a trait change) re-renders the panel. Every control carries the data-testid listed in CONTRACTS.md.
+
+import { SHORTCUTS } from "./shortcuts.js";
+
+/** The subset of the anywidget model the panel uses. */
+export interface PanelModel {
+  get(name: string): any;
+  set(name: string, value: any): void;
+  save_changes(): void;
+  on(event: string, handler: (...args: any[]) => void): void;
+  off(event?: string | null, handler?: ((...args: any[]) => void) | null): void;
+}
+
+export interface ClassInfo {
+  name: string;
+  color: string;
+}
+
+export interface StrokeSummary {
+  id: number;
+  label: number;
+  radius: number;
+  n_points: number;
+  center: number[];
+  bounds: number[][];
+  erase?: boolean;
+}
+
+export interface PanelActions {
+  /** Sends a request to the kernel; errors are shown by the caller. */
+  request(msg: { type: string; [key: string]: any }): Promise<unknown>;
+  goToStroke(stroke: StrokeSummary): void;
+  toggleHelp(show?: boolean): void;
+}
+
+export const FEATURES = [
+  "gaussian_smoothing",
+  "laplacian_of_gaussian",
+  "gaussian_gradient_magnitude",
+  "difference_of_gaussians",
+  "structure_tensor_eigenvalues",
+  "hessian_of_gaussian_eigenvalues",
+] as const;
+
+export const FEATURE_TITLES: Record<string, string> = {
+  gaussian_smoothing: "Gaussian Smoothing",
+  laplacian_of_gaussian: "Laplacian of Gaussian",
+  gaussian_gradient_magnitude: "Gaussian Gradient Magnitude",
+  difference_of_gaussians: "Difference of Gaussians",
+  structure_tensor_eigenvalues: "Structure Tensor Eigenvalues",
+  hessian_of_gaussian_eigenvalues: "Hessian of Gaussian Eigenvalues",
+};
+
+export const SCALES = [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0] as const;
+
+const LAYERS: Array<[string, string]> = [
+  ["raw", "Image"],
+  ["labels", "Labels"],
+  ["probabilities", "Probabilities"],
+  ["segmentation", "Segmentation"],
+  ["uncertainty", "Uncertainty"],
+];
+
+/** Scale as written in test ids and in Python's repr: "0.3", "1.0", "10.0". */
+export function scaleText(scale: number): string {
+  return Number.isInteger(scale) ? scale.toFixed(1) : String(scale);
+}
+
+export function isValidCell(feature: string, scale: number): boolean {
+  return scale !== 0.3 || feature === "gaussian_smoothing";
+}
+
+/** Whether `selection` (FeatureSelection.to_dict()) has (feature, scale) switched on. */
+export function featureEnabled(selection: any, feature: string, scale: number): boolean {
+  const scales: unknown = selection?.features?.[feature];
+  return Array.isArray(scales) && scales.some((s) => Math.abs(Number(s) - scale) < 1e-6);
+}
+
+/** A copy of `selection` with (feature, scale) switched `on`. */
+export function withFeature(selection: any, feature: string, scale: number, on: boolean): any {
+  const features: Record<string, number[]> = {};
+  for (const f of FEATURES) {
+    const scales: unknown = selection?.features?.[f];
+    features[f] = Array.isArray(scales) ? scales.map(Number) : [];
+  }
+  const rest = features[feature].filter((s) => Math.abs(s - scale) >= 1e-6);
+  if (on) rest.push(scale);
+  features[feature] = rest.sort((a, b) => a - b);
+  return { features };
+}
+
+export function allFeatures(on: boolean): any {
+  const features: Record<string, number[]> = {};
+  for (const f of FEATURES) features[f] = on ? SCALES.filter((s) => isValidCell(f, s)) : [];
+  return { features };
+}
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Record<string, any> = {},
+  ...children: Array<Node | string | null | undefined>
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") el.className = value;
+    else if (key === "testid") el.setAttribute("data-testid", value);
+    else if (key === "style") Object.assign(el.style, value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key in el && typeof value !== "string") (el as any)[key] = value;
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    el.append(child);
+  }
+  return el;
+}
+
+export class Panel {
+  readonly element: HTMLElement;
+  private statusEl!: HTMLElement;
+  private errorEl!: HTMLElement;
+  private progressEl!: HTMLElement;
+  private classesEl!: HTMLElement;
+  private strokesEl!: HTMLElement;
+  private strokeCountEl!: HTMLElement;
+  private featuresEl!: HTMLElement;
+  private layersEl!: HTMLElement;
+  private brushInput!: HTMLInputElement;
+  private brushValue!: HTMLElement;
+  private modeButtons = new Map<string, HTMLButtonElement>();
+  private liveInput!: HTMLInputElement;
+  private updateButton!: HTMLButtonElement;
+  private listeners: Array<[string, () => void]> = [];
+
+  constructor(
+    private model: PanelModel,
+    private actions: PanelActions,
+  ) {
+    this.element = h("div", { class: "ilastik-panel" });
+    this.build();
+    const watch = (names: string[], fn: () => void) => {
+      for (const name of names) {
+        const event = `change:${name}`;
+        model.on(event, fn);
+        this.listeners.push([event, fn]);
+      }
+    };
+    watch(["classes", "active_class"], () => {
+      this.renderClasses();
+      this.renderStrokes();
+    });
+    watch(["strokes"], () => this.renderStrokes());
+    watch(["feature_selection"], () => this.renderFeatures());
+    watch(["layers"], () => this.renderLayers());
+    watch(["brush_size"], () => this.renderBrush());
+    watch(["mode"], () => this.renderMode());
+    watch(["live"], () => this.renderLive());
+    watch(["status", "error", "busy"], () => this.renderStatus());
+    this.renderAll();
+  }
+
+  dispose(): void {
+    for (const [event, fn] of this.listeners) this.model.off(event, fn);
+    this.listeners = [];
+    this.element.remove();
+  }
+
+  private setTrait(name: string, value: any) {
+    this.model.set(name, value);
+    this.model.save_changes();
+  }
+
+  private send(msg: { type: string; [key: string]: any }) {
+    this.actions.request(msg).catch(() => {
+      // The kernel also puts the error into the status line; nothing else to do here.
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------- layout
+
+  private build() {
+    this.progressEl = h("div", { class: "ilastik-progress", role: "progressbar", "aria-hidden": "true" });
+    this.statusEl = h("div", { class: "ilastik-status-text" });
+    this.errorEl = h("div", { class: "ilastik-error-text" });
+    const status = h("div", { class: "ilastik-status", testid: "status", "aria-live": "polite" }, this.progressEl,
+      this.statusEl, this.errorEl);
+
+    // Tools: mode, brush size, undo/redo
+    const modes = h("div", { class: "ilastik-modes", role: "group", "aria-label": "Mode" });
+    for (const [mode, title, key] of [["paint", "Brush", "b"], ["erase", "Eraser", "e"], ["navigate", "Navigate", "n"]]) {
+      const button = h("button", {
+        type: "button", testid: `mode-${mode}`, title: `${title} (${key})`,
+        onclick: () => this.setTrait("mode", mode),
+      }, title);
+      this.modeButtons.set(mode, button);
+      modes.append(button);
+    }
+    this.brushInput = h("input", {
+      type: "range", min: "1", max: "61", step: "1", testid: "brush-size", title: "Brush size in pixels ([ and ])",
+      oninput: () => {
+        this.brushValue.textContent = `${this.brushInput.value} px`;
+      },
+      onchange: () => this.setTrait("brush_size", Number(this.brushInput.value)),
+    }) as HTMLInputElement;
+    this.brushValue = h("span", { class: "ilastik-brush-value" });
+    const undo = h("button", { type: "button", title: "Undo (Ctrl+Z)", testid: "undo",
+      onclick: () => this.send({ type: "undo" }) }, "↶ Undo");
+    const redo = h("button", { type: "button", title: "Redo (Ctrl+Shift+Z)", testid: "redo",
+      onclick: () => this.send({ type: "redo" }) }, "↷ Redo");
+    const help = h("button", { type: "button", class: "ilastik-help-button", title: "Keyboard shortcuts (?)",
+      testid: "help-button", onclick: () => this.actions.toggleHelp() }, "?");
+    const tools = h("div", { class: "ilastik-section ilastik-tools" },
+      modes,
+      h("label", { class: "ilastik-brush" }, "Brush ", this.brushInput, this.brushValue),
+      h("div", { class: "ilastik-row" }, undo, redo, help));
+
+    // Live update
+    this.liveInput = h("input", { type: "checkbox", testid: "live-toggle",
+      onchange: () => this.setTrait("live", this.liveInput.checked) }) as HTMLInputElement;
+    this.updateButton = h("button", { type: "button", testid: "update-now", title: "Train and predict now",
+      onclick: () => this.send({ type: "update-now" }) }, "Update now");
+    const live = h("div", { class: "ilastik-section ilastik-row" },
+      h("label", { title: "Retrain after every change (l)" }, this.liveInput, " Live update"), this.updateButton);
+
+    // Classes
+    this.classesEl = h("div", { class: "ilastik-classes" });
+    const addClass = h("button", { type: "button", testid: "add-class", onclick: () => this.send({ type: "add-class" }) },
+      "+ Add class");
+    const classes = h("div", { class: "ilastik-section" }, h("div", { class: "ilastik-heading" }, "Classes"),
+      this.classesEl, addClass);
+
+    // Layers
+    this.layersEl = h("div", { class: "ilastik-layers" });
+    const layers = h("details", { class: "ilastik-section", open: true },
+      h("summary", { class: "ilastik-heading" }, "Layers"), this.layersEl);
+
+    // Features
+    this.featuresEl = h("div", { class: "ilastik-features" });
+    const features = h("details", { class: "ilastik-section" },
+      h("summary", { class: "ilastik-heading" }, "Features"),
+      h("div", { class: "ilastik-row" },
+        h("button", { type: "button", testid: "features-all", onclick: () => this.setTrait("feature_selection", allFeatures(true)) }, "All"),
+        h("button", { type: "button", testid: "features-none", onclick: () => this.setTrait("feature_selection", allFeatures(false)) }, "None")),
+      this.featuresEl);
+
+    // Strokes
+    this.strokesEl = h("ul", { class: "ilastik-strokes" });
+    this.strokeCountEl = h("span", { class: "ilastik-count" });
+    const strokes = h("details", { class: "ilastik-section", open: true },
+      h("summary", { class: "ilastik-heading" }, "Strokes ", this.strokeCountEl), this.strokesEl);
+
+    this.element.append(status, tools, live, classes, layers, features, strokes);
+  }
+
+  renderAll() {
+    this.renderStatus();
+    this.renderMode();
+    this.renderBrush();
+    this.renderLive();
+    this.renderClasses();
+    this.renderLayers();
+    this.renderFeatures();
+    this.renderStrokes();
+  }
+
+  // ------------------------------------------------------------------------------------------- parts
+
+  renderStatus() {
+    const error = String(this.model.get("error") ?? "");
+    const status = String(this.model.get("status") ?? "");
+    const busy = Boolean(this.model.get("busy"));
+    this.statusEl.textContent = status.startsWith("Error: ") && error ? "" : status;
+    this.errorEl.textContent = error;
+    this.errorEl.style.display = error ? "" : "none";
+    this.element.classList.toggle("ilastik-busy", busy);
+    this.progressEl.setAttribute("aria-hidden", busy ? "false" : "true");
+  }
+
+  renderMode() {
+    const mode = this.model.get("mode");
+    for (const [name, button] of this.modeButtons) {
+      button.classList.toggle("active", name === mode);
+      button.setAttribute("aria-pressed", String(name === mode));
+    }
+  }
+
+  renderBrush() {
+    const size = Number(this.model.get("brush_size") ?? 5);
+    if (document.activeElement !== this.brushInput || this.brushInput.value !== String(size)) {
+      this.brushInput.value = String(size);
+    }
+    this.brushValue.textContent = `${size} px`;
+  }
+
+  renderLive() {
+    const live = Boolean(this.model.get("live"));
+    this.liveInput.checked = live;
+    this.updateButton.classList.toggle("ilastik-emphasis", !live);
+  }
+
+  renderClasses() {
+    const classes: ClassInfo[] = this.model.get("classes") ?? [];
+    const active = Number(this.model.get("active_class") ?? 1);
+    // Keep a name field that is being edited.
+    const editing = document.activeElement instanceof HTMLInputElement && this.classesEl.contains(document.activeElement)
+      && document.activeElement.type === "text" ? document.activeElement.getAttribute("data-testid") : null;
+    const rows = classes.map((c, i) => {
+      const label = i + 1;
+      const pick = () => {
+        if (Number(this.model.get("active_class")) !== label) this.setTrait("active_class", label);
+      };
+      const swatch = h("button", {
+        type: "button", class: "ilastik-swatch", title: `Paint with ${c.name} (${label <= 9 ? label : ""})`,
+        testid: `class-pick-${label}`, style: { background: c.color }, onclick: pick,
+      }, label <= 9 ? String(label) : "");
+      const color = h("input", { type: "color", value: c.color, testid: `class-color-${label}`, title: "Colour",
+        onchange: (e: Event) => this.send({ type: "recolor-class", label, color: (e.target as HTMLInputElement).value }),
+      }) as HTMLInputElement;
+      const name = h("input", { type: "text", value: c.name, testid: `class-name-${label}`, maxLength: 100,
+        title: "Class name", "aria-label": `Name of class ${label}`,
+        onchange: (e: Event) => {
+          const value = (e.target as HTMLInputElement).value.trim();
+          if (value && value !== c.name) this.send({ type: "rename-class", label, name: value });
+          else (e.target as HTMLInputElement).value = c.name;
+        },
+        onkeydown: (e: KeyboardEvent) => {
+          if (e.key === "Enter") (e.target as HTMLInputElement).blur();
+          if (e.key === "Escape") {
+            (e.target as HTMLInputElement).value = c.name;
+            (e.target as HTMLInputElement).blur();
+          }
+        },
+      }) as HTMLInputElement;
+      const del = h("button", { type: "button", class: "ilastik-icon", testid: `class-delete-${label}`,
+        title: `Delete ${c.name} and its strokes`, disabled: classes.length <= 1,
+        onclick: () => {
+          const n = (this.model.get("strokes") ?? []).filter((s: StrokeSummary) => s.label === label).length;
+          if (n === 0 || window.confirm(`Delete class "${c.name}" and its ${n} stroke${n === 1 ? "" : "s"}?`)) {
+            this.send({ type: "remove-class", label });
+          }
+        },
+      }, "✕");
+      const row = h("div", {
+        class: `ilastik-class${label === active ? " active" : ""}`, testid: `class-row-${label}`,
+        "aria-selected": String(label === active),
+        onclick: (e: Event) => {
+          if ((e.target as Element).closest("input, button") === null) pick();
+        },
+      }, swatch, color, name, del);
+      return row;
+    });
+    this.classesEl.replaceChildren(...rows);
+    if (editing !== null) {
+      const field = this.classesEl.querySelector<HTMLInputElement>(`[data-testid="${editing}"]`);
+      field?.focus();
+    }
+  }
+
+  renderLayers() {
+    const settings: Record<string, { visible?: boolean; opacity?: number }> = this.model.get("layers") ?? {};
+    const update = (name: string, patch: { visible?: boolean; opacity?: number }) => {
+      const current = this.model.get("layers") ?? {};
+      this.setTrait("layers", { ...current, [name]: { ...(current[name] ?? {}), ...patch } });
+    };
+    const rows = LAYERS.map(([name, title]) => {
+      const s = settings[name] ?? {};
+      const keyHint = { probabilities: " (p)", segmentation: " (s)", uncertainty: " (u)" }[name] ?? "";
+      const visible = h("input", { type: "checkbox", checked: s.visible !== false, testid: `layer-visible-${name}`,
+        onchange: (e: Event) => update(name, { visible: (e.target as HTMLInputElement).checked }) }) as HTMLInputElement;
+      const opacity = h("input", { type: "range", min: "0", max: "1", step: "0.05", value: String(s.opacity ?? 1),
+        testid: `layer-opacity-${name}`, title: `Opacity of ${title.toLowerCase()}`,
+        onchange: (e: Event) => update(name, { opacity: Number((e.target as HTMLInputElement).value) }) });
+      return h("div", { class: "ilastik-layer" }, h("label", { title: `Show ${title.toLowerCase()}${keyHint}` }, visible,
+        ` ${title}`), opacity);
+    });
+    this.layersEl.replaceChildren(...rows);
+  }
+
+  renderFeatures() {
+    const selection = this.model.get("feature_selection") ?? {};
+    const head = h("tr", {}, h("th", {}, "σ"), ...SCALES.map((s) => h("th", {}, scaleText(s))));
+    const rows = FEATURES.map((feature) =>
+      h("tr", {}, h("th", { class: "ilastik-feature-name" }, FEATURE_TITLES[feature]),
+        ...SCALES.map((scale) => {
+          if (!isValidCell(feature, scale)) return h("td", { class: "ilastik-cell-na" });
+          const on = featureEnabled(selection, feature, scale);
+          const box = h("input", { type: "checkbox", checked: on, testid: `feature-cell-${feature}-${scaleText(scale)}`,
+            title: `${FEATURE_TITLES[feature]}, σ = ${scaleText(scale)}`,
+            onchange: (e: Event) => this.setTrait("feature_selection",
+              withFeature(this.model.get("feature_selection"), feature, scale, (e.target as HTMLInputElement).checked)),
+          });
+          return h("td", {}, box);
+        })));
+    this.featuresEl.replaceChildren(h("table", {}, h("thead", {}, head), h("tbody", {}, ...rows)));
+  }
+
+  renderStrokes() {
+    const strokes: StrokeSummary[] = this.model.get("strokes") ?? [];
+    const classes: ClassInfo[] = this.model.get("classes") ?? [];
+    this.strokeCountEl.textContent = `(${strokes.length})`;
+    if (strokes.length === 0) {
+      this.strokesEl.replaceChildren(h("li", { class: "ilastik-empty" }, "No strokes yet: paint on the image."));
+      return;
+    }
+    // Newest first.
+    const items = strokes.slice().reverse().map((s) => {
+      const cls = classes[s.label - 1];
+      const where = s.center.map((c) => Math.round(c)).join(", ");
+      const size = Math.round(s.radius * 2 + 1);
+      const text = `${s.erase ? "Eraser" : (cls?.name ?? `Class ${s.label}`)} · ${size} px · at (${where})`;
+      return h("li", {
+        class: "ilastik-stroke", testid: `stroke-row-${s.id}`, title: "Click to move the view here",
+        onclick: (e: Event) => {
+          if ((e.target as Element).closest("button") === null) this.actions.goToStroke(s);
+        },
+      },
+      h("span", { class: `ilastik-swatch small${s.erase ? " erase" : ""}`, style: { background: s.erase ? "" : (cls?.color ?? "#888") } }),
+      h("span", { class: "ilastik-stroke-text" }, text),
+      h("button", { type: "button", class: "ilastik-icon", testid: `stroke-delete-${s.id}`, title: "Delete this stroke",
+        onclick: () => this.send({ type: "remove-stroke", stroke_id: s.id }) }, "✕"));
+    });
+    this.strokesEl.replaceChildren(...items);
+  }
+}
+
+/** The help overlay listing the keyboard shortcuts. */
+export function createHelpOverlay(onClose: () => void): HTMLElement {
+  const rows = SHORTCUTS.map(([key, what]) => h("tr", {}, h("td", {}, h("kbd", {}, key)), h("td", {}, what)));
+  const close = h("button", { type: "button", class: "ilastik-icon", title: "Close (Esc)", onclick: onClose }, "✕");
+  const overlay = h("div", { class: "ilastik-help", testid: "help-overlay", role: "dialog", "aria-label": "Keyboard shortcuts" },
+    h("div", { class: "ilastik-help-box" },
+      h("div", { class: "ilastik-help-title" }, "Keyboard shortcuts", close),
+      h("p", {}, "Active while the mouse is over the widget or it has the focus. Left-drag paints (brush) or erases " +
+        "(eraser); in navigate mode the mouse pans and the wheel zooms. In every mode, the wheel zooms with Ctrl " +
+        "held and scrolls through slices without it."),
+      h("table", {}, h("tbody", {}, ...rows))));
+  overlay.style.display = "none";
+  overlay.addEventListener("click", (e) => {
+    if (e.target === overlay) onClose();
+  });
+  return overlay;
+}

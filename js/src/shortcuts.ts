@@ -1,0 +1,167 @@
+// Keyboard shortcuts of one widget: active while the pointer is over the widget or the focus is inside it.
+//
+// JupyterLab (and Notebook 7) run their command shortcuts from a keydown listener on `document` (bubbling phase), and
+// Neuroglancer has its own key bindings (digits toggle layers, ...). We listen on `window` in the capture phase, which
+// runs before both, and stop the keys we handle there; the widget's root also carries `data-lm-suppress-shortcuts`
+// so that keys typed into the panel's text fields never reach notebook command mode.
+
+export type Mode = "paint" | "erase" | "navigate";
+
+export interface ShortcutActions {
+  pickClass(label: number): void;
+  setMode(mode: Mode): void;
+  brushStep(direction: 1 | -1): void;
+  undo(): void;
+  redo(): void;
+  toggleLive(): void;
+  toggleLayer(name: "probabilities" | "segmentation" | "uncertainty"): void;
+  toggleHelp(show?: boolean): void;
+  helpVisible(): boolean;
+}
+
+/** The shortcut list shown by the help overlay (key, what it does). */
+export const SHORTCUTS: ReadonlyArray<readonly [string, string]> = [
+  ["1 – 9", "pick class 1 to 9"],
+  ["b", "brush (paint with the active class)"],
+  ["e", "eraser"],
+  ["n", "navigate (the mouse pans and zooms)"],
+  ["[  /  ]", "smaller / larger brush"],
+  ["Ctrl+Z", "undo"],
+  ["Ctrl+Shift+Z  or  Ctrl+Y", "redo"],
+  ["l", "live update on / off"],
+  ["p", "show / hide probabilities"],
+  ["s", "show / hide segmentation"],
+  ["u", "show / hide uncertainty"],
+  ["?", "show / hide this help"],
+  ["Esc", "close this help"],
+];
+
+/** True for elements where keys are text input (ours or JupyterLab's editors). */
+export function isEditable(el: Element | null): boolean {
+  if (el === null) return false;
+  const h = el as HTMLElement;
+  if (h.isContentEditable) return true;
+  const tag = el.tagName;
+  if (tag === "TEXTAREA" || tag === "SELECT") return true;
+  if (tag === "INPUT") {
+    const type = ((el as HTMLInputElement).type || "text").toLowerCase();
+    return !["checkbox", "radio", "range", "button", "color", "submit", "reset"].includes(type);
+  }
+  return el.closest(".cm-editor, .CodeMirror") !== null;
+}
+
+/** Next brush size for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones, within 1..61. */
+export function nextBrushSize(size: number, direction: 1 | -1): number {
+  const step = size < 8 ? 1 : Math.max(1, Math.round(size * 0.15));
+  return Math.min(61, Math.max(1, Math.round(size + direction * step)));
+}
+
+/**
+ * Decides what a key event means; returns the action to run, or undefined if the widget does not handle it.
+ * Exported for tests.
+ */
+export function matchShortcut(event: KeyboardEvent, actions: ShortcutActions): (() => void) | undefined {
+  const key = event.key;
+  const ctrl = event.ctrlKey || event.metaKey;
+  if (ctrl && !event.altKey) {
+    const k = key.toLowerCase();
+    if (k === "z" || event.code === "KeyZ") return event.shiftKey ? () => actions.redo() : () => actions.undo();
+    if (k === "y" || event.code === "KeyY") return () => actions.redo();
+    return undefined;
+  }
+  if (event.altKey || event.metaKey) return undefined;
+  if (key === "Escape") return actions.helpVisible() ? () => actions.toggleHelp(false) : undefined;
+  if (key === "?") return () => actions.toggleHelp();
+  if (key.length === 1 && key >= "1" && key <= "9") return () => actions.pickClass(Number(key));
+  switch (key.toLowerCase()) {
+    case "b":
+      return () => actions.setMode("paint");
+    case "e":
+      return () => actions.setMode("erase");
+    case "n":
+      return () => actions.setMode("navigate");
+    case "[":
+      return () => actions.brushStep(-1);
+    case "]":
+      return () => actions.brushStep(1);
+    case "l":
+      return () => actions.toggleLive();
+    case "p":
+      return () => actions.toggleLayer("probabilities");
+    case "s":
+      return () => actions.toggleLayer("segmentation");
+    case "u":
+      return () => actions.toggleLayer("uncertainty");
+  }
+  return undefined;
+}
+
+/**
+ * Installs the shortcuts of the widget whose root element is `root`. Returns a function that removes them.
+ */
+export function installShortcuts(root: HTMLElement, actions: ShortcutActions): () => void {
+  let pointerInside = false;
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  if (!root.hasAttribute("tabindex")) root.tabIndex = 0;
+
+  const onEnter = () => {
+    pointerInside = true;
+  };
+  const onLeave = () => {
+    pointerInside = false;
+  };
+  // Clicking into the widget gives it the keyboard focus (unless the click is on a control that takes it).
+  const onPointerDown = (event: PointerEvent) => {
+    const target = event.target as Element | null;
+    if (target !== null && (isEditable(target) || target.closest("button, input, select, a") !== null)) return;
+    if (!root.contains(document.activeElement)) root.focus({ preventScroll: true });
+  };
+
+  const applies = (event: KeyboardEvent): boolean => {
+    if (!root.isConnected) return false;
+    const target = event.target as Element | null;
+    const active = document.activeElement;
+    const focusInside = target !== null && root.contains(target);
+    if (focusInside) return !isEditable(target);
+    // Pointer over the widget while the focus is elsewhere: only when that focus is not a text field or an editor
+    // (typing in a notebook cell must keep working while the mouse rests on the viewer).
+    if (pointerInside) {
+      const otherWidget = active?.closest(".ilastik-widget");
+      if (otherWidget && otherWidget !== root) return false; // another widget has the focus: its keys
+      return !isEditable(active) && !isEditable(target);
+    }
+    return false;
+  };
+
+  const onKeyDown = (event: KeyboardEvent) => {
+    if (event.defaultPrevented || !applies(event)) return;
+    const action = matchShortcut(event, actions);
+    if (action === undefined) return;
+    event.preventDefault();
+    event.stopPropagation();
+    event.stopImmediatePropagation();
+    action();
+  };
+  // keyup/keypress of handled keys must not reach JupyterLab either.
+  const onKeyOther = (event: KeyboardEvent) => {
+    if (!applies(event)) return;
+    if (matchShortcut(event, actions) !== undefined) event.stopPropagation();
+  };
+
+  root.addEventListener("pointerenter", onEnter);
+  root.addEventListener("pointerleave", onLeave);
+  root.addEventListener("pointermove", onEnter, { passive: true });
+  root.addEventListener("pointerdown", onPointerDown, true);
+  window.addEventListener("keydown", onKeyDown, true);
+  window.addEventListener("keyup", onKeyOther, true);
+  window.addEventListener("keypress", onKeyOther, true);
+  return () => {
+    root.removeEventListener("pointerenter", onEnter);
+    root.removeEventListener("pointerleave", onLeave);
+    root.removeEventListener("pointermove", onEnter);
+    root.removeEventListener("pointerdown", onPointerDown, true);
+    window.removeEventListener("keydown", onKeyDown, true);
+    window.removeEventListener("keyup", onKeyOther, true);
+    window.removeEventListener("keypress", onKeyOther, true);
+  };
+}

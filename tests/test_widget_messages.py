@@ -1,0 +1,435 @@
+"""Kernel-side tests of the widget: message handlers, trait validation and live retraining, without a browser.
+
+The widget's ``send`` is replaced by a recorder; messages are fed to ``handle_message`` as the comm would.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import traitlets
+
+from ilastik_widget import messages as m
+from ilastik_widget.datasets import simulated_strokes, synthetic_cells
+from ilastik_widget.widget import IlastikWidget
+
+
+class Recorder:
+    def __init__(self):
+        self.sent: list[tuple[dict, list[bytes]]] = []
+
+    def __call__(self, content, buffers=None):
+        json.dumps(content)  # every message must be JSON-able
+        self.sent.append((content, [bytes(b) for b in (buffers or [])]))
+
+    def of_type(self, kind):
+        return [(c, b) for c, b in self.sent if c.get("type") == kind]
+
+    def reply(self, id):
+        found = [(c, b) for c, b in self.sent if c.get("id") == id and c.get("type") != "refresh"]
+        assert len(found) == 1, f"expected one reply to {id}, got {found}"
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def data():
+    image, truth = synthetic_cells(shape=(160, 192), seed=1)
+    strokes = simulated_strokes(truth, n_per_class=2, radius=2, seed=1)
+    return image, truth, strokes
+
+
+def make_widget(image, **kwargs):
+    w = IlastikWidget(image, **kwargs)
+    rec = Recorder()
+    w.send = rec
+    return w, rec
+
+
+def stroke_msg(id, s, **over):
+    msg = {"type": "stroke", "id": id, "label": int(s["label"]), "radius": float(s["radius"]), "erase": False,
+           "points": np.asarray(s["points"], dtype=float).tolist()}
+    if s.get("axes") is not None:
+        msg["axes"] = [int(a) for a in s["axes"]]
+    msg.update(over)
+    return msg
+
+
+# --------------------------------------------------------------------------------------------- chunks
+
+
+def test_chunk_request_replies_with_one_buffer_per_found_key(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    keys = ["raw/.zattrs", "raw/0/.zarray", "raw/0/0.0", "labels/0/0.0", "raw/9/0.0", "nonsense"]
+    w.handle_message({"type": "chunks", "id": 7, "keys": keys})
+    w.wait(30)
+    content, buffers = rec.reply(7)
+    assert content["type"] == "chunks-reply"
+    expected = w.chunk_server.read(keys)
+    assert content["found"] == [e is not None for e in expected]
+    assert content["found"][:4] == [True, True, True, True] and content["found"][4:] == [False, False]
+    assert buffers == [e for e in expected if e is not None]
+    zarray = json.loads(buffers[1])
+    chunk = zarray["chunks"]
+    assert len(buffers[2]) == np.prod(chunk) * np.dtype(zarray["dtype"]).itemsize
+    # the raw chunk holds the image's pixels
+    raw = np.frombuffer(buffers[2], dtype=np.dtype(zarray["dtype"])).reshape(chunk)
+    h, wd = min(chunk[0], image.shape[0]), min(chunk[1], image.shape[1])
+    np.testing.assert_array_equal(raw[:h, :wd], image[:h, :wd].astype(raw.dtype))
+    w.close()
+
+
+def test_cancelled_chunk_request_is_skipped(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    w.handle_message({"type": "cancel", "id": 1, "ids": [5]})
+    w.handle_message({"type": "chunks", "id": 5, "keys": ["raw/0/0.0"]})
+    w.handle_message({"type": "chunks", "id": 6, "keys": ["raw/0/0.0"]})
+    w.wait(30)
+    assert [c["id"] for c, _ in rec.of_type("chunks-reply")] == [6]
+    assert not rec.of_type("error")
+    w.close()
+
+
+def test_prediction_chunks_before_training_are_missing_not_errors(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    w.handle_message({"type": "chunks", "id": 3, "keys": ["predictions/0/0/0.0.0"]})
+    w.wait(30)
+    content, buffers = rec.reply(3)
+    assert content == {"type": "chunks-reply", "id": 3, "found": [False]} and buffers == []
+    w.close()
+
+
+# --------------------------------------------------------------------------------------------- strokes
+
+
+def test_stroke_reaches_the_session(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    s = strokes[0]
+    w.handle_message(stroke_msg(11, s))
+    content, _ = rec.reply(11)
+    assert content["type"] == "stroke-reply"
+    sid = content["stroke_id"]
+    assert [st.id for st in w.session.strokes] == [sid]
+    labels = w.session.labels()
+    p = np.rint(np.asarray(s["points"])[0]).astype(int)
+    assert labels[tuple(p)] == s["label"]
+    assert set(np.unique(labels)) == {0, s["label"]}
+    # the summary trait and a labels refresh follow
+    assert [x["id"] for x in w.strokes] == [sid]
+    assert w.strokes[0]["label"] == s["label"] and w.strokes[0]["n_points"] == len(s["points"])
+    assert any(c["layers"] == ["labels"] for c, _ in rec.of_type("refresh"))
+    w.close()
+
+
+def test_erase_stroke_removes_labels(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    s = strokes[0]
+    w.handle_message(stroke_msg(1, s))
+    before = (w.session.labels() > 0).sum()
+    w.handle_message(stroke_msg(2, s, erase=True, radius=float(s["radius"]) + 1))
+    assert rec.reply(2)[0]["type"] == "stroke-reply"
+    assert before > 0 and (w.session.labels() > 0).sum() == 0
+    w.close()
+
+
+def test_undo_redo_and_remove_stroke(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.handle_message(stroke_msg(1, strokes[0]))
+    w.handle_message(stroke_msg(2, strokes[-1]))
+    full = w.session.labels().copy()
+    sid2 = rec.reply(2)[0]["stroke_id"]
+    w.handle_message({"type": "undo", "id": 3})
+    assert rec.reply(3)[0] == {"type": "undo-reply", "id": 3, "changed": True}
+    assert len(w.strokes) == 1 and not np.array_equal(w.session.labels(), full)
+    w.handle_message({"type": "redo", "id": 4})
+    assert rec.reply(4)[0]["changed"] is True
+    np.testing.assert_array_equal(w.session.labels(), full)
+    w.handle_message({"type": "remove-stroke", "id": 5, "stroke_id": sid2})
+    assert rec.reply(5)[0]["type"] == "remove-stroke-reply"
+    assert [s["id"] for s in w.strokes] == [rec.reply(1)[0]["stroke_id"]]
+    w.handle_message({"type": "remove-stroke", "id": 6, "stroke_id": 999})
+    assert rec.reply(6)[0]["type"] == "error" and "999" in rec.reply(6)[0]["message"]
+    # nothing left to redo after a new change; undo from Python mirrors the message
+    w.handle_message({"type": "redo", "id": 7})
+    assert rec.reply(7)[0]["changed"] is False
+    assert w.undo() is True and len(w.strokes) == 2
+    w.close()
+
+
+# --------------------------------------------------------------------------------------------- malformed input
+
+BAD_MESSAGES = [
+    ("not a dict", None),
+    ({"id": 1}, 1),  # no type
+    ({"type": "stroke"}, None),  # no id
+    ({"type": "stroke", "id": "x"}, None),
+    ({"type": "stroke", "id": -1}, None),
+    ({"type": "stroke", "id": 2**60}, None),
+    ({"type": "what", "id": 20}, 20),
+    ({"type": "chunks", "id": 21}, 21),
+    ({"type": "chunks", "id": 22, "keys": "raw/0/0.0"}, 22),
+    ({"type": "chunks", "id": 23, "keys": [1, 2]}, 23),
+    ({"type": "chunks", "id": 24, "keys": ["raw/0/0.0"] * 100_000}, 24),
+    ({"type": "chunks", "id": 25, "keys": ["x" * 10_000]}, 25),
+    ({"type": "cancel", "id": 26, "ids": "all"}, 26),
+    ({"type": "stroke", "id": 30, "label": 1, "radius": 2}, 30),  # no points
+    ({"type": "stroke", "id": 31, "label": 1, "radius": 2, "points": []}, 31),
+    ({"type": "stroke", "id": 32, "label": 0, "radius": 2, "points": [[1, 1]]}, 32),
+    ({"type": "stroke", "id": 33, "label": 3, "radius": 2, "points": [[1, 1]]}, 33),  # no class 3
+    ({"type": "stroke", "id": 34, "label": 1, "radius": 1e9, "points": [[1, 1]]}, 34),
+    ({"type": "stroke", "id": 35, "label": 1, "radius": -1, "points": [[1, 1]]}, 35),
+    ({"type": "stroke", "id": 36, "label": 1, "radius": 2, "points": [[1, 1, 1]]}, 36),  # 3D point on 2D image
+    ({"type": "stroke", "id": 37, "label": 1, "radius": 2, "points": [[1e300, 1]]}, 37),
+    ({"type": "stroke", "id": 38, "label": 1, "radius": 2, "points": [["a", 1]]}, 38),
+    ({"type": "stroke", "id": 39, "label": 1, "radius": 2, "points": [[1, 1]] * 200_000}, 39),
+    ({"type": "stroke", "id": 40, "label": 1, "radius": 2, "points": [[5000, 5000]]}, 40),  # outside the image
+    ({"type": "stroke", "id": 41, "label": True, "radius": 2, "points": [[1, 1]]}, 41),
+    ({"type": "stroke", "id": 42, "label": 1, "radius": 2, "points": [[1, 1]], "axes": [0, 0]}, 42),
+    ({"type": "stroke", "id": 43, "label": 1, "radius": 2, "points": [[1, 1]], "erase": "yes"}, 43),
+    ({"type": "stroke", "id": 44, "label": 1, "radius": float("nan"), "points": [[1, 1]]}, 44),
+    ({"type": "remove-stroke", "id": 50}, 50),
+    ({"type": "remove-stroke", "id": 51, "stroke_id": "1"}, 51),
+    ({"type": "rename-class", "id": 52, "label": 1, "name": ""}, 52),
+    ({"type": "rename-class", "id": 53, "label": 1, "name": "x" * 1000}, 53),
+    ({"type": "recolor-class", "id": 54, "label": 1, "color": "red"}, 54),
+    ({"type": "remove-class", "id": 55, "label": 7}, 55),
+]
+
+
+def test_malformed_messages_get_error_replies_and_keep_labels(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.handle_message(stroke_msg(1, strokes[0]))
+    labels = w.session.labels().copy()
+    classes = list(w.classes)
+    for msg, id in BAD_MESSAGES:
+        rec.sent.clear()
+        w.handle_message(msg)  # must not raise
+        errors = rec.of_type("error")
+        assert len(errors) == 1, f"{msg!r:.80} -> {rec.sent}"
+        content, buffers = errors[0]
+        assert content["id"] == id and buffers == []
+        assert isinstance(content["message"], str) and content["message"], msg
+        assert w.error == content["message"] or content["message"] in w.error
+        assert not rec.of_type("stroke-reply") and not rec.of_type("chunks-reply")
+    w.wait(30)
+    np.testing.assert_array_equal(w.session.labels(), labels)
+    assert len(w.session.strokes) == 1 and w.classes == classes
+    # the widget still works after all that
+    w.handle_message(stroke_msg(99, strokes[-1]))
+    assert rec.reply(99)[0]["type"] == "stroke-reply" and len(w.session.strokes) == 2
+    w.close()
+
+
+def test_error_messages_are_in_words(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    w.handle_message({"type": "stroke", "id": 5, "label": 9, "radius": 2, "points": [[1, 1]]})
+    assert "label" in rec.reply(5)[0]["message"] and "between 1 and 2" in rec.reply(5)[0]["message"]
+    w.handle_message({"type": "stroke", "id": 6, "label": 1, "radius": 2, "points": [[5000, 5000]]})
+    assert rec.reply(6)[0]["message"].startswith("Stroke not added")
+    assert w.status.startswith("Error: ")
+    w.close()
+
+
+def test_parse_message_types():
+    req = m.parse_message({"type": "stroke", "id": 1, "label": 2, "radius": 3, "points": [[1, 2], [3.5, 4]],
+                           "axes": [0, 1]}, ndim=2, n_classes=2)
+    assert isinstance(req, m.StrokeRequest) and req.axes == (0, 1) and req.points.shape == (2, 2)
+    assert m.parse_message({"type": "chunks", "id": 2, "keys": ["a/b"]}) == m.ChunksRequest(2, ("a/b",))
+    assert m.parse_message({"type": "add-class", "id": 3}) == m.AddClassRequest(3, None, None)
+    assert m.parse_message({"type": "recolor-class", "id": 4, "label": 1, "color": "#AABBCC"}).color == "#aabbcc"
+    with pytest.raises(m.MessageError) as info:
+        m.parse_message({"type": "stroke", "id": 9, "label": 1, "radius": 2, "points": [[1, 2, 3]]}, ndim=2)
+    assert info.value.id == 9 and "2 coordinates" in info.value.message
+
+
+# --------------------------------------------------------------------------------------------- traits
+
+
+def test_trait_validation_from_python(data):
+    image, _, _ = data
+    w, _ = make_widget(image)
+    for name, value in [("brush_size", 0), ("brush_size", 62), ("brush_size", True), ("mode", "draw"),
+                        ("active_class", 3), ("active_class", 0), ("layers", {"bogus": {"visible": True}}),
+                        ("layers", {"raw": {"opacity": 2}}), ("layers", {"raw": {"visible": "yes"}}),
+                        ("feature_selection", {"features": {"gaussian_smoothing": [0.31]}}),
+                        ("feature_selection", {"x": 1}), ("classes", []),
+                        ("classes", [{"name": "a", "color": "blue"}]),
+                        ("viewer_state", {"position": "here"}), ("viewer_state", {"crossSectionScale": -1})]:
+        before = getattr(w, name)
+        with pytest.raises(traitlets.TraitError):
+            setattr(w, name, value)
+        assert getattr(w, name) == before, name
+    w.brush_size = 61
+    w.mode = "navigate"
+    w.active_class = 2
+    w.set_layer("uncertainty", visible=True, opacity=0.25)
+    assert (w.brush_size, w.mode, w.active_class) == (61, "navigate", 2)
+    assert w.layers["uncertainty"] == {"visible": True, "opacity": 0.25}
+    assert w.layers["raw"]["visible"] is True  # other layers keep their settings
+    w.close()
+
+
+def test_bad_trait_values_from_the_browser_are_rejected(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    w.set_state({"brush_size": 500})
+    assert w.brush_size == 5 and "brush_size" in w.error
+    w.set_state({"mode": 3, "brush_size": 9})  # the good value of the same update is kept
+    assert w.mode == "paint" and w.brush_size == 9 and "mode" in w.error
+    w.set_state({"generation": 77, "strokes": [{"id": 1}]})
+    assert w.generation == 0 and w.strokes == [] and "kernel" in w.error
+    w.set_state({"viewer_state": {"position": [1, 2], "blob": "x" * 100_000}})
+    assert w.viewer_state == {} and "too large" in w.error
+    w.set_state({"viewer_state": {"position": [10.5, 20.25], "crossSectionScale": 0.5, "layout": "xy"}})
+    assert w.viewer_state["position"] == [10.5, 20.25]
+    w.close()
+
+
+def test_classes_from_messages_and_python(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.handle_message({"type": "add-class", "id": 1, "name": "Membrane", "color": "#00ff00"})
+    assert rec.reply(1)[0] == {"type": "add-class-reply", "id": 1, "label": 3}
+    assert w.classes[2] == {"name": "Membrane", "color": "#00ff00"}
+    w.handle_message({"type": "rename-class", "id": 2, "label": 1, "name": "Outside"})
+    w.handle_message({"type": "recolor-class", "id": 3, "label": 1, "color": "#123456"})
+    assert w.classes[0] == {"name": "Outside", "color": "#123456"}
+    assert w.session.classes[0].name == "Outside"
+    # a class from Python shows in the trait; removing renumbers strokes and moves the active class
+    assert w.add_class("Debris") == 4 and len(w.classes) == 4
+    w.active_class = 4
+    w.handle_message(stroke_msg(5, strokes[0], label=3))
+    w.handle_message({"type": "remove-class", "id": 6, "label": 1})
+    assert [c["name"] for c in w.classes] == ["Foreground", "Membrane", "Debris"]
+    assert w.active_class == 3
+    assert [s["label"] for s in w.strokes] == [2]
+    # setting the trait (from Python or the browser) applies renames and additions to the session
+    w.classes = [*w.classes[:2], {"name": "Junk", "color": "#abcdef"}, {"name": "Extra", "color": "#fedcba"}]
+    assert [c.name for c in w.session.classes] == ["Foreground", "Membrane", "Junk", "Extra"]
+    w.close()
+
+
+def test_feature_selection_trait_reaches_session(data):
+    from ilastik_widget.features import FeatureSelection
+
+    image, _, _ = data
+    w, _ = make_widget(image)
+    sel = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True).with_feature(
+        "hessian_of_gaussian_eigenvalues", 3.5, True)
+    w.set_state({"feature_selection": sel.to_dict()})
+    assert w.session.feature_selection == sel
+    w.select_features("all")
+    assert w.session.feature_selection == FeatureSelection.all()
+    w.session.feature_selection = sel  # and back: session -> trait
+    assert FeatureSelection.from_dict(w.feature_selection) == sel
+    w.close()
+
+
+def test_go_to_stroke_moves_the_view(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.viewer_state = {"position": [0, 0], "crossSectionScale": 1.0, "layout": "xy"}
+    sid = w.add_stroke(1, strokes[0]["points"], radius=2)
+    w.go_to_stroke(sid)
+    np.testing.assert_allclose(w.viewer_state["position"], np.mean(strokes[0]["points"], axis=0), atol=0.01)
+    assert w.viewer_state["crossSectionScale"] == 1.0
+    with pytest.raises(KeyError):
+        w.go_to_stroke(12345)
+    w.close()
+
+
+# --------------------------------------------------------------------------------------------- live training
+
+
+def test_live_update_retrains_and_refreshes_with_new_generation(data):
+    image, truth, strokes = data
+    w, rec = make_widget(image)
+    assert w.live
+    for i, s in enumerate(strokes):
+        w.handle_message(stroke_msg(i + 1, s))
+    w.wait(120)
+    refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    assert refreshes, rec.sent
+    g1 = refreshes[-1]["generation"]
+    assert g1 == w.generation == w.session.generation and g1 > 0
+    assert w.status == "Ready" and not w.busy and w.error == ""
+    assert w.session.is_trained
+    # predictions served to the browser follow the ground truth where it is clear
+    seg = w.segmentation()
+    assert (seg == truth).mean() > 0.8
+    # one more stroke: a new training, a larger generation
+    w.handle_message(stroke_msg(100, strokes[0]))
+    w.wait(120)
+    refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    assert refreshes[-1]["generation"] > g1 and w.generation == refreshes[-1]["generation"]
+    w.close()
+
+
+def test_live_off_waits_for_update_now(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.set_state({"live": False})
+    for i, s in enumerate(strokes):
+        w.handle_message(stroke_msg(i + 1, s))
+    w.wait(60)
+    assert not w.session.is_trained and "Update now" in w.status
+    assert not [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    w.handle_message({"type": "update-now", "id": 50})
+    assert rec.reply(50)[0]["type"] == "update-now-reply"
+    w.wait(120)
+    assert w.session.is_trained and w.generation > 0
+    assert [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    w.close()
+
+
+def test_one_class_only_says_what_to_do(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.handle_message(stroke_msg(1, [s for s in strokes if s["label"] == 1][0]))
+    w.wait(30)
+    assert not w.session.is_trained and "two classes" in w.status and w.error == ""
+    w.close()
+
+
+def test_two_widgets_are_independent(data):
+    image, _, strokes = data
+    a, rec_a = make_widget(image)
+    b, rec_b = make_widget(image)
+    a.live = b.live = False
+    assert a.widget_id != b.widget_id
+    assert a.source_info["sources"]["raw"] != b.source_info["sources"]["raw"]
+    a.handle_message(stroke_msg(1, strokes[0]))
+    assert len(a.session.strokes) == 1 and len(b.session.strokes) == 0 and b.strokes == []
+    assert not rec_b.sent
+    a.close()
+    b.close()
+
+
+def test_widget_on_existing_session_and_source_info(data):
+    from ilastik_widget.session import Session
+
+    image, _, _ = data
+    session = Session(image, classes=("a", "b", "c"))
+    w = IlastikWidget(session)
+    assert w.session is session and [c["name"] for c in w.classes] == ["a", "b", "c"]
+    info = w.source_info
+    assert info["shape"] == list(image.shape) and info["ndim"] == 2 and info["channels"] == 1
+    assert [s["name"] for s in info["layer_specs"]] and set(info["sources"]) >= {"raw", "labels", "probabilities"}
+    with pytest.raises(ValueError):
+        IlastikWidget(session, classes=["x"])
+    w.close()
