@@ -213,16 +213,24 @@ def rasterize_stroke(points: np.ndarray, radius: float, axes: tuple[int, int], s
             coords[ax] = np.full(uu.shape, off_pos[k], dtype=np.int64)
         pieces.append(np.ravel_multi_index(tuple(coords), shape))
 
+    # Long (diagonal) segments are cut into pieces so each bounding box stays small: work and
+    # memory grow with the stroke's length, not with the area it spans.
+    piece = max(8.0 * radius, 64.0)
     segments = [(i, i + 1) for i in range(len(points) - 1)] or [(0, 0)]
     for i, j in segments:
-        p0, p1 = pts_plane[i], pts_plane[j]
-        lo = np.maximum(np.floor(np.minimum(p0, p1)).astype(np.int64) - r_int, 0)
-        hi = np.minimum(np.ceil(np.maximum(p0, p1)).astype(np.int64) + r_int + 1, plane_shape)
-        if np.any(hi <= lo):
-            continue
-        uu, vv = _segment_mask(p0, p1, radius, lo, hi)
-        for off_pos in {tuple(off[i]), tuple(off[j])}:
-            emit(uu, vv, np.asarray(off_pos, dtype=np.int64))
+        q0, q1 = pts_plane[i], pts_plane[j]
+        n_pieces = max(1, int(np.ceil(np.hypot(*(q1 - q0)) / piece)))
+        offs = {tuple(off[i]), tuple(off[j])}
+        for k in range(n_pieces):
+            p0 = q0 + (q1 - q0) * (k / n_pieces)
+            p1 = q0 + (q1 - q0) * ((k + 1) / n_pieces)
+            lo = np.maximum(np.floor(np.minimum(p0, p1)).astype(np.int64) - r_int, 0)
+            hi = np.minimum(np.ceil(np.maximum(p0, p1)).astype(np.int64) + r_int + 1, plane_shape)
+            if np.any(hi <= lo):
+                continue
+            uu, vv = _segment_mask(p0, p1, radius, lo, hi)
+            for off_pos in offs:
+                emit(uu, vv, np.asarray(off_pos, dtype=np.int64))
     # The voxel under each sample point (points were checked to lie inside the image).
     centres = _round_half_up(points)
     pieces.append(np.ravel_multi_index(tuple(centres.T), shape))

@@ -1,0 +1,282 @@
+"""Tests of ilastik_widget.annotations: stroke geometry, erase, undo/redo, classes, serialisation."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from ilastik_widget.annotations import DEFAULT_COLORS, Annotations, normalize_region
+
+
+def _reference_distance(shape2d, points2d):
+    """Distance of every pixel centre to a polyline, from densely sampled points (independent of the
+    closed-form projection the module uses)."""
+    pts = np.asarray(points2d, float)
+    samples = [pts[:1]]
+    for p, q in zip(pts[:-1], pts[1:]):
+        t = np.linspace(0, 1, 2001)[:, None]
+        samples.append(p + t * (q - p))
+    samples = np.concatenate(samples)
+    yy, xx = np.mgrid[: shape2d[0], : shape2d[1]]
+    pix = np.stack([yy.ravel(), xx.ravel()], 1).astype(float)
+    d = np.full(len(pix), np.inf)
+    for chunk in np.array_split(samples, max(1, len(samples) // 500)):
+        d = np.minimum(d, np.sqrt(((pix[:, None, :] - chunk[None]) ** 2).sum(-1)).min(1))
+    return d.reshape(shape2d)
+
+
+@pytest.mark.parametrize("radius", [0.8, 1.5, 2.0, 3.7])
+def test_polyline_covers_pixels_within_radius_of_segments(radius):
+    shape = (40, 50)
+    points = [[5.2, 4.0], [30.7, 12.3], [33.0, 45.1], [10.0, 40.0]]
+    a = Annotations(shape)
+    a.add_stroke(1, points, radius=radius)
+    lab = a.labels()
+    d = _reference_distance(shape, points)
+    # The sampled reference is exact to ~0.02 px: pixels clearly inside must be painted, clearly outside not.
+    assert np.all(lab[d <= radius - 0.03] == 1)
+    assert np.all(lab[d > radius + 0.03] == 0)
+    # Segments, not only the sample points: the middle of the long second segment is covered.
+    assert lab[21, 28] == 1 or d[21, 28] > radius
+    mid = np.round((np.array(points[1]) + np.array(points[2])) / 2).astype(int)
+    assert lab[tuple(mid)] == 1
+
+
+def test_segment_between_far_points_is_filled_not_dotted():
+    a = Annotations((20, 100))
+    a.add_stroke(2, [[10, 5], [10, 95]], radius=1)
+    lab = a.labels()
+    assert np.all(lab[10, 4:97] == 2)
+    assert np.all(lab[9, 5:96] == 2) and np.all(lab[11, 5:96] == 2)
+    assert lab[8].sum() == 0 and lab[12].sum() == 0
+
+
+def test_thin_brush_still_paints_the_pixel_under_the_point():
+    a = Annotations((10, 10))
+    a.add_stroke(1, [[3.4, 6.4]], radius=0.2)
+    coords, labels = a.labelled()
+    assert coords.tolist() == [[3, 6]] and labels.tolist() == [1]
+
+
+@pytest.mark.parametrize("axes,fixed_axis", [((1, 2), 0), ((0, 2), 1), ((0, 1), 2)])
+def test_3d_stroke_stays_in_its_plane(axes, fixed_axis):
+    shape = (20, 24, 28)
+    a = Annotations(shape)
+    p = np.array([[6.0, 7.0, 8.0], [12.0, 15.0, 18.0]])
+    p[:, fixed_axis] = 9.4  # off-plane coordinate, rounded to 9
+    a.add_stroke(1, p, radius=2, axes=axes)
+    coords, _ = a.labelled()
+    assert np.all(coords[:, fixed_axis] == 9)
+    # In the plane, the covered set equals the distance-based 2D reference.
+    plane = a.labels()[tuple(9 if i == fixed_axis else slice(None) for i in range(3))]
+    shape2d = tuple(n for i, n in enumerate(shape) if i != fixed_axis)
+    d = _reference_distance(shape2d, p[:, list(axes)])
+    assert np.all(plane[d <= 1.97] == 1) and np.all(plane[d > 2.03] == 0)
+
+
+def test_default_axes_are_last_two_and_off_plane_rounding():
+    a = Annotations((10, 12, 14))
+    a.add_stroke(1, [[4.6, 5, 5]], radius=1)
+    coords, _ = a.labelled()
+    assert set(coords[:, 0].tolist()) == {5}
+    assert a.strokes[0].axes == (1, 2)
+
+
+def test_segment_across_planes_is_drawn_in_both():
+    a = Annotations((10, 20, 20))
+    a.add_stroke(1, [[3, 5, 5], [4, 5, 15]], radius=1)
+    lab = a.labels()
+    assert np.all(lab[3, 5, 5:16] == 1) and np.all(lab[4, 5, 5:16] == 1)
+    assert lab[2].sum() == 0 and lab[5].sum() == 0
+
+
+def test_later_strokes_override_and_erase_removes_only_earlier():
+    a = Annotations((30, 30))
+    a.add_stroke(1, [[10, 2], [10, 27]], radius=2)
+    a.add_stroke(2, [[2, 10], [27, 10]], radius=2)
+    lab = a.labels()
+    assert lab[10, 10] == 2 and lab[10, 20] == 1 and lab[20, 10] == 2
+    a.add_stroke(0, [[10, 20]], radius=3, erase=True)
+    lab = a.labels()
+    assert lab[10, 20] == 0 and lab[10, 17] == 0 and lab[10, 25] == 1
+    assert lab[10, 10] == 2  # outside the eraser
+    # A stroke after the eraser paints again.
+    a.add_stroke(2, [[10, 20]], radius=1)
+    lab = a.labels()
+    assert lab[10, 20] == 2 and lab[10, 18] == 0
+    # An erase stroke given a class still erases every class.
+    a.add_stroke(1, [[10, 10]], radius=1, erase=True)
+    assert a.labels()[10, 10] == 0
+
+
+def test_undo_redo_of_add_and_remove_keeps_order():
+    a = Annotations((20, 20))
+    s1 = a.add_stroke(1, [[10, 5], [10, 15]], radius=2)
+    s2 = a.add_stroke(2, [[10, 10]], radius=2)
+    both = a.labels().copy()
+    assert both[10, 10] == 2
+    a.remove_stroke(s1)
+    assert a.labels()[10, 5] == 0
+    assert a.undo()  # s1 comes back *before* s2: the overlap stays class 2
+    assert [s.id for s in a.strokes] == [s1, s2]
+    np.testing.assert_array_equal(a.labels(), both)
+    assert a.undo()  # undo the addition of s2
+    assert a.labels()[10, 10] == 1
+    assert a.redo()
+    np.testing.assert_array_equal(a.labels(), both)
+    assert a.redo()  # redo the removal of s1
+    assert [s.id for s in a.strokes] == [s2]
+    assert not a.redo()
+    # A new action clears the redo stack.
+    a.undo()
+    a.add_stroke(1, [[1, 1]], radius=1)
+    assert not a.redo()
+    assert a.undo() and a.undo() and a.undo()
+    assert not a.undo()
+    assert a.labels().sum() == 0
+    with pytest.raises(KeyError):
+        a.remove_stroke(999)
+
+
+def test_version_bumps_on_every_change():
+    a = Annotations((10, 10))
+    versions = [a.version]
+    sid = a.add_stroke(1, [[5, 5]], radius=1)
+    versions.append(a.version)
+    a.rename_class(1, "bg")
+    versions.append(a.version)
+    a.recolor_class(1, "#123456")
+    versions.append(a.version)
+    a.remove_stroke(sid)
+    versions.append(a.version)
+    a.undo()
+    versions.append(a.version)
+    assert all(b > c for b, c in zip(versions[1:], versions[:-1]))
+
+
+def test_classes_add_rename_recolor_and_distinct_colors():
+    a = Annotations((10, 10))
+    assert [c.name for c in a.classes] == ["Background", "Foreground"]
+    for i in range(20):
+        a.add_class(f"c{i}")
+    colors = [c.color for c in a.classes]
+    assert len(set(colors)) == len(colors)
+    assert colors[:2] == DEFAULT_COLORS[:2]
+    a.rename_class(2, "Cells")
+    a.recolor_class(2, "#00FF00")
+    assert a.classes[1].name == "Cells" and a.classes[1].color == "#00ff00"
+    with pytest.raises(ValueError):
+        a.recolor_class(2, "green")
+    with pytest.raises(ValueError):
+        a.rename_class(99, "x")
+
+
+def test_remove_class_removes_its_strokes_and_renumbers():
+    a = Annotations((30, 30), classes=("a", "b", "c"))
+    a.add_stroke(1, [[5, 5]], radius=1)
+    a.add_stroke(2, [[15, 15]], radius=1)
+    s3 = a.add_stroke(3, [[25, 25]], radius=1)
+    a.add_stroke(3, [[25, 25]], radius=1, erase=True)
+    a.add_stroke(3, [[25, 5]], radius=1)
+    a.remove_class(2)
+    assert [c.name for c in a.classes] == ["a", "c"]
+    lab = a.labels()
+    assert lab[5, 5] == 1 and lab[15, 15] == 0 and lab[25, 5] == 2 and lab[25, 25] == 0
+    assert [s.label for s in a.strokes if not s.erase] == [1, 2, 2]
+    assert a.get_stroke(s3).label == 2
+    assert not a.can_undo  # the history referred to the old numbering
+    assert a.count_per_class().tolist() == [5, 5]
+
+
+def test_serialisation_round_trip_through_json():
+    a = Annotations((16, 20, 24), classes=("x", "y", "z"))
+    a.recolor_class(3, "#abcdef")
+    a.add_stroke(1, [[3, 4.5, 6.25], [3, 10, 12]], radius=2.5, axes=(1, 2))
+    a.add_stroke(2, [[2, 8, 9], [12, 8, 19]], radius=1, axes=(0, 2))
+    sid = a.add_stroke(3, [[5, 5, 5]], radius=3)
+    a.remove_stroke(sid)
+    a.add_stroke(0, [[3, 6, 8]], radius=1, erase=True)
+    text = json.dumps(a.to_dict())
+    b = Annotations.from_dict(json.loads(text), (16, 20, 24))
+    assert [(c.name, c.color) for c in b.classes] == [(c.name, c.color) for c in a.classes]
+    assert [s.to_dict() for s in b.strokes] == [s.to_dict() for s in a.strokes]
+    np.testing.assert_array_equal(b.labels(), a.labels())
+    # Ids are not reused after loading.
+    assert b.add_stroke(1, [[1, 1, 1]]) > max(s.id for s in a.strokes) and b.strokes[-1].id != sid
+    with pytest.raises(ValueError):
+        Annotations.from_dict(a.to_dict(), (16, 20, 25))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(label=1, points=[[10, 3]]), "outside"),
+        (dict(label=1, points=[[-1, 3]]), "outside"),
+        (dict(label=3, points=[[1, 3]]), "unknown class"),
+        (dict(label=0, points=[[1, 3]]), "unknown class"),
+        (dict(label=1, points=[[1, 3]], radius=0), "radius"),
+        (dict(label=1, points=[[1, 3]], radius=-2), "radius"),
+        (dict(label=1, points=[[1, 3]], radius=float("nan")), "radius"),
+        (dict(label=1, points=[[1, 3]], axes=(0, 0)), "axes"),
+        (dict(label=1, points=[[1, 3]], axes=(0, 5)), "axes"),
+        (dict(label=1, points=[[1, 3]], axes=(0,)), "axes"),
+        (dict(label=1, points=[[1, 3, 4]]), "shape"),
+        (dict(label=1, points=[[1, np.nan]]), "finite"),
+        (dict(label=1, points=[]), "shape"),
+    ],
+)
+def test_stroke_errors(kwargs, match):
+    a = Annotations((10, 10))
+    with pytest.raises(ValueError, match=match):
+        a.add_stroke(**kwargs)
+    assert a.strokes == [] and a.version == 0
+
+
+def test_edge_points_accepted_and_footprint_clipped():
+    a = Annotations((10, 10))
+    a.add_stroke(1, [[9.4, 0], [9.4, 9.4]], radius=3)
+    coords, _ = a.labelled()
+    assert coords.min() >= 0 and coords[:, 0].max() == 9 and coords[:, 1].max() == 9
+    assert a.stroke_bounds(a.strokes[0].id) == (slice(7, 10), slice(0, 10))  # 9.4 - 3 = 6.4
+
+
+def test_large_image_never_allocates_dense_volume():
+    shape = (20000, 20000)  # a dense uint8 label image would be 400 MB
+    a = Annotations(shape)
+    tracemalloc.start()
+    try:
+        a.add_stroke(1, [[100, 100], [150, 19000]], radius=3)
+        a.add_stroke(2, [[19990, 5], [19000, 19990]], radius=2)
+        coords, labels = a.labelled()
+        region = (slice(19000, 19100), slice(19900, 20000))
+        dense = a.labels(region)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6
+    assert dense.shape == (100, 100) and dense.max() == 2
+    assert set(np.unique(labels).tolist()) == {1, 2} and len(labels) > 100000
+
+
+def test_labelled_region_filters_and_dense_region_matches_whole():
+    a = Annotations((40, 40))
+    a.add_stroke(1, [[5, 5], [35, 35]], radius=2)
+    a.add_stroke(2, [[5, 35], [35, 5]], radius=2)
+    whole = a.labels()
+    region = (slice(10, 30), slice(3, 17))
+    np.testing.assert_array_equal(a.labels(region), whole[region])
+    coords, labels = a.labelled(region)
+    assert np.all((coords >= [10, 3]) & (coords < [30, 17]))
+    assert len(labels) == np.count_nonzero(whole[region])
+
+
+def test_normalize_region_errors():
+    assert normalize_region(None, (4, 5)) == (slice(0, 4), slice(0, 5))
+    assert normalize_region((slice(1, None),), (4, 5)) == (slice(1, 4), slice(0, 5))
+    for bad in [(slice(0, 5), slice(0, 5)), (slice(-1, 2),), (slice(2, 2),), (slice(0, 4, 2),),
+                (slice(0, 1), slice(0, 1), slice(0, 1)), (1, 2)]:
+        with pytest.raises(ValueError):
+            normalize_region(bad, (4, 5))
