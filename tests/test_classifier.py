@@ -1,0 +1,107 @@
+"""Tests of ilastik_widget.classifier: determinism, column alignment, presets, export without pickle."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from ilastik_widget.classifier import ACCURATE, INTERACTIVE, PixelClassifier
+
+
+def _data(n=600, n_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features)).astype(np.float32)
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] > 0, 2, 1)
+    return X, y
+
+
+def test_fit_predict_learns_and_is_float32():
+    X, y = _data()
+    clf = PixelClassifier(n_estimators=20, seed=0).fit(X, y, 2)
+    Xt, yt = _data(seed=1)
+    p = clf.predict_proba(Xt)
+    assert p.dtype == np.float32 and p.shape == (len(Xt), 2)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    assert ((p.argmax(1) + 1) == yt).mean() > 0.85
+
+
+def test_deterministic_for_seed_and_independent_of_n_jobs():
+    X, y = _data()
+    p1 = PixelClassifier(n_estimators=15, seed=3, n_jobs=1).fit(X, y, 2).predict_proba(X[:100])
+    p2 = PixelClassifier(n_estimators=15, seed=3, n_jobs=2).fit(X, y, 2).predict_proba(X[:100], n_jobs=2)
+    p3 = PixelClassifier(n_estimators=15, seed=4).fit(X, y, 2).predict_proba(X[:100])
+    np.testing.assert_array_equal(p1, p2)
+    assert not np.array_equal(p1, p3)
+
+
+def test_columns_aligned_to_classes_with_zeros_for_absent():
+    X, y = _data()
+    y = np.where(y == 2, 4, 2)  # only classes 2 and 4 of 5
+    clf = PixelClassifier(n_estimators=10).fit(X, y, 5)
+    p = clf.predict_proba(X)
+    assert p.shape == (len(X), 5)
+    assert np.all(p[:, [0, 2, 4]] == 0)
+    assert ((p.argmax(1) + 1) == y).mean() > 0.95
+
+
+def test_single_class_training_gives_certainty():
+    X, _ = _data(50)
+    p = PixelClassifier(n_estimators=3).fit(X, np.full(50, 2), 3).predict_proba(X)
+    np.testing.assert_array_equal(p, np.tile([0, 1, 0], (50, 1)).astype(np.float32))
+
+
+def test_fit_errors():
+    X, y = _data(20)
+    with pytest.raises(ValueError, match="labels must be in"):
+        PixelClassifier().fit(X, y + 5, 2)
+    with pytest.raises(ValueError, match="labels"):
+        PixelClassifier().fit(X, y[:10], 2)
+    with pytest.raises(ValueError, match="without labelled"):
+        PixelClassifier().fit(X[:0], y[:0], 2)
+    with pytest.raises(RuntimeError, match="not trained"):
+        PixelClassifier().predict_proba(X)
+    clf = PixelClassifier(n_estimators=2).fit(X, y, 2)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict_proba(X[:, :3])
+    with pytest.raises(ValueError):
+        PixelClassifier(n_estimators=0)
+
+
+def test_max_samples_per_class_caps_training_rows_deterministically():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 4)).astype(np.float32)
+    y = np.r_[np.full(4800, 1), np.full(200, 2)]
+    clf = PixelClassifier(n_estimators=4, max_samples_per_class=300, seed=1).fit(X, y, 2)
+    # The root of every tree saw the subsample size (300 + 200), not 5000.
+    # (bootstrap weights at the root sum to the number of training rows).
+    assert all(est.tree_.weighted_n_node_samples[0] == 500 for est in clf.forest.estimators_)
+    again = PixelClassifier(n_estimators=4, max_samples_per_class=300, seed=1).fit(X, y, 2)
+    np.testing.assert_array_equal(clf.predict_proba(X[:50]), again.predict_proba(X[:50]))
+
+
+def test_presets_and_params_are_json():
+    assert ACCURATE["n_estimators"] == 100 and ACCURATE["max_depth"] is None
+    assert INTERACTIVE["n_estimators"] < ACCURATE["n_estimators"]
+    clf = PixelClassifier(**INTERACTIVE, seed=7)
+    d = json.loads(json.dumps(clf.params()))
+    again = PixelClassifier.from_params(d)
+    assert again.params() == clf.params() and again.seed == 7
+    with pytest.raises(ValueError, match="unknown"):
+        PixelClassifier.from_params({"n_trees": 3})
+
+
+def test_export_to_arrays_round_trip_via_npz_without_pickle():
+    X, y = _data()
+    y[:30] = 3
+    clf = PixelClassifier(n_estimators=7, seed=2).fit(X, y, 4)
+    buf = io.BytesIO()
+    np.savez(buf, **clf.to_arrays())
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    back = PixelClassifier.from_arrays(arrays, clf.params())
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert back.n_classes == 4 and back.params() == clf.params()
