@@ -1,0 +1,506 @@
+"""Tests of ilastik_widget.features against independent float64 references and analytic cases."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from ilastik_widget.features import (
+    FEATURE_TITLES,
+    FEATURES,
+    SCALES,
+    FeatureSelection,
+    compute_features,
+    features_for_region,
+    halo,
+    is_valid,
+)
+
+# ---------------------------------------------------------------------------------------------
+# independent float64 reference: kernels written from DESIGN.md section 5, scipy correlate1d with
+# mode="mirror", numpy eigvalsh. Nothing is shared with the implementation.
+
+
+def ref_kernel(sigma: float, order: int) -> np.ndarray:
+    r = math.ceil(3.5 * sigma)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    if order == 0:
+        return g
+    if order == 1:
+        k = x * g
+        return k / np.dot(x, k)  # derivative of a unit ramp is exactly 1
+    k = (x**2 / sigma**4 - 1 / sigma**2) * g
+    k = k - k.sum() * g  # zero response to constants
+    return k / (0.5 * np.dot(x**2, k))  # second derivative of x^2/2 is exactly 1
+
+
+def ref_filter(img: np.ndarray, sigma: float, orders: tuple[int, ...]) -> np.ndarray:
+    out = img.astype(np.float64)
+    for axis, o in enumerate(orders):
+        out = ndi.correlate1d(out, ref_kernel(sigma, o), axis=axis, mode="mirror")
+    return out
+
+
+def ref_eig(comps: dict[tuple[int, int], np.ndarray], nd: int) -> list[np.ndarray]:
+    m = np.empty(comps[(0, 0)].shape + (nd, nd))
+    for (a, b), v in comps.items():
+        m[..., a, b] = v
+        m[..., b, a] = v
+    ev = np.linalg.eigvalsh(m)[..., ::-1]
+    return [ev[..., i] for i in range(nd)]
+
+
+def unit(nd, *axes):
+    o = [0] * nd
+    for a in axes:
+        o[a] += 1
+    return tuple(o)
+
+
+def ref_feature(img: np.ndarray, feature: str, s: float) -> list[np.ndarray]:
+    nd = img.ndim
+    if feature == "gaussian_smoothing":
+        return [ref_filter(img, s, (0,) * nd)]
+    if feature == "laplacian_of_gaussian":
+        return [sum(ref_filter(img, s, unit(nd, a, a)) for a in range(nd))]
+    if feature == "gaussian_gradient_magnitude":
+        return [np.sqrt(sum(ref_filter(img, s, unit(nd, a)) ** 2 for a in range(nd)))]
+    if feature == "difference_of_gaussians":
+        return [ref_filter(img, s, (0,) * nd) - ref_filter(img, 0.66 * s, (0,) * nd)]
+    if feature == "structure_tensor_eigenvalues":
+        g = [ref_filter(img, s, unit(nd, a)) for a in range(nd)]
+        comps = {}
+        for a in range(nd):
+            for b in range(a, nd):
+                t = g[a] * g[b]
+                for axis in range(nd):
+                    t = ndi.correlate1d(t, ref_kernel(s / 2, 0), axis=axis, mode="mirror")
+                comps[(a, b)] = t
+        return ref_eig(comps, nd)
+    if feature == "hessian_of_gaussian_eigenvalues":
+        comps = {(a, b): ref_filter(img, s, unit(nd, a, b)) for a in range(nd) for b in range(a, nd)}
+        return ref_eig(comps, nd)
+    raise AssertionError(feature)
+
+
+def ref_all(img: np.ndarray, sel: FeatureSelection) -> np.ndarray:
+    chans = []
+    for f in FEATURES:
+        for s in SCALES:
+            if sel.enabled(f, s):
+                chans.extend(ref_feature(img, f, s))
+    return np.stack(chans, axis=-1)
+
+
+def assert_close_channels(
+    got: np.ndarray, ref: np.ndarray, names: list[str], rel: float, data_max: float = 1.0
+) -> None:
+    """Per channel: max error <= rel * (largest magnitude of that reference channel) + 4e-6 * data_max.
+
+    float32 filtering accumulates ~1e-6 relative error per pass *of the data's magnitude* (data_max),
+    which differences such as DoG keep while their own magnitude shrinks, hence the additive term.
+    The smaller eigenvalues come from a closed form with cancellation against the largest one, so
+    their float32 error is relative to the largest eigenvalue, hence rel = 1e-4 for eigenvalue channels.
+    """
+    assert got.shape == ref.shape
+    for i, name in enumerate(names):
+        scale = np.abs(ref[..., i]).max() + 1e-12
+        err = np.abs(got[..., i] - ref[..., i]).max()
+        tol = (1e-4 if "eigenvalues" in name else rel) * scale + 4e-6 * data_max
+        assert err <= tol, f"{name}: max error {err:.3g} > {tol:.3g}"
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(1234)
+
+
+def structured_2d(shape=(96, 110)):
+    y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    img = np.sin(x / 5.0) * np.cos(y / 7.0) + ((x - 40) ** 2 + (y - 50) ** 2 < 200) * 2.0
+    img[20:30, 60:90] += 3.0  # sharp edges
+    return img
+
+
+# ---------------------------------------------------------------------------------------------
+# correctness against the reference
+
+
+@pytest.mark.parametrize("kind", ["random", "structured"])
+def test_2d_all_features_match_reference(rng, kind):
+    img = rng.random((96, 110)) if kind == "random" else structured_2d()
+    sel = FeatureSelection.all()
+    got = compute_features(img.astype(np.float32), sel)
+    ref = ref_all(img.astype(np.float32).astype(np.float64), sel)
+    assert got.dtype == np.float32 and got.shape == (96, 110, 49)
+    assert_close_channels(got, ref, sel.channel_names(2), 1e-5, np.abs(img).max())
+
+
+def test_3d_all_features_match_reference(rng):
+    img = rng.random((24, 30, 34)).astype(np.float32)
+    img[5:15, 10:20, 8:25] += 2.0
+    sel = FeatureSelection.all()
+    got = compute_features(img, sel)
+    ref = ref_all(img.astype(np.float64), sel)
+    assert got.shape == (24, 30, 34, 61)
+    assert_close_channels(got, ref, sel.channel_names(3), 1e-5, np.abs(img).max())
+
+
+def test_3d_with_offset_has_no_mean_leak(rng):
+    # DESIGN.md: truncated 2nd-derivative kernels leak the mean brightness; ours must not
+    img = (rng.random((20, 24, 28)) + 1000.0).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("laplacian_of_gaussian", 10.0, True)
+    sel = sel.with_feature("hessian_of_gaussian_eigenvalues", 10.0, True)
+    got = compute_features(img, sel)
+    ref = ref_all(img.astype(np.float64), sel)
+    # float32 input at 1000 has 6e-5 absolute resolution; the features' own spread is ~1e-4
+    assert np.abs(got - ref).max() < 2e-5 * 1000
+
+
+def test_against_scipy_builtin_filters():
+    """Cross-check kernel conventions (sign, scale, axis order) with scipy's own Gaussian filters.
+
+    scipy with truncate=6 is close to the continuous definition. Our kernels stop at 3.5 sigma (DESIGN.md
+    section 5) and are moment-normalised, which moves smoothing by <0.1%, the gradient by <1% and the
+    Laplacian by <3.5% of each channel's range (the 2nd-derivative kernel has the most weight in its
+    tails); a wrong sign, factor or axis would be off by 100%.
+    """
+    img = structured_2d((128, 128))
+    img = img - img.mean()
+    got = compute_features(img.astype(np.float32))
+    names = FeatureSelection.all().channel_names(2)
+    tol = {"gaussian_smoothing": 1e-3, "gaussian_gradient_magnitude": 1e-2, "laplacian_of_gaussian": 3.5e-2}
+    for s in (1.0, 1.6, 3.5, 5.0, 10.0):
+        checks = {
+            "gaussian_smoothing": ndi.gaussian_filter(img, s, mode="mirror", truncate=6),
+            "gaussian_gradient_magnitude": ndi.gaussian_gradient_magnitude(img, s, mode="mirror", truncate=6),
+            "laplacian_of_gaussian": ndi.gaussian_laplace(img, s, mode="mirror", truncate=6),
+        }
+        for f, ref in checks.items():
+            g = got[..., names.index(f"{f}_{s:g}")]
+            assert np.abs(g - ref).max() <= tol[f] * np.abs(ref).max(), (f, s)
+
+
+def test_multichannel_order_and_channel_axis(rng):
+    img = rng.random((3, 40, 50)).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
+    sel = sel.with_feature("hessian_of_gaussian_eigenvalues", 0.7, True)
+    got = compute_features(img, sel, channel_axis=0)
+    assert got.shape == (40, 50, 3 * 3)
+    for c in range(3):
+        single = compute_features(img[c], sel)
+        np.testing.assert_array_equal(got[..., 3 * c : 3 * c + 3], single)
+    last = compute_features(np.moveaxis(img, 0, -1), sel, channel_axis=-1)
+    np.testing.assert_array_equal(last, got)
+    assert sel.channel_names(2, 3)[3].startswith("c1:")
+
+
+def test_single_cell_selection_matches_full_set_channel(rng):
+    img = rng.random((60, 64)).astype(np.float32)
+    full = compute_features(img)
+    names = FeatureSelection.all().channel_names(2)
+    for f in FEATURES:
+        s = 1.6
+        sel = FeatureSelection.none().with_feature(f, s, True)
+        one = compute_features(img, sel)
+        idx = [i for i, n in enumerate(names) if n.startswith(f"{f}_{s:g}")]
+        np.testing.assert_allclose(one, full[..., idx], rtol=1e-6, atol=1e-7)
+
+
+def test_mode_2d_is_slicewise(rng):
+    vol = rng.random((5, 40, 44)).astype(np.float32)
+    got = compute_features(vol, mode="2d")
+    assert got.shape == (5, 40, 44, 49)
+    for z in range(5):
+        np.testing.assert_array_equal(got[z], compute_features(vol[z]))
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (1, 9), (2, 2), (3, 4, 5), (1, 1, 6)])
+def test_tiny_images_mirror_repeatedly(rng, shape):
+    img = rng.random(shape).astype(np.float32)
+    sel = FeatureSelection.all()
+    got = compute_features(img, sel)
+    ref = ref_all(img.astype(np.float64), sel)
+    assert_close_channels(got, ref, sel.channel_names(len(shape)), 1e-5)
+
+
+def test_integer_input_is_accepted(rng):
+    img = (rng.random((30, 40)) * 1000).astype(np.uint16)
+    np.testing.assert_allclose(
+        compute_features(img), compute_features(img.astype(np.float32)), rtol=0, atol=0
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# analytic cases
+
+
+@pytest.mark.parametrize("shape", [(50, 60), (20, 24, 26)])
+def test_constant_image(shape):
+    img = np.full(shape, 7.25, dtype=np.float32)
+    got = compute_features(img)
+    names = FeatureSelection.all().channel_names(len(shape))
+    for i, n in enumerate(names):
+        if n.startswith("gaussian_smoothing"):
+            np.testing.assert_allclose(got[..., i], 7.25, rtol=2e-6)
+        else:
+            assert np.abs(got[..., i]).max() < 2e-5, n
+
+
+def test_linear_ramp():
+    y, x = np.mgrid[:120, :130].astype(np.float64)
+    img = (3.0 * x - 2.0 * y + 5.0).astype(np.float32)
+    got = compute_features(img)
+    names = FeatureSelection.all().channel_names(2)
+    for s in SCALES[1:]:
+        m = math.ceil(3.5 * s) + 1  # away from the mirrored border
+        inner = (slice(m, -m), slice(m, -m))
+        ggm = got[..., names.index(f"gaussian_gradient_magnitude_{s:g}")][inner]
+        np.testing.assert_allclose(ggm, math.sqrt(13.0), rtol=2e-4)
+        log = got[..., names.index(f"laplacian_of_gaussian_{s:g}")][inner]
+        assert np.abs(log).max() < 1e-3
+        smooth = got[..., names.index(f"gaussian_smoothing_{s:g}")][inner]
+        np.testing.assert_allclose(smooth, img[inner], atol=2e-3)
+        st0 = got[..., names.index(f"structure_tensor_eigenvalues_{s:g}_ev0")][inner]
+        st1 = got[..., names.index(f"structure_tensor_eigenvalues_{s:g}_ev1")][inner]
+        m2 = math.ceil(3.5 * s / 2)
+        np.testing.assert_allclose(st0[m2:-m2, m2:-m2], 13.0, rtol=1e-3)
+        assert np.abs(st1[m2:-m2, m2:-m2]).max() < 1e-2
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_gaussian_blob(nd):
+    n = 41 if nd == 2 else 31
+    grid = np.indices((n,) * nd).astype(np.float64) - n // 2
+    img = np.exp(-(grid**2).sum(0) / (2 * 3.0**2)).astype(np.float32)
+    got = compute_features(img)
+    names = FeatureSelection.all().channel_names(nd)
+    c = (n // 2,) * nd
+    for s in (0.7, 1.0, 1.6, 3.5):
+        ev = [got[c + (names.index(f"hessian_of_gaussian_eigenvalues_{s:g}_ev{i}"),)] for i in range(nd)]
+        assert all(e < 0 for e in ev), (s, ev)
+        # isotropic blob: equal eigenvalues at the centre, each = LoG / nd
+        log = got[c + (names.index(f"laplacian_of_gaussian_{s:g}"),)]
+        assert log < 0
+        np.testing.assert_allclose(ev, log / nd, rtol=1e-3)
+        # smoothing lowers a bright peak: DoG = G_s - G_0.66s < 0 at the centre
+        assert got[c + (names.index(f"difference_of_gaussians_{s:g}"),)] < 0
+        # gradient vanishes at the centre
+        assert abs(got[c + (names.index(f"gaussian_gradient_magnitude_{s:g}"),)]) < 1e-5
+    # eigenvalues are sorted, largest first, everywhere
+    for f in ("hessian_of_gaussian_eigenvalues", "structure_tensor_eigenvalues"):
+        for s in SCALES[1:]:
+            idx = [names.index(f"{f}_{s:g}_ev{i}") for i in range(nd)]
+            assert np.all(np.diff(got[..., idx], axis=-1) <= 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# block-wise == whole image
+
+
+class RecordingArray:
+    """Array-like with shape/dtype/__getitem__ only; records what was read."""
+
+    def __init__(self, a):
+        self._a = a
+        self.shape = a.shape
+        self.dtype = a.dtype
+        self.reads = []
+
+    def __getitem__(self, idx):
+        self.reads.append(idx)
+        return self._a[idx].copy()
+
+
+def random_region(rng, spatial, sizes):
+    region = []
+    for n, m in zip(spatial, sizes):
+        m = min(m, n)
+        start = int(rng.choice([0, n - m, rng.integers(0, n - m + 1)]))  # borders included often
+        region.append(slice(start, start + m))
+    return tuple(region)
+
+
+def check_blocks(rng, img, sel, sizes, n_blocks=8, **kw):
+    whole = compute_features(img, sel, **kw)
+    arr = RecordingArray(img)
+    ca = kw.get("channel_axis")
+    spatial = tuple(n for i, n in enumerate(img.shape) if ca is None or i != ca % img.ndim)
+    scale = np.abs(whole).max(axis=tuple(range(whole.ndim - 1))) + 1e-12
+    for _ in range(n_blocks):
+        region = random_region(rng, spatial, sizes)
+        block = features_for_region(arr, region, sel, **kw)
+        ref = whole[region]
+        assert block.shape == ref.shape and block.dtype == np.float32
+        err = (np.abs(block - ref) / scale).max()
+        assert err < 1e-5, (region, err)
+    # only region + halo was read, never the whole image (these images are larger than that)
+    assert all(isinstance(s, slice) for idx in arr.reads for s in idx)
+    assert not any(
+        all((s.stop - s.start) == n for s, n in zip(idx, img.shape)) for idx in arr.reads
+    )
+
+
+def test_blocks_2d_full_selection(rng):
+    img = rng.random((260, 300)).astype(np.float32)
+    img[100:140, 50:200] += 2
+    check_blocks(rng, img, FeatureSelection.all(), (40, 57))
+
+
+def test_blocks_2d_halo_is_needed(rng):
+    """With a halo smaller than ours the blocks would differ: the test has teeth."""
+    img = rng.random((200, 200)).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 3.5, True)
+    h = halo(sel)
+    whole = compute_features(img, sel)
+    region = (slice(80, 120), slice(80, 120))
+    m = math.ceil(3.5 * 3.5)  # only the gradient's radius, forgetting the tensor smoothing
+    assert h > m
+    short = (slice(80 - m, 120 + m),) * 2
+    wrong = compute_features(img[short], sel)[m : m + 40, m : m + 40]
+    ref = whole[region]
+    assert np.abs(wrong - ref).max() > 1e-3 * np.abs(ref).max()
+    got = features_for_region(img, region, sel)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_blocks_3d(rng):
+    img = rng.random((40, 48, 52)).astype(np.float32)
+    sel = FeatureSelection.all()
+    for s in (3.5, 5.0, 10.0):
+        for f in FEATURES:
+            sel = sel.with_feature(f, s, False)
+    assert halo(sel) < 20
+    check_blocks(rng, img, sel, (12, 15, 17))
+
+
+def test_blocks_multichannel_and_mode_2d(rng):
+    img = rng.random((30, 70, 2, 80)).astype(np.float32)  # z, y, c, x
+    sel = FeatureSelection.none()
+    for f in FEATURES:
+        sel = sel.with_feature(f, 1.0, True)
+    sel = sel.with_feature("gaussian_smoothing", 0.3, True)
+    check_blocks(rng, img, sel, (7, 20, 23), channel_axis=2)
+    check_blocks(rng, img, sel, (7, 20, 23), channel_axis=-2, mode="2d")
+
+
+def test_region_none_and_dask(rng):
+    da = pytest.importorskip("dask.array")
+    img = rng.random((64, 70)).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("gaussian_gradient_magnitude", 1.6, True)
+    whole = compute_features(img, sel)
+    np.testing.assert_array_equal(features_for_region(img, None, sel), whole)
+    lazy = da.from_array(img, chunks=(16, 16))
+    got = features_for_region(lazy, (slice(0, 20), slice(50, 70)), sel)
+    np.testing.assert_allclose(got, whole[:20, 50:], rtol=1e-5, atol=1e-6 * np.abs(whole).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# FeatureSelection
+
+
+def test_channel_counts():
+    sel = FeatureSelection.all()
+    assert sel == FeatureSelection.default()
+    assert sel.n_channels(2) == 49 and sel.n_channels(3) == 61
+    assert sel.n_channels(2, 3) == 147
+    assert len(sel.channel_names(3)) == 61 and len(set(sel.channel_names(3))) == 61
+    assert compute_features(np.zeros((12, 13), np.float32)).shape[-1] == 49
+    assert compute_features(np.zeros((6, 12, 13), np.float32)).shape[-1] == 61
+
+
+def test_selection_api():
+    assert FeatureSelection.none().is_empty and not FeatureSelection.all().is_empty
+    assert not is_valid("laplacian_of_gaussian", 0.3) and is_valid("gaussian_smoothing", 0.3)
+    assert set(FEATURE_TITLES) == set(FEATURES)
+    sel = FeatureSelection.none().with_feature("difference_of_gaussians", 5, True)
+    assert sel.enabled("difference_of_gaussians", 5.0) and not sel.enabled("difference_of_gaussians", 3.5)
+    assert sel.with_feature("difference_of_gaussians", 5.0, False).is_empty
+    assert sel.channel_names(2) == ["difference_of_gaussians_5"]
+    assert halo(FeatureSelection.none()) == 0
+    assert halo(sel) >= math.ceil(3.5 * 5)
+    assert halo(FeatureSelection.all()) >= math.ceil(3.5 * 10) + math.ceil(3.5 * 5)
+
+
+def test_selection_dict_round_trip():
+    rng = np.random.default_rng(0)
+    cells = [(f, s) for f in FEATURES for s in SCALES if is_valid(f, s)]
+    for _ in range(5):
+        sel = FeatureSelection(frozenset(c for c in cells if rng.random() < 0.5))
+        d = json.loads(json.dumps(sel.to_dict()))
+        assert FeatureSelection.from_dict(d) == sel
+    assert FeatureSelection.from_dict(FeatureSelection.all().to_dict()) == FeatureSelection.all()
+    assert FeatureSelection.from_dict({"features": {}}).is_empty
+    assert set(FeatureSelection.none().to_dict()["features"]) == set(FEATURES)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"features": {"sobel": [1.0]}},
+        {"features": {"laplacian_of_gaussian": [0.3]}},
+        {"features": {"gaussian_smoothing": [2.0]}},
+        {"features": {"gaussian_smoothing": "1.0"}},
+        {"feature": {}},
+        [],
+    ],
+)
+def test_selection_dict_errors(bad):
+    with pytest.raises(ValueError):
+        FeatureSelection.from_dict(bad)
+
+
+def test_selection_cell_errors():
+    with pytest.raises(ValueError, match="unknown feature"):
+        FeatureSelection.none().with_feature("sobel", 1.0, True)
+    with pytest.raises(ValueError, match="only available"):
+        FeatureSelection.none().with_feature("hessian_of_gaussian_eigenvalues", 0.3, True)
+    with pytest.raises(ValueError, match="unknown scale"):
+        FeatureSelection(frozenset({("gaussian_smoothing", 0.5)}))
+
+
+# ---------------------------------------------------------------------------------------------
+# input errors
+
+
+@pytest.mark.parametrize(
+    "img, kw, match",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), {}, "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), {}, "NaN or infinite"),
+        (np.zeros(10), {}, "2 or 3 spatial"),
+        (np.zeros((2, 3, 4, 5)), {}, "2 or 3 spatial"),
+        (np.zeros((4, 5, 2)), {"channel_axis": 3}, "out of range"),
+        (np.zeros((4, 5, 2)), {"channel_axis": -4}, "out of range"),
+        (np.zeros((4, 5)), {"channel_axis": 0}, "2 or 3 spatial"),
+        (np.zeros((4, 5, 2)), {"channel_axis": 1.5}, "channel_axis"),
+        (np.zeros((4, 5), bool), {}, "boolean"),
+        (np.zeros((4, 5), complex), {}, "complex"),
+        (np.array([["a", "b"], ["c", "d"]]), {}, "numeric"),
+        (np.zeros((4, 5), object), {}, "numeric"),
+        (np.zeros((4, 5)), {"mode": "4d"}, "mode"),
+    ],
+)
+def test_input_errors(img, kw, match):
+    with pytest.raises(ValueError, match=match):
+        compute_features(img, **kw)
+
+
+def test_empty_selection_and_region_errors():
+    img = np.zeros((10, 10), np.float32)
+    with pytest.raises(ValueError, match="empty"):
+        compute_features(img, FeatureSelection.none())
+    with pytest.raises(ValueError, match="empty"):
+        features_for_region(img, None, FeatureSelection.none())
+    with pytest.raises(ValueError, match="step"):
+        features_for_region(img, (slice(0, 10, 2), slice(None)))
+    with pytest.raises(ValueError, match="NaN"):
+        bad = img.copy()
+        bad[0, 0] = np.nan
+        features_for_region(bad, (slice(0, 2), slice(0, 2)))
