@@ -1,0 +1,242 @@
+"""Tests of ilastik_widget.chunk_server against a small fake session (the attributes ChunkServer reads)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ilastik_widget.chunk_server import ChunkServer
+
+
+@dataclass
+class _Class:
+    name: str
+    color: str
+
+
+class _Annotations:
+    def __init__(self, shape):
+        self.dense = np.zeros(shape, np.uint8)
+        self.version = 0
+
+    def labels(self, region=None):
+        return self.dense[region] if region is not None else self.dense.copy()
+
+    def labelled(self, region=None):
+        idx = np.nonzero(self.dense)
+        return np.stack(idx, 1).astype(np.int64), self.dense[idx]
+
+    def paint(self, region, label):
+        self.dense[region] = label
+        self.version += 1
+
+
+class _Session:
+    def __init__(self, image, channel_axis=None, n_classes=2):
+        self.image = image
+        self.channel_axis = channel_axis
+        shape = list(image.shape)
+        if channel_axis is not None:
+            shape.pop(channel_axis % image.ndim)
+        self.spatial_shape = tuple(shape)
+        self.annotations = _Annotations(self.spatial_shape)
+        self.classes = [_Class(f"c{i}", c) for i, c in zip(range(n_classes), ["#ff0000", "#00ff00", "#0000ff"])]
+        self.generation = 0
+        self.is_trained = False
+        self.predict_calls = []
+
+    def predict(self, region=None):
+        self.predict_calls.append(region)
+        img = np.asarray(self.image, np.float32)[region]
+        p = img / max(float(self.image.max()), 1.0)
+        out = np.stack([1 - p, p] + [np.zeros_like(p)] * (len(self.classes) - 2), -1)
+        return out.astype(np.float32)
+
+
+def _image2d(shape=(300, 520), seed=0):
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+
+
+def _json(server, key):
+    data = server.read([key])[0]
+    assert data is not None, key
+    return json.loads(data)
+
+
+def _chunk(server, key, zarray):
+    data = server.read([key])[0]
+    assert data is not None, key
+    dtype = np.dtype(zarray["dtype"])
+    return np.frombuffer(data, dtype=dtype).reshape(zarray["chunks"])
+
+
+def test_raw_metadata_is_an_ome_zarr_multiscale():
+    server = ChunkServer(_Session(_image2d((1000, 700))), "wid", chunk_shape=(256, 256))
+    attrs = _json(server, "raw/.zattrs")
+    (ms,) = attrs["multiscales"]
+    assert ms["version"] == "0.4"
+    assert [a["name"] for a in ms["axes"]] == ["y", "x"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]]
+    assert scales[0] == [1.0, 1.0] and scales[1] == [2.0, 2.0]
+    # halve until the image fits one chunk: 1000 -> 500 -> 250
+    assert len(scales) == 3
+    z0 = _json(server, "raw/0/.zarray")
+    assert z0["shape"] == [1000, 700] and z0["chunks"] == [256, 256]
+    assert z0["dtype"] == "|u1" and z0["compressor"] is None and z0["dimension_separator"] == "."
+    z2 = _json(server, "raw/2/.zarray")
+    assert z2["shape"] == [250, 175]
+    assert _json(server, "raw/.zgroup") == {"zarr_format": 2}
+    assert server.read(["raw/.zarray"]) == [None]  # the root is a group
+
+
+def test_raw_chunks_match_the_image_padded_and_strided():
+    image = _image2d((300, 520))
+    server = ChunkServer(_Session(image), "wid", chunk_shape=(128, 128))
+    z0 = _json(server, "raw/0/.zarray")
+    c = _chunk(server, "raw/0/2.4", z0)  # edge chunk: rows 256..300, cols 512..520
+    np.testing.assert_array_equal(c[:44, :8], image[256:300, 512:520])
+    assert not c[44:].any() and not c[:, 8:].any()
+    z1 = _json(server, "raw/1/.zarray")
+    assert z1["shape"] == [150, 260]
+    c1 = _chunk(server, "raw/1/0.1", z1)
+    np.testing.assert_array_equal(c1[:128, :128], image[0:256:2, 256:512:2])
+
+
+def test_zarr_library_reads_the_served_keys():
+    zarr = pytest.importorskip("zarr")
+    image = _image2d((200, 330), seed=3)
+    server = ChunkServer(_Session(image), "wid", chunk_shape=(64, 64))
+    store = {}
+    for level in range(len(server.raw.factors)):
+        for key in (f"raw/{level}/.zarray",):
+            store[key] = server.read([key])[0]
+        shape = server.raw.level_shape(level)
+        for idx in itertools.product(*(range(-(-s // 64)) for s in shape)):
+            key = f"raw/{level}/" + ".".join(map(str, idx))
+            store[key] = server.read([key])[0]
+    store["raw/.zattrs"] = server.read(["raw/.zattrs"])[0]
+    store["raw/.zgroup"] = server.read(["raw/.zgroup"])[0]
+    from zarr.storage import MemoryStore
+
+    mem = MemoryStore()
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+
+    async def fill():
+        for k, v in store.items():
+            await mem.set(k, default_buffer_prototype().buffer.from_bytes(v))
+
+    asyncio.run(fill())
+    group = zarr.open_group(mem, mode="r", path="raw", zarr_format=2)
+    np.testing.assert_array_equal(group["0"][:], image)
+    np.testing.assert_array_equal(group["1"][:], image[::2, ::2])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "raw", "raw/", "raw/9/0.0", "raw/0/99.0", "raw/0/-1.0", "raw/0/a.b", "raw/0/0.0.0", "raw/0/0", "foo/0/0.0",
+     "predictions/x/0/0.0.0", "predictions/0", "../../etc/passwd", "raw/0/0.0/extra", "labels/0/1e3.0", None, 5,
+     "x" * 2000],
+)
+def test_malformed_or_out_of_range_keys_give_none_and_log(key, caplog):
+    server = ChunkServer(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
+    with caplog.at_level(logging.WARNING, logger="ilastik_widget.chunk_server"):
+        assert server.read([key]) == [None]
+    assert caplog.records, "a bad key should leave a log line"
+
+
+def test_one_bad_key_does_not_spoil_the_batch():
+    server = ChunkServer(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
+    out = server.read(["raw/0/0.0", "nonsense", "raw/.zattrs"])
+    assert out[0] is not None and out[1] is None and out[2] is not None
+
+
+def test_labels_follow_the_annotations_version():
+    session = _Session(_image2d((200, 200)))
+    server = ChunkServer(session, "wid", chunk_shape=(64, 64))
+    z = _json(server, "labels/0/.zarray")
+    assert not _chunk(server, "labels/0/1.1", z).any()
+    session.annotations.paint((slice(70, 80), slice(65, 70)), 2)
+    c = _chunk(server, "labels/0/1.1", z)
+    assert (c[6:16, 1:6] == 2).all() and c.sum() == 2 * 50
+    # coarse level keeps a thin stroke visible
+    z1 = _json(server, "labels/1/.zarray")
+    session.annotations.paint((slice(101, 102), slice(0, 200)), 1)
+    c1 = _chunk(server, "labels/1/0.0", z1)
+    assert (c1[50, :64] == 1).all()
+
+
+def test_predictions_are_computed_only_for_requested_chunks_and_scaled():
+    image = _image2d((300, 300))
+    session = _Session(image)
+    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    assert server.read(["predictions/0/0/1.1.0"]) == [None]  # not trained yet: missing (transparent)
+    session.is_trained = True
+    session.generation = 3
+    z = _json(server, "predictions/3/0/.zarray")
+    assert z["shape"] == [300, 300, 2] and z["chunks"] == [128, 128, 2] and z["dtype"] == "|u1"
+    c = _chunk(server, "predictions/3/0/1.2.0", z)
+    assert session.predict_calls == [(slice(128, 256), slice(256, 300))]
+    expected = np.rint(image[128:256, 256:300] / image.max() * 255)
+    np.testing.assert_allclose(c[:, :44, 1], expected, atol=1)
+    assert not c[:, 44:].any()
+    assert server.read(["predictions/3/0/0.0.1"]) == [None]  # channel chunk index must be 0
+    attrs = _json(server, "predictions/3/.zattrs")
+    assert attrs["multiscales"][0]["axes"][-1] == {"name": "c", "type": "channel"}
+
+
+def test_coarse_predictions_are_missing_when_too_large():
+    session = _Session(_image2d((512, 512)))
+    session.is_trained = True
+    server = ChunkServer(session, "wid", chunk_shape=(64, 64), max_predict_pixels=128 * 128)
+    assert server.read(["predictions/0/1/0.0.0"])[0] is not None  # 128x128 at level 0: allowed
+    assert server.read(["predictions/0/2/0.0.0"]) == [None]  # 256x256 at level 0: too large
+
+
+def test_rgb_image_served_with_a_channel_axis():
+    rgb = np.random.default_rng(1).integers(0, 255, (3, 90, 100), dtype=np.uint8)
+    server = ChunkServer(_Session(rgb, channel_axis=0), "wid", chunk_shape=(64, 64))
+    z = _json(server, "raw/0/.zarray")
+    assert z["shape"] == [90, 100, 3] and z["chunks"] == [64, 64, 3]
+    assert server.read(["raw/0/1.0"]) == [None]  # the channel axis needs its own chunk index
+    c = _chunk(server, "raw/0/1.0.0", z)
+    np.testing.assert_array_equal(c[:26, :64], np.moveaxis(rgb, 0, -1)[64:90, 0:64])
+    raw_spec = server.layer_specs()[0]
+    assert "getDataValue(2)" in raw_spec["shader"]
+
+
+def test_volume_and_float_image():
+    vol = np.random.default_rng(2).random((40, 70, 90))  # float64 -> served as float32
+    server = ChunkServer(_Session(vol), "wid")
+    z = _json(server, "raw/0/.zarray")
+    assert z["chunks"] == [64, 64, 64] and z["dtype"] == "<f4"
+    attrs = _json(server, "raw/.zattrs")
+    assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    c = _chunk(server, "raw/0/0.1.0", z)
+    np.testing.assert_allclose(c[:40, :6, :64], vol[:, 64:70, :64].astype(np.float32))
+
+
+def test_sources_and_layer_specs():
+    session = _Session(_image2d((64, 64)), n_classes=3)
+    session.generation = 5
+    server = ChunkServer(session, "abc123")
+    src = server.sources()
+    assert src["raw"] == "mem://abc123/raw/|zarr2:"
+    assert src["labels"] == "mem://abc123/labels/|zarr2:"
+    assert src["probabilities"] == src["segmentation"] == src["uncertainty"] == "mem://abc123/predictions/5/|zarr2:"
+    specs = {s["name"]: s for s in server.layer_specs()}
+    assert set(specs) == {"raw", "labels", "probabilities", "segmentation", "uncertainty"}
+    assert all(s["type"] == "image" for s in specs.values())
+    # class colours in the shaders: red, green, blue
+    for name in ("labels", "probabilities", "segmentation"):
+        shader = specs[name]["shader"]
+        assert "vec3(1.0000, 0.0000, 0.0000)" in shader and "vec3(0.0000, 0.0000, 1.0000)" in shader
+    assert "getDataValue(2)" in specs["probabilities"]["shader"]
+    lo, hi = specs["raw"]["shaderControls"]["normalized"]["range"]
+    assert 0 <= lo < hi <= 255
