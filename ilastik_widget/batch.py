@@ -361,8 +361,9 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
 
     Parameters
     ----------
-    session : Session
-        A trained session (its classifier, feature selection and feature mode are used).
+    session : Session or BatchModel
+        A trained session (its classifier, feature selection and feature mode are used), or the
+        :class:`BatchModel` of a saved project (``ilastik_widget.project.load_model(path)``).
     source_or_list : image-like or list of them
         Anything :func:`~ilastik_widget.sources.open_source` opens: arrays, zarr/OME-Zarr paths or URLs, TIFF files.
         Time series are predicted time point by time point (the outputs keep the ``t`` axis).
@@ -400,7 +401,7 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad or not outputs:
         raise ValueError(f"unknown outputs {bad}; choose from {OUTPUTS}")
-    model = model_from_session(session)
+    model = session if isinstance(session, BatchModel) else model_from_session(session)
     sources = [_as_source(s, channel_axis) for s in inputs]
     names = _unique_names(sources)
     out = Path(os.fspath(output))

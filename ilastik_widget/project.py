@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ProjectError", "save_session", "load_session", "read_project",
+__all__ = ["FORMAT", "FORMAT_VERSION", "ProjectError", "save_session", "load_session", "load_model", "read_project",
            "autosave", "enable_autosave", "AutoSaver"]
 
 FORMAT = "ilastik-widget-project"
@@ -125,7 +125,6 @@ def _document(session, ref: dict, embedded: bool) -> tuple[dict, dict]:
         "seed": int(session.seed),
         "block_shape": [int(b) for b in session.block_shape],
         "trained": bool(session.is_trained),
-        "arrays": ["stroke_points", "stroke_offsets"] + (["image"] if embedded else []),
     }
     return doc, {"stroke_points": all_points, "stroke_offsets": offsets}
 
@@ -159,7 +158,7 @@ def _write_atomic(path: Path, doc: dict, arrays: dict) -> None:
         pass
 
 
-def save_session(session, path, *, embed_image: Any = "auto") -> Path:
+def save_session(session, path, *, embed_image: Any = "auto", include_model: bool = True) -> Path:
     """Save ``session`` to one project file (written atomically); returns the path.
 
     Parameters
@@ -168,13 +167,24 @@ def save_session(session, path, *, embed_image: Any = "auto") -> Path:
         Store the image in the project. "auto": only for images without a file or URL behind them and at most
         ``EMBED_LIMIT`` bytes (others are referenced by path/URL; pass ``image=`` to :func:`load_session` if they
         move).
+    include_model : bool
+        Also store the fitted classifier (its trees as plain arrays) when the session is trained on its current
+        labels: batch prediction (``load_model``, the command line) then needs neither the training image nor a
+        retraining. Loading a session still retrains (the same predictions, as training is deterministic).
     """
     path = Path(os.fspath(path))
     with session._lock if hasattr(session, "_lock") else _nullcontext():
         ref, data = _image_reference(session, path.resolve().parent, embed_image)
         doc, arrays = _document(session, ref, data is not None)
+        model = getattr(session, "model", None)
+        if include_model and model is not None and not getattr(session, "needs_training", True):
+            for k, v in model.to_arrays().items():
+                arrays[f"model/{k}"] = v
+            doc["model"] = {"params": model.params(), "n_classes": int(model.n_classes),
+                            "n_features": int(model.n_features)}
     if data is not None:
         arrays["image"] = data
+    doc["arrays"] = list(arrays)
     _write_atomic(path, doc, arrays)
     return path
 
@@ -243,6 +253,35 @@ def read_project(path) -> tuple[dict, dict]:
             or np.any(np.diff(off) < 0)):
         raise ProjectError(f"{path} is damaged: stroke points do not match the {n} stroke records")
     return doc, arrays
+
+
+def load_model(path):
+    """What batch prediction needs from a project (:class:`~ilastik_widget.batch.BatchModel`).
+
+    Uses the stored classifier when the project has one (no image needed); otherwise loads the session, which
+    needs the training image, and trains it.
+    """
+    from .batch import BatchModel, model_from_session
+    from .classifier import PixelClassifier
+    from .features import FeatureSelection
+
+    path = Path(os.fspath(path))
+    doc, arrays = read_project(path)
+    if "model" in doc:
+        try:
+            clf = PixelClassifier.from_arrays({k[len("model/"):]: v for k, v in arrays.items()
+                                               if k.startswith("model/")}, doc["model"].get("params"))
+            ref = doc["image"]
+            return BatchModel(classifier=clf, selection=FeatureSelection.from_dict(doc["features"]),
+                              mode=doc["feature_mode"], ndim=len(ref["spatial_shape"]),
+                              n_input_channels=int(ref.get("n_channels") or 1), n_classes=len(doc["classes"]),
+                              class_names=[c["name"] for c in doc["classes"]],
+                              class_colors=[c["color"] for c in doc["classes"]])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ProjectError(f"{path} is damaged: the stored classifier cannot be read ({exc})") from exc
+    if not doc.get("trained"):
+        raise ProjectError(f"{path} holds an untrained session: train it (session.train()) and save it again")
+    return model_from_session(load_session(path, train=True))
 
 
 def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
@@ -361,6 +400,7 @@ class AutoSaver:
     def __init__(self, session, path, **save_kwargs) -> None:
         self.session = session
         self.path = Path(os.fspath(path))
+        save_kwargs.setdefault("include_model", False)  # keep saves after every stroke small and fast
         self.save_kwargs = save_kwargs
         self.n_saves = 0
         self.last_error: Exception | None = None

@@ -60,9 +60,11 @@ def test_round_trip_same_predictions(tmp_path, trained):
     path = save_session(s, tmp_path / "a.ilastikw")
     # plain JSON + npy, no pickle anywhere
     with zipfile.ZipFile(path) as zf:
-        assert set(zf.namelist()) == {"project.json", "arrays/stroke_points.npy", "arrays/stroke_offsets.npy",
-                                      "arrays/image.npy"}
+        names = set(zf.namelist())
         doc = json.loads(zf.read("project.json"))
+    assert {"project.json", "arrays/stroke_points.npy", "arrays/stroke_offsets.npy", "arrays/image.npy"} <= names
+    assert all(n == "project.json" or (n.startswith("arrays/") and n.endswith(".npy")) for n in names)
+    assert "arrays/model/tree0/values.npy" in names and doc["model"]["n_classes"] == 3
     assert doc["format_version"] == FORMAT_VERSION and doc["image"]["embedded"] is True
     s2 = Session.load(path)
     assert _strokes(s2) == _strokes(s)
@@ -80,6 +82,23 @@ def test_round_trip_same_predictions(tmp_path, trained):
     np.testing.assert_array_equal(s3.predict(), p)
     with pytest.raises(ValueError, match="shape"):
         load_session(path, image=img[:50])
+
+
+def test_load_model_without_the_training_image(tmp_path, trained):
+    from ilastik_widget.batch import predict_dask
+    from ilastik_widget.project import load_model
+
+    img, s = trained
+    path = save_session(s, tmp_path / "m.ilastikw", embed_image=False)
+    model = load_model(path)  # the stored forest: no image, no training
+    assert model.n_classes == 3 and model.class_names[2] == "Debris" and model.ndim == 2
+    np.testing.assert_array_equal(predict_dask(model, img)["probabilities"].compute(), s.predict())
+    with pytest.raises(FileNotFoundError, match="image="):
+        load_session(path)
+    # untrained projects carry no model
+    s.add_stroke(1, [[2, 2]])
+    path2 = save_session(s, tmp_path / "stale.ilastikw")
+    assert "model" not in read_project(path2)[0]
 
 
 def test_untrained_and_3d_2d_mode(tmp_path):

@@ -1,0 +1,160 @@
+"""The ``ilastik-widget`` command line.
+
+``ilastik-widget predict PROJECT INPUT... --output DIR``
+    Apply a saved, trained project to images (OME-Zarr/zarr paths or URLs, TIFF files), locally or on a Dask
+    scheduler (``--scheduler tcp://host:8786`` or a scheduler file), writing one ``<name>.ome.zarr`` per input
+    (or TIFF files with ``--format tiff``) into DIR.
+
+``ilastik-widget demo [--no-browser] [--port P]``
+    Start the demo notebook (see :mod:`ilastik_widget.demo`).
+
+Exit codes: 0 success, 1 error (message on stderr), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _chunks(text: str):
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"chunks must be integers like 256 or 64,256,256, got {text!r}")
+    if not parts or any(p < 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"chunks must be positive, got {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ilastik-widget",
+                                     description="Interactive ilastik-style pixel classification: command line.")
+    parser.add_argument("--version", action="version", version=f"ilastik-widget {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="predict images with a saved project (batch, local or on a Dask cluster)",
+                       description="Apply a trained project to whole images or volumes and write the results.")
+    p.add_argument("project", metavar="PROJECT", help="project file saved with session.save(...)")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="images: OME-Zarr/zarr directories or http(s) URLs, TIFF files, .npy files")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--outputs", nargs="+", metavar="NAME", default=["probabilities", "segmentation", "uncertainty"],
+                   choices=["probabilities", "segmentation", "uncertainty"],
+                   help="what to write (default: all three)")
+    p.add_argument("--format", choices=["zarr", "tiff"], default="zarr",
+                   help="OME-Zarr (default, block by block) or TIFF (computed in memory)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address (tcp://host:8786) or scheduler JSON file; default: local threads")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="start a local cluster with N worker processes instead of threads")
+    p.add_argument("--chunks", type=_chunks, metavar="N[,N...]", help="processing block shape (spatial)")
+    p.add_argument("--channel-axis", type=int, metavar="AXIS", help="channel axis of the inputs (if not in metadata)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--zarr-format", type=int, choices=[2, 3], default=2, help="zarr format of the outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    d = sub.add_parser("demo", help="open the demo notebook in JupyterLab")
+    d.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    d.add_argument("--port", type=int, default=None, metavar="P", help="port for JupyterLab")
+    return parser
+
+
+def _error(msg: str) -> int:
+    print(f"ilastik-widget: error: {msg}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _predict(args) -> int:
+    from .project import ProjectError, load_model
+
+    if not os.path.exists(args.project):
+        return _error(f"project file not found: {args.project}")
+    try:
+        model = load_model(args.project)
+    except (ProjectError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        return _error(f"cannot use project {args.project}: {exc}")
+    from .batch import predict_batch
+    from .sources import is_url, open_source
+
+    sources = []
+    for inp in args.inputs:
+        if not is_url(inp) and not os.path.exists(inp):
+            return _error(f"input not found: {inp}")
+        try:
+            sources.append(open_source(inp, channel_axis=args.channel_axis))
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            return _error(f"cannot open input {inp}: {exc}")
+
+    client = cluster = None
+    try:
+        if args.scheduler:
+            from distributed import Client
+
+            target = args.scheduler
+            if os.path.isfile(target):
+                client = Client(scheduler_file=target)
+            else:
+                client = Client(target, timeout="30s")
+        elif args.workers:
+            from distributed import Client, LocalCluster
+
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+    except Exception as exc:
+        return _error(f"cannot connect to the Dask scheduler {args.scheduler or '(local cluster)'}: {exc}")
+    try:
+        results = predict_batch(model, sources, args.output, outputs=tuple(args.outputs), client=client,
+                                chunks=args.chunks, progress=not args.no_progress, format=args.format,
+                                overwrite=args.overwrite, zarr_format=args.zarr_format)
+    except FileExistsError as exc:
+        return _error(f"{exc}")
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _error(f"prediction failed: {exc}")
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    for r in results:
+        written = ", ".join(f"{k}: {v}" for k, v in r.items() if k != "input")
+        print(f"{r['input']}: {written}")
+    return EXIT_OK
+
+
+def _demo(args) -> int:
+    try:
+        from .demo import main as demo_main
+    except ImportError as exc:
+        return _error(f"the demo is not available: {exc}")
+    rc = demo_main(args)
+    return int(rc or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with 2 on bad usage
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "demo":
+            return _demo(args)
+    except KeyboardInterrupt:
+        print("ilastik-widget: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
