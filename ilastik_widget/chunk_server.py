@@ -194,7 +194,7 @@ class ChunkServer:
         widget_id: str,
         *,
         chunk_shape: Sequence[int] | None = None,
-        max_predict_pixels: int = 2048 * 2048,
+        max_predict_pixels: int = 1024 * 1024,
         max_dense_label_pixels: int = 4096 * 4096,
         cache_bytes: int = 256 * 2**20,
     ):

@@ -343,7 +343,12 @@ export class BrushTool {
     const planeDims = stroke.geometry.planeGlobalDims();
     const axes = planeDims.map((d) => this.axisMap.arrayAxisOfGlobal(d)).sort((a, b) => a - b);
     const result: Stroke = {
-      points: stroke.positions.map((p) => this.axisMap.toArray(p).map((v) => Math.round(v * 100) / 100)),
+      points: stroke.positions.map((p) => {
+        // Off-plane coordinates snap to the voxel the panel shows (voxel i spans [i, i+1) in global coordinates).
+        const q = Float32Array.from(p);
+        for (let d = 0; d < q.length; ++d) if (!planeDims.includes(d)) q[d] = Math.floor(q[d]) + 0.5;
+        return this.axisMap.toArray(q).map((v) => Math.round(v * 100) / 100);
+      }),
       radius: stroke.radius,
       axes: [axes[0], axes[1]],
       erase: stroke.erase,

@@ -26,6 +26,7 @@ export interface ChunkTransport {
   request(
     msg: { type: "chunks"; keys: string[] },
     buffers?: ArrayBuffer[],
+    options?: { signal?: AbortSignal },
   ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }>;
 }
 
@@ -34,11 +35,23 @@ export interface ChunkFetcherOptions {
   maxInFlight?: number;
   /** Keys per message (each reply buffer is one key). */
   maxKeysPerMessage?: number;
+  /** Keys per message for prediction chunks. */
+  maxPredictionKeysPerMessage?: number;
 }
 
 interface Waiter {
   resolve(data: Uint8Array | undefined): void;
   reject(reason: unknown): void;
+  /** Set once the waiter got its answer or gave up. */
+  done?: boolean;
+  /** The message carrying this waiter's key, once sent. */
+  batch?: InFlightBatch;
+}
+
+interface InFlightBatch {
+  /** Waiters still interested in the reply; at zero the request is cancelled. */
+  live: number;
+  controller: AbortController;
 }
 
 function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
@@ -53,16 +66,25 @@ function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
  * Keys of arrays that carry a generation (`predictions/<gen>/...`) are rewritten to the newest generation set with
  * `setGeneration`, so a layer whose cache was invalidated fetches current data without changing its source URL.
  */
+/** Keys are sent in two lanes so that slow, computed chunks (predictions) never hold up image and label data. */
+type Lane = "data" | "predictions";
+
+function laneOf(key: string): Lane {
+  return key.startsWith("predictions/") ? "predictions" : "data";
+}
+
 export class ChunkFetcher {
   private queued = new Map<string, Waiter[]>();
-  private inFlight = 0;
+  private inFlight: Record<Lane, number> = { data: 0, predictions: 0 };
   private flushScheduled = false;
   private generations = new Map<string, number>();
   private activityListeners = new Set<() => void>();
   readonly maxInFlight: number;
   readonly maxKeysPerMessage: number;
+  /** Prediction chunks are computed on demand: fewer per message, so the first ones show sooner. */
+  readonly maxPredictionKeysPerMessage: number;
   /** Counters for tests and benchmarks. */
-  stats = { messages: 0, keys: 0, bytes: 0, dropped: 0 };
+  stats = { messages: 0, keys: 0, bytes: 0, dropped: 0, cancelled: 0 };
 
   constructor(
     private transport: ChunkTransport,
@@ -70,6 +92,7 @@ export class ChunkFetcher {
   ) {
     this.maxInFlight = options.maxInFlight ?? 4;
     this.maxKeysPerMessage = options.maxKeysPerMessage ?? 128;
+    this.maxPredictionKeysPerMessage = options.maxPredictionKeysPerMessage ?? 4;
   }
 
   setGeneration(array: string, generation: number): void {
@@ -78,7 +101,7 @@ export class ChunkFetcher {
 
   /** True when no read is queued or waiting for the kernel. */
   isIdle(): boolean {
-    return this.queued.size === 0 && this.inFlight === 0;
+    return this.queued.size === 0 && this.inFlight.data === 0 && this.inFlight.predictions === 0;
   }
 
   /** Called whenever the fetcher becomes idle or busy. Returns an unsubscribe function. */
@@ -120,6 +143,18 @@ export class ChunkFetcher {
       signal?.addEventListener(
         "abort",
         () => {
+          if (waiter.done) return;
+          waiter.done = true;
+          reject(signal.reason);
+          const { batch } = waiter;
+          if (batch !== undefined) {
+            // Already sent: cancel the whole message once nobody waits for any of its keys.
+            if (--batch.live === 0) {
+              batch.controller.abort();
+              this.stats.cancelled++;
+            }
+            return;
+          }
           const list = this.queued.get(key);
           if (list !== undefined) {
             const i = list.indexOf(waiter);
@@ -130,7 +165,6 @@ export class ChunkFetcher {
               this.notify();
             }
           }
-          reject(signal.reason);
         },
         { once: true },
       );
@@ -154,24 +188,43 @@ export class ChunkFetcher {
   }
 
   private flush() {
-    while (this.queued.size > 0 && this.inFlight < this.maxInFlight) {
-      const batch = new Map<string, Waiter[]>();
-      for (const [key, waiters] of this.queued) {
-        batch.set(key, waiters);
-        if (batch.size >= this.maxKeysPerMessage) break;
+    for (const lane of ["data", "predictions"] as const) {
+      const limit = lane === "data" ? this.maxKeysPerMessage : this.maxPredictionKeysPerMessage;
+      while (this.inFlight[lane] < this.maxInFlight) {
+        const batch = new Map<string, Waiter[]>();
+        for (const [key, waiters] of this.queued) {
+          if (laneOf(key) !== lane) continue;
+          batch.set(key, waiters);
+          if (batch.size >= limit) break;
+        }
+        if (batch.size === 0) break;
+        for (const key of batch.keys()) this.queued.delete(key);
+        this.send(lane, batch);
       }
-      for (const key of batch.keys()) this.queued.delete(key);
-      this.send(batch);
     }
   }
 
-  private async send(batch: Map<string, Waiter[]>) {
+  private async send(lane: Lane, batch: Map<string, Waiter[]>) {
     const keys = Array.from(batch.keys());
-    this.inFlight++;
+    const inFlight: InFlightBatch = { live: 0, controller: new AbortController() };
+    for (const waiters of batch.values()) {
+      for (const waiter of waiters) {
+        waiter.batch = inFlight;
+        inFlight.live++;
+      }
+    }
+    this.inFlight[lane]++;
     this.stats.messages++;
     this.stats.keys += keys.length;
+    const settle = (waiter: Waiter, fn: () => void) => {
+      if (waiter.done) return;
+      waiter.done = true;
+      fn();
+    };
     try {
-      const reply = await this.transport.request({ type: "chunks", keys });
+      const reply = await this.transport.request({ type: "chunks", keys }, undefined, {
+        signal: inFlight.controller.signal,
+      });
       const content = reply.content ?? {};
       const found: boolean[] = content.found ?? [];
       const buffers = reply.buffers ?? [];
@@ -183,12 +236,12 @@ export class ChunkFetcher {
           data = buffer === undefined ? undefined : toUint8Array(buffer);
           if (data !== undefined) this.stats.bytes += data.byteLength;
         }
-        for (const waiter of batch.get(key)!) waiter.resolve(data);
+        for (const waiter of batch.get(key)!) settle(waiter, () => waiter.resolve(data));
       });
     } catch (error) {
-      for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(error);
+      for (const waiters of batch.values()) for (const waiter of waiters) settle(waiter, () => waiter.reject(error));
     } finally {
-      this.inFlight--;
+      this.inFlight[lane]--;
       if (this.queued.size > 0) this.scheduleFlush();
       this.notify();
     }

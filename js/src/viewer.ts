@@ -76,8 +76,8 @@ export interface ViewerHandle {
   screenToVoxel(clientX: number, clientY: number): number[];
   panelRect(): DOMRect;
   isIdle(): boolean;
-  /** Chunk transport counters (messages, keys, bytes, dropped). */
-  stats(): { messages: number; keys: number; bytes: number; dropped: number };
+  /** Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled). */
+  stats(): { messages: number; keys: number; bytes: number; dropped: number; cancelled: number };
 }
 
 declare global {
@@ -140,7 +140,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   const globalNames = ndim === 2 ? ["x", "y"] : ["x", "y", "z"];
   const layout = opts.state?.layout ?? defaultLayout(ndim);
   const rect = container.getBoundingClientRect();
-  const center = shape.map((s) => s / 2 - 0.5);
+  const center = shape.map((s) => Math.floor(s / 2)); // a voxel centre, so 3D panels show whole voxels
   const initialPosition = opts.state?.position ?? center;
   const toGlobalOrder = (point: number[]) => globalNames.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
 
