@@ -8,6 +8,9 @@ OpenCV does the 1D passes because it is ~10x faster per pass than scipy.ndimage 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import cv2
@@ -169,3 +172,251 @@ def _eig3_chunk(a, b, c, d, e, f, out0, out1, out2) -> None:
     out0[...] = l0
     out1[...] = l1
     out2[...] = l2
+
+
+# ----------------------------------------------------------------------------------------------
+# the filter bank engine
+#
+# Work is split in four phases so that every pass is either a long streaming OpenCV call or runs on a
+# cache-sized chunk (a band of rows in 2D, a z slice in 3D), and so that the output is written once,
+# already in the (*spatial, C) layout the classifier reads:
+#   1. passes along axis 0 on the whole array (the only passes that need rows outside a chunk);
+#   2. per chunk: gradients -> structure tensor products (only if the structure tensor is selected);
+#   3. axis-0 smoothing of the tensor products on the whole array;
+#   4. per chunk: the remaining passes, the per-pixel algebra (LoG, magnitude, DoG, eigenvalues) into
+#      a planar chunk buffer, then one transpose into the interleaved output.
+# Phases 1 and 3 split each pass into column bands, phases 2 and 4 split by chunk; both run on a
+# thread pool because OpenCV and numpy release the GIL.
+
+N_THREADS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+#: target pixels per chunk: ~40 planes of this size stay in L2/L3
+CHUNK_PIXELS = 1 << 16
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=N_THREADS, thread_name_prefix="ilastik-features")
+    return _POOL
+
+
+def _run(fn: Callable, items: Sequence) -> None:
+    """Run ``fn`` over ``items`` on the pool (inline for a single item or a single thread)."""
+    if N_THREADS == 1 or len(items) <= 1:
+        for it in items:
+            fn(it)
+        return
+    for _ in _pool().map(fn, items):
+        pass
+
+
+def _axis0_passes(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Run axis-0 passes ``(src, kernel, dst)`` on whole arrays, each split into column bands."""
+    parts = []
+    for src, k, dst in tasks:
+        s2 = src.reshape(src.shape[0], -1)
+        d2 = dst.reshape(s2.shape)
+        width = s2.shape[1]
+        n = N_THREADS if width >= 256 * N_THREADS else 1
+        bounds = [width * i // n for i in range(n + 1)]
+        parts.extend((s2[:, a:b], k, d2[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+
+    def one(part):
+        s2, k, d2 = part
+        cv2.sepFilter2D(s2, -1, _ONE, k, dst=d2, borderType=BORDER)
+
+    _run(one, parts)
+
+
+def _chunks(shape: tuple[int, ...]) -> list[slice]:
+    """Bands along axis 0 of about CHUNK_PIXELS pixels each."""
+    per = max(1, int(np.prod(shape[1:])))
+    step = max(1, CHUNK_PIXELS // per)
+    return [slice(a, min(shape[0], a + step)) for a in range(0, shape[0], step)]
+
+
+def _unit(nd: int, *axes: int) -> tuple[int, ...]:
+    o = [0] * nd
+    for a in axes:
+        o[a] += 1
+    return tuple(o)
+
+
+class _ScaleJob:
+    """What one (input channel, scale) needs: derivative orders, DoG, structure tensor, output slots."""
+
+    def __init__(self, image: np.ndarray, sigma: float, outputs: list[tuple[str, int]]) -> None:
+        nd = image.ndim
+        self.image, self.sigma, self.nd, self.outputs = image, sigma, nd, outputs
+        want = {f for f, _ in outputs}
+        self.want = want
+        zero = (0,) * nd
+        orders: set[tuple[int, ...]] = set()
+        if want & {"gaussian_smoothing", "difference_of_gaussians"}:
+            orders.add(zero)
+        self.grads = [_unit(nd, a) for a in range(nd)]
+        if "gaussian_gradient_magnitude" in want:
+            orders.update(self.grads)
+        self.seconds = [_unit(nd, a, b) for a in range(nd) for b in range(a, nd)]
+        if "hessian_of_gaussian_eigenvalues" in want:
+            orders.update(self.seconds)
+        if "laplacian_of_gaussian" in want:
+            orders.update(_unit(nd, a, a) for a in range(nd))
+        self.orders = orders
+        self.dog = "difference_of_gaussians" in want
+        self.st = "structure_tensor_eigenvalues" in want
+        # phase-1 results: axis-0 pass of the image per axis-0 derivative order
+        self.axis0_orders = {o[0] for o in orders} | ({0, 1} if self.st else set())
+        self.p: dict[int, np.ndarray] = {}
+        self.pd: np.ndarray | None = None
+        self.j: list[np.ndarray] = []  # tensor products, then their axis-0 smoothed versions
+
+    def phase1_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        tasks = []
+        for o0 in sorted(self.axis0_orders):
+            self.p[o0] = np.empty_like(self.image)
+            tasks.append((self.image, kernel(self.sigma, o0), self.p[o0]))
+        if self.dog:
+            self.pd = np.empty_like(self.image)
+            tasks.append((self.image, kernel(DOG_RATIO * self.sigma, 0), self.pd))
+        if self.st:
+            self.j = [np.empty_like(self.image) for _ in self.seconds]
+        return tasks
+
+    def rest(self, src: np.ndarray, sigma: float, orders: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
+        """Passes along axes 1.. of a chunk ``src`` (already filtered along axis 0)."""
+        out = src
+        last = len(orders) - 1
+        for axis in range(1, len(orders)):
+            out = filter_axis(out, kernel(sigma, orders[axis]), axis, dst if axis == last else None)
+        return out
+
+    def phase2(self, ch: slice) -> None:
+        """Structure tensor products of the gradient at sigma for chunk ``ch``."""
+        g = [self.rest(self.p[o[0]][ch], self.sigma, o) for o in self.grads]
+        for (a, b), j in zip(_pairs(self.nd), self.j):
+            np.multiply(g[a], g[b], out=j[ch])
+
+    def phase3_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if not self.st:
+            return []
+        k = kernel(self.sigma / 2, 0)
+        # in place is not safe for a column pass; the smoothed products get their own arrays
+        smoothed = [np.empty_like(j) for j in self.j]
+        tasks = [(j, k, s) for j, s in zip(self.j, smoothed)]
+        self._smoothed = smoothed
+        return tasks
+
+    def phase3_done(self) -> None:
+        if self.st:
+            self.j = self._smoothed
+            del self._smoothed
+
+    def phase4(self, ch: slice, buf: np.ndarray) -> None:
+        """All selected features of this (channel, scale) for chunk ``ch`` into planes of ``buf``."""
+        nd, s = self.nd, self.sigma
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+
+        def d(o: tuple[int, ...]) -> np.ndarray:
+            if o not in cache:
+                cache[o] = self.rest(self.p[o[0]][ch], s, o)
+            return cache[o]
+
+        zero = (0,) * nd
+        for feature, c in self.outputs:
+            if feature == "gaussian_smoothing":
+                if zero in cache:
+                    buf[c][...] = cache[zero]
+                else:  # the last pass writes straight into the output plane
+                    cache[zero] = self.rest(self.p[0][ch], s, zero, dst=buf[c])
+            elif feature == "laplacian_of_gaussian":
+                np.add(d(_unit(nd, 0, 0)), d(_unit(nd, 1, 1)), out=buf[c])
+                if nd == 3:
+                    buf[c] += d(_unit(nd, 2, 2))
+            elif feature == "gaussian_gradient_magnitude":
+                np.multiply(d(self.grads[0]), d(self.grads[0]), out=buf[c])
+                for o in self.grads[1:]:
+                    g = d(o)
+                    buf[c] += g * g
+                np.sqrt(buf[c], out=buf[c])
+            elif feature == "difference_of_gaussians":
+                inner = self.rest(self.pd[ch], DOG_RATIO * s, zero)
+                np.subtract(d(zero), inner, out=buf[c])
+            elif feature == "structure_tensor_eigenvalues":
+                comps = [self.rest(j[ch], s / 2, zero) for j in self.j]
+                _eig_into(comps, buf[c : c + nd])
+            elif feature == "hessian_of_gaussian_eigenvalues":
+                _eig_into([d(o) for o in self.seconds], buf[c : c + nd])
+
+    def release(self) -> None:
+        self.p.clear()
+        self.pd = None
+        self.j = []
+
+
+def _pairs(nd: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(nd) for b in range(a, nd)]
+
+
+def _eig_into(comps: list[np.ndarray], outs: np.ndarray) -> None:
+    if len(outs) == 2:
+        eigvals2(*comps, outs[0], outs[1])
+    else:
+        eigvals3(*comps, outs[0], outs[1], outs[2])
+
+
+#: inner scale of the difference of Gaussians, as a fraction of the outer one
+DOG_RATIO = 0.66
+
+
+def filter_bank(
+    images: Sequence[np.ndarray], cells: Sequence[tuple[str, float]], n_outputs: Callable[[str], int],
+    out: np.ndarray,
+) -> None:
+    """Compute features of single-channel float32 images into ``out``.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        C-contiguous float32 arrays of one shape (2 or 3 axes), one per input channel.
+    cells : sequence of (feature, scale)
+        Selected cells in output order.
+    n_outputs : callable
+        Channels per feature.
+    out : numpy.ndarray
+        C-contiguous float32 ``(*shape, len(images) * channels per image)``, filled completely.
+    """
+    shape = images[0].shape
+    per_image = sum(n_outputs(f) for f, _ in cells)
+    jobs: list[_ScaleJob] = []
+    for i, img in enumerate(images):
+        by_scale: dict[float, list[tuple[str, int]]] = {}
+        c = i * per_image
+        for f, s in cells:
+            by_scale.setdefault(s, []).append((f, c))
+            c += n_outputs(f)
+        jobs.extend(_ScaleJob(img, s, outs) for s, outs in sorted(by_scale.items()))
+    chunks = _chunks(shape)
+    n_total = out.shape[-1]
+    out2 = out.reshape(-1, n_total)
+    row = int(np.prod(shape[1:]))
+    try:
+        _axis0_passes([t for job in jobs for t in job.phase1_tasks()])
+        st_jobs = [job for job in jobs if job.st]
+        if st_jobs:
+            _run(lambda ch: [job.phase2(ch) for job in st_jobs], chunks)
+            _axis0_passes([t for job in st_jobs for t in job.phase3_tasks()])
+            for job in st_jobs:
+                job.phase3_done()
+
+        def phase4(ch: slice) -> None:
+            buf = np.empty((n_total, ch.stop - ch.start, *shape[1:]), dtype=np.float32)
+            for job in jobs:
+                job.phase4(ch, buf)
+            cv2.transpose(buf.reshape(n_total, -1), out2[ch.start * row : ch.stop * row])
+
+        _run(phase4, chunks)
+    finally:
+        for job in jobs:
+            job.release()

@@ -64,7 +64,7 @@ FEATURE_TITLES: dict[str, str] = {
 SCALES: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
 
 #: inner scale of the difference of Gaussians, as a fraction of the outer one
-DOG_RATIO = 0.66
+DOG_RATIO = _filters.DOG_RATIO
 
 _EIGEN = ("structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues")
 
@@ -367,104 +367,19 @@ def _compute(arr: np.ndarray, sel: FeatureSelection, mode: str) -> np.ndarray:
     spatial = arr.shape[:-1]
     n_in = arr.shape[-1]
     fdim = 2 if mode == "2d" else len(spatial)
-    per_channel = sel.n_channels(fdim)
-    out = np.empty((*spatial, n_in * per_channel), dtype=np.float32)
-    for c in range(n_in):
-        img = np.ascontiguousarray(arr[..., c], dtype=np.float32)
-        dst = out[..., c * per_channel : (c + 1) * per_channel]
-        if mode == "2d" and len(spatial) == 3:
-            for z in range(spatial[0]):
-                _features_single(img[z], sel, dst[z])
-        else:
-            _features_single(img, sel, dst)
-    return out
+    out = np.empty((*spatial, n_in * sel.n_channels(fdim)), dtype=np.float32)
+    images = [np.ascontiguousarray(arr[..., c], dtype=np.float32) for c in range(n_in)]
+    cells = sel.cells()
 
+    def n_out(feature: str) -> int:
+        return _n_outputs(feature, fdim)
 
-def _features_single(img: np.ndarray, sel: FeatureSelection, dst: np.ndarray) -> None:
-    """Write the selected features of one float32 single-channel image into ``dst`` (*spatial, C)."""
-    nd = img.ndim
-    slots = _channel_slots(sel, nd)
-    for scale in sel.scales():
-        for (feature, c0), planes in _features_at_scale(img, scale, sel, nd):
-            assert (feature, scale) in slots and slots[(feature, scale)] == c0
-            for i, p in enumerate(planes):
-                dst[..., c0 + i] = p
-
-
-def _channel_slots(sel: FeatureSelection, nd: int) -> dict[tuple[str, float], int]:
-    """First output channel of each selected cell."""
-    slots, c = {}, 0
-    for f, s in sel.cells():
-        slots[(f, s)] = c
-        c += _n_outputs(f, nd)
-    return slots
-
-
-def _unit(nd: int, axis: int, order: int) -> tuple[int, ...]:
-    o = [0] * nd
-    o[axis] += order
-    return tuple(o)
-
-
-def _features_at_scale(img: np.ndarray, scale: float, sel: FeatureSelection, nd: int):
-    """Yield ``((feature, first_channel), planes)`` for the selected features at one scale.
-
-    One set of shared derivative passes feeds smoothing, gradient, Laplacian and Hessian.
-    """
-    slots = _channel_slots(sel, nd)
-    want = {f for f in FEATURES if (f, scale) in sel.selected}
-    zero = (0,) * nd
-    grads = [_unit(nd, a, 1) for a in range(nd)]
-    seconds = [tuple(int(i == a) + int(i == b) for i in range(nd)) for a in range(nd) for b in range(a, nd)]
-    orders: list[tuple[int, ...]] = []
-    if want & {"gaussian_smoothing", "difference_of_gaussians"}:
-        orders.append(zero)
-    if want & {"gaussian_gradient_magnitude", "structure_tensor_eigenvalues"}:
-        orders += grads
-    if "hessian_of_gaussian_eigenvalues" in want:
-        orders += seconds
-    elif "laplacian_of_gaussian" in want:
-        orders += [_unit(nd, a, 2) for a in range(nd)]
-    d = _filters.derivatives(img, scale, orders)
-
-    if "gaussian_smoothing" in want:
-        yield ("gaussian_smoothing", slots[("gaussian_smoothing", scale)]), [d[zero]]
-    if "laplacian_of_gaussian" in want:
-        lap = d[_unit(nd, 0, 2)].copy()
-        for a in range(1, nd):
-            lap += d[_unit(nd, a, 2)]
-        yield ("laplacian_of_gaussian", slots[("laplacian_of_gaussian", scale)]), [lap]
-    if "gaussian_gradient_magnitude" in want:
-        acc = d[grads[0]] * d[grads[0]]
-        for g in grads[1:]:
-            acc += d[g] * d[g]
-        np.sqrt(acc, out=acc)
-        yield ("gaussian_gradient_magnitude", slots[("gaussian_gradient_magnitude", scale)]), [acc]
-    if "difference_of_gaussians" in want:
-        inner = _filters.separable(img, (_filters.kernel(DOG_RATIO * scale, 0),) * nd)
-        yield ("difference_of_gaussians", slots[("difference_of_gaussians", scale)]), [d[zero] - inner]
-    if "structure_tensor_eigenvalues" in want:
-        ks = (_filters.kernel(scale / 2, 0),) * nd
-        comps = [
-            _filters.separable(d[grads[a]] * d[grads[b]], ks) for a in range(nd) for b in range(a, nd)
-        ]
-        yield ("structure_tensor_eigenvalues", slots[("structure_tensor_eigenvalues", scale)]), _eig(comps, nd)
-    if "hessian_of_gaussian_eigenvalues" in want:
-        comps = [d[o] for o in seconds]
-        yield (
-            ("hessian_of_gaussian_eigenvalues", slots[("hessian_of_gaussian_eigenvalues", scale)]),
-            _eig(comps, nd),
-        )
-
-
-def _eig(comps: list[np.ndarray], nd: int) -> list[np.ndarray]:
-    """Eigenvalues (largest first) of symmetric matrices given by upper-triangle components."""
-    outs = [np.empty_like(comps[0]) for _ in range(nd)]
-    if nd == 2:
-        _filters.eigvals2(*comps, *outs)
+    if mode == "2d" and len(spatial) == 3:
+        for z in range(spatial[0]):
+            _filters.filter_bank([im[z] for im in images], cells, n_out, out[z])
     else:
-        _filters.eigvals3(*comps, *outs)
-    return outs
+        _filters.filter_bank(images, cells, n_out, out)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
