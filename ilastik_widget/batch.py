@@ -64,7 +64,7 @@ from .sources import ImageSource, is_url, open_source
 __all__ = ["predict_batch", "predict_dask", "OUTPUTS", "BatchModel", "model_from_session", "read_output"]
 
 OUTPUTS = ("probabilities", "segmentation", "uncertainty")
-_DEFAULT_BLOCK_BYTES = 512 * 2**20  # feature memory per block (block + halo) used to choose chunks
+_DEFAULT_BLOCK_BYTES = 2**30  # feature memory per block used to choose the default chunks
 
 
 @dataclass
@@ -105,19 +105,78 @@ def model_from_session(session) -> BatchModel:
 
 
 # ---------------------------------------------------------------------- the block function
+def _feature_groups(model: BatchModel) -> list:
+    """Selected cells grouped by the halo they need, with their channel positions in the full feature vector.
+
+    Small scales then read only a small halo around the block instead of the halo of the largest scale: the same
+    values (each channel depends only on its own feature and scale), much less work and memory per block.
+    """
+    from .features import FeatureSelection, halo
+
+    sel = model.selection
+    fdim = 2 if (model.mode == "2d" or model.ndim == 2) else 3
+    full = sel.channel_names(fdim, model.n_input_channels)
+    pos = {n: i for i, n in enumerate(full)}
+    by_halo: dict[int, set] = {}
+    for cell in sel.selected:
+        by_halo.setdefault(halo(FeatureSelection(frozenset([cell]))), set()).add(cell)
+    groups = []
+    for h in sorted(by_halo):
+        sub = FeatureSelection(frozenset(by_halo[h]))
+        idx = np.array([pos[n] for n in sub.channel_names(fdim, model.n_input_channels)], np.intp)
+        groups.append((sub, idx))
+    return groups, len(full)
+
+
+_THREADS_LIMITED = False
+
+
+def _limit_threads_in_workers() -> None:
+    """In a Dask worker process, blocks run in parallel already: one filter thread per task."""
+    global _THREADS_LIMITED
+    if _THREADS_LIMITED:
+        return
+    _THREADS_LIMITED = True
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except Exception:
+        return  # local threaded scheduler: the filter bank's shared pool is fine
+    try:
+        from . import _filters
+
+        if hasattr(_filters, "N_THREADS"):
+            _filters.N_THREADS = 1
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:
+        pass
+
+
 def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, block_id=None):
     """Features of the overlapped block (channel last), cropped to the block's own pixels, then classified."""
     from .features import features_for_region
 
+    _limit_threads_in_workers()
     region = []
     for ax, (d, ch) in enumerate(zip(depth, chunks)):
         i = block_id[ax]
         start = sum(ch[:i])
         off = start - max(0, start - d)
         region.append(slice(off, off + ch[i]))
-    feats = features_for_region(block, tuple(region), model.selection, channel_axis=-1, mode=model.mode)
+    region = tuple(region)
+    groups, n_feat = _feature_groups(model)
+    if len(groups) == 1:
+        feats = features_for_region(block, region, model.selection, channel_axis=-1, mode=model.mode)
+    else:
+        feats = np.empty(tuple(r.stop - r.start for r in region) + (n_feat,), np.float32)
+        for sub, idx in groups:
+            feats[..., idx] = features_for_region(block, region, sub, channel_axis=-1, mode=model.mode)
     size = feats.shape[:-1]
     probs = model.classifier.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=1)
+    del feats
     if probs.shape[1] < model.n_classes:  # classes added since training: zero columns, as Session.predict
         probs = np.concatenate([probs, np.zeros((len(probs), model.n_classes - probs.shape[1]), np.float32)], 1)
     return probs.reshape(*size, model.n_classes)
@@ -149,10 +208,9 @@ def _choose_chunks(spatial_shape, input_chunks, depth, n_features, chunks, block
     """Processing chunk shape per spatial axis -> (regular chunk shape, dask chunks tuple)."""
     nd = len(spatial_shape)
     if chunks is None:
-        h = max(depth) if depth else 0
-        per_vox = max(1, n_features) * 4 * 2  # features + working copies
-        side = int((block_bytes / per_vox) ** (1.0 / nd)) - 2 * h
-        side = max(side, 32, h)
+        per_vox = max(1, n_features) * 4 * 2  # the block's features + working copies
+        side = int((block_bytes / per_vox) ** (1.0 / nd))
+        side = max(side, 32, max(depth) if depth else 0)
         side = 1 << int(math.log2(side)) if side >= 64 else side
         want = []
         for n, k in zip(spatial_shape, input_chunks):
