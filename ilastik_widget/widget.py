@@ -153,7 +153,7 @@ class IlastikWidget(anywidget.AnyWidget):
         )
         self._dispatcher = m.Dispatcher(self._send_message, context=self._parse_context, on_error=self._show_error)
         self._register_handlers()
-        self.on_msg(self._handle_custom_msg)
+        self.on_msg(self._on_custom_msg)
         self._listener_ok = False
         add_listener = getattr(session, "add_listener", None)
         if add_listener is not None:
@@ -521,7 +521,7 @@ class IlastikWidget(anywidget.AnyWidget):
             return
         self.send(content, buffers or None)
 
-    def _handle_custom_msg(self, _widget, content, buffers=None):
+    def _on_custom_msg(self, _widget, content, buffers=None):
         """Entry point of browser->kernel custom messages; never raises."""
         self._dispatcher.dispatch(content, buffers)
 

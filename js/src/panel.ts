@@ -316,7 +316,7 @@ export class Panel {
       };
       const swatch = h("button", {
         type: "button", class: "ilastik-swatch", title: `Paint with ${c.name} (${label <= 9 ? label : ""})`,
-        testid: `class-pick-${label}`, style: { background: c.color }, onclick: pick,
+        testid: `class-pick-${label}`, style: { background: c.color },
       }, label <= 9 ? String(label) : "");
       const color = h("input", { type: "color", value: c.color, testid: `class-color-${label}`, title: "Colour",
         onchange: (e: Event) => this.send({ type: "recolor-class", label, color: (e.target as HTMLInputElement).value }),
@@ -348,8 +348,9 @@ export class Panel {
       const row = h("div", {
         class: `ilastik-class${label === active ? " active" : ""}`, testid: `class-row-${label}`,
         "aria-selected": String(label === active),
+        // Anywhere on the row picks the class (the name field too), except the colour and delete controls.
         onclick: (e: Event) => {
-          if ((e.target as Element).closest("input, button") === null) pick();
+          if ((e.target as Element).closest("input[type=color], [data-testid^=class-delete]") === null) pick();
         },
       }, swatch, color, name, del);
       return row;
