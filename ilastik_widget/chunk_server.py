@@ -306,10 +306,10 @@ class ChunkServer:
             )
         else:
             raw_shader = "#uicontrol invlerp normalized(range=[%s, %s])\nvoid main() { emitGrayscale(normalized()); }\n" % (lo, hi)
-        raw = {"type": "image", "name": "raw", "source": src["raw"], "shader": raw_shader,
+        raw = {"type": "image", "name": "raw", "source": src["raw"], "opacity": 1.0, "shader": raw_shader,
                "shaderControls": {"normalized": {"range": [lo, hi]}}}
         if self.raw_channels == 3:
-            raw["localDimensions"] = {"c'": [1, ""]}
+            raw["source"] = self._channel_source(src["raw"])
         labels = {"type": "image", "name": "labels", "source": src["labels"], "opacity": 0.8,
                   "shader": self._labels_shader(colors)}
         n = self._n_classes()
@@ -320,10 +320,16 @@ class ChunkServer:
         uncertainty = {"type": "image", "name": "uncertainty", "source": src["uncertainty"], "opacity": 0.7,
                        "visible": False, "shader": self._uncertainty_shader(n)}
         for spec in (probabilities, segmentation, uncertainty):
-            spec["localDimensions"] = {"c'": [1, ""]}
-            spec["channelDimensions"] = {"c'": [1, ""]}
+            spec["source"] = self._channel_source(spec["source"])
         # Neuroglancer draws image layers in list order: raw, then predictions, labels on top.
         return [raw, probabilities, segmentation, uncertainty, labels]
+
+    def _channel_source(self, url: str) -> dict:
+        """Source whose OME channel axis (Neuroglancer's local dimension ``c'``) becomes the channel dimension ``c^``,
+        so shaders read every channel with ``getDataValue(i)``."""
+        out = {name: [1, ""] for name in AXIS_NAMES[self.ndim]}
+        out["c^"] = [1, ""]
+        return {"url": url, "transform": {"outputDimensions": out}}
 
     def invalidate(self, arrays: Iterable[str] = ("labels", "predictions")) -> None:
         """Drop cached chunks of the given arrays (labels and predictions are cached per version anyway)."""
@@ -346,13 +352,18 @@ class ChunkServer:
 
     @staticmethod
     def _probabilities_shader(colors, n) -> str:
-        lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float total = 0.0;", "  float best = 0.0;"]
+        # Each class in its colour, weighted by its probability (squared, so a confident class shows its own colour
+        # rather than a blend); opacity grows from 0 at chance level (1/n) to 1 at certainty.
+        lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float weight = 0.0;", "  float best = 0.0;"]
         for i in range(n):
             rgb = colors[i % len(colors)]
             lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
-                      f"  color += p{i} * {_glsl_vec3(rgb)};", f"  total += p{i};", f"  best = max(best, p{i});"]
-        lines += ["  if (total <= 0.0) { emitTransparent(); return; }",
-                  "  emitRGBA(vec4(color / total, best));", "}"]
+                      f"  color += p{i} * p{i} * {_glsl_vec3(rgb)};", f"  weight += p{i} * p{i};",
+                      f"  best = max(best, p{i});"]
+        chance = 1.0 / max(n, 1)
+        lines += ["  if (weight <= 0.0) { emitTransparent(); return; }",
+                  f"  float alpha = clamp((best - {chance:.6f}) / {max(1e-6, 1.0 - chance):.6f}, 0.0, 1.0);",
+                  "  emitRGBA(vec4(color / weight, alpha));", "}"]
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -373,7 +384,8 @@ class ChunkServer:
                       f"  if (p{i} > first) {{ second = first; first = p{i}; }} else if (p{i} > second) {{ second = p{i}; }}"]
         lines += ["  if (first <= 0.0) { emitTransparent(); return; }",
                   "  float u = 1.0 - (first - second);",
-                  "  emitRGBA(vec4(1.0, 0.85, 0.1, u));", "}"]
+                  # violet (some doubt) to white (a toss-up), transparent where the classifier is sure
+                  "  emitRGBA(vec4(mix(vec3(0.55, 0.0, 1.0), vec3(1.0), u * u), u));", "}"]
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ key dispatch

@@ -231,6 +231,12 @@ def test_sources_and_layer_specs():
     assert src["labels"] == "mem://abc123/labels/|zarr2:"
     assert src["probabilities"] == src["segmentation"] == src["uncertainty"] == "mem://abc123/predictions/5/|zarr2:"
     specs = {s["name"]: s for s in server.layer_specs()}
+    assert specs["raw"]["source"] == src["raw"] and specs["raw"]["opacity"] == 1.0
+    # prediction layers read the classes through Neuroglancer's channel dimension c^
+    assert specs["probabilities"]["source"] == {
+        "url": src["probabilities"],
+        "transform": {"outputDimensions": {"y": [1, ""], "x": [1, ""], "c^": [1, ""]}},
+    }
     assert set(specs) == {"raw", "labels", "probabilities", "segmentation", "uncertainty"}
     assert all(s["type"] == "image" for s in specs.values())
     # class colours in the shaders: red, green, blue
