@@ -195,7 +195,8 @@ class Session:
         self._feature_mode = feature_mode
         self.seed = int(seed)
 
-        self.annotations = Annotations(spatial, classes)
+        self._annotations = Annotations(spatial, classes)
+        self._annotations_epoch = 0  # bumps when the annotations object is replaced
         self._selection = self._as_selection(features)
         if classifier is None:
             classifier = PixelClassifier(**{**INTERACTIVE, "seed": self.seed})
@@ -267,6 +268,27 @@ class Session:
             return self._generation
 
     # ------------------------------------------------------------------ properties
+    @property
+    def annotations(self) -> Annotations:
+        """Classes and strokes (assigning a new :class:`Annotations` of the same shape replaces them)."""
+        return self._annotations
+
+    @annotations.setter
+    def annotations(self, value: Annotations) -> None:
+        if not isinstance(value, Annotations) or tuple(value.shape) != self.spatial_shape:
+            raise ValueError(f"annotations must be an Annotations object of shape {self.spatial_shape}")
+        with self._lock:
+            # The installed model stays usable (until retrained) only when the classes are the same.
+            same_classes = [c.name for c in value.classes] == [c.name for c in self._annotations.classes]
+            self._annotations = value
+            self._annotations_epoch += 1
+            self._rows.clear()
+            if not same_classes:
+                self._invalidate_model("the classes were replaced")
+        self._bump_generation()
+        self._notify("classes", classes=self._class_dicts(), generation=self._generation)
+        self._notify("labels", version=value.version)
+
     @property
     def generation(self) -> int:
         """Changes with every change that alters predictions (new model, features, classes)."""
@@ -476,7 +498,7 @@ class Session:
     # ------------------------------------------------------------------ training
     def _state_key(self) -> tuple:
         # What a model depends on: labels, class numbering, features, classifier settings.
-        return (self.annotations.labels_version, self._classes_epoch, self._epoch, self._classifier_epoch,
+        return (self._annotations_epoch, self.annotations.labels_version, self._classes_epoch, self._epoch, self._classifier_epoch,
                 self.n_classes)
 
     def _training_set(self, flat: np.ndarray, lab: np.ndarray, epoch: int,

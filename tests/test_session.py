@@ -487,3 +487,26 @@ def test_nan_found_when_features_are_computed(cells):
     with pytest.raises(ValueError, match="NaN"):
         s.train()
     assert s.predict((slice(0, 20), slice(0, 20))).shape == (20, 20, 2)
+
+
+def test_replacing_annotations_is_a_label_change(cells):
+    from ilastik_widget.annotations import Annotations
+
+    image, truth = cells
+    s = _session(image)
+    _paint(s, truth)
+    s.train()
+    saved = s.annotations.to_dict()
+    s.add_stroke(1, [[128, 128]], radius=4)
+    s.train()
+    after_stroke = s.predict()
+    s.annotations = Annotations.from_dict(saved, s.spatial_shape)  # what project loading does
+    assert s.needs_training and s.is_trained
+    s.train()
+    other = _session(image)
+    _paint(other, truth)
+    other.train()
+    np.testing.assert_array_equal(s.predict(), other.predict())
+    assert not np.array_equal(s.predict(), after_stroke)
+    with pytest.raises(ValueError, match="shape"):
+        s.annotations = Annotations((10, 10))
