@@ -194,8 +194,10 @@ interface DrawnStroke {
 /** The brush tool of one viewer. */
 export class BrushTool {
   settings: BrushSettings = { mode: "paint", radius: 3, color: "#ff0000", label: 1 };
+  // Left drag paints; right drag pans (Neuroglancer's right click would move the view centre instead).
   private bindings = EventActionMap.fromObject({
     "at:mousedown0": { action: PAINT_ACTION, stopPropagation: true, preventDefault: true },
+    "at:mousedown2": { action: "translate-via-mouse-drag", stopPropagation: true },
   });
   private bound = false;
   private listeners = new Set<StrokeCallback>();

@@ -12,6 +12,7 @@ import "neuroglancer/unstable/kvstore/enabled_frontend_modules.js";
 import "./kvstore_frontend.js";
 import { getDefaultPerspectivePanelBindings, getDefaultSliceViewPanelBindings } from "neuroglancer/unstable/ui/default_input_event_bindings.js";
 import { makeMinimalViewer } from "neuroglancer/unstable/ui/minimal_viewer.js";
+import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 import type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
@@ -135,6 +136,13 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   // would clash with the widget's own (shortcuts.ts).
   viewer.inputEventBindings.sliceView.addParent(getDefaultSliceViewPanelBindings(), Number.NEGATIVE_INFINITY);
   viewer.inputEventBindings.perspectiveView.addParent(getDefaultPerspectivePanelBindings(), Number.NEGATIVE_INFINITY);
+  if (ndim === 2) {
+    // A 2D image has no slices to step through: the wheel zooms (at the pointer) instead.
+    viewer.inputEventBindings.sliceView.addParent(
+      EventActionMap.fromObject({ "at:wheel": { action: "zoom-via-wheel", preventDefault: true } }),
+      1000,
+    );
+  }
 
   const axisMap = new AxisMap(viewer, arrayAxes);
   const globalNames = ndim === 2 ? ["x", "y"] : ["x", "y", "z"];
