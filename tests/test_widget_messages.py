@@ -433,3 +433,23 @@ def test_widget_on_existing_session_and_source_info(data):
     with pytest.raises(ValueError):
         IlastikWidget(session, classes=["x"])
     w.close()
+
+
+def test_messages_through_the_comm_path(data):
+    """The way ipywidgets delivers a custom message from the browser (Widget._handle_msg)."""
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    msg = {"content": {"data": {"method": "custom", "content": stroke_msg(8, strokes[0])}}, "buffers": []}
+    w._handle_msg(msg)
+    assert rec.reply(8)[0]["type"] == "stroke-reply" and len(w.session.strokes) == 1
+    w._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "undo", "id": 9}}}, "buffers": []})
+    assert rec.reply(9)[0]["changed"] is True and len(w.session.strokes) == 0
+    # browser trait updates arrive as "update" messages
+    w._handle_msg({"content": {"data": {"method": "update", "state": {"brush_size": 17}, "buffer_paths": []}},
+                   "buffers": []})
+    assert w.brush_size == 17
+    w._handle_msg({"content": {"data": {"method": "update", "state": {"brush_size": 99}, "buffer_paths": []}},
+                   "buffers": []})
+    assert w.brush_size == 17 and "brush_size" in w.error
+    w.close()
