@@ -1,6 +1,7 @@
 // Layers of the viewer: the JSON layer specs made by ilastik_widget/chunk_server.py (`layer_specs()`), the user's
 // visibility/opacity settings, and cache invalidation when the kernel says an array changed.
 
+import { makeLayer } from "neuroglancer/unstable/layer/index.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 
 /** One Neuroglancer layer definition, as chunk_server.layer_specs() makes it. */
@@ -40,34 +41,45 @@ function withSettings(spec: LayerSpec, settings: LayerSettings): LayerSpec {
   return out;
 }
 
+function currentSourceUrl(layer: any): string | undefined {
+  const json = layer?.layer?.toJSON?.() as { source?: unknown } | undefined;
+  const source = json?.source;
+  if (typeof source === "string") return source;
+  const url = (source as { url?: unknown } | undefined)?.url;
+  return typeof url === "string" ? url : undefined;
+}
+
 /**
- * Shows `specs` in the viewer. Layers whose name and source are unchanged are updated in place (shader, opacity,
- * visibility), so they keep their loaded chunks; otherwise the layer list is rebuilt.
+ * Shows `specs` in the viewer, in their order. A layer whose name and source are unchanged is updated in place
+ * (shader, opacity, visibility) and keeps its loaded chunks; a layer whose source changed (e.g. the prediction
+ * layers after the classes changed) is replaced on its own; layers not in `specs` are removed.
  */
 export function applyLayerSpecs(viewer: Viewer, specs: LayerSpec[], settings: LayerSettings = {}): void {
-  const managed = viewer.layerManager.managedLayers;
-  const sameLayout =
-    managed.length === specs.length &&
-    specs.every((spec, i) => {
-      const layer = managed[i];
-      if (layer.name !== spec.name) return false;
-      const json = layer.layer?.toJSON?.() as { source?: unknown } | undefined;
-      const current = json?.source;
-      const currentUrl =
-        typeof current === "string" ? current : ((current as { url?: string } | undefined)?.url ?? "");
-      return currentUrl === sourceUrl(spec);
-    });
-  if (!sameLayout) {
-    viewer.layerSpecification.restoreState(specs.map((spec) => withSettings(spec, settings)));
+  const { layerManager, layerSpecification } = viewer;
+  if (layerManager.managedLayers.length === 0) {
+    layerSpecification.restoreState(specs.map((spec) => withSettings(spec, settings)));
     return;
   }
-  specs.forEach((spec, i) => {
-    const layer = managed[i].layer as any;
+  const wanted = new Set(specs.map((spec) => spec.name));
+  for (const managed of [...layerManager.managedLayers]) {
+    if (!wanted.has(managed.name)) layerManager.removeManagedLayer(managed);
+  }
+  specs.forEach((spec, index) => {
     const merged = withSettings(spec, settings);
-    if (merged.shader !== undefined && layer?.fragmentMain !== undefined && layer.fragmentMain.value !== merged.shader) {
-      layer.fragmentMain.value = merged.shader;
+    const existing = layerManager.getLayerByName(spec.name);
+    if (existing !== undefined && currentSourceUrl(existing) === sourceUrl(spec)) {
+      const layer = existing.layer as any;
+      if (merged.shader !== undefined && layer?.fragmentMain !== undefined && layer.fragmentMain.value !== merged.shader) {
+        layer.fragmentMain.value = merged.shader;
+      }
+      applyLayerSetting(viewer, spec.name, { visible: merged.visible ?? true, opacity: merged.opacity });
+      const at = layerManager.managedLayers.indexOf(existing);
+      if (at !== index) layerManager.reorderManagedLayer(at, index);
+      return;
     }
-    applyLayerSetting(viewer, spec.name, { visible: merged.visible ?? true, opacity: merged.opacity });
+    if (existing !== undefined) layerManager.removeManagedLayer(existing);
+    const managed = makeLayer(layerSpecification, spec.name, merged);
+    layerSpecification.add(managed, index);
   });
 }
 
@@ -99,21 +111,33 @@ export function getLayerSettings(viewer: Viewer): LayerSettings {
 }
 
 /**
- * Drops Neuroglancer's cached chunks of every chunk source reading below `mem://<widgetId>/<array>/`, so visible
- * chunks are fetched again (only those).
+ * Drops Neuroglancer's cached chunks of the current layers reading below `mem://<widgetId>/<array>/`, so visible
+ * chunks are fetched again (only those). Sources of layers already replaced are left alone: Neuroglancer may still
+ * be disposing of them.
  */
 export function invalidateArrays(viewer: Viewer, widgetId: string, arrays: string[]): number {
-  const prefixes = arrays.map((array) => `mem://${widgetId}/${array}/`);
+  const arrayPrefixes = arrays.map((array) => `mem://${widgetId}/${array}/`);
+  const prefixes = new Set<string>();
+  for (const managed of viewer.layerManager.managedLayers) {
+    const url = currentSourceUrl(managed);
+    if (url === undefined) continue;
+    const base = url.split("|")[0];
+    if (arrayPrefixes.some((prefix) => base.startsWith(prefix))) prefixes.add(base);
+  }
   const rpc = (viewer.chunkManager as any).rpc;
   const objects: Map<number, any> | undefined = rpc?.objects;
   let count = 0;
-  if (objects === undefined) return count;
+  if (objects === undefined || prefixes.size === 0) return count;
   for (const object of objects.values()) {
     const url: unknown = object?.parameters?.url;
     if (typeof url !== "string" || typeof object.invalidateCache !== "function") continue;
-    if (prefixes.some((prefix) => url.startsWith(prefix))) {
-      object.invalidateCache();
-      count++;
+    if (typeof object.refCount === "number" && object.refCount <= 0) continue;
+    for (const prefix of prefixes) {
+      if (url.startsWith(prefix)) {
+        object.invalidateCache();
+        count++;
+        break;
+      }
     }
   }
   return count;
