@@ -249,7 +249,8 @@ export class BrushTool {
 
   setSettings(settings: Partial<BrushSettings>): void {
     Object.assign(this.settings, settings);
-    this.settings.radius = Math.max(0.5, Number(this.settings.radius) || 1);
+    const radius = Number(this.settings.radius);
+    this.settings.radius = Number.isFinite(radius) && radius > 0 ? radius : 0; // 0 = a single voxel
     const wantBound = this.settings.mode !== "navigate";
     const { sliceView } = this.viewer.inputEventBindings;
     if (wantBound && !this.bound) {
@@ -395,7 +396,7 @@ export class BrushTool {
     for (const stroke of strokes) this.drawStroke(ctx, stroke);
     if (this.cursor !== undefined && this.settings.mode !== "navigate") {
       const { geometry, x, y } = this.cursor;
-      const r = this.settings.radius / geometry.voxelsPerPixel();
+      const r = (this.settings.radius + 0.5) / geometry.voxelsPerPixel();
       ctx.save();
       this.clipToPanel(ctx, geometry);
       ctx.beginPath();
@@ -418,7 +419,8 @@ export class BrushTool {
   private drawStroke(ctx: CanvasRenderingContext2D, stroke: DrawnStroke) {
     const { geometry } = stroke;
     if (!geometry.valid || !geometry.panel.visible) return;
-    const r = Math.max(0.5, stroke.radius / geometry.voxelsPerPixel());
+    // voxels within `radius` of a point are painted: they reach half a voxel further
+    const r = Math.max(0.5, (stroke.radius + 0.5) / geometry.voxelsPerPixel());
     ctx.save();
     this.clipToPanel(ctx, geometry);
     ctx.globalAlpha = stroke.erase ? 0.5 : 0.6;
