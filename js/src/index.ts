@@ -29,6 +29,31 @@ function decimate(points: number[][]): number[][] {
   return out;
 }
 
+/**
+ * Applies a view state. The position is converted to Neuroglancer's global coordinates by dimension name (array
+ * order (z,) y, x with the centre of voxel i at i), whatever order the global dimensions have; the rest goes through
+ * the handle.
+ */
+function applyState(handle: ViewerHandle, state: ViewerState, ndim: number): void {
+  const { position, ...rest } = state;
+  if (position !== undefined && position.length === ndim && position.every((v) => Number.isFinite(v))) {
+    const axes = ndim === 2 ? ["y", "x"] : ["z", "y", "x"];
+    const viewer = handle.viewer as any;
+    const names: string[] = viewer.coordinateSpace?.value?.names ?? [];
+    const indices = axes.map((name) => names.indexOf(name));
+    if (indices.every((i) => i >= 0) && viewer.position?.value?.length === names.length) {
+      const global = Float32Array.from(viewer.position.value as Float32Array);
+      indices.forEach((g, a) => {
+        global[g] = position[a] + 0.5;
+      });
+      viewer.position.value = global;
+    } else {
+      handle.setState({ position });
+    }
+  }
+  if (Object.keys(rest).length > 0) handle.setState(rest);
+}
+
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -86,7 +111,9 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
 
   const panel = new Panel(model, {
     request,
-    goToStroke: (stroke: StrokeSummary) => handle?.moveTo(stroke.center),
+    goToStroke: (stroke: StrokeSummary) => {
+      if (handle !== undefined) applyState(handle, { position: stroke.center }, stroke.center.length);
+    },
     toggleHelp,
   });
   root.append(panel.element);
@@ -102,9 +129,11 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       shape: info.shape ?? [],
       layers: (info.layer_specs ?? []) as LayerSpec[],
       layerSettings: (model.get("layers") ?? {}) as LayerSettings,
-      state: initialState,
+      // the position is applied below, by dimension name
+      state: initialState === undefined ? undefined : { ...initialState, position: undefined },
       brush: brushSettings(),
     });
+    if (initialState?.position !== undefined) applyState(handle, { position: initialState.position }, (info.shape ?? []).length);
   } catch (error) {
     console.error("ilastik_widget: could not create the viewer", error);
     const message = document.createElement("div");
@@ -134,7 +163,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       const state = model.get("viewer_state");
       if (!state || sameJson(state, lastSentState)) return;
       lastSentState = state;
-      h.setState(state);
+      applyState(h, state, (info.shape ?? []).length);
     });
 
     // viewer -> traits (view changes are already coalesced per animation frame; send at most ~4 per second)
