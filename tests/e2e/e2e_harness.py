@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,6 +58,10 @@ LAB_SETTINGS = {
     },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
+
+
+# SwiftShader's chatter in the browser console, left out of the logs kept for failures.
+_NOISE = re.compile(r"GL Driver Message|performance warning|GPU stall")
 
 
 class HarnessError(RuntimeError):
@@ -225,7 +230,7 @@ class Browser:
                                            device_scale_factor=1)
         page = context.new_page()
         lab = LabPage(page, name)
-        page.on("console", lambda m: lab.console.append(f"[{m.type}] {m.text}"))
+        page.on("console", lambda m: None if _NOISE.search(m.text) else lab.console.append(f"[{m.type}] {m.text}"))
         page.on("pageerror", lambda e: lab.console.append(f"[pageerror] {e}"))
         page.add_init_script(_FIND_PANEL)
         page.goto(f"{server.url}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=timeout * 1000)
@@ -392,6 +397,4 @@ class LabPage:
 
 
 def _strip_ansi(s: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", s)

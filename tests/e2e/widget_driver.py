@@ -1,0 +1,126 @@
+"""Drives one IlastikWidget in a JupyterLab page through the contract's test hooks.
+
+``window.__ilastikWidgets[widget_id]`` gives ``voxelToScreen``, ``panelRect`` and ``isIdle``; the panel's controls
+carry ``data-testid``s; the kernel is read with ``LabPage.kernel_eval``. Used by the e2e tests and by
+``benchmarks/bench_browser.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from e2e_harness import HarnessError, LabPage
+
+
+def hex_rgb(color: str) -> np.ndarray:
+    color = color.lstrip("#")
+    return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
+
+
+class WidgetDriver:
+    def __init__(self, lab: LabPage, var: str = "w", *, timeout: float = 120.0):
+        self.lab, self.page, self.var = lab, lab.page, var
+        self.timeout = timeout
+        self.id = lab.kernel_eval(f"{var}.widget_id")
+        if not self.id:
+            raise HarnessError(f"{var}.widget_id is empty")
+        self.root = self.page.locator(f".ilastik-widget[data-widget-id='{self.id}']")
+        self.root.wait_for(state="attached", timeout=timeout * 1000)
+        lab.wait_for(lambda: self.page.evaluate("(id) => !!(window.__ilastikWidgets && window.__ilastikWidgets[id])",
+                                                self.id), timeout, f"window.__ilastikWidgets[{self.id!r}]")
+
+    # ---- page-side hooks ---------------------------------------------------------------------------------
+    def js(self, body: str, arg=None):
+        """Evaluate ``body`` (a JS expression using ``h``, the handle, and ``arg``) in the page."""
+        return self.page.evaluate(f"([id, arg]) => {{ const h = window.__ilastikWidgets[id]; return ({body}); }}",
+                                  [self.id, arg])
+
+    def is_idle(self) -> bool:
+        return bool(self.js("h.isIdle()"))
+
+    def panel_rect(self) -> dict:
+        r = self.js("(() => { const r = h.panelRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+        return r
+
+    def to_screen(self, points) -> np.ndarray:
+        """(N, ndim) voxel coordinates in array index order -> (N, 2) client (x, y)."""
+        pts = np.asarray(points, float).reshape(-1, np.shape(points)[-1]).tolist()
+        return np.asarray(self.js("arg.map((p) => h.voxelToScreen(p))", pts), float).reshape(-1, 2)
+
+    def scroll_into_view(self) -> None:
+        self.root.scroll_into_view_if_needed()
+        time.sleep(0.2)
+
+    # ---- kernel ------------------------------------------------------------------------------------------
+    def k(self, expr: str):
+        return self.lab.kernel_eval(expr.replace("{w}", self.var))
+
+    def kexec(self, code: str) -> str:
+        return self.lab.kernel_exec(code.replace("{w}", self.var))
+
+    # ---- waiting -----------------------------------------------------------------------------------------
+    def settle(self, timeout: float | None = None, quiet: float = 0.6) -> None:
+        """Kernel done (training and chunk serving), browser idle for ``quiet`` seconds, and pixels stable."""
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        self.kexec(f"{{w}}.wait(timeout={timeout})")
+        self.lab.wait_for(lambda: not self.k("{w}.busy"), timeout, "the kernel to finish (w.busy False)")
+        rect = self.panel_rect()
+        prev = None
+        idle_since = None
+        while True:
+            idle = self.is_idle()
+            now = time.monotonic()
+            if idle:
+                idle_since = idle_since or now
+                if now - idle_since >= quiet:
+                    cur = self.lab.screenshot_array(rect)
+                    if prev is not None and prev.shape == cur.shape and np.abs(
+                            prev.astype(int) - cur).max() <= 3:
+                        if not self.k("{w}.busy"):
+                            return
+                    prev = cur
+            else:
+                idle_since, prev = None, None
+            if now > deadline:
+                raise HarnessError(f"widget {self.id} did not settle in {timeout} s (idle={idle})\n"
+                                   + "\n".join(self.lab.console[-20:]))
+            time.sleep(0.15)
+
+    # ---- pixels ------------------------------------------------------------------------------------------
+    def sample(self, points, shot: np.ndarray | None = None) -> np.ndarray:
+        """RGB (N, 3) of the screen at the given voxels (one viewport screenshot)."""
+        xy = np.rint(self.to_screen(points)).astype(int)
+        shot = self.lab.screenshot_array() if shot is None else shot
+        h, w = shot.shape[:2]
+        if (xy[:, 0] < 0).any() or (xy[:, 1] < 0).any() or (xy[:, 0] >= w).any() or (xy[:, 1] >= h).any():
+            raise HarnessError("a sampled voxel is outside the viewport")
+        return shot[xy[:, 1], xy[:, 0]].astype(float)
+
+    def class_colors(self) -> np.ndarray:
+        return np.stack([hex_rgb(c["color"]) for c in self.k("{w}.classes")])
+
+    # ---- input -------------------------------------------------------------------------------------------
+    def hover(self) -> None:
+        r = self.panel_rect()
+        self.page.mouse.move(r["x"] + 12, r["y"] + r["height"] / 2)
+
+    def press(self, key: str) -> None:
+        self.hover()
+        self.page.keyboard.press(key)
+
+    def drag(self, points: Sequence[Sequence[float]], steps: int = 4) -> None:
+        """Left-drag through the given voxels (array index order) on the xy panel."""
+        xy = self.to_screen(points)
+        m = self.page.mouse
+        m.move(*xy[0])
+        m.down()
+        for p in xy[1:]:
+            m.move(*p, steps=steps)
+        m.up()
+
+    def testid(self, name: str):
+        return self.root.locator(f"[data-testid='{name}']")
