@@ -129,7 +129,8 @@ class IlastikWidget(anywidget.AnyWidget):
         self._session = session
         self._lock = threading.RLock()  # guards trait updates coming from worker threads
         self._syncing = False  # True while the widget writes session state into traits
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # prediction chunks
+        self._fast_executor: ThreadPoolExecutor | None = None  # raw and label chunks
         self._chunk_futures: set[Future] = set()
         self._cancelled: set[int] = set()
         self._pending_prediction_keys = 0
@@ -507,8 +508,9 @@ class IlastikWidget(anywidget.AnyWidget):
                     remove(self._on_session_event)
             except Exception:  # pragma: no cover
                 log.exception("ilastik_widget: error while closing")
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            for executor in (self._executor, self._fast_executor):
+                if executor is not None:
+                    executor.shutdown(wait=False, cancel_futures=True)
         super().close()
 
     # ------------------------------------------------------------------------------------------ messages
@@ -548,14 +550,18 @@ class IlastikWidget(anywidget.AnyWidget):
         self._send_message(m.reply(kind, id, **fields), [])
 
     def _on_chunks(self, request: m.ChunksRequest, _buffers) -> None:
-        n_pred = sum(1 for k in request.keys if k.startswith("predictions/") and "/." not in k and not k.endswith("/.zattrs"))
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}")
+        n_pred = sum(1 for k in request.keys if k.startswith("predictions/") and "/." not in k)
+        # Two lanes: image and label chunks are quick and must not wait behind predictions being computed.
         with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-p")
+                self._fast_executor = ThreadPoolExecutor(max_workers=2,
+                                                         thread_name_prefix=f"ilastik-{self.widget_id}-r")
+            executor = self._executor if n_pred else self._fast_executor
             self._pending_prediction_keys += n_pred
         if n_pred:
             self._update_busy_status()
-        future = self._executor.submit(self._serve_chunks, request, n_pred)
+        future = executor.submit(self._serve_chunks, request, n_pred)
         with self._lock:
             self._chunk_futures.add(future)
         future.add_done_callback(self._chunk_done)
