@@ -272,18 +272,26 @@ function sliceByteRange(data: Uint8Array, byteRange: ByteRangeRequest | undefine
   return { data: data.subarray(offset, offset + byteRange.length), offset };
 }
 
-/** Parses `mem://<widget-id>/<path>` into the widget id and the path. */
-export function parseMemUrl(url: string): { widgetId: string; path: string } {
+/**
+ * Parses `mem://<widget-id>[~<tag>]/<path>`. The optional `~<tag>` only makes a URL distinct (a fresh Neuroglancer
+ * cache for the same data, see layers.ts); reads go to the widget without it.
+ */
+export function parseMemUrl(url: string): { widgetId: string; host: string; path: string } {
   const m = /^mem:\/\/([^/]+)\/?(.*)$/.exec(url);
   if (m === null) throw new Error(`Invalid mem:// URL: ${JSON.stringify(url)}`);
-  return { widgetId: decodeURIComponent(m[1]), path: m[2] };
+  const host = m[1];
+  const tilde = host.indexOf("~");
+  return { widgetId: decodeURIComponent(tilde < 0 ? host : host.slice(0, tilde)), host, path: m[2] };
 }
 
 export class MemKvStore implements KvStore {
-  constructor(public widgetId: string) {}
+  constructor(
+    public widgetId: string,
+    public host: string = widgetId,
+  ) {}
 
   getUrl(key: string): string {
-    return `${MEM_SCHEME}://${this.widgetId}/${key}`;
+    return `${MEM_SCHEME}://${this.host}/${key}`;
   }
 
   get supportsOffsetReads() {
@@ -333,8 +341,8 @@ export function registerMemKvStore(): void {
       description: "ilastik widget: data served by the Python kernel",
       hidden: true,
       getKvStore(url: UrlWithParsedScheme) {
-        const { widgetId, path } = parseMemUrl(url.url);
-        return { store: new MemKvStore(widgetId), path };
+        const { widgetId, host, path } = parseMemUrl(url.url);
+        return { store: new MemKvStore(widgetId, host), path };
       },
     }),
   );

@@ -14,13 +14,14 @@ const MEM_SCHEME = "mem";
 class MemProxyKvStore extends ProxyKvStore {
   constructor(
     sharedKvStoreContext: SharedKvStoreContextBase,
-    public widgetId: string,
+    /** `<widget-id>[~<tag>]`, kept as is so the main thread sees the same URL. */
+    public host: string,
   ) {
     super(sharedKvStoreContext);
   }
 
   getUrl(key: string): string {
-    return `${MEM_SCHEME}://${this.widgetId}/${key}`;
+    return `${MEM_SCHEME}://${this.host}/${key}`;
   }
 
   get supportsOffsetReads() {
@@ -41,6 +42,6 @@ class MemProxyKvStore extends ProxyKvStore {
   getKvStore(url: UrlWithParsedScheme) {
     const m = /^mem:\/\/([^/]+)\/?(.*)$/.exec(url.url);
     if (m === null) throw new Error(`Invalid mem:// URL: ${JSON.stringify(url.url)}`);
-    return { store: new MemProxyKvStore(context, decodeURIComponent(m[1])), path: m[2] };
+    return { store: new MemProxyKvStore(context, m[1]), path: m[2] };
   },
 }));

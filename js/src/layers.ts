@@ -1,7 +1,8 @@
 // Layers of the viewer: the JSON layer specs made by ilastik_widget/chunk_server.py (`layer_specs()`), the user's
 // visibility/opacity settings, and cache invalidation when the kernel says an array changed.
 
-import { makeLayer } from "neuroglancer/unstable/layer/index.js";
+import type { ManagedUserLayer } from "neuroglancer/unstable/layer/index.js";
+import { changeLayerName, makeLayer } from "neuroglancer/unstable/layer/index.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 
 /** One Neuroglancer layer definition, as chunk_server.layer_specs() makes it. */
@@ -24,6 +25,11 @@ export type LayerSettings = Record<string, LayerSetting>;
 
 /** Layer names the widget knows, in the order of the panel's controls. */
 export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty"] as const;
+
+/** Removes the `~<tag>` a reload added to the widget id of a mem:// URL. */
+export function untaggedUrl(url: string): string {
+  return url.replace(/^(mem:\/\/[^/~]+)~[^/]*/, "$1");
+}
 
 function sourceUrl(spec: LayerSpec): string {
   const { source } = spec;
@@ -67,7 +73,8 @@ export function applyLayerSpecs(viewer: Viewer, specs: LayerSpec[], settings: La
   specs.forEach((spec, index) => {
     const merged = withSettings(spec, settings);
     const existing = layerManager.getLayerByName(spec.name);
-    if (existing !== undefined && currentSourceUrl(existing) === sourceUrl(spec)) {
+    const current = currentSourceUrl(existing);
+    if (existing !== undefined && current !== undefined && untaggedUrl(current) === untaggedUrl(sourceUrl(spec))) {
       const layer = existing.layer as any;
       if (merged.shader !== undefined && layer?.fragmentMain !== undefined && layer.fragmentMain.value !== merged.shader) {
         layer.fragmentMain.value = merged.shader;
@@ -101,6 +108,7 @@ export function applyLayerSetting(viewer: Viewer, name: string, setting: LayerSe
 export function getLayerSettings(viewer: Viewer): LayerSettings {
   const out: LayerSettings = {};
   for (const managed of viewer.layerManager.managedLayers) {
+    if (managed.name.endsWith("~next")) continue; // a reload's twin (LayerReloader)
     const layer = managed.layer as any;
     out[managed.name] = {
       visible: managed.visible,
@@ -110,48 +118,113 @@ export function getLayerSettings(viewer: Viewer): LayerSettings {
   return out;
 }
 
-/**
- * Drops Neuroglancer's cached chunks of the current layers reading below `mem://<widgetId>/<array>/`, so visible
- * chunks are fetched again (only those). Sources of layers already replaced are left alone: Neuroglancer may still
- * be disposing of them.
- */
-export function invalidateArrays(viewer: Viewer, widgetId: string, arrays: string[]): number {
-  const arrayPrefixes = arrays.map((array) => `mem://${widgetId}/${array}/`);
-  const prefixes = new Set<string>();
-  for (const managed of viewer.layerManager.managedLayers) {
-    const url = currentSourceUrl(managed);
-    if (url === undefined) continue;
-    const base = url.split("|")[0];
-    if (arrayPrefixes.some((prefix) => base.startsWith(prefix))) prefixes.add(base);
+let reloadCounter = 0;
+
+function withTag(source: unknown, tag: string): unknown {
+  const retag = (url: string) => untaggedUrl(url).replace(/^(mem:\/\/[^/]+)/, `$1~${tag}`);
+  if (typeof source === "string") return retag(source);
+  if (source !== null && typeof source === "object" && typeof (source as { url?: unknown }).url === "string") {
+    return { ...(source as object), url: retag((source as { url: string }).url) };
   }
-  const rpc = (viewer.chunkManager as any).rpc;
-  const objects: Map<number, any> | undefined = rpc?.objects;
-  let count = 0;
-  if (objects === undefined || prefixes.size === 0) return count;
-  for (const object of objects.values()) {
-    const url: unknown = object?.parameters?.url;
-    if (typeof url !== "string" || typeof object.invalidateCache !== "function") continue;
-    if (typeof object.refCount === "number" && object.refCount <= 0) continue;
-    for (const prefix of prefixes) {
-      if (url.startsWith(prefix)) {
-        object.invalidateCache();
-        count++;
-        break;
-      }
-    }
-  }
-  return count;
+  return source;
 }
 
-/** Array names (as in chunk keys) behind the widget's layer names. */
-export function arraysForLayers(layers: string[]): string[] {
-  const arrays = new Set<string>();
-  for (const name of layers) {
-    if (name === "probabilities" || name === "segmentation" || name === "uncertainty" || name === "predictions") {
-      arrays.add("predictions");
-    } else {
-      arrays.add(name);
-    }
+interface PendingReload {
+  next: ManagedUserLayer;
+  opacity: number | undefined;
+}
+
+/**
+ * Re-reads layers from the kernel without blanking them: each visible layer gets a twin with the same spec and a
+ * fresh source URL (a new `~<tag>` on the mem:// host, so Neuroglancer's chunk cache is new), drawn with opacity 0
+ * until the view has loaded it, then the twin takes the layer's place. Layers sharing a source (the three prediction
+ * layers) share the twin's chunks. Hidden layers are swapped at once.
+ */
+export class LayerReloader {
+  private pending = new Map<string, PendingReload>();
+  private timer: number | undefined;
+  private started = 0;
+  /** Longest wait for the twins to load before swapping anyway (ms). */
+  timeoutMs = 8000;
+
+  constructor(private viewer: Viewer) {}
+
+  get busy(): boolean {
+    return this.pending.size > 0;
   }
-  return Array.from(arrays);
+
+  reload(names: string[]): void {
+    const { layerManager, layerSpecification } = this.viewer;
+    const tag = String(++reloadCounter);
+    for (const name of names) {
+      const old = layerManager.getLayerByName(name);
+      if (old === undefined || old.layer === null) continue;
+      const previous = this.pending.get(name);
+      if (previous !== undefined) {
+        layerManager.removeManagedLayer(previous.next);
+        this.pending.delete(name);
+      }
+      const spec = old.layer.toJSON() as Record<string, unknown>;
+      spec.source = withTag(spec.source, tag);
+      const opacity = (old.layer as any).opacity?.value as number | undefined;
+      if (!old.visible) {
+        spec.visible = false;
+        const next = makeLayer(layerSpecification, `${name}~next`, spec);
+        const index = layerManager.managedLayers.indexOf(old);
+        layerManager.removeManagedLayer(old);
+        layerSpecification.add(next, index);
+        changeLayerName(next, name);
+        continue;
+      }
+      spec.opacity = 0;
+      const next = makeLayer(layerSpecification, `${name}~next`, spec);
+      layerSpecification.add(next, layerManager.managedLayers.indexOf(old) + 1);
+      this.pending.set(name, { next, opacity });
+    }
+    if (this.pending.size > 0) this.watch();
+  }
+
+  private watch() {
+    this.started = performance.now();
+    if (this.timer !== undefined) return;
+    this.timer = window.setInterval(() => {
+      const waited = performance.now() - this.started;
+      if ((waited > 50 && this.viewer.isReady()) || waited > this.timeoutMs) this.finish();
+    }, 30);
+  }
+
+  private finish() {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    const { layerManager } = this.viewer;
+    for (const [name, { next, opacity }] of this.pending) {
+      const old = layerManager.getLayerByName(name);
+      const layer = next.layer as any;
+      // the user may have changed the opacity while the twin loaded
+      const current = (old?.layer as any)?.opacity?.value as number | undefined;
+      if (layer?.opacity !== undefined) layer.opacity.value = current ?? opacity ?? 0.5;
+      if (old !== undefined) {
+        next.setVisible(old.visible);
+        layerManager.removeManagedLayer(old);
+      }
+      changeLayerName(next, name);
+    }
+    this.pending.clear();
+  }
+
+  /** Drops the twins still loading (the layers keep their current data). */
+  cancel(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    for (const { next } of this.pending.values()) {
+      if (this.viewer.layerManager.managedLayers.includes(next)) this.viewer.layerManager.removeManagedLayer(next);
+    }
+    this.pending.clear();
+  }
+
+  dispose(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    this.pending.clear();
+  }
 }

@@ -19,7 +19,7 @@ import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
 import type { ChunkTransport } from "./kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
-import { applyLayerSetting, applyLayerSpecs, arraysForLayers, getLayerSettings, invalidateArrays } from "./layers.js";
+import { LAYER_NAMES, LayerReloader, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -173,6 +173,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   viewer.state.restoreState(stateJson);
 
   const brush = new BrushTool(viewer, container, axisMap);
+  const reloader = new LayerReloader(viewer);
   if (opts.brush) brush.setSettings(opts.brush);
 
   const firstXYPanel = (): PanelGeometry => {
@@ -238,7 +239,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
     labelsClearTimer = window.setInterval(() => {
       const elapsed = performance.now() - started;
-      if ((elapsed > 150 && fetcher.isIdle() && viewer.isReady()) || elapsed > 5000) {
+      if ((elapsed > 150 && fetcher.isIdle() && viewer.isReady() && !reloader.busy) || elapsed > 10000) {
         clearInterval(labelsClearTimer);
         labelsClearTimer = undefined;
         brush.clearDrawn();
@@ -251,6 +252,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     widgetId,
     element: container,
     setLayers(specs) {
+      reloader.cancel();
       applyLayerSpecs(viewer, specs, {});
     },
     setLayerSettings(settings) {
@@ -260,10 +262,14 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return getLayerSettings(viewer);
     },
     refresh(layers, generation) {
-      const arrays = arraysForLayers(layers);
-      if (generation !== undefined && arrays.includes("predictions")) fetcher.setGeneration("predictions", generation);
-      invalidateArrays(viewer, widgetId, arrays);
-      if (arrays.includes("labels")) clearDrawnWhenLoaded();
+      const names = new Set<string>();
+      for (const layer of layers) {
+        if (layer === "predictions") ["probabilities", "segmentation", "uncertainty"].forEach((n) => names.add(n));
+        else if ((LAYER_NAMES as readonly string[]).includes(layer)) names.add(layer);
+      }
+      if (generation !== undefined) fetcher.setGeneration("predictions", generation);
+      reloader.reload(Array.from(names));
+      if (names.has("labels")) clearDrawnWhenLoaded();
     },
     setBrush(settings) {
       brush.setSettings(settings);
@@ -285,6 +291,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     },
     dispose() {
       if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
+      reloader.dispose();
       for (const d of disposers) d();
       stateListeners.clear();
       brush.dispose();
@@ -306,7 +313,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return firstXYPanel().rect();
     },
     isIdle() {
-      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing;
+      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !reloader.busy;
     },
     stats() {
       return { ...fetcher.stats };
