@@ -288,14 +288,15 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def set_state(self, sync_data):
         """State from the browser: each trait separately, invalid values rejected (and reverted in the browser)."""
-        for name, value in dict(sync_data).items():
-            if name in KERNEL_ONLY:
-                self._reject(name, f"'{name}' is set by the kernel only")
-                continue
-            try:
-                super().set_state({name: value})
-            except Exception as exc:
-                self._reject(name, m.describe_exception(exc))
+        with self._lock:  # trait updates from worker threads wait (ipywidgets' sync bookkeeping is not thread-safe)
+            for name, value in dict(sync_data).items():
+                if name in KERNEL_ONLY:
+                    self._reject(name, f"'{name}' is set by the kernel only")
+                    continue
+                try:
+                    super().set_state({name: value})
+                except Exception as exc:
+                    self._reject(name, m.describe_exception(exc))
 
     def _reject(self, name: str, text: str) -> None:
         message = f"Rejected a change of {name}: {text}"
@@ -606,6 +607,7 @@ class IlastikWidget(anywidget.AnyWidget):
                                            erase=request.erase)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise m.MessageError(f"Stroke not added: {m.describe_exception(exc)}", request.id) from None
+        self._clear_error()
         self._reply("stroke", request.id, stroke_id=int(sid))
         self._after_label_change()
 
@@ -766,6 +768,15 @@ class IlastikWidget(anywidget.AnyWidget):
         log.warning("ilastik_widget: %s", text)
         with self._lock:
             self._set_traits(error=text, status=f"Error: {text}")
+
+    def _clear_error(self) -> None:
+        """A user action succeeded: an earlier error no longer needs to be shown."""
+        with self._lock:
+            if self.error:
+                values = {"error": ""}
+                if self.status.startswith("Error: "):
+                    values["status"] = self._idle_status()
+                self._set_traits(**values)
 
     def _set_traits(self, **values) -> None:
         if self._closed:

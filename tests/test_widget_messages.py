@@ -229,6 +229,7 @@ def test_malformed_messages_get_error_replies_and_keep_labels(data):
     # the widget still works after all that
     w.handle_message(stroke_msg(99, strokes[-1]))
     assert rec.reply(99)[0]["type"] == "stroke-reply" and len(w.session.strokes) == 2
+    assert w.error == "" and not w.status.startswith("Error")  # a successful stroke clears the old error
     w.close()
 
 
