@@ -125,9 +125,28 @@ export class ChunkFetcher {
     return `${key.slice(0, slash)}/${generation}${rest.slice(next)}`;
   }
 
+  /**
+   * Metadata keys (.zattrs/.zarray/.zgroup) already read, by the key as Neuroglancer asked for it (before the
+   * generation rewrite): metadata depends only on the layer spec, so a reloaded layer (new URL) needs no round trip
+   * before its chunks.
+   */
+  private metadata = new Map<string, Uint8Array | undefined>();
+
   /** Bytes of `key`, or undefined if the kernel has no such key. */
   fetch(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    key = this.rewriteKey(key);
+    const isMetadata = /(^|\/)\.z(attrs|array|group)$/.test(key);
+    if (isMetadata) {
+      if (this.metadata.has(key)) return Promise.resolve(this.metadata.get(key));
+      const requested = key;
+      return this.fetchFromKernel(this.rewriteKey(key), signal).then((data) => {
+        this.metadata.set(requested, data);
+        return data;
+      });
+    }
+    return this.fetchFromKernel(this.rewriteKey(key), signal);
+  }
+
+  private fetchFromKernel(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(signal.reason);
