@@ -510,3 +510,55 @@ def test_replacing_annotations_is_a_label_change(cells):
     assert not np.array_equal(s.predict(), after_stroke)
     with pytest.raises(ValueError, match="shape"):
         s.annotations = Annotations((10, 10))
+
+
+def test_concurrent_painting_training_and_prediction_settle_on_newest_labels(cells):
+    image, truth = cells
+    s = _session(image, block_shape=(64, 64))
+    strokes = simulated_strokes(truth, n_per_class=8, radius=2, seed=4)
+    s.add_stroke(**strokes[0])
+    s.add_stroke(**strokes[-1])  # both classes from the start
+    errors = []
+    stop = threading.Event()
+    futures = []
+
+    def painter():
+        try:
+            for st in strokes[1:-1]:
+                s.add_stroke(**st)
+                futures.append(s.train_async())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def predictor(seed):
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            lo = rng.integers(0, 200, size=2)
+            region = tuple(slice(int(a), int(a) + 50) for a in lo)
+            try:
+                p = s.predict(region)
+                assert p.shape == (50, 50, 2)
+            except RuntimeError:
+                pass  # not trained yet
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=predictor, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    painter()
+    results = [f.result(timeout=120) for f in futures]
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert results[-1] is True and not s.needs_training
+    np.testing.assert_array_equal(s.predict(), _reference_prediction_fast(image, s.strokes))
+
+
+def _reference_prediction_fast(image, strokes):
+    ref = _session(image, block_shape=(64, 64))
+    for st in strokes:
+        ref.add_stroke(st.label, st.points, st.radius, st.axes, st.erase)
+    ref.train()
+    return ref.predict()
