@@ -142,6 +142,7 @@ interface PendingReload {
  */
 export class LayerReloader {
   private pending = new Map<string, PendingReload>();
+  private again = new Set<string>();
   private timer: number | undefined;
   private started = 0;
   /** Longest wait for the twins to load before swapping anyway (ms). */
@@ -150,7 +151,7 @@ export class LayerReloader {
   constructor(private viewer: Viewer) {}
 
   get busy(): boolean {
-    return this.pending.size > 0;
+    return this.pending.size > 0 || this.again.size > 0;
   }
 
   reload(names: string[]): void {
@@ -159,10 +160,10 @@ export class LayerReloader {
     for (const name of names) {
       const old = layerManager.getLayerByName(name);
       if (old === undefined || old.layer === null) continue;
-      const previous = this.pending.get(name);
-      if (previous !== undefined) {
-        layerManager.removeManagedLayer(previous.next);
-        this.pending.delete(name);
+      if (this.pending.has(name)) {
+        // A twin is still loading: reload again once it is in place (so steady refreshes still show progress).
+        this.again.add(name);
+        continue;
       }
       const spec = old.layer.toJSON() as Record<string, unknown>;
       spec.source = withTag(spec.source, tag);
@@ -185,8 +186,8 @@ export class LayerReloader {
   }
 
   private watch() {
-    this.started = performance.now();
     if (this.timer !== undefined) return;
+    this.started = performance.now();
     this.timer = window.setInterval(() => {
       const waited = performance.now() - this.started;
       if ((waited > 50 && this.viewer.isReady()) || waited > this.timeoutMs) this.finish();
@@ -210,6 +211,11 @@ export class LayerReloader {
       changeLayerName(next, name);
     }
     this.pending.clear();
+    if (this.again.size > 0) {
+      const names = Array.from(this.again);
+      this.again.clear();
+      this.reload(names);
+    }
   }
 
   /** Drops the twins still loading (the layers keep their current data). */
@@ -220,11 +226,13 @@ export class LayerReloader {
       if (this.viewer.layerManager.managedLayers.includes(next)) this.viewer.layerManager.removeManagedLayer(next);
     }
     this.pending.clear();
+    this.again.clear();
   }
 
   dispose(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     this.pending.clear();
+    this.again.clear();
   }
 }
