@@ -314,12 +314,12 @@ class LabPage:
     def run_all(self, timeout: float = 300.0, done_flag: str | None = "_E2E_DONE") -> None:
         """Run all cells as a user would (the notebook's Run All), wait until they finished, fail on any error.
 
-        If ``done_flag`` is given, the notebook's last cell must set that global to True."""
+        If ``done_flag`` is given, the run is complete once the kernel has that global (the last cell sets it)."""
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         deadline = time.monotonic() + timeout
         # A probe queued after the cells returns when they have run (JupyterLab sends them in order).
         time.sleep(0.5)
-        probe = "print(repr(globals().get(%r, None)))" % (done_flag or "_")
+        probe = "print(%r in globals())" % (done_flag or "_")
         while True:
             out = self.kernel_exec(probe, timeout=timeout).strip()
             errors = self.cell_errors()

@@ -51,8 +51,12 @@ class WidgetDriver:
         return np.asarray(self.js("arg.map((p) => h.voxelToScreen(p))", pts), float).reshape(-1, 2)
 
     def scroll_into_view(self) -> None:
-        self.root.scroll_into_view_if_needed()
-        time.sleep(0.2)
+        """Bring the whole viewer panel into the viewport (screen reads and mouse input need it there)."""
+        r = self.panel_rect()
+        vh = self.page.viewport_size["height"]
+        if r["y"] < 0 or r["y"] + r["height"] > vh:
+            self.root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+            time.sleep(0.3)
 
     # ---- kernel ------------------------------------------------------------------------------------------
     def k(self, expr: str):
@@ -66,6 +70,7 @@ class WidgetDriver:
         """Kernel done (training and chunk serving), browser idle for ``quiet`` seconds, and pixels stable."""
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
+        self.scroll_into_view()
         self.kexec(f"{{w}}.wait(timeout={timeout})")
         self.lab.wait_for(lambda: not self.k("{w}.busy"), timeout, "the kernel to finish (w.busy False)")
         rect = self.panel_rect()
