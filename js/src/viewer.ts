@@ -203,7 +203,11 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     if (state.projectionScale !== undefined) json.projectionScale = state.projectionScale;
     if (state.crossSectionOrientation !== undefined) json.crossSectionOrientation = state.crossSectionOrientation;
     if (state.projectionOrientation !== undefined) json.projectionOrientation = state.projectionOrientation;
-    if (json.position !== undefined) viewer.position.restoreState(json.position);
+    if (state.position !== undefined && state.position.length === ndim && state.position.every(Number.isFinite)) {
+      // By dimension name: the global dimensions' order is Neuroglancer's, not necessarily (x, y, z).
+      if (axisMap.ready) viewer.position.value = axisMap.toGlobal(state.position, viewer.position.value);
+      else viewer.position.restoreState(json.position);
+    }
     if (json.crossSectionScale !== undefined) viewer.crossSectionScale.restoreState(json.crossSectionScale);
     if (json.projectionScale !== undefined) viewer.projectionScale.restoreState(json.projectionScale);
     if (json.crossSectionOrientation !== undefined) viewer.crossSectionOrientation.restoreState(json.crossSectionOrientation);
