@@ -239,6 +239,7 @@ class ChunkServer:
         self.raw = _Array(shape, chunk_shape, factors, raw_dtype, self.raw_channels)
         self.labels = _Array(shape, chunk_shape, factors, np.uint8, None)
         self._raw_range: tuple[float, float] | None = None
+        self._source_levels: list[tuple[tuple[int, ...], Any]] | None = None
 
     # ------------------------------------------------------------------ public API
     def _n_classes(self) -> int:
@@ -491,16 +492,54 @@ class ChunkServer:
         return data
 
     # ------------------------------------------------------------------ data access
+    def _pyramid(self) -> list[tuple[tuple[int, ...], Any]]:
+        """(spatial factors, array) of the source's own pyramid levels (OME-Zarr), full resolution first."""
+        if self._source_levels is None:
+            levels: list[tuple[tuple[int, ...], Any]] = [(tuple(1 for _ in self.spatial_shape), self._image)]
+            source = getattr(self.session, "source", None)
+            ca = self._channel_axis
+            for level in list(getattr(source, "levels", None) or [])[1:]:
+                try:
+                    shape = [int(n) for i, n in enumerate(level.shape) if i != ca]
+                    if len(shape) != self.ndim or (ca is not None and len(level.shape) != self.ndim + 1):
+                        break
+                    factors = tuple(max(1, round(b / n)) for b, n in zip(self.spatial_shape, shape))
+                    # accept the usual floor/ceil rounding of halved shapes only
+                    if any(n not in (b // f, -(-b // f)) for b, n, f in zip(self.spatial_shape, shape, factors)):
+                        break
+                    levels.append((factors, level))
+                except Exception:  # a level we cannot use: stay with the full resolution
+                    log.debug("chunk_server: ignoring source pyramid level", exc_info=True)
+                    break
+            self._source_levels = levels
+        return self._source_levels
+
     def _read_raw(self, region: tuple[slice, ...]) -> np.ndarray:
-        """Read a (possibly strided) spatial region of the image, channels reduced to what the raw layer shows."""
+        """Read a (possibly strided) spatial region of the image, channels reduced to what the raw layer shows.
+
+        A strided region is read from the coarsest level of the source's own pyramid whose factors divide the
+        steps, so a zoomed-out view of a large OME-Zarr touches only its small levels.
+        """
+        steps = tuple(sl.step or 1 for sl in region)
+        array, index = self._image, list(region)
+        if any(st > 1 for st in steps):
+            for factors, level in reversed(self._pyramid()):
+                if all(st % f == 0 for st, f in zip(steps, factors)):
+                    if any(f > 1 for f in factors):
+                        array = level
+                        index = [slice(sl.start // f, -(-sl.stop // f), st // f)
+                                 for sl, st, f in zip(region, steps, factors)]
+                    break
+        expected = tuple(len(range(sl.start, sl.stop, st)) for sl, st in zip(region, steps))
         ca = self._channel_axis
         if ca is None:
-            block = np.asarray(self._image[region])
+            block = np.asarray(array[tuple(index)])
         else:
-            index = list(region)
             index.insert(ca, slice(None))
-            block = np.moveaxis(np.asarray(self._image[tuple(index)]), ca, -1)
+            block = np.moveaxis(np.asarray(array[tuple(index)]), ca, -1)
             block = block[..., :3] if self.raw_channels == 3 else block[..., 0]
+        if block.shape[: self.ndim] != expected:  # a pyramid level rounded its shape the other way
+            block = _pad_to(block[tuple(slice(0, n) for n in expected)], expected + block.shape[self.ndim:])
         if block.dtype == np.bool_:
             block = block.astype(np.uint8)
         if self.raw.dtype == np.float32 and block.dtype != np.float32:

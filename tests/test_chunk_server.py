@@ -246,3 +246,32 @@ def test_sources_and_layer_specs():
     assert "getDataValue(2)" in specs["probabilities"]["shader"]
     lo, hi = specs["raw"]["shaderControls"]["normalized"]["range"]
     assert 0 <= lo < hi <= 255
+
+
+class _Recording:
+    """Array wrapper that records the index of every read."""
+
+    def __init__(self, data):
+        self.data, self.reads = data, []
+        self.shape, self.dtype = data.shape, data.dtype
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        return self.data[index]
+
+
+def test_coarse_raw_levels_read_from_the_source_pyramid():
+    base = _image2d((1000, 600), seed=4)
+    levels = [_Recording(base), _Recording(base[::2, ::2].copy()), _Recording(base[::4, ::4].copy())]
+    session = _Session(levels[0])
+    session.source = type("Src", (), {"levels": levels})()
+    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    z2 = _json(server, "raw/2/.zarray")
+    assert z2["shape"] == [250, 150]
+    c = _chunk(server, "raw/2/1.0", z2)
+    np.testing.assert_array_equal(c[:122, :128], base[512:1000:4, 0:512:4])
+    assert levels[2].reads and not levels[0].reads and not levels[1].reads
+    z3 = _json(server, "raw/3/.zarray")  # finer steps than the source has: read its coarsest level strided
+    c3 = _chunk(server, "raw/3/0.0", z3)
+    np.testing.assert_array_equal(c3[:125, :75], base[::8, ::8])
+    assert not levels[0].reads
