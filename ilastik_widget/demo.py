@@ -1,0 +1,73 @@
+"""``ilastik-widget demo``: open the quickstart notebook in JupyterLab.
+
+The notebook is copied into a working folder (``./ilastik-widget-demo`` by default) so the copy that ships with the
+package or the repository stays untouched; an existing copy there (with the user's work) is reused, never
+overwritten. Then ``jupyter lab`` starts in that folder with the notebook open.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+NOTEBOOK = "01_quickstart.ipynb"
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def quickstart_path() -> Path:
+    """The quickstart notebook: shipped inside the package, or in the source checkout's notebooks/."""
+    for candidate in (_PACKAGE / "notebooks" / NOTEBOOK, _PACKAGE.parent / "notebooks" / NOTEBOOK):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the quickstart notebook {NOTEBOOK} is neither in the package nor in a source checkout")
+
+
+def prepare(folder: Path) -> Path:
+    """Copy the quickstart into ``folder`` unless a copy is already there; return the notebook's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / NOTEBOOK
+    if not target.exists():
+        shutil.copyfile(quickstart_path(), target)
+    return target
+
+
+def lab_command(folder: Path, *, port: int | None = None, no_browser: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
+           f"--LabApp.default_url=/lab/tree/{NOTEBOOK}"]
+    if port is not None:
+        cmd += [f"--port={int(port)}", "--port-retries=0"]
+    if no_browser:
+        cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers (Docker, CI) often run as root; JupyterLab refuses it otherwise
+    return cmd
+
+
+def main(args) -> int:
+    """Entry point of ``ilastik-widget demo [--no-browser] [--port P] `` (``args`` from cli.py's parser)."""
+    if importlib.util.find_spec("jupyterlab") is None:
+        print("ilastik-widget: error: JupyterLab is not installed: pip install 'ilastik-widget[demo]'", file=sys.stderr)
+        return 1
+    folder = Path(getattr(args, "folder", None) or "ilastik-widget-demo").resolve()
+    try:
+        notebook = prepare(folder)
+    except OSError as exc:
+        print(f"ilastik-widget: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ilastik-widget: opening {notebook} in JupyterLab (Ctrl+C to stop)", flush=True)
+    proc = subprocess.Popen(lab_command(folder, port=getattr(args, "port", None),
+                                        no_browser=bool(getattr(args, "no_browser", False))), cwd=folder)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # JupyterLab got the same Ctrl+C and shuts down by itself; wait for it so no server is left behind.
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
