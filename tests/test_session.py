@@ -562,3 +562,28 @@ def _reference_prediction_fast(image, strokes):
         ref.add_stroke(st.label, st.points, st.radius, st.axes, st.erase)
     ref.train()
     return ref.predict()
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (24, 64, 80)])
+def test_synthetic_cells_and_strokes_inside_their_class(shape):
+    from ilastik_widget.annotations import Annotations
+
+    image, truth = synthetic_cells(shape, seed=3)
+    again, _ = synthetic_cells(shape, seed=3)
+    assert image.dtype == np.float32 and image.shape == shape and truth.dtype == np.uint8
+    np.testing.assert_array_equal(image, again)
+    assert set(np.unique(truth)) == {1, 2} and 0.1 < (truth == 2).mean() < 0.5
+    # Cells are brighter on average, but single pixels overlap (features have to do the work).
+    assert image[truth == 2].mean() > image[truth == 1].mean() + 0.1
+    assert np.percentile(image[truth == 2], 10) < np.percentile(image[truth == 1], 90)
+    strokes = simulated_strokes(truth, n_per_class=4, radius=2, seed=1)
+    assert {s["label"] for s in strokes} == {1, 2} and len(strokes) == 8
+    ann = Annotations(shape)
+    for s in strokes:
+        assert len(s["points"]) >= 2 and s["axes"] == [len(shape) - 2, len(shape) - 1]
+        ann.add_stroke(**s)
+    coords, labels = ann.labelled()
+    np.testing.assert_array_equal(truth[tuple(coords.T)], labels)  # every painted pixel is in its class
