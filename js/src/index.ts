@@ -47,6 +47,15 @@ function applyState(handle: ViewerHandle, state: ViewerState, ndim: number): voi
         global[g] = position[a] + 0.5;
       });
       viewer.position.value = global;
+    } else if (viewer.coordinateSpace?.changed !== undefined) {
+      // The layers have not defined the dimensions yet: apply the position once they have.
+      const remove = viewer.coordinateSpace.changed.add(() => {
+        const ready: string[] = viewer.coordinateSpace.value?.names ?? [];
+        if (axes.every((name) => ready.includes(name))) {
+          remove();
+          applyState(handle, { position }, ndim);
+        }
+      });
     } else {
       handle.setState({ position });
     }
@@ -133,7 +142,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       state: initialState === undefined ? undefined : { ...initialState, position: undefined },
       brush: brushSettings(),
     });
-    if (initialState?.position !== undefined) applyState(handle, { position: initialState.position }, (info.shape ?? []).length);
+
   } catch (error) {
     console.error("ilastik_widget: could not create the viewer", error);
     const message = document.createElement("div");
@@ -158,18 +167,41 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
         h.setLayerSettings(model.get("layers") ?? {});
       }
     });
+    const ndim = (info.shape ?? []).length;
+    // A saved position is applied once the layers have defined the dimensions and their bounds (Neuroglancer
+    // recentres the view when they appear); until then the viewer's own view changes are not reported.
+    let pendingPosition: number[] | undefined = initialState?.position;
+    if (pendingPosition !== undefined) {
+      const started = performance.now();
+      const timer = setInterval(() => {
+        const viewer = h.viewer as any;
+        const space = viewer.coordinateSpace?.value;
+        const axes = ndim === 2 ? ["y", "x"] : ["z", "y", "x"];
+        const dims = axes.map((name) => space?.names?.indexOf(name) ?? -1);
+        const bounded = dims.every((g) => g >= 0 && Number.isFinite(space?.bounds?.lowerBounds?.[g]) &&
+          Number.isFinite(space?.bounds?.upperBounds?.[g]));
+        if ((bounded && h.viewer.isReady()) || performance.now() - started > 15_000) {
+          clearInterval(timer);
+          if (pendingPosition !== undefined) applyState(h, { position: pendingPosition }, ndim);
+          pendingPosition = undefined;
+        }
+      }, 100);
+      cleanups.push(() => clearInterval(timer));
+    }
     let lastSentState: unknown = initialState;
     onModel("change:viewer_state", () => {
       const state = model.get("viewer_state");
       if (!state || sameJson(state, lastSentState)) return;
       lastSentState = state;
-      applyState(h, state, (info.shape ?? []).length);
+      if (pendingPosition !== undefined && state.position !== undefined) pendingPosition = state.position;
+      applyState(h, state, ndim);
     });
 
     // viewer -> traits (view changes are already coalesced per animation frame; send at most ~4 per second)
     let stateTimer: ReturnType<typeof setTimeout> | undefined;
     cleanups.push(
       h.onStateChange((state) => {
+        if (pendingPosition !== undefined) return;
         if (stateTimer !== undefined) clearTimeout(stateTimer);
         stateTimer = setTimeout(() => {
           stateTimer = undefined;
