@@ -1,5 +1,15 @@
 """The interactive pixel classification session: labels + lazy block-wise features + a Random Forest.
 
+>>> from ilastik_widget.datasets import synthetic_cells
+>>> image, truth = synthetic_cells((256, 256))
+>>> s = Session(image)
+>>> s.add_stroke(1, [[10, 10], [10, 60]], radius=3)   # class 1 ("Background"), (y, x) points
+1
+>>> s.add_stroke(2, [[128, 128]], radius=3)
+2
+>>> s.train().predict((slice(0, 64), slice(0, 64))).shape
+(64, 64, 2)
+
 The image is divided into a grid of blocks.  Features are computed per block with
 :func:`ilastik_widget.features.features_for_region` only for blocks that hold labels (training) or
 that are asked for (prediction), and kept in an LRU cache bounded in bytes.  The training set is
@@ -31,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .annotations import Annotations, LabelClass, Stroke, normalize_region
-from .classifier import INTERACTIVE, PixelClassifier
+from .classifier import ACCURATE, INTERACTIVE, PixelClassifier
 
 __all__ = ["Session", "TrainingCancelled"]
 
@@ -146,9 +156,10 @@ class Session:
         Random seed of the classifier: the same labels and seed give the same predictions.
     feature_mode : {"3d", "2d"}
         On volumes, 3D filters or slice-wise 2D filters.
-    classifier : PixelClassifier or dict, optional
+    classifier : PixelClassifier or dict or {"interactive", "accurate"}, optional
         Classifier parameters (a template; the session fits its own copies).  Default
-        :data:`~ilastik_widget.classifier.INTERACTIVE` with ``seed``.
+        :data:`~ilastik_widget.classifier.INTERACTIVE`; a dict without ``"seed"`` and the preset names
+        take ``seed``, a PixelClassifier keeps its own.
     block_shape : sequence of int, optional
         Block grid for features and predictions; default (256, 256) in 2D and (64, 64, 64) in 3D.
     cache_bytes : int
@@ -198,13 +209,15 @@ class Session:
         self._annotations = Annotations(spatial, classes)
         self._annotations_epoch = 0  # bumps when the annotations object is replaced
         self._selection = self._as_selection(features)
-        if classifier is None:
+        if classifier is None or (isinstance(classifier, str) and classifier.lower() == "interactive"):
             classifier = PixelClassifier(**{**INTERACTIVE, "seed": self.seed})
+        elif isinstance(classifier, str) and classifier.lower() == "accurate":
+            classifier = PixelClassifier(**{**ACCURATE, "seed": self.seed})
         elif isinstance(classifier, dict):
             classifier = PixelClassifier.from_params({"seed": self.seed, **classifier})
         elif not isinstance(classifier, PixelClassifier):
-            raise ValueError(f"classifier must be a PixelClassifier, a dict of its parameters or None, "
-                             f"got {type(classifier).__name__}")
+            raise ValueError(f"classifier must be a PixelClassifier, a dict of its parameters, 'interactive', "
+                             f"'accurate' or None, got {classifier!r}")
         self._template = classifier.clone()
 
         if block_shape is None:
