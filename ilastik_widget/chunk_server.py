@@ -124,14 +124,15 @@ class _Array:
             "dimension_separator": ".",
         }
 
-    def zattrs(self, name: str) -> dict:
+    def zattrs(self, name: str, voxel_scale: Sequence[float] | None = None) -> dict:
         ndim = len(self.spatial_shape)
+        voxel_scale = list(voxel_scale) if voxel_scale is not None else [1.0] * ndim
         axes = [{"name": n, "type": "space"} for n in AXIS_NAMES[ndim]]
         if self.channels is not None:
             axes.append({"name": "c", "type": "channel"})
         datasets = []
         for level, factors in enumerate(self.factors):
-            scale = [float(f) for f in factors] + ([1.0] if self.channels is not None else [])
+            scale = [float(f) * v for f, v in zip(factors, voxel_scale)] + ([1.0] if self.channels is not None else [])
             datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
         return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
 
@@ -307,11 +308,11 @@ class ChunkServer:
             )
         else:
             raw_shader = "#uicontrol invlerp normalized(range=[%s, %s])\nvoid main() { emitGrayscale(normalized()); }\n" % (lo, hi)
-        raw = {"type": "image", "name": "raw", "source": src["raw"], "opacity": 1.0, "shader": raw_shader,
+        raw = {"type": "image", "name": "raw", "source": self._source(src["raw"]), "opacity": 1.0, "shader": raw_shader,
                "shaderControls": {"normalized": {"range": [lo, hi]}}}
         if self.raw_channels == 3:
             raw["source"] = self._channel_source(src["raw"])
-        labels = {"type": "image", "name": "labels", "source": src["labels"], "opacity": 0.8,
+        labels = {"type": "image", "name": "labels", "source": self._source(src["labels"]), "opacity": 0.8,
                   "shader": self._labels_shader(colors)}
         n = self._n_classes()
         probabilities = {"type": "image", "name": "probabilities", "source": src["probabilities"], "opacity": 0.5,
@@ -325,12 +326,35 @@ class ChunkServer:
         # Neuroglancer draws image layers in list order: raw, then predictions, labels on top.
         return [raw, probabilities, segmentation, uncertainty, labels]
 
-    def _channel_source(self, url: str) -> dict:
-        """Source whose OME channel axis (Neuroglancer's local dimension ``c'``) becomes the channel dimension ``c^``,
-        so shaders read every channel with ``getDataValue(i)``."""
-        out = {name: [1, ""] for name in AXIS_NAMES[self.ndim]}
-        out["c^"] = [1, ""]
+    def display_scales(self) -> tuple[float, ...]:
+        """Relative voxel size per spatial axis (smallest = 1), from the session's source (e.g. OME-Zarr scale);
+        all ones when unknown. Anisotropic volumes are shown in their true proportions with these."""
+        source = getattr(self.session, "source", None)
+        scale = getattr(source, "scale", None)
+        try:
+            values = [float(v) for v in scale] if scale is not None else []
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != self.ndim or not all(math.isfinite(v) and v > 0 for v in values):
+            return tuple(1.0 for _ in range(self.ndim))
+        smallest = min(values)
+        return tuple(v / smallest for v in values)
+
+    def _source(self, url: str, channels: bool = False) -> str | dict:
+        """The layer source: the URL, or URL plus a transform that renames the OME channel axis (Neuroglancer's local
+        dimension ``c'``) to the channel dimension ``c^`` (so shaders read every channel with ``getDataValue(i)``).
+        The spatial output dimensions repeat the relative voxel sizes the .zattrs give (an identity; the viewer
+        reads the global dimensions from the raw layer's)."""
+        scales = self.display_scales()
+        if not channels and all(v == 1.0 for v in scales):
+            return url
+        out = {name: [v, ""] for name, v in zip(AXIS_NAMES[self.ndim], scales)}
+        if channels:
+            out["c^"] = [1, ""]
         return {"url": url, "transform": {"outputDimensions": out}}
+
+    def _channel_source(self, url: str) -> str | dict:
+        return self._source(url, channels=True)
 
     def invalidate(self, arrays: Iterable[str] = ("labels", "predictions")) -> None:
         """Drop cached chunks of the given arrays (labels and predictions are cached per version anyway)."""
@@ -416,7 +440,7 @@ class ChunkServer:
         if rest == ".zgroup":
             return json.dumps({"zarr_format": 2}).encode()
         if rest == ".zattrs":
-            return json.dumps(array.zattrs(name)).encode()
+            return json.dumps(array.zattrs(name, self.display_scales())).encode()
         if rest == ".zarray":
             return None  # the array's root is a group
         m = _LEVEL_KEY.match(rest)

@@ -235,7 +235,7 @@ def test_sources_and_layer_specs():
     # prediction layers read the classes through Neuroglancer's channel dimension c^
     assert specs["probabilities"]["source"] == {
         "url": src["probabilities"],
-        "transform": {"outputDimensions": {"y": [1, ""], "x": [1, ""], "c^": [1, ""]}},
+        "transform": {"outputDimensions": {"y": [1.0, ""], "x": [1.0, ""], "c^": [1, ""]}},
     }
     assert set(specs) == {"raw", "labels", "probabilities", "segmentation", "uncertainty"}
     assert all(s["type"] == "image" for s in specs.values())
@@ -275,3 +275,19 @@ def test_coarse_raw_levels_read_from_the_source_pyramid():
     c3 = _chunk(server, "raw/3/0.0", z3)
     np.testing.assert_array_equal(c3[:125, :75], base[::8, ::8])
     assert not levels[0].reads
+
+
+def test_anisotropic_volume_gets_relative_voxel_sizes():
+    session = _Session(np.zeros((20, 64, 64), np.uint8))
+    server = ChunkServer(session, "wid")
+    assert server.display_scales() == (1.0, 1.0, 1.0)
+    assert server.layer_specs()[0]["source"] == "mem://wid/raw/|zarr2:"
+    session.source = type("Src", (), {"scale": (2.0, 0.5, 0.5)})()
+    specs = {s["name"]: s for s in server.layer_specs()}
+    assert server.display_scales() == (4.0, 1.0, 1.0)
+    dims = {"z": [4.0, ""], "y": [1.0, ""], "x": [1.0, ""]}
+    assert specs["raw"]["source"]["transform"]["outputDimensions"] == dims
+    assert specs["labels"]["source"]["transform"]["outputDimensions"] == dims
+    assert specs["probabilities"]["source"]["transform"]["outputDimensions"] == {**dims, "c^": [1, ""]}
+    scales = [d["coordinateTransformations"][0]["scale"] for d in _json(server, "raw/.zattrs")["multiscales"][0]["datasets"]]
+    assert scales[0] == [4.0, 1.0, 1.0]

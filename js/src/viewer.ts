@@ -152,8 +152,22 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   const initialPosition = opts.state?.position ?? center;
   const toGlobalOrder = (point: number[]) => globalNames.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
 
+  // Global dimensions: one voxel per unit, except the relative voxel sizes of an anisotropic volume, which
+  // chunk_server puts in the raw layer's source transform.
+  const rawSource = opts.layers.find((spec) => spec.name === "raw")?.source as
+    | { transform?: { outputDimensions?: Record<string, [number, string]> } }
+    | string
+    | undefined;
+  const rawDims = typeof rawSource === "object" ? rawSource?.transform?.outputDimensions : undefined;
+  const dimensions = Object.fromEntries(
+    globalNames.map((name) => {
+      const d = rawDims?.[name];
+      return [name, Array.isArray(d) && d[0] > 0 ? [d[0], d[1] ?? ""] : [1, ""]];
+    }),
+  );
+
   const stateJson: Record<string, unknown> = {
-    dimensions: Object.fromEntries(globalNames.map((name) => [name, [1, ""]])),
+    dimensions,
     position: toGlobalOrder(initialPosition),
     crossSectionScale: opts.state?.crossSectionScale ?? fitScale(shape, rect.width, rect.height, layout),
     projectionScale: opts.state?.projectionScale ?? Math.max(...shape) * 1.6,
