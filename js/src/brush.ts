@@ -98,6 +98,20 @@ export class PanelGeometry {
     return [left + width / 2 + px, top + height / 2 + py];
   }
 
+  /** Signed distance (global units, along the plane's normal) of `position` from the plane the panel shows. */
+  distanceFromPlane(position: ArrayLike<number>): number {
+    const { globalPosition, displayDimensionRenderInfo } = this.params;
+    const { displayDimensionIndices, displayRank } = displayDimensionRenderInfo;
+    if (displayRank < 3) return 0;
+    const n = this.normal();
+    let d = 0;
+    for (let i = 0; i < 3; ++i) {
+      const dim = displayDimensionIndices[i];
+      d += n[i] * (position[dim] - globalPosition[dim]);
+    }
+    return d;
+  }
+
   /** Voxels per screen pixel along the panel's x axis. */
   voxelsPerPixel(): number {
     const m = this.params.invViewMatrix;
@@ -418,7 +432,9 @@ export class BrushTool {
 
   private drawStroke(ctx: CanvasRenderingContext2D, stroke: DrawnStroke) {
     const { geometry } = stroke;
-    if (!geometry.valid || !geometry.panel.visible) return;
+    if (!geometry.valid || !geometry.panel.visible || stroke.positions.length === 0) return;
+    // In a volume, only while the panel still shows the stroke's plane (not after moving to another slice).
+    if (Math.abs(geometry.distanceFromPlane(stroke.positions[0])) > 0.5) return;
     // voxels within `radius` of a point are painted: they reach half a voxel further
     const r = Math.max(0.5, (stroke.radius + 0.5) / geometry.voxelsPerPixel());
     ctx.save();
