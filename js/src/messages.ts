@@ -57,7 +57,7 @@ export class Transport {
 
   constructor(
     private model: MessageModel,
-    private defaultTimeout = 60_000,
+    private defaultTimeout = 300_000,
   ) {
     this.listener = (content: any, buffers?: Buffer[]) => this.dispatch(content, buffers ?? []);
     model.on("msg:custom", this.listener);
