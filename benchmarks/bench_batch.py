@@ -1,0 +1,205 @@
+"""Batch prediction on Dask: throughput, scaling with workers, peak memory against volume size.
+
+Run: ``python benchmarks/bench_batch.py`` (about 5 minutes on 2 cores; ``--quick`` for a smaller run).
+
+Prints every figure beside its baseline from the same run:
+
+1. throughput (voxels/s) of ``predict_batch`` (local threads, OME-Zarr in and out) against the straightforward way
+   (features of the whole volume in memory, then the classifier on every voxel), and the largest difference between
+   their probabilities;
+2. time on a ``LocalCluster`` with 2 worker processes against 1 (one thread each); target >= 1.7x;
+3. peak resident memory (VmHWM of the worker process, reset before the run) predicting a volume 8x larger than
+   another with the same blocks; target: about the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ilastik_widget.batch import predict_batch  # noqa: E402
+from ilastik_widget.datasets import simulated_strokes, synthetic_cells  # noqa: E402
+from ilastik_widget.features import FeatureSelection, compute_features, halo  # noqa: E402
+from ilastik_widget.session import Session  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_ome(path: Path, data: np.ndarray, chunks=(64, 64, 64)) -> str:
+    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    a = g.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
+    a[...] = data
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"}
+                                                          for n in "zyx"],
+                               "datasets": [{"path": "0", "coordinateTransformations": [
+                                   {"type": "scale", "scale": [1.0, 0.5, 0.5]}]}]}]
+    return str(path)
+
+
+def tiled_volume(shape, seed=0) -> np.ndarray:
+    """A big synthetic volume made of tiles of one synthetic volume (cheap to make, realistic content)."""
+    tile, _ = synthetic_cells((64, 128, 128), seed=seed)
+    reps = [int(np.ceil(s / t)) for s, t in zip(shape, tile.shape)]
+    flips = np.tile(tile, reps)
+    return np.ascontiguousarray(flips[tuple(slice(0, s) for s in shape)])
+
+
+def _cluster(n_workers: int):
+    from distributed import Client, LocalCluster
+
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env=env, memory_limit="8GiB")
+    return cluster, Client(cluster)
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM (peak RSS) to the current RSS
+
+
+def _read_mem():
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmHWM", "VmRSS")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller volumes")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
+    try:
+        run(tmp, args.quick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _workers_cpu(client) -> float:
+    return sum(client.run(_cpu).values())
+
+
+def run(tmp: Path, quick: bool) -> None:
+    sel = FeatureSelection.default()
+    print(f"features: all {sel.n_channels(3)} channels (3D), halo {halo(sel)} px; cores: {os.cpu_count()}; "
+          f"load average at start (1/5/15 min): {_load()}")
+    print("wall times depend on what else runs on the machine; CPU seconds (user+sys) are given beside them")
+
+    # ---- train a session on a small volume with simulated strokes
+    train_img, truth = synthetic_cells((64, 128, 128), seed=0)
+    session = Session(train_img, features=sel, seed=0)
+    for st in simulated_strokes(truth, n_per_class=6, radius=2, seed=0):
+        session.add_stroke(**st)
+    session.train()
+    model = session.model
+    print(f"classifier: {model!r}")
+
+    # ---- 1. throughput against whole-volume features then predict
+    shape = (64, 128, 256) if quick else (64, 256, 256)
+    vol = tiled_volume(shape, seed=1)
+    nvox = int(np.prod(shape))
+    src = write_ome(tmp / "vol.ome.zarr", vol)
+    t0, c0 = time.perf_counter(), _cpu()
+    f = compute_features(vol, sel)
+    p_ref = model.predict_proba(f.reshape(-1, f.shape[-1])).reshape(*shape, -1)
+    t_base, c_base = time.perf_counter() - t0, _cpu() - c0
+    feat_bytes = f.nbytes
+    del f
+    t0, c0 = time.perf_counter(), _cpu()
+    predict_batch(session, src, tmp / "out1.ome.zarr", outputs=("probabilities",), progress=False)
+    t_batch, c_batch = time.perf_counter() - t0, _cpu() - c0
+    p_batch = np.moveaxis(zarr.open_array(str(tmp / "out1.ome.zarr/probabilities/0"))[...], 0, -1)
+    diff = float(np.abs(p_batch - p_ref).max())
+    print(f"\n[1] throughput, volume {shape} = {nvox / 1e6:.1f} Mvoxels")
+    print(f"    baseline (whole-volume features, then predict; {feat_bytes / 2**30:.2f} GiB of features): "
+          f"{t_base:.1f} s = {nvox / t_base / 1e6:.3f} Mvoxels/s, CPU {c_base:.1f} s")
+    print(f"    predict_batch (local threads, OME-Zarr in/out): "
+          f"{t_batch:.1f} s = {nvox / t_batch / 1e6:.3f} Mvoxels/s, CPU {c_batch:.1f} s  "
+          f"-> {t_base / t_batch:.2f}x the baseline's throughput")
+    print(f"    max |p_batch - p_baseline| = {diff:.2e}")
+    del p_ref, p_batch
+
+    # ---- 2. 1 vs 2 worker processes
+    scale_shape = (64, 128, 512) if quick else (64, 256, 512)
+    chunks = (64, 128, 128)
+    svol = tiled_volume(scale_shape, seed=2)
+    ssrc = write_ome(tmp / "svol.ome.zarr", svol)
+    res = {}
+    for n in (1, 2):
+        cluster, client = _cluster(n)
+        try:
+            predict_batch(session, svol[:, :128, :128], tmp / f"warm{n}.ome.zarr", client=client, progress=False)
+            t0, c0 = time.perf_counter(), _workers_cpu(client)
+            predict_batch(session, ssrc, tmp / f"scale{n}.ome.zarr", client=client, chunks=chunks, progress=False)
+            res[n] = (time.perf_counter() - t0, _workers_cpu(client) - c0)
+        finally:
+            client.close()
+            cluster.close()
+    svox = int(np.prod(scale_shape))
+    (t1, c1), (t2, c2) = res[1], res[2]
+    print(f"\n[2] LocalCluster scaling, volume {scale_shape} ({svox / 1e6:.1f} Mvoxels), blocks {chunks}, "
+          f"1 thread per worker; load average now {_load()}")
+    print(f"    1 worker : {t1:.1f} s = {svox / t1 / 1e6:.3f} Mvoxels/s, worker CPU {c1:.1f} s  (baseline)")
+    print(f"    2 workers: {t2:.1f} s = {svox / t2 / 1e6:.3f} Mvoxels/s, worker CPU {c2:.1f} s  "
+          f"-> speedup {t1 / t2:.2f}x (target >= 1.7x); CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}")
+
+    # ---- 3. peak memory: a volume 8x larger, same blocks
+    small = (64, 128, 256) if quick else (64, 256, 256)
+    large = tuple(2 * s for s in small)
+    chunks = (64, 128, 128)
+    peaks = {}
+    for name, shp in (("small", small), ("large", large)):
+        v = tiled_volume(shp, seed=3)
+        path = write_ome(tmp / f"mem_{name}.ome.zarr", v)
+        del v
+        cluster, client = _cluster(2)
+        try:
+            predict_batch(session, np.zeros((16, 32, 32), np.float32), tmp / f"memwarm_{name}.ome.zarr",
+                          client=client, progress=False)
+            client.run(_reset_peak)
+            t0 = time.perf_counter()
+            predict_batch(session, path, tmp / f"mem_{name}_out.ome.zarr", client=client, chunks=chunks,
+                          progress=False)
+            dt = time.perf_counter() - t0
+            mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
+            peaks[name] = (mem, dt, int(np.prod(shp)))
+        finally:
+            client.close()
+            cluster.close()
+    (ps, ts, vs), (pl, tl, vl) = peaks["small"], peaks["large"]
+    print(f"\n[3] peak RSS per worker process (2 workers x 1 thread, blocks {chunks}, VmHWM reset before the run)")
+    print(f"    small volume {small} ({vs / 1e6:.1f} Mvoxels, {vs * 4 / 2**20:.0f} MiB float32): "
+          f"peak {ps / 2**20:.0f} MiB in {ts:.1f} s  (baseline)")
+    print(f"    large volume {large} ({vl / 1e6:.1f} Mvoxels = 8x): peak {pl / 2**20:.0f} MiB in {tl:.1f} s  "
+          f"-> ratio {pl / ps:.2f} (target ~1); whole-volume features alone would need "
+          f"{vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB")
+    print(f"\nload average at the end: {_load()}")
+
+
+if __name__ == "__main__":
+    main()
