@@ -436,9 +436,9 @@ export function createHelpOverlay(onClose: () => void): HTMLElement {
   const overlay = h("div", { class: "ilastik-help", testid: "help-overlay", role: "dialog", "aria-label": "Keyboard shortcuts" },
     h("div", { class: "ilastik-help-box" },
       h("div", { class: "ilastik-help-title" }, "Keyboard shortcuts", close),
-      h("p", {}, "Active while the mouse is over the widget or it has the focus. Left-drag paints (brush) or erases " +
-        "(eraser); in navigate mode the mouse pans and the wheel zooms. In every mode, the wheel zooms with Ctrl " +
-        "held and scrolls through slices without it."),
+      h("p", {}, "Keys work while the mouse is over the widget or it has the focus. Left-drag paints (brush) or " +
+        "erases (eraser); right-drag pans in every mode, left-drag too in navigate mode. On a 2D image the wheel " +
+        "zooms; on a volume it steps through slices and Ctrl+wheel zooms."),
       h("table", {}, h("tbody", {}, ...rows))));
   overlay.style.display = "none";
   overlay.addEventListener("click", (e) => {
