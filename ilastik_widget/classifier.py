@@ -10,6 +10,8 @@ Parameters are plain JSON-able dicts; a fitted forest can be exported to plain n
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -178,7 +180,8 @@ class PixelClassifier:
         X : array-like
             (N, C) features, best float32 C-contiguous (no copy then).
         n_jobs : int, optional
-            Threads for this call (the session passes 1 when it predicts blocks in parallel).
+            Threads for this call (default: the classifier's ``n_jobs``; the session passes 1 when it
+            predicts blocks in parallel).  The result does not depend on it.
         """
         if self.forest is None:
             raise RuntimeError("the classifier is not trained yet")
@@ -188,15 +191,31 @@ class PixelClassifier:
         out = np.zeros((len(X), self.n_classes), np.float32)
         if len(X) == 0:
             return out
-        forest = self.forest
-        if n_jobs is not None and n_jobs != forest.n_jobs:
-            # predict_proba reads n_jobs from the estimator: use a shallow twin to keep this thread-safe.
-            twin = RandomForestClassifier()
-            twin.__dict__.update(forest.__dict__)
-            twin.n_jobs = n_jobs
-            forest = twin
-        out[:, self._columns] = forest.predict_proba(X)
+        n = self.n_jobs if n_jobs is None else n_jobs
+        if n is None:
+            n = 1  # scikit-learn's meaning of None
+        elif n < 0:
+            n = os.cpu_count() or 1
+        if n == 1 or len(X) < 8192:
+            out[:, self._columns] = self._mean_of_trees(X)
+            return out
+        # Threads over rows, not trees: every row is summed over the trees in the same order
+        # whatever the thread count, so results do not depend on n_jobs or timing.
+        bounds = np.linspace(0, len(X), n + 1).astype(int)
+        with ThreadPoolExecutor(n) as pool:
+            parts = pool.map(lambda ab: self._mean_of_trees(X[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:]))
+            for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), parts):
+                out[a:b, self._columns] = part
         return out
+
+    def _mean_of_trees(self, X: np.ndarray) -> np.ndarray:
+        # Sum in tree order and float64, as scikit-learn's sequential predict_proba does; the trees'
+        # own prediction releases the GIL, so row chunks in threads run in parallel.
+        acc = np.zeros((len(X), len(self._columns)), np.float64)
+        for tree in self.forest.estimators_:
+            acc += tree.predict_proba(X, check_input=False)
+        acc /= len(self.forest.estimators_)
+        return acc
 
     # ------------------------------------------------------------------ export without pickle
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -105,3 +105,18 @@ def test_export_to_arrays_round_trip_via_npz_without_pickle():
     back = PixelClassifier.from_arrays(arrays, clf.params())
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
     assert back.n_classes == 4 and back.params() == clf.params()
+
+
+def test_prediction_independent_of_threads_with_fractional_leaves():
+    # Shallow trees give fractional leaf probabilities, where a summation order would show.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    y = np.where(X[:, 0] + rng.normal(scale=1.0, size=3000) > 0, 2, 1)
+    clf = PixelClassifier(n_estimators=13, max_depth=4, seed=0, n_jobs=2).fit(X, y, 2)
+    Xt = rng.normal(size=(20000, 8)).astype(np.float32)
+    p1, p2, p3 = (clf.predict_proba(Xt, n_jobs=n) for n in (1, 2, 3))
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(p1, p3)
+    ref = clf.forest.predict_proba(Xt).astype(np.float32)
+    np.testing.assert_allclose(p1, ref, atol=1e-6)
+    assert len(np.unique(p1[:, 0])) > 20  # really fractional
