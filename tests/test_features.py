@@ -504,3 +504,47 @@ def test_empty_selection_and_region_errors():
         bad = img.copy()
         bad[0, 0] = np.nan
         features_for_region(bad, (slice(0, 2), slice(0, 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# closed-form eigenvalues (private helpers, the part most prone to float32 trouble)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-15, 1e12])
+def test_eigvals3_closed_form_accuracy(scale):
+    """Random rotations of chosen spectra incl. nearly equal pairs and near-isotropic matrices.
+
+    Weyl's bound makes eigenvalues as accurate as the float32 matrix entries (~1e-7 of the largest);
+    we allow 3e-6 of the largest eigenvalue magnitude (a float32 trigonometric formula without the
+    float64 angle fallback fails this by ~100x on the nearly degenerate cases).
+    """
+    from ilastik_widget import _filters
+
+    rng = np.random.default_rng(7)
+    n = 30000
+    q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
+    lam = rng.normal(size=(n, 3))
+    kind = rng.integers(0, 4, n)
+    lam[kind == 1, 1] = lam[kind == 1, 0] + 1e-4 * rng.normal(size=(kind == 1).sum())
+    lam[kind == 2, 2] = lam[kind == 2, 1] + 1e-6 * rng.normal(size=(kind == 2).sum())
+    lam[kind == 3] = 5 + 1e-3 * lam[kind == 3]
+    lam[:5] = 0.0  # zero matrices
+    lam[5:10] = 2.0  # multiples of the identity
+    a = (np.einsum("nij,nj,nkj->nik", q, lam, q) * scale).astype(np.float32)
+    ref = np.linalg.eigvalsh(a.astype(np.float64))[:, ::-1]
+    comps = [np.ascontiguousarray(a[:, i, j]) for i, j in [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]]
+    outs = [np.empty(n, np.float32) for _ in range(3)]
+    _filters.eigvals3(*comps, *outs)
+    got = np.stack(outs, axis=1)
+    assert np.all(np.isfinite(got))
+    assert np.all(np.diff(got, axis=1) <= 0)
+    err = np.abs(got - ref).max(axis=1) / (np.abs(ref).max(axis=1) + 1e-300 * scale)
+    assert err[10:].max() < 3e-6
+    np.testing.assert_allclose(got[:10], ref[:10], atol=1e-6 * scale)
+    # 2x2
+    b = a[:, :2, :2]
+    outs2 = [np.empty(n, np.float32) for _ in range(2)]
+    _filters.eigvals2(*(np.ascontiguousarray(b[:, i, j]) for i, j in [(0, 0), (0, 1), (1, 1)]), *outs2)
+    ref2 = np.linalg.eigvalsh(b.astype(np.float64))[:, ::-1]
+    err2 = np.abs(np.stack(outs2, 1) - ref2).max(axis=1) / (np.abs(ref2).max(axis=1) + 1e-300)
+    assert err2[10:].max() < 1e-6 * 3
