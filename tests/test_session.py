@@ -341,8 +341,10 @@ def gated():
     _GatedClassifier.gate.set()
 
 
-def _reference_prediction(image, strokes):
-    ref = _session(image, classifier=PixelClassifier(n_estimators=5, n_jobs=1))
+def _reference_prediction(image, strokes, **kw):
+    """Predictions of a fresh session trained synchronously on ``strokes``."""
+    kw.setdefault("classifier", PixelClassifier(n_estimators=5, n_jobs=1))
+    ref = _session(image, **kw)
     for st in strokes:
         ref.add_stroke(st.label, st.points, st.radius, st.axes, st.erase)
     ref.train()
@@ -553,15 +555,8 @@ def test_concurrent_painting_training_and_prediction_settle_on_newest_labels(cel
         t.join(60)
     assert errors == []
     assert results[-1] is True and not s.needs_training
-    np.testing.assert_array_equal(s.predict(), _reference_prediction_fast(image, s.strokes))
-
-
-def _reference_prediction_fast(image, strokes):
-    ref = _session(image, block_shape=(64, 64))
-    for st in strokes:
-        ref.add_stroke(st.label, st.points, st.radius, st.axes, st.erase)
-    ref.train()
-    return ref.predict()
+    expected = _reference_prediction(image, s.strokes, classifier=FAST, block_shape=(64, 64))
+    np.testing.assert_array_equal(s.predict(), expected)
 
 
 # ---------------------------------------------------------------------------------------------- datasets
