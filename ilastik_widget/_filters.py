@@ -359,7 +359,7 @@ class _ScaleJob:
         if want & {"gaussian_smoothing", "difference_of_gaussians"}:
             orders.add(zero)
         self.grads = [_unit(nd, a) for a in range(nd)]
-        if "gaussian_gradient_magnitude" in want:
+        if "gaussian_gradient_magnitude" in want and "structure_tensor_eigenvalues" not in want:
             orders.update(self.grads)
         self.seconds = [_unit(nd, a, b) for a in range(nd) for b in range(a, nd)]
         if "hessian_of_gaussian_eigenvalues" in want:
@@ -374,6 +374,7 @@ class _ScaleJob:
         self.p: dict[int, np.ndarray] = {}
         self.pd: np.ndarray | None = None
         self.j: list[np.ndarray] = []  # tensor products, then their axis-0 smoothed versions
+        self.ggm: np.ndarray | None = None  # gradient magnitude, from phase 2 when the tensor is computed
 
     def phase1_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         tasks = []
@@ -386,6 +387,8 @@ class _ScaleJob:
             tasks.append((self.image, kernel(DOG_RATIO * self.sigma, 0), self.pd))
         if self.st:
             self.j = [_ARENA.get(shape) for _ in self.seconds]
+            if "gaussian_gradient_magnitude" in self.want:
+                self.ggm = _ARENA.get(shape)
         return tasks
 
     def rest(self, src: np.ndarray, sigma: float, orders: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
@@ -396,11 +399,40 @@ class _ScaleJob:
             out = filter_axis(out, kernel(sigma, orders[axis]), axis, dst if axis == last else None)
         return out
 
+    def _derivative(self, cache: dict, ch: slice, o: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
+        """Gaussian derivative ``o`` at sigma on chunk ``ch``, memoising every prefix of passes.
+
+        In 3D the y pass of a prefix such as (0, 1) feeds both (0, 1, 0) and (0, 1, 1).
+        """
+        if o in cache:
+            if dst is not None:
+                dst[...] = cache[o]
+            return cache[o]
+        if len(o) == 1:
+            res = self.p[o[0]][ch]
+        else:
+            prev = self._derivative(cache, ch, o[:-1])
+            res = filter_axis(prev, kernel(self.sigma, o[-1]), len(o) - 1, dst)
+        cache[o] = res
+        return res
+
     def phase2(self, ch: slice) -> None:
-        """Structure tensor products of the gradient at sigma for chunk ``ch``."""
-        g = [self.rest(self.p[o[0]][ch], self.sigma, o) for o in self.grads]
+        """Structure tensor products of the gradient at sigma for chunk ``ch``.
+
+        The gradient magnitude is taken here from the same products (sqrt of the tensor's trace before
+        smoothing), so phase 4 need not compute the gradient again.
+        """
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        g = [self._derivative(cache, ch, o) for o in self.grads]
         for (a, b), j in zip(_pairs(self.nd), self.j):
             np.multiply(g[a], g[b], out=j[ch])
+        if self.ggm is not None:
+            diag = [j for (a, b), j in zip(_pairs(self.nd), self.j) if a == b]
+            out = self.ggm[ch]
+            np.add(diag[0][ch], diag[1][ch], out=out)
+            for j in diag[2:]:
+                out += j[ch]
+            np.sqrt(out, out=out)
 
     def phase3_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not self.st:
@@ -414,22 +446,19 @@ class _ScaleJob:
         nd, s = self.nd, self.sigma
         cache: dict[tuple[int, ...], np.ndarray] = {}
 
-        def d(o: tuple[int, ...]) -> np.ndarray:
-            if o not in cache:
-                cache[o] = self.rest(self.p[o[0]][ch], s, o)
-            return cache[o]
+        def d(o: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
+            return self._derivative(cache, ch, o, dst)
 
         zero = (0,) * nd
         for feature, c in self.outputs:
             if feature == "gaussian_smoothing":
-                if zero in cache:
-                    buf[c][...] = cache[zero]
-                else:  # the last pass writes straight into the output plane
-                    cache[zero] = self.rest(self.p[0][ch], s, zero, dst=buf[c])
+                d(zero, dst=buf[c])  # the last pass writes straight into the output plane
             elif feature == "laplacian_of_gaussian":
                 np.add(d(_unit(nd, 0, 0)), d(_unit(nd, 1, 1)), out=buf[c])
                 if nd == 3:
                     buf[c] += d(_unit(nd, 2, 2))
+            elif feature == "gaussian_gradient_magnitude" and self.ggm is not None:
+                buf[c][...] = self.ggm[ch]
             elif feature == "gaussian_gradient_magnitude":
                 np.multiply(d(self.grads[0]), d(self.grads[0]), out=buf[c])
                 for o in self.grads[1:]:
@@ -446,11 +475,12 @@ class _ScaleJob:
                 _eig_into([d(o) for o in self.seconds], buf[c : c + nd])
 
     def release(self) -> None:
-        for a in [*self.p.values(), self.pd, *self.j]:
+        for a in [*self.p.values(), self.pd, *self.j, self.ggm]:
             _ARENA.put(a)
         self.p.clear()
         self.pd = None
         self.j = []
+        self.ggm = None
 
 
 def _pairs(nd: int) -> list[tuple[int, int]]:
