@@ -44,6 +44,7 @@ DEFAULT_LAYERS = {
     "uncertainty": {"visible": False, "opacity": 0.7},
 }
 MIN_BRUSH, MAX_BRUSH = 1, 61
+PAINT_HINT = "Paint at least one stroke in each of two classes to see predictions."
 MAX_VIEWER_STATE_BYTES = 64 * 1024
 # Traits only the kernel writes; the browser's attempts are rejected and reverted.
 KERNEL_ONLY = ("status", "error", "busy", "strokes", "generation", "source_info", "widget_id")
@@ -150,7 +151,7 @@ class IlastikWidget(anywidget.AnyWidget):
             strokes=self._stroke_summaries(),
             generation=int(getattr(session, "generation", 0)),
             source_info=self._source_info(),
-            status="Paint with the brush: at least one stroke in each of two classes.",
+            status=PAINT_HINT,
         )
         self._dispatcher = m.Dispatcher(self._send_message, context=self._parse_context, on_error=self._show_error)
         self._register_handlers()
@@ -692,10 +693,11 @@ class IlastikWidget(anywidget.AnyWidget):
         if self._closed:
             return None
         if not (self.live or force):
+            self._set_status("Live update is off: press “Update now” to train on the new labels.")
             return None
         n_pixels, n_classes = self._labelled_classes()
         if n_classes < 2:
-            self._set_status("Paint at least one stroke in each of two classes to see predictions.", busy=False)
+            self._set_status(PAINT_HINT, busy=False)
             return None
         from .features import FeatureSelection
 
@@ -744,7 +746,7 @@ class IlastikWidget(anywidget.AnyWidget):
     def _idle_status(self) -> str:
         if getattr(self._session, "is_trained", False):
             return "Ready"
-        return "Paint at least one stroke in each of two classes to see predictions."
+        return PAINT_HINT
 
     def _update_busy_status(self) -> None:
         with self._lock:
