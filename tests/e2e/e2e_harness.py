@@ -318,7 +318,7 @@ class LabPage:
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         deadline = time.monotonic() + timeout
         # A probe queued after the cells returns when they have run (JupyterLab sends them in order).
-        time.sleep(0.5)
+        self.pause(0.5)
         probe = "print(%r in globals())" % (done_flag or "_")
         while True:
             out = self.kernel_exec(probe, timeout=timeout).strip()
@@ -329,7 +329,17 @@ class LabPage:
                 return
             if time.monotonic() > deadline:
                 raise HarnessError(f"notebook {self.path} did not finish in {timeout} s ({done_flag}={out})")
-            time.sleep(0.5)
+            self.pause(0.5)
+
+    def run_cell(self, index: int) -> None:
+        """Run one cell as a user would (select it, Run Selected Cell); returns without waiting for it."""
+        self.page.evaluate(
+            """([path, i]) => { const p = window.__findPanel(path);
+               p.content.activeCellIndex = i;
+               p.content.activeCell.node.scrollIntoView({block: 'start'});
+               window.jupyterapp.commands.execute('notebook:run-cell'); }""",
+            [self.path, index],
+        )
 
     def cell_errors(self) -> list[str]:
         """Error outputs of the notebook's cells (from the notebook model, not the DOM)."""
@@ -366,7 +376,11 @@ class LabPage:
                 raise HarnessError(f"timed out after {timeout} s waiting for {what}"
                                    + (f" (last error: {last_exc})" if last_exc else "")
                                    + (f"\nbrowser console:\n{tail}" if tail else ""))
-            time.sleep(interval)
+            self.pause(interval)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep while Playwright keeps dispatching page events (console, screencast frames)."""
+        self.page.wait_for_timeout(seconds * 1000)
 
     def screenshot_array(self, rect: dict | None = None) -> np.ndarray:
         """RGB uint8 array of the page (or of ``rect`` = {x, y, width, height} in CSS pixels)."""
@@ -394,6 +408,56 @@ class LabPage:
             pass
         finally:
             self.page.context.close()
+
+
+class Screencast:
+    """Frames of the page as Chromium paints them (CDP Page.startScreencast), each with the browser's wall-clock
+    time (seconds since the epoch, the clock of ``time.time()``). Frames arrive while Playwright waits
+    (``LabPage.pause``/``wait_for``), and only when the screen changes."""
+
+    def __init__(self, page, quality: int = 90):
+        self.page = page
+        self.quality = quality
+        self.frames: list[tuple[float, str]] = []
+        self.meta: list[dict] = []
+        self.cdp = page.context.new_cdp_session(page)
+        self.cdp.on("Page.screencastFrame", self._on_frame)
+        self.running = False
+
+    def _on_frame(self, params) -> None:
+        if self.running:
+            self.frames.append((float(params["metadata"]["timestamp"]), params["data"]))
+            self.meta.append(params["metadata"])
+        try:
+            self.cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
+        except Exception:  # noqa: BLE001 - stopped meanwhile
+            pass
+
+    def start(self) -> None:
+        vp = self.page.viewport_size
+        self.frames = []
+        self.meta = []
+        self.running = True
+        self.cdp.send("Page.startScreencast", {"format": "jpeg", "quality": self.quality, "maxWidth": vp["width"],
+                                               "maxHeight": vp["height"], "everyNthFrame": 1})
+
+    def stop(self) -> None:
+        self.running = False
+        self.cdp.send("Page.stopScreencast")
+
+    def decoded(self) -> list[tuple[float, np.ndarray]]:
+        """The frames at full viewport size (Chromium sends smaller ones while a page.screenshot runs: dropped)."""
+        import base64
+
+        from PIL import Image
+
+        vp = self.page.viewport_size
+        out = []
+        for t, d in self.frames:
+            a = np.asarray(Image.open(io.BytesIO(base64.b64decode(d))).convert("RGB"))
+            if a.shape[:2] == (vp["height"], vp["width"]):
+                out.append((t, a))
+        return out
 
 
 def _strip_ansi(s: str) -> str:

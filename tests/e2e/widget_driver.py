@@ -56,7 +56,7 @@ class WidgetDriver:
         vh = self.page.viewport_size["height"]
         if r["y"] < 0 or r["y"] + r["height"] > vh:
             self.root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
-            time.sleep(0.3)
+            self.lab.pause(0.3)
 
     # ---- kernel ------------------------------------------------------------------------------------------
     def k(self, expr: str):
@@ -66,8 +66,9 @@ class WidgetDriver:
         return self.lab.kernel_exec(code.replace("{w}", self.var))
 
     # ---- waiting -----------------------------------------------------------------------------------------
-    def settle(self, timeout: float | None = None, quiet: float = 0.6) -> None:
-        """Kernel done (training and chunk serving), browser idle for ``quiet`` seconds, and pixels stable."""
+    def settle(self, timeout: float | None = None, quiet: float = 0.6, pixels: bool = True) -> None:
+        """Kernel done (training and chunk serving), browser idle for ``quiet`` seconds, and (if ``pixels``) two
+        screenshots of the panel alike. Without ``pixels`` no screenshot is taken (they disturb a screencast)."""
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         self.scroll_into_view()
@@ -81,7 +82,10 @@ class WidgetDriver:
             now = time.monotonic()
             if idle:
                 idle_since = idle_since or now
-                if now - idle_since >= quiet:
+                if now - idle_since >= quiet and not pixels:
+                    if not self.k("{w}.busy"):
+                        return
+                elif now - idle_since >= quiet:
                     cur = self.lab.screenshot_array(rect)
                     if prev is not None and prev.shape == cur.shape and np.abs(
                             prev.astype(int) - cur).max() <= 3:
@@ -93,7 +97,7 @@ class WidgetDriver:
             if now > deadline:
                 raise HarnessError(f"widget {self.id} did not settle in {timeout} s (idle={idle})\n"
                                    + "\n".join(self.lab.console[-20:]))
-            time.sleep(0.15)
+            self.lab.pause(0.15)
 
     # ---- pixels ------------------------------------------------------------------------------------------
     def sample(self, points, shot: np.ndarray | None = None) -> np.ndarray:
