@@ -338,11 +338,21 @@ export class Panel {
       }) as HTMLInputElement;
       const del = h("button", { type: "button", class: "ilastik-icon", testid: `class-delete-${label}`,
         title: `Delete ${c.name} and its strokes`, disabled: classes.length <= 1,
-        onclick: () => {
+        onclick: (e: Event) => {
+          // A class with strokes asks once more, inside the panel (no modal dialog): a second click deletes.
+          const button = e.currentTarget as HTMLButtonElement;
           const n = (this.model.get("strokes") ?? []).filter((s: StrokeSummary) => s.label === label).length;
-          if (n === 0 || window.confirm(`Delete class "${c.name}" and its ${n} stroke${n === 1 ? "" : "s"}?`)) {
+          if (n === 0 || button.classList.contains("confirm")) {
             this.send({ type: "remove-class", label });
+            return;
           }
+          button.classList.add("confirm");
+          button.textContent = `Delete ${n} stroke${n === 1 ? "" : "s"}?`;
+          button.title = `Click again to delete "${c.name}" and its strokes (this cannot be undone)`;
+          setTimeout(() => {
+            button.classList.remove("confirm");
+            button.textContent = "✕";
+          }, 4000);
         },
       }, "✕");
       const row = h("div", {
