@@ -484,14 +484,20 @@ class Session:
         ranges = [range(s.start // b, (s.stop - 1) // b + 1) for s, b in zip(region, self.block_shape)]
         return list(itertools.product(*ranges))
 
-    def _block_features(self, block_index: tuple[int, ...], epoch: int | None = None) -> np.ndarray:
-        """Features of a whole block, float32 (*block, C), from the cache or computed now."""
+    def _feature_spec(self) -> tuple:
+        """(epoch, selection, mode) of the current features, read together."""
+        with self._lock:
+            return self._epoch, self._selection, self._feature_mode
+
+    def _block_features(self, block_index: tuple[int, ...], spec: tuple | None = None) -> np.ndarray:
+        """Features of a whole block, float32 (*block, C), from the cache or computed now.
+
+        ``spec`` is a :meth:`_feature_spec` snapshot: a training or prediction that started before a
+        selection change keeps computing the features its model was made for.
+        """
         from .features import features_for_region
 
-        with self._lock:
-            if epoch is None:
-                epoch = self._epoch
-            selection, mode = self._selection, self._feature_mode
+        epoch, selection, mode = self._feature_spec() if spec is None else spec
         if selection.is_empty:
             raise ValueError("no features are selected: select at least one feature")
         region = self.block_region(block_index)
@@ -511,16 +517,17 @@ class Session:
     # ------------------------------------------------------------------ training
     def _state_key(self) -> tuple:
         # What a model depends on: labels, class numbering, features, classifier settings.
-        return (self._annotations_epoch, self.annotations.labels_version, self._classes_epoch, self._epoch, self._classifier_epoch,
-                self.n_classes)
+        return (self._annotations_epoch, self.annotations.labels_version, self._classes_epoch, self._epoch,
+                self._classifier_epoch, self.n_classes)
 
-    def _training_set(self, flat: np.ndarray, lab: np.ndarray, epoch: int,
+    def _training_set(self, flat: np.ndarray, lab: np.ndarray, spec: tuple,
                       job: _Job | None, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
         """Feature rows (N, C) float32 and labels (N,) of all labelled voxels, block by block.
 
         Rows of a block are reused when its labelled voxels did not move (relabelling the same
         voxels only changes ``y``).  Returns None when the labels changed meanwhile.
         """
+        epoch = spec[0]
         coords = np.stack(np.unravel_index(flat, self.spatial_shape), axis=1)
         bid = np.ravel_multi_index(tuple((coords // np.array(self.block_shape)).T), self.grid_shape)
         order = np.argsort(bid, kind="stable")  # blocks ascending, voxels in C order within: deterministic
@@ -541,7 +548,7 @@ class Session:
         # Features of the blocks whose rows are missing, computed in parallel.
         missing = [g[1] for g in groups if g[3] is None]
         if len(missing) > 1:
-            self._map(lambda bi: self._block_features(bi, epoch), missing)
+            self._map(lambda bi: self._block_features(bi, spec), missing)
         xs = []
         for b, block_index, lidx, rows in groups:
             with self._lock:
@@ -551,7 +558,7 @@ class Session:
                 if self._state_key() != key:
                     return None
             if rows is None:
-                feats = self._block_features(block_index, epoch)
+                feats = self._block_features(block_index, spec)
                 rows = feats.reshape(-1, feats.shape[-1])[lidx]
                 with self._lock:
                     if epoch == self._epoch:
@@ -583,7 +590,7 @@ class Session:
             if self._model is not None and self._model_key == key:
                 return True  # already trained on exactly these labels: nothing to do
             flat, lab, _ = self.annotations.labelled_flat()
-            epoch, template, n_classes = self._epoch, self._template, self.n_classes
+            spec, template, n_classes = self._feature_spec(), self._template, self.n_classes
             if self._selection.is_empty:
                 raise ValueError("no features are selected: select at least one feature before training")
         present = np.unique(lab)
@@ -591,7 +598,7 @@ class Session:
             names = [self.classes[i - 1].name for i in present if 1 <= i <= n_classes]
             have = f"only {names[0]!r} has labels" if names else "nothing is labelled yet"
             raise ValueError(f"training needs labels of at least two classes: {have}")
-        gathered = self._training_set(flat, lab, epoch, job, key)
+        gathered = self._training_set(flat, lab, spec, job, key)
         if gathered is None:
             return None
         X, y = gathered
@@ -671,6 +678,8 @@ class Session:
         if model.n_features != self.n_features:
             raise ValueError(f"the model was trained on {model.n_features} features, the selection gives "
                              f"{self.n_features}")
+        if model.n_classes > self.n_classes:
+            raise ValueError(f"the model predicts {model.n_classes} classes, the session has {self.n_classes}")
         with self._lock:
             self._model = model
             self._model_key = self._state_key()
@@ -678,17 +687,19 @@ class Session:
         self._notify("trained", generation=generation)
 
     # ------------------------------------------------------------------ prediction
-    def _current_model(self) -> tuple[PixelClassifier, int, int]:
+    def _current_model(self) -> tuple:
+        """(model, generation, n_classes, feature spec), read together."""
         with self._lock:
             if self._model is None:
                 why = f" ({self._model_invalid_reason})" if self._model_invalid_reason else ""
                 raise RuntimeError(f"the session is not trained{why}: label at least two classes and call train()")
-            return self._model, self._generation, self.n_classes
+            return self._model, self._generation, self.n_classes, self._feature_spec()
 
-    def _predict_block(self, block_index: tuple[int, ...], model: PixelClassifier, generation: int,
-                       n_classes: int, n_jobs: int | None = 1) -> np.ndarray:
+    def _predict_block(self, block_index: tuple[int, ...], snapshot: tuple, n_jobs: int | None = 1) -> np.ndarray:
+        model, generation, n_classes, spec = snapshot
+
         def compute() -> np.ndarray:
-            feats = self._block_features(block_index)
+            feats = self._block_features(block_index, spec)
             p = model.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=n_jobs)
             if p.shape[1] < n_classes:  # classes added since training: zero columns
                 p = np.concatenate([p, np.zeros((len(p), n_classes - p.shape[1]), np.float32)], axis=1)
@@ -702,8 +713,7 @@ class Session:
         """Probabilities of one block, float32 (*block_region_shape, n_classes) (read-only, cached)."""
         block_index = tuple(int(i) for i in block_index)
         self.block_region(block_index)  # validates
-        model, generation, n_classes = self._current_model()
-        return self._predict_block(block_index, model, generation, n_classes, n_jobs=None)
+        return self._predict_block(block_index, self._current_model(), n_jobs=None)
 
     def predict(self, region: Any = None) -> np.ndarray:
         """Class probabilities of a region, float32 (*region_shape, n_classes).
@@ -718,13 +728,14 @@ class Session:
             For a region outside the image.
         """
         region = normalize_region(region, self.spatial_shape)
-        model, generation, n_classes = self._current_model()
+        snapshot = self._current_model()
+        n_classes = snapshot[2]
         blocks = self.blocks_for(region)
         out = np.empty(tuple(s.stop - s.start for s in region) + (n_classes,), np.float32)
 
         def work(block_index: tuple[int, ...]) -> None:
             breg = self.block_region(block_index)
-            p = self._predict_block(block_index, model, generation, n_classes, n_jobs=1 if len(blocks) > 1 else None)
+            p = self._predict_block(block_index, snapshot, n_jobs=1 if len(blocks) > 1 else None)
             lo = [max(r.start, b.start) for r, b in zip(region, breg)]
             hi = [min(r.stop, b.stop) for r, b in zip(region, breg)]
             src = tuple(slice(l - b.start, h - b.start) for l, h, b in zip(lo, hi, breg))

@@ -139,9 +139,9 @@ def test_label_change_regathers_rows_only_for_changed_blocks(cells):
     asked = []
     original = s._block_features
 
-    def spy(block_index, epoch=None):
+    def spy(block_index, spec=None):
         asked.append(block_index)
-        return original(block_index, epoch)
+        return original(block_index, spec)
 
     s._block_features = spy
     s.add_stroke(2, [[100, 150]], radius=2)    # block (1, 2)
@@ -582,3 +582,45 @@ def test_synthetic_cells_and_strokes_inside_their_class(shape):
         ann.add_stroke(**s)
     coords, labels = ann.labelled()
     np.testing.assert_array_equal(truth[tuple(coords.T)], labels)  # every painted pixel is in its class
+
+
+def test_prediction_started_before_a_selection_change_uses_its_models_features(cells):
+    image, truth = cells
+
+    class GatedArray(CountingArray):
+        armed = False
+        reading = threading.Event()
+        gate = threading.Event()
+
+        def __getitem__(self, index):
+            if self.armed:
+                self.reading.set()
+                assert self.gate.wait(30)
+            return super().__getitem__(index)
+
+    arr = GatedArray(image)
+    s = _session(arr, block_shape=(128, 128), n_threads=1)  # blocks one after the other
+    _paint(s, truth)
+    s.train()
+    region = (slice(0, 128), slice(0, 256))  # two blocks
+    expected = s.predict(region)
+    s._features.clear()
+    s._predictions.clear()  # force feature reads inside the next prediction
+    arr.armed = True
+    result = {}
+
+    def run():
+        try:
+            result["p"] = s.predict(region)
+        except Exception as exc:  # reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert arr.reading.wait(30)
+    s.feature_selection = FeatureSelection.all()  # changes between the two blocks' reads
+    arr.gate.set()
+    t.join(60)
+    assert "error" not in result, result.get("error")
+    np.testing.assert_array_equal(result["p"], expected)
+    assert not s.is_trained
