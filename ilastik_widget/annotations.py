@@ -411,9 +411,7 @@ class Annotations:
             Unknown class, points outside the image, bad radius or axes.
         """
         with self._lock:
-            if erase and label == 0:
-                label = 0
-            else:
+            if not (erase and label == 0):
                 label = self._check_label(label)
             pts = self._check_points(points)
             r = self._check_radius(radius)
