@@ -66,9 +66,10 @@ class WidgetDriver:
         return self.lab.kernel_exec(code.replace("{w}", self.var))
 
     # ---- waiting -----------------------------------------------------------------------------------------
-    def settle(self, timeout: float | None = None, quiet: float = 0.6, pixels: bool = True) -> None:
+    def settle(self, timeout: float | None = None, quiet: float = 0.6, pixels: bool = True) -> float:
         """Kernel done (training and chunk serving), browser idle for ``quiet`` seconds, and (if ``pixels``) two
-        screenshots of the panel alike. Without ``pixels`` no screenshot is taken (they disturb a screencast)."""
+        screenshots of the panel alike. Without ``pixels`` no screenshot is taken (they disturb a screencast).
+        Returns the wall-clock time (``time.time()``) at which the browser's final idle period began."""
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         self.scroll_into_view()
@@ -84,13 +85,13 @@ class WidgetDriver:
                 idle_since = idle_since or now
                 if now - idle_since >= quiet and not pixels:
                     if not self.k("{w}.busy"):
-                        return
+                        return time.time() - (time.monotonic() - idle_since)
                 elif now - idle_since >= quiet:
                     cur = self.lab.screenshot_array(rect)
                     if prev is not None and prev.shape == cur.shape and np.abs(
                             prev.astype(int) - cur).max() <= 3:
                         if not self.k("{w}.busy"):
-                            return
+                            return time.time() - (time.monotonic() - idle_since)
                     prev = cur
             else:
                 idle_since, prev = None, None

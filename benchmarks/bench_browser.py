@@ -1,0 +1,312 @@
+"""The widget in a real browser: what the browser path adds on top of the kernel's own work.
+
+    python benchmarks/bench_browser.py [--repeats 3]
+
+Runs JupyterLab and headless Chromium through the e2e harness (tests/e2e/e2e_harness.py) on a 1024x1024 synthetic
+image shown whole at about one screen pixel per image pixel, and prints each figure beside its baseline from the
+same run:
+
+1. Stroke -> prediction on screen: from the mouse release to the first screen frame equal to the settled view with
+   the new prediction, against the kernel's own stroke -> prediction time (a second Session on the same image with
+   warm feature caches: add the stroke, train, predict the whole image). Target: the browser adds <= 0.3 s.
+2. Raw data throughput kernel -> screen (MB/s): image bytes the viewer read from the kernel divided by the time from
+   the first image chunk request to the image settled on screen; baseline: the same number of bytes sent as one
+   widget message (kernel -> browser, acknowledged back).
+3. Time to first image after display(w): from Run Cell to the first screen frame where the image is recognisable;
+   baseline: the same image as a PNG in an ipywidgets.Image, displayed the same way.
+
+Screen times come from Chromium's screencast frames (CDP), stamped by the browser with the same wall clock as the
+kernel's time.time().
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+
+from e2e_harness import Browser, LabServer, Screencast  # noqa: E402
+from widget_driver import WidgetDriver  # noqa: E402
+
+SIZE = 1024
+VIEW_HEIGHT = 1080  # CSS px of the widget: the whole image at ~1 screen pixel per image pixel
+
+SETUP = f"""\
+import io, json, time
+import numpy as np
+import anywidget, traitlets, ipywidgets
+from PIL import Image
+from ilastik_widget import IlastikWidget, Session
+from ilastik_widget.datasets import synthetic_cells, simulated_strokes
+
+image, truth = synthetic_cells(({SIZE}, {SIZE}), seed=0)
+initial = simulated_strokes(truth, n_per_class=4, radius=3, seed=0)
+measured = simulated_strokes(truth, n_per_class=5, radius=3, seed=1)
+_buf = io.BytesIO()
+Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(_buf, format="png")
+PNG = _buf.getvalue()
+
+EVENTS = []     # (event, time) from the widget's session
+SERVED = []     # (t_start, t_end, keys, nbytes) per chunk read
+
+def instrument(w):
+    w.session.add_listener(lambda event, **info: EVENTS.append((event, time.time())))
+    cs = w.chunk_server
+    read = cs.read
+    def timed_read(keys, _read=read):
+        t0 = time.time()
+        out = _read(keys)
+        SERVED.append((t0, time.time(), list(keys), [0 if b is None else len(b) for b in out]))
+        return out
+    cs.read = timed_read
+
+class Echo(anywidget.AnyWidget):
+    _esm = '''
+    export default {{ render({{ model }}) {{
+      model.on("msg:custom", (msg, buffers) => {{
+        model.send({{ n: buffers.reduce((s, b) => s + b.byteLength, 0), t: Date.now() / 1000 }});
+      }});
+    }} }};'''
+    def __init__(self):
+        super().__init__()
+        self.acks = []
+        self.on_msg(lambda _w, content, buffers: self.acks.append((time.time(), content)))
+
+def kernel_reference(stroke):
+    # the kernel alone: stroke -> trained -> whole image predicted, features cached as in the widget
+    t = time.perf_counter()
+    REF.add_stroke(**stroke)
+    REF.train()
+    REF.predict()
+    return time.perf_counter() - t
+
+REF = Session(image)
+for s in initial:
+    REF.add_stroke(**s)
+REF.train(); REF.predict()
+"""
+
+NOTEBOOK = [
+    SETUP,
+    "w = IlastikWidget(image)\ninstrument(w)\nw",
+    "echo = Echo()\necho",
+    "png = ipywidgets.Image(value=PNG, format='png', width=%d, height=%d)\npng" % (SIZE, SIZE),
+]
+
+
+def pattern_points(step: int = 32) -> np.ndarray:
+    yy, xx = np.mgrid[step // 2:SIZE:step, step // 2:SIZE:step]
+    return np.stack([yy.ravel(), xx.ravel()], 1)
+
+
+def recognisable(frame: np.ndarray, xy: np.ndarray, ref: np.ndarray, threshold: float = 0.6, r: int = 6) -> bool:
+    """Does the frame show the image: grey means of small patches at the sample points follow the smoothed image?"""
+    h, w = frame.shape[:2]
+    x, y = np.rint(xy[:, 0]).astype(int), np.rint(xy[:, 1]).astype(int)
+    ok = (x >= r) & (x < w - r) & (y >= r) & (y < h - r)
+    if ok.mean() < 0.9:
+        return False
+    grey_frame = frame.mean(axis=2)
+    off = np.arange(-r, r + 1)
+    grey = grey_frame[y[ok][:, None, None] + off[None, :, None], x[ok][:, None, None] + off[None, None, :]]
+    grey = grey.mean(axis=(1, 2))
+    if grey.std() < 3:
+        return False
+    return np.corrcoef(grey, ref[ok])[0, 1] > threshold
+
+
+def crop(frame: np.ndarray, rect: dict) -> np.ndarray:
+    x0, y0 = int(rect["x"]) + 2, int(rect["y"]) + 2
+    return frame[y0:int(rect["y"] + rect["height"]) - 2, x0:int(rect["x"] + rect["width"]) - 2].astype(np.int16)
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    d = np.abs(a - b)
+    return d.mean() < 1.0 and np.percentile(d, 99.5) < 24
+
+
+def first_final_frame(frames, rect: dict, t_from: float) -> float:
+    """Time of the first frame after ``t_from`` from which the view stays as it ends."""
+    after = [(t, crop(f, rect)) for t, f in frames if t >= t_from]
+    if not after:
+        raise RuntimeError("no screen frames after the stroke")
+    final = after[-1][1]
+    t_first = after[-1][0]
+    for t, f in reversed(after):
+        if not same(f, final):
+            break
+        t_first = t
+    return t_first
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3, help="measured strokes (default 3)")
+    args = ap.parse_args(argv)
+
+    with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
+        server.write_notebook("bench.ipynb", NOTEBOOK)
+        lab = browser.open_notebook(server, "bench.ipynb")
+        page = lab.page
+        # The widget's height is a CSS variable; make the viewer tall enough for the whole image at ~1:1.
+        page.add_style_tag(content=".ilastik-widget { --ilastik-height: %dpx !important; }" % VIEW_HEIGHT)
+        lab.run_cell(0)
+        lab.kernel_exec("print('setup done')", timeout=600)
+        if lab.cell_errors():
+            raise RuntimeError("\n".join(lab.cell_errors()))
+
+        cast = Screencast(page)
+        # A smoothed reference at the sample points: what a coarse pyramid level shows too.
+        ref_smooth = np.asarray(lab.kernel_json(
+            "from scipy import ndimage as _n; print(json.dumps(_n.gaussian_filter(image, 4)[16::32, 16::32].tolist()))"),
+            float).ravel()
+
+        # ---- 3. time to first image: the widget ---------------------------------------------------------------
+        cast.start()
+        t_run = time.time()
+        lab.run_cell(1)
+        d = WidgetDriver(lab, "w", timeout=300)
+        d.settle(timeout=300, quiet=1.0, pixels=False)
+        lab.pause(0.5)
+        cast.stop()
+        rect = d.panel_rect()
+        xy = d.to_screen(pattern_points())
+        frames = cast.decoded()
+        t_first = next((t for t, f in frames if recognisable(f, xy, ref_smooth)), None)
+        widget_first = None if t_first is None else t_first - t_run
+        shown = d.k("w.viewer_state")
+        scale = rect["height"] / SIZE
+
+        # ---- 2. raw throughput -----------------------------------------------------------------------------------
+        served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
+        raw = [(a, b, sum(n for key, n in zip(k, ns) if key.startswith("raw/")))
+               for a, b, k, ns in served]
+        raw_bytes = sum(n for _, _, n in raw)
+        t_raw0 = min(a for a, _, n in raw if n) if raw_bytes else None
+        t_raw_screen = first_final_frame(frames, rect, t_raw0) if t_raw0 else None
+        viewer_mbps = raw_bytes / (t_raw_screen - t_raw0) / 1e6 if t_raw0 and t_raw_screen > t_raw0 else float("nan")
+
+        lab.run_cell(2)
+        # wait until the echo's view is up: small messages until one is answered
+        lab.wait_for(lambda: lab.kernel_exec("echo.send({'n': 0}, [b'x'])") is not None
+                     and lab.kernel_eval("len(echo.acks)") > 0, 60, "the echo widget's view")
+        one_msg = []
+        for _ in range(3):
+            n0 = lab.kernel_eval("len(echo.acks)")
+            t_send = lab.kernel_json(
+                "_p = np.random.default_rng(0).bytes(%d); _t = time.time(); echo.send({'n': len(_p)}, [_p]); "
+                "print(json.dumps(_t))" % max(raw_bytes, 1))
+            lab.wait_for(lambda: lab.kernel_eval("len(echo.acks)") > n0, 60, "the echo's ack")
+            t_ack, content = lab.kernel_eval("echo.acks[-1]")
+            assert content["n"] == max(raw_bytes, 1)
+            one_msg.append(t_ack - t_send)
+        one_msg_s = statistics.median(one_msg)
+        one_msg_mbps = max(raw_bytes, 1) / one_msg_s / 1e6
+
+        # ---- 1. stroke -> prediction on screen --------------------------------------------------------------------
+        d.kexec("for s in initial:\n    w.add_stroke(**s)")
+        d.settle(timeout=300)
+        strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
+        rows = []
+        for i in range(args.repeats):
+            stroke = strokes[i % len(strokes)]
+            d.press(str(stroke["label"]))
+            lab.wait_for(lambda: d.k("w.active_class") == stroke["label"], 20, "the active class")
+            d.kexec("EVENTS.clear(); SERVED.clear()")
+            d.scroll_into_view()
+            cast.start()
+            xy_s = d.to_screen(stroke["points"])
+            m = page.mouse
+            m.move(*xy_s[0])
+            m.down()
+            for p in xy_s[1:]:
+                m.move(*p, steps=3)
+            m.up()
+            t_up = time.time()
+            t_idle = d.settle(timeout=300, quiet=1.0, pixels=False)
+            lab.pause(0.5)
+            cast.stop()
+            dec = cast.decoded()
+            t_screen = first_final_frame(dec, d.panel_rect(), t_up)
+            events = d.k("EVENTS")
+            served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
+            t_labels = next((t for e, t in events if e == "labels"), float("nan"))
+            t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
+            pred_end = max((b for a, b, k, n in served if any(key.startswith("predictions/") for key in k)),
+                           default=float("nan"))
+            pred_bytes = sum(sum(n for key, n in zip(k, ns) if key.startswith("predictions/"))
+                             for a, b, k, ns in served)
+            # the kernel alone, same stroke, warm caches
+            d.kexec("_st = measured[%d]" % (i % len(strokes)))
+            kernel_s = d.k("kernel_reference(_st)")
+            rows.append(dict(total=t_screen - t_up, idle=t_idle - t_up, kernel=kernel_s, to_kernel=t_labels - t_up,
+                             train=t_trained - t_labels, served=pred_end - t_up, pred_bytes=pred_bytes))
+
+        widget_size = d.k("list(w.session.spatial_shape)")
+
+        # ---- 3. baseline: the same image as a PNG in ipywidgets.Image -------------------------------------------
+        cast.start()
+        t_run_png = time.time()
+        lab.run_cell(3)
+        img = page.locator(".jp-OutputArea-output img").last
+        img.wait_for(state="visible", timeout=60_000)
+        lab.pause(1.5)
+        cast.stop()
+        # run_cell scrolled the cell to the top before it ran; the frames show the image where it is now
+        box = img.bounding_box()
+        pts = pattern_points()
+        sx, sy = box["width"] / SIZE, box["height"] / SIZE
+        xy_png = np.stack([box["x"] + (pts[:, 1] + 0.5) * sx, box["y"] + (pts[:, 0] + 0.5) * sy], 1)
+        png_frames = cast.decoded()
+        t_png = next((t for t, f in png_frames if recognisable(f, xy_png, ref_smooth)), None)
+        png_first = None if t_png is None else t_png - t_run_png
+        png_bytes = lab.kernel_eval("len(PNG)")
+
+    # ---- report ----------------------------------------------------------------------------------------------------
+    def fmt(x, unit="s"):
+        return "n/a" if x is None or x != x else f"{x:.3f} {unit}"
+
+    print(f"bench_browser: JupyterLab + headless Chromium (SwiftShader), image {widget_size}, viewer panel "
+          f"{rect['width']:.0f}x{rect['height']:.0f} CSS px ({scale:.2f} px per image pixel, "
+          f"zoom state {shown.get('crossSectionScale')})")
+    print()
+    print("1. stroke -> new prediction visible (whole 1024x1024 view)")
+    print(f"   {'repeat':>6} {'screen':>8} {'kernel-only':>11} {'added':>8}   {'up->kernel':>10} {'train':>8} "
+          f"{'last chunk':>10} {'idle':>6} {'pred bytes':>10}")
+    for i, r in enumerate(rows):
+        print(f"   {i:>6} {r['total']:8.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:8.3f}   "
+              f"{r['to_kernel']:10.3f} {r['train']:8.3f} {r['served']:10.3f} {r['idle']:6.2f} "
+              f"{mb(r['pred_bytes']):>10}")
+    med_total = statistics.median(r["total"] for r in rows)
+    med_kernel = statistics.median(r["kernel"] for r in rows)
+    added = med_total - med_kernel
+    print(f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> predict all, "
+          f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
+          f"{'met' if added <= 0.3 else 'NOT met'})")
+    print()
+    print("2. raw data kernel -> screen")
+    print(f"   viewer: {mb(raw_bytes)} of image chunks in {fmt(t_raw_screen - t_raw0 if t_raw0 else None)} "
+          f"(first chunk request -> image settled on screen) = {viewer_mbps:.1f} MB/s")
+    print(f"   baseline, the same bytes as one widget message (send -> ack): {fmt(one_msg_s)} = "
+          f"{one_msg_mbps:.1f} MB/s; viewer/baseline = {viewer_mbps / one_msg_mbps:.2f}")
+    print()
+    print("3. time to first image after display(w), 1024x1024")
+    print(f"   widget: {fmt(widget_first)} (Run Cell -> image recognisable on screen)")
+    print(f"   baseline, ipywidgets.Image of the same image as PNG ({mb(png_bytes)}): {fmt(png_first)}")
+    print(f"   ratio widget/baseline: "
+          f"{'n/a' if not (widget_first and png_first) else f'{widget_first / png_first:.2f}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
