@@ -367,7 +367,7 @@ def _compute(arr: np.ndarray, sel: FeatureSelection, mode: str) -> np.ndarray:
     spatial = arr.shape[:-1]
     n_in = arr.shape[-1]
     fdim = 2 if mode == "2d" else len(spatial)
-    out = np.empty((*spatial, n_in * sel.n_channels(fdim)), dtype=np.float32)
+    out = _filters.new_output((*spatial, n_in * sel.n_channels(fdim)))
     images = [np.ascontiguousarray(arr[..., c], dtype=np.float32) for c in range(n_in)]
     cells = sel.cells()
 

@@ -548,3 +548,20 @@ def test_eigvals3_closed_form_accuracy(scale):
     ref2 = np.linalg.eigvalsh(b.astype(np.float64))[:, ::-1]
     err2 = np.abs(np.stack(outs2, 1) - ref2).max(axis=1) / (np.abs(ref2).max(axis=1) + 1e-300)
     assert err2[10:].max() < 1e-6 * 3
+
+
+def test_results_are_never_shared_while_alive(rng):
+    """Result buffers are recycled only after every view of them is gone."""
+    sel = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
+    a, b = rng.random((2, 64, 64)).astype(np.float32)
+    ra = compute_features(a, sel)
+    keep = ra.copy()
+    view = ra[10:20]
+    del ra
+    rb = compute_features(b, sel)
+    assert not np.shares_memory(rb, view)
+    np.testing.assert_array_equal(view, keep[10:20])
+    del view
+    rc = compute_features(a, sel)  # may reuse the freed buffer: must hold the right values
+    np.testing.assert_array_equal(rc, keep)
+    assert not np.shares_memory(rc, rb)
