@@ -119,6 +119,10 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   const container = document.createElement("div");
   container.className = "ilastik-viewer";
   Object.assign(container.style, { position: "relative", width: "100%", height: "100%", minHeight: "300px" });
+  // Right-drag pans: no JupyterLab or browser context menu over the viewer.
+  container.setAttribute("data-jp-suppress-context-menu", "true");
+  const onContextMenu = (event: MouseEvent) => event.preventDefault();
+  container.addEventListener("contextmenu", onContextMenu);
   el.appendChild(container);
 
   const viewer = makeMinimalViewer({
@@ -310,6 +314,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     dispose() {
       if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
       reloader.dispose();
+      container.removeEventListener("contextmenu", onContextMenu);
       for (const d of disposers) d();
       stateListeners.clear();
       brush.dispose();
