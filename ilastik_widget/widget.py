@@ -138,6 +138,7 @@ class IlastikWidget(anywidget.AnyWidget):
         self._train_future: Future | None = None
         self._trained_version: Any = None
         self._closed = False
+        self._published_generation = int(getattr(session, "generation", 0))
         widget_id = uuid.uuid4().hex[:12]
 
         from .chunk_server import ChunkServer
@@ -652,6 +653,13 @@ class IlastikWidget(anywidget.AnyWidget):
                     self._syncing = False
                 if self.live:
                     self._retrain()
+            elif event == "trained":
+                # also when training ran outside the widget (w.session.train() in a cell)
+                self._publish_generation()
+                with self._lock:
+                    training = self._train_future is not None and not self._train_future.done()
+                if not training:
+                    self._update_busy_status()
             elif event == "error":
                 self._show_error(str(info.get("message") or info.get("error") or "unknown error"))
         except Exception:
@@ -733,13 +741,24 @@ class IlastikWidget(anywidget.AnyWidget):
                 self._set_traits(busy=False)
             return
         if future.result() is False:
-            return  # cancelled or superseded by a newer training, which reports itself
+            # our newest training was cancelled (session.cancel_training(), or a training started elsewhere)
+            self._set_status("Training was cancelled." if not self._session.is_trained else "Ready", busy=False)
+            return
         self._trained_version = version
+        self._publish_generation()
+        with self._lock:
+            self._set_traits(error="")
+        self._update_busy_status()
+
+    def _publish_generation(self) -> None:
+        """New predictions: bump the generation trait and tell the browser to refetch visible prediction chunks."""
         generation = self._session_generation()
         with self._lock:
-            self._set_traits(generation=generation, error="")
+            if generation == self._published_generation:
+                return
+            self._published_generation = generation
+            self._set_traits(generation=generation)
         self._send_message(m.refresh(list(PREDICTION_LAYERS), generation), [])
-        self._update_busy_status()
 
     # ------------------------------------------------------------------------------------------ status
 

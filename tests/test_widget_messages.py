@@ -454,3 +454,24 @@ def test_messages_through_the_comm_path(data):
                    "buffers": []})
     assert w.brush_size == 17 and "brush_size" in w.error
     w.close()
+
+
+def test_training_outside_the_widget_refreshes_the_browser(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    for i, s in enumerate(strokes):
+        w.handle_message(stroke_msg(i + 1, s))
+    assert not [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    w.session.train()  # in a notebook cell, not through the widget
+    refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    assert len(refreshes) == 1 and refreshes[0]["generation"] == w.session.generation == w.generation
+    assert w.status == "Ready"
+    # the widget's own training publishes one refresh per new generation, not two
+    rec.sent.clear()
+    w.handle_message(stroke_msg(50, strokes[0]))
+    w.update_now()
+    w.wait(60)
+    refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
+    assert len(refreshes) == 1 and refreshes[0]["generation"] == w.generation
+    w.close()
