@@ -112,6 +112,14 @@ class IlastikWidget(anywidget.AnyWidget):
     strokes = t.List(t.Dict()).tag(sync=True)
     generation = t.Int(0).tag(sync=True)
     source_info = t.Dict().tag(sync=True)
+    height = t.Int(600).tag(sync=True)  # of the viewer and the panel, in CSS pixels
+
+    @t.validate("height")
+    def _valid_height(self, proposal):
+        value = proposal["value"]
+        if isinstance(value, bool) or not 200 <= value <= 4000:
+            raise t.TraitError(f"height must be a number of pixels from 200 to 4000, not {value!r}")
+        return value
 
     def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, **session_kwargs):
         Session = _session_class()

@@ -268,16 +268,18 @@ def test_trait_validation_from_python(data):
                         ("feature_selection", {"features": {"gaussian_smoothing": [0.31]}}),
                         ("feature_selection", {"x": 1}), ("classes", []),
                         ("classes", [{"name": "a", "color": "blue"}]),
-                        ("viewer_state", {"position": "here"}), ("viewer_state", {"crossSectionScale": -1})]:
+                        ("viewer_state", {"position": "here"}), ("viewer_state", {"crossSectionScale": -1}),
+                        ("height", 50), ("height", 10_000)]:
         before = getattr(w, name)
         with pytest.raises(traitlets.TraitError):
             setattr(w, name, value)
         assert getattr(w, name) == before, name
     w.brush_size = 61
+    w.height = 900
     w.mode = "navigate"
     w.active_class = 2
     w.set_layer("uncertainty", visible=True, opacity=0.25)
-    assert (w.brush_size, w.mode, w.active_class) == (61, "navigate", 2)
+    assert (w.brush_size, w.mode, w.active_class, w.height) == (61, "navigate", 2, 900)
     assert w.layers["uncertainty"] == {"visible": True, "opacity": 0.25}
     assert w.layers["raw"]["visible"] is True  # other layers keep their settings
     w.close()

@@ -72,6 +72,11 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   const root = document.createElement("div");
   root.className = "ilastik-widget";
   root.setAttribute("data-widget-id", widgetId);
+  const applyHeight = () => {
+    const height = Number(model.get("height"));
+    if (Number.isFinite(height) && height > 0) root.style.setProperty("--ilastik-height", `${height}px`);
+  };
+  applyHeight();
   const main = document.createElement("div");
   main.className = "ilastik-main";
   root.append(main);
@@ -85,6 +90,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       cleanups.push(() => model.off(event, fn));
     }
   };
+  onModel("change:height", applyHeight);
   const setTrait = (name: string, value: unknown) => {
     model.set(name, value);
     model.save_changes();
