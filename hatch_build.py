@@ -72,13 +72,16 @@ class JsBuildHook(BuildHookInterface):
         installed = js / "node_modules" / ".package-lock.json"
         if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
             self.app.display_info("ilastik_widget: npm ci")
-            result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=js)
+            result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=js, capture_output=True, text=True)
             if result.returncode != 0:
-                # Some npm versions write lock files without the other platforms' optional packages (here those
-                # of msgpackr-extract, which the browser bundle never uses) and then refuse `npm ci`; `npm install
-                # --no-save` installs the same locked versions without touching the lock file.
-                self.app.display_warning("ilastik_widget: npm ci failed; trying npm install --no-save")
-                subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund"], cwd=js, check=True)
+                # A registry mirror without the other platforms' optional packages (those of msgpackr-extract, which
+                # the browser bundle never uses) gives a lock file `npm ci` refuses; `npm install --no-save`
+                # installs the same locked versions without touching the lock file.
+                self.app.display_warning("ilastik_widget: npm ci refused the lock file; using npm install --no-save")
+                fallback = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund"], cwd=js)
+                if fallback.returncode != 0:
+                    self.app.display_error(result.stdout + result.stderr)
+                    raise RuntimeError("ilastik_widget: npm could not install the JavaScript dependencies")
         self.app.display_info("ilastik_widget: node build.mjs")
         subprocess.run([node, "build.mjs"], cwd=js, check=True)
         if not bundle.exists():
