@@ -4,6 +4,12 @@
 //   const handle = createViewer(el, { widgetId, transport, shape, layers, layerSettings, state, brush });
 //
 // `layers` are chunk_server.layer_specs(); `shape` is the spatial shape in array order ((y, x) or (z, y, x)).
+// A 2D image opens in one xy panel fitted to the image, a volume in the four-panel layout. Mouse: in paint/erase mode
+// left drag paints, right drag pans; the wheel zooms on 2D images and steps through slices in volumes (ctrl+wheel
+// zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
+// widget's own shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the centre
+// of voxel i at i. `refresh(layers, generation)` re-reads layers without blanking them (layers.ts LayerReloader).
+// The handle is also `window.__ilastikWidgets[widgetId]`.
 
 import "neuroglancer/unstable/util/polyfills.js";
 import "neuroglancer/unstable/layer/enabled_frontend_modules.js";
