@@ -85,7 +85,8 @@ def main() -> None:
     session.undo()  # the last stroke is the "new stroke" of each timed repeat
     print(f"image {image.shape}, {len(used)} strokes, {n} labelled pixels "
           f"(per class {np.bincount(session.labelled()[1], minlength=3)[1:].tolist()} before the new stroke)")
-    print(f"interactive classifier: {INTERACTIVE}; cores: {os.cpu_count()}")
+    print(f"interactive classifier: {INTERACTIVE}; cores: {os.cpu_count()}; "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share the cores: compare the ratio)")
 
     # Warm up: every block's features cached, the model trained on the labels before the stroke.
     t0 = time.perf_counter()
@@ -138,7 +139,7 @@ def main() -> None:
           f"first 256x256 block {statistics.median(first_block):.3f} s")
     print(f"baseline RF100 fit + predict every pixel:  {base:.3f} s (median of {len(base_times)}; fit "
           f"{statistics.median(base_fit):.3f} s, predict {base - statistics.median(base_fit):.3f} s)")
-    print(f"ratio session / baseline: {med / base:.3f}  (target <= 0.2)")
+    print(f"ratio session / baseline: {med / base:.3f}  (target <= 0.2); load average {os.getloadavg()[0]:.1f}")
     print(f"foreground IoU vs ground truth: session {iou_s:.4f}, RF100 {iou_b:.4f}, "
           f"difference {iou_s - iou_b:+.4f}  (target >= -0.01)")
     if args.quality_images:
