@@ -153,6 +153,24 @@ def _limit_threads_in_workers() -> None:
         cv2.setNumThreads(1)
     except Exception:
         pass
+    _tune_malloc()
+
+
+def _tune_malloc() -> None:
+    """Dask workers start with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map every buffer over 128 KiB
+    afresh: ~800k page faults and 2-3 s of system time per 64x128x128 block with all features (measured here).
+    Working buffers up to 32 MiB then come from the heap again and stay there (up to 256 MiB kept untrimmed)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 * 2**20)
+    except Exception:
+        pass
 
 
 def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, block_id=None):

@@ -214,3 +214,24 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
     s20 = Session(img[:20], features=SEL)
     s20.set_model(s.model)
     np.testing.assert_array_equal(open_source(res[1]["segmentation"])[...], s20.segmentation())
+
+
+@pytest.mark.parametrize("name", ["02_volume_3d.ipynb", "03_batch.ipynb"])
+def test_notebook_runs_top_to_bottom(name, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()  # raises CellExecutionError on any failing cell
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    if name == "03_batch.ipynb":
+        import re
+
+        diff = float(re.search(r"largest difference: (\S+)", text).group(1))
+        assert diff < 1e-4
+        assert "exit code 0" in text and "complete': True" in text
+    else:
+        assert "same segmentation after loading: True" in text
