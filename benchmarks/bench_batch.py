@@ -58,7 +58,7 @@ def _cluster(n_workers: int):
     from distributed import Client, LocalCluster
 
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env=env, memory_limit="8GiB")
     return cluster, Client(cluster)
 

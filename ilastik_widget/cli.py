@@ -106,7 +106,7 @@ def _predict(args) -> int:
             from distributed import Client, LocalCluster
 
             cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+                                   dashboard_address=":0")
             client = Client(cluster)
     except Exception as exc:
         return _error(f"cannot connect to the Dask scheduler {args.scheduler or '(local cluster)'}: {exc}")

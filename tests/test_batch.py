@@ -200,7 +200,7 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
     img, s = s3d
     write_ome(tmp_path / "vol.ome.zarr", img, "zyx", [1.0, 0.5, 0.5])
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env=env) as cluster, distributed.Client(cluster) as client:
         res = predict_batch(s, [str(tmp_path / "vol.ome.zarr"), img[:20]], tmp_path / "out", client=client,
                             chunks=(20, 28, 32), progress=False)

@@ -93,7 +93,7 @@ def test_predict_on_a_dask_scheduler(project, tmp_path):
     distributed = pytest.importorskip("distributed")
     d, s, so = project
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env=env) as cluster:
         r = run("predict", d / "proj.ilastikw", d / "other.ome.zarr", "-o", tmp_path / "out",
                 "--scheduler", cluster.scheduler_address, "--chunks", "32", "--no-progress")
