@@ -113,34 +113,6 @@ def filter_axis(src: np.ndarray, k: np.ndarray, axis: int, dst: np.ndarray | Non
     return dst
 
 
-def separable(src: np.ndarray, kernels: tuple[np.ndarray | None, ...]) -> np.ndarray:
-    """Apply one 1D kernel per axis (``None`` = identity) and return a new array."""
-    out = src
-    for axis, k in enumerate(kernels):
-        if k is not None:
-            out = filter_axis(out, k, axis)
-    if out is src:
-        out = src.copy()
-    return out
-
-
-def derivatives(src: np.ndarray, sigma: float, orders: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
-    """Gaussian derivatives of ``src`` at ``sigma`` for each multi-index in ``orders``.
-
-    Passes shared between multi-indices (same orders on the leading axes) are computed once,
-    e.g. in 2D the three y passes feed all six of smoothing, gradient and Hessian.
-    """
-    cache: dict[tuple[int, ...], np.ndarray] = {(): src}
-
-    def get(prefix: tuple[int, ...]) -> np.ndarray:
-        if prefix not in cache:
-            prev = get(prefix[:-1])
-            cache[prefix] = filter_axis(prev, kernel(sigma, prefix[-1]), len(prefix) - 1)
-        return cache[prefix]
-
-    return {o: get(tuple(o)) for o in orders}
-
-
 # ----------------------------------------------------------------------------------------------
 # closed-form eigenvalues of symmetric matrices, float32, vectorised, largest first
 

@@ -565,3 +565,16 @@ def test_results_are_never_shared_while_alive(rng):
     rc = compute_features(a, sel)  # may reuse the freed buffer: must hold the right values
     np.testing.assert_array_equal(rc, keep)
     assert not np.shares_memory(rc, rb)
+
+
+def test_concurrent_calls_match_sequential(rng):
+    """Sessions predict blocks from several threads at once; the shared pool and buffers must cope."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = [rng.random((70, 90)).astype(np.float32) for _ in range(6)]
+    vol = rng.random((12, 30, 40)).astype(np.float32)
+    expected = [compute_features(im) for im in imgs] + [compute_features(vol)]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(compute_features, imgs + [vol]))
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
