@@ -30,14 +30,16 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main thread while a
+# browser is open, which would break later (non-e2e) tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def lab_server():
     server = LabServer().start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     b = Browser().start()
     yield b

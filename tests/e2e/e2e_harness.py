@@ -6,9 +6,9 @@ pytest. Typical use::
     with LabServer() as server, Browser() as browser:
         server.write_notebook("x.ipynb", ["import numpy as np", "w = ...; w"])
         lab = browser.open_notebook(server, "x.ipynb")
-        lab.run_all()
+        lab.run_all(done_flag=None)     # or the name of a global the last cell sets
         print(lab.kernel_json("import json; print(json.dumps(w.classes))"))
-        pixels = lab.screenshot_array(lab.panel_rect(widget_id))
+        pixels = lab.screenshot_array({"x": 0, "y": 0, "width": 400, "height": 300})   # RGB uint8
 """
 
 from __future__ import annotations
@@ -419,7 +419,6 @@ class Screencast:
         self.page = page
         self.quality = quality
         self.frames: list[tuple[float, str]] = []
-        self.meta: list[dict] = []
         self.cdp = page.context.new_cdp_session(page)
         self.cdp.on("Page.screencastFrame", self._on_frame)
         self.running = False
@@ -427,7 +426,6 @@ class Screencast:
     def _on_frame(self, params) -> None:
         if self.running:
             self.frames.append((float(params["metadata"]["timestamp"]), params["data"]))
-            self.meta.append(params["metadata"])
         try:
             self.cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
         except Exception:  # noqa: BLE001 - stopped meanwhile
@@ -436,7 +434,6 @@ class Screencast:
     def start(self) -> None:
         vp = self.page.viewport_size
         self.frames = []
-        self.meta = []
         self.running = True
         self.cdp.send("Page.startScreencast", {"format": "jpeg", "quality": self.quality, "maxWidth": vp["width"],
                                                "maxHeight": vp["height"], "everyNthFrame": 1})
