@@ -86,6 +86,14 @@ class IlastikWidget(anywidget.AnyWidget):
         Class names (default: ``("Background", "Foreground")``).
     **session_kwargs:
         Passed to :class:`~ilastik_widget.session.Session` (``features``, ``seed``, ``classifier``...).
+
+    Traits (synced with the browser; invalid values raise ``TraitError`` in Python and are rejected, with the
+    reason in ``error``, when they come from the browser): ``classes`` (list of ``{name, color}``), ``active_class``
+    (1-based), ``brush_size`` (1..61 px), ``mode`` ("paint", "erase", "navigate"), ``live``, ``feature_selection``
+    (``FeatureSelection.to_dict()``), ``layers`` (name -> ``{visible, opacity}`` for raw, labels, probabilities,
+    segmentation, uncertainty), ``viewer_state`` (position in array index order, crossSectionScale, layout, ...),
+    ``height`` (px). Set by the kernel only: ``status``, ``error``, ``busy``, ``strokes`` (summaries), ``generation``,
+    ``source_info``, ``widget_id``.
     """
 
     # anywidget reads these when an instance is created, so a rebuilt bundle is picked up by the next widget
