@@ -129,7 +129,7 @@ def eigvals2(a: np.ndarray, b: np.ndarray, c: np.ndarray, out0: np.ndarray, out1
 
 
 #: elements per piece for the per-pixel algebra: temporaries stay in L2 and below glibc's mmap threshold
-PIECE = 1 << 14
+PIECE = 1 << 15
 
 
 def eigvals3(
