@@ -79,6 +79,8 @@ export class ChunkFetcher {
   private flushScheduled = false;
   private generations = new Map<string, number>();
   private activityListeners = new Set<() => void>();
+  /** How long reads are collected before a message goes out (ms). */
+  batchDelayMs = 8;
   readonly maxInFlight: number;
   readonly maxKeysPerMessage: number;
   /** Prediction chunks are computed on demand: fewer per message, so the first ones show sooner. */
@@ -194,16 +196,14 @@ export class ChunkFetcher {
   private scheduleFlush() {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    let done = false;
     const run = () => {
-      if (done) return;
-      done = true;
       this.flushScheduled = false;
       this.flush();
     };
-    // One message per animation frame; the timeout covers throttled (hidden) pages.
-    requestAnimationFrame(run);
-    setTimeout(run, 50);
+    // Collect the burst of reads Neuroglancer makes for one view update (its worker posts them back to back) into
+    // one message. A short timer rather than the next animation frame: with a slow renderer a frame can take
+    // tens of milliseconds, which would delay every request by that much.
+    setTimeout(run, this.batchDelayMs);
   }
 
   private flush() {
