@@ -131,7 +131,8 @@ class LabServer:
         cmd = [
             sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
             "--port-retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True", "--allow-root",
+            "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True", "--allow-root",
             f"--ServerApp.root_dir={self.root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
             "jupyterlab.NeverCheckForUpdate",
         ]
@@ -225,7 +226,9 @@ class Browser:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def open_notebook(self, server: LabServer, name: str, *, timeout: float = 120.0) -> "LabPage":
+    def open_notebook(self, server: LabServer, name: str, *, timeout: float = 120.0,
+                      frontend: str = "lab") -> "LabPage":
+        """Open ``name`` in JupyterLab (``frontend="lab"``) or Notebook 7 (``"notebook"``)."""
         context = self.browser.new_context(viewport={"width": self.viewport[0], "height": self.viewport[1]},
                                            device_scale_factor=1)
         page = context.new_page()
@@ -233,10 +236,12 @@ class Browser:
         page.on("console", lambda m: None if _NOISE.search(m.text) else lab.console.append(f"[{m.type}] {m.text}"))
         page.on("pageerror", lambda e: lab.console.append(f"[pageerror] {e}"))
         page.add_init_script(_FIND_PANEL)
-        page.goto(f"{server.url}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=timeout * 1000)
+        url = f"{server.url}/lab/tree/{name}?reset" if frontend == "lab" else f"{server.url}/notebooks/{name}"
+        page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
         lab.wait_kernel_idle(timeout=timeout)
-        # More room for the widget: no file browser on the left.
-        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        if frontend == "lab":
+            # More room for the widget: no file browser on the left.
+            page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
         return lab
 
 

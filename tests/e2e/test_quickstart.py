@@ -13,15 +13,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from e2e_harness import ARTIFACTS, HERE, REPO
-from widget_driver import WidgetDriver
+from widget_driver import WidgetDriver, classify
 
 QUICKSTART = REPO / "notebooks" / "01_quickstart.ipynb"
 README_SCREENSHOT = HERE / "screenshot.png"
-
-
-def classify(pixels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(colors.T, pixels.T, rcond=None)
-    return np.argmax(coef, axis=0) + 1
 
 
 def test_quickstart_notebook_runs_and_shows_predictions(lab_server, open_notebook):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from widget_driver import WidgetDriver
+from widget_driver import WidgetDriver, classify, grid
 
 SHAPE = (256, 256)
 
@@ -48,12 +48,6 @@ def wd(open_notebook_module) -> WidgetDriver:
     return d
 
 
-def grid(step: int, shape=SHAPE, offset: int | None = None) -> np.ndarray:
-    o = step // 2 if offset is None else offset
-    yy, xx = np.mgrid[o:shape[0]:step, o:shape[1]:step]
-    return np.stack([yy.ravel(), xx.ravel()], 1)
-
-
 def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1)
 
@@ -65,12 +59,6 @@ def tinted(before: np.ndarray, after: np.ndarray, color: np.ndarray) -> np.ndarr
 
 def like_raw(raw: np.ndarray, now: np.ndarray) -> np.ndarray:
     return dist(now, raw) < 30
-
-
-def classify(pixels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Class (1-based) whose colour explains each pixel best, as a non-negative mix of the class colours."""
-    coef, *_ = np.linalg.lstsq(colors.T, pixels.T, rcond=None)  # (K, N)
-    return np.argmax(coef, axis=0) + 1
 
 
 def stroke_points(label: int) -> np.ndarray:

@@ -20,6 +20,19 @@ def hex_rgb(color: str) -> np.ndarray:
     return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
+def grid(step: int, shape=(256, 256), offset: int | None = None) -> np.ndarray:
+    """Voxels (y, x) on a regular grid with ``step``."""
+    o = step // 2 if offset is None else offset
+    yy, xx = np.mgrid[o:shape[0]:step, o:shape[1]:step]
+    return np.stack([yy.ravel(), xx.ravel()], 1)
+
+
+def classify(pixels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Class (1-based) whose colour explains each pixel best, as a non-negative mix of the class colours."""
+    coef, *_ = np.linalg.lstsq(colors.T, pixels.T, rcond=None)  # (K, N)
+    return np.argmax(coef, axis=0) + 1
+
+
 class WidgetDriver:
     def __init__(self, lab: LabPage, var: str = "w", *, timeout: float = 120.0):
         self.lab, self.page, self.var = lab, lab.page, var
