@@ -20,6 +20,11 @@ def hex_rgb(color: str) -> np.ndarray:
     return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
+def dist_to(pixels: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """Euclidean RGB distance of each pixel to ``color``."""
+    return np.linalg.norm(np.asarray(pixels, float) - np.asarray(color, float), axis=-1)
+
+
 def grid(step: int, shape=(256, 256), offset: int | None = None) -> np.ndarray:
     """Voxels (y, x) on a regular grid with ``step``."""
     o = step // 2 if offset is None else offset
