@@ -152,6 +152,8 @@ def mb(n: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="measured strokes (default 3)")
+    ap.add_argument("--no-screencast", action="store_true",
+                    help="time strokes to the browser's idle state instead of screen frames (screencast costs CPU)")
     args = ap.parse_args(argv)
 
     with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
@@ -224,7 +226,8 @@ def main(argv=None) -> int:
             lab.wait_for(lambda: d.k("w.active_class") == stroke["label"], 20, "the active class")
             d.kexec("EVENTS.clear(); SERVED.clear()")
             d.scroll_into_view()
-            cast.start()
+            if not args.no_screencast:
+                cast.start()
             xy_s = d.to_screen(stroke["points"])
             m = page.mouse
             m.move(*xy_s[0])
@@ -234,23 +237,31 @@ def main(argv=None) -> int:
             m.up()
             t_up = time.time()
             t_idle = d.settle(timeout=300, quiet=1.0, pixels=False)
-            lab.pause(0.5)
-            cast.stop()
-            dec = cast.decoded()
-            t_screen = first_final_frame(dec, d.panel_rect(), t_up)
+            if args.no_screencast:
+                t_screen = t_idle
+            else:
+                lab.pause(0.5)
+                cast.stop()
+                t_screen = first_final_frame(cast.decoded(), d.panel_rect(), t_up)
             events = d.k("EVENTS")
             served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
             t_labels = next((t for e, t in events if e == "labels"), float("nan"))
             t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
-            pred_end = max((b for a, b, k, n in served if any(key.startswith("predictions/") for key in k)),
-                           default=float("nan"))
+            pred_reads = [(a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key))
+                          for a, b, k, n in served]
+            pred_reads = [r for r in pred_reads if r[2]]
+            pred_end = max((b for a, b, _ in pred_reads), default=float("nan"))
+            pred_first = min((b for a, b, _ in pred_reads), default=float("nan"))
+            pred_chunks = sum(c for _, _, c in pred_reads)
+            pred_busy = sum(b - a for a, b, _ in pred_reads)
             pred_bytes = sum(sum(n for key, n in zip(k, ns) if key.startswith("predictions/"))
                              for a, b, k, ns in served)
             # the kernel alone, same stroke, warm caches
             d.kexec("_st = measured[%d]" % (i % len(strokes)))
             kernel_s = d.k("kernel_reference(_st)")
             rows.append(dict(total=t_screen - t_up, idle=t_idle - t_up, kernel=kernel_s, to_kernel=t_labels - t_up,
-                             train=t_trained - t_labels, served=pred_end - t_up, pred_bytes=pred_bytes))
+                             train=t_trained - t_labels, served=pred_end - t_up, pred_bytes=pred_bytes,
+                             first=pred_first - t_up, chunks=pred_chunks, reads=len(pred_reads), busy=pred_busy))
 
         widget_size = d.k("list(w.session.spatial_shape)")
 
@@ -287,6 +298,14 @@ def main(argv=None) -> int:
         print(f"   {i:>6} {r['total']:8.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:8.3f}   "
               f"{r['to_kernel']:10.3f} {r['train']:8.3f} {r['served']:10.3f} {r['idle']:6.2f} "
               f"{mb(r['pred_bytes']):>10}")
+    how = ("browser idle after the release (--no-screencast)" if args.no_screencast
+           else "first screencast frame equal to the settled view")
+    print(f"   (screen: {how}; kernel-only: the same stroke on a second "
+          "Session, warm caches;\n    up->kernel: mouse release -> session 'labels' event; train: -> 'trained' event; "
+          "first/last chunk: prediction chunk reads done, after release; idle: browser idle)")
+    for i, r in enumerate(rows):
+        print(f"   repeat {i}: {r['chunks']} prediction chunks in {r['reads']} reads, first done at "
+              f"{r['first']:.3f} s, read time summed {r['busy']:.3f} s")
     med_total = statistics.median(r["total"] for r in rows)
     med_kernel = statistics.median(r["kernel"] for r in rows)
     added = med_total - med_kernel
