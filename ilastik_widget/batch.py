@@ -281,29 +281,59 @@ def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
     return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
 
 
-def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes):
-    """Probabilities (*spatial, K) as a dask array for a source without a time axis."""
-    import dask.array as da
-
+def _plan(src: ImageSource, model: BatchModel, chunks, block_bytes) -> tuple:
+    """Processing blocks (dask chunks per spatial axis) and the halo depth per axis for one source."""
     depth = _halo_depth(model)
     n_feat = model.selection.n_channels(2 if model.mode == "2d" else model.ndim, model.n_input_channels)
     sp_axes = [src.axes.index(a) for a in src.axes if a in "zyx"]
     in_chunks = [src.array.chunks[i][0] for i in sp_axes]
     _, proc = _choose_chunks(src.spatial_shape, in_chunks, depth, n_feat, chunks, block_bytes)
+    return proc, depth
+
+
+def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes, targets=None,
+              t_index=None):
+    """Probabilities (*spatial, K) as a dask array for a source without a time axis.
+
+    With ``targets`` ({output name: zarr array}), every block task writes its own results straight into the zarr
+    arrays and returns a 1-voxel placeholder: no result block waits in memory for a separate store task, so a
+    worker's memory does not grow with the number of blocks.
+    """
+    import dask.array as da
+
+    proc, depth = _plan(src, model, chunks, block_bytes)
     x = _spatial_channel_last(src, model, proc)
     depth_eff = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, proc))
-    out_chunks = tuple(proc) + ((model.n_classes,),)
+    if targets is None:
+        out_chunks = tuple(proc) + ((model.n_classes,),)
+        dtype = np.float32
+    else:
+        out_chunks = tuple((1,) * len(c) for c in proc) + ((1,),)
+        dtype = np.int64
     depth_map = {i: d for i, d in enumerate(depth_eff)}
     depth_map[len(depth_eff)] = 0
     return da.map_overlap(
-        _block_entry, x, depth=depth_map, boundary="none", trim=False, dtype=np.float32, chunks=out_chunks,
-        meta=np.empty((0,) * (model.ndim + 1), np.float32), model=classifier_ref,
-        block_depth=depth_eff, block_chunks=tuple(proc),
+        _block_entry, x, depth=depth_map, boundary="none", trim=False, dtype=dtype, chunks=out_chunks,
+        meta=np.empty((0,) * (model.ndim + 1), dtype), model=classifier_ref,
+        block_depth=depth_eff, block_chunks=tuple(proc), targets=targets, t_index=t_index,
     )
 
 
-def _block_entry(block, model=None, block_depth=None, block_chunks=None, block_id=None):
-    return _predict_block(block, model=model, depth=block_depth, chunks=block_chunks, block_id=block_id)
+def _block_entry(block, model=None, block_depth=None, block_chunks=None, targets=None, t_index=None,
+                 block_id=None):
+    p = _predict_block(block, model=model, depth=block_depth, chunks=block_chunks, block_id=block_id)
+    if targets is None:
+        return p
+    region = tuple(slice(sum(ch[:i]), sum(ch[:i]) + ch[i]) for i, ch in zip(block_id, block_chunks))
+    pre = () if t_index is None else (t_index,)
+    for name, arr in targets.items():
+        if name == "probabilities":  # OME order: (t), c, z, y, x
+            arr[pre + (slice(None),) + region] = np.moveaxis(p, -1, 0)
+        elif name == "segmentation":
+            arr[pre + region] = _segmentation(p)
+        else:
+            arr[pre + region] = _uncertainty(p)
+    return np.ones((1,) * p.ndim, np.int64)
 
 
 def predict_dask(session_or_model, source, *, chunks=None, channel_axis=None, client=None,
@@ -386,11 +416,10 @@ def _progress_compute(tasks, client, progress: bool):
 
                 in_notebook = "ipykernel" in sys.modules and _in_notebook()
                 dprogress(futures, notebook=in_notebook, multi=False)
-            client.gather(futures)
+            return client.gather(futures)
         except BaseException:
             client.cancel(futures)
             raise
-        return
     cb = contextlib.nullcontext()
     if progress:
         try:
@@ -403,7 +432,7 @@ def _progress_compute(tasks, client, progress: bool):
 
             cb = ProgressBar()
     with cb:
-        dask.compute(*tasks)
+        return dask.compute(*tasks)
 
 
 def _in_notebook() -> bool:
@@ -505,9 +534,8 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
         first.parent.mkdir(parents=True, exist_ok=True)
 
     ref = _classifier_ref(model, client)
-    lazy = [_predict_dask_with_ref(model, s, ref, chunks, block_bytes) for s in sources]
-
     if fmt == "tiff":
+        lazy = [_predict_dask_with_ref(model, s, ref, chunks, block_bytes) for s in sources]
         return _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_tiff_bytes, single)
 
     import zarr
@@ -515,16 +543,25 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
     partials = [_partial_name(t) for t in targets]
     results = []
     try:
-        srcs_to_store, tgts_to_store = [], []
-        for src, name, lz, part, final in zip(sources, names, lazy, partials, targets):
+        counters, expected = [], 0
+        for src, name, part, final in zip(sources, names, partials, targets):
             root = zarr.open_group(str(part), mode="w", zarr_format=zarr_format)
             root.attrs["ilastik_widget"] = {"complete": False, "input": src.path or src.url or name}
             time = src.time_axis is not None
+            one = src.at_time(0) if time else src
+            proc, _ = _plan(one, model, chunks, block_bytes)
+            block = tuple(c[0] for c in proc)
+            pre_shape, pre_chunks = ((src.n_times,), (1,)) if time else ((), ())
             res = {"input": name}
+            zarrs = {}
             for o in outputs:
-                arr = lz[o]
                 if o == "probabilities":
-                    arr = da_moveaxis(arr, -1, 1 if time else 0)  # OME order: (t), c, z, y, x
+                    shape = pre_shape + (model.n_classes,) + one.spatial_shape
+                    zchunks = pre_chunks + (model.n_classes,) + block
+                    dtype = np.float32
+                else:
+                    shape, zchunks = pre_shape + one.spatial_shape, pre_chunks + block
+                    dtype = np.uint8 if o == "segmentation" else np.float32
                 axes, scale = _ome_axes(src, o == "probabilities", time)
                 extra = {}
                 if o == "probabilities":
@@ -536,20 +573,21 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
                     extra["image-label"] = {"version": "0.4" if zarr_format == 2 else "0.5",
                                             "colors": [{"label-value": i + 1, "rgba": _hex_to_rgb(c) + [255]}
                                                        for i, c in enumerate(model.class_colors)]}
-                zchunks = tuple(c[0] for c in arr.chunks)
-                target = _write_ome_group(root, o, arr.shape, arr.dtype, zchunks, axes, scale, zarr_format, extra)
-                srcs_to_store.append(arr)
-                tgts_to_store.append(target)
+                zarrs[o] = _write_ome_group(root, o, shape, dtype, zchunks, axes, scale, zarr_format, extra)
                 res[o] = str(final / o)
+            for t in (range(src.n_times) if time else [None]):
+                ph = _lazy_one(src.at_time(t) if time else src, model, ref, chunks, block_bytes, targets=zarrs,
+                               t_index=t)
+                counters.append(ph.sum())
+                expected += int(np.prod(ph.shape))
             root.attrs["ilastik_widget"] = {
                 "complete": False, "input": src.path or src.url or name, "outputs": list(outputs),
                 "classes": [{"name": n, "color": c} for n, c in zip(model.class_names, model.class_colors)],
             }
             results.append(res)
-        import dask.array as da
-
-        task = da.store(srcs_to_store, tgts_to_store, lock=False, compute=False)
-        _progress_compute([task], client, progress)
+        done = _progress_compute(counters, client, progress)
+        if done is not None and sum(int(d) for d in done) != expected:
+            raise RuntimeError(f"only {sum(int(d) for d in done)} of {expected} blocks were written")
         for src, part, final in zip(sources, partials, targets):
             root = zarr.open_group(str(part), mode="r+")
             info = dict(root.attrs["ilastik_widget"])
