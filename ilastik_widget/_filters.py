@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -255,7 +256,9 @@ class _Arena:
 
     Fresh multi-megabyte arrays come from mmap and cost a page fault per page on first touch (and glibc
     returns them on free); a filter bank call needs dozens of them, so reusing them saves ~10-20% of a
-    call. At most ``max_bytes`` are kept (env ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB``, default 1024).
+    call. At most ``max_bytes`` are kept (env ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB``; default
+    min(2 GiB, RAM / 8)); they are dropped after :data:`IDLE_TRIM_SECONDS` without a call, or by
+    :func:`clear_workspace`.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -287,7 +290,21 @@ class _Arena:
             self._bytes = 0
 
 
-_ARENA = _Arena(int(os.environ.get("ILASTIK_WIDGET_FEATURE_WORKSPACE_MB", "1024")) << 20)
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _budget(env: str, cap: int, fraction: int) -> int:
+    """Bytes from env var ``env`` (in MB) or ``min(cap, physical memory / fraction)``."""
+    if os.environ.get(env):
+        return int(float(os.environ[env]) * (1 << 20))
+    return min(cap, _physical_memory() // fraction)
+
+
+_ARENA = _Arena(_budget("ILASTIK_WIDGET_FEATURE_WORKSPACE_MB", 2 << 30, 8))
 
 
 class _OutputRecycler:
@@ -296,7 +313,8 @@ class _OutputRecycler:
     A result of 49 channels is 200 MB per megapixel; faulting in that much fresh memory on every call
     costs as much as a third of the filtering on this kind of machine. Whether the caller still holds
     a result is read from the buffer's reference count (every numpy view references its base), so a
-    live result is never reused. At most ``max_bytes`` of buffers are kept.
+    live result is never reused. At most ``max_bytes`` of buffers are kept (env
+    ``ILASTIK_WIDGET_FEATURE_RESULTS_MB``; default min(2 GiB, RAM / 8)), dropped like the work buffers.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -336,7 +354,7 @@ class _OutputRecycler:
             self._owners.clear()
 
 
-_RESULTS = _OutputRecycler(int(os.environ.get("ILASTIK_WIDGET_FEATURE_RESULTS_MB", "1024")) << 20)
+_RESULTS = _OutputRecycler(_budget("ILASTIK_WIDGET_FEATURE_RESULTS_MB", 2 << 30, 8))
 
 
 def new_output(shape: tuple[int, ...]) -> np.ndarray:
@@ -348,6 +366,37 @@ def clear_workspace() -> None:
     """Drop the work and result buffers kept between calls."""
     _ARENA.clear()
     _RESULTS.clear()
+
+
+#: buffers kept for reuse are dropped after this many seconds without a filter bank call
+IDLE_TRIM_SECONDS = 20.0
+_last_use = 0.0
+_trim_timer: threading.Timer | None = None
+_trim_lock = threading.Lock()
+
+
+def _touch_workspace() -> None:
+    """Note a call, and make sure an idle trim is scheduled (a daemon timer, so exit is not delayed)."""
+    global _last_use, _trim_timer
+    with _trim_lock:
+        _last_use = time.monotonic()
+        if _trim_timer is None:
+            _trim_timer = threading.Timer(IDLE_TRIM_SECONDS, _trim_if_idle)
+            _trim_timer.daemon = True
+            _trim_timer.start()
+
+
+def _trim_if_idle() -> None:
+    global _trim_timer
+    with _trim_lock:
+        idle = time.monotonic() - _last_use
+        if idle >= IDLE_TRIM_SECONDS:
+            _trim_timer = None
+            clear_workspace()
+            return
+        _trim_timer = threading.Timer(IDLE_TRIM_SECONDS - idle + 0.1, _trim_if_idle)
+        _trim_timer.daemon = True
+        _trim_timer.start()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -565,6 +614,7 @@ def filter_bank(
     out : numpy.ndarray
         C-contiguous float32 ``(*shape, len(images) * channels per image)``, filled completely.
     """
+    _touch_workspace()
     shape = images[0].shape
     per_image = sum(n_outputs(f) for f, _ in cells)
     jobs: list[_ScaleJob] = []
@@ -601,3 +651,4 @@ def filter_bank(
     finally:
         for job in jobs:
             job.release()
+        _touch_workspace()

@@ -578,3 +578,19 @@ def test_concurrent_calls_match_sequential(rng):
         got = list(ex.map(compute_features, imgs + [vol]))
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
+
+
+def test_kept_buffers_are_dropped_when_idle(monkeypatch):
+    import time
+
+    from ilastik_widget import _filters
+
+    _filters.clear_workspace()
+    monkeypatch.setattr(_filters, "IDLE_TRIM_SECONDS", 0.3)
+    r = compute_features(np.ones((40, 40), np.float32))
+    del r
+    assert _filters._ARENA._bytes > 0
+    deadline = time.monotonic() + 10
+    while _filters._ARENA._bytes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _filters._ARENA._bytes == 0 and not _filters._RESULTS._owners
