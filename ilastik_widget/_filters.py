@@ -371,14 +371,16 @@ def clear_workspace() -> None:
 #: buffers kept for reuse are dropped after this many seconds without a filter bank call
 IDLE_TRIM_SECONDS = 20.0
 _last_use = 0.0
+_active = 0  # calls in progress: never trim under a running call
 _trim_timer: threading.Timer | None = None
 _trim_lock = threading.Lock()
 
 
-def _touch_workspace() -> None:
-    """Note a call, and make sure an idle trim is scheduled (a daemon timer, so exit is not delayed)."""
-    global _last_use, _trim_timer
+def _touch_workspace(delta: int) -> None:
+    """Note a call starting (+1) or ending (-1); keep an idle trim scheduled (daemon timer)."""
+    global _last_use, _trim_timer, _active
     with _trim_lock:
+        _active += delta
         _last_use = time.monotonic()
         if _trim_timer is None:
             _trim_timer = threading.Timer(IDLE_TRIM_SECONDS, _trim_if_idle)
@@ -390,6 +392,8 @@ def _trim_if_idle() -> None:
     global _trim_timer
     with _trim_lock:
         idle = time.monotonic() - _last_use
+        if _active:
+            idle = 0.0
         if idle >= IDLE_TRIM_SECONDS:
             _trim_timer = None
             clear_workspace()
@@ -614,7 +618,6 @@ def filter_bank(
     out : numpy.ndarray
         C-contiguous float32 ``(*shape, len(images) * channels per image)``, filled completely.
     """
-    _touch_workspace()
     shape = images[0].shape
     per_image = sum(n_outputs(f) for f, _ in cells)
     jobs: list[_ScaleJob] = []
@@ -629,6 +632,7 @@ def filter_bank(
     n_total = out.shape[-1]
     out2 = out.reshape(-1, n_total)
     row = int(np.prod(shape[1:]))
+    _touch_workspace(+1)
     try:
         _axis0_passes([t for job in jobs for t in job.phase1_tasks()])
         st_jobs = [job for job in jobs if job.st]
@@ -651,4 +655,4 @@ def filter_bank(
     finally:
         for job in jobs:
             job.release()
-        _touch_workspace()
+        _touch_workspace(-1)
