@@ -28,6 +28,7 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
     stroke = [[z, 40, 30], [z, 40, 60]]
     line = np.array([[z, 40, x] for x in range(32, 59, 4)])
 
+    before = d.sample(line)
     d.press("2")
     lab.wait_for(lambda: d.k("w.active_class") == 2, 20, "class 2")
     d.drag(stroke)
@@ -41,6 +42,8 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
     color = d.class_colors()[1]
     d.settle()
     on_plane = dist_to(d.sample(line), color)
+    assert (on_plane < 0.6 * dist_to(before, color)).all(), \
+        f"the stroke is not drawn in its class colour on its own plane (distances {on_plane.round()})"
     d.kexec(f"w.go_to([{(z + 7) % 24}, 48, 48])")
     lab.wait_for(lambda: round(d.k("w.viewer_state['position'][0]")) == (z + 7) % 24, 20, "the view on another plane")
     d.settle()
