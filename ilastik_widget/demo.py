@@ -19,8 +19,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def quickstart_path() -> Path:
-    """The quickstart notebook: shipped inside the package, or in the source checkout's notebooks/."""
-    for candidate in (_PACKAGE / "notebooks" / NOTEBOOK, _PACKAGE.parent / "notebooks" / NOTEBOOK):
+    """The quickstart notebook: shipped inside the package, in the source checkout the package was installed from
+    in editable mode, or in ./notebooks (``pip install . && ilastik-widget demo`` run in a clone)."""
+    for candidate in (_PACKAGE / "notebooks" / NOTEBOOK, _PACKAGE.parent / "notebooks" / NOTEBOOK,
+                      Path.cwd() / "notebooks" / NOTEBOOK):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"the quickstart notebook {NOTEBOOK} is neither in the package nor in a source checkout")
