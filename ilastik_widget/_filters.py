@@ -430,9 +430,8 @@ def _axis0_passes(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Non
         n = N_THREADS if width >= 256 * N_THREADS else 1
         bounds = [width * i // n for i in range(n + 1)]
         parts.extend((s2[:, a:b], k, d2[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
-    # one task per thread, each running its share of the passes in order
-    groups = [parts[i :: N_THREADS] for i in range(min(N_THREADS, len(parts)))]
-    _run(lambda group: [column_pass(*part) for part in group], groups)
+    # one pool task per (pass, column range): a thread that gets less CPU (shared machine) takes fewer
+    _run(lambda part: column_pass(*part), parts)
 
 
 def _chunks(shape: tuple[int, ...]) -> list[slice]:
