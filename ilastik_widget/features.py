@@ -17,8 +17,19 @@ Scale 0.3 exists for Gaussian smoothing only.  Eigenvalues come largest first.  
 (scipy ``mode="mirror"``).  Output channels: per input channel, then feature (in :data:`FEATURES`
 order), then scale.  The full set is 49 channels in 2D and 61 in 3D.
 
+Kernels are sampled Gaussians (derivatives) of radius ceil(3.5 s): smoothing kernels sum to one,
+first-derivative kernels are exactly antisymmetric with unit response to a ramp, second-derivative
+kernels sum to exactly zero with unit response to x^2/2 (no leak of the mean brightness).
+
 Block-wise computation with :func:`features_for_region` reads the region plus :func:`halo` pixels
 (clipped to the image) and equals :func:`compute_features` on the whole image cropped to the region.
+
+Implementation (:mod:`ilastik_widget._filters`): OpenCV 1D passes (column passes in cache-sized
+bands), shared passes per scale, per-chunk algebra with closed-form float32 eigenvalues, output
+written once in the ``(*spatial, C)`` layout, a thread pool of ``min(4, cpu_count)`` threads. Work
+and result buffers are reused between calls (bounded by ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB`` and
+``ILASTIK_WIDGET_FEATURE_RESULTS_MB``, default min(2 GiB, RAM / 8) each) and dropped after 20 s
+without a call, or by ``ilastik_widget._filters.clear_workspace()``.
 """
 
 from __future__ import annotations
