@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from widget_driver import WidgetDriver, dist_to
+from widget_driver import WidgetDriver, dist
 
 NOTEBOOK = [
     """\
@@ -41,12 +41,12 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
 
     color = d.class_colors()[1]
     d.settle()
-    on_plane = dist_to(d.sample(line), color)
-    assert (on_plane < 0.6 * dist_to(before, color)).all(), \
+    on_plane = dist(d.sample(line), color)
+    assert (on_plane < 0.6 * dist(before, color)).all(), \
         f"the stroke is not drawn in its class colour on its own plane (distances {on_plane.round()})"
     d.kexec(f"w.go_to([{(z + 7) % 24}, 48, 48])")
     lab.wait_for(lambda: round(d.k("w.viewer_state['position'][0]")) == (z + 7) % 24, 20, "the view on another plane")
     d.settle()
     other = np.array([[(z + 7) % 24, y, x] for _, y, x in line])
-    off_plane = dist_to(d.sample(other), color)
+    off_plane = dist(d.sample(other), color)
     assert (on_plane < 0.5 * off_plane).all(), "the stroke shows on a plane it was not painted on"

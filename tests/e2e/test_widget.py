@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from widget_driver import WidgetDriver, classify, grid
+from widget_driver import WidgetDriver, classify, dist, grid
 
 SHAPE = (256, 256)
 
@@ -46,10 +46,6 @@ def wd(open_notebook_module) -> WidgetDriver:
     state["truth"] = np.asarray(d.k("truth.tolist()"), np.uint8)
     state["strokes"] = d.k("[{'label': s['label'], 'points': np.asarray(s['points']).tolist()} for s in strokes]")
     return d
-
-
-def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1)
 
 
 def tinted(before: np.ndarray, after: np.ndarray, color: np.ndarray) -> np.ndarray:

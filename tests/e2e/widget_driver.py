@@ -20,9 +20,9 @@ def hex_rgb(color: str) -> np.ndarray:
     return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
-def dist_to(pixels: np.ndarray, color: np.ndarray) -> np.ndarray:
-    """Euclidean RGB distance of each pixel to ``color``."""
-    return np.linalg.norm(np.asarray(pixels, float) - np.asarray(color, float), axis=-1)
+def dist(a, b) -> np.ndarray:
+    """Euclidean distance along the last axis (RGB colours, or voxel coordinates)."""
+    return np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1)
 
 
 def grid(step: int, shape=(256, 256), offset: int | None = None) -> np.ndarray:
