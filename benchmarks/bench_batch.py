@@ -8,8 +8,10 @@ Prints every figure beside its baseline from the same run:
    (features of the whole volume in memory, then the classifier on every voxel), and the largest difference between
    their probabilities;
 2. time on a ``LocalCluster`` with 2 worker processes against 1 (one thread each); target >= 1.7x;
-3. peak resident memory (VmHWM of the worker process, reset before the run) predicting a volume 8x larger than
-   another with the same blocks; target: about the same.
+3. peak resident memory (VmHWM of the worker processes, reset before the run) predicting a volume 8x larger than
+   another with the same blocks; target: about the same. Shown with the filter bank's buffer pool switched off (the
+   batch machinery alone) and with its default (a cache of reusable buffers, bounded by a fixed cap, which fills up
+   over more blocks of more distinct shapes).
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ def tiled_volume(shape, seed=0) -> np.ndarray:
     return np.ascontiguousarray(flips[tuple(slice(0, s) for s in shape)])
 
 
-def _cluster(n_workers: int):
+def _cluster(n_workers: int, **extra_env):
     from distributed import Client, LocalCluster
 
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra_env}
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env=env, memory_limit="8GiB")
     return cluster, Client(cluster)
@@ -154,50 +156,77 @@ def run(tmp: Path, quick: bool) -> None:
         cluster, client = _cluster(n)
         try:
             predict_batch(session, svol[:, :128, :128], tmp / f"warm{n}.ome.zarr", client=client, progress=False)
-            t0, c0 = time.perf_counter(), _workers_cpu(client)
-            predict_batch(session, ssrc, tmp / f"scale{n}.ome.zarr", client=client, chunks=chunks, progress=False)
-            res[n] = (time.perf_counter() - t0, _workers_cpu(client) - c0)
+            best = None
+            for _ in range(2):  # best of two: other processes on the machine add noise to wall times
+                c0 = client.run(_cpu)
+                t0 = time.perf_counter()
+                predict_batch(session, ssrc, tmp / f"scale{n}.ome.zarr", client=client, chunks=chunks,
+                              progress=False, overwrite=True)
+                dt = time.perf_counter() - t0
+                per_worker = [v - c0[k] for k, v in client.run(_cpu).items()]
+                if best is None or dt < best[0]:
+                    best = (dt, sum(per_worker), per_worker)
+            res[n] = best
         finally:
             client.close()
             cluster.close()
     svox = int(np.prod(scale_shape))
-    (t1, c1), (t2, c2) = res[1], res[2]
+    (t1, c1, _), (t2, c2, per2) = res[1], res[2]
     print(f"\n[2] LocalCluster scaling, volume {scale_shape} ({svox / 1e6:.1f} Mvoxels), blocks {chunks}, "
-          f"1 thread per worker; load average now {_load()}")
+          f"1 thread per worker, best of 2 runs; load average now {_load()}")
     print(f"    1 worker : {t1:.1f} s = {svox / t1 / 1e6:.3f} Mvoxels/s, worker CPU {c1:.1f} s  (baseline)")
     print(f"    2 workers: {t2:.1f} s = {svox / t2 / 1e6:.3f} Mvoxels/s, worker CPU {c2:.1f} s  "
-          f"-> speedup {t1 / t2:.2f}x (target >= 1.7x); CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}")
+          f"(per worker {', '.join(f'{c:.1f}' for c in per2)} s) -> speedup {t1 / t2:.2f}x (target >= 1.7x); "
+          f"CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}")
 
     # ---- 3. peak memory: a volume 8x larger, same blocks
-    small = (64, 128, 256) if quick else (64, 256, 256)
+    # (features up to scale 1.6 here, halo ~10, so that 64^3 blocks are efficient and this part stays short)
+    msel = FeatureSelection.none()
+    for feat in ("gaussian_smoothing", "laplacian_of_gaussian", "gaussian_gradient_magnitude",
+                 "difference_of_gaussians", "structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues"):
+        for sc in (0.7, 1.0, 1.6):
+            msel = msel.with_feature(feat, sc, True)
+    msession = Session(train_img, features=msel, seed=0)
+    for st in simulated_strokes(truth, n_per_class=6, radius=2, seed=0):
+        msession.add_stroke(**st)
+    msession.train()
+    small = (64, 128, 128) if quick else (64, 256, 256)
     large = tuple(2 * s for s in small)
-    chunks = (64, 128, 128)
-    peaks = {}
+    chunks = (64, 64, 64)
+    paths = {}
     for name, shp in (("small", small), ("large", large)):
-        v = tiled_volume(shp, seed=3)
-        path = write_ome(tmp / f"mem_{name}.ome.zarr", v)
-        del v
-        cluster, client = _cluster(2)
-        try:
-            predict_batch(session, np.zeros((16, 32, 32), np.float32), tmp / f"memwarm_{name}.ome.zarr",
-                          client=client, progress=False)
-            client.run(_reset_peak)
-            t0 = time.perf_counter()
-            predict_batch(session, path, tmp / f"mem_{name}_out.ome.zarr", client=client, chunks=chunks,
-                          progress=False)
-            dt = time.perf_counter() - t0
-            mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
-            peaks[name] = (mem, dt, int(np.prod(shp)))
-        finally:
-            client.close()
-            cluster.close()
-    (ps, ts, vs), (pl, tl, vl) = peaks["small"], peaks["large"]
-    print(f"\n[3] peak RSS per worker process (2 workers x 1 thread, blocks {chunks}, VmHWM reset before the run)")
-    print(f"    small volume {small} ({vs / 1e6:.1f} Mvoxels, {vs * 4 / 2**20:.0f} MiB float32): "
-          f"peak {ps / 2**20:.0f} MiB in {ts:.1f} s  (baseline)")
-    print(f"    large volume {large} ({vl / 1e6:.1f} Mvoxels = 8x): peak {pl / 2**20:.0f} MiB in {tl:.1f} s  "
-          f"-> ratio {pl / ps:.2f} (target ~1); whole-volume features alone would need "
-          f"{vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB")
+        paths[name] = write_ome(tmp / f"mem_{name}.ome.zarr", tiled_volume(shp, seed=3))
+    peaks = {}
+    settings = [("filter workspace off", {"ILASTIK_WIDGET_FEATURE_WORKSPACE_MB": "0"}),
+                ("default filter workspace (reused buffers, capped at min(1 GiB, RAM/16))", {})]
+    for label, env in settings:
+        for name, shp in (("small", small), ("large", large)):
+            cluster, client = _cluster(2, **env)
+            try:
+                predict_batch(msession, np.zeros((16, 32, 32), np.float32), tmp / f"memwarm_{name}.ome.zarr",
+                              client=client, progress=False, overwrite=True)
+                client.run(_reset_peak)
+                t0 = time.perf_counter()
+                predict_batch(msession, paths[name], tmp / f"mem_{name}_out.ome.zarr", client=client,
+                              chunks=chunks, progress=False, overwrite=True)
+                dt = time.perf_counter() - t0
+                mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
+                peaks[label, name] = (mem, dt, int(np.prod(shp)))
+            finally:
+                client.close()
+                cluster.close()
+    print(f"\n[3] peak RSS per worker process (2 workers x 1 thread, {msel.n_channels(3)} feature channels up to "
+          f"scale 1.6, blocks {chunks}, VmHWM reset before the run)")
+    for label, _ in settings:
+        (ps, ts, vs), (pl, tl, vl) = peaks[label, "small"], peaks[label, "large"]
+        print(f"    {label}:")
+        print(f"      small volume {small} ({vs / 1e6:.1f} Mvoxels): peak {ps / 2**20:.0f} MiB in {ts:.1f} s  "
+              f"(baseline)")
+        print(f"      large volume {large} ({vl / 1e6:.1f} Mvoxels = 8x): peak {pl / 2**20:.0f} MiB in {tl:.1f} s  "
+              f"-> ratio {pl / ps:.2f} (target ~1)")
+    print(f"    whole-volume features of the large volume alone would need "
+          f"{vl * msel.n_channels(3) * 4 / 2**30:.1f} GiB ({vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB with all "
+          f"61 channels)")
     print(f"\nload average at the end: {_load()}")
 
 
