@@ -83,10 +83,11 @@ def _read_mem():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller volumes")
+    ap.add_argument("--parts", default="123", help="which parts to run, e.g. 2 or 13 (default 123)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     try:
-        run(tmp, args.quick)
+        run(tmp, args.quick, args.parts)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -106,7 +107,7 @@ def _workers_cpu(client) -> float:
     return sum(client.run(_cpu).values())
 
 
-def run(tmp: Path, quick: bool) -> None:
+def run(tmp: Path, quick: bool, parts: str = "123") -> None:
     sel = FeatureSelection.default()
     print(f"features: all {sel.n_channels(3)} channels (3D), halo {halo(sel)} px; cores: {os.cpu_count()}; "
           f"load average at start (1/5/15 min): {_load()}")
@@ -122,6 +123,16 @@ def run(tmp: Path, quick: bool) -> None:
     print(f"classifier: {model!r}")
 
     # ---- 1. throughput against whole-volume features then predict
+    if "1" in parts:
+        _part1(tmp, quick, sel, session, model)
+    if "2" in parts:
+        _part2(tmp, quick, session)
+    if "3" in parts:
+        _part3(tmp, quick, sel, train_img, truth)
+    print(f"\nload average at the end: {_load()}")
+
+
+def _part1(tmp, quick, sel, session, model):
     shape = (64, 128, 256) if quick else (64, 256, 256)
     vol = tiled_volume(shape, seed=1)
     nvox = int(np.prod(shape))
@@ -146,6 +157,8 @@ def run(tmp: Path, quick: bool) -> None:
     print(f"    max |p_batch - p_baseline| = {diff:.2e}")
     del p_ref, p_batch
 
+
+def _part2(tmp, quick, session):
     # ---- 2. 1 vs 2 worker processes
     scale_shape = (64, 128, 512) if quick else (64, 256, 512)
     chunks = (64, 128, 128)
@@ -179,6 +192,7 @@ def run(tmp: Path, quick: bool) -> None:
           f"(per worker {', '.join(f'{c:.1f}' for c in per2)} s) -> speedup {t1 / t2:.2f}x (target >= 1.7x); "
           f"CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}")
 
+def _part3(tmp, quick, sel, train_img, truth):
     # ---- 3. peak memory: a volume 8x larger, same blocks
     # (features up to scale 1.6 here, halo ~10, so that 64^3 blocks are efficient and this part stays short)
     msel = FeatureSelection.none()
@@ -227,7 +241,6 @@ def run(tmp: Path, quick: bool) -> None:
     print(f"    whole-volume features of the large volume alone would need "
           f"{vl * msel.n_channels(3) * 4 / 2**30:.1f} GiB ({vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB with all "
           f"61 channels)")
-    print(f"\nload average at the end: {_load()}")
 
 
 if __name__ == "__main__":
