@@ -132,8 +132,18 @@ class _Array:
             axes.append({"name": "c", "type": "channel"})
         datasets = []
         for level, factors in enumerate(self.factors):
-            scale = [float(f) * v for f, v in zip(factors, voxel_scale)] + ([1.0] if self.channels is not None else [])
-            datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
+            spatial = [float(f) * v for f, v in zip(factors, voxel_scale)]
+            channel = [1.0] if self.channels is not None else []
+            # OME-Zarr puts the centre of voxel i at i * scale; Neuroglancer then lets voxel i span [i - 1/2, i + 1/2).
+            # The viewer (viewer.ts, brush.ts) works in Neuroglancer's own convention, voxel i spans [i, i + 1) with
+            # its centre at i + 1/2, so every level is shifted by half of its voxel size: without it a cross-section
+            # at a voxel centre (i + 1/2) lies on the border between two voxels of the data, and in a volume the
+            # xy panel showed the labels of plane i + 1 while strokes landed on plane i.
+            translation = [0.5 * s for s in spatial] + [0.0] * len(channel)
+            datasets.append({"path": str(level), "coordinateTransformations": [
+                {"type": "scale", "scale": spatial + channel},
+                {"type": "translation", "translation": translation},
+            ]})
         return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
 
     def chunk_region(self, level: int, index: Sequence[int]) -> tuple[slice, ...] | None:

@@ -291,3 +291,26 @@ def test_anisotropic_volume_gets_relative_voxel_sizes():
     assert specs["probabilities"]["source"]["transform"]["outputDimensions"] == {**dims, "c^": [1, ""]}
     scales = [d["coordinateTransformations"][0]["scale"] for d in _json(server, "raw/.zattrs")["multiscales"][0]["datasets"]]
     assert scales[0] == [4.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["raw", "labels", "predictions/0"])
+def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
+    """Neuroglancer lets OME-Zarr voxel i span [(i - 1/2) * scale + t, (i + 1/2) * scale + t); the viewer works with
+    voxel i spanning [i, i + 1) (in full-resolution voxels), so every level needs t = scale / 2 on the spatial axes
+    (without it the xy panel of a volume showed the labels of the next plane)."""
+    session = _Session(np.zeros((20, 200, 300), np.uint8))
+    session.source = type("Src", (), {"scale": (2.0, 1.0, 1.0)})()
+    server = ChunkServer(session, "wid", chunk_shape=(64, 64, 64))
+    (ms,) = _json(server, f"{name}/.zattrs")["multiscales"]
+    channels = 1 if name.startswith("predictions") else 0
+    assert len(ms["datasets"]) == len(server.raw.factors) > 1
+    for level, dataset in enumerate(ms["datasets"]):
+        scale_t, translation_t = dataset["coordinateTransformations"]
+        assert scale_t["type"] == "scale" and translation_t["type"] == "translation"
+        scale, translation = np.array(scale_t["scale"]), np.array(translation_t["translation"])
+        np.testing.assert_allclose(scale[:3], np.array(server.raw.factors[level]) * (2.0, 1.0, 1.0))
+        np.testing.assert_allclose(translation[:3], scale[:3] / 2)
+        assert list(translation[3:]) == [0.0] * channels  # the channel axis stays where Neuroglancer expects it
+        # Neuroglancer's placement: the first voxel of the level starts at 0 and voxel i at i * scale.
+        lower = translation[:3] - 0.5 * scale[:3]
+        np.testing.assert_allclose(lower, 0.0)
