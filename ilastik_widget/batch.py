@@ -260,10 +260,22 @@ def _as_source(obj, channel_axis=None) -> ImageSource:
     return open_source(obj, channel_axis=channel_axis)
 
 
+def _check_compatible(src: ImageSource, model: BatchModel) -> None:
+    """Same spatial dimensionality and number of channels as the training image (time axis aside)."""
+    n_sp = len(src.spatial_shape)
+    if n_sp != model.ndim:
+        raise ValueError(f"{src.name!r} is {n_sp}D (axes {src.axes!r}) but the classifier was trained on "
+                         f"{model.ndim}D images")
+    if src.n_channels != model.n_input_channels:
+        raise ValueError(f"{src.name!r} has {src.n_channels} channel(s) but the classifier was trained on images "
+                         f"with {model.n_input_channels}")
+
+
 def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
     """dask array (*spatial, C) with the processing chunks, for one time point."""
     import dask.array as da
 
+    _check_compatible(src, model)
     arr = src.array
     axes = src.axes
     order = [axes.index(a) for a in axes if a in "zyx"]
@@ -272,12 +284,6 @@ def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
     arr = arr.transpose(order) if order != list(range(arr.ndim)) else arr
     if "c" not in axes:
         arr = arr[..., None]
-    if arr.shape[-1] != model.n_input_channels:
-        raise ValueError(f"{src.name!r} has {arr.shape[-1]} channel(s) but the classifier was trained on images with "
-                         f"{model.n_input_channels}")
-    if arr.ndim - 1 != model.ndim:
-        raise ValueError(f"{src.name!r} is {arr.ndim - 1}D ({src.axes!r}) but the classifier was trained on "
-                         f"{model.ndim}D images")
     return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
 
 
@@ -508,6 +514,8 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
         raise ValueError(f"unknown outputs {bad}; choose from {OUTPUTS}")
     model = session if isinstance(session, BatchModel) else model_from_session(session)
     sources = [_as_source(s, channel_axis) for s in inputs]
+    for src in sources:  # before anything is written
+        _check_compatible(src, model)
     names = _unique_names(sources)
     out = Path(os.fspath(output))
     fmt = (format or "zarr").lower()

@@ -193,6 +193,10 @@ def test_errors(tmp_path, s2d):
         predict_batch(s, img, tmp_path / "x.ome.zarr", outputs=("nope",))
     with pytest.raises(ValueError, match="2D"):
         predict_dask(s, np.zeros((5, 20, 20), np.float32))
+    # an incompatible input among several is refused before anything is written
+    with pytest.raises(ValueError, match="3D"):
+        predict_batch(s, [img, np.zeros((5, 20, 20), np.float32)], tmp_path / "many", progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_cluster_two_worker_processes(tmp_path, s3d):
