@@ -267,18 +267,50 @@ export class ChunkFetcher {
   }
 }
 
-const fetchers = new Map<string, ChunkFetcher>();
+/** One view's fetcher; `owner` is its viewer's chunk manager (one per Neuroglancer viewer). */
+interface Registration {
+  fetcher: ChunkFetcher;
+  owner: unknown;
+}
 
-/** Makes `mem://<widgetId>/...` reads go to `fetcher`. Returns a function that unregisters it. */
-export function registerChunkFetcher(widgetId: string, fetcher: ChunkFetcher): () => void {
-  fetchers.set(widgetId, fetcher);
+/**
+ * Fetchers by widget id. The same widget can be shown in several views (`display(w)` twice), each with its own
+ * viewer and fetcher: reads are routed to the fetcher of the viewer that makes them, so closing one view leaves the
+ * others loading.
+ */
+const fetchers = new Map<string, Registration[]>();
+
+/**
+ * Makes `mem://<widgetId>/...` reads of the viewer whose chunk manager is `owner` go to `fetcher` (reads whose
+ * viewer registered nothing go to the newest fetcher of the widget). Returns a function that unregisters it.
+ */
+export function registerChunkFetcher(widgetId: string, fetcher: ChunkFetcher, owner?: unknown): () => void {
+  const registration: Registration = { fetcher, owner };
+  let list = fetchers.get(widgetId);
+  if (list === undefined) fetchers.set(widgetId, (list = []));
+  list.push(registration);
   return () => {
-    if (fetchers.get(widgetId) === fetcher) fetchers.delete(widgetId);
+    const current = fetchers.get(widgetId);
+    if (current === undefined) return;
+    const i = current.indexOf(registration);
+    if (i >= 0) current.splice(i, 1);
+    if (current.length === 0) fetchers.delete(widgetId);
   };
 }
 
-export function getChunkFetcher(widgetId: string): ChunkFetcher | undefined {
-  return fetchers.get(widgetId);
+/** The fetcher for reads of `widgetId` made by the viewer with chunk manager `owner` (else the newest one). */
+export function getChunkFetcher(widgetId: string, owner?: unknown): ChunkFetcher | undefined {
+  const list = fetchers.get(widgetId);
+  if (list === undefined || list.length === 0) return undefined;
+  if (owner !== undefined) {
+    for (const r of list) if (r.owner === owner) return r.fetcher;
+  }
+  return list[list.length - 1].fetcher;
+}
+
+/** Number of views registered for `widgetId` (tests). */
+export function chunkFetcherCount(widgetId: string): number {
+  return fetchers.get(widgetId)?.length ?? 0;
 }
 
 function sliceByteRange(data: Uint8Array, byteRange: ByteRangeRequest | undefined) {
@@ -307,6 +339,8 @@ export class MemKvStore implements KvStore {
   constructor(
     public widgetId: string,
     public host: string = widgetId,
+    /** The chunk manager of the viewer this store belongs to (selects that view's fetcher). */
+    public owner?: unknown,
   ) {}
 
   getUrl(key: string): string {
@@ -322,7 +356,7 @@ export class MemKvStore implements KvStore {
   }
 
   async read(key: string, options: DriverReadOptions): Promise<ReadResponse | undefined> {
-    const fetcher = fetchers.get(this.widgetId);
+    const fetcher = getChunkFetcher(this.widgetId, this.owner);
     if (fetcher === undefined) throw new Error(`No ilastik widget ${JSON.stringify(this.widgetId)} on this page`);
     const full = await fetcher.fetch(key, options.signal);
     if (full === undefined) return undefined;
@@ -355,13 +389,14 @@ export function registerMemKvStore(): void {
   if (registered) return;
   registered = true;
   frontendOnlyKvStoreProviderRegistry.registerBaseKvStoreProvider(
-    (): BaseKvStoreProvider => ({
+    // One provider per viewer (Neuroglancer applies the factory to each viewer's kvstore context).
+    (context: { chunkManager?: unknown }): BaseKvStoreProvider => ({
       scheme: MEM_SCHEME,
       description: "ilastik widget: data served by the Python kernel",
       hidden: true,
       getKvStore(url: UrlWithParsedScheme) {
         const { widgetId, host, path } = parseMemUrl(url.url);
-        return { store: new MemKvStore(widgetId, host), path };
+        return { store: new MemKvStore(widgetId, host, context?.chunkManager), path };
       },
     }),
   );

@@ -9,7 +9,8 @@
 // zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
 // widget's own shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the centre
 // of voxel i at i. `refresh(layers, generation)` re-reads layers without blanking them (layers.ts LayerReloader).
-// The handle is also `window.__ilastikWidgets[widgetId]`.
+// The handle is also `window.__ilastikWidgets[widgetId]` (the newest view of the widget; all its views are in
+// `window.__ilastikWidgetViews[widgetId]`).
 
 import "neuroglancer/unstable/util/polyfills.js";
 import "neuroglancer/unstable/layer/enabled_frontend_modules.js";
@@ -90,6 +91,8 @@ export interface ViewerHandle {
 declare global {
   interface Window {
     __ilastikWidgets?: Record<string, ViewerHandle>;
+    /** Every open view of each widget, oldest first (a widget displayed twice has two). */
+    __ilastikWidgetViews?: Record<string, ViewerHandle[]>;
   }
 }
 
@@ -120,7 +123,6 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   const arrayAxes = AXES[ndim];
 
   const fetcher = new ChunkFetcher(opts.transport, { maxInFlight: opts.maxRequestsInFlight });
-  const unregisterFetcher = registerChunkFetcher(widgetId, fetcher);
 
   const container = document.createElement("div");
   container.className = "ilastik-viewer";
@@ -142,6 +144,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     showLayerDialog: false,
     resetStateWhenEmpty: false,
   } as any);
+  // This view's reads go to this view's fetcher (a widget shown twice has two viewers, each with its own fetcher).
+  const unregisterFetcher = registerChunkFetcher(widgetId, fetcher, viewer.dataContext.chunkManager);
   // Mouse bindings of the data panels only: Neuroglancer's global keyboard shortcuts (digits, l, s, b, n, ...)
   // would clash with the widget's own (shortcuts.ts).
   viewer.inputEventBindings.sliceView.addParent(getDefaultSliceViewPanelBindings(), Number.NEGATIVE_INFINITY);
@@ -155,12 +159,18 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   }
 
   const axisMap = new AxisMap(viewer, arrayAxes);
+  // The global dimensions this viewer declares, in this order. Positions are always mapped by dimension name
+  // (AxisMap), never by this order: Neuroglancer may keep its coordinate space in another order.
   const globalNames = ndim === 2 ? ["x", "y"] : ["x", "y", "z"];
   const layout = opts.state?.layout ?? defaultLayout(ndim);
   const rect = container.getBoundingClientRect();
   const center = shape.map((s) => Math.floor(s / 2)); // a voxel centre, so 3D panels show whole voxels
-  const initialPosition = opts.state?.position ?? center;
-  const toGlobalOrder = (point: number[]) => globalNames.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
+  const validPosition = (p: number[] | undefined): p is number[] =>
+    Array.isArray(p) && p.length === ndim && p.every((v) => Number.isFinite(v));
+  const initialPosition = validPosition(opts.state?.position) ? opts.state!.position! : center;
+  /** `point` (array order) as a position in `names` order (the global dimensions of the initial state JSON). */
+  const byName = (point: number[], names: readonly string[]) =>
+    names.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
 
   // Global dimensions: one voxel per unit, except the relative voxel sizes of an anisotropic volume, which
   // chunk_server puts in the raw layer's source transform.
@@ -178,7 +188,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
 
   const stateJson: Record<string, unknown> = {
     dimensions,
-    position: toGlobalOrder(initialPosition),
+    position: byName(initialPosition, globalNames),
     crossSectionScale: opts.state?.crossSectionScale ?? fitScale(shape, rect.width, rect.height, layout),
     projectionScale: opts.state?.projectionScale ?? Math.max(...shape) * 1.6,
     layout,
@@ -208,8 +218,32 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     return xy;
   };
 
+  // A position (array order) waiting for the layers to define the global dimensions and their bounds: it is then
+  // applied by dimension name (Neuroglancer re-centres the view when the bounds first appear).
+  let pendingPosition: number[] | undefined = initialPosition;
+  const spaceReady = (): boolean => {
+    const space = viewer.coordinateSpace.value;
+    if (!space.valid) return false;
+    const { lowerBounds, upperBounds } = space.bounds;
+    return arrayAxes.every((name) => {
+      const g = space.names.indexOf(name);
+      return g >= 0 && Number.isFinite(lowerBounds[g]) && Number.isFinite(upperBounds[g]);
+    });
+  };
+  const setPosition = (point: number[]) => {
+    if (spaceReady() && viewer.position.value.length === viewer.coordinateSpace.value.rank) {
+      pendingPosition = undefined;
+      viewer.position.value = axisMap.toGlobal(point, viewer.position.value);
+    } else {
+      pendingPosition = point.slice();
+    }
+  };
+  const applyPendingPosition = () => {
+    if (pendingPosition !== undefined) setPosition(pendingPosition);
+  };
+
   const getState = (): ViewerState => {
-    const position = axisMap.ready ? axisMap.toArray(viewer.position.value) : [];
+    const position = pendingPosition ?? (axisMap.ready ? axisMap.toArray(viewer.position.value) : []);
     return {
       position: position.map((v) => Math.round(v * 1000) / 1000),
       crossSectionScale: viewer.crossSectionScale.value,
@@ -222,16 +256,12 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
 
   const setState = (state: ViewerState) => {
     const json: Record<string, unknown> = {};
-    if (state.position !== undefined && state.position.length === ndim) json.position = toGlobalOrder(state.position);
     if (state.crossSectionScale !== undefined) json.crossSectionScale = state.crossSectionScale;
     if (state.projectionScale !== undefined) json.projectionScale = state.projectionScale;
     if (state.crossSectionOrientation !== undefined) json.crossSectionOrientation = state.crossSectionOrientation;
     if (state.projectionOrientation !== undefined) json.projectionOrientation = state.projectionOrientation;
-    if (state.position !== undefined && state.position.length === ndim && state.position.every(Number.isFinite)) {
-      // By dimension name: the global dimensions' order is Neuroglancer's, not necessarily (x, y, z).
-      if (axisMap.ready) viewer.position.value = axisMap.toGlobal(state.position, viewer.position.value);
-      else viewer.position.restoreState(json.position);
-    }
+    // By dimension name: the global dimensions' order is Neuroglancer's, not necessarily (x, y, z).
+    if (validPosition(state.position)) setPosition(state.position);
     if (json.crossSectionScale !== undefined) viewer.crossSectionScale.restoreState(json.crossSectionScale);
     if (json.projectionScale !== undefined) viewer.projectionScale.restoreState(json.projectionScale);
     if (json.crossSectionOrientation !== undefined) viewer.crossSectionOrientation.restoreState(json.crossSectionOrientation);
@@ -253,6 +283,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     });
   };
   const disposers: Array<() => void> = [
+    viewer.coordinateSpace.changed.add(applyPendingPosition),
     viewer.position.changed.add(onViewChanged),
     viewer.crossSectionScale.changed.add(onViewChanged),
     viewer.projectionScale.changed.add(onViewChanged),
@@ -260,6 +291,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     viewer.projectionOrientation.changed.add(onViewChanged),
     viewer.layout.changed.add(onViewChanged),
   ];
+  applyPendingPosition();
 
   let labelsClearTimer: number | undefined;
   const clearDrawnWhenLoaded = () => {
@@ -327,7 +359,17 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       unregisterFetcher();
       viewer.dispose();
       container.remove();
-      if (window.__ilastikWidgets?.[widgetId] === handle) delete window.__ilastikWidgets[widgetId];
+      const views = window.__ilastikWidgetViews?.[widgetId];
+      if (views !== undefined) {
+        const i = views.indexOf(handle);
+        if (i >= 0) views.splice(i, 1);
+        if (views.length === 0) delete window.__ilastikWidgetViews![widgetId];
+      }
+      if (window.__ilastikWidgets?.[widgetId] === handle) {
+        // the widget's newest other view, if it is still shown elsewhere
+        if (views !== undefined && views.length > 0) window.__ilastikWidgets[widgetId] = views[views.length - 1];
+        else delete window.__ilastikWidgets[widgetId];
+      }
     },
     voxelToScreen(point) {
       const geometry = firstXYPanel();
@@ -350,6 +392,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   };
   window.__ilastikWidgets ??= {};
   window.__ilastikWidgets[widgetId] = handle;
+  window.__ilastikWidgetViews ??= {};
+  (window.__ilastikWidgetViews[widgetId] ??= []).push(handle);
   return handle;
 }
 
