@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -84,6 +85,9 @@ class IlastikWidget(anywidget.AnyWidget):
         Index of the channel axis of ``image`` if it has one.
     classes:
         Class names (default: ``("Background", "Foreground")``).
+    autosave:
+        A project file to save to after every change of strokes, classes or features, so a kernel crash loses
+        nothing; reopen it with :meth:`IlastikWidget.from_project`.
     **session_kwargs:
         Passed to :class:`~ilastik_widget.session.Session` (``features``, ``seed``, ``classifier``...).
 
@@ -129,7 +133,8 @@ class IlastikWidget(anywidget.AnyWidget):
             raise t.TraitError(f"height must be a number of pixels from 200 to 4000, not {value!r}")
         return value
 
-    def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, **session_kwargs):
+    def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, *,
+                 autosave: str | os.PathLike | None = None, **session_kwargs):
         Session = _session_class()
         if isinstance(image_or_session, Session):
             if channel_axis is not None or classes is not None or session_kwargs:
@@ -174,6 +179,12 @@ class IlastikWidget(anywidget.AnyWidget):
         self._register_handlers()
         self.on_msg(self._on_custom_msg)
         self._listener_ok = False
+        # The saver listens before the widget does, so the widget sees a failed save of the same change.
+        self._autosaver = None
+        if autosave is not None:
+            from .project import enable_autosave
+
+            self._autosaver = enable_autosave(session, autosave)
         add_listener = getattr(session, "add_listener", None)
         if add_listener is not None:
             add_listener(self._on_session_event)
@@ -513,11 +524,35 @@ class IlastikWidget(anywidget.AnyWidget):
     def probabilities(self, region=None):
         return self._session.predict(region)
 
+    @classmethod
+    def from_project(cls, path: str | os.PathLike, image: Any = None, *, autosave: bool = True) -> IlastikWidget:
+        """Reopen a saved or autosaved project: every class and stroke comes back, and the model is retrained.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A project file written by ``session.save`` or by a widget's autosave.
+        image : array-like, optional
+            The image, when the project only references it (a file that moved, an array from a cell).
+        autosave : bool
+            Keep saving every change back to ``path`` (default), so the reopened widget is as safe as the first.
+        """
+        from .project import load_session
+
+        return cls(load_session(path, image=image), autosave=path if autosave else None)
+
+    @property
+    def autosave_path(self) -> Path | None:
+        """The project file this widget saves to after every change, or None."""
+        return None if self._autosaver is None else self._autosaver.path
+
     def close(self) -> None:
         """Stop serving the browser: cancel training, stop the chunk threads, detach from the session."""
         if getattr(self, "_closed", True) is False:
             self._closed = True
             session = self._session
+            if self._autosaver is not None:
+                self._autosaver.close()
             try:
                 training = self._train_future
                 if training is not None and not training.done():
@@ -651,6 +686,9 @@ class IlastikWidget(anywidget.AnyWidget):
         """Listener on the session (called from any thread)."""
         if self._closed:
             return
+        saver = self._autosaver
+        if saver is not None and saver.last_error is not None and event in saver.EVENTS:
+            self._show_error(f"Autosave to {saver.path} failed: {saver.last_error}")
         try:
             if event == "labels":
                 self._sync_strokes()
@@ -808,6 +846,9 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def _clear_error(self) -> None:
         """A user action succeeded: an earlier error no longer needs to be shown."""
+        saver = self._autosaver
+        if saver is not None and saver.last_error is not None:
+            return  # the labels are not safe on disk yet: keep saying so until a save succeeds
         with self._lock:
             if self.error:
                 values = {"error": ""}

@@ -477,3 +477,58 @@ def test_training_outside_the_widget_refreshes_the_browser(data):
     refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
     assert len(refreshes) == 1 and refreshes[0]["generation"] == w.generation
     w.close()
+
+
+# --------------------------------------------------------------------------------------------- autosave
+
+
+def test_autosave_keeps_every_browser_stroke_and_from_project_restores_them(data, tmp_path):
+    from ilastik_widget.project import load_session
+
+    image, _, strokes = data
+    path = tmp_path / "auto.ilastikw"
+    w, rec = make_widget(image, autosave=path)
+    assert w.autosave_path == path and path.is_file()
+    for i, s in enumerate(strokes, start=1):
+        w.handle_message(stroke_msg(i, s))
+        assert rec.reply(i)[0]["type"] == "stroke-reply"
+    w.handle_message({"type": "undo", "id": 100})
+    w.wait(60)
+    expected = [(s.label, s.points.tolist()) for s in w.session.strokes]
+    assert len(expected) == len(strokes) - 1
+    # the file on disk already holds the newest labels, without any explicit save
+    saved = load_session(path, image=image, train=False)
+    assert [(s.label, s.points.tolist()) for s in saved.strokes] == expected
+    w.close()
+
+    w2 = IlastikWidget.from_project(path, image=image)
+    w2.send = Recorder()
+    assert [(s.label, s.points.tolist()) for s in w2.session.strokes] == expected
+    assert np.array_equal(w2.session.labels(), w.session.labels())
+    w2.wait(60)
+    assert w2.session.is_trained  # reopening retrains (live update)
+    w2.add_stroke(1, [[5, 5], [5, 20]], radius=1)
+    assert len(load_session(path, image=image, train=False).strokes) == len(expected) + 1
+    w2.close()
+
+
+def test_autosave_failure_is_shown_in_words_and_keeps_the_labels(data, tmp_path):
+    from ilastik_widget.project import load_session
+
+    image, _, strokes = data
+    path = tmp_path / "auto.ilastikw"
+    w, rec = make_widget(image, autosave=path)
+    path.unlink()
+    path.mkdir()  # a directory in the file's place: the next save fails (for root too, unlike permissions)
+    try:
+        w.handle_message(stroke_msg(1, strokes[0]))
+        assert rec.reply(1)[0]["type"] == "stroke-reply"
+        assert len(w.session.strokes) == 1
+        assert "Autosave" in w.error and str(path) in w.error
+        path.rmdir()  # the disk is writable again: the next change saves, and the error goes away
+        w.handle_message(stroke_msg(2, strokes[1]))
+        assert rec.reply(2)[0]["type"] == "stroke-reply"
+        assert w.error == ""
+        assert len(load_session(path, image=image, train=False).strokes) == 2
+    finally:
+        w.close()
