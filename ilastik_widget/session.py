@@ -180,6 +180,9 @@ class Session:
 
         self.source = None
         if hasattr(image, "array") and hasattr(image, "spatial_shape") and hasattr(image, "axes"):
+            if getattr(image, "time_axis", None) is not None:
+                raise ValueError(f"the image is a time series of {image.n_times} time points: train on one, e.g. "
+                                 f"open_source(..., t=0) or source.at_time(0), and predict the others in batch")
             self.source = image
             if channel_axis is None:
                 channel_axis = getattr(image, "channel_axis", None)

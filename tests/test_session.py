@@ -624,3 +624,14 @@ def test_prediction_started_before_a_selection_change_uses_its_models_features(c
     assert "error" not in result, result.get("error")
     np.testing.assert_array_equal(result["p"], expected)
     assert not s.is_trained
+
+
+def test_time_series_source_asks_for_one_time_point():
+    from ilastik_widget.sources import open_source
+
+    src = open_source(np.random.default_rng(0).random((3, 32, 40), dtype=np.float32), axes="tyx")
+    with pytest.raises(ValueError, match="time series of 3 time points"):
+        Session(src)
+    s = Session(src.at_time(1))
+    assert s.spatial_shape == (32, 40)
+    assert np.array_equal(np.asarray(s.image), np.asarray(src.array[1]))
