@@ -59,7 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .sources import ImageSource, is_url, open_source
+from .sources import ImageSource, open_source
 
 __all__ = ["predict_batch", "predict_dask", "OUTPUTS", "BatchModel", "model_from_session", "read_output"]
 
@@ -273,7 +273,6 @@ def _check_compatible(src: ImageSource, model: BatchModel) -> None:
 
 def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
     """dask array (*spatial, C) with the processing chunks, for one time point."""
-    import dask.array as da
 
     _check_compatible(src, model)
     arr = src.array
@@ -502,7 +501,6 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
         Per input: ``{"input": name, "<output>": path, ...}`` (zarr: path of each OME-Zarr image inside the
         container; tiff: file path). A single dict when one input (not a list) was given.
     """
-    import dask
 
     single = not isinstance(source_or_list, (list, tuple))
     inputs = [source_or_list] if single else list(source_or_list)
@@ -630,7 +628,6 @@ def da_moveaxis(arr, src, dst):
 
 
 def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_bytes, single):
-    import dask
     import tifffile
 
     arrays, keys = [], []
@@ -643,27 +640,7 @@ def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress
                                  f"written from memory; use format='zarr'")
             arrays.append(a)
             keys.append((src, tg[o], o))
-    if client is not None:
-        futures = client.compute(arrays)
-        if progress:
-            from distributed import progress as dprogress
-
-            dprogress(futures, notebook=_in_notebook(), multi=False)
-        values = client.gather(futures)
-    else:
-        cb = contextlib.nullcontext()
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-                from tqdm.dask import TqdmCallback
-
-                cb = TqdmCallback(desc="predict", tqdm_class=tqdm)
-            except ImportError:  # pragma: no cover
-                from dask.diagnostics import ProgressBar
-
-                cb = ProgressBar()
-        with cb:
-            values = dask.compute(*arrays)
+    values = _progress_compute(arrays, client, progress)
     results: dict[str, dict] = {}
     for (src, path, o), v in zip(keys, values):
         v = np.asarray(v)

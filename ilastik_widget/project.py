@@ -20,7 +20,6 @@ it after every change of labels, classes or features; ``load_session(path)`` reo
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import tempfile

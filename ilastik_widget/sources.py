@@ -14,12 +14,10 @@ Time series are handled one time point at a time: ``open_source(path, t=3)`` or 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
