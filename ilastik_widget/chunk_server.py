@@ -22,6 +22,7 @@ raises: a malformed, unknown or out-of-range key gives ``None`` and a log line.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -281,6 +282,34 @@ class ChunkServer:
                 log.exception("chunk_server: failed to read key %r", key)
                 out.append(None)
         return out
+
+    def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
+        """Keys of every prediction chunk of the current generation, coarsest level first; empty when the image has
+        more than ``max_pixels`` (default ``max_predict_pixels``) pixels (then only what the view asks for is worth
+        computing)."""
+        limit = self.max_predict_pixels if max_pixels is None else int(max_pixels)
+        if math.prod(self.spatial_shape) > limit or not getattr(self.session, "is_trained", False):
+            return []
+        array = self._predictions_array()
+        gen = int(self.session.generation)
+        keys = []
+        for level in reversed(range(array.n_levels)):
+            grid = [range(-(-s // c)) for s, c in zip(array.level_shape(level), array.chunk)]
+            for index in itertools.product(*grid):
+                keys.append(f"predictions/{gen}/{level}/" + ".".join(str(i) for i in index) + ".0")
+        return keys
+
+    def warm_predictions(self, max_pixels: int | None = None) -> int:
+        """Compute and cache every prediction chunk of the current generation (see :meth:`prediction_keys`) so
+        that reads asked for afterwards are answered from the cache; returns the number of chunks now cached."""
+        n = 0
+        for key in self.prediction_keys(max_pixels):
+            try:
+                n += self._read_one(key) is not None
+            except Exception:
+                log.exception("chunk_server: failed to compute %r", key)
+                return n
+        return n
 
     def raw_range(self) -> tuple[float, float]:
         """Display range for the raw layer (0.5 / 99.5 percentiles of a strided sample)."""

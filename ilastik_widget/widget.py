@@ -607,16 +607,33 @@ class IlastikWidget(anywidget.AnyWidget):
         n_pred = sum(1 for k in request.keys if k.startswith("predictions/") and "/." not in k)
         # Two lanes: image and label chunks are quick and must not wait behind predictions being computed.
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-p")
-                self._fast_executor = ThreadPoolExecutor(max_workers=2,
-                                                         thread_name_prefix=f"ilastik-{self.widget_id}-r")
+            self._ensure_executors()
             executor = self._executor if n_pred else self._fast_executor
             self._pending_prediction_keys += n_pred
         if n_pred:
             self._update_busy_status()
         future = executor.submit(self._serve_chunks, request, n_pred)
         with self._lock:
+            self._chunk_futures.add(future)
+        future.add_done_callback(self._chunk_done)
+
+    def _ensure_executors(self) -> None:
+        """Thread pools of the two chunk lanes (call with the lock held)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-p")
+            self._fast_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-r")
+
+    def _prefetch_predictions(self) -> None:
+        """New predictions of a small image: compute its prediction chunks now, while the browser is still setting up
+        the refreshed layers, so its requests find them ready (large images: only what the view asks for)."""
+        warm = getattr(self._chunks, "warm_predictions", None)
+        if warm is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._ensure_executors()
+            future = self._executor.submit(warm)
             self._chunk_futures.add(future)
         future.add_done_callback(self._chunk_done)
 
@@ -800,6 +817,7 @@ class IlastikWidget(anywidget.AnyWidget):
             return
         self._trained_version = version
         self._publish_generation()
+        self._prefetch_predictions()
         with self._lock:
             self._set_traits(error="")
         self._update_busy_status()
@@ -828,7 +846,10 @@ class IlastikWidget(anywidget.AnyWidget):
         if training:
             return
         if n > 0:
-            self._set_status(f"Predicting {n} chunk{'s' if n != 1 else ''}…", busy=True)
+            # Only the change idle -> busy goes to the browser: a status message per chunk request competes with the
+            # chunk replies for the browser's main thread.
+            if not (self.busy and self.status.startswith("Predicting")):
+                self._set_status(f"Predicting {n} chunk{'s' if n != 1 else ''}…", busy=True)
         else:
             self._set_status(self._idle_status(), busy=False)
 

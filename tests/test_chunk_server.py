@@ -314,3 +314,23 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
         # Neuroglancer's placement: the first voxel of the level starts at 0 and voxel i at i * scale.
         lower = translation[:3] - 0.5 * scale[:3]
         np.testing.assert_allclose(lower, 0.0)
+
+
+def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
+    image = _image2d((300, 300))
+    session = _Session(image)
+    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    assert server.prediction_keys() == [] and server.warm_predictions() == 0  # not trained: nothing to compute
+    session.is_trained = True
+    session.generation = 5
+    keys = server.prediction_keys()
+    levels = server._predictions_array().n_levels
+    assert keys[0].startswith(f"predictions/5/{levels - 1}/") and "predictions/5/0/2.2.0" in keys
+    assert len([k for k in keys if k.startswith("predictions/5/0/")]) == 9
+    assert server.warm_predictions() == len(keys)
+    n_calls = len(session.predict_calls)
+    assert n_calls == len(keys)
+    fresh = ChunkServer(session, "other", chunk_shape=(128, 128))
+    assert server.read(keys) == fresh.read(keys)  # the cached chunks are the ones a read computes
+    assert len(session.predict_calls) == n_calls + len(keys)  # ... and `server` answered from its cache
+    assert ChunkServer(session, "big", chunk_shape=(128, 128), max_predict_pixels=100 * 100).prediction_keys() == []

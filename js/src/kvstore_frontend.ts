@@ -83,7 +83,10 @@ export class ChunkFetcher {
   batchDelayMs = 8;
   readonly maxInFlight: number;
   readonly maxKeysPerMessage: number;
-  /** Prediction chunks are computed on demand: fewer per message, so the first ones show sooner. */
+  /**
+   * Prediction chunks are computed on demand: fewer per message than image data so the first ones show sooner, but
+   * enough that a whole view goes out in one round (each round waits for a busy main thread to take the replies).
+   */
   readonly maxPredictionKeysPerMessage: number;
   /** Counters for tests and benchmarks. */
   stats = { messages: 0, keys: 0, bytes: 0, dropped: 0, cancelled: 0 };
@@ -94,7 +97,7 @@ export class ChunkFetcher {
   ) {
     this.maxInFlight = options.maxInFlight ?? 4;
     this.maxKeysPerMessage = options.maxKeysPerMessage ?? 128;
-    this.maxPredictionKeysPerMessage = options.maxPredictionKeysPerMessage ?? 4;
+    this.maxPredictionKeysPerMessage = options.maxPredictionKeysPerMessage ?? 12;
   }
 
   setGeneration(array: string, generation: number): void {
