@@ -1,8 +1,7 @@
 // Layers of the viewer: the JSON layer specs made by ilastik_widget/chunk_server.py (`layer_specs()`), the user's
 // visibility/opacity settings, and cache invalidation when the kernel says an array changed.
 
-import type { ManagedUserLayer } from "neuroglancer/unstable/layer/index.js";
-import { changeLayerName, makeLayer } from "neuroglancer/unstable/layer/index.js";
+import { makeLayer } from "neuroglancer/unstable/layer/index.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 
 /** One Neuroglancer layer definition, as chunk_server.layer_specs() makes it. */
@@ -25,11 +24,6 @@ export type LayerSettings = Record<string, LayerSetting>;
 
 /** Layer names the widget knows, in the order of the panel's controls. */
 export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty"] as const;
-
-/** Removes the `~<tag>` a reload added to the widget id of a mem:// URL. */
-export function untaggedUrl(url: string): string {
-  return url.replace(/^(mem:\/\/[^/~]+)~[^/]*/, "$1");
-}
 
 function sourceUrl(spec: LayerSpec): string {
   const { source } = spec;
@@ -74,7 +68,7 @@ export function applyLayerSpecs(viewer: Viewer, specs: LayerSpec[], settings: La
     const merged = withSettings(spec, settings);
     const existing = layerManager.getLayerByName(spec.name);
     const current = currentSourceUrl(existing);
-    if (existing !== undefined && current !== undefined && untaggedUrl(current) === untaggedUrl(sourceUrl(spec))) {
+    if (existing !== undefined && current !== undefined && current === sourceUrl(spec)) {
       const layer = existing.layer as any;
       if (merged.shader !== undefined && layer?.fragmentMain !== undefined && layer.fragmentMain.value !== merged.shader) {
         layer.fragmentMain.value = merged.shader;
@@ -108,7 +102,6 @@ export function applyLayerSetting(viewer: Viewer, name: string, setting: LayerSe
 export function getLayerSettings(viewer: Viewer): LayerSettings {
   const out: LayerSettings = {};
   for (const managed of viewer.layerManager.managedLayers) {
-    if (managed.name.endsWith("~next")) continue; // a reload's twin (LayerReloader)
     const layer = managed.layer as any;
     out[managed.name] = {
       visible: managed.visible,
@@ -118,121 +111,155 @@ export function getLayerSettings(viewer: Viewer): LayerSettings {
   return out;
 }
 
-let reloadCounter = 0;
-
-function withTag(source: unknown, tag: string): unknown {
-  const retag = (url: string) => untaggedUrl(url).replace(/^(mem:\/\/[^/]+)/, `$1~${tag}`);
-  if (typeof source === "string") return retag(source);
-  if (source !== null && typeof source === "object" && typeof (source as { url?: unknown }).url === "string") {
-    return { ...(source as object), url: retag((source as { url: string }).url) };
-  }
-  return source;
-}
-
-interface PendingReload {
-  next: ManagedUserLayer;
-  opacity: number | undefined;
+/** What the refresher uses of a Neuroglancer chunk source (chunk_manager/frontend.js ships no types). */
+interface ChunkSource {
+  chunks: Map<string, unknown>;
+  invalidateCache(): void;
+  addRef(): unknown;
+  dispose(): void;
+  refCount: number;
+  parameters?: { url?: unknown };
 }
 
 /**
- * Re-reads layers from the kernel without blanking them: each visible layer gets a twin with the same spec and a
- * fresh source URL (a new `~<tag>` on the mem:// host, so Neuroglancer's chunk cache is new), drawn with opacity 0
- * until the view has loaded it, then the twin takes the layer's place. Layers sharing a source (the three prediction
- * layers) share the twin's chunks. Hidden layers are swapped at once.
+ * The chunk sources (every scale) whose data URL starts with `prefix`, e.g. `mem://<widget>/predictions/`: the
+ * viewer's chunk manager memoizes every source it made under a key, the zarr ones carry their URL in `parameters`.
  */
-export class LayerReloader {
-  private pending = new Map<string, PendingReload>();
-  private again = new Set<string>();
+export function chunkSourcesWithUrl(viewer: Viewer, prefix: string): ChunkSource[] {
+  const out: ChunkSource[] = [];
+  for (const value of viewer.chunkManager.memoize.map.values()) {
+    const source = value as unknown as Partial<ChunkSource>;
+    const url = source.parameters?.url;
+    if (typeof url === "string" && url.startsWith(prefix) && typeof source.invalidateCache === "function" &&
+        source.chunks instanceof Map) {
+      out.push(source as ChunkSource);
+    }
+  }
+  return out;
+}
+
+/** A refresh whose chunks never arrive (the worker dropped them) stops counting as loading after this long (ms). */
+const GIVE_UP_MS = 20_000;
+
+interface Refreshing {
+  started: number;
+  /** Chunks the sources held when they were invalidated; the refresh is loaded once none is left. */
+  stale: Set<unknown>[];
+  sources: ChunkSource[];
+}
+
+/**
+ * Re-reads arrays from the kernel in place, without new layers: the chunk sources reading `<prefix><array>/` are
+ * invalidated (Neuroglancer's worker drops their chunks and asks for the visible ones again), and the display keeps
+ * showing its last frame until the new chunks are on the GPU, so a refreshed layer never flashes empty. Drawing
+ * resumes at once when the view moves (`release()`), and after `maxHoldMs` at the latest.
+ */
+export class LayerRefresher {
+  private refreshing: Refreshing[] = [];
+  private holding = false;
+  private missedDraw = false;
   private timer: number | undefined;
-  private started = 0;
-  /** Longest wait for the twins to load before swapping anyway (ms). */
-  timeoutMs = 8000;
+  private holdStarted = 0;
+  private readonly restoreDraw: () => void;
+  private readonly loadedListeners = new Set<() => void>();
+  /** Longest time the display is held (ms). */
+  maxHoldMs = 1500;
 
-  constructor(private viewer: Viewer) {}
-
-  get busy(): boolean {
-    return this.pending.size > 0 || this.again.size > 0;
+  constructor(
+    private viewer: Viewer,
+    private urlPrefix: string,
+  ) {
+    const display = viewer.display as unknown as { draw: () => void; scheduleRedraw: () => void };
+    const draw = display.draw;
+    display.draw = () => {
+      if (this.holding) {
+        this.missedDraw = true;
+        return;
+      }
+      draw.call(display);
+    };
+    this.restoreDraw = () => {
+      display.draw = draw;
+    };
   }
 
-  reload(names: string[]): void {
-    const { layerManager, layerSpecification } = this.viewer;
-    const tag = String(++reloadCounter);
-    for (const name of names) {
-      const old = layerManager.getLayerByName(name);
-      if (old === undefined || old.layer === null) continue;
-      if (this.pending.has(name)) {
-        // A twin is still loading: reload again once it is in place (so steady refreshes still show progress).
-        this.again.add(name);
-        continue;
+  /** True while refreshed chunks are still loading. */
+  get busy(): boolean {
+    return this.refreshing.length > 0;
+  }
+
+  /** Called once every refresh started so far has loaded. */
+  onLoaded(listener: () => void): () => void {
+    this.loadedListeners.add(listener);
+    return () => this.loadedListeners.delete(listener);
+  }
+
+  /** Re-reads `arrays` ("labels", "predictions", ...); `onLoaded` listeners run once they are shown. */
+  refresh(arrays: string[], hold = true): void {
+    for (const array of arrays) {
+      const sources = chunkSourcesWithUrl(this.viewer, `${this.urlPrefix}${array}/`);
+      if (sources.length === 0) continue;
+      this.refreshing.push({ started: performance.now(), sources, stale: sources.map((s) => new Set(s.chunks.values())) });
+      // The worker answers an invalidation with a chunk update of the source even when it no longer uses the source
+      // itself (a layer just hidden); the page must still know the source then, so hold a reference until a later
+      // round trip to the worker has come back.
+      for (const source of sources) {
+        source.addRef();
+        source.invalidateCache();
       }
-      const spec = old.layer.toJSON() as Record<string, unknown>;
-      spec.source = withTag(spec.source, tag);
-      const opacity = (old.layer as any).opacity?.value as number | undefined;
-      if (!old.visible) {
-        spec.visible = false;
-        const next = makeLayer(layerSpecification, `${name}~next`, spec);
-        const index = layerManager.managedLayers.indexOf(old);
-        layerManager.removeManagedLayer(old);
-        layerSpecification.add(next, index);
-        changeLayerName(next, name);
-        continue;
-      }
-      spec.opacity = 0;
-      const next = makeLayer(layerSpecification, `${name}~next`, spec);
-      layerSpecification.add(next, layerManager.managedLayers.indexOf(old) + 1);
-      this.pending.set(name, { next, opacity });
+      const release = () => sources.forEach((source) => source.dispose());
+      this.viewer.chunkQueueManager.getStatistics().then(release, release);
     }
-    if (this.pending.size > 0) this.watch();
+    if (hold && this.refreshing.length > 0 && !this.holding) {
+      this.holding = true;
+      this.holdStarted = performance.now();
+    }
+    this.watch();
+  }
+
+  /** Draw again now (the user moved the view); refreshes still loading finish in the background. */
+  release(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    if (this.missedDraw) {
+      this.missedDraw = false;
+      (this.viewer.display as unknown as { scheduleRedraw: () => void }).scheduleRedraw();
+    }
+  }
+
+  private loaded(entry: Refreshing): boolean {
+    if (performance.now() - entry.started > GIVE_UP_MS) return true;
+    return entry.sources.every((source, i) => {
+      const stale = entry.stale[i];
+      // a source released meanwhile (its layer was hidden) keeps its chunk map as it was
+      if (stale.size === 0 || source.refCount === 0) return true;
+      for (const chunk of source.chunks.values()) if (stale.has(chunk)) return false;
+      return true;
+    });
   }
 
   private watch() {
     if (this.timer !== undefined) return;
-    this.started = performance.now();
-    this.timer = window.setInterval(() => {
-      const waited = performance.now() - this.started;
-      if ((waited > 50 && this.viewer.isReady()) || waited > this.timeoutMs) this.finish();
-    }, 30);
-  }
-
-  private finish() {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
-    const { layerManager } = this.viewer;
-    for (const [name, { next, opacity }] of this.pending) {
-      const old = layerManager.getLayerByName(name);
-      const layer = next.layer as any;
-      // the user may have changed the opacity while the twin loaded
-      const current = (old?.layer as any)?.opacity?.value as number | undefined;
-      if (layer?.opacity !== undefined) layer.opacity.value = current ?? opacity ?? 0.5;
-      if (old !== undefined) {
-        next.setVisible(old.visible);
-        layerManager.removeManagedLayer(old);
+    const check = () => {
+      this.timer = undefined;
+      if (this.refreshing.every((entry) => this.loaded(entry)) && this.viewer.isReady()) {
+        this.refreshing = [];
+        this.release();
+        for (const listener of Array.from(this.loadedListeners)) listener();
+        return;
       }
-      changeLayerName(next, name);
-    }
-    this.pending.clear();
-    if (this.again.size > 0) {
-      const names = Array.from(this.again);
-      this.again.clear();
-      this.reload(names);
-    }
-  }
-
-  /** Drops the twins still loading (the layers keep their current data). */
-  cancel(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
-    for (const { next } of this.pending.values()) {
-      if (this.viewer.layerManager.managedLayers.includes(next)) this.viewer.layerManager.removeManagedLayer(next);
-    }
-    this.pending.clear();
-    this.again.clear();
+      if (this.holding && performance.now() - this.holdStarted > this.maxHoldMs) this.release();
+      this.timer = requestAnimationFrame(check);
+    };
+    this.timer = requestAnimationFrame(check);
   }
 
   dispose(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.timer !== undefined) cancelAnimationFrame(this.timer);
     this.timer = undefined;
-    this.pending.clear();
-    this.again.clear();
+    this.refreshing = [];
+    this.holding = false;
+    this.restoreDraw();
+    this.loadedListeners.clear();
   }
 }

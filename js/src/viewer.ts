@@ -8,7 +8,7 @@
 // left drag paints, right drag pans; the wheel zooms on 2D images and steps through slices in volumes (ctrl+wheel
 // zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
 // widget's own shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the centre
-// of voxel i at i. `refresh(layers, generation)` re-reads layers without blanking them (layers.ts LayerReloader).
+// of voxel i at i. `refresh(layers, generation)` re-reads layers in place without blanking them (layers.ts LayerRefresher).
 // The handle is also `window.__ilastikWidgets[widgetId]` (the newest view of the widget; all its views are in
 // `window.__ilastikWidgetViews[widgetId]`).
 
@@ -26,7 +26,7 @@ import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
 import type { ChunkTransport } from "./kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
-import { LAYER_NAMES, LayerReloader, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
+import { LAYER_NAMES, LayerRefresher, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -207,7 +207,14 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   viewer.state.restoreState(stateJson);
 
   const brush = new BrushTool(viewer, container, axisMap);
-  const reloader = new LayerReloader(viewer);
+  const refresher = new LayerRefresher(viewer, `mem://${widgetId}/`);
+  // A stroke drawn on the overlay stays until the labels layer shows it.
+  let clearDrawnOnLoad = false;
+  const unlistenLoaded = refresher.onLoaded(() => {
+    if (!clearDrawnOnLoad) return;
+    clearDrawnOnLoad = false;
+    brush.clearDrawn();
+  });
   if (opts.brush) brush.setSettings(opts.brush);
 
   const firstXYPanel = (): PanelGeometry => {
@@ -282,8 +289,17 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       for (const listener of stateListeners) listener(state);
     });
   };
+  // The user moves the view: show it now, even if a refresh is still loading.
+  const releaseHold = () => refresher.release();
   const disposers: Array<() => void> = [
+    unlistenLoaded,
     viewer.coordinateSpace.changed.add(applyPendingPosition),
+    viewer.position.changed.add(releaseHold),
+    viewer.crossSectionScale.changed.add(releaseHold),
+    viewer.projectionScale.changed.add(releaseHold),
+    viewer.crossSectionOrientation.changed.add(releaseHold),
+    viewer.projectionOrientation.changed.add(releaseHold),
+    viewer.layout.changed.add(releaseHold),
     viewer.position.changed.add(onViewChanged),
     viewer.crossSectionScale.changed.add(onViewChanged),
     viewer.projectionScale.changed.add(onViewChanged),
@@ -293,26 +309,11 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   ];
   applyPendingPosition();
 
-  let labelsClearTimer: number | undefined;
-  const clearDrawnWhenLoaded = () => {
-    const started = performance.now();
-    if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
-    labelsClearTimer = window.setInterval(() => {
-      const elapsed = performance.now() - started;
-      if ((elapsed > 150 && fetcher.isIdle() && viewer.isReady() && !reloader.busy) || elapsed > 10000) {
-        clearInterval(labelsClearTimer);
-        labelsClearTimer = undefined;
-        brush.clearDrawn();
-      }
-    }, 50);
-  };
-
   const handle: ViewerHandle = {
     viewer,
     widgetId,
     element: container,
     setLayers(specs) {
-      reloader.cancel();
       applyLayerSpecs(viewer, specs, {});
     },
     setLayerSettings(settings) {
@@ -322,14 +323,17 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return getLayerSettings(viewer);
     },
     refresh(layers, generation) {
-      const names = new Set<string>();
+      const arrays = new Set<string>();
       for (const layer of layers) {
-        if (layer === "predictions") ["probabilities", "segmentation", "uncertainty"].forEach((n) => names.add(n));
-        else if ((LAYER_NAMES as readonly string[]).includes(layer)) names.add(layer);
+        if (layer === "predictions" || ["probabilities", "segmentation", "uncertainty"].includes(layer)) {
+          arrays.add("predictions");
+        } else if ((LAYER_NAMES as readonly string[]).includes(layer)) {
+          arrays.add(layer);
+        }
       }
       if (generation !== undefined) fetcher.setGeneration("predictions", generation);
-      reloader.reload(Array.from(names));
-      if (names.has("labels")) clearDrawnWhenLoaded();
+      if (arrays.has("labels")) clearDrawnOnLoad = true;
+      refresher.refresh(Array.from(arrays));
     },
     setBrush(settings) {
       brush.setSettings(settings);
@@ -350,8 +354,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       setState({ position: point });
     },
     dispose() {
-      if (labelsClearTimer !== undefined) clearInterval(labelsClearTimer);
-      reloader.dispose();
+      refresher.dispose();
       container.removeEventListener("contextmenu", onContextMenu);
       for (const d of disposers) d();
       stateListeners.clear();
@@ -384,7 +387,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return firstXYPanel().rect();
     },
     isIdle() {
-      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !reloader.busy;
+      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !refresher.busy;
     },
     stats() {
       return { ...fetcher.stats };

@@ -234,7 +234,7 @@ class Browser:
         page = context.new_page()
         lab = LabPage(page, name)
         page.on("console", lambda m: None if _NOISE.search(m.text) else lab.console.append(f"[{m.type}] {m.text}"))
-        page.on("pageerror", lambda e: lab.console.append(f"[pageerror] {e}"))
+        page.on("pageerror", lambda e: lab.console.append(f"[pageerror] {e}\n{getattr(e, 'stack', '') or ''}"))
         page.add_init_script(_FIND_PANEL)
         url = f"{server.url}/lab/tree/{name}?reset" if frontend == "lab" else f"{server.url}/notebooks/{name}"
         page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
