@@ -45,10 +45,12 @@ from . import _filters
 
 __all__ = [
     "FEATURES",
+    "FEATURE_DESCRIPTIONS",
     "FEATURE_TITLES",
     "SCALES",
     "FeatureSelection",
     "compute_features",
+    "feature_table",
     "features_for_region",
     "halo",
     "is_valid",
@@ -77,6 +79,19 @@ SCALES: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
 #: inner scale of the difference of Gaussians, as a fraction of the outer one
 DOG_RATIO = _filters.DOG_RATIO
 
+#: what each feature responds to, in words (tooltips of the widget's feature matrix)
+FEATURE_DESCRIPTIONS: dict[str, str] = {
+    "gaussian_smoothing": "the image smoothed with a Gaussian of width σ: brightness averaged over a neighbourhood",
+    "laplacian_of_gaussian": "sum of the second derivatives of the smoothed image: bright or dark blobs of size ~σ",
+    "gaussian_gradient_magnitude": "norm of the gradient of the smoothed image: edges",
+    "difference_of_gaussians": f"the image smoothed at σ minus the image smoothed at {DOG_RATIO:g}σ: a band-pass "
+                               "filter for blobs of size ~σ",
+    "structure_tensor_eigenvalues": "eigenvalues of the structure tensor (gradient at σ, smoothed at σ/2): how "
+                                    "strongly the edges around a pixel are oriented; texture and corners",
+    "hessian_of_gaussian_eigenvalues": "eigenvalues of the Hessian of the smoothed image: lines, tubes, sheets "
+                                       "and blobs",
+}
+
 _EIGEN = ("structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues")
 
 
@@ -102,6 +117,32 @@ def _canonical_scale(scale: Any) -> float | None:
 
 def _n_outputs(feature: str, ndim: int) -> int:
     return ndim if feature in _EIGEN else 1
+
+
+def feature_table() -> dict[str, Any]:
+    """The feature matrix as plain JSON data, for user interfaces that must not repeat it.
+
+    Returns
+    -------
+    dict
+        ``{"scales": [...all scales...], "features": [{"name", "title", "description", "scales",
+        "channels": {"2d", "3d"}}, ...]}``, features in :data:`FEATURES` order; a feature's ``scales`` are the
+        members of ``scales`` that :func:`is_valid` accepts for it, and ``channels`` its output channels per
+        input channel. Every (name, scale) pair is a valid cell of :class:`FeatureSelection`.
+    """
+    return {
+        "scales": list(SCALES),
+        "features": [
+            {
+                "name": f,
+                "title": FEATURE_TITLES[f],
+                "description": FEATURE_DESCRIPTIONS[f],
+                "scales": [s for s in SCALES if is_valid(f, s)],
+                "channels": {"2d": _n_outputs(f, 2), "3d": _n_outputs(f, 3)},
+            }
+            for f in FEATURES
+        ],
+    }
 
 
 @dataclass(frozen=True)

@@ -945,6 +945,8 @@ class IlastikWidget(anywidget.AnyWidget):
         return out
 
     def _source_info(self) -> dict:
+        from .features import feature_table
+
         session = self._session
         image = session.image
         shape = [int(s) for s in session.spatial_shape]
@@ -964,6 +966,9 @@ class IlastikWidget(anywidget.AnyWidget):
             "sources": self._chunks.sources(),
             "layer_specs": specs,
             "chunk_shape": list(self._chunks.chunk_shape),
+            # the panel builds its feature matrix and brush slider from these, so they are defined here only
+            "feature_table": feature_table(),
+            "brush_size": {"min": MIN_BRUSH, "max": MAX_BRUSH},
         }
 
     def _class_op(self, name: str, *args):

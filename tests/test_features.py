@@ -15,6 +15,7 @@ from ilastik_widget.features import (
     SCALES,
     FeatureSelection,
     compute_features,
+    feature_table,
     features_for_region,
     halo,
     is_valid,
@@ -438,6 +439,21 @@ def test_selection_dict_round_trip():
     assert FeatureSelection.from_dict(FeatureSelection.all().to_dict()) == FeatureSelection.all()
     assert FeatureSelection.from_dict({"features": {}}).is_empty
     assert set(FeatureSelection.none().to_dict()["features"]) == set(FEATURES)
+
+
+def test_feature_table_is_the_matrix_as_json():
+    """What the widget's panel shows: plain JSON, the definitions' order, valid cells only, the full channel count."""
+    table = json.loads(json.dumps(feature_table()))
+    assert table["scales"] == list(SCALES)
+    assert [f["name"] for f in table["features"]] == list(FEATURES)
+    assert [f["title"] for f in table["features"]] == [FEATURE_TITLES[f] for f in FEATURES]
+    for f in table["features"]:
+        assert f["description"]
+        assert f["scales"] == [s for s in SCALES if is_valid(f["name"], s)]
+    assert table["features"][0]["scales"][0] == 0.3 and all(0.3 not in f["scales"] for f in table["features"][1:])
+    for nd in (2, 3):
+        assert sum(f["channels"][f"{nd}d"] * len(f["scales"]) for f in table["features"]) == \
+            FeatureSelection.all().n_channels(nd)
 
 
 @pytest.mark.parametrize(

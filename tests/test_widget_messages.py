@@ -342,6 +342,46 @@ def test_feature_selection_trait_reaches_session(data):
     w.close()
 
 
+def test_source_info_carries_the_feature_table_and_every_cell_round_trips(data):
+    """The panel builds its feature matrix from source_info alone: every cell it shows must be one the kernel
+    accepts as the browser sends it (JSON, where 1.0 arrives as 1), and All must be the full set."""
+    from ilastik_widget.features import FEATURES, FeatureSelection, feature_table
+    from ilastik_widget.widget import MAX_BRUSH, MIN_BRUSH
+
+    image, _, _ = data
+    w, _ = make_widget(image)
+    info = json.loads(json.dumps(w.source_info))
+    table = info["feature_table"]
+    assert table == json.loads(json.dumps(feature_table()))
+    assert [f["name"] for f in table["features"]] == list(FEATURES) and len(table["scales"]) == 7
+    assert info["brush_size"] == {"min": MIN_BRUSH, "max": MAX_BRUSH}
+    cells = []
+    for f in table["features"]:
+        name = f["name"]
+        assert f["title"] and f["description"] and set(f["scales"]) <= set(table["scales"])
+        for s in table["scales"]:
+            from_js = int(s) if s == int(s) else s  # JSON.stringify(1.0) == "1"
+            one = {"features": {name: [from_js]}}
+            if s not in f["scales"]:
+                with pytest.raises(ValueError):
+                    FeatureSelection.from_dict(one)
+                continue
+            cells.append((name, s))
+            sel = FeatureSelection.from_dict(one)
+            assert sel == FeatureSelection.none().with_feature(name, s, True)
+            assert sel.to_dict()["features"][name] == [s]
+            assert FeatureSelection.from_dict(json.loads(json.dumps(sel.to_dict()))) == sel
+            assert sel.with_feature(name, s, False).is_empty
+            w.set_state({"feature_selection": one})  # a click on this cell after "None"
+            assert w.session.feature_selection == sel and not w.error, (name, s, w.error)
+    assert len(cells) == 37 and FeatureSelection(frozenset(cells)) == FeatureSelection.all()
+    w.set_state({"feature_selection": {"features": {f["name"]: f["scales"] for f in table["features"]}}})  # "All"
+    assert w.session.feature_selection == FeatureSelection.all()
+    w.add_class("Third")  # source_info is rebuilt when the classes change: the table stays
+    assert w.source_info["feature_table"] == table
+    w.close()
+
+
 def test_go_to_stroke_moves_the_view(data):
     image, _, strokes = data
     w, rec = make_widget(image)
