@@ -4,7 +4,7 @@
 import "./style.css";
 import { RequestError, Transport } from "./messages.js";
 import type { PanelModel, StrokeSummary } from "./panel.js";
-import { Panel, createHelpOverlay } from "./panel.js";
+import { Panel, brushLimits, createHelpOverlay } from "./panel.js";
 import { installShortcuts, nextBrushSize } from "./shortcuts.js";
 import type { Mode } from "./shortcuts.js";
 import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "./viewer.js";
@@ -266,7 +266,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
         if (label <= (model.get("classes") ?? []).length) setTrait("active_class", label);
       },
       setMode: (mode) => setTrait("mode", mode),
-      brushStep: (direction) => setTrait("brush_size", nextBrushSize(Number(model.get("brush_size") ?? 5), direction)),
+      brushStep: (direction) => setTrait("brush_size",
+        nextBrushSize(Number(model.get("brush_size") ?? 5), direction, brushLimits(model.get("source_info")))),
       undo: () => void request({ type: "undo" }).catch(() => undefined),
       redo: () => void request({ type: "redo" }).catch(() => undefined),
       toggleLive: () => setTrait("live", !model.get("live")),

@@ -36,66 +36,109 @@ export interface PanelActions {
   toggleHelp(show?: boolean): void;
 }
 
-export const FEATURES = [
-  "gaussian_smoothing",
-  "laplacian_of_gaussian",
-  "gaussian_gradient_magnitude",
-  "difference_of_gaussians",
-  "structure_tensor_eigenvalues",
-  "hessian_of_gaussian_eigenvalues",
-] as const;
+/** One feature of the matrix, as ilastik_widget/features.py `feature_table()` describes it. */
+export interface FeatureInfo {
+  name: string;
+  title: string;
+  description: string;
+  /** The scales this feature exists at (a subset of FeatureTable.scales). */
+  scales: number[];
+  /** Output channels per input channel, with 2D and with 3D filters. */
+  channels?: { "2d"?: number; "3d"?: number };
+}
 
-export const FEATURE_TITLES: Record<string, string> = {
-  gaussian_smoothing: "Gaussian Smoothing",
-  laplacian_of_gaussian: "Laplacian of Gaussian",
-  gaussian_gradient_magnitude: "Gaussian Gradient Magnitude",
-  difference_of_gaussians: "Difference of Gaussians",
-  structure_tensor_eigenvalues: "Structure Tensor Eigenvalues",
-  hessian_of_gaussian_eigenvalues: "Hessian of Gaussian Eigenvalues",
+/** The feature matrix the kernel sends in `source_info.feature_table`; the panel keeps no copy of it. */
+export interface FeatureTable {
+  scales: number[];
+  features: FeatureInfo[];
+}
+
+// Titles of the layer rows. The layer names and their order come from the `layers` trait (widget.py
+// DEFAULT_LAYERS); this map only gives them words, and an unknown layer shows its own name.
+const LAYER_TITLES: Record<string, string> = {
+  raw: "Image",
+  labels: "Labels",
+  probabilities: "Probabilities",
+  segmentation: "Segmentation",
+  uncertainty: "Uncertainty",
 };
 
-export const SCALES = [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0] as const;
-
-const LAYERS: Array<[string, string]> = [
-  ["raw", "Image"],
-  ["labels", "Labels"],
-  ["probabilities", "Probabilities"],
-  ["segmentation", "Segmentation"],
-  ["uncertainty", "Uncertainty"],
-];
+// Used only while source_info has no limits (a kernel older than this page); the twins are widget.py's
+// MIN_BRUSH and MAX_BRUSH.
+const FALLBACK_BRUSH_LIMITS: readonly [number, number] = [1, 61];
 
 /** Scale as written in test ids and in Python's repr: "0.3", "1.0", "10.0". */
 export function scaleText(scale: number): string {
   return Number.isInteger(scale) ? scale.toFixed(1) : String(scale);
 }
 
-export function isValidCell(feature: string, scale: number): boolean {
-  return scale !== 0.3 || feature === "gaussian_smoothing";
+function sameScale(a: number, b: number): boolean {
+  return Math.abs(a - b) < 1e-6;
+}
+
+function isNumberList(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((v) => typeof v === "number" && Number.isFinite(v));
+}
+
+/** The feature table in `source_info`, or undefined when it is missing or malformed (e.g. an older kernel). */
+export function featureTable(sourceInfo: any): FeatureTable | undefined {
+  const table = sourceInfo?.feature_table;
+  if (!isNumberList(table?.scales) || table.scales.length === 0) return undefined;
+  if (!Array.isArray(table.features) || table.features.length === 0) return undefined;
+  const features: FeatureInfo[] = [];
+  for (const f of table.features) {
+    if (typeof f?.name !== "string" || !isNumberList(f.scales)) return undefined;
+    features.push({
+      name: f.name,
+      title: typeof f.title === "string" ? f.title : f.name,
+      description: typeof f.description === "string" ? f.description : "",
+      scales: f.scales,
+      channels: typeof f.channels === "object" && f.channels !== null ? f.channels : undefined,
+    });
+  }
+  return { scales: table.scales, features };
+}
+
+/** Smallest and largest brush size the kernel accepts (`source_info.brush_size`). */
+export function brushLimits(sourceInfo: any): [number, number] {
+  const min = sourceInfo?.brush_size?.min;
+  const max = sourceInfo?.brush_size?.max;
+  if (Number.isInteger(min) && Number.isInteger(max) && min >= 1 && max >= min) return [min, max];
+  return [...FALLBACK_BRUSH_LIMITS];
 }
 
 /** Whether `selection` (FeatureSelection.to_dict()) has (feature, scale) switched on. */
 export function featureEnabled(selection: any, feature: string, scale: number): boolean {
   const scales: unknown = selection?.features?.[feature];
-  return Array.isArray(scales) && scales.some((s) => Math.abs(Number(s) - scale) < 1e-6);
+  return Array.isArray(scales) && scales.some((s) => sameScale(Number(s), scale));
 }
 
-/** A copy of `selection` with (feature, scale) switched `on`. */
+/** A copy of `selection` with (feature, scale) switched `on`; the kernel validates the result. */
 export function withFeature(selection: any, feature: string, scale: number, on: boolean): any {
   const features: Record<string, number[]> = {};
-  for (const f of FEATURES) {
-    const scales: unknown = selection?.features?.[f];
-    features[f] = Array.isArray(scales) ? scales.map(Number) : [];
+  const current: unknown = selection?.features;
+  if (typeof current === "object" && current !== null) {
+    for (const [f, scales] of Object.entries(current)) features[f] = Array.isArray(scales) ? scales.map(Number) : [];
   }
-  const rest = features[feature].filter((s) => Math.abs(s - scale) >= 1e-6);
+  const rest = (features[feature] ?? []).filter((s) => !sameScale(s, scale));
   if (on) rest.push(scale);
   features[feature] = rest.sort((a, b) => a - b);
   return { features };
 }
 
-export function allFeatures(on: boolean): any {
+/** Every cell of `table` switched on, or none. */
+export function allFeatures(table: FeatureTable, on: boolean): any {
   const features: Record<string, number[]> = {};
-  for (const f of FEATURES) features[f] = on ? SCALES.filter((s) => isValidCell(f, s)) : [];
+  for (const f of table.features) features[f.name] = on ? [...f.scales] : [];
   return { features };
+}
+
+function channelText(f: FeatureInfo): string {
+  const c2 = f.channels?.["2d"];
+  const c3 = f.channels?.["3d"];
+  if (c2 === undefined || c3 === undefined) return "";
+  if (c2 === c3) return ` (${c2} channel${c2 === 1 ? "" : "s"})`;
+  return ` (${c2} channels in 2D, ${c3} in 3D)`;
 }
 
 function h<K extends keyof HTMLElementTagNameMap>(
@@ -129,6 +172,9 @@ export class Panel {
   private strokesEl!: HTMLElement;
   private strokeCountEl!: HTMLElement;
   private featuresEl!: HTMLElement;
+  private featureButtons: HTMLButtonElement[] = [];
+  /** The feature table the matrix was last built from (JSON), to rebuild only when it changes. */
+  private featureTableJson: string | undefined;
   private layersEl!: HTMLElement;
   private brushInput!: HTMLInputElement;
   private brushValue!: HTMLElement;
@@ -156,6 +202,13 @@ export class Panel {
     });
     watch(["strokes"], () => this.renderStrokes());
     watch(["feature_selection"], () => this.renderFeatures());
+    // source_info is sent again when the classes change; the matrix is rebuilt only if its table changed
+    watch(["source_info"], () => {
+      if (JSON.stringify(this.model.get("source_info")?.feature_table ?? null) !== this.featureTableJson) {
+        this.renderFeatures();
+      }
+      this.renderBrush();
+    });
     watch(["layers"], () => this.renderLayers());
     watch(["brush_size"], () => this.renderBrush());
     watch(["mode"], () => this.renderMode());
@@ -190,7 +243,8 @@ export class Panel {
     const status = h("div", { class: "ilastik-status", testid: "status", "aria-live": "polite" }, this.progressEl,
       this.statusEl, this.errorEl);
 
-    // Tools: mode, brush size, undo/redo
+    // Tools: mode, brush size, undo/redo. The modes twin widget.py MODES (which validates them); each has its own
+    // behaviour in brush.ts and key in shortcuts.ts, so the list stays in code rather than coming from the kernel.
     const modes = h("div", { class: "ilastik-modes", role: "group", "aria-label": "Mode" });
     for (const [mode, title, key] of [["paint", "Brush", "b"], ["erase", "Eraser", "e"], ["navigate", "Navigate", "n"]]) {
       const button = h("button", {
@@ -200,8 +254,9 @@ export class Panel {
       this.modeButtons.set(mode, button);
       modes.append(button);
     }
+    // min and max are set by renderBrush from source_info
     this.brushInput = h("input", {
-      type: "range", min: "1", max: "61", step: "1", testid: "brush-size", title: "Brush size in pixels ([ and ])",
+      type: "range", step: "1", testid: "brush-size", title: "Brush size in pixels ([ and ])",
       oninput: () => {
         this.brushValue.textContent = `${this.brushInput.value} px`;
       },
@@ -241,11 +296,19 @@ export class Panel {
 
     // Features
     this.featuresEl = h("div", { class: "ilastik-features" });
+    const setAll = (on: boolean) => {
+      const table = featureTable(this.model.get("source_info"));
+      if (table !== undefined) this.setTrait("feature_selection", allFeatures(table, on));
+    };
+    this.featureButtons = [
+      h("button", { type: "button", testid: "features-all", title: "Select every feature at every scale",
+        onclick: () => setAll(true) }, "All"),
+      h("button", { type: "button", testid: "features-none", title: "Clear the selection (then pick some features)",
+        onclick: () => setAll(false) }, "None"),
+    ];
     const features = h("details", { class: "ilastik-section" },
       h("summary", { class: "ilastik-heading" }, "Features"),
-      h("div", { class: "ilastik-row" },
-        h("button", { type: "button", testid: "features-all", onclick: () => this.setTrait("feature_selection", allFeatures(true)) }, "All"),
-        h("button", { type: "button", testid: "features-none", onclick: () => this.setTrait("feature_selection", allFeatures(false)) }, "None")),
+      h("div", { class: "ilastik-row" }, ...this.featureButtons),
       this.featuresEl);
 
     // Strokes
@@ -290,6 +353,9 @@ export class Panel {
   }
 
   renderBrush() {
+    const [min, max] = brushLimits(this.model.get("source_info"));
+    this.brushInput.min = String(min);
+    this.brushInput.max = String(max);
     const size = Number(this.model.get("brush_size") ?? 5);
     if (document.activeElement !== this.brushInput || this.brushInput.value !== String(size)) {
       this.brushInput.value = String(size);
@@ -378,7 +444,9 @@ export class Panel {
       const current = this.model.get("layers") ?? {};
       this.setTrait("layers", { ...current, [name]: { ...(current[name] ?? {}), ...patch } });
     };
-    const rows = LAYERS.map(([name, title]) => {
+    const names = Object.keys(settings).length > 0 ? Object.keys(settings) : Object.keys(LAYER_TITLES);
+    const rows = names.map((name) => {
+      const title = LAYER_TITLES[name] ?? name;
       const s = settings[name] ?? {};
       const keyHint = { probabilities: " (p)", segmentation: " (s)", uncertainty: " (u)" }[name] ?? "";
       const visible = h("input", { type: "checkbox", checked: s.visible !== false, testid: `layer-visible-${name}`,
@@ -393,20 +461,35 @@ export class Panel {
   }
 
   renderFeatures() {
+    const info = this.model.get("source_info");
+    this.featureTableJson = JSON.stringify(info?.feature_table ?? null);
+    const table = featureTable(info);
+    for (const button of this.featureButtons) button.disabled = table === undefined;
+    if (table === undefined) {
+      // An older kernel (or a broken message): say so instead of guessing a matrix the kernel may not accept.
+      this.featuresEl.replaceChildren(h("div", { class: "ilastik-empty", testid: "features-unavailable" },
+        "The kernel sent no feature table, so features cannot be chosen here (is the kernel's ilastik_widget " +
+        "older than this page? Restart the kernel). In Python: w.set_feature(name, scale, on)."));
+      return;
+    }
     const selection = this.model.get("feature_selection") ?? {};
-    const head = h("tr", {}, h("th", {}, "σ"), ...SCALES.map((s) => h("th", {}, scaleText(s))));
-    const rows = FEATURES.map((feature) =>
-      h("tr", {}, h("th", { class: "ilastik-feature-name" }, FEATURE_TITLES[feature]),
-        ...SCALES.map((scale) => {
-          if (!isValidCell(feature, scale)) return h("td", { class: "ilastik-cell-na" });
-          const on = featureEnabled(selection, feature, scale);
-          const box = h("input", { type: "checkbox", checked: on, testid: `feature-cell-${feature}-${scaleText(scale)}`,
-            title: `${FEATURE_TITLES[feature]}, σ = ${scaleText(scale)}`,
+    const head = h("tr", {}, h("th", {}, "σ"), ...table.scales.map((s) => h("th", {}, scaleText(s))));
+    const rows = table.features.map((f) => {
+      const about = f.description ? `${f.title}: ${f.description}` : f.title;
+      return h("tr", {}, h("th", { class: "ilastik-feature-name", title: `${about}${channelText(f)}` }, f.title),
+        ...table.scales.map((scale) => {
+          const sigma = `σ = ${scaleText(scale)}`;
+          if (!f.scales.some((s) => sameScale(s, scale))) {
+            return h("td", { class: "ilastik-cell-na", title: `${f.title} has no ${sigma}` });
+          }
+          const box = h("input", { type: "checkbox", checked: featureEnabled(selection, f.name, scale),
+            testid: `feature-cell-${f.name}-${scaleText(scale)}`, title: `${about}, ${sigma}`,
             onchange: (e: Event) => this.setTrait("feature_selection",
-              withFeature(this.model.get("feature_selection"), feature, scale, (e.target as HTMLInputElement).checked)),
+              withFeature(this.model.get("feature_selection"), f.name, scale, (e.target as HTMLInputElement).checked)),
           });
           return h("td", {}, box);
-        })));
+        }));
+    });
     this.featuresEl.replaceChildren(h("table", {}, h("thead", {}, head), h("tbody", {}, ...rows)));
   }
 

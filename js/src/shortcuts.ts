@@ -50,10 +50,13 @@ export function isEditable(el: Element | null): boolean {
   return el.closest(".cm-editor, .CodeMirror") !== null;
 }
 
-/** Next brush size for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones, within 1..61. */
-export function nextBrushSize(size: number, direction: 1 | -1): number {
+/**
+ * Next brush size for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones, within [min, max] (the
+ * kernel's limits, `brushLimits(source_info)` in panel.ts).
+ */
+export function nextBrushSize(size: number, direction: 1 | -1, [min, max]: readonly [number, number]): number {
   const step = size < 8 ? 1 : Math.max(1, Math.round(size * 0.15));
-  return Math.min(61, Math.max(1, Math.round(size + direction * step)));
+  return Math.min(max, Math.max(min, Math.round(size + direction * step)));
 }
 
 /**

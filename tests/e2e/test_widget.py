@@ -290,3 +290,25 @@ def test_feature_matrix_change(wd):
     after_all = classify(wd.sample(pts), colors)
     assert (after_all == seg_all[tuple(pts.T)]).mean() > 0.95
     _raw_view(wd)
+
+
+def test_feature_matrix_comes_from_the_kernel(wd):
+    """The matrix, its tooltips and All/None follow source_info's feature table; without one (an older kernel) the
+    panel says so instead of guessing."""
+    cell = wd.testid("feature-cell-hessian_of_gaussian_eigenvalues-1.0")
+    if not cell.is_visible():
+        wd.root.get_by_text("Features", exact=True).first.click()
+    cell.wait_for(state="visible")
+    assert "eigenvalues of the Hessian" in cell.get_attribute("title")
+    assert wd.root.locator("[data-testid^='feature-cell-']").count() == 37
+    assert wd.testid("feature-cell-laplacian_of_gaussian-0.3").count() == 0
+
+    wd.kexec("w.source_info = {k: v for k, v in w.source_info.items() if k != 'feature_table'}")
+    wd.testid("features-unavailable").wait_for(state="visible", timeout=20_000)
+    assert wd.root.locator("[data-testid^='feature-cell-']").count() == 0
+    assert wd.testid("features-all").is_disabled() and wd.testid("features-none").is_disabled()
+
+    wd.kexec("w.source_info = w._source_info()")
+    cell.wait_for(state="visible", timeout=20_000)
+    assert wd.testid("features-unavailable").count() == 0 and not wd.testid("features-all").is_disabled()
+    assert cell.is_checked() == wd.k("w.session.feature_selection.enabled('hessian_of_gaussian_eigenvalues', 1.0)")
