@@ -18,6 +18,11 @@ The browser's ``mem://`` kvstore turns Neuroglancer's reads into ``chunks`` mess
 
 Keys are ``"<array>/<zarr key>"`` (``raw/0/3.4``, ``labels/.zattrs``, ``predictions/7/0/0.0.0``...). :meth:`read` never
 raises: a malformed, unknown or out-of-range key gives ``None`` and a log line.
+
+When labels or predictions change, the widget pushes the new chunks the browser is showing along with its refresh
+message, so the view updates without a request round trip. The server keeps, per array, the *working set*: the chunk
+keys the browser read since the last push (:meth:`note_keys`, fed by :meth:`read` and by the browser's ``seen``
+reports of chunks it served from a push); :meth:`take_push` computes those chunks and starts a new working set.
 """
 
 from __future__ import annotations
@@ -226,6 +231,9 @@ class ChunkServer:
         self.max_predict_pixels = int(max_predict_pixels)
         self.max_dense_label_pixels = int(max_dense_label_pixels)
         self._cache = _LRU(cache_bytes)
+        # Chunk keys (without array name and generation) the browser read since the last push, oldest first.
+        self._working: dict[str, OrderedDict[str, None]] = {"labels": OrderedDict(), "predictions": OrderedDict()}
+        self._working_lock = threading.Lock()
         self._label_levels: dict[tuple[int, int], np.ndarray] = {}
         self._label_lock = threading.Lock()
 
@@ -274,6 +282,7 @@ class ChunkServer:
 
     def read(self, keys: Iterable[str]) -> list[bytes | None]:
         """Bytes of each zarr key, or None where the key is missing, malformed or out of range."""
+        keys = list(keys)
         out: list[bytes | None] = []
         for key in keys:
             try:
@@ -281,7 +290,81 @@ class ChunkServer:
             except Exception:  # never let one bad key (or a failing prediction) break the batch
                 log.exception("chunk_server: failed to read key %r", key)
                 out.append(None)
+        self.note_keys(key for key, data in zip(keys, out) if data is not None)
         return out
+
+    # ------------------------------------------------------------------ pushing changed chunks
+    @staticmethod
+    def _working_key(key: str) -> tuple[str, str] | None:
+        """(array, "<level>/<index>") of a labels or predictions chunk key; None for anything else."""
+        if not isinstance(key, str) or len(key) > 512:
+            return None
+        parts = key.split("/")
+        if parts[0] == "predictions" and len(parts) == 4 and parts[1].isdigit():
+            level, index = parts[2], parts[3]
+        elif parts[0] == "labels" and len(parts) == 3:
+            level, index = parts[1], parts[2]
+        else:
+            return None
+        if not _LEVEL_KEY.match(f"{level}/{index}") or index.startswith("."):
+            return None
+        return parts[0], f"{level}/{index}"
+
+    def note_keys(self, keys: Iterable[str], limit: int = 4096) -> None:
+        """Add labels and prediction chunk keys the browser holds to the working sets (other keys are ignored)."""
+        with self._working_lock:
+            for key in keys:
+                found = self._working_key(key)
+                if found is None:
+                    continue
+                working = self._working[found[0]]
+                working.pop(found[1], None)
+                working[found[1]] = None
+                while len(working) > limit:
+                    working.popitem(last=False)
+
+    def pending_push(self, array: str) -> int:
+        """Number of chunk keys in the working set of ``array``."""
+        with self._working_lock:
+            return len(self._working[array])
+
+    def take_push(self, array: str, max_bytes: int = 16 * 2**20,
+                  cancelled=lambda: False) -> tuple[list[str], list[bytes]]:
+        """The current chunks of ``array`` ("labels" or "predictions") in its working set, newest first, up to
+        ``max_bytes``; the working set starts anew. Predictions are computed here (the slow part) unless the session
+        is not trained; ``cancelled()`` is checked between chunks: then nothing is returned and the working set is kept."""
+        with self._working_lock:
+            wanted = list(reversed(self._working[array]))
+            self._working[array] = OrderedDict()
+        if array == "predictions":
+            if not getattr(self.session, "is_trained", False):
+                return [], []
+            prefix = f"predictions/{int(self.session.generation)}/"
+        else:
+            prefix = "labels/"
+        keys: list[str] = []
+        data: list[bytes] = []
+        total = 0
+        for rest in wanted:
+            if cancelled():
+                self.note_keys(prefix + k for k in reversed(wanted))  # still on screen: the next push wants them
+                return [], []
+            key = prefix + rest
+            try:
+                chunk = self._read_one(key)
+            except Exception:
+                log.exception("chunk_server: failed to compute %r for a push", key)
+                continue
+            if chunk is None:
+                continue
+            if total + len(chunk) > max_bytes:
+                break
+            keys.append(key)
+            data.append(chunk)
+            total += len(chunk)
+        # Pushed keys join the next working set only when the browser reports it used them (a `seen` message):
+        # chunks of a view the user has left drop out.
+        return keys, data
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
         """Keys of every prediction chunk of the current generation, coarsest level first; empty when the image has
@@ -303,7 +386,10 @@ class ChunkServer:
         """Compute and cache every prediction chunk of the current generation (see :meth:`prediction_keys`) so
         that reads asked for afterwards are answered from the cache; returns the number of chunks now cached."""
         n = 0
+        generation = int(self.session.generation)
         for key in self.prediction_keys(max_pixels):
+            if int(self.session.generation) != generation:
+                break  # newer predictions: this pass is for nothing
             try:
                 n += self._read_one(key) is not None
             except Exception:

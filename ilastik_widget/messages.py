@@ -61,6 +61,13 @@ class CancelRequest(Request):
 
 
 @dataclass(frozen=True)
+class SeenRequest(Request):
+    """Chunk keys the browser served from a push: they are still on screen (no reply)."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StrokeRequest(Request):
     label: int
     erase: bool
@@ -213,6 +220,7 @@ def _check_points(value: Any, id: int, ndim: int | None) -> np.ndarray:
 
 REQUEST_TYPES = (
     "chunks",
+    "seen",
     "cancel",
     "stroke",
     "undo",
@@ -252,16 +260,16 @@ def parse_message(content: Any, buffers: list | None = None, *, ndim: int | None
     id = check_int(content["id"], "id", 0, MAX_ID)
     max_label = n_classes if n_classes is not None else MAX_CLASSES
 
-    if kind == "chunks":
+    if kind in ("chunks", "seen"):
         keys = _field(content, "keys", id)
         if not isinstance(keys, list):
             raise MessageError(f"'keys' must be a list of strings, not {_short(keys)}", id)
         if len(keys) > MAX_KEYS:
-            raise MessageError(f"at most {MAX_KEYS} chunk keys per request, got {len(keys)}", id)
+            raise MessageError(f"at most {MAX_KEYS} chunk keys per message, got {len(keys)}", id)
         for k in keys:
             if not isinstance(k, str) or not k or len(k) > MAX_KEY_LENGTH:
                 raise MessageError(f"chunk keys must be non-empty strings, not {_short(k)}", id)
-        return ChunksRequest(id, tuple(keys))
+        return (ChunksRequest if kind == "chunks" else SeenRequest)(id, tuple(keys))
     if kind == "cancel":
         ids = _field(content, "ids", id)
         if not isinstance(ids, list) or len(ids) > MAX_CANCEL_IDS:
@@ -383,5 +391,7 @@ def error(id: int | None, message: str) -> dict:
     return {"type": "error", "id": id, "message": message}
 
 
-def refresh(layers: list[str], generation: int) -> dict:
-    return {"type": "refresh", "layers": list(layers), "generation": int(generation)}
+def refresh(layers: list[str], generation: int, keys: list[str] | None = None) -> dict:
+    """Layers to re-read; ``keys`` name the chunks sent along as buffers, in order (the browser uses them instead of
+    asking for those keys)."""
+    return {"type": "refresh", "layers": list(layers), "generation": int(generation), "keys": list(keys or [])}

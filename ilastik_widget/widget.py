@@ -47,6 +47,11 @@ DEFAULT_LAYERS = {
 MIN_BRUSH, MAX_BRUSH = 1, 61
 PAINT_HINT = "Paint at least one stroke in each of two classes to see predictions."
 MAX_VIEWER_STATE_BYTES = 64 * 1024
+# Chunks sent along with one refresh message (kernel->browser messages of 8 MB take ~0.13 s on loopback).
+PUSH_BYTES = 16 * 2**20
+# After a stroke with live update on, the new labels wait this long (s) for the retrained predictions, so both reach
+# the browser in one refresh (one reload of the view instead of two); the stroke is drawn in the browser meanwhile.
+LABELS_WAIT_FOR_PREDICTIONS = 0.4
 # Traits only the kernel writes; the browser's attempts are rejected and reverted.
 KERNEL_ONLY = ("status", "error", "busy", "strokes", "generation", "source_info", "widget_id")
 
@@ -159,6 +164,7 @@ class IlastikWidget(anywidget.AnyWidget):
         self._train_future: Future | None = None
         self._trained_version: Any = None
         self._closed = False
+        self._labels_timer: threading.Timer | None = None  # a labels refresh waiting for new predictions
         self._published_generation = int(getattr(session, "generation", 0))
         widget_id = uuid.uuid4().hex[:12]
 
@@ -550,6 +556,7 @@ class IlastikWidget(anywidget.AnyWidget):
         """Stop serving the browser: cancel training, stop the chunk threads, detach from the session."""
         if getattr(self, "_closed", True) is False:
             self._closed = True
+            self._take_held_labels()
             session = self._session
             if self._autosaver is not None:
                 self._autosaver.close()
@@ -588,6 +595,7 @@ class IlastikWidget(anywidget.AnyWidget):
     def _register_handlers(self) -> None:
         d = self._dispatcher
         d.register(m.ChunksRequest, self._on_chunks)
+        d.register(m.SeenRequest, lambda r, b: self._chunks.note_keys(r.keys))
         d.register(m.CancelRequest, self._on_cancel)
         d.register(m.StrokeRequest, self._on_stroke)
         d.register(m.UndoRequest, lambda r, b: self._reply("undo", r.id, changed=self.undo()))
@@ -622,20 +630,6 @@ class IlastikWidget(anywidget.AnyWidget):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-p")
             self._fast_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ilastik-{self.widget_id}-r")
-
-    def _prefetch_predictions(self) -> None:
-        """New predictions of a small image: compute its prediction chunks now, while the browser is still setting up
-        the refreshed layers, so its requests find them ready (large images: only what the view asks for)."""
-        warm = getattr(self._chunks, "warm_predictions", None)
-        if warm is None:
-            return
-        with self._lock:
-            if self._closed:
-                return
-            self._ensure_executors()
-            future = self._executor.submit(warm)
-            self._chunk_futures.add(future)
-        future.add_done_callback(self._chunk_done)
 
     def _chunk_done(self, future: Future) -> None:
         with self._lock:
@@ -709,9 +703,10 @@ class IlastikWidget(anywidget.AnyWidget):
         try:
             if event == "labels":
                 self._sync_strokes()
-                self._send_message(m.refresh(["labels"], self._session_generation()), [])
-                if self.live:
-                    self._retrain()
+                if self.live and self._retrain() is not None:
+                    self._hold_labels_refresh()
+                else:
+                    self._send_labels_refresh()
             elif event == "classes":
                 self._sync_classes()
                 if self.live:
@@ -735,6 +730,33 @@ class IlastikWidget(anywidget.AnyWidget):
                 self._show_error(str(info.get("message") or info.get("error") or "unknown error"))
         except Exception:
             log.exception("ilastik_widget: failed to handle session event %r", event)
+
+    def _hold_labels_refresh(self) -> None:
+        """Send the labels refresh with the next predictions, or on its own after LABELS_WAIT_FOR_PREDICTIONS."""
+        timer = threading.Timer(LABELS_WAIT_FOR_PREDICTIONS, self._send_labels_refresh)
+        timer.daemon = True
+        with self._lock:
+            if self._labels_timer is not None:
+                self._labels_timer.cancel()
+            self._labels_timer = timer
+        timer.start()
+
+    def _take_held_labels(self) -> bool:
+        """True if a labels refresh was waiting (it is now the caller's to send)."""
+        with self._lock:
+            timer, self._labels_timer = self._labels_timer, None
+        if timer is not None:
+            timer.cancel()
+        return timer is not None
+
+    def _labels_push(self) -> tuple[list[str], list[bytes]]:
+        # label chunks are quick to make (sparse rasterisation): the visible ones go with the refresh
+        return self._chunks.take_push("labels", PUSH_BYTES)
+
+    def _send_labels_refresh(self) -> None:
+        self._take_held_labels()
+        keys, data = self._labels_push()
+        self._send_message(m.refresh(["labels"], self._session_generation(), keys), data)
 
     def _after_label_change(self) -> None:
         if not self._listener_ok:
@@ -817,20 +839,46 @@ class IlastikWidget(anywidget.AnyWidget):
             return
         self._trained_version = version
         self._publish_generation()
-        self._prefetch_predictions()
         with self._lock:
             self._set_traits(error="")
         self._update_busy_status()
 
     def _publish_generation(self) -> None:
-        """New predictions: bump the generation trait and tell the browser to refetch visible prediction chunks."""
+        """New predictions: bump the generation trait, then (in a worker thread) compute the prediction chunks the
+        browser shows and send them with the refresh message, so the view changes without a request round trip."""
         generation = self._session_generation()
         with self._lock:
-            if generation == self._published_generation:
+            if generation == self._published_generation or self._closed:
                 return
             self._published_generation = generation
             self._set_traits(generation=generation)
-        self._send_message(m.refresh(list(PREDICTION_LAYERS), generation), [])
+            self._ensure_executors()
+            n_pred = self._chunks.pending_push("predictions")
+            self._pending_prediction_keys += n_pred
+            future = self._executor.submit(self._push_predictions, generation, n_pred)
+            self._chunk_futures.add(future)
+        future.add_done_callback(self._chunk_done)
+
+    def _push_predictions(self, generation: int, n_pred: int) -> None:
+        try:
+            def superseded() -> bool:
+                return self._closed or self._session_generation() != generation
+
+            keys, data = self._chunks.take_push("predictions", PUSH_BYTES, cancelled=superseded)
+            if superseded():
+                return  # the newer generation sends its own refresh
+            layers = list(PREDICTION_LAYERS)
+            if self._take_held_labels():
+                label_keys, label_data = self._labels_push()
+                layers.insert(0, "labels")
+                keys, data = label_keys + keys, label_data + data
+            self._send_message(m.refresh(layers, generation, keys), data)
+        finally:
+            with self._lock:
+                self._pending_prediction_keys -= n_pred
+            self._update_busy_status()
+        # A small image: compute the rest of its prediction chunks now, so panning finds them ready.
+        self._chunks.warm_predictions()
 
     # ------------------------------------------------------------------------------------------ status
 

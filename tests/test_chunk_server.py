@@ -334,3 +334,41 @@ def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
     assert server.read(keys) == fresh.read(keys)  # the cached chunks are the ones a read computes
     assert len(session.predict_calls) == n_calls + len(keys)  # ... and `server` answered from its cache
     assert ChunkServer(session, "big", chunk_shape=(128, 128), max_predict_pixels=100 * 100).prediction_keys() == []
+
+
+def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working_set():
+    image = _image2d((300, 300))
+    session = _Session(image)
+    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    session.is_trained, session.generation = True, 4
+    server.read(["labels/0/.zarray", "labels/0/0.0", "labels/0/1.2", "raw/0/0.0", "predictions/4/0/1.1.0",
+                 "predictions/4/.zattrs", "labels/9/0.0", "nonsense/0/0.0"])
+    server.note_keys(["labels/0/2.2", "predictions/x/0/0.0.0", "labels/../0.0", 7])  # a browser `seen` report
+    assert server.pending_push("labels") == 3 and server.pending_push("predictions") == 1
+    session.annotations.paint((slice(130, 140), slice(260, 270)), 2)
+    keys, data = server.take_push("labels")
+    assert keys == ["labels/0/2.2", "labels/0/1.2", "labels/0/0.0"]  # newest first; out-of-range keys dropped
+    assert server.pending_push("labels") == 0  # only what the browser reads (or reports) again is pushed next
+    assert data == server.read(keys)  # the data after the change
+    assert np.frombuffer(data[1], np.uint8).reshape(128, 128)[2:12, 4:14].min() == 2
+    # predictions are pushed for the session's current generation, whatever generation the browser asked for
+    session.generation = 5
+    keys, data = server.take_push("predictions")
+    assert server.take_push("predictions") == ([], [])
+    assert keys == ["predictions/5/0/1.1.0"] and data == server.read(keys)
+
+
+def test_push_respects_its_byte_budget_and_keeps_the_working_set_when_cancelled():
+    session = _Session(_image2d((512, 512)))
+    session.is_trained = True
+    server = ChunkServer(session, "wid", chunk_shape=(64, 64))
+    keys = [f"predictions/0/0/{i}.{j}.0" for i in range(8) for j in range(8)]
+    server.read(keys)
+    assert server.take_push("predictions", cancelled=lambda: True) == ([], [])
+    assert server.pending_push("predictions") == 64
+    pushed, data = server.take_push("predictions", max_bytes=10 * 64 * 64 * 2)
+    assert len(pushed) == 10 and pushed == keys[::-1][:10] and all(len(d) == 64 * 64 * 2 for d in data)
+    # untrained: predictions are missing, nothing to push
+    server.read(keys[:3])
+    session.is_trained = False
+    assert server.take_push("predictions") == ([], [])

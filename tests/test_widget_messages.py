@@ -506,6 +506,7 @@ def test_training_outside_the_widget_refreshes_the_browser(data):
         w.handle_message(stroke_msg(i + 1, s))
     assert not [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
     w.session.train()  # in a notebook cell, not through the widget
+    w.wait()  # the refresh goes out with the visible prediction chunks, computed in a worker thread
     refreshes = [c for c, _ in rec.of_type("refresh") if "probabilities" in c["layers"]]
     assert len(refreshes) == 1 and refreshes[0]["generation"] == w.session.generation == w.generation
     assert w.status == "Ready"

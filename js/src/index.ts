@@ -248,8 +248,11 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     );
 
     // kernel -> viewer
-    cleanups.push(transport.on("refresh", (content) => {
-      if (Array.isArray(content.layers)) h.refresh(content.layers, typeof content.generation === "number" ? content.generation : undefined);
+    cleanups.push(transport.on("refresh", (content, buffers) => {
+      if (!Array.isArray(content.layers)) return;
+      const keys = Array.isArray(content.keys) && content.keys.length === buffers.length ? content.keys : [];
+      h.refresh(content.layers, typeof content.generation === "number" ? content.generation : undefined,
+        { keys, buffers: keys.length > 0 ? buffers : [] });
     }));
   }
   cleanups.push(transport.on("error", (content) => console.warn("ilastik_widget (kernel):", content.message)));

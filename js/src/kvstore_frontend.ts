@@ -28,6 +28,7 @@ export interface ChunkTransport {
     buffers?: ArrayBuffer[],
     options?: { signal?: AbortSignal },
   ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }>;
+  notify(msg: { type: "seen"; keys: string[] }): void;
 }
 
 export interface ChunkFetcherOptions {
@@ -60,12 +61,6 @@ function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-/**
- * Batches key reads of one widget into `chunks` messages.
- *
- * Keys of arrays that carry a generation (`predictions/<gen>/...`) are rewritten to the newest generation set with
- * `setGeneration`, so a layer whose cache was invalidated fetches current data without changing its source URL.
- */
 /** Keys are sent in two lanes so that slow, computed chunks (predictions) never hold up image and label data. */
 type Lane = "data" | "predictions";
 
@@ -73,7 +68,21 @@ function laneOf(key: string): Lane {
   return key.startsWith("predictions/") ? "predictions" : "data";
 }
 
+/** Most keys in one `seen` message (the kernel accepts 1024). */
+const MAX_SEEN_KEYS = 1024;
+
+/**
+ * Batches key reads of one widget into `chunks` messages.
+ *
+ * Keys of arrays that carry a generation (`predictions/<gen>/...`) are rewritten to the newest generation set with
+ * `setGeneration`, so a layer whose cache was invalidated fetches current data without changing its source URL.
+ * Chunks the kernel pushed with a refresh (`offer`) are answered here without a message; the keys answered that way
+ * go back to the kernel in a `seen` message, so its next push covers what is on screen.
+ */
 export class ChunkFetcher {
+  private pushed = new Map<string, Uint8Array>();
+  private seen = new Set<string>();
+  private seenTimer: ReturnType<typeof setTimeout> | undefined;
   private queued = new Map<string, Waiter[]>();
   private inFlight: Record<Lane, number> = { data: 0, predictions: 0 };
   private flushScheduled = false;
@@ -89,7 +98,7 @@ export class ChunkFetcher {
    */
   readonly maxPredictionKeysPerMessage: number;
   /** Counters for tests and benchmarks. */
-  stats = { messages: 0, keys: 0, bytes: 0, dropped: 0, cancelled: 0 };
+  stats = { messages: 0, keys: 0, bytes: 0, dropped: 0, cancelled: 0, pushed: 0 };
 
   constructor(
     private transport: ChunkTransport,
@@ -102,6 +111,42 @@ export class ChunkFetcher {
 
   setGeneration(array: string, generation: number): void {
     this.generations.set(array, generation);
+  }
+
+  /**
+   * New data of `arrays` ("labels", "predictions"): chunks pushed before are dropped (they are out of date), and the
+   * chunks sent with the refresh (`keys[i]` in `buffers[i]`) answer the next reads of those keys.
+   */
+  offer(arrays: string[], keys: string[], buffers: Array<DataView | ArrayBuffer | Uint8Array>): void {
+    for (const key of Array.from(this.pushed.keys())) {
+      if (arrays.includes(key.slice(0, key.indexOf("/")))) this.pushed.delete(key);
+    }
+    keys.forEach((key, i) => {
+      const buffer = buffers[i];
+      if (typeof key === "string" && buffer !== undefined) this.pushed.set(key, toUint8Array(buffer));
+    });
+  }
+
+  private servedLocally(key: string) {
+    this.stats.pushed++;
+    this.seen.add(key);
+    if (this.seenTimer !== undefined) return;
+    // One report per burst of reads (a view update reads all its chunks back to back).
+    this.seenTimer = setTimeout(() => {
+      this.seenTimer = undefined;
+      const keys = Array.from(this.seen);
+      this.seen.clear();
+      for (let i = 0; i < keys.length; i += MAX_SEEN_KEYS) {
+        this.transport.notify({ type: "seen", keys: keys.slice(i, i + MAX_SEEN_KEYS) });
+      }
+    }, 50);
+  }
+
+  /** Stops the pending `seen` report (the view is closing). */
+  dispose(): void {
+    if (this.seenTimer !== undefined) clearTimeout(this.seenTimer);
+    this.seenTimer = undefined;
+    this.pushed.clear();
   }
 
   /** True when no read is queued or waiting for the kernel. */
@@ -148,7 +193,13 @@ export class ChunkFetcher {
         return data;
       });
     }
-    return this.fetchFromKernel(this.rewriteKey(key), signal);
+    const current = this.rewriteKey(key);
+    const pushed = this.pushed.get(current);
+    if (pushed !== undefined) {
+      this.servedLocally(current);
+      return Promise.resolve(pushed);
+    }
+    return this.fetchFromKernel(current, signal);
   }
 
   private fetchFromKernel(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {

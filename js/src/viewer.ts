@@ -67,8 +67,11 @@ export interface ViewerHandle {
   setLayers(specs: LayerSpec[]): void;
   setLayerSettings(settings: LayerSettings): void;
   getLayerSettings(): LayerSettings;
-  /** Re-fetch the visible chunks of these layers ("raw", "labels", "predictions"/"probabilities"/...). */
-  refresh(layers: string[], generation?: number): void;
+  /**
+   * Re-fetch the visible chunks of these layers ("raw", "labels", "predictions"/"probabilities"/...); `pushed` are
+   * chunks the kernel sent along (`keys[i]` in `buffers[i]`), used instead of asking for them.
+   */
+  refresh(layers: string[], generation?: number, pushed?: { keys: string[]; buffers: Array<DataView | ArrayBuffer | Uint8Array> }): void;
   setBrush(settings: Partial<BrushSettings>): void;
   getBrush(): BrushSettings;
   onStroke(callback: StrokeCallback): () => void;
@@ -84,8 +87,8 @@ export interface ViewerHandle {
   screenToVoxel(clientX: number, clientY: number): number[];
   panelRect(): DOMRect;
   isIdle(): boolean;
-  /** Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled). */
-  stats(): { messages: number; keys: number; bytes: number; dropped: number; cancelled: number };
+  /** Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used). */
+  stats(): { messages: number; keys: number; bytes: number; dropped: number; cancelled: number; pushed: number };
 }
 
 declare global {
@@ -322,7 +325,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     getLayerSettings() {
       return getLayerSettings(viewer);
     },
-    refresh(layers, generation) {
+    refresh(layers, generation, pushed) {
       const arrays = new Set<string>();
       for (const layer of layers) {
         if (layer === "predictions" || ["probabilities", "segmentation", "uncertainty"].includes(layer)) {
@@ -332,6 +335,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
         }
       }
       if (generation !== undefined) fetcher.setGeneration("predictions", generation);
+      fetcher.offer(Array.from(arrays), pushed?.keys ?? [], pushed?.buffers ?? []);
       if (arrays.has("labels")) clearDrawnOnLoad = true;
       refresher.refresh(Array.from(arrays));
     },
@@ -355,6 +359,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     },
     dispose() {
       refresher.dispose();
+      fetcher.dispose();
       container.removeEventListener("contextmenu", onContextMenu);
       for (const d of disposers) d();
       stateListeners.clear();
