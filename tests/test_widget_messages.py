@@ -573,3 +573,92 @@ def test_autosave_failure_is_shown_in_words_and_keeps_the_labels(data, tmp_path)
         assert len(load_session(path, image=image, train=False).strokes) == 2
     finally:
         w.close()
+
+
+# --------------------------------------------------------------------------------------------- pushed refreshes
+
+
+def _pushed(rec, layer):
+    """(keys, buffers) of the refresh messages naming ``layer``, in order."""
+    return [(c["keys"], b) for c, b in rec.of_type("refresh") if layer in c["layers"]]
+
+
+def test_refresh_carries_the_chunks_the_browser_shows(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)  # 256 x 256 chunks: the 160 x 192 image is one chunk
+    for s in strokes[:-1]:
+        w.session.add_stroke(**s)
+    w.wait(120)
+    assert w.session.is_trained
+    rec.sent.clear()
+    # the browser shows the labels and the predictions: it asked for the labels chunk and served the predictions
+    # chunk from an earlier push
+    w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0", "raw/0/0.0"]})
+    w.wait(30)
+    w.handle_message({"type": "seen", "id": 2, "keys": ["predictions/0/0/0.0.0"]})
+    w.handle_message(stroke_msg(10, strokes[-1]))
+    w.wait(120)
+    # one refresh brings the new labels and predictions together (labels wait for the retrained predictions)
+    refreshes = rec.of_type("refresh")
+    assert len(refreshes) == 1, [c for c, _ in refreshes]
+    content, buffers = refreshes[0]
+    gen = w.session.generation
+    assert content["layers"][0] == "labels" and "probabilities" in content["layers"]
+    assert content["generation"] == gen == w.generation
+    assert content["keys"] == ["labels/0/0.0", f"predictions/{gen}/0/0.0.0"]
+    # each pushed buffer is exactly what the browser would get by asking for that key now
+    assert buffers == w.chunk_server.read(content["keys"])
+    labels = np.frombuffer(buffers[0], np.uint8).reshape(256, 256)
+    y, x = np.rint(np.asarray(strokes[-1]["points"])).astype(int).T
+    assert (labels[y, x] == strokes[-1]["label"]).all()  # the new stroke is in the pushed labels
+    w.close()
+
+
+def test_labels_refresh_goes_alone_when_no_training_follows(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0"]})
+    w.wait(30)
+    w.handle_message(stroke_msg(2, strokes[0]))
+    (keys, buffers), = _pushed(rec, "labels")
+    assert keys == ["labels/0/0.0"] and buffers == w.chunk_server.read(keys)
+    assert not _pushed(rec, "probabilities")
+    w.close()
+
+
+def test_held_labels_refresh_goes_out_if_training_does_not_finish(data, monkeypatch):
+    from concurrent.futures import Future
+
+    import ilastik_widget.widget as widget_module
+
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    for i, s in enumerate(strokes[:2]):
+        w.handle_message(stroke_msg(i + 1, s))
+    w.wait(120)
+    rec.sent.clear()
+    monkeypatch.setattr(widget_module, "LABELS_WAIT_FOR_PREDICTIONS", 0.05)
+    never = Future()  # a training that is still running
+    monkeypatch.setattr(w.session, "train_async", lambda *a, **k: never)
+    w.handle_message(stroke_msg(20, strokes[2]))
+    assert not _pushed(rec, "labels")  # held for the predictions...
+    import time
+
+    deadline = time.monotonic() + 10
+    while not _pushed(rec, "labels") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _pushed(rec, "labels"), "the held labels refresh never went out"  # ...but not longer than the wait
+    assert not _pushed(rec, "probabilities")
+    never.cancel()
+    w.close()
+
+
+def test_malformed_seen_messages_get_error_replies(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    for i, bad in enumerate([{"keys": "labels/0/0.0"}, {"keys": [1, 2]}, {"keys": ["x"] * 5000}, {}]):
+        w.handle_message({"type": "seen", "id": 100 + i, **bad})
+        assert rec.reply(100 + i)[0]["type"] == "error"
+    assert w.chunk_server.pending_push("labels") == 0
+    w.close()
