@@ -12,6 +12,9 @@ import type { ActionEvent } from "neuroglancer/unstable/util/event_action_map.js
 import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import { startRelativeMouseDrag } from "neuroglancer/unstable/util/mouse_drag.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
+import { AxisMap, PanelGeometry, gapFill, strokeToArray } from "./brush_geometry.js";
+
+export { AxisMap, PanelGeometry } from "./brush_geometry.js";
 
 export type BrushMode = "paint" | "erase" | "navigate";
 
@@ -39,117 +42,6 @@ export type StrokeCallback = (stroke: Stroke) => void;
 
 const PAINT_ACTION = "ilastik-widget-paint";
 
-/** Geometry of one cross-section panel: maps between client (screen) pixels and global coordinates. */
-export class PanelGeometry {
-  constructor(public panel: SliceViewPanel) {}
-
-  private get params() {
-    return this.panel.sliceView.projectionParameters.value;
-  }
-
-  get valid(): boolean {
-    const p = this.params;
-    return p.width > 0 && p.height > 0 && p.displayDimensionRenderInfo.displayRank > 0;
-  }
-
-  get element(): HTMLElement {
-    return this.panel.element;
-  }
-
-  /** Client rectangle of the panel's drawing area. */
-  rect(): DOMRect {
-    return this.panel.element.getBoundingClientRect();
-  }
-
-  private origin(): [number, number] {
-    const { element } = this.panel;
-    const bounds = element.getBoundingClientRect();
-    return [bounds.left + element.clientLeft, bounds.top + element.clientTop];
-  }
-
-  /** Global coordinates (Neuroglancer's, voxel i spans [i, i+1)) of a client position. */
-  clientToGlobal(clientX: number, clientY: number): Float32Array {
-    const { width, height, invViewMatrix, globalPosition, displayDimensionRenderInfo } = this.params;
-    const { displayDimensionIndices, displayRank } = displayDimensionRenderInfo;
-    const [left, top] = this.origin();
-    const dx = clientX - left - width / 2;
-    const dy = clientY - top - height / 2;
-    const out = Float32Array.from(globalPosition);
-    for (let i = 0; i < displayRank; ++i) {
-      const dim = displayDimensionIndices[i];
-      out[dim] += invViewMatrix[i] * dx + invViewMatrix[4 + i] * dy;
-    }
-    return out;
-  }
-
-  /** Client position of global coordinates (ignoring the off-plane distance). */
-  globalToClient(position: ArrayLike<number>): [number, number] {
-    const { width, height, viewMatrix, globalPosition, displayDimensionRenderInfo } = this.params;
-    const { displayDimensionIndices, displayRank } = displayDimensionRenderInfo;
-    const [left, top] = this.origin();
-    let px = 0;
-    let py = 0;
-    for (let i = 0; i < displayRank; ++i) {
-      const dim = displayDimensionIndices[i];
-      const d = position[dim] - globalPosition[dim];
-      px += viewMatrix[4 * i] * d;
-      py += viewMatrix[4 * i + 1] * d;
-    }
-    return [left + width / 2 + px, top + height / 2 + py];
-  }
-
-  /** Signed distance (global units, along the plane's normal) of `position` from the plane the panel shows. */
-  distanceFromPlane(position: ArrayLike<number>): number {
-    const { globalPosition, displayDimensionRenderInfo } = this.params;
-    const { displayDimensionIndices, displayRank } = displayDimensionRenderInfo;
-    if (displayRank < 3) return 0;
-    const n = this.normal();
-    let d = 0;
-    for (let i = 0; i < 3; ++i) {
-      const dim = displayDimensionIndices[i];
-      d += n[i] * (position[dim] - globalPosition[dim]);
-    }
-    return d;
-  }
-
-  /** Voxels per screen pixel along the panel's x axis. */
-  voxelsPerPixel(): number {
-    const m = this.params.invViewMatrix;
-    return Math.hypot(m[0], m[1], m[2]) || 1;
-  }
-
-  /** Unit normal of the panel's plane, in display dimensions. */
-  normal(): [number, number, number] {
-    const m = this.params.invViewMatrix;
-    const a = [m[0], m[1], m[2]];
-    const b = [m[4], m[5], m[6]];
-    const n: [number, number, number] = [
-      a[1] * b[2] - a[2] * b[1],
-      a[2] * b[0] - a[0] * b[2],
-      a[0] * b[1] - a[1] * b[0],
-    ];
-    const len = Math.hypot(...n) || 1;
-    return [n[0] / len, n[1] / len, n[2] / len];
-  }
-
-  /** Global dimension indices of the plane's two axes (nearest axis-aligned plane for oblique panels). */
-  planeGlobalDims(): number[] {
-    const { displayDimensionIndices, displayRank } = this.params.displayDimensionRenderInfo;
-    const dims: number[] = Array.from(displayDimensionIndices.slice(0, displayRank));
-    if (displayRank <= 2) return dims;
-    const n = this.normal();
-    let off = 0;
-    for (let i = 1; i < 3; ++i) if (Math.abs(n[i]) > Math.abs(n[off])) off = i;
-    return dims.filter((_: number, i: number) => i !== off);
-  }
-
-  /** True if this panel shows an (approximately) axis-aligned plane spanned by global dims named x and y. */
-  isXY(globalNames: readonly string[]): boolean {
-    const names = this.planeGlobalDims().map((d) => globalNames[d]).sort();
-    return names.length === 2 && names[0] === "x" && names[1] === "y";
-  }
-}
-
 /** Cross-section panels of the viewer, in creation (layout) order. */
 export function slicePanels(viewer: Viewer): SliceViewPanel[] {
   const out: SliceViewPanel[] = [];
@@ -157,42 +49,6 @@ export function slicePanels(viewer: Viewer): SliceViewPanel[] {
     if (panel instanceof SliceViewPanel && panel.visible) out.push(panel);
   }
   return out;
-}
-
-/** Maps between Neuroglancer's global coordinates and the image's array axes (by axis name). */
-export class AxisMap {
-  /** Array axis names in index order, e.g. ["z", "y", "x"]. */
-  constructor(
-    public viewer: Viewer,
-    public arrayAxes: readonly string[],
-  ) {}
-
-  private globalIndices(): number[] {
-    const { names } = this.viewer.coordinateSpace.value;
-    return this.arrayAxes.map((name) => names.indexOf(name));
-  }
-
-  get ready(): boolean {
-    return this.globalIndices().every((i) => i >= 0);
-  }
-
-  /** Array-order voxel coordinates (centre of voxel i = i) of a global position. */
-  toArray(position: ArrayLike<number>): number[] {
-    return this.globalIndices().map((g) => position[g] - 0.5);
-  }
-
-  /** Global position of array-order voxel coordinates; unspecified global dims keep `base`. */
-  toGlobal(point: ArrayLike<number>, base: ArrayLike<number>): Float32Array {
-    const out = Float32Array.from(base);
-    this.globalIndices().forEach((g, a) => {
-      out[g] = point[a] + 0.5;
-    });
-    return out;
-  }
-
-  arrayAxisOfGlobal(dim: number): number {
-    return this.globalIndices().indexOf(dim);
-  }
 }
 
 interface DrawnStroke {
@@ -325,21 +181,10 @@ export class BrushTool {
     this.active = stroke;
     const step = Math.max(0.5, radius / 2);
     const add = (clientX: number, clientY: number) => {
-      const position = geometry.clientToGlobal(clientX, clientY);
       const last = stroke.positions[stroke.positions.length - 1];
-      if (last !== undefined) {
-        let dist = 0;
-        for (let i = 0; i < position.length; ++i) dist += (position[i] - last[i]) ** 2;
-        dist = Math.sqrt(dist);
-        if (dist < step * 0.5) return;
-        // Fill the gap between pointer samples so fast drags give continuous strokes.
-        const n = Math.ceil(dist / step);
-        for (let k = 1; k < n; ++k) {
-          const t = k / n;
-          stroke.positions.push(last.map((v, i) => v + (position[i] - v) * t) as Float32Array);
-        }
-      }
-      stroke.positions.push(position);
+      const samples = gapFill(last, geometry.clientToGlobal(clientX, clientY), step);
+      if (samples.length === 0) return;
+      for (const sample of samples) stroke.positions.push(sample);
       this.requestRedraw();
     };
     add(mouseEvent.clientX, mouseEvent.clientY);
@@ -357,17 +202,9 @@ export class BrushTool {
     this.active = undefined;
     if (stroke.positions.length === 0) return;
     this.drawn.push(stroke);
-    const planeDims = stroke.geometry.planeGlobalDims();
-    const axes = planeDims.map((d) => this.axisMap.arrayAxisOfGlobal(d)).sort((a, b) => a - b);
     const result: Stroke = {
-      points: stroke.positions.map((p) => {
-        // Off-plane coordinates snap to the voxel the panel shows (voxel i spans [i, i+1) in global coordinates).
-        const q = Float32Array.from(p);
-        for (let d = 0; d < q.length; ++d) if (!planeDims.includes(d)) q[d] = Math.floor(q[d]) + 0.5;
-        return this.axisMap.toArray(q).map((v) => Math.round(v * 100) / 100);
-      }),
+      ...strokeToArray(stroke.positions, stroke.geometry.planeGlobalDims(), this.axisMap),
       radius: stroke.radius,
-      axes: [axes[0], axes[1]],
       erase: stroke.erase,
       label: this.settings.label,
     };

@@ -9,24 +9,12 @@ import { installShortcuts, nextBrushSize } from "./shortcuts.js";
 import type { Mode } from "./shortcuts.js";
 import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "./viewer.js";
 import { createViewer } from "./viewer.js";
+import { brushRadius, decimateStroke } from "./brush_geometry.js";
 
-const MAX_STROKE_POINTS = 50_000; // keeps one stroke message well below the comm's size limit
+export { brushRadius } from "./brush_geometry.js";
 
 interface AnyModel extends PanelModel {
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
-}
-
-/** Brush radius (voxels) for a brush size (diameter in pixels, 1..61). */
-export function brushRadius(size: number): number {
-  return Math.max(0, (size - 1) / 2);
-}
-
-function decimate(points: number[][]): number[][] {
-  if (points.length <= MAX_STROKE_POINTS) return points;
-  const step = Math.ceil(points.length / MAX_STROKE_POINTS);
-  const out = points.filter((_, i) => i % step === 0);
-  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
-  return out;
 }
 
 /**
@@ -242,7 +230,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
           erase: stroke.erase,
           radius: stroke.radius,
           axes: stroke.axes,
-          points: decimate(stroke.points),
+          points: decimateStroke(stroke.points),
         }).catch(() => h.refresh(["labels"])); // rejected: drop the stroke drawn in the browser
       }),
     );
