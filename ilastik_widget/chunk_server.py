@@ -6,7 +6,9 @@ The browser's ``mem://`` kvstore turns Neuroglancer's reads into ``chunks`` mess
 ``raw``
     the image (first channel, or the three channels of an RGB(A) image as a channel axis ``c``); coarser levels are
     strided subsamples of the full-resolution image, computed per chunk when asked for, so a zoomed-out view of a
-    huge image reads only the pixels it shows.
+    huge image reads only the pixels it shows. An image on a web server (zarr / OME-Zarr at an http(s) URL) is by
+    default loaded by the browser straight from its URL instead (:meth:`ChunkServer.browser_raw_source`), with this
+    array as the fallback for a browser that cannot reach the URL.
 ``labels``
     ``uint8`` label volume of the session's annotations (0 = unlabelled, 1..n = classes), rendered per chunk.
 ``predictions/<generation>``
@@ -46,6 +48,28 @@ _LEVEL_KEY = re.compile(r"^(\d+)/(\.zarray|\.zattrs|[0-9.]+)$")
 
 # dtypes Neuroglancer reads from zarr and renders; anything else is converted to float32.
 _NATIVE_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")}
+
+# Where the browser reads the raw image of a source on a web server (ChunkServer.raw_from).
+RAW_FROM = ("auto", "kernel", "browser")
+# OME-Zarr multiscale versions Neuroglancer 2.41 reads (lib/datasource/zarr/ome.js); 0.5 only from zarr v3.
+_NEUROGLANCER_OME_VERSIONS = ("0.4", "0.5-dev", "0.5")
+
+
+def _ome_scale_translation(transforms, rank: int) -> tuple[list[float], list[float]]:
+    """Diagonal scale and translation of a list of OME-Zarr coordinate transformations applied in order."""
+    scale, shift = [1.0] * rank, [0.0] * rank
+    for tr in transforms or []:
+        kind = tr.get("type") if isinstance(tr, dict) else None
+        if kind == "scale" and len(tr.get("scale") or ()) == rank:
+            scale = [a * float(b) for a, b in zip(scale, tr["scale"])]
+            shift = [a * float(b) for a, b in zip(shift, tr["scale"])]
+        elif kind == "translation" and len(tr.get("translation") or ()) == rank:
+            shift = [a + float(b) for a, b in zip(shift, tr["translation"])]
+        elif kind != "identity":
+            raise ValueError(f"OME-Zarr coordinate transformation {tr!r} is not one Neuroglancer reads")
+    if not all(math.isfinite(v) and v > 0 for v in scale) or not all(math.isfinite(v) for v in shift):
+        raise ValueError(f"OME-Zarr coordinate transformations {transforms!r} have a non-positive scale")
+    return scale, shift
 
 
 def _hex_to_rgb(color: str) -> tuple[float, float, float]:
@@ -203,7 +227,16 @@ class ChunkServer:
     ``session`` needs: ``image``, ``channel_axis`` (optional), ``spatial_shape``, ``annotations`` (with
     ``labels(region)``, ``version``, optionally ``labelled(region)``), ``predict(region)``, ``generation``,
     ``classes`` (objects with ``name`` and ``color``), ``is_trained``.
+
+    When ``session.source`` is a zarr / OME-Zarr on a web server, the raw layer's spec makes the browser load the
+    image straight from its URL (see :attr:`raw_from` and :meth:`browser_raw_source`); labels and predictions are
+    always served from here.
     """
+
+    #: Where the browser reads the raw image of a source with an http(s) URL: ``"auto"`` from the URL, with the
+    #: kernel-served layer as the spec's ``"fallback"`` for when the browser cannot load it (another network, no
+    #: CORS headers); ``"browser"`` from the URL only; ``"kernel"`` always over the widget's comm.
+    raw_from: str = "auto"
 
     def __init__(
         self,
@@ -437,6 +470,7 @@ class ChunkServer:
                "shaderControls": {"normalized": {"range": [lo, hi]}}}
         if self.raw_channels == 3:
             raw["source"] = self._channel_source(src["raw"])
+        raw = self._raw_spec(raw)
         labels = {"type": "image", "name": "labels", "source": self._source(src["labels"]), "opacity": 0.8,
                   "shader": self._labels_shader(colors)}
         n = self._n_classes()
@@ -480,6 +514,156 @@ class ChunkServer:
 
     def _channel_source(self, url: str) -> str | dict:
         return self._source(url, channels=True)
+
+    # ------------------------------------------------------------------ raw layer straight from the source's URL
+    def _raw_spec(self, kernel_spec: dict) -> dict:
+        """The raw layer as :attr:`raw_from` asks: loaded by the browser from the source's URL (with
+        ``kernel_spec`` as its ``"fallback"`` in "auto" mode), or ``kernel_spec`` itself."""
+        if self.raw_from not in RAW_FROM:
+            raise ValueError(f"raw_from must be one of {', '.join(RAW_FROM)}, not {self.raw_from!r}")
+        if self.raw_from == "kernel":
+            return kernel_spec
+        try:
+            fields = self.browser_raw_source()
+        except ValueError as exc:
+            if self.raw_from == "browser":
+                raise
+            log.debug("chunk_server: the kernel serves the raw layer: %s", exc)
+            return kernel_spec
+        spec = {**kernel_spec, **fields}
+        if self.raw_from == "auto":
+            spec["fallback"] = kernel_spec
+        return spec
+
+    def browser_raw_source(self) -> dict:
+        """Layer fields that make Neuroglancer load the raw image straight from the session source's http(s) URL.
+
+        Returns ``{"source": {"url": ..., "transform": ...}}``, plus ``"localPosition"`` when the source has axes the
+        raw layer does not show. The transform puts the remote data exactly where the ``mem://`` raw layer is: the
+        spatial axes become the global dimensions (``y``, ``x``, ``z``, with the relative voxel sizes of
+        :meth:`display_scales`) with voxel ``i`` spanning ``[i, i + 1)`` whatever the OME-Zarr scale, units and
+        translation; an RGB(A) channel axis becomes the channel dimension ``c^``; any other channel axis becomes a
+        local dimension ``c'`` held at the first channel, and the time axis of a time point (``at_time``) a local
+        dimension ``t'`` held at that time point, as the kernel reads them.
+
+        Raises
+        ------
+        ValueError
+            Saying why, when the source is not on a web server or the case cannot be expressed as a Neuroglancer
+            source transform (the raw layer is then served by the kernel).
+        """
+        source = getattr(self.session, "source", None)
+        url = getattr(source, "url", None)
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ValueError("the image has no http(s) URL")
+        if "?" in url or "#" in url:  # Neuroglancer's zarr source takes no query string
+            raise ValueError(f"the URL {url!r} has a query or fragment")
+        fmt = getattr(source, "zarr_format", None)
+        if fmt not in (2, 3):
+            raise ValueError("the image at the URL is not zarr")
+        if np.dtype(self._image.dtype) not in _NATIVE_DTYPES:
+            # the kernel converts it (to float32); Neuroglancer cannot show the original
+            raise ValueError(f"Neuroglancer does not show {np.dtype(self._image.dtype)} images")
+        roles = self._source_axis_roles(source)
+        names, scales, local = self._raw_output_dimensions(source, roles)
+        ome = getattr(source, "ome_multiscale", None)
+        if ome is not None:
+            inputs, shift = self._ome_input_dimensions(ome, fmt, len(roles))
+            # Input dimensions named as Neuroglancer names the OME axes, with the output's scales: the matrix maps
+            # one model unit (one full-resolution voxel) to one output unit.
+            factors = [1.0] * len(roles)
+            transform: dict[str, Any] = {"inputDimensions": {n: [s, ""] for n, s in zip(inputs, scales)}}
+        else:
+            # A plain zarr array: Neuroglancer's model has unit scale and voxel i at [i, i + 1) already.
+            self._check_plain_zarr(source)
+            shift = [0.0] * len(roles)
+            factors = scales
+            transform = {}
+        rank = len(roles)
+        transform["outputDimensions"] = {n: [s, ""] for n, s in zip(names, scales)}
+        transform["matrix"] = [[factors[i] if j == i else 0.0 for j in range(rank)] + [shift[i]] for i in range(rank)]
+        out: dict[str, Any] = {"source": {"url": f"{url.rstrip('/')}/|zarr{fmt}:", "transform": transform}}
+        if local:
+            out["localPosition"] = local
+        return out
+
+    def _source_axis_roles(self, source) -> list[tuple]:
+        """What each axis of the zarr array at the URL is to the kernel: ``("space", k)`` for the k-th spatial axis,
+        ``("channel", q)`` for the channel axis (axis q of the kernel's array) or ``("time", index)`` for the time axis
+        a time point was taken from."""
+        # at_time() drops the time axis from the kernel's array; _base_select says where it was in the stored one.
+        removed = dict(getattr(source, "_base_select", ()) or ())
+        if getattr(source, "time_index", None) is not None and not removed:
+            raise ValueError("the time axis of the time point is not known")
+        kernel_axes = iter(range(len(self._image.shape)))
+        roles: list[tuple] = []
+        k = 0
+        for p in range(len(self._image.shape) + len(removed)):
+            if p in removed:
+                roles.append(("time", int(removed[p])))
+                continue
+            q = next(kernel_axes)
+            if q == self._channel_axis:
+                roles.append(("channel", q))
+            else:
+                roles.append(("space", k))
+                k += 1
+        return roles
+
+    def _raw_output_dimensions(self, source, roles) -> tuple[list[str], list[float], list[float]]:
+        """Output dimension names and scales per source axis, and the local position (in the source's axis order)."""
+        scales = self.display_scales()
+        names: list[str] = []
+        out_scales: list[float] = []
+        local: list[float] = []
+        for role in roles:
+            if role[0] == "space":
+                names.append(AXIS_NAMES[self.ndim][role[1]])
+                out_scales.append(scales[role[1]])
+                continue
+            out_scales.append(1.0)
+            if role[0] == "time":
+                names.append("t'")
+                local.append(role[1] + 0.5)  # the centre of that time point
+            elif self.raw_channels == 3:
+                # Neuroglancer's channel dimension must lie whole in every chunk; channels stored one per chunk
+                # (common in OME-Zarr) cannot be shown as RGB, so then the kernel serves the raw layer.
+                if any(len(level.chunks[role[1]]) != 1 for level in getattr(source, "levels", None) or []):
+                    raise ValueError("the RGB channels are not stored in one chunk")
+                names.append("c^")
+            else:
+                names.append("c'")
+                local.append(0.5)  # the first channel, as the kernel shows
+        return names, out_scales, local
+
+    @staticmethod
+    def _ome_input_dimensions(ome: dict, fmt: int, rank: int) -> tuple[list[str], list[float]]:
+        """Neuroglancer's model dimension names of an OME-Zarr image and the translation (in full-resolution voxels)
+        that puts its voxel i at [i, i + 1)."""
+        version = ome.get("version")
+        if version not in _NEUROGLANCER_OME_VERSIONS or (version == "0.5" and fmt != 3):
+            raise ValueError(f"Neuroglancer does not read OME-Zarr {version} metadata from zarr v{fmt}")
+        axes = ome.get("axes")
+        if not isinstance(axes, list) or len(axes) != rank or not all(isinstance(a, dict) for a in axes):
+            raise ValueError(f"OME-Zarr axes {axes!r} do not match the array")
+        names = [str(a.get("name")) + ("'" if a.get("type") == "channel" else "") for a in axes]
+        datasets = ome.get("datasets") or [{}]
+        s_level, t_level = _ome_scale_translation(datasets[0].get("coordinateTransformations"), rank)
+        s_all, t_all = _ome_scale_translation(ome.get("coordinateTransformations"), rank)
+        # Neuroglancer's model: OME physical position (multiscale transform after the dataset's) in units of the
+        # full-resolution voxel, the centre of voxel i at i + translation / scale, so voxel i spans
+        # [i - 1/2 + translation / scale, ...): shift by 1/2 - translation / scale.
+        shift = [0.5 - (sa * tl + ta) / (sa * sl) for sl, tl, sa, ta in zip(s_level, t_level, s_all, t_all)]
+        return names, shift
+
+    @staticmethod
+    def _check_plain_zarr(source) -> None:
+        base = getattr(source, "_base", None)
+        if getattr(source, "source_kind", None) != "zarr" or base is None:
+            raise ValueError("the image at the URL is neither an OME-Zarr image nor a zarr array")
+        units = dict(getattr(base, "attrs", {}) or {}).get("dimension_units")
+        if units and any(units):  # Neuroglancer would scale the model by them
+            raise ValueError("the zarr array has dimension_units")
 
     def invalidate(self, arrays: Iterable[str] = ("labels", "predictions")) -> None:
         """Drop cached chunks of the given arrays (labels and predictions are cached per version anyway)."""

@@ -129,6 +129,16 @@ class RecolorClassRequest(Request):
     color: str
 
 
+@dataclass(frozen=True)
+class SourceFallbackRequest(Request):
+    """The browser could not load ``layer`` from ``url`` (``message`` says why) and shows its fallback, the layer
+    served by the kernel (no reply)."""
+
+    layer: str
+    url: str
+    message: str
+
+
 # ------------------------------------------------------------------------------------------------ field checks
 
 
@@ -231,6 +241,7 @@ REQUEST_TYPES = (
     "remove-class",
     "rename-class",
     "recolor-class",
+    "source-fallback",
 )
 
 
@@ -311,6 +322,12 @@ def parse_message(content: Any, buffers: list | None = None, *, ndim: int | None
     if kind == "recolor-class":
         return RecolorClassRequest(id, check_int(_field(content, "label", id), "label", 1, max_label, id),
                                    check_color(_field(content, "color", id), "color", id))
+    if kind == "source-fallback":
+        texts = [_field(content, name, id) for name in ("layer", "url", "message")]
+        if not all(isinstance(v, str) for v in texts):
+            raise MessageError("'layer', 'url' and 'message' must be strings", id)
+        layer, url, message = (v[:limit] for v, limit in zip(texts, (MAX_NAME_LENGTH, 2000, 1000)))
+        return SourceFallbackRequest(id, layer, url, message)
     raise MessageError(f"unknown message type {_short(kind)}", id)
 
 

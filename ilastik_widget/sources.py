@@ -63,6 +63,9 @@ class ImageSource:
         From OME-Zarr ``omero`` metadata when present.
     time_index : int | None
         The time point selected from a time series (``at_time``), ``None`` otherwise.
+    ome_multiscale : dict | None
+        For OME-Zarr images: the multiscale entry read (``axes``, ``datasets``, ``coordinateTransformations``), with
+        the metadata's ``"version"``; what a browser loading ``url`` directly bases its coordinates on.
     """
 
     array: Any
@@ -78,6 +81,7 @@ class ImageSource:
     channel_names: list | None = None
     time_index: int | None = None
     source_kind: str = "array"
+    ome_multiscale: dict | None = field(default=None, repr=False, compare=False)
     # The directly indexable object behind ``array`` (numpy or zarr array) and the index applied to it
     # (an integer time point or None); reading through it avoids dask overhead for small regions.
     _base: Any = field(default=None, repr=False, compare=False)
@@ -491,10 +495,10 @@ def _open_zarr_node(node, *, channel_axis, axes, subpath, url, path_str, name) -
         return _build(da.from_zarr(node), ax, base=node, url=url, path=path_str, name=name, zarr_format=fmt,
                       source_kind="zarr")
     attrs = dict(node.attrs)
-    multiscales, omero, _version = _ome_multiscales(attrs)
+    multiscales, omero, version = _ome_multiscales(attrs)
     if multiscales:
         return _open_ome(node, multiscales[0], omero, channel_axis=channel_axis, axes=axes, url=url,
-                         path_str=path_str, name=name, fmt=fmt)
+                         path_str=path_str, name=name, fmt=fmt, version=version)
     arrays = sorted(node.array_keys())
     if len(arrays) == 1:
         return _open_zarr_node(node, channel_axis=channel_axis, axes=axes, subpath=arrays[0], url=url,
@@ -545,7 +549,8 @@ def _scale_of(transforms, ndim: int) -> list[float]:
     return s
 
 
-def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name, fmt) -> ImageSource:
+def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name, fmt,
+              version=None) -> ImageSource:
     import dask.array as da
 
     datasets = ms.get("datasets") or []
@@ -576,7 +581,8 @@ def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name
         channel_names = [str(c.get("label", i)) for i, c in enumerate(omero["channels"])]
     return _build(levels[0], ax, base=arrays[0], levels=levels, scale=level_scales[0], units=units,
                   level_scales=level_scales, url=url, path=path_str, name=ms.get("name") or name,
-                  zarr_format=fmt, channel_names=channel_names, source_kind="ome-zarr")
+                  zarr_format=fmt, channel_names=channel_names, source_kind="ome-zarr",
+                  ome_multiscale={**ms, "version": version})
 
 
 # ---------------------------------------------------------------------- TIFF

@@ -85,7 +85,8 @@ class IlastikWidget(anywidget.AnyWidget):
     ----------
     image_or_session:
         A numpy, dask or zarr array (2D ``(y, x)`` or 3D ``(z, y, x)``, optionally with a channel axis), an
-        ``ImageSource``, or a :class:`~ilastik_widget.session.Session` to attach to.
+        ``ImageSource``, a path or URL (zarr, OME-Zarr, TIFF; opened with :func:`~ilastik_widget.open_source`), or a
+        :class:`~ilastik_widget.session.Session` to attach to.
     channel_axis:
         Index of the channel axis of ``image`` if it has one.
     classes:
@@ -93,6 +94,13 @@ class IlastikWidget(anywidget.AnyWidget):
     autosave:
         A project file to save to after every change of strokes, classes or features, so a kernel crash loses
         nothing; reopen it with :meth:`IlastikWidget.from_project`.
+    raw_from:
+        Where the browser reads the image of a zarr / OME-Zarr on a web server (an ``http(s)://`` URL):
+        ``"auto"`` (default) straight from the URL, falling back to the kernel's copy if the browser cannot load it
+        (a server on another network, or one without CORS headers; ``raw_fallback`` then says why); ``"browser"``
+        from the URL only (``ValueError`` if the source cannot be shown that way); ``"kernel"`` always through the
+        widget's comm, like in-memory images. Labels, predictions and the features are computed in the kernel
+        either way.
     **session_kwargs:
         Passed to :class:`~ilastik_widget.session.Session` (``features``, ``seed``, ``classifier``...).
 
@@ -139,8 +147,12 @@ class IlastikWidget(anywidget.AnyWidget):
         return value
 
     def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, *,
-                 autosave: str | os.PathLike | None = None, **session_kwargs):
+                 autosave: str | os.PathLike | None = None, raw_from: str = "auto", **session_kwargs):
         Session = _session_class()
+        if isinstance(image_or_session, (str, os.PathLike)):
+            from .sources import open_source
+
+            image_or_session, channel_axis = open_source(image_or_session, channel_axis=channel_axis), None
         if isinstance(image_or_session, Session):
             if channel_axis is not None or classes is not None or session_kwargs:
                 raise ValueError("channel_axis, classes and session options apply only when passing an image, "
@@ -171,6 +183,14 @@ class IlastikWidget(anywidget.AnyWidget):
         from .chunk_server import ChunkServer
 
         self._chunks = ChunkServer(session, widget_id)
+        try:
+            self._set_raw_from(raw_from)
+        except ValueError:
+            self._closed = True  # never shown: nothing for close() (called by __del__) to stop
+            raise
+        #: Why the browser could not load the raw image from its URL and shows the kernel's copy instead (None
+        #: while no view has reported such a failure).
+        self.raw_fallback: str | None = None
         super().__init__(
             widget_id=widget_id,
             classes=self._classes_from_session(),
@@ -607,6 +627,26 @@ class IlastikWidget(anywidget.AnyWidget):
         d.register(m.RenameClassRequest, lambda r, b: (self.rename_class(r.label, r.name), self._reply("rename-class", r.id)))
         d.register(m.RecolorClassRequest,
                    lambda r, b: (self.recolor_class(r.label, r.color), self._reply("recolor-class", r.id)))
+        d.register(m.SourceFallbackRequest, self._on_source_fallback)
+
+    def _set_raw_from(self, raw_from: str) -> None:
+        from .chunk_server import RAW_FROM
+
+        if raw_from not in RAW_FROM:
+            raise ValueError(f"raw_from must be one of {', '.join(map(repr, RAW_FROM))}, not {raw_from!r}")
+        self._chunks.raw_from = raw_from
+        if raw_from == "browser":
+            try:
+                self._chunks.browser_raw_source()
+            except ValueError as exc:
+                raise ValueError(f"raw_from='browser': the browser cannot load this image itself: {exc}") from None
+
+    def _on_source_fallback(self, request: m.SourceFallbackRequest, _buffers) -> None:
+        text = (f"The browser could not load the {request.layer} layer from {request.url} ({request.message}); "
+                f"the kernel serves it instead.")
+        log.warning("ilastik_widget: %s", text)
+        self.raw_fallback = text
+        self._set_status(text)
 
     def _reply(self, kind: str, id: int, **fields) -> None:
         self._send_message(m.reply(kind, id, **fields), [])

@@ -135,6 +135,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       // the position is applied below, by dimension name
       state: initialState === undefined ? undefined : { ...initialState, position: undefined },
       brush: brushSettings(),
+      // the kernel shows it in the status line and keeps it in `w.raw_fallback`
+      onSourceFallback: (layer, url, message) => transport.notify({ type: "source-fallback", layer, url, message }),
     });
 
   } catch (error) {

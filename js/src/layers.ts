@@ -12,6 +12,11 @@ export interface LayerSpec {
   shader?: string;
   opacity?: number;
   visible?: boolean;
+  /**
+   * The layer to show instead if `source` fails to load. chunk_server gives one to a raw layer read straight from a
+   * web server: the same layer served by the kernel (the browser may not reach a URL the kernel reads).
+   */
+  fallback?: LayerSpec;
   [key: string]: unknown;
 }
 
@@ -109,6 +114,79 @@ export function getLayerSettings(viewer: Viewer): LayerSettings {
     };
   }
   return out;
+}
+
+/** Called when a layer switches to its fallback: layer name, the source URL that failed, Neuroglancer's error. */
+export type FallbackListener = (layer: string, url: string, message: string) => void;
+
+/**
+ * Layer specs with a `fallback`: the viewer shows each with its own source until Neuroglancer fails to load it
+ * (unreachable server, no CORS headers: the data source's `loadState` becomes `{error}`), then replaces the layer by
+ * its fallback, and keeps using the fallback for that URL when the specs are given again.
+ */
+export class SourceFallbacks {
+  /** Source URLs that failed to load. */
+  private readonly failed = new Set<string>();
+  /** Layers shown with their own source, by name. */
+  private readonly watched = new Map<string, { own: LayerSpec; fallback: LayerSpec }>();
+  private readonly unlisten: () => void;
+  private scheduled = false;
+
+  constructor(
+    private viewer: Viewer,
+    private listener: FallbackListener,
+  ) {
+    this.unlisten = viewer.layerManager.layersChanged.add(() => this.schedule());
+  }
+
+  /** The specs to give Neuroglancer: without their `fallback`, or the fallback where the source already failed. */
+  resolve(specs: LayerSpec[]): LayerSpec[] {
+    this.watched.clear();
+    const out = specs.map((spec) => {
+      const { fallback, ...own } = spec;
+      if (fallback === undefined) return spec;
+      if (this.failed.has(sourceUrl(own))) return fallback;
+      this.watched.set(spec.name, { own, fallback });
+      return own;
+    });
+    this.schedule();
+    return out;
+  }
+
+  /** Checks the watched layers after the current signal dispatch (no layer is replaced inside one). */
+  private schedule(): void {
+    if (this.scheduled || this.watched.size === 0) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.check();
+    });
+  }
+
+  private check(): void {
+    const { layerManager, layerSpecification } = this.viewer;
+    for (const [name, { own, fallback }] of Array.from(this.watched)) {
+      const managed = layerManager.getLayerByName(name);
+      const url = sourceUrl(own);
+      if (managed === undefined || currentSourceUrl(managed) !== url) continue;
+      const error = managed.layer?.dataSources[0]?.loadState?.error;
+      if (error === undefined) continue;
+      this.watched.delete(name);
+      this.failed.add(url);
+      // the same place in the layer list, the user's visibility and opacity
+      const index = layerManager.managedLayers.indexOf(managed);
+      const opacity = (managed.layer as any)?.opacity?.value as number | undefined;
+      layerManager.removeManagedLayer(managed);
+      const spec = { ...fallback, visible: managed.visible, opacity: opacity ?? fallback.opacity };
+      layerSpecification.add(makeLayer(layerSpecification, name, spec), index);
+      this.listener(name, url, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  dispose(): void {
+    this.unlisten();
+    this.watched.clear();
+  }
 }
 
 /** What the refresher uses of a Neuroglancer chunk source (chunk_manager/frontend.js ships no types). */

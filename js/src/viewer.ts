@@ -26,7 +26,8 @@ import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
 import type { ChunkTransport } from "./kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
-import { LAYER_NAMES, LayerRefresher, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
+import type { FallbackListener } from "./layers.js";
+import { LAYER_NAMES, LayerRefresher, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -57,6 +58,8 @@ export interface CreateViewerOptions {
   brush?: Partial<BrushSettings>;
   /** Chunk requests in flight at once (default 4). */
   maxRequestsInFlight?: number;
+  /** Called when a layer's own source (the raw image on a web server) failed to load and its fallback is shown. */
+  onSourceFallback?: FallbackListener;
 }
 
 export interface ViewerHandle {
@@ -149,6 +152,11 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   } as any);
   // This view's reads go to this view's fetcher (a widget shown twice has two viewers, each with its own fetcher).
   const unregisterFetcher = registerChunkFetcher(widgetId, fetcher, viewer.dataContext.chunkManager);
+  // A raw layer read straight from a web server the browser cannot reach falls back to the kernel's copy.
+  const fallbacks = new SourceFallbacks(viewer, (layer, url, message) => {
+    console.warn(`ilastik_widget: could not load the ${layer} layer from ${url} (${message}); the kernel serves it instead`);
+    opts.onSourceFallback?.(layer, url, message);
+  });
   // Mouse bindings of the data panels only: Neuroglancer's global keyboard shortcuts (digits, l, s, b, n, ...)
   // would clash with the widget's own (shortcuts.ts).
   viewer.inputEventBindings.sliceView.addParent(getDefaultSliceViewPanelBindings(), Number.NEGATIVE_INFINITY);
@@ -195,7 +203,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     crossSectionScale: opts.state?.crossSectionScale ?? fitScale(shape, rect.width, rect.height, layout),
     projectionScale: opts.state?.projectionScale ?? Math.max(...shape) * 1.6,
     layout,
-    layers: opts.layers.map((spec) => {
+    layers: fallbacks.resolve(opts.layers).map((spec) => {
       const setting = opts.layerSettings?.[spec.name];
       return setting === undefined ? spec : { ...spec, ...setting };
     }),
@@ -317,7 +325,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     widgetId,
     element: container,
     setLayers(specs) {
-      applyLayerSpecs(viewer, specs, {});
+      applyLayerSpecs(viewer, fallbacks.resolve(specs), {});
     },
     setLayerSettings(settings) {
       for (const [name, setting] of Object.entries(settings ?? {})) applyLayerSetting(viewer, name, setting);
@@ -359,6 +367,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     },
     dispose() {
       refresher.dispose();
+      fallbacks.dispose();
       fetcher.dispose();
       container.removeEventListener("contextmenu", onContextMenu);
       for (const d of disposers) d();
