@@ -14,9 +14,12 @@ The browser's ``mem://`` kvstore turns Neuroglancer's reads into ``chunks`` mess
 ``predictions/<generation>``
     ``uint8`` probabilities scaled to 0..255 with the classes as a trailing channel axis ``c``; the segmentation and
     uncertainty layers are computed from it in their shaders, so the three prediction layers share one chunk cache.
-    Chunks are computed on demand with ``session.predict(region)``; coarse levels only while the region they cover
-    is small (``max_predict_pixels``), otherwise they are missing (transparent). The generation in the key makes the
-    layer URL change when the classes change; any generation is answered with the session's current predictions.
+    Chunks are computed on demand with ``session.predict(region)``, strided for the coarse levels, or assembled from
+    the finer level's chunks when those are at hand (the same numbers, without predicting a region twice). The
+    pyramid stops at the coarsest level whose chunks cover at most ``max_predict_pixels`` full-resolution pixels:
+    zoomed out further, the viewer shows that level, and asks only for the chunks in view, so the predictions fill
+    in chunk by chunk instead of one chunk costing the whole image. The generation in the key makes the layer URL
+    change when the classes change; any generation is answered with the session's current predictions.
 
 Keys are ``"<array>/<zarr key>"`` (``raw/0/3.4``, ``labels/.zattrs``, ``predictions/7/0/0.0.0``...). :meth:`read` never
 raises: a malformed, unknown or out-of-range key gives ``None`` and a log line.
@@ -213,6 +216,12 @@ def _pyramid_factors(spatial_shape: Sequence[int], chunk: Sequence[int], min_siz
     return factors
 
 
+def _prediction_level(key: Any) -> int:
+    """Pyramid level of a ``predictions/<gen>/<level>/...`` key; -1 for any other key."""
+    parts = key.split("/") if isinstance(key, str) else []
+    return int(parts[2]) if len(parts) > 3 and parts[0] == "predictions" and parts[2].isdigit() else -1
+
+
 def _pad_to(block: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     if tuple(block.shape) == tuple(shape):
         return np.ascontiguousarray(block)
@@ -299,7 +308,10 @@ class ChunkServer:
         return max(1, len(self.session.classes))
 
     def _predictions_array(self) -> _Array:
-        return _Array(self.spatial_shape, self.chunk_shape, self.raw.factors, np.uint8, self._n_classes())
+        affordable = [f for f in self.raw.factors
+                      if math.prod(c * fi for c, fi in zip(self.chunk_shape, f)) <= self.max_predict_pixels]
+        return _Array(self.spatial_shape, self.chunk_shape, affordable or self.raw.factors[:1], np.uint8,
+                      self._n_classes())
 
     def sources(self) -> dict[str, str]:
         """Neuroglancer source URL per layer name."""
@@ -316,13 +328,13 @@ class ChunkServer:
     def read(self, keys: Iterable[str]) -> list[bytes | None]:
         """Bytes of each zarr key, or None where the key is missing, malformed or out of range."""
         keys = list(keys)
-        out: list[bytes | None] = []
-        for key in keys:
+        out: list[bytes | None] = [None] * len(keys)
+        # finest level first: coarse prediction chunks are then assembled from the finer ones
+        for i in sorted(range(len(keys)), key=lambda i: _prediction_level(keys[i])):
             try:
-                out.append(self._read_one(key))
+                out[i] = self._read_one(keys[i])
             except Exception:  # never let one bad key (or a failing prediction) break the batch
-                log.exception("chunk_server: failed to read key %r", key)
-                out.append(None)
+                log.exception("chunk_server: failed to read key %r", keys[i])
         self.note_keys(key for key, data in zip(keys, out) if data is not None)
         return out
 
@@ -378,6 +390,8 @@ class ChunkServer:
         keys: list[str] = []
         data: list[bytes] = []
         total = 0
+        # finest level first (coarse chunks are assembled from them), newest first within a level
+        wanted.sort(key=lambda rest: int(rest.split("/", 1)[0]))
         for rest in wanted:
             if cancelled():
                 self.note_keys(prefix + k for k in reversed(wanted))  # still on screen: the next push wants them
@@ -400,7 +414,7 @@ class ChunkServer:
         return keys, data
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
-        """Keys of every prediction chunk of the current generation, coarsest level first; empty when the image has
+        """Keys of every prediction chunk of the current generation, finest level first; empty when the image has
         more than ``max_pixels`` (default ``max_predict_pixels``) pixels (then only what the view asks for is worth
         computing)."""
         limit = self.max_predict_pixels if max_pixels is None else int(max_pixels)
@@ -409,7 +423,7 @@ class ChunkServer:
         array = self._predictions_array()
         gen = int(self.session.generation)
         keys = []
-        for level in reversed(range(array.n_levels)):
+        for level in range(array.n_levels):
             grid = [range(-(-s // c)) for s, c in zip(array.level_shape(level), array.chunk)]
             for index in itertools.product(*grid):
                 keys.append(f"predictions/{gen}/{level}/" + ".".join(str(i) for i in index) + ".0")
@@ -802,10 +816,12 @@ class ChunkServer:
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
+        assembled = self._assemble_from_finer(array, generation, level, index)
+        if assembled is not None:
+            data = assembled.tobytes()
+            self._cache.put(cache_key, data)
+            return data
         full = tuple(slice(s.start, s.stop) for s in region)
-        n_pixels = math.prod(s.stop - s.start for s in full)
-        if level > 0 and n_pixels > self.max_predict_pixels:
-            return None
         probs = np.asarray(self.session.predict(full))
         steps = tuple(s.step for s in region)
         if any(st != 1 for st in steps):
@@ -823,6 +839,33 @@ class ChunkServer:
         data = _pad_to(scaled, chunk_shape).tobytes()
         self._cache.put(cache_key, data)
         return data
+
+    def _assemble_from_finer(self, array: _Array, generation: int, level: int,
+                             index: tuple[int, ...]) -> np.ndarray | None:
+        """Prediction chunk ``index`` of ``level`` made from the cached chunks of ``level - 1`` (every level is a
+        strided subsample of the full resolution, so this equals predicting the region); None unless all of them are
+        cached."""
+        if level == 0:
+            return None
+        spatial = index[: self.ndim]
+        ratios = [f // g for f, g in zip(array.factors[level], array.factors[level - 1])]
+        if any(f != r * g for f, g, r in zip(array.factors[level], array.factors[level - 1], ratios)) or any(
+                c % r for c, r in zip(array.chunk, ratios)):
+            return None
+        finer_shape = array.level_shape(level - 1)
+        out = np.zeros(array.chunk + (array.channels,), np.uint8)
+        for child in itertools.product(*(range(i * r, (i + 1) * r) for i, r in zip(spatial, ratios))):
+            if any(ci * c >= n for ci, c, n in zip(child, array.chunk, finer_shape)):
+                continue  # beyond the image
+            data = self._cache.get(("predictions", generation, array.channels, level - 1, child + (0,)))
+            if data is None:
+                return None
+            block = np.frombuffer(data, np.uint8).reshape(out.shape)
+            block = block[tuple(slice(None, None, r) for r in ratios)]
+            at = tuple(slice((ci - i * r) * (c // r), (ci - i * r + 1) * (c // r))
+                       for ci, i, r, c in zip(child, spatial, ratios, array.chunk))
+            out[at] = block
+        return out
 
     # ------------------------------------------------------------------ data access
     def _pyramid(self) -> list[tuple[tuple[int, ...], Any]]:

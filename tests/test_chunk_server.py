@@ -303,7 +303,9 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
     server = ChunkServer(session, "wid", chunk_shape=(64, 64, 64))
     (ms,) = _json(server, f"{name}/.zattrs")["multiscales"]
     channels = 1 if name.startswith("predictions") else 0
-    assert len(ms["datasets"]) == len(server.raw.factors) > 1
+    # the predictions pyramid stops where a chunk would cover more than max_predict_pixels (here at level 1)
+    levels = server._predictions_array().n_levels if channels else len(server.raw.factors)
+    assert len(ms["datasets"]) == levels > 1
     for level, dataset in enumerate(ms["datasets"]):
         scale_t, translation_t = dataset["coordinateTransformations"]
         assert scale_t["type"] == "scale" and translation_t["type"] == "translation"
@@ -325,15 +327,44 @@ def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
     session.generation = 5
     keys = server.prediction_keys()
     levels = server._predictions_array().n_levels
-    assert keys[0].startswith(f"predictions/5/{levels - 1}/") and "predictions/5/0/2.2.0" in keys
-    assert len([k for k in keys if k.startswith("predictions/5/0/")]) == 9
+    assert levels == 3 and keys[-1] == "predictions/5/2/0.0.0"  # finest level first
+    assert keys[:9] == [f"predictions/5/0/{i}.{j}.0" for i in range(3) for j in range(3)]
     assert server.warm_predictions() == len(keys)
-    n_calls = len(session.predict_calls)
-    assert n_calls == len(keys)
+    # the image is predicted once, chunk by chunk at level 0; the coarse levels are made from those chunks
+    assert len(session.predict_calls) == 9
     fresh = ChunkServer(session, "other", chunk_shape=(128, 128))
     assert server.read(keys) == fresh.read(keys)  # the cached chunks are the ones a read computes
-    assert len(session.predict_calls) == n_calls + len(keys)  # ... and `server` answered from its cache
+    assert len(session.predict_calls) == 18  # ... and `server` answered from its cache
     assert ChunkServer(session, "big", chunk_shape=(128, 128), max_predict_pixels=100 * 100).prediction_keys() == []
+
+
+def test_coarse_prediction_chunks_from_finer_chunks_equal_the_strided_prediction():
+    image = _image2d((300, 430), seed=3)
+    session = _Session(image)
+    session.is_trained = True
+    keys = [f"predictions/0/1/{i}.{j}.0" for i in range(2) for j in range(2)] + ["predictions/0/2/0.0.0"]
+    direct = ChunkServer(session, "a", chunk_shape=(128, 128), max_predict_pixels=2**20)
+    expected = [direct.read([k])[0] for k in keys]  # one at a time: each predicted from its own region
+    assert session.predict_calls[0] == (slice(0, 256), slice(0, 256))
+    session.predict_calls.clear()
+    assembled = ChunkServer(session, "b", chunk_shape=(128, 128), max_predict_pixels=2**20)
+    finest = [f"predictions/0/0/{i}.{j}.0" for i in range(3) for j in range(4)]
+    assert assembled.read(keys + finest)[: len(keys)] == expected
+    assert sorted(session.predict_calls) == sorted(
+        (slice(128 * i, min(300, 128 * i + 128)), slice(128 * j, min(430, 128 * j + 128))) for i in range(3)
+        for j in range(4))  # only the level-0 chunks were predicted
+
+
+def test_prediction_pyramid_stops_where_chunks_get_too_costly():
+    session = _Session(_image2d((2000, 3000)))
+    session.is_trained = True
+    server = ChunkServer(session, "wid", chunk_shape=(256, 256), max_predict_pixels=1024 * 1024)
+    assert len(server.raw.factors) > 3  # the raw pyramid goes down to about one chunk
+    (ms,) = _json(server, "predictions/0/.zattrs")["multiscales"]
+    assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]  # a level-2 chunk covers 1024 x 1024
+    assert server.read(["predictions/0/3/0.0.0"]) == [None]
+    assert server.read(["predictions/0/2/1.2.0"])[0] is not None
+    assert session.predict_calls == [(slice(1024, 2000), slice(2048, 3000))]
 
 
 def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working_set():
