@@ -54,9 +54,17 @@ PNG = _buf.getvalue()
 
 EVENTS = []     # (event, time) from the widget's session
 SERVED = []     # (t_start, t_end, keys, nbytes) per chunk read
+PUSHED = []     # (time sent, layers, n keys, nbytes) per refresh message
 
 def instrument(w):
     w.session.add_listener(lambda event, **info: EVENTS.append((event, time.time())))
+    send = w._send_message
+    def timed_send(content, buffers, _send=send):
+        _send(content, buffers)
+        if content.get("type") == "refresh":
+            PUSHED.append((time.time(), content["layers"], len(content.get("keys", [])),
+                           sum(len(b) for b in buffers or [])))
+    w._send_message = timed_send
     cs = w.chunk_server
     read = cs.read
     def timed_read(keys, _read=read):
@@ -216,6 +224,13 @@ def main(argv=None) -> int:
         one_msg_mbps = max(raw_bytes, 1) / one_msg_s / 1e6
 
         # ---- 1. stroke -> prediction on screen --------------------------------------------------------------------
+        # page-side times (wall clock, as the kernel's): refresh messages received, frames drawn by Neuroglancer
+        d.js("""(() => {
+          const T = window.__benchTimes = { refresh: [], draw: [] };
+          h.transport.on("refresh", (c) => T.refresh.push([Date.now() / 1000, c.layers, (c.keys || []).length]));
+          h.viewer.display.updateFinished.add(() => T.draw.push(Date.now() / 1000));
+          return true;
+        })()""")
         d.kexec("for s in initial:\n    w.add_stroke(**s)")
         d.settle(timeout=300)
         strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
@@ -224,7 +239,8 @@ def main(argv=None) -> int:
             stroke = strokes[i % len(strokes)]
             d.press(str(stroke["label"]))
             lab.wait_for(lambda: d.k("w.active_class") == stroke["label"], 20, "the active class")
-            d.kexec("EVENTS.clear(); SERVED.clear()")
+            d.kexec("EVENTS.clear(); SERVED.clear(); PUSHED.clear()")
+            d.js("(() => { window.__benchTimes.refresh.length = 0; window.__benchTimes.draw.length = 0; })()")
             d.scroll_into_view()
             if not args.no_screencast:
                 cast.start()
@@ -245,6 +261,13 @@ def main(argv=None) -> int:
                 t_screen = first_final_frame(cast.decoded(), d.panel_rect(), t_up)
             events = d.k("EVENTS")
             served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
+            pushed = d.k("PUSHED")
+            page_times = d.js("window.__benchTimes")
+            t_sent = next((t for t, layers, _, _ in pushed if "probabilities" in layers), float("nan"))
+            n_pushed = sum(n for _, layers, n, _ in pushed)
+            push_bytes = sum(b for *_, b in pushed)
+            t_recv = next((t for t, layers, _ in page_times["refresh"] if "probabilities" in layers), float("nan"))
+            t_drawn = max((t for t in page_times["draw"] if t >= t_recv), default=float("nan"))
             t_labels = next((t for e, t in events if e == "labels"), float("nan"))
             t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
             pred_reads = [(a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key))
@@ -260,7 +283,8 @@ def main(argv=None) -> int:
             d.kexec("_st = measured[%d]" % (i % len(strokes)))
             kernel_s = d.k("kernel_reference(_st)")
             rows.append(dict(total=t_screen - t_up, idle=t_idle - t_up, kernel=kernel_s, to_kernel=t_labels - t_up,
-                             train=t_trained - t_labels, served=pred_end - t_up, pred_bytes=pred_bytes,
+                             trained=t_trained - t_up, sent=t_sent - t_up, recv=t_recv - t_up, drawn=t_drawn - t_up,
+                             pushed=n_pushed, push_bytes=push_bytes, pred_bytes=pred_bytes,
                              first=pred_first - t_up, chunks=pred_chunks, reads=len(pred_reads), busy=pred_busy))
 
         widget_size = d.k("list(w.session.spatial_shape)")
@@ -291,21 +315,19 @@ def main(argv=None) -> int:
           f"{rect['width']:.0f}x{rect['height']:.0f} CSS px ({scale:.2f} px per image pixel, "
           f"zoom state {shown.get('crossSectionScale')})")
     print()
-    print("1. stroke -> new prediction visible (whole 1024x1024 view)")
-    print(f"   {'repeat':>6} {'screen':>8} {'kernel-only':>11} {'added':>8}   {'up->kernel':>10} {'train':>8} "
-          f"{'last chunk':>10} {'idle':>6} {'pred bytes':>10}")
+    print("1. stroke -> new prediction visible (whole 1024x1024 view), seconds after the mouse release")
+    print(f"   {'repeat':>6} {'screen':>7} {'kernel-only':>11} {'added':>7} | {'labels':>6} {'trained':>7} "
+          f"{'sent':>6} {'recv':>6} {'drawn':>6} {'pushed':>14} {'asked':>14}")
     for i, r in enumerate(rows):
-        print(f"   {i:>6} {r['total']:8.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:8.3f}   "
-              f"{r['to_kernel']:10.3f} {r['train']:8.3f} {r['served']:10.3f} {r['idle']:6.2f} "
-              f"{mb(r['pred_bytes']):>10}")
+        print(f"   {i:>6} {r['total']:7.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:7.3f} | "
+              f"{r['to_kernel']:6.3f} {r['trained']:7.3f} {r['sent']:6.3f} {r['recv']:6.3f} {r['drawn']:6.3f} "
+              f"{r['pushed']:>3} ({mb(r['push_bytes']):>8}) {r['chunks']:>3} ({mb(r['pred_bytes']):>8})")
     how = ("browser idle after the release (--no-screencast)" if args.no_screencast
            else "first screencast frame equal to the settled view")
-    print(f"   (screen: {how}; kernel-only: the same stroke on a second "
-          "Session, warm caches;\n    up->kernel: mouse release -> session 'labels' event; train: -> 'trained' event; "
-          "first/last chunk: prediction chunk reads done, after release; idle: browser idle)")
-    for i, r in enumerate(rows):
-        print(f"   repeat {i}: {r['chunks']} prediction chunks in {r['reads']} reads, first done at "
-              f"{r['first']:.3f} s, read time summed {r['busy']:.3f} s")
+    print(f"   screen: {how}; kernel-only: the same stroke on a second Session with warm caches (add, train,\n"
+          "   predict the whole image); labels/trained: the session's events; sent/recv: the refresh with the new\n"
+          "   predictions leaves the kernel / reaches the page; drawn: Neuroglancer's last frame after it; pushed: chunks\n"
+          "   sent with refreshes; asked: prediction chunks the browser still asked for")
     med_total = statistics.median(r["total"] for r in rows)
     med_kernel = statistics.median(r["kernel"] for r in rows)
     added = med_total - med_kernel
