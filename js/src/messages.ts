@@ -101,8 +101,15 @@ export class Transport {
         },
         { once: true },
       );
+      try {
+        this.model.send({ ...msg, id }, undefined, buffers);
+      } catch (error) {
+        // e.g. the comm is closed: nothing will answer, so do not count it as in flight until its timeout
+        this.settle(id);
+        reject(error);
+        return;
+      }
       this.stats.sent++;
-      this.model.send({ ...msg, id }, undefined, buffers);
     });
   }
 
