@@ -1,0 +1,545 @@
+// Unit tests of kvstore_frontend.ts: `ChunkFetcher` with a fake transport, `parseMemUrl`, the per-view fetcher
+// registry and `MemKvStore` reads (byte ranges). Importing the module also registers the mem:// scheme with
+// Neuroglancer's kvstore registry, which runs under Node.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { ChunkTransport } from "../src/kvstore_frontend.js";
+import {
+  ChunkFetcher,
+  MEM_SCHEME,
+  MemKvStore,
+  chunkFetcherCount,
+  getChunkFetcher,
+  parseMemUrl,
+  registerChunkFetcher,
+} from "../src/kvstore_frontend.js";
+
+interface SentRequest {
+  keys: string[];
+  signal?: AbortSignal;
+  /** The kernel answers: `data[key]` is the chunk, a missing key is "not found". */
+  answer(data: Record<string, Uint8Array | undefined>): void;
+  fail(error: unknown): void;
+}
+
+/** A transport whose kernel answers when the test says so. */
+class FakeTransport implements ChunkTransport {
+  requests: SentRequest[] = [];
+  notes: Array<{ type: string; keys: string[] }> = [];
+
+  request(
+    msg: { type: "chunks"; keys: string[] },
+    _buffers?: ArrayBuffer[],
+    options?: { signal?: AbortSignal },
+  ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }> {
+    assert.equal(msg.type, "chunks");
+    return new Promise((resolve, reject) => {
+      const keys = [...msg.keys];
+      const signal = options?.signal;
+      // Like Transport: aborting rejects the request.
+      signal?.addEventListener("abort", () => reject(new Error("request aborted")), { once: true });
+      this.requests.push({
+        keys,
+        signal,
+        answer(data) {
+          const found = keys.map((k) => data[k] !== undefined);
+          const buffers = keys.filter((k) => data[k] !== undefined).map((k) => data[k]!);
+          resolve({ content: { type: "chunks-reply", found }, buffers });
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  notify(msg: { type: "seen"; keys: string[] }): void {
+    this.notes.push({ type: msg.type, keys: [...msg.keys] });
+  }
+
+  /** Keys of every message sent so far, one list per message. */
+  get sentKeys(): string[][] {
+    return this.requests.map((r) => r.keys);
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Longer than the fetcher's batch delay: the burst read before it has gone out. */
+const flushed = () => sleep(25);
+
+const bytes = (...values: number[]) => new Uint8Array(values);
+
+/** Chunk data that names its key, so a mix-up shows. */
+const chunk = (key: string) => new TextEncoder().encode(key);
+const text = (data: Uint8Array | undefined) => (data === undefined ? undefined : new TextDecoder().decode(data));
+
+function answerAll(request: SentRequest) {
+  request.answer(Object.fromEntries(request.keys.map((k) => [k, chunk(k)])));
+}
+
+async function settled(promise: Promise<unknown>): Promise<"pending" | "fulfilled" | "rejected"> {
+  let result: "pending" | "fulfilled" | "rejected" = "pending";
+  promise.then(
+    () => (result = "fulfilled"),
+    () => (result = "rejected"),
+  );
+  await sleep(0);
+  return result;
+}
+
+test("keys read in one burst go out in one chunks message; each read gets its key's bytes", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const keys = ["raw/0/0.0", "raw/0/0.1", "labels/0/0.0", "raw/1/0.0"];
+  const reads = keys.map((k) => f.fetch(k));
+  assert.equal(t.requests.length, 0, "nothing is sent before the burst is over");
+  assert.equal(f.isIdle(), false);
+  await flushed();
+  assert.deepEqual(t.sentKeys, [keys]);
+  t.requests[0].answer({ "raw/0/0.0": bytes(1), "raw/0/0.1": bytes(2, 2), "raw/1/0.0": bytes(4, 4, 4, 4) });
+  const results = await Promise.all(reads);
+  assert.deepEqual(results, [bytes(1), bytes(2, 2), undefined, bytes(4, 4, 4, 4)]);
+  assert.deepEqual(f.stats, { messages: 1, keys: 4, bytes: 7, dropped: 0, cancelled: 0, pushed: 0 });
+  assert.equal(f.isIdle(), true);
+});
+
+test("reply buffers of any kind (ArrayBuffer, DataView into a larger buffer) become the key's bytes", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const a = f.fetch("raw/0/0.0");
+  const b = f.fetch("raw/0/0.1");
+  await flushed();
+  const big = new Uint8Array([9, 9, 1, 2, 3, 9]).buffer;
+  t.requests[0].answer({
+    "raw/0/0.0": new Uint8Array([5, 6]).buffer as unknown as Uint8Array,
+    "raw/0/0.1": new DataView(big, 2, 3) as unknown as Uint8Array,
+  });
+  assert.deepEqual(await a, bytes(5, 6));
+  assert.deepEqual(await b, bytes(1, 2, 3));
+});
+
+test("the same key read twice in a burst is sent once and answers both reads", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const a = f.fetch("raw/0/0.0");
+  const b = f.fetch("raw/0/0.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["raw/0/0.0"]]);
+  answerAll(t.requests[0]);
+  assert.equal(text(await a), "raw/0/0.0");
+  assert.equal(text(await b), "raw/0/0.0");
+});
+
+test("reads in separate bursts go out in separate messages", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  void f.fetch("raw/0/0.0");
+  await flushed();
+  void f.fetch("raw/0/0.1");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["raw/0/0.0"], ["raw/0/0.1"]]);
+});
+
+test("default limits: 4 messages in flight per lane, 128 data keys and 12 prediction keys per message", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  assert.equal(f.maxInFlight, 4);
+  assert.equal(f.maxKeysPerMessage, 128);
+  assert.equal(f.maxPredictionKeysPerMessage, 12);
+  for (let i = 0; i < 130; ++i) void f.fetch(`raw/0/0.${i}`);
+  for (let i = 0; i < 13; ++i) void f.fetch(`predictions/1/0/0.${i}.0`);
+  await flushed();
+  assert.deepEqual(
+    t.sentKeys.map((k) => k.length),
+    [128, 2, 12, 1],
+  );
+});
+
+test("two lanes: predictions never share a message with image/label keys, each lane has its own bounds", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t, { maxInFlight: 2, maxKeysPerMessage: 8, maxPredictionKeysPerMessage: 5 });
+  const data = Array.from({ length: 20 }, (_, i) => (i % 2 ? `raw/0/0.${i}` : `labels/0/0.${i}`));
+  const preds = Array.from({ length: 12 }, (_, i) => `predictions/3/0/0.${i}.0`);
+  const reads = new Map<string, Promise<Uint8Array | undefined>>();
+  // Interleaved, as Neuroglancer's worker would ask for them.
+  for (let i = 0; i < 20; ++i) {
+    reads.set(data[i], f.fetch(data[i]));
+    if (i < preds.length) reads.set(preds[i], f.fetch(preds[i]));
+  }
+  await flushed();
+  const isPrediction = (k: string) => k.startsWith("predictions/");
+  assert.equal(t.requests.length, 4, "2 data + 2 prediction messages in flight");
+  for (const keys of t.sentKeys) {
+    assert.ok(keys.every(isPrediction) || !keys.some(isPrediction), `mixed lanes: ${keys}`);
+  }
+  const dataMessages = t.requests.filter((r) => !isPrediction(r.keys[0]));
+  const predictionMessages = t.requests.filter((r) => isPrediction(r.keys[0]));
+  assert.deepEqual(dataMessages.map((r) => r.keys), [data.slice(0, 8), data.slice(8, 16)]);
+  assert.deepEqual(predictionMessages.map((r) => r.keys), [preds.slice(0, 5), preds.slice(5, 10)]);
+
+  // A full prediction lane does not hold up data: answering one data message sends the next data keys...
+  answerAll(dataMessages[0]);
+  await flushed();
+  assert.equal(t.requests.length, 5);
+  assert.deepEqual(t.requests[4].keys, data.slice(16));
+  // ...and the predictions wait for their own lane.
+  answerAll(predictionMessages[0]);
+  await flushed();
+  assert.equal(t.requests.length, 6);
+  assert.deepEqual(t.requests[5].keys, preds.slice(10));
+
+  for (const r of t.requests) answerAll(r);
+  for (const [key, read] of reads) assert.equal(text(await read), key);
+  assert.equal(f.isIdle(), true);
+  assert.equal(f.stats.messages, 6);
+  assert.equal(f.stats.keys, 32);
+});
+
+test("an error reply rejects every read of that message; the lane is free again", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t, { maxInFlight: 1 });
+  const a = f.fetch("raw/0/0.0");
+  const b = f.fetch("raw/0/0.1");
+  await flushed();
+  const c = f.fetch("raw/0/0.2");
+  await flushed();
+  assert.equal(t.requests.length, 1, "one message in flight at most");
+  const failure = new Error("kernel error");
+  t.requests[0].fail(failure);
+  await assert.rejects(a, (e) => e === failure);
+  await assert.rejects(b, (e) => e === failure);
+  await flushed();
+  assert.deepEqual(t.sentKeys[1], ["raw/0/0.2"]);
+  answerAll(t.requests[1]);
+  assert.equal(text(await c), "raw/0/0.2");
+});
+
+test("setGeneration rewrites keys of that array to the newest generation", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  assert.equal(f.rewriteKey("predictions/3/0/0.0.0"), "predictions/3/0/0.0.0", "no generation set: unchanged");
+  f.setGeneration("predictions", 7);
+  assert.equal(f.rewriteKey("predictions/3/0/0.0.0"), "predictions/7/0/0.0.0");
+  assert.equal(f.rewriteKey("predictions/3/.zattrs"), "predictions/7/.zattrs");
+  assert.equal(f.rewriteKey("predictions/3"), "predictions/3", "no key below the generation");
+  assert.equal(f.rewriteKey("labels/0/0.0"), "labels/0/0.0", "other arrays unchanged");
+  assert.equal(f.rewriteKey("predictions"), "predictions");
+  const read = f.fetch("predictions/3/0/1.2.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["predictions/7/0/1.2.0"]]);
+  answerAll(t.requests[0]);
+  assert.equal(text(await read), "predictions/7/0/1.2.0");
+  f.setGeneration("predictions", 8);
+  void f.fetch("predictions/3/0/1.2.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys[1], ["predictions/8/0/1.2.0"]);
+});
+
+test("metadata keys are read from the kernel once (also when missing), chunks every time", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const first = f.fetch("raw/0/.zarray");
+  const missing = f.fetch("raw/.zgroup");
+  void f.fetch("raw/0/0.0");
+  await flushed();
+  t.requests[0].answer({ "raw/0/.zarray": chunk("zarray"), "raw/0/0.0": bytes(1) });
+  assert.equal(text(await first), "zarray");
+  assert.equal(await missing, undefined);
+
+  assert.equal(text(await f.fetch("raw/0/.zarray")), "zarray");
+  assert.equal(await f.fetch("raw/.zgroup"), undefined);
+  void f.fetch("raw/0/0.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys.slice(1), [["raw/0/0.0"]], "only the chunk is read again");
+});
+
+test("metadata is cached by the key as asked for, before the generation rewrite", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.setGeneration("predictions", 2);
+  const a = f.fetch("predictions/1/.zattrs");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["predictions/2/.zattrs"]]);
+  t.requests[0].answer({ "predictions/2/.zattrs": chunk("attrs") });
+  assert.equal(text(await a), "attrs");
+  f.setGeneration("predictions", 3);
+  assert.equal(text(await f.fetch("predictions/1/.zattrs")), "attrs");
+  assert.equal(t.requests.length, 1);
+  // Another requested key (a reloaded layer with a new URL) is read.
+  void f.fetch("predictions/5/.zattrs");
+  await flushed();
+  assert.deepEqual(t.sentKeys[1], ["predictions/3/.zattrs"]);
+});
+
+test("a metadata read that failed is not cached", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const a = f.fetch("raw/.zattrs");
+  await flushed();
+  t.requests[0].fail(new Error("timeout"));
+  await assert.rejects(a);
+  const b = f.fetch("raw/.zattrs");
+  await flushed();
+  assert.equal(t.requests.length, 2);
+  answerAll(t.requests[1]);
+  assert.equal(text(await b), "raw/.zattrs");
+});
+
+test("a read aborted before its message went out is dropped from the message", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  let activity = 0;
+  f.onActivity(() => activity++);
+  const controller = new AbortController();
+  const dropped = f.fetch("raw/0/0.0", controller.signal);
+  const kept = f.fetch("raw/0/0.1");
+  controller.abort(new Error("not visible any more"));
+  await assert.rejects(dropped, /not visible any more/);
+  assert.equal(f.stats.dropped, 1);
+  assert.equal(activity, 1);
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["raw/0/0.1"]]);
+  answerAll(t.requests[0]);
+  assert.equal(text(await kept), "raw/0/0.1");
+});
+
+test("a key stays in the message while another reader still wants it", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const controller = new AbortController();
+  const gaveUp = f.fetch("raw/0/0.0", controller.signal);
+  const waits = f.fetch("raw/0/0.0");
+  controller.abort();
+  await assert.rejects(gaveUp);
+  assert.equal(f.stats.dropped, 0);
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["raw/0/0.0"]]);
+  answerAll(t.requests[0]);
+  assert.equal(text(await waits), "raw/0/0.0");
+});
+
+test("an already aborted read rejects at once and sends nothing", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const controller = new AbortController();
+  controller.abort(new Error("gone"));
+  await assert.rejects(f.fetch("raw/0/0.0", controller.signal), /gone/);
+  await flushed();
+  assert.equal(t.requests.length, 0);
+  assert.equal(f.isIdle(), true);
+});
+
+test("a sent message is cancelled only once every read of every key in it was aborted", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const c1 = new AbortController();
+  const c2 = new AbortController();
+  const c3 = new AbortController();
+  const a1 = f.fetch("raw/0/0.0", c1.signal);
+  const a2 = f.fetch("raw/0/0.0", c2.signal);
+  const b = f.fetch("raw/0/0.1", c3.signal);
+  await flushed();
+  assert.equal(t.requests.length, 1);
+  const { signal } = t.requests[0];
+  assert.ok(signal !== undefined, "chunk requests carry an AbortSignal");
+  c1.abort();
+  c3.abort();
+  await assert.rejects(a1);
+  await assert.rejects(b);
+  assert.equal(signal.aborted, false, "one reader of raw/0/0.0 still waits");
+  assert.equal(f.stats.cancelled, 0);
+  c2.abort();
+  await assert.rejects(a2);
+  assert.equal(signal.aborted, true);
+  assert.equal(f.stats.cancelled, 1);
+  await flushed();
+  assert.equal(f.isIdle(), true, "the lane is free once the cancelled request settled");
+});
+
+test("aborting some reads of a sent message keeps the others", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const controller = new AbortController();
+  const aborted = f.fetch("raw/0/0.0", controller.signal);
+  const kept = f.fetch("raw/0/0.1");
+  await flushed();
+  controller.abort();
+  await assert.rejects(aborted);
+  assert.equal(t.requests[0].signal?.aborted, false);
+  answerAll(t.requests[0]);
+  assert.equal(text(await kept), "raw/0/0.1");
+  assert.equal(await settled(aborted), "rejected", "the reply does not resolve an aborted read");
+});
+
+test("offer: pushed chunks answer reads locally without a message", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const view = new DataView(new Uint8Array([0, 1, 2, 3, 4]).buffer, 1, 3);
+  f.offer(["labels"], ["labels/0/0.0", "labels/0/0.1"], [bytes(7, 7), view]);
+  assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(7, 7));
+  assert.deepEqual(await f.fetch("labels/0/0.1"), bytes(1, 2, 3));
+  assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(7, 7), "served as often as it is read");
+  const other = f.fetch("labels/0/1.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["labels/0/1.0"]], "keys not pushed still go to the kernel");
+  answerAll(t.requests[0]);
+  await other;
+  assert.equal(f.stats.pushed, 3);
+  f.dispose();
+});
+
+test("offer: the next offer of an array drops its older pushed chunks, other arrays keep theirs", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.offer(["labels", "predictions"], ["labels/0/0.0", "predictions/1/0/0.0.0"], [bytes(1), bytes(2)]);
+  f.offer(["labels"], ["labels/0/0.1"], [bytes(3)]);
+  assert.deepEqual(await f.fetch("labels/0/0.1"), bytes(3));
+  assert.deepEqual(await f.fetch("predictions/1/0/0.0.0"), bytes(2), "predictions were not refreshed");
+  const stale = f.fetch("labels/0/0.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["labels/0/0.0"]], "the older labels chunk is out of date: read from the kernel");
+  t.requests[0].answer({ "labels/0/0.0": bytes(9) });
+  assert.deepEqual(await stale, bytes(9));
+  // An offer without chunks still drops the array's pushed chunks.
+  f.offer(["predictions"], [], []);
+  void f.fetch("predictions/1/0/0.0.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys[1], ["predictions/1/0/0.0.0"]);
+  f.dispose();
+});
+
+test("offer: pushed prediction chunks are found under the current generation", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.setGeneration("predictions", 5);
+  f.offer(["predictions"], ["predictions/5/0/0.0.0"], [bytes(5)]);
+  assert.deepEqual(await f.fetch("predictions/4/0/0.0.0"), bytes(5), "a layer still on generation 4 gets them");
+  await flushed();
+  assert.equal(t.requests.length, 0);
+  f.dispose();
+});
+
+test("offer: keys served locally are reported in one seen notify per burst", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.offer(["labels"], ["labels/0/0.0", "labels/0/0.1", "labels/0/0.2"], [bytes(1), bytes(2), bytes(3)]);
+  await f.fetch("labels/0/0.0");
+  await f.fetch("labels/0/0.1");
+  await f.fetch("labels/0/0.0");
+  await sleep(10);
+  assert.equal(t.notes.length, 0, "the report waits for the burst to end");
+  await sleep(80);
+  assert.deepEqual(t.notes, [{ type: "seen", keys: ["labels/0/0.0", "labels/0/0.1"] }]);
+  await f.fetch("labels/0/0.2");
+  await sleep(80);
+  assert.deepEqual(t.notes[1], { type: "seen", keys: ["labels/0/0.2"] });
+  assert.equal(t.notes.length, 2);
+  assert.equal(t.requests.length, 0, "no chunks message at all");
+  f.dispose();
+});
+
+test("offer: a large burst of seen keys is split into messages of at most 1024 keys", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const keys = Array.from({ length: 1030 }, (_, i) => `labels/0/${i}.0`);
+  f.offer(["labels"], keys, keys.map(() => bytes(0)));
+  await Promise.all(keys.map((k) => f.fetch(k)));
+  await sleep(80);
+  assert.deepEqual(
+    t.notes.map((n) => n.keys.length),
+    [1024, 6],
+  );
+  assert.deepEqual(t.notes.flatMap((n) => n.keys), keys);
+  f.dispose();
+});
+
+test("dispose stops a pending seen report and forgets pushed chunks", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)]);
+  await f.fetch("labels/0/0.0");
+  f.dispose();
+  await sleep(80);
+  assert.equal(t.notes.length, 0);
+  void f.fetch("labels/0/0.0");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["labels/0/0.0"]]);
+});
+
+test("parseMemUrl: widget id, host with its optional ~tag, path", () => {
+  assert.deepEqual(parseMemUrl("mem://w1/raw/0/0.0"), { widgetId: "w1", host: "w1", path: "raw/0/0.0" });
+  assert.deepEqual(parseMemUrl("mem://w1~t3/labels/"), { widgetId: "w1", host: "w1~t3", path: "labels/" });
+  assert.deepEqual(parseMemUrl("mem://w1"), { widgetId: "w1", host: "w1", path: "" });
+  assert.deepEqual(parseMemUrl("mem://w1/"), { widgetId: "w1", host: "w1", path: "" });
+  assert.deepEqual(parseMemUrl("mem://a%20b~x/raw"), { widgetId: "a b", host: "a%20b~x", path: "raw" });
+  for (const bad of ["http://w1/raw", "mem:///raw", "mem:/w1/raw", "", "mem://"]) {
+    assert.throws(() => parseMemUrl(bad), /Invalid mem:\/\/ URL/, bad);
+  }
+});
+
+test("fetchers are routed per view: by the viewer's chunk manager, else the newest of the widget", () => {
+  const t = new FakeTransport();
+  const f1 = new ChunkFetcher(t);
+  const f2 = new ChunkFetcher(t);
+  const owner1 = {};
+  const owner2 = {};
+  const id = "routing-widget";
+  assert.equal(getChunkFetcher(id), undefined);
+  const un1 = registerChunkFetcher(id, f1, owner1);
+  const un2 = registerChunkFetcher(id, f2, owner2);
+  assert.equal(chunkFetcherCount(id), 2);
+  assert.equal(getChunkFetcher(id, owner1), f1);
+  assert.equal(getChunkFetcher(id, owner2), f2);
+  assert.equal(getChunkFetcher(id, {}), f2, "an unknown viewer gets the newest");
+  assert.equal(getChunkFetcher(id), f2);
+  un2();
+  assert.equal(getChunkFetcher(id, owner2), f1, "closing one view leaves the other loading");
+  un2(); // twice is harmless
+  assert.equal(chunkFetcherCount(id), 1);
+  un1();
+  assert.equal(chunkFetcherCount(id), 0);
+  assert.equal(getChunkFetcher(id), undefined);
+});
+
+test("MemKvStore reads whole keys and byte ranges through the view's fetcher", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const owner = {};
+  const unregister = registerChunkFetcher("store-widget", f, owner);
+  try {
+    const store = new MemKvStore("store-widget", "store-widget~2", owner);
+    assert.equal(store.getUrl("raw/0/0.0"), `${MEM_SCHEME}://store-widget~2/raw/0/0.0`);
+    f.offer(["raw"], ["raw/0/0.0"], [bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)]);
+    const signal = new AbortController().signal;
+
+    const whole = await store.read("raw/0/0.0", { signal });
+    assert.ok(whole !== undefined);
+    assert.deepEqual([whole.offset, whole.length, whole.totalSize], [0, 10, 10]);
+    assert.deepEqual(new Uint8Array(await whole.response.arrayBuffer()), bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9));
+
+    const range = await store.read("raw/0/0.0", { signal, byteRange: { offset: 2, length: 3 } });
+    assert.ok(range !== undefined);
+    assert.deepEqual([range.offset, range.length, range.totalSize], [2, 3, 10]);
+    assert.deepEqual(new Uint8Array(await range.response.arrayBuffer()), bytes(2, 3, 4));
+
+    const suffix = await store.read("raw/0/0.0", { signal, byteRange: { suffixLength: 4 } });
+    assert.ok(suffix !== undefined);
+    assert.deepEqual([suffix.offset, suffix.length, suffix.totalSize], [6, 4, 10]);
+    assert.deepEqual(new Uint8Array(await suffix.response.arrayBuffer()), bytes(6, 7, 8, 9));
+
+    const beyond = await store.read("raw/0/0.0", { signal, byteRange: { offset: 8, length: 5 } });
+    assert.deepEqual([beyond?.offset, beyond?.length], [8, 2]);
+
+    assert.deepEqual(await store.stat("raw/0/0.0", { signal }), { totalSize: 10 });
+
+    const missing = store.read("raw/0/9.9", { signal });
+    await flushed();
+    t.requests[0].answer({});
+    assert.equal(await missing, undefined);
+    assert.deepEqual(await store.list(), { entries: [], directories: [] });
+
+    await assert.rejects(new MemKvStore("no-such-widget").read("raw/.zattrs", { signal }), /No ilastik widget/);
+  } finally {
+    unregister();
+    f.dispose();
+  }
+});
