@@ -52,6 +52,8 @@ PUSH_BYTES = 16 * 2**20
 # After a stroke with live update on, the new labels wait this long (s) for the retrained predictions, so both reach
 # the browser in one refresh (one reload of the view instead of two); the stroke is drawn in the browser meanwhile.
 LABELS_WAIT_FOR_PREDICTIONS = 0.4
+# Traits a user may also give to the constructor.
+INIT_TRAITS = ("height", "live", "brush_size", "mode", "active_class", "layers", "viewer_state")
 # Traits only the kernel writes; the browser's attempts are rejected and reverted.
 KERNEL_ONLY = ("status", "error", "busy", "strokes", "generation", "source_info", "widget_id")
 
@@ -101,6 +103,8 @@ class IlastikWidget(anywidget.AnyWidget):
         from the URL only (``ValueError`` if the source cannot be shown that way); ``"kernel"`` always through the
         widget's comm, like in-memory images. Labels, predictions and the features are computed in the kernel
         either way.
+    height, live, brush_size, mode, active_class, layers, viewer_state:
+        Initial values of these traits (see below).
     **session_kwargs:
         Passed to :class:`~ilastik_widget.session.Session` (``features``, ``seed``, ``classifier``...).
 
@@ -149,6 +153,8 @@ class IlastikWidget(anywidget.AnyWidget):
     def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, *,
                  autosave: str | os.PathLike | None = None, raw_from: str = "auto", **session_kwargs):
         Session = _session_class()
+        # ipywidgets habit: traits as keyword arguments (IlastikWidget(image, height=800, live=False))
+        trait_values = {name: session_kwargs.pop(name) for name in INIT_TRAITS if name in session_kwargs}
         if isinstance(image_or_session, (str, os.PathLike)):
             from .sources import open_source
 
@@ -182,31 +188,34 @@ class IlastikWidget(anywidget.AnyWidget):
 
         from .chunk_server import ChunkServer
 
-        self._chunks = ChunkServer(session, widget_id)
+        # close() (also called by __del__ when __init__ fails) reads these
+        self._autosaver = None
+        self._listener_ok = False
         try:
+            self._chunks = ChunkServer(session, widget_id)
             self._set_raw_from(raw_from)
-        except ValueError:
-            self._closed = True  # never shown: nothing for close() (called by __del__) to stop
+            #: Why the browser could not load the raw image from its URL and shows the kernel's copy instead (None
+            #: while no view has reported such a failure).
+            self.raw_fallback: str | None = None
+            super().__init__(
+                widget_id=widget_id,
+                classes=self._classes_from_session(),
+                feature_selection=self._features_from_session(),
+                layers={k: dict(v) for k, v in DEFAULT_LAYERS.items()},
+                strokes=self._stroke_summaries(),
+                generation=int(getattr(session, "generation", 0)),
+                source_info=self._source_info(),
+                status=PAINT_HINT,
+            )
+            for name, value in trait_values.items():  # validated like any later change
+                setattr(self, name, value)
+        except BaseException:
+            self._closed = True  # never shown: nothing for close() to stop
             raise
-        #: Why the browser could not load the raw image from its URL and shows the kernel's copy instead (None
-        #: while no view has reported such a failure).
-        self.raw_fallback: str | None = None
-        super().__init__(
-            widget_id=widget_id,
-            classes=self._classes_from_session(),
-            feature_selection=self._features_from_session(),
-            layers={k: dict(v) for k, v in DEFAULT_LAYERS.items()},
-            strokes=self._stroke_summaries(),
-            generation=int(getattr(session, "generation", 0)),
-            source_info=self._source_info(),
-            status=PAINT_HINT,
-        )
         self._dispatcher = m.Dispatcher(self._send_message, context=self._parse_context, on_error=self._show_error)
         self._register_handlers()
         self.on_msg(self._on_custom_msg)
-        self._listener_ok = False
         # The saver listens before the widget does, so the widget sees a failed save of the same change.
-        self._autosaver = None
         if autosave is not None:
             from .project import enable_autosave
 

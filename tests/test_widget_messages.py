@@ -662,3 +662,29 @@ def test_malformed_seen_messages_get_error_replies(data):
         assert rec.reply(100 + i)[0]["type"] == "error"
     assert w.chunk_server.pending_push("labels") == 0
     w.close()
+
+
+@pytest.mark.parametrize("bad", [{"raw_from": "nope"}, {"classes": ()}, {"height": 10}, {"mode": "draw"}])
+def test_a_widget_that_fails_to_start_says_why_and_leaves_nothing_behind(data, bad):
+    import gc
+    import sys
+
+    image, _, _ = data
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises((ValueError, traitlets.TraitError)):
+            IlastikWidget(image, **bad)
+        gc.collect()  # __del__ -> close() of the half-made widget
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+
+
+def test_traits_as_constructor_arguments(data):
+    image, _, _ = data
+    w = IlastikWidget(image, height=800, live=False, brush_size=9, mode="navigate", classes=("a", "b", "c"),
+                      active_class=3)
+    assert (w.height, w.live, w.brush_size, w.mode, w.active_class) == (800, False, 9, "navigate", 3)
+    assert [c["name"] for c in w.classes] == ["a", "b", "c"]
+    w.close()
