@@ -87,7 +87,6 @@ export class ChunkFetcher {
   private inFlight: Record<Lane, number> = { data: 0, predictions: 0 };
   private flushScheduled = false;
   private generations = new Map<string, number>();
-  private activityListeners = new Set<() => void>();
   /** How long reads are collected before a message goes out (ms). */
   batchDelayMs = 8;
   readonly maxInFlight: number;
@@ -119,7 +118,7 @@ export class ChunkFetcher {
    */
   offer(arrays: string[], keys: string[], buffers: Array<DataView | ArrayBuffer | Uint8Array>): void {
     for (const key of Array.from(this.pushed.keys())) {
-      if (arrays.includes(key.slice(0, key.indexOf("/")))) this.pushed.delete(key);
+      if (arrays.includes(key.split("/", 1)[0])) this.pushed.delete(key);
     }
     keys.forEach((key, i) => {
       const buffer = buffers[i];
@@ -152,16 +151,6 @@ export class ChunkFetcher {
   /** True when no read is queued or waiting for the kernel. */
   isIdle(): boolean {
     return this.queued.size === 0 && this.inFlight.data === 0 && this.inFlight.predictions === 0;
-  }
-
-  /** Called whenever the fetcher becomes idle or busy. Returns an unsubscribe function. */
-  onActivity(listener: () => void): () => void {
-    this.activityListeners.add(listener);
-    return () => this.activityListeners.delete(listener);
-  }
-
-  private notify() {
-    for (const listener of this.activityListeners) listener();
   }
 
   rewriteKey(key: string): string {
@@ -237,7 +226,6 @@ export class ChunkFetcher {
             if (list.length === 0) {
               this.queued.delete(key);
               this.stats.dropped++;
-              this.notify();
             }
           }
         },
@@ -316,7 +304,6 @@ export class ChunkFetcher {
     } finally {
       this.inFlight[lane]--;
       if (this.queued.size > 0) this.scheduleFlush();
-      this.notify();
     }
   }
 }
