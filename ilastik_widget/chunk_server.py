@@ -325,6 +325,22 @@ class ChunkServer:
             "uncertainty": predictions,
         }
 
+    def metadata(self) -> dict[str, str | None]:
+        """Every metadata key the viewer reads before the first chunk (``.zattrs`` and ``.zarray`` of each array
+        and level) with its text, None where the key is missing. The widget sends these with the layer specs so the
+        viewer needs no round trip before asking for chunks."""
+        out: dict[str, str | None] = {}
+        base = self.sources()
+        for prefix, array in (("raw", self.raw), ("labels", self.labels),
+                              (base["probabilities"][len(f"mem://{self.widget_id}/"):-len("/|zarr2:")],
+                               self._predictions_array())):
+            keys = [f"{prefix}/.zarray", f"{prefix}/.zattrs"]
+            keys += [f"{prefix}/{level}/{name}" for level in range(array.n_levels) for name in (".zarray", ".zattrs")]
+            for key in keys:
+                data = self._read_one(key)
+                out[key] = None if data is None else data.decode()
+        return out
+
     def read(self, keys: Iterable[str]) -> list[bytes | None]:
         """Bytes of each zarr key, or None where the key is missing, malformed or out of range."""
         keys = list(keys)
@@ -335,8 +351,20 @@ class ChunkServer:
                 out[i] = self._read_one(keys[i])
             except Exception:  # never let one bad key (or a failing prediction) break the batch
                 log.exception("chunk_server: failed to read key %r", keys[i])
-        self.note_keys(key for key, data in zip(keys, out) if data is not None)
+        # an empty labels chunk is missing too, but on screen: a stroke there is pushed like any other
+        self.note_keys(key for key, data in zip(keys, out) if data is not None or self._labels_chunk_exists(key))
         return out
+
+    def _labels_chunk_exists(self, key: str) -> bool:
+        found = self._working_key(key)
+        if found is None or found[0] != "labels":
+            return False
+        level, index = found[1].split("/")
+        try:
+            return int(level) < self.labels.n_levels and self.labels.chunk_region(
+                int(level), tuple(int(i) for i in index.split("."))) is not None
+        except ValueError:
+            return False
 
     # ------------------------------------------------------------------ pushing changed chunks
     @staticmethod
@@ -805,6 +833,8 @@ class ChunkServer:
             if cached is not None:
                 return cached
             block = self._labels_block(level, region)
+            if not block.any():
+                return None  # nothing painted here: a missing chunk is the fill value 0 (transparent), no bytes
             data = _pad_to(block.astype(np.uint8, copy=False), chunk_shape).tobytes()
             self._cache.put(cache_key, data)
             return data

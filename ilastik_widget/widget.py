@@ -103,6 +103,10 @@ class IlastikWidget(anywidget.AnyWidget):
         from the URL only (``ValueError`` if the source cannot be shown that way); ``"kernel"`` always through the
         widget's comm, like in-memory images. Labels, predictions and the features are computed in the kernel
         either way.
+    max_predict_pixels:
+        The most full-resolution pixels (voxels) one prediction chunk of the viewer may cover (default 1024 x 1024).
+        Zoomed out beyond the pyramid level this allows, the viewer shows that level's chunks, computed as they
+        come into view: a smaller value keeps each chunk quick on large images.
     height, live, brush_size, mode, active_class, layers, viewer_state:
         Initial values of these traits (see below).
     **session_kwargs:
@@ -151,7 +155,8 @@ class IlastikWidget(anywidget.AnyWidget):
         return value
 
     def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, *,
-                 autosave: str | os.PathLike | None = None, raw_from: str = "auto", **session_kwargs):
+                 autosave: str | os.PathLike | None = None, raw_from: str = "auto",
+                 max_predict_pixels: int | None = None, **session_kwargs):
         Session = _session_class()
         # ipywidgets habit: traits as keyword arguments (IlastikWidget(image, height=800, live=False))
         trait_values = {name: session_kwargs.pop(name) for name in INIT_TRAITS if name in session_kwargs}
@@ -192,7 +197,8 @@ class IlastikWidget(anywidget.AnyWidget):
         self._autosaver = None
         self._listener_ok = False
         try:
-            self._chunks = ChunkServer(session, widget_id)
+            self._chunks = ChunkServer(session, widget_id, **(
+                {} if max_predict_pixels is None else {"max_predict_pixels": int(max_predict_pixels)}))
             self._set_raw_from(raw_from)
             #: Why the browser could not load the raw image from its URL and shows the kernel's copy instead (None
             #: while no view has reported such a failure).
@@ -1063,6 +1069,8 @@ class IlastikWidget(anywidget.AnyWidget):
             "sources": self._chunks.sources(),
             "layer_specs": specs,
             "chunk_shape": list(self._chunks.chunk_shape),
+            # the zarr metadata the viewer reads first: no round trip before the first chunks
+            "metadata": self._chunks.metadata(),
             # the panel builds its feature matrix and brush slider from these, so they are defined here only
             "feature_table": feature_table(),
             "brush_size": {"min": MIN_BRUSH, "max": MAX_BRUSH},

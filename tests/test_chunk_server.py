@@ -161,7 +161,7 @@ def test_labels_follow_the_annotations_version():
     session = _Session(_image2d((200, 200)))
     server = ChunkServer(session, "wid", chunk_shape=(64, 64))
     z = _json(server, "labels/0/.zarray")
-    assert not _chunk(server, "labels/0/1.1", z).any()
+    assert server.read(["labels/0/1.1"]) == [None]  # nothing painted: missing, i.e. the fill value 0, no bytes
     session.annotations.paint((slice(70, 80), slice(65, 70)), 2)
     c = _chunk(server, "labels/0/1.1", z)
     assert (c[6:16, 1:6] == 2).all() and c.sum() == 2 * 50
@@ -378,10 +378,15 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     assert server.pending_push("labels") == 3 and server.pending_push("predictions") == 1
     session.annotations.paint((slice(130, 140), slice(260, 270)), 2)
     keys, data = server.take_push("labels")
-    assert keys == ["labels/0/2.2", "labels/0/1.2", "labels/0/0.0"]  # newest first; out-of-range keys dropped
+    assert keys == ["labels/0/1.2"]  # empty chunks are not sent (the browser reads them as missing)
     assert server.pending_push("labels") == 0  # only what the browser reads (or reports) again is pushed next
     assert data == server.read(keys)  # the data after the change
-    assert np.frombuffer(data[1], np.uint8).reshape(128, 128)[2:12, 4:14].min() == 2
+    assert np.frombuffer(data[0], np.uint8).reshape(128, 128)[2:12, 4:14].min() == 2
+    # an empty chunk the browser shows is in the working set, so a stroke there is pushed
+    server.read(["labels/0/0.0", "labels/0/.zarray", "labels/0/9.9"])
+    assert server.pending_push("labels") == 2  # with labels/0/1.2, read just above
+    session.annotations.paint((slice(0, 5), slice(0, 5)), 1)
+    assert server.take_push("labels")[0] == ["labels/0/0.0", "labels/0/1.2"]
     # predictions are pushed for the session's current generation, whatever generation the browser asked for
     session.generation = 5
     keys, data = server.take_push("predictions")

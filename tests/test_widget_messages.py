@@ -69,7 +69,8 @@ def test_chunk_request_replies_with_one_buffer_per_found_key(data):
     assert content["type"] == "chunks-reply"
     expected = w.chunk_server.read(keys)
     assert content["found"] == [e is not None for e in expected]
-    assert content["found"][:4] == [True, True, True, True] and content["found"][4:] == [False, False]
+    # labels/0/0.0 has no strokes: missing, which Neuroglancer reads as the fill value 0
+    assert content["found"] == [True, True, True, False, False, False]
     assert buffers == [e for e in expected if e is not None]
     zarray = json.loads(buffers[1])
     chunk = zarray["chunks"]
@@ -687,4 +688,23 @@ def test_traits_as_constructor_arguments(data):
                       active_class=3)
     assert (w.height, w.live, w.brush_size, w.mode, w.active_class) == (800, False, 9, "navigate", 3)
     assert [c["name"] for c in w.classes] == ["a", "b", "c"]
+    w.close()
+
+
+def test_source_info_sends_the_metadata_the_viewer_reads_first(data):
+    image, _, _ = data
+    w, _ = make_widget(image)
+    metadata = w.source_info["metadata"]
+    url = w.source_info["sources"]["probabilities"]  # mem://<id>/predictions/<generation>/|zarr2:
+    prediction_prefix = url.split("/", 3)[3].rsplit("/|", 1)[0]
+    for prefix in ("raw", "labels", prediction_prefix):
+        assert f"{prefix}/.zattrs" in metadata and f"{prefix}/0/.zarray" in metadata
+    for key, text in metadata.items():
+        served = w.chunk_server.read([key])[0]
+        assert text == (None if served is None else served.decode()), key
+    assert metadata["raw/.zarray"] is None  # a group, not an array
+    # a new class changes the predictions' channels: the metadata sent changes with the layer specs
+    w.add_class("third")
+    new_prefix = w.source_info["sources"]["probabilities"].split("/", 3)[3].rsplit("/|", 1)[0]
+    assert json.loads(w.source_info["metadata"][f"{new_prefix}/0/.zarray"])["shape"][-1] == 3
     w.close()

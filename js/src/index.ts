@@ -131,6 +131,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       transport,
       shape: info.shape ?? [],
       layers: (info.layer_specs ?? []) as LayerSpec[],
+      metadata: info.metadata,
       layerSettings: (model.get("layers") ?? {}) as LayerSettings,
       // the position is applied below, by dimension name
       state: initialState === undefined ? undefined : { ...initialState, position: undefined },
@@ -159,7 +160,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     onModel("change:source_info", () => {
       const specs = model.get("source_info")?.layer_specs;
       if (Array.isArray(specs) && specs.length > 0) {
-        h.setLayers(specs);
+        h.setLayers(specs, model.get("source_info")?.metadata);
         h.setLayerSettings(model.get("layers") ?? {});
       }
     });

@@ -171,6 +171,14 @@ export class ChunkFetcher {
    */
   private metadata = new Map<string, Uint8Array | undefined>();
 
+  /** Metadata keys the kernel sent ahead (`source_info.metadata`: text, or null for a missing key). */
+  preloadMetadata(metadata: Record<string, string | null> | undefined): void {
+    const encoder = new TextEncoder();
+    for (const [key, text] of Object.entries(metadata ?? {})) {
+      this.metadata.set(key, typeof text === "string" ? encoder.encode(text) : undefined);
+    }
+  }
+
   /** Bytes of `key`, or undefined if the kernel has no such key. */
   fetch(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
     const isMetadata = /(^|\/)\.z(attrs|array|group)$/.test(key);

@@ -53,6 +53,8 @@ export interface CreateViewerOptions {
   shape: number[];
   /** Layer definitions from chunk_server.layer_specs(). */
   layers: LayerSpec[];
+  /** Their zarr metadata, sent ahead by the kernel (chunk_server.metadata()). */
+  metadata?: Record<string, string | null>;
   layerSettings?: LayerSettings;
   state?: ViewerState;
   brush?: Partial<BrushSettings>;
@@ -67,7 +69,7 @@ export interface ViewerHandle {
   readonly widgetId: string;
   readonly element: HTMLElement;
   /** Replace the layer definitions (e.g. after classes changed); unchanged layers keep their chunks. */
-  setLayers(specs: LayerSpec[]): void;
+  setLayers(specs: LayerSpec[], metadata?: Record<string, string | null>): void;
   setLayerSettings(settings: LayerSettings): void;
   getLayerSettings(): LayerSettings;
   /**
@@ -129,6 +131,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   const arrayAxes = AXES[ndim];
 
   const fetcher = new ChunkFetcher(opts.transport, { maxInFlight: opts.maxRequestsInFlight });
+  fetcher.preloadMetadata(opts.metadata);
 
   const container = document.createElement("div");
   container.className = "ilastik-viewer";
@@ -324,7 +327,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     viewer,
     widgetId,
     element: container,
-    setLayers(specs) {
+    setLayers(specs, metadata) {
+      fetcher.preloadMetadata(metadata);
       applyLayerSpecs(viewer, fallbacks.resolve(specs), {});
     },
     setLayerSettings(settings) {

@@ -252,6 +252,18 @@ test("metadata keys are read from the kernel once (also when missing), chunks ev
   assert.deepEqual(t.sentKeys.slice(1), [["raw/0/0.0"]], "only the chunk is read again");
 });
 
+test("metadata the kernel sent ahead is answered without a message", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.preloadMetadata({ "raw/.zattrs": '{"multiscales": []}', "raw/.zarray": null });
+  assert.equal(text(await f.fetch("raw/.zattrs")), '{"multiscales": []}');
+  assert.equal(await f.fetch("raw/.zarray"), undefined);
+  f.preloadMetadata(undefined);
+  void f.fetch("raw/0/.zarray");
+  await flushed();
+  assert.deepEqual(t.sentKeys, [["raw/0/.zarray"]], "only the key not sent ahead goes to the kernel");
+});
+
 test("metadata is cached by the key as asked for, before the generation rewrite", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);

@@ -22,8 +22,7 @@ from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells, simulated_strokes
 
 image, truth = synthetic_cells(({SIZE}, {SIZE}), seed=2)
-w = IlastikWidget(image)
-w.chunk_server.max_predict_pixels = 256 * 256
+w = IlastikWidget(image, max_predict_pixels=256 * 256)
 for s in simulated_strokes(truth, n_per_class=4, radius=3, seed=2):
     w.add_stroke(**s)
 w.wait(120)
