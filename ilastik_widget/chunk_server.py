@@ -200,7 +200,8 @@ class _Array:
 
 
 def _pyramid_factors(spatial_shape: Sequence[int], chunk: Sequence[int], min_size: int) -> list[tuple[int, ...]]:
-    """Factors per level: halve every axis still larger than a chunk until the whole image fits ~one chunk."""
+    """Factors per level: halve every axis still larger than a chunk until the whole image fits ~one chunk or its
+    largest side is at most ``min_size``."""
     factors = [tuple(1 for _ in spatial_shape)]
     while True:
         prev = factors[-1]
@@ -255,6 +256,7 @@ class ChunkServer:
         chunk_shape: Sequence[int] | None = None,
         max_predict_pixels: int = 1024 * 1024,
         max_dense_label_pixels: int = 4096 * 4096,
+        coarsest_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
     ):
         self.session = session
@@ -297,7 +299,13 @@ class ChunkServer:
         else:
             raw_dtype = np.dtype(np.float32)
 
-        factors = _pyramid_factors(shape, chunk_shape, min_size=min(chunk_shape))
+        # Neuroglancer draws every level from the coarsest up to the one a view needs, each under the next: a 2D
+        # level that fits in about one panel (1024 px) is as coarse as a view needs, and coarser ones only cost
+        # drawing (software WebGL: a 1024x1024 view drew in half the time without its two extra levels). A volume's
+        # chunks are 3D, so there each level still halves what a zoomed-out plane reads.
+        if coarsest_size is None:
+            coarsest_size = 1024 if self.ndim == 2 else min(chunk_shape)
+        factors = _pyramid_factors(shape, chunk_shape, min_size=int(coarsest_size))
         self.raw = _Array(shape, chunk_shape, factors, raw_dtype, self.raw_channels)
         self.labels = _Array(shape, chunk_shape, factors, np.uint8, None)
         self._raw_range: tuple[float, float] | None = None

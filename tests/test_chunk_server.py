@@ -58,6 +58,12 @@ class _Session:
         return out.astype(np.float32)
 
 
+def _server(session, widget_id, **options) -> ChunkServer:
+    """A ChunkServer whose pyramids go down to one chunk, so small test images have coarse levels."""
+    options.setdefault("coarsest_size", 1)
+    return ChunkServer(session, widget_id, **options)
+
+
 def _image2d(shape=(300, 520), seed=0):
     return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
 
@@ -76,7 +82,7 @@ def _chunk(server, key, zarray):
 
 
 def test_raw_metadata_is_an_ome_zarr_multiscale():
-    server = ChunkServer(_Session(_image2d((1000, 700))), "wid", chunk_shape=(256, 256))
+    server = _server(_Session(_image2d((1000, 700))), "wid", chunk_shape=(256, 256))
     attrs = _json(server, "raw/.zattrs")
     (ms,) = attrs["multiscales"]
     assert ms["version"] == "0.4"
@@ -96,7 +102,7 @@ def test_raw_metadata_is_an_ome_zarr_multiscale():
 
 def test_raw_chunks_match_the_image_padded_and_strided():
     image = _image2d((300, 520))
-    server = ChunkServer(_Session(image), "wid", chunk_shape=(128, 128))
+    server = _server(_Session(image), "wid", chunk_shape=(128, 128))
     z0 = _json(server, "raw/0/.zarray")
     c = _chunk(server, "raw/0/2.4", z0)  # edge chunk: rows 256..300, cols 512..520
     np.testing.assert_array_equal(c[:44, :8], image[256:300, 512:520])
@@ -110,7 +116,7 @@ def test_raw_chunks_match_the_image_padded_and_strided():
 def test_zarr_library_reads_the_served_keys():
     zarr = pytest.importorskip("zarr")
     image = _image2d((200, 330), seed=3)
-    server = ChunkServer(_Session(image), "wid", chunk_shape=(64, 64))
+    server = _server(_Session(image), "wid", chunk_shape=(64, 64))
     store = {}
     for level in range(len(server.raw.factors)):
         for key in (f"raw/{level}/.zarray",):
@@ -145,21 +151,21 @@ def test_zarr_library_reads_the_served_keys():
      "x" * 2000],
 )
 def test_malformed_or_out_of_range_keys_give_none_and_log(key, caplog):
-    server = ChunkServer(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
+    server = _server(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
     with caplog.at_level(logging.WARNING, logger="ilastik_widget.chunk_server"):
         assert server.read([key]) == [None]
     assert caplog.records, "a bad key should leave a log line"
 
 
 def test_one_bad_key_does_not_spoil_the_batch():
-    server = ChunkServer(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
+    server = _server(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
     out = server.read(["raw/0/0.0", "nonsense", "raw/.zattrs"])
     assert out[0] is not None and out[1] is None and out[2] is not None
 
 
 def test_labels_follow_the_annotations_version():
     session = _Session(_image2d((200, 200)))
-    server = ChunkServer(session, "wid", chunk_shape=(64, 64))
+    server = _server(session, "wid", chunk_shape=(64, 64))
     z = _json(server, "labels/0/.zarray")
     assert server.read(["labels/0/1.1"]) == [None]  # nothing painted: missing, i.e. the fill value 0, no bytes
     session.annotations.paint((slice(70, 80), slice(65, 70)), 2)
@@ -175,7 +181,7 @@ def test_labels_follow_the_annotations_version():
 def test_predictions_are_computed_only_for_requested_chunks_and_scaled():
     image = _image2d((300, 300))
     session = _Session(image)
-    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    server = _server(session, "wid", chunk_shape=(128, 128))
     assert server.read(["predictions/0/0/1.1.0"]) == [None]  # not trained yet: missing (transparent)
     session.is_trained = True
     session.generation = 3
@@ -194,14 +200,14 @@ def test_predictions_are_computed_only_for_requested_chunks_and_scaled():
 def test_coarse_predictions_are_missing_when_too_large():
     session = _Session(_image2d((512, 512)))
     session.is_trained = True
-    server = ChunkServer(session, "wid", chunk_shape=(64, 64), max_predict_pixels=128 * 128)
+    server = _server(session, "wid", chunk_shape=(64, 64), max_predict_pixels=128 * 128)
     assert server.read(["predictions/0/1/0.0.0"])[0] is not None  # 128x128 at level 0: allowed
     assert server.read(["predictions/0/2/0.0.0"]) == [None]  # 256x256 at level 0: too large
 
 
 def test_rgb_image_served_with_a_channel_axis():
     rgb = np.random.default_rng(1).integers(0, 255, (3, 90, 100), dtype=np.uint8)
-    server = ChunkServer(_Session(rgb, channel_axis=0), "wid", chunk_shape=(64, 64))
+    server = _server(_Session(rgb, channel_axis=0), "wid", chunk_shape=(64, 64))
     z = _json(server, "raw/0/.zarray")
     assert z["shape"] == [90, 100, 3] and z["chunks"] == [64, 64, 3]
     assert server.read(["raw/0/1.0"]) == [None]  # the channel axis needs its own chunk index
@@ -213,7 +219,7 @@ def test_rgb_image_served_with_a_channel_axis():
 
 def test_volume_and_float_image():
     vol = np.random.default_rng(2).random((40, 70, 90))  # float64 -> served as float32
-    server = ChunkServer(_Session(vol), "wid")
+    server = _server(_Session(vol), "wid")
     z = _json(server, "raw/0/.zarray")
     assert z["chunks"] == [64, 64, 64] and z["dtype"] == "<f4"
     attrs = _json(server, "raw/.zattrs")
@@ -225,7 +231,7 @@ def test_volume_and_float_image():
 def test_sources_and_layer_specs():
     session = _Session(_image2d((64, 64)), n_classes=3)
     session.generation = 5
-    server = ChunkServer(session, "abc123")
+    server = _server(session, "abc123")
     src = server.sources()
     assert src["raw"] == "mem://abc123/raw/|zarr2:"
     assert src["labels"] == "mem://abc123/labels/|zarr2:"
@@ -265,7 +271,7 @@ def test_coarse_raw_levels_read_from_the_source_pyramid():
     levels = [_Recording(base), _Recording(base[::2, ::2].copy()), _Recording(base[::4, ::4].copy())]
     session = _Session(levels[0])
     session.source = type("Src", (), {"levels": levels})()
-    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    server = _server(session, "wid", chunk_shape=(128, 128))
     z2 = _json(server, "raw/2/.zarray")
     assert z2["shape"] == [250, 150]
     c = _chunk(server, "raw/2/1.0", z2)
@@ -279,7 +285,7 @@ def test_coarse_raw_levels_read_from_the_source_pyramid():
 
 def test_anisotropic_volume_gets_relative_voxel_sizes():
     session = _Session(np.zeros((20, 64, 64), np.uint8))
-    server = ChunkServer(session, "wid")
+    server = _server(session, "wid")
     assert server.display_scales() == (1.0, 1.0, 1.0)
     assert server.layer_specs()[0]["source"] == "mem://wid/raw/|zarr2:"
     session.source = type("Src", (), {"scale": (2.0, 0.5, 0.5)})()
@@ -300,7 +306,7 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
     (without it the xy panel of a volume showed the labels of the next plane)."""
     session = _Session(np.zeros((20, 200, 300), np.uint8))
     session.source = type("Src", (), {"scale": (2.0, 1.0, 1.0)})()
-    server = ChunkServer(session, "wid", chunk_shape=(64, 64, 64))
+    server = _server(session, "wid", chunk_shape=(64, 64, 64))
     (ms,) = _json(server, f"{name}/.zattrs")["multiscales"]
     channels = 1 if name.startswith("predictions") else 0
     # the predictions pyramid stops where a chunk would cover more than max_predict_pixels (here at level 1)
@@ -321,7 +327,7 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
 def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
     image = _image2d((300, 300))
     session = _Session(image)
-    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    server = _server(session, "wid", chunk_shape=(128, 128))
     assert server.prediction_keys() == [] and server.warm_predictions() == 0  # not trained: nothing to compute
     session.is_trained = True
     session.generation = 5
@@ -332,10 +338,10 @@ def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
     assert server.warm_predictions() == len(keys)
     # the image is predicted once, chunk by chunk at level 0; the coarse levels are made from those chunks
     assert len(session.predict_calls) == 9
-    fresh = ChunkServer(session, "other", chunk_shape=(128, 128))
+    fresh = _server(session, "other", chunk_shape=(128, 128))
     assert server.read(keys) == fresh.read(keys)  # the cached chunks are the ones a read computes
     assert len(session.predict_calls) == 18  # ... and `server` answered from its cache
-    assert ChunkServer(session, "big", chunk_shape=(128, 128), max_predict_pixels=100 * 100).prediction_keys() == []
+    assert _server(session, "big", chunk_shape=(128, 128), max_predict_pixels=100 * 100).prediction_keys() == []
 
 
 def test_coarse_prediction_chunks_from_finer_chunks_equal_the_strided_prediction():
@@ -343,11 +349,11 @@ def test_coarse_prediction_chunks_from_finer_chunks_equal_the_strided_prediction
     session = _Session(image)
     session.is_trained = True
     keys = [f"predictions/0/1/{i}.{j}.0" for i in range(2) for j in range(2)] + ["predictions/0/2/0.0.0"]
-    direct = ChunkServer(session, "a", chunk_shape=(128, 128), max_predict_pixels=2**20)
+    direct = _server(session, "a", chunk_shape=(128, 128), max_predict_pixels=2**20)
     expected = [direct.read([k])[0] for k in keys]  # one at a time: each predicted from its own region
     assert session.predict_calls[0] == (slice(0, 256), slice(0, 256))
     session.predict_calls.clear()
-    assembled = ChunkServer(session, "b", chunk_shape=(128, 128), max_predict_pixels=2**20)
+    assembled = _server(session, "b", chunk_shape=(128, 128), max_predict_pixels=2**20)
     finest = [f"predictions/0/0/{i}.{j}.0" for i in range(3) for j in range(4)]
     assert assembled.read(keys + finest)[: len(keys)] == expected
     assert sorted(session.predict_calls) == sorted(
@@ -359,7 +365,10 @@ def test_prediction_pyramid_stops_where_chunks_get_too_costly():
     session = _Session(_image2d((2000, 3000)))
     session.is_trained = True
     server = ChunkServer(session, "wid", chunk_shape=(256, 256), max_predict_pixels=1024 * 1024)
-    assert len(server.raw.factors) > 3  # the raw pyramid goes down to about one chunk
+    # the 2D raw pyramid goes down to a level that fits a panel (3000 -> 1500 -> 750 px); a volume's to one chunk
+    assert server.raw.factors == [(1, 1), (2, 2), (4, 4)]
+    assert ChunkServer(_Session(_image2d((1024, 1024))), "small").raw.factors == [(1, 1)]
+    assert ChunkServer(_Session(np.zeros((64, 300, 300), np.uint8)), "vol").raw.factors[-1] == (1, 8, 8)
     (ms,) = _json(server, "predictions/0/.zattrs")["multiscales"]
     assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]  # a level-2 chunk covers 1024 x 1024
     assert server.read(["predictions/0/3/0.0.0"]) == [None]
@@ -370,7 +379,7 @@ def test_prediction_pyramid_stops_where_chunks_get_too_costly():
 def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working_set():
     image = _image2d((300, 300))
     session = _Session(image)
-    server = ChunkServer(session, "wid", chunk_shape=(128, 128))
+    server = _server(session, "wid", chunk_shape=(128, 128))
     session.is_trained, session.generation = True, 4
     server.read(["labels/0/.zarray", "labels/0/0.0", "labels/0/1.2", "raw/0/0.0", "predictions/4/0/1.1.0",
                  "predictions/4/.zattrs", "labels/9/0.0", "nonsense/0/0.0"])
@@ -397,7 +406,7 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
 def test_push_respects_its_byte_budget_and_keeps_the_working_set_when_cancelled():
     session = _Session(_image2d((512, 512)))
     session.is_trained = True
-    server = ChunkServer(session, "wid", chunk_shape=(64, 64))
+    server = _server(session, "wid", chunk_shape=(64, 64))
     keys = [f"predictions/0/0/{i}.{j}.0" for i in range(8) for j in range(8)]
     server.read(keys)
     assert server.take_push("predictions", cancelled=lambda: True) == ([], [])

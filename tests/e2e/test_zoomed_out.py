@@ -2,9 +2,9 @@
 asks only for the chunks in view.
 
 The kernel offers prediction levels only while one chunk covers at most ``max_predict_pixels`` full-resolution
-pixels. Here that is set to one 256 x 256 chunk, so only level 0 exists, and the view is zoomed out to 4 image
-pixels per screen pixel, where the raw image is drawn from level 2. Before, the prediction pyramid had the raw
-image's levels and answered the coarse ones with nothing, so this view showed no predictions at all.
+pixels. Here that is set to one 256 x 256 chunk, so only level 0 exists, and the 2048 x 2048 image is zoomed out to
+4 image pixels per screen pixel, where the raw image is drawn from its level 1. Before, the prediction pyramid had
+the raw image's levels and answered the coarse ones with nothing, so this view showed no predictions at all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from widget_driver import WidgetDriver, classify
 
-SIZE = 1024
+SIZE = 2048
 
 NOTEBOOK = [
     f"""\
@@ -47,7 +47,8 @@ def test_zoomed_out_view_shows_the_predictions(open_notebook):
     corners = d.to_screen([[0, 0], [SIZE - 1, SIZE - 1]])
     assert (corners[:, 0] > rect["x"]).all() and (corners[:, 0] < rect["x"] + rect["width"]).all()
     assert (corners[:, 1] > rect["y"]).all() and (corners[:, 1] < rect["y"] + rect["height"]).all()
-    assert 200 < corners[1, 0] - corners[0, 0] < 300
+    assert SIZE / 4 - 40 < corners[1, 0] - corners[0, 0] < SIZE / 4 + 40
+    assert d.k("len(w.chunk_server.raw.factors)") == 2
 
     # points well inside a cell or the background, where the 4x4 image pixels under a screen pixel are one class
     d.kexec("""
@@ -68,4 +69,4 @@ _pts = np.stack([_yy[_keep], _xx[_keep]], 1)
     agree = (screen == seg_at).mean()
     assert agree > 0.9, f"the zoomed-out screen shows the kernel's predictions at only {agree:.2f} of the points"
     # only level-0 prediction chunks exist, and the view asked for them (not for the raw image's coarse levels)
-    assert d.k("w.chunk_server.pending_push('predictions')") >= 16
+    assert d.k("w.chunk_server.pending_push('predictions')") >= 64
