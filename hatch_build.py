@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-_SOURCES = ("src", "icons", "build.mjs", "package.json", "package-lock.json", "tsconfig.json")
+_SOURCES = ("src", "icons", "build.mjs", "conditions.mjs", "package.json", "package-lock.json", "tsconfig.json")
 
 
 def _newest_mtime(paths: list[Path]) -> float:

@@ -16,6 +16,7 @@ import * as esbuild from "esbuild";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { conditions } from "./conditions.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -30,17 +31,6 @@ const outdir = path.resolve(here, argValue("--outdir", "../ilastik_widget/static
 const neuroglancerLib = path.join(here, "node_modules", "neuroglancer", "lib");
 const iconDir = path.join(here, "icons");
 
-// Only the Neuroglancer data sources and kvstores the widget uses: zarr (our mem:// store and remote zarr over http),
-// precomputed for remote volumes; the image, segmentation and annotation layer types are on by default.
-const conditions = [
-  "neuroglancer/datasource:none_by_default",
-  "neuroglancer/datasource/zarr:enabled",
-  "neuroglancer/datasource/precomputed:enabled",
-  "neuroglancer/kvstore:none_by_default",
-  "neuroglancer/kvstore/http:enabled",
-  "neuroglancer/kvstore/gzip:enabled",
-  "neuroglancer/kvstore/byte_range:enabled",
-];
 
 /** Worker sources built in earlier passes, by worker name ("async_computation", "chunk_worker"). */
 const workerSources = new Map();

@@ -303,23 +303,23 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       for (const listener of stateListeners) listener(state);
     });
   };
-  // The user moves the view: show it now, even if a refresh is still loading.
-  const releaseHold = () => refresher.release();
+  const viewChanged = [
+    viewer.position.changed,
+    viewer.crossSectionScale.changed,
+    viewer.projectionScale.changed,
+    viewer.crossSectionOrientation.changed,
+    viewer.projectionOrientation.changed,
+    viewer.layout.changed,
+  ];
   const disposers: Array<() => void> = [
     unlistenLoaded,
     viewer.coordinateSpace.changed.add(applyPendingPosition),
-    viewer.position.changed.add(releaseHold),
-    viewer.crossSectionScale.changed.add(releaseHold),
-    viewer.projectionScale.changed.add(releaseHold),
-    viewer.crossSectionOrientation.changed.add(releaseHold),
-    viewer.projectionOrientation.changed.add(releaseHold),
-    viewer.layout.changed.add(releaseHold),
-    viewer.position.changed.add(onViewChanged),
-    viewer.crossSectionScale.changed.add(onViewChanged),
-    viewer.projectionScale.changed.add(onViewChanged),
-    viewer.crossSectionOrientation.changed.add(onViewChanged),
-    viewer.projectionOrientation.changed.add(onViewChanged),
-    viewer.layout.changed.add(onViewChanged),
+    ...viewChanged.map((signal) =>
+      signal.add(() => {
+        refresher.release(); // the user moves the view: show it now, even if a refresh is still loading
+        onViewChanged();
+      }),
+    ),
   ];
   applyPendingPosition();
 

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { settled, sleep } from "./helpers.js";
 import type { ChunkTransport } from "../src/kvstore_frontend.js";
 import {
   ChunkFetcher,
@@ -62,7 +63,6 @@ class FakeTransport implements ChunkTransport {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Longer than the fetcher's batch delay: the burst read before it has gone out. */
 const flushed = () => sleep(25);
 
@@ -74,16 +74,6 @@ const text = (data: Uint8Array | undefined) => (data === undefined ? undefined :
 
 function answerAll(request: SentRequest) {
   request.answer(Object.fromEntries(request.keys.map((k) => [k, chunk(k)])));
-}
-
-async function settled(promise: Promise<unknown>): Promise<"pending" | "fulfilled" | "rejected"> {
-  let result: "pending" | "fulfilled" | "rejected" = "pending";
-  promise.then(
-    () => (result = "fulfilled"),
-    () => (result = "rejected"),
-  );
-  await sleep(0);
-  return result;
 }
 
 test("keys read in one burst go out in one chunks message; each read gets its key's bytes", async () => {

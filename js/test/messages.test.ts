@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { settled as state, sleep } from "./helpers.js";
 import type { MessageModel } from "../src/messages.js";
 import { RequestError, Transport } from "../src/messages.js";
 
@@ -40,18 +41,6 @@ class FakeModel implements MessageModel {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with the settled state of `promise` without waiting for it (after pending microtasks ran). */
-async function state(promise: Promise<unknown>): Promise<"pending" | "fulfilled" | "rejected"> {
-  let result: "pending" | "fulfilled" | "rejected" = "pending";
-  promise.then(
-    () => (result = "fulfilled"),
-    () => (result = "rejected"),
-  );
-  await sleep(0);
-  return result;
-}
 
 async function rejection(promise: Promise<unknown>): Promise<RequestError> {
   try {

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { conditions } from "../conditions.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -29,16 +30,6 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-// The same as build.mjs (the bundle the widget ships), so modules resolve to the same Neuroglancer files.
-const conditions = [
-  "neuroglancer/datasource:none_by_default",
-  "neuroglancer/datasource/zarr:enabled",
-  "neuroglancer/datasource/precomputed:enabled",
-  "neuroglancer/kvstore:none_by_default",
-  "neuroglancer/kvstore/http:enabled",
-  "neuroglancer/kvstore/gzip:enabled",
-  "neuroglancer/kvstore/byte_range:enabled",
-];
 
 const outdir = fs.mkdtempSync(path.join(os.tmpdir(), "ilastik-widget-js-test-"));
 let status = 1;
