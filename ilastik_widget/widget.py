@@ -788,7 +788,7 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def _hold_labels_refresh(self) -> None:
         """Send the labels refresh with the next predictions, or on its own after LABELS_WAIT_FOR_PREDICTIONS."""
-        timer = threading.Timer(LABELS_WAIT_FOR_PREDICTIONS, self._send_labels_refresh)
+        timer = threading.Timer(LABELS_WAIT_FOR_PREDICTIONS, self._send_held_labels)
         timer.daemon = True
         with self._lock:
             if self._labels_timer is not None:
@@ -809,7 +809,15 @@ class IlastikWidget(anywidget.AnyWidget):
         return self._chunks.take_push("labels", PUSH_BYTES)
 
     def _send_labels_refresh(self) -> None:
-        self._take_held_labels()
+        self._take_held_labels()  # this refresh has the newest labels: a held one has nothing more to send
+        self._send_labels()
+
+    def _send_held_labels(self) -> None:
+        """The wait is over: send the held labels refresh, unless the predictions' refresh took it meanwhile."""
+        if self._take_held_labels():
+            self._send_labels()
+
+    def _send_labels(self) -> None:
         keys, data = self._labels_push()
         self._send_message(m.refresh(["labels"], self._session_generation(), keys), data)
 
