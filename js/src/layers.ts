@@ -216,7 +216,8 @@ export function chunkSourcesWithUrl(viewer: Viewer, prefix: string): ChunkSource
   return out;
 }
 
-/** A refresh whose chunks never arrive (the worker dropped them) stops counting as loading after this long (ms). */
+/** A refresh that never completes (chunks the worker dropped, a layer that never gets ready) stops counting as
+ * loading after this long (ms). */
 const GIVE_UP_MS = 20_000;
 
 interface Refreshing {
@@ -273,7 +274,7 @@ export class LayerRefresher {
   }
 
   /** Re-reads `arrays` ("labels", "predictions", ...); `onLoaded` listeners run once they are shown. */
-  refresh(arrays: string[], hold = true): void {
+  refresh(arrays: string[]): void {
     for (const array of arrays) {
       const sources = chunkSourcesWithUrl(this.viewer, `${this.urlPrefix}${array}/`);
       if (sources.length === 0) continue;
@@ -288,7 +289,7 @@ export class LayerRefresher {
       const release = () => sources.forEach((source) => source.dispose());
       this.viewer.chunkQueueManager.getStatistics().then(release, release);
     }
-    if (hold && this.refreshing.length > 0 && !this.holding) {
+    if (this.refreshing.length > 0 && !this.holding) {
       this.holding = true;
       this.holdStarted = performance.now();
     }
@@ -306,7 +307,6 @@ export class LayerRefresher {
   }
 
   private loaded(entry: Refreshing): boolean {
-    if (performance.now() - entry.started > GIVE_UP_MS) return true;
     return entry.sources.every((source, i) => {
       const stale = entry.stale[i];
       // a source released meanwhile (its layer was hidden) keeps its chunk map as it was
@@ -320,13 +320,15 @@ export class LayerRefresher {
     if (this.timer !== undefined) return;
     const check = () => {
       this.timer = undefined;
-      if (this.refreshing.every((entry) => this.loaded(entry)) && this.viewer.isReady()) {
+      const now = performance.now();
+      const overdue = this.refreshing.length > 0 && this.refreshing.every((entry) => now - entry.started > GIVE_UP_MS);
+      if (overdue || (this.refreshing.every((entry) => this.loaded(entry)) && this.viewer.isReady())) {
         this.refreshing = [];
         this.release();
         for (const listener of Array.from(this.loadedListeners)) listener();
         return;
       }
-      if (this.holding && performance.now() - this.holdStarted > this.maxHoldMs) this.release();
+      if (this.holding && now - this.holdStarted > this.maxHoldMs) this.release();
       this.timer = requestAnimationFrame(check);
     };
     this.timer = requestAnimationFrame(check);
