@@ -240,6 +240,7 @@ export class LayerRefresher {
   private timer: number | undefined;
   private holdStarted = 0;
   private readonly restoreDraw: () => void;
+  private readonly drawNow: () => void;
   private readonly loadedListeners = new Set<() => void>();
   /** Longest time the display is held (ms). */
   maxHoldMs = 1500;
@@ -260,6 +261,7 @@ export class LayerRefresher {
     this.restoreDraw = () => {
       display.draw = draw;
     };
+    this.drawNow = () => draw.call(display);
   }
 
   /** True while refreshed chunks are still loading. */
@@ -324,6 +326,11 @@ export class LayerRefresher {
       const overdue = this.refreshing.length > 0 && this.refreshing.every((entry) => now - entry.started > GIVE_UP_MS);
       if (overdue || (this.refreshing.every((entry) => this.loaded(entry)) && this.viewer.isReady())) {
         this.refreshing = [];
+        if (this.holding && this.missedDraw) {
+          // this is an animation frame already: draw the refreshed view in it rather than in the next one
+          this.holding = this.missedDraw = false;
+          this.drawNow();
+        }
         this.release();
         for (const listener of Array.from(this.loadedListeners)) listener();
         return;
