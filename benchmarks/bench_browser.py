@@ -129,9 +129,11 @@ def recognisable(frame: np.ndarray, xy: np.ndarray, ref: np.ndarray, threshold: 
     return np.corrcoef(grey, ref[ok])[0, 1] > threshold
 
 
-def crop(frame: np.ndarray, rect: dict) -> np.ndarray:
-    x0, y0 = int(rect["x"]) + 2, int(rect["y"]) + 2
-    return frame[y0:int(rect["y"] + rect["height"]) - 2, x0:int(rect["x"] + rect["width"]) - 2].astype(np.int16)
+def crop(frame: np.ndarray, rect: dict, scale: float) -> np.ndarray:
+    """The panel `rect` (CSS px) of a frame taken at `scale`."""
+    x0, y0 = int(rect["x"] * scale) + 2, int(rect["y"] * scale) + 2
+    x1, y1 = int((rect["x"] + rect["width"]) * scale) - 2, int((rect["y"] + rect["height"]) * scale) - 2
+    return frame[y0:y1, x0:x1].astype(np.int16)
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -139,9 +141,9 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     return d.mean() < 1.0 and np.percentile(d, 99.5) < 24
 
 
-def first_final_frame(frames, rect: dict, t_from: float) -> float:
+def first_final_frame(frames, rect: dict, t_from: float, scale: float) -> float:
     """Time of the first frame after ``t_from`` from which the view stays as it ends."""
-    after = [(t, crop(f, rect)) for t, f in frames if t >= t_from]
+    after = [(t, crop(f, rect, scale)) for t, f in frames if t >= t_from]
     if not after:
         raise RuntimeError("no screen frames after the stroke")
     final = after[-1][1]
@@ -160,6 +162,10 @@ def mb(n: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="measured strokes (default 3)")
+    ap.add_argument("--cast-scale", type=float, default=0.5,
+                    help="screencast frames at this fraction of the viewport (default 0.5: encoding full-size frames "
+                         "at every paint takes CPU time from the page under test on 2 cores)")
+    ap.add_argument("--cast-quality", type=int, default=80, help="JPEG quality of the screencast (default 80)")
     ap.add_argument("--no-screencast", action="store_true",
                     help="time strokes to the browser's idle state instead of screen frames (screencast costs CPU)")
     args = ap.parse_args(argv)
@@ -175,7 +181,8 @@ def main(argv=None) -> int:
         if lab.cell_errors():
             raise RuntimeError("\n".join(lab.cell_errors()))
 
-        cast = Screencast(page)
+        cast = Screencast(page, quality=args.cast_quality, scale=args.cast_scale)
+        k = cast.scale  # frame pixels per CSS pixel
         # A smoothed reference at the sample points: what a coarse pyramid level shows too.
         ref_smooth = np.asarray(lab.kernel_json(
             "from scipy import ndimage as _n; print(json.dumps(_n.gaussian_filter(image, 4)[16::32, 16::32].tolist()))"),
@@ -192,7 +199,7 @@ def main(argv=None) -> int:
         rect = d.panel_rect()
         xy = d.to_screen(pattern_points())
         frames = cast.decoded()
-        t_first = next((t for t, f in frames if recognisable(f, xy, ref_smooth)), None)
+        t_first = next((t for t, f in frames if recognisable(f, xy * k, ref_smooth, r=max(2, round(6 * k)))), None)
         widget_first = None if t_first is None else t_first - t_run
         shown = d.k("w.viewer_state")
         scale = rect["height"] / SIZE
@@ -203,7 +210,7 @@ def main(argv=None) -> int:
                for a, b, k, ns in served]
         raw_bytes = sum(n for _, _, n in raw)
         t_raw0 = min(a for a, _, n in raw if n) if raw_bytes else None
-        t_raw_screen = first_final_frame(frames, rect, t_raw0) if t_raw0 else None
+        t_raw_screen = first_final_frame(frames, rect, t_raw0, k) if t_raw0 else None
         viewer_mbps = raw_bytes / (t_raw_screen - t_raw0) / 1e6 if t_raw0 and t_raw_screen > t_raw0 else float("nan")
 
         lab.run_cell(2)
@@ -258,7 +265,7 @@ def main(argv=None) -> int:
             else:
                 lab.pause(0.5)
                 cast.stop()
-                t_screen = first_final_frame(cast.decoded(), d.panel_rect(), t_up)
+                t_screen = first_final_frame(cast.decoded(), d.panel_rect(), t_up, k)
             events = d.k("EVENTS")
             served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
             pushed = d.k("PUSHED")
@@ -303,7 +310,8 @@ def main(argv=None) -> int:
         sx, sy = box["width"] / SIZE, box["height"] / SIZE
         xy_png = np.stack([box["x"] + (pts[:, 1] + 0.5) * sx, box["y"] + (pts[:, 0] + 0.5) * sy], 1)
         png_frames = cast.decoded()
-        t_png = next((t for t, f in png_frames if recognisable(f, xy_png, ref_smooth)), None)
+        t_png = next((t for t, f in png_frames if recognisable(f, xy_png * k, ref_smooth, r=max(2, round(6 * k)))),
+                     None)
         png_first = None if t_png is None else t_png - t_run_png
         png_bytes = lab.kernel_eval("len(PNG)")
 

@@ -420,9 +420,11 @@ class Screencast:
     time (seconds since the epoch, the clock of ``time.time()``). Frames arrive while Playwright waits
     (``LabPage.pause``/``wait_for``), and only when the screen changes."""
 
-    def __init__(self, page, quality: int = 90):
+    def __init__(self, page, quality: int = 90, scale: float = 1.0):
         self.page = page
         self.quality = quality
+        # Frames at `scale` times the viewport's size: encoding every frame costs the page CPU time, a quarter at 0.5
+        self.scale = scale
         self.frames: list[tuple[float, str]] = []
         self.cdp = page.context.new_cdp_session(page)
         self.cdp.on("Page.screencastFrame", self._on_frame)
@@ -440,24 +442,27 @@ class Screencast:
         vp = self.page.viewport_size
         self.frames = []
         self.running = True
-        self.cdp.send("Page.startScreencast", {"format": "jpeg", "quality": self.quality, "maxWidth": vp["width"],
-                                               "maxHeight": vp["height"], "everyNthFrame": 1})
+        self.cdp.send("Page.startScreencast", {"format": "jpeg", "quality": self.quality,
+                                               "maxWidth": round(vp["width"] * self.scale),
+                                               "maxHeight": round(vp["height"] * self.scale), "everyNthFrame": 1})
 
     def stop(self) -> None:
         self.running = False
         self.cdp.send("Page.stopScreencast")
 
     def decoded(self) -> list[tuple[float, np.ndarray]]:
-        """The frames at full viewport size (Chromium sends smaller ones while a page.screenshot runs: dropped)."""
+        """The frames at `scale` times the viewport's size (pixel (x, y) of the page at (x, y) * scale); Chromium
+        sends other sizes while a page.screenshot runs: dropped."""
         import base64
 
         from PIL import Image
 
         vp = self.page.viewport_size
+        size = (round(vp["height"] * self.scale), round(vp["width"] * self.scale))
         out = []
         for t, d in self.frames:
             a = np.asarray(Image.open(io.BytesIO(base64.b64decode(d))).convert("RGB"))
-            if a.shape[:2] == (vp["height"], vp["width"]):
+            if a.shape[:2] == size:
                 out.append((t, a))
         return out
 
