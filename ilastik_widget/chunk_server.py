@@ -321,13 +321,18 @@ class ChunkServer:
         return _Array(self.spatial_shape, self.chunk_shape, affordable or self.raw.factors[:1], np.uint8,
                       self._n_classes())
 
+    def _groups(self) -> dict[str, _Array]:
+        """The zarr groups the viewer reads, by path: raw, labels, and the predictions under the generation that
+        names them in the layer specs."""
+        return {"raw": self.raw, "labels": self.labels,
+                f"predictions/{int(self.session.generation)}": self._predictions_array()}
+
     def sources(self) -> dict[str, str]:
         """Neuroglancer source URL per layer name."""
-        base = f"mem://{self.widget_id}"
-        predictions = f"{base}/predictions/{int(self.session.generation)}/|zarr2:"
+        raw, labels, predictions = (f"mem://{self.widget_id}/{path}/|zarr2:" for path in self._groups())
         return {
-            "raw": f"{base}/raw/|zarr2:",
-            "labels": f"{base}/labels/|zarr2:",
+            "raw": raw,
+            "labels": labels,
             "probabilities": predictions,
             "segmentation": predictions,
             "uncertainty": predictions,
@@ -338,10 +343,7 @@ class ChunkServer:
         and level) with its text, None where the key is missing. The widget sends these with the layer specs so the
         viewer needs no round trip before asking for chunks."""
         out: dict[str, str | None] = {}
-        base = self.sources()
-        for prefix, array in (("raw", self.raw), ("labels", self.labels),
-                              (base["probabilities"][len(f"mem://{self.widget_id}/"):-len("/|zarr2:")],
-                               self._predictions_array())):
+        for prefix, array in self._groups().items():
             keys = [f"{prefix}/.zarray", f"{prefix}/.zattrs"]
             keys += [f"{prefix}/{level}/{name}" for level in range(array.n_levels) for name in (".zarray", ".zattrs")]
             for key in keys:
@@ -411,8 +413,8 @@ class ChunkServer:
 
     def take_push(self, array: str, max_bytes: int = 16 * 2**20,
                   cancelled=lambda: False) -> tuple[list[str], list[bytes]]:
-        """The current chunks of ``array`` ("labels" or "predictions") in its working set, newest first, up to
-        ``max_bytes``; the working set starts anew. Predictions are computed here (the slow part) unless the session
+        """The current chunks of ``array`` ("labels" or "predictions") in its working set, finest level first and
+        newest first within a level, up to ``max_bytes``; the working set starts anew. Predictions are computed here (the slow part) unless the session
         is not trained; ``cancelled()`` is checked between chunks: then nothing is returned and the working set is kept."""
         with self._working_lock:
             wanted = list(reversed(self._working[array]))
@@ -426,7 +428,7 @@ class ChunkServer:
         keys: list[str] = []
         data: list[bytes] = []
         total = 0
-        # finest level first (coarse chunks are assembled from them), newest first within a level
+        # coarse chunks are assembled from the finer ones (a stable sort keeps the newest first within a level)
         wanted.sort(key=lambda rest: int(rest.split("/", 1)[0]))
         for rest in wanted:
             if cancelled():
