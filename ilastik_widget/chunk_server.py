@@ -243,10 +243,20 @@ class ChunkServer:
     always served from here.
     """
 
-    #: Where the browser reads the raw image of a source with an http(s) URL: ``"auto"`` from the URL, with the
-    #: kernel-served layer as the spec's ``"fallback"`` for when the browser cannot load it (another network, no
-    #: CORS headers); ``"browser"`` from the URL only; ``"kernel"`` always over the widget's comm.
-    raw_from: str = "auto"
+    _raw_from: str = "auto"
+
+    @property
+    def raw_from(self) -> str:
+        """Where the browser reads the raw image of a source with an http(s) URL: ``"auto"`` from the URL, with the
+        kernel-served layer as the spec's ``"fallback"`` for when the browser cannot load it (another network, no
+        CORS headers); ``"browser"`` from the URL only; ``"kernel"`` always over the widget's comm."""
+        return self._raw_from
+
+    @raw_from.setter
+    def raw_from(self, value: str) -> None:
+        if value not in RAW_FROM:
+            raise ValueError(f"raw_from must be one of {', '.join(map(repr, RAW_FROM))}, not {value!r}")
+        self._raw_from = value
 
     def __init__(
         self,
@@ -571,8 +581,6 @@ class ChunkServer:
     def _raw_spec(self, kernel_spec: dict) -> dict:
         """The raw layer as :attr:`raw_from` asks: loaded by the browser from the source's URL (with
         ``kernel_spec`` as its ``"fallback"`` in "auto" mode), or ``kernel_spec`` itself."""
-        if self.raw_from not in RAW_FROM:
-            raise ValueError(f"raw_from must be one of {', '.join(RAW_FROM)}, not {self.raw_from!r}")
         if self.raw_from == "kernel":
             return kernel_spec
         try:

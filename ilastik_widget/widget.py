@@ -645,11 +645,7 @@ class IlastikWidget(anywidget.AnyWidget):
         d.register(m.SourceFallbackRequest, self._on_source_fallback)
 
     def _set_raw_from(self, raw_from: str) -> None:
-        from .chunk_server import RAW_FROM
-
-        if raw_from not in RAW_FROM:
-            raise ValueError(f"raw_from must be one of {', '.join(map(repr, RAW_FROM))}, not {raw_from!r}")
-        self._chunks.raw_from = raw_from
+        self._chunks.raw_from = raw_from  # checks the value
         if raw_from == "browser":
             try:
                 self._chunks.browser_raw_source()
