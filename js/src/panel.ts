@@ -163,6 +163,10 @@ function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
+/** A live update (train + predict the view) usually takes well under this; only a longer job gets the moving bar,
+ * whose every-frame repaints cost a software-rendered page real CPU (see style.css). */
+const PROGRESS_ANIMATION_DELAY_MS = 800;
+
 export class Panel {
   readonly element: HTMLElement;
   private statusEl!: HTMLElement;
@@ -182,6 +186,8 @@ export class Panel {
   private liveInput!: HTMLInputElement;
   private updateButton!: HTMLButtonElement;
   private listeners: Array<[string, () => void]> = [];
+  /** Starts the moving progress bar once the kernel has been busy for PROGRESS_ANIMATION_DELAY_MS. */
+  private progressTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private model: PanelModel,
@@ -218,6 +224,7 @@ export class Panel {
   }
 
   dispose(): void {
+    clearTimeout(this.progressTimer);
     for (const [event, fn] of this.listeners) this.model.off(event, fn);
     this.listeners = [];
     this.element.remove();
@@ -341,6 +348,16 @@ export class Panel {
     this.errorEl.textContent = error;
     this.errorEl.style.display = error ? "" : "none";
     this.element.classList.toggle("ilastik-busy", busy);
+    if (!busy) {
+      clearTimeout(this.progressTimer);
+      this.progressTimer = undefined;
+      this.element.classList.remove("ilastik-busy-long");
+    } else if (this.progressTimer === undefined && !this.element.classList.contains("ilastik-busy-long")) {
+      this.progressTimer = setTimeout(() => {
+        this.progressTimer = undefined;
+        this.element.classList.add("ilastik-busy-long");
+      }, PROGRESS_ANIMATION_DELAY_MS);
+    }
     this.progressEl.setAttribute("aria-hidden", busy ? "false" : "true");
   }
 
