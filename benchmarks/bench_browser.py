@@ -168,6 +168,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cast-quality", type=int, default=80, help="JPEG quality of the screencast (default 80)")
     ap.add_argument("--no-screencast", action="store_true",
                     help="time strokes to the browser's idle state instead of screen frames (screencast costs CPU)")
+    ap.add_argument("--trace", metavar="FILE.json",
+                    help="write a Chrome performance trace of the measured strokes (open it in chrome://tracing or "
+                         "https://ui.perfetto.dev) to see which thread of the page spends the time")
     args = ap.parse_args(argv)
 
     with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
@@ -242,6 +245,10 @@ def main(argv=None) -> int:
         d.settle(timeout=300)
         strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
         rows = []
+        if args.trace:
+            browser.browser.start_tracing(page=page, path=args.trace, screenshots=False, categories=[
+                "devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink", "gpu", "cc",
+                "viz", "toplevel", "disabled-by-default-devtools.timeline.frame"])
         for i in range(args.repeats):
             stroke = strokes[i % len(strokes)]
             d.press(str(stroke["label"]))
@@ -294,6 +301,10 @@ def main(argv=None) -> int:
                              pushed=n_pushed, push_bytes=push_bytes, pred_bytes=pred_bytes,
                              first=pred_first - t_up, chunks=pred_chunks, reads=len(pred_reads), busy=pred_busy))
 
+        if args.trace:
+            browser.browser.stop_tracing()
+            print(f"trace of the strokes written to {args.trace}")
+        refresh_stats = d.js("h.stats()")
         widget_size = d.k("list(w.session.spatial_shape)")
 
         # ---- 3. baseline: the same image as a PNG in ipywidgets.Image -------------------------------------------
@@ -342,6 +353,9 @@ def main(argv=None) -> int:
     print(f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> predict all, "
           f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
           f"{'met' if added <= 0.3 else 'NOT met'})")
+    print(f"   refreshes (whole run): {refresh_stats['updatedInPlace']} arrays updated in place, "
+          f"{refresh_stats['reloaded']} reloaded" + (f" (last because {refresh_stats['lastReloadReason']})"
+                                                     if refresh_stats["reloaded"] else ""))
     print()
     print("2. raw data kernel -> screen")
     print(f"   viewer: {mb(raw_bytes)} of image chunks in {fmt(t_raw_screen - t_raw0 if t_raw0 else None)} "

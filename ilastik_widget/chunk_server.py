@@ -27,7 +27,9 @@ raises: a malformed, unknown or out-of-range key gives ``None`` and a log line.
 When labels or predictions change, the widget pushes the new chunks the browser is showing along with its refresh
 message, so the view updates without a request round trip. The server keeps, per array, the *working set*: the chunk
 keys the browser read since the last push (:meth:`note_keys`, fed by :meth:`read` and by the browser's ``seen``
-reports of chunks it served from a push); :meth:`take_push` computes those chunks and starts a new working set.
+reports of chunks it served from a push or updated in place); :meth:`take_push` computes those chunks and starts a new
+working set. The push also names the working-set chunks that are now missing (an erased labels chunk), so the browser
+can update every chunk it shows without asking.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -229,6 +231,15 @@ def _pad_to(block: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     out = np.zeros(shape, dtype=block.dtype)
     out[tuple(slice(0, s) for s in block.shape)] = block
     return out
+
+
+class ChunkPush(NamedTuple):
+    """Chunks of one array sent with a refresh: ``keys[i]`` holds ``data[i]``; the ``missing`` keys have no data
+    (their fill value, 0)."""
+
+    keys: list[str]
+    data: list[bytes]
+    missing: list[str]
 
 
 class ChunkServer:
@@ -421,29 +432,29 @@ class ChunkServer:
         with self._working_lock:
             return len(self._working[array])
 
-    def take_push(self, array: str, max_bytes: int = 16 * 2**20,
-                  cancelled=lambda: False) -> tuple[list[str], list[bytes]]:
+    def take_push(self, array: str, max_bytes: int = 16 * 2**20, cancelled=lambda: False) -> ChunkPush:
         """The current chunks of ``array`` ("labels" or "predictions") in its working set, finest level first and
-        newest first within a level, up to ``max_bytes``; the working set starts anew. Predictions are computed here (the slow part) unless the session
-        is not trained; ``cancelled()`` is checked between chunks: then nothing is returned and the working set is kept."""
+        newest first within a level, up to ``max_bytes``, and the working-set keys that are now missing; the working
+        set starts anew. Predictions are computed here (the slow part) unless the session is not trained.
+        ``cancelled()`` is checked between chunks: then nothing is returned and the working set is kept."""
+        nothing = ChunkPush([], [], [])
         with self._working_lock:
             wanted = list(reversed(self._working[array]))
             self._working[array] = OrderedDict()
         if array == "predictions":
             if not getattr(self.session, "is_trained", False):
-                return [], []
+                return nothing
             prefix = f"predictions/{int(self.session.generation)}/"
         else:
             prefix = "labels/"
-        keys: list[str] = []
-        data: list[bytes] = []
+        push = ChunkPush([], [], [])
         total = 0
         # coarse chunks are assembled from the finer ones (a stable sort keeps the newest first within a level)
         wanted.sort(key=lambda rest: int(rest.split("/", 1)[0]))
         for rest in wanted:
             if cancelled():
                 self.note_keys(prefix + k for k in reversed(wanted))  # still on screen: the next push wants them
-                return [], []
+                return nothing
             key = prefix + rest
             try:
                 chunk = self._read_one(key)
@@ -451,15 +462,16 @@ class ChunkServer:
                 log.exception("chunk_server: failed to compute %r for a push", key)
                 continue
             if chunk is None:
+                push.missing.append(key)
                 continue
             if total + len(chunk) > max_bytes:
                 break
-            keys.append(key)
-            data.append(chunk)
+            push.keys.append(key)
+            push.data.append(chunk)
             total += len(chunk)
         # Pushed keys join the next working set only when the browser reports it used them (a `seen` message):
         # chunks of a view the user has left drop out.
-        return keys, data
+        return push
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
         """Keys of every prediction chunk of the current generation, finest level first; empty when the image has

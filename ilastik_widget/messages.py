@@ -408,7 +408,9 @@ def error(id: int | None, message: str) -> dict:
     return {"type": "error", "id": id, "message": message}
 
 
-def refresh(layers: list[str], generation: int, keys: list[str] | None = None) -> dict:
-    """Layers to re-read; ``keys`` name the chunks sent along as buffers, in order (the browser uses them instead of
-    asking for those keys)."""
-    return {"type": "refresh", "layers": list(layers), "generation": int(generation), "keys": list(keys or [])}
+def refresh(layers: list[str], generation: int, keys: list[str] | None = None,
+            missing: list[str] | None = None) -> dict:
+    """Layers to re-read; ``keys`` name the chunks sent along as buffers, in order, and ``missing`` the chunks that
+    now have no data (the browser uses both instead of asking for those keys)."""
+    return {"type": "refresh", "layers": list(layers), "generation": int(generation), "keys": list(keys or []),
+            "missing": list(missing or [])}

@@ -30,6 +30,7 @@ import numpy as np
 import traitlets as t
 
 from . import messages as m
+from .chunk_server import ChunkPush
 
 log = logging.getLogger("ilastik_widget")
 
@@ -800,7 +801,7 @@ class IlastikWidget(anywidget.AnyWidget):
             timer.cancel()
         return timer is not None
 
-    def _labels_push(self) -> tuple[list[str], list[bytes]]:
+    def _labels_push(self) -> ChunkPush:
         # label chunks are quick to make (sparse rasterisation): the visible ones go with the refresh
         return self._chunks.take_push("labels", PUSH_BYTES)
 
@@ -814,8 +815,8 @@ class IlastikWidget(anywidget.AnyWidget):
             self._send_labels()
 
     def _send_labels(self) -> None:
-        keys, data = self._labels_push()
-        self._send_message(m.refresh(["labels"], self._session_generation(), keys), data)
+        push = self._labels_push()
+        self._send_message(m.refresh(["labels"], self._session_generation(), push.keys, push.missing), push.data)
 
     def _after_label_change(self) -> None:
         if not self._listener_ok:
@@ -923,15 +924,15 @@ class IlastikWidget(anywidget.AnyWidget):
             def superseded() -> bool:
                 return self._closed or self._session_generation() != generation
 
-            keys, data = self._chunks.take_push("predictions", PUSH_BYTES, cancelled=superseded)
+            push = self._chunks.take_push("predictions", PUSH_BYTES, cancelled=superseded)
             if superseded():
                 return  # the newer generation sends its own refresh
             layers = list(PREDICTION_LAYERS)
             if self._take_held_labels():
-                label_keys, label_data = self._labels_push()
+                labels = self._labels_push()
                 layers.insert(0, "labels")
-                keys, data = label_keys + keys, label_data + data
-            self._send_message(m.refresh(layers, generation, keys), data)
+                push = ChunkPush(labels.keys + push.keys, labels.data + push.data, labels.missing + push.missing)
+            self._send_message(m.refresh(layers, generation, push.keys, push.missing), push.data)
         finally:
             with self._lock:
                 self._pending_prediction_keys -= n_pred

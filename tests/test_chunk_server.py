@@ -386,8 +386,9 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     server.note_keys(["labels/0/2.2", "predictions/x/0/0.0.0", "labels/../0.0", 7])  # a browser `seen` report
     assert server.pending_push("labels") == 3 and server.pending_push("predictions") == 1
     session.annotations.paint((slice(130, 140), slice(260, 270)), 2)
-    keys, data = server.take_push("labels")
-    assert keys == ["labels/0/1.2"]  # empty chunks are not sent (the browser reads them as missing)
+    keys, data, missing = server.take_push("labels")
+    assert keys == ["labels/0/1.2"]  # empty chunks are not sent (the browser reads them as missing)...
+    assert missing == ["labels/0/2.2", "labels/0/0.0"]  # ...but named, so the browser needs not ask
     assert server.pending_push("labels") == 0  # only what the browser reads (or reports) again is pushed next
     assert data == server.read(keys)  # the data after the change
     assert np.frombuffer(data[0], np.uint8).reshape(128, 128)[2:12, 4:14].min() == 2
@@ -395,11 +396,11 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     server.read(["labels/0/0.0", "labels/0/.zarray", "labels/0/9.9"])
     assert server.pending_push("labels") == 2  # with labels/0/1.2, read just above
     session.annotations.paint((slice(0, 5), slice(0, 5)), 1)
-    assert server.take_push("labels")[0] == ["labels/0/0.0", "labels/0/1.2"]
+    assert server.take_push("labels").keys == ["labels/0/0.0", "labels/0/1.2"]
     # predictions are pushed for the session's current generation, whatever generation the browser asked for
     session.generation = 5
-    keys, data = server.take_push("predictions")
-    assert server.take_push("predictions") == ([], [])
+    keys, data, missing = server.take_push("predictions")
+    assert server.take_push("predictions") == ([], [], []) and missing == []
     assert keys == ["predictions/5/0/1.1.0"] and data == server.read(keys)
 
 
@@ -409,11 +410,11 @@ def test_push_respects_its_byte_budget_and_keeps_the_working_set_when_cancelled(
     server = _server(session, "wid", chunk_shape=(64, 64))
     keys = [f"predictions/0/0/{i}.{j}.0" for i in range(8) for j in range(8)]
     server.read(keys)
-    assert server.take_push("predictions", cancelled=lambda: True) == ([], [])
+    assert server.take_push("predictions", cancelled=lambda: True) == ([], [], [])
     assert server.pending_push("predictions") == 64
-    pushed, data = server.take_push("predictions", max_bytes=10 * 64 * 64 * 2)
+    pushed, data, missing = server.take_push("predictions", max_bytes=10 * 64 * 64 * 2)
     assert len(pushed) == 10 and pushed == keys[::-1][:10] and all(len(d) == 64 * 64 * 2 for d in data)
     # untrained: predictions are missing, nothing to push
     server.read(keys[:3])
     session.is_trained = False
-    assert server.take_push("predictions") == ([], [])
+    assert server.take_push("predictions") == ([], [], [])

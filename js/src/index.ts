@@ -242,8 +242,9 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     cleanups.push(transport.on("refresh", (content, buffers) => {
       if (!Array.isArray(content.layers)) return;
       const keys = Array.isArray(content.keys) && content.keys.length === buffers.length ? content.keys : [];
+      const missing = Array.isArray(content.missing) ? content.missing.filter((k: unknown) => typeof k === "string") : [];
       h.refresh(content.layers, typeof content.generation === "number" ? content.generation : undefined,
-        { keys, buffers: keys.length > 0 ? buffers : [] });
+        { keys, buffers: keys.length > 0 ? buffers : [], missing });
     }));
   }
   cleanups.push(transport.on("error", (content) => console.warn("ilastik_widget (kernel):", content.message)));

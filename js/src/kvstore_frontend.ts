@@ -71,6 +71,16 @@ function laneOf(key: string): Lane {
 /** Most keys in one `seen` message (the kernel accepts 1024). */
 const MAX_SEEN_KEYS = 1024;
 
+/** `predictions/<generation>/<rest>` -> `predictions/<rest>`: one chunk whatever the generation (other keys as they are). */
+export function chunkId(key: string): string {
+  const m = /^predictions\/\d+\/(.*)$/.exec(key);
+  return m === null ? key : `predictions/${m[1]}`;
+}
+
+function arrayOf(key: string): string {
+  return key.split("/", 1)[0];
+}
+
 /**
  * Batches key reads of one widget into `chunks` messages.
  *
@@ -80,7 +90,12 @@ const MAX_SEEN_KEYS = 1024;
  * go back to the kernel in a `seen` message, so its next push covers what is on screen.
  */
 export class ChunkFetcher {
-  private pushed = new Map<string, Uint8Array>();
+  /** Chunks pushed with the last refresh of their array: bytes, or null for a chunk that is now missing. */
+  private pushed = new Map<string, Uint8Array | null>();
+  /** Chunks (`chunkId`) of each array read since the array's cache was last invalidated (`forgetServed`). */
+  private served = new Map<string, Set<string>>();
+  /** Keys in messages waiting for the kernel's reply, with how many messages carry each. */
+  private sentKeys = new Map<string, number>();
   private seen = new Set<string>();
   private seenTimer: ReturnType<typeof setTimeout> | undefined;
   private queued = new Map<string, Waiter[]>();
@@ -116,19 +131,46 @@ export class ChunkFetcher {
    * New data of `arrays` ("labels", "predictions"): chunks pushed before are dropped (they are out of date), and the
    * chunks sent with the refresh (`keys[i]` in `buffers[i]`) answer the next reads of those keys.
    */
-  offer(arrays: string[], keys: string[], buffers: Array<DataView | ArrayBuffer | Uint8Array>): void {
+  offer(arrays: string[], keys: string[], buffers: Array<DataView | ArrayBuffer | Uint8Array>,
+    missing: string[] = []): void {
     for (const key of Array.from(this.pushed.keys())) {
-      if (arrays.includes(key.split("/", 1)[0])) this.pushed.delete(key);
+      if (arrays.includes(arrayOf(key))) this.pushed.delete(key);
     }
     keys.forEach((key, i) => {
       const buffer = buffers[i];
       if (typeof key === "string" && buffer !== undefined) this.pushed.set(key, toUint8Array(buffer));
     });
+    for (const key of missing) if (typeof key === "string" && !this.pushed.has(key)) this.pushed.set(key, null);
   }
 
-  private servedLocally(key: string) {
-    this.stats.pushed++;
-    this.seen.add(key);
+  /**
+   * What the last refresh pushed for `key` (a key as the viewer reads it, any generation): its bytes, null if the
+   * chunk is now missing, undefined if nothing was pushed for it.
+   */
+  pushedChunk(key: string): Uint8Array | null | undefined {
+    return this.pushed.get(this.rewriteKey(key));
+  }
+
+  /** Chunks (`chunkId`) of `array` read since `forgetServed(array)`. */
+  servedChunks(array: string): ReadonlySet<string> {
+    return this.served.get(array) ?? new Set();
+  }
+
+  /** The viewer dropped every chunk of `array` (its cache was invalidated): what it reads from now on starts anew. */
+  forgetServed(array: string): void {
+    this.served.delete(array);
+  }
+
+  /** True while a read of a chunk of `array` waits to be sent or for the kernel's reply. */
+  hasPendingReads(array: string): boolean {
+    for (const key of this.queued.keys()) if (arrayOf(key) === array) return true;
+    for (const key of this.sentKeys.keys()) if (arrayOf(key) === array) return true;
+    return false;
+  }
+
+  /** Tells the kernel (in the next `seen` report) that the view shows these chunks. */
+  reportSeen(keys: Iterable<string>): void {
+    for (const key of keys) this.seen.add(key);
     if (this.seenTimer !== undefined) return;
     // One report per burst of reads (a view update reads all its chunks back to back).
     this.seenTimer = setTimeout(() => {
@@ -139,6 +181,19 @@ export class ChunkFetcher {
         this.transport.notify({ type: "seen", keys: keys.slice(i, i + MAX_SEEN_KEYS) });
       }
     }, 50);
+  }
+
+  private noteServed(key: string): void {
+    const array = arrayOf(key);
+    if (array !== "labels" && array !== "predictions") return; // the arrays a refresh changes
+    let chunks = this.served.get(array);
+    if (chunks === undefined) this.served.set(array, (chunks = new Set()));
+    chunks.add(chunkId(key));
+  }
+
+  private servedLocally(key: string) {
+    this.stats.pushed++;
+    this.reportSeen([key]);
   }
 
   /** Stops the pending `seen` report (the view is closing). */
@@ -191,10 +246,11 @@ export class ChunkFetcher {
       });
     }
     const current = this.rewriteKey(key);
+    this.noteServed(current);
     const pushed = this.pushed.get(current);
     if (pushed !== undefined) {
       this.servedLocally(current);
-      return Promise.resolve(pushed);
+      return Promise.resolve(pushed ?? undefined);
     }
     return this.fetchFromKernel(current, signal);
   }
@@ -283,6 +339,7 @@ export class ChunkFetcher {
       }
     }
     this.inFlight[lane]++;
+    for (const key of keys) this.sentKeys.set(key, (this.sentKeys.get(key) ?? 0) + 1);
     this.stats.messages++;
     this.stats.keys += keys.length;
     const settle = (waiter: Waiter, fn: () => void) => {
@@ -310,6 +367,11 @@ export class ChunkFetcher {
     } catch (error) {
       for (const waiters of batch.values()) for (const waiter of waiters) settle(waiter, () => waiter.reject(error));
     } finally {
+      for (const key of keys) {
+        const n = (this.sentKeys.get(key) ?? 1) - 1;
+        if (n > 0) this.sentKeys.set(key, n);
+        else this.sentKeys.delete(key);
+      }
       this.inFlight[lane]--;
       if (this.queued.size > 0) this.scheduleFlush();
     }

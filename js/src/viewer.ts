@@ -27,7 +27,8 @@ import type { ChunkTransport } from "./kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
 import type { FallbackListener } from "./layers.js";
-import { LAYER_NAMES, LayerRefresher, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
+import { applyChunkUpdate, planChunkUpdate, type UpdatableSource } from "./chunk_update.js";
+import { LAYER_NAMES, LayerRefresher, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -76,7 +77,13 @@ export interface ViewerHandle {
    * Re-fetch the visible chunks of these layers ("raw", "labels", "predictions"/"probabilities"/...); `pushed` are
    * chunks the kernel sent along (`keys[i]` in `buffers[i]`), used instead of asking for them.
    */
-  refresh(layers: string[], generation?: number, pushed?: { keys: string[]; buffers: Array<DataView | ArrayBuffer | Uint8Array> }): void;
+  /**
+   * New data of `layers` from the kernel; `pushed` carries chunks of it (`keys[i]` in `buffers[i]`) and the keys
+   * that are now `missing`.
+   */
+  refresh(layers: string[], generation?: number, pushed?: {
+    keys: string[]; buffers: Array<DataView | ArrayBuffer | Uint8Array>; missing?: string[];
+  }): void;
   setBrush(settings: Partial<BrushSettings>): void;
   getBrush(): BrushSettings;
   onStroke(callback: StrokeCallback): () => void;
@@ -93,7 +100,11 @@ export interface ViewerHandle {
   panelRect(): DOMRect;
   isIdle(): boolean;
   /** Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used). */
-  stats(): { messages: number; keys: number; bytes: number; dropped: number; cancelled: number; pushed: number };
+  /** Chunk reads (kvstore_frontend.ts stats), and how refreshes were shown: chunks updated in place, or reloaded. */
+  stats(): {
+    messages: number; keys: number; bytes: number; dropped: number; cancelled: number; pushed: number;
+    updatedInPlace: number; reloaded: number; lastReloadReason: string;
+  };
 }
 
 declare global {
@@ -323,6 +334,33 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   ];
   applyPendingPosition();
 
+  const updates = { inPlace: 0, reloaded: 0, lastReason: "" };
+  /** Puts the chunks the kernel pushed for `array` into the viewer's chunks (chunk_update.ts); false if it cannot. */
+  const updateInPlace = (array: string): boolean => {
+    const reason = (() => {
+      if (fetcher.hasPendingReads(array)) return "reads are waiting for the kernel";
+      const sources = chunkSourcesWithUrl(viewer, `mem://${widgetId}/${array}/`) as unknown as UpdatableSource[];
+      const plan = planChunkUpdate(sources, (key) => {
+        const data = fetcher.pushedChunk(key);
+        return data === undefined ? undefined : { key: fetcher.rewriteKey(key), data };
+      });
+      if (typeof plan === "string") return plan;
+      for (const id of fetcher.servedChunks(array)) {
+        if (!plan.held.has(id)) return `${id} was read but is not held by the page`;
+      }
+      applyChunkUpdate(plan);
+      fetcher.reportSeen(plan.keys);
+      return undefined;
+    })();
+    if (reason === undefined) {
+      updates.inPlace++;
+      return true;
+    }
+    updates.reloaded++;
+    updates.lastReason = `${array}: ${reason}`;
+    return false;
+  };
+
   const handle: ViewerHandle = {
     viewer,
     widgetId,
@@ -347,9 +385,23 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
         }
       }
       if (generation !== undefined) fetcher.setGeneration("predictions", generation);
-      fetcher.offer(Array.from(arrays), pushed?.keys ?? [], pushed?.buffers ?? []);
-      if (arrays.has("labels")) clearDrawnOnLoad = true;
-      refresher.refresh(Array.from(arrays));
+      fetcher.offer(Array.from(arrays), pushed?.keys ?? [], pushed?.buffers ?? [], pushed?.missing ?? []);
+      const reload = Array.from(arrays).filter((array) => !updateInPlace(array));
+      for (const array of reload) fetcher.forgetServed(array);
+      // the same signal as chunks arriving from the worker: slice views render again, the display redraws
+      if (reload.length < arrays.size) viewer.chunkQueueManager.visibleChunksChanged.dispatch();
+      if (arrays.has("labels")) {
+        if (reload.includes("labels") || refresher.busy) {
+          clearDrawnOnLoad = true;
+        } else {
+          // the labels are drawn in the next frame: the stroke's overlay can go then
+          const off = viewer.display.updateFinished.add(() => {
+            off();
+            brush.clearDrawn();
+          });
+        }
+      }
+      refresher.refresh(reload);
     },
     setBrush(settings) {
       brush.setSettings(settings);
@@ -408,7 +460,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !refresher.busy;
     },
     stats() {
-      return { ...fetcher.stats };
+      return { ...fetcher.stats, updatedInPlace: updates.inPlace, reloaded: updates.reloaded,
+        lastReloadReason: updates.lastReason };
     },
   };
   window.__ilastikWidgets ??= {};

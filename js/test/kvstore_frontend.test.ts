@@ -9,6 +9,7 @@ import type { ChunkTransport } from "../src/kvstore_frontend.js";
 import {
   ChunkFetcher,
   MEM_SCHEME,
+  chunkId,
   MemKvStore,
   chunkFetcherCount,
   getChunkFetcher,
@@ -448,6 +449,83 @@ test("offer: a large burst of seen keys is split into messages of at most 1024 k
     [1024, 6],
   );
   assert.deepEqual(t.notes.flatMap((n) => n.keys), keys);
+  f.dispose();
+});
+
+test("offer: keys pushed as missing are answered 'not found' without a message", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)], ["labels/0/0.1", "labels/0/0.0"]);
+  assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(1), "a key with bytes keeps them");
+  assert.equal(await f.fetch("labels/0/0.1"), undefined);
+  assert.equal(f.pushedChunk("labels/0/0.1"), null);
+  assert.equal(f.pushedChunk("labels/0/0.2"), undefined, "not pushed at all");
+  await sleep(80);
+  assert.equal(t.requests.length, 0);
+  assert.deepEqual(t.notes, [{ type: "seen", keys: ["labels/0/0.0", "labels/0/0.1"] }]);
+  f.offer(["labels"], [], []);
+  assert.equal(f.pushedChunk("labels/0/0.1"), undefined, "the next refresh of the array drops them");
+  f.dispose();
+});
+
+test("pushedChunk looks a key up under the current generation", () => {
+  const f = new ChunkFetcher(new FakeTransport());
+  f.setGeneration("predictions", 7);
+  f.offer(["predictions"], ["predictions/7/0/1.0.0"], [bytes(3)], ["predictions/7/0/2.0.0"]);
+  assert.deepEqual(f.pushedChunk("predictions/2/0/1.0.0"), bytes(3));
+  assert.equal(f.pushedChunk("predictions/2/0/2.0.0"), null);
+  assert.equal(f.pushedChunk("predictions/2/0/3.0.0"), undefined);
+  f.dispose();
+});
+
+test("chunkId drops the generation of prediction keys only", () => {
+  assert.equal(chunkId("predictions/12/0/1.2.0"), "predictions/0/1.2.0");
+  assert.equal(chunkId("labels/0/1.2"), "labels/0/1.2");
+  assert.equal(chunkId("raw/0/1.2"), "raw/0/1.2");
+});
+
+test("servedChunks: label and prediction chunks read since forgetServed, whatever answered them", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)]);
+  await f.fetch("labels/0/0.0"); // from the push
+  const reads = [f.fetch("labels/0/0.1"), f.fetch("predictions/3/0/0.0.0"), f.fetch("raw/0/0.0"),
+    f.fetch("labels/.zattrs")];
+  await flushed();
+  for (const r of t.requests) answerAll(r);
+  await Promise.all(reads);
+  assert.deepEqual([...f.servedChunks("labels")].sort(), ["labels/0/0.0", "labels/0/0.1"]);
+  assert.deepEqual([...f.servedChunks("predictions")], ["predictions/0/0.0.0"]);
+  assert.deepEqual([...f.servedChunks("raw")], [], "only arrays a refresh changes are recorded");
+  f.forgetServed("labels");
+  assert.deepEqual([...f.servedChunks("labels")], []);
+  assert.equal(f.servedChunks("predictions").size, 1, "other arrays keep their record");
+  f.dispose();
+});
+
+test("hasPendingReads: while a read of the array is queued or waits for the kernel", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  assert.equal(f.hasPendingReads("labels"), false);
+  const read = f.fetch("labels/0/0.0");
+  assert.equal(f.hasPendingReads("labels"), true, "queued");
+  assert.equal(f.hasPendingReads("predictions"), false);
+  await flushed();
+  assert.equal(t.requests.length, 1);
+  assert.equal(f.hasPendingReads("labels"), true, "sent, no reply yet");
+  answerAll(t.requests[0]);
+  await read;
+  assert.equal(f.hasPendingReads("labels"), false);
+  f.dispose();
+});
+
+test("reportSeen: keys the page shows go to the kernel in the next seen report", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.reportSeen(["labels/0/0.0", "predictions/2/0/0.0.0"]);
+  f.reportSeen(["labels/0/0.0"]);
+  await sleep(80);
+  assert.deepEqual(t.notes, [{ type: "seen", keys: ["labels/0/0.0", "predictions/2/0/0.0.0"] }]);
   f.dispose();
 });
 

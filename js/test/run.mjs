@@ -2,7 +2,7 @@
 //
 // Each test file is bundled by esbuild (already a devDependency) with the package conditions of build.mjs into a
 // temporary .mjs, then `node --test` runs them. The tests import only modules that load under Node: messages.ts,
-// kvstore_frontend.ts (Neuroglancer's kvstore registries load fine), shortcuts.ts, panel.ts, brush_geometry.ts.
+// kvstore_frontend.ts (Neuroglancer's kvstore registries load fine), chunk_update.ts, shortcuts.ts, panel.ts, brush_geometry.ts.
 //
 // Usage: node test/run.mjs [test/x.test.ts ...] [--test-name-pattern=...]   (npm test runs them all)
 

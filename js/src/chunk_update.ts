@@ -1,0 +1,131 @@
+// Updates the chunks a kernel refresh pushed straight in the viewer's chunk sources (mirrors the push of
+// ilastik_widget/chunk_server.py `take_push`).
+//
+// The general way to show new data (layers.ts LayerRefresher) invalidates the sources: Neuroglancer's worker drops
+// every chunk, asks for them again, decodes them and hands them back, and only then can the view be drawn. When the
+// refresh carries every chunk the viewer holds, the page can instead put the new bytes into those chunks and
+// re-upload their textures, and draw in the next frame: no worker round trip and no frame held back. That saves
+// about a tenth of a second per live update on a software-rendered page (benchmarks/bench_browser.py).
+//
+// It is only done when nothing can be left stale; otherwise the caller invalidates as before:
+// - every chunk the page holds (on the GPU or not) has pushed bytes or is pushed as missing;
+// - every chunk read since the last invalidation is among them (anything else may sit, old, in the worker's memory);
+// - no read of the array is waiting for the kernel (its answer could be the old data).
+// The first condition is checked here, the others by the caller with the fetcher's record (kvstore_frontend.ts).
+
+import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
+import { DATA_TYPE_ARRAY_CONSTRUCTOR, DATA_TYPE_BYTES } from "neuroglancer/unstable/util/data_type.js";
+import { chunkId, parseMemUrl } from "./kvstore_frontend.js";
+
+/** What the update uses of a frontend volume chunk (sliceview/uncompressed_chunk_format.js, no exported type). */
+export interface UpdatableChunk {
+  state: number;
+  data: ArrayBufferView | null;
+  chunkDataSize?: ArrayLike<number>;
+  texture?: unknown;
+  textureLayout?: unknown;
+  copyToGPU(gl: unknown): void;
+  freeGPUMemory(gl: unknown): void;
+}
+
+/** What the update uses of a frontend zarr chunk source served from `mem://`. */
+export interface UpdatableSource {
+  chunks: Map<string, UpdatableChunk>;
+  parameters?: { url?: unknown };
+  spec?: { dataType?: number; chunkDataSize?: ArrayLike<number> };
+  chunkFormatHandler?: { fillValueChunk?: { texture: unknown; textureLayout: unknown } };
+  gl?: unknown;
+}
+
+/** `chunk`'s new content: bytes, or null for missing (the fill value). */
+interface ChunkChange {
+  source: UpdatableSource;
+  chunk: UpdatableChunk;
+  data: Uint8Array | null;
+}
+
+export interface ChunkUpdatePlan {
+  changes: ChunkChange[];
+  /** The pushed key of every chunk held (current generation), for the kernel's working set. */
+  keys: string[];
+  /** `chunkId`s of every chunk the page holds in these sources. */
+  held: Set<string>;
+}
+
+/** Bytes pushed for a key as the viewer reads it: bytes, null for missing, undefined if nothing was pushed. */
+export type PushedLookup = (key: string) => { key: string; data: Uint8Array | null } | undefined;
+
+/**
+ * The zarr key of a chunk: the source reads `<path>/<i>.<j>...` (zarr v2, "." separator, C order, as chunk_server
+ * serves every `mem://` array), and Neuroglancer's chunk key is the grid position in its own, reversed, order.
+ */
+export function zarrChunkKey(sourceUrl: string, neuroglancerKey: string): string {
+  let { path } = parseMemUrl(sourceUrl);
+  if (path !== "" && !path.endsWith("/")) path += "/";
+  return path + neuroglancerKey.split(",").reverse().join(".");
+}
+
+function chunkBytes(source: UpdatableSource, chunk: UpdatableChunk): number | undefined {
+  const size = chunk.chunkDataSize ?? source.spec?.chunkDataSize;
+  const dataType = source.spec?.dataType;
+  if (size === undefined || dataType === undefined || DATA_TYPE_BYTES[dataType as 0] === undefined) return undefined;
+  let n = DATA_TYPE_BYTES[dataType as 0];
+  for (let i = 0; i < size.length; ++i) n *= size[i];
+  return n;
+}
+
+/**
+ * The changes that put the pushed data into every chunk of `sources`, or why that cannot be done (a string).
+ * Nothing is changed here.
+ */
+export function planChunkUpdate(sources: UpdatableSource[], lookup: PushedLookup): ChunkUpdatePlan | string {
+  // No source (every layer of the array hidden): nothing held, nothing to update. The caller still checks that
+  // nothing was read since the last invalidation.
+  const plan: ChunkUpdatePlan = { changes: [], keys: [], held: new Set() };
+  for (const source of sources) {
+    const url = source.parameters?.url;
+    if (typeof url !== "string") return "a chunk source without a URL";
+    for (const [ngKey, chunk] of source.chunks) {
+      const key = zarrChunkKey(url, ngKey);
+      plan.held.add(chunkId(key));
+      const pushed = lookup(key);
+      if (pushed === undefined) return `${key} was not pushed`;
+      const { data } = pushed;
+      if (data !== null) {
+        if (chunkBytes(source, chunk) !== data.byteLength) return `${key}: ${data.byteLength} bytes do not fit the chunk`;
+      } else if (chunk.data !== null && source.chunkFormatHandler?.fillValueChunk === undefined) {
+        return `${key}: no fill value texture for a chunk that is now missing`;
+      }
+      plan.keys.push(pushed.key);
+      if (data === null && chunk.data === null) continue; // missing before and after
+      plan.changes.push({ source, chunk, data });
+    }
+  }
+  return plan;
+}
+
+/** Puts the planned bytes into the chunks and re-uploads the textures of those on the GPU. */
+export function applyChunkUpdate(plan: ChunkUpdatePlan): void {
+  for (const { source, chunk, data } of plan.changes) {
+    const gl = source.gl;
+    const onGpu = chunk.state === ChunkState.GPU_MEMORY;
+    // with data, this deletes the chunk's own texture; a missing chunk only points at the shared fill-value one
+    if (onGpu) chunk.freeGPUMemory(gl);
+    if (data === null) {
+      const fill = source.chunkFormatHandler!.fillValueChunk!;
+      chunk.data = null;
+      chunk.texture = fill.texture;
+      chunk.textureLayout = fill.textureLayout;
+    } else {
+      if (chunk.data === null) {
+        chunk.texture = null; // was the shared fill-value texture: copyToGPU makes the chunk its own
+        chunk.textureLayout = null;
+      }
+      const Array = DATA_TYPE_ARRAY_CONSTRUCTOR[source.spec!.dataType as 0];
+      // a copy: the pushed bytes may be a view into the whole message
+      const copy = data.slice();
+      chunk.data = new Array(copy.buffer, 0, copy.byteLength / Array.BYTES_PER_ELEMENT);
+    }
+    if (onGpu) chunk.copyToGPU(gl);
+  }
+}

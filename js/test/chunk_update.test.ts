@@ -1,0 +1,141 @@
+// Unit tests of chunk_update.ts: planning and applying the in-place update of a viewer's chunks from a refresh's
+// pushed data, with fake chunk sources shaped like Neuroglancer's (frontend zarr volume sources).
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
+import { DataType } from "neuroglancer/unstable/util/data_type.js";
+import {
+  applyChunkUpdate,
+  planChunkUpdate,
+  zarrChunkKey,
+  type PushedLookup,
+  type UpdatableChunk,
+  type UpdatableSource,
+} from "../src/chunk_update.js";
+
+const FILL = { texture: "fill-texture", textureLayout: "fill-layout" };
+
+/** A chunk that records GPU calls: copyToGPU gives it its own texture (as Neuroglancer's does for data). */
+class FakeChunk implements UpdatableChunk {
+  calls: string[] = [];
+  texture: unknown;
+  textureLayout: unknown;
+  constructor(
+    public data: Uint8Array | null,
+    public state: number = ChunkState.GPU_MEMORY,
+    public chunkDataSize: number[] = [2, 2],
+  ) {
+    this.texture = data === null ? FILL.texture : "own-texture-0";
+    this.textureLayout = data === null ? FILL.textureLayout : "own-layout";
+  }
+  copyToGPU(gl: unknown) {
+    assert.equal(gl, "gl");
+    this.calls.push(`copyToGPU(texture was ${String(this.texture)})`);
+    this.state = ChunkState.GPU_MEMORY;
+    if (this.data !== null) this.texture = `own-texture-${this.calls.length}`;
+  }
+  freeGPUMemory(gl: unknown) {
+    assert.equal(gl, "gl");
+    this.calls.push("freeGPUMemory");
+    this.state = ChunkState.SYSTEM_MEMORY;
+  }
+}
+
+function source(url: string, chunks: Record<string, FakeChunk>, fill = true): UpdatableSource {
+  return {
+    chunks: new Map(Object.entries(chunks)),
+    parameters: { url },
+    spec: { dataType: DataType.UINT8, chunkDataSize: [2, 2] },
+    chunkFormatHandler: fill ? { fillValueChunk: FILL } : {},
+    gl: "gl",
+  };
+}
+
+const bytes = (...values: number[]) => new Uint8Array(values);
+
+function lookupFrom(pushed: Record<string, Uint8Array | null>): PushedLookup {
+  return (key) => (key in pushed ? { key, data: pushed[key] } : undefined);
+}
+
+test("zarrChunkKey: the source's path plus Neuroglancer's grid position reversed, '.'-separated", () => {
+  assert.equal(zarrChunkKey("mem://w1/predictions/5/0/", "0,2,1"), "predictions/5/0/1.2.0");
+  assert.equal(zarrChunkKey("mem://w1/labels/1", "3,4"), "labels/1/4.3");
+  assert.equal(zarrChunkKey("mem://w1~tag/labels/0/", "0,0,7"), "labels/0/7.0.0");
+});
+
+test("a plan covers every chunk the page holds, on the GPU or not, and names the chunks by id", () => {
+  const a = new FakeChunk(bytes(1, 1, 1, 1));
+  const b = new FakeChunk(null, ChunkState.SYSTEM_MEMORY);
+  const plan = planChunkUpdate([source("mem://w/labels/0/", { "0,0": a, "1,0": b })], lookupFrom({
+    "labels/0/0.0": bytes(2, 2, 2, 2),
+    "labels/0/0.1": bytes(3, 3, 3, 3),
+  }));
+  assert.notEqual(typeof plan, "string", String(plan));
+  if (typeof plan === "string") return;
+  assert.deepEqual(plan.keys, ["labels/0/0.0", "labels/0/0.1"]);
+  assert.deepEqual([...plan.held], ["labels/0/0.0", "labels/0/0.1"]);
+  assert.equal(plan.changes.length, 2);
+  assert.deepEqual(a.calls, [], "planning changes nothing");
+});
+
+test("no plan when a held chunk was not pushed or its bytes do not fit", () => {
+  const held = { "0,0": new FakeChunk(bytes(1, 1, 1, 1)), "1,0": new FakeChunk(bytes(1, 1, 1, 1)) };
+  const notPushed = planChunkUpdate([source("mem://w/labels/0/", held)], lookupFrom({ "labels/0/0.0": bytes(0, 0, 0, 0) }));
+  assert.match(String(notPushed), /labels\/0\/0\.1 was not pushed/);
+  const wrongSize = planChunkUpdate([source("mem://w/labels/0/", held)], lookupFrom({
+    "labels/0/0.0": bytes(0, 0, 0, 0),
+    "labels/0/0.1": bytes(0, 0),
+  }));
+  assert.match(String(wrongSize), /2 bytes do not fit/);
+  assert.deepEqual(planChunkUpdate([], lookupFrom({})), { changes: [], keys: [], held: new Set() },
+    "no source holds chunks: nothing to update");
+});
+
+test("a chunk pushed as missing: unchanged if it was missing, else it needs the fill-value texture", () => {
+  const wasMissing = new FakeChunk(null);
+  const plan = planChunkUpdate([source("mem://w/labels/0/", { "0,0": wasMissing })], lookupFrom({ "labels/0/0.0": null }));
+  assert.ok(typeof plan !== "string");
+  if (typeof plan === "string") return;
+  assert.equal(plan.changes.length, 0, "nothing to do");
+  assert.deepEqual(plan.keys, ["labels/0/0.0"], "still shown: the kernel keeps it in its working set");
+  const erased = planChunkUpdate([source("mem://w/labels/0/", { "0,0": new FakeChunk(bytes(1, 1, 1, 1)) }, false)],
+    lookupFrom({ "labels/0/0.0": null }));
+  assert.match(String(erased), /no fill value texture/);
+});
+
+test("apply: new bytes (a copy) in every chunk, textures re-uploaded for the chunks on the GPU", () => {
+  const onGpu = new FakeChunk(bytes(1, 1, 1, 1));
+  const inMemory = new FakeChunk(bytes(1, 1, 1, 1), ChunkState.SYSTEM_MEMORY);
+  const message = new Uint8Array([9, 5, 6, 7, 8, 9]);
+  const pushed = message.subarray(1, 5); // a view into a larger message buffer
+  const plan = planChunkUpdate([source("mem://w/predictions/3/0/", { "0,0,0": onGpu, "0,1,0": inMemory })],
+    lookupFrom({ "predictions/3/0/0.0.0": pushed, "predictions/3/0/0.1.0": bytes(4, 3, 2, 1) }));
+  if (typeof plan === "string") assert.fail(plan);
+  applyChunkUpdate(plan);
+  assert.deepEqual(onGpu.data, bytes(5, 6, 7, 8));
+  assert.notEqual(onGpu.data!.buffer, message.buffer, "the chunk does not keep the message alive");
+  assert.deepEqual(onGpu.calls, ["freeGPUMemory", "copyToGPU(texture was own-texture-0)"]);
+  assert.equal(onGpu.state, ChunkState.GPU_MEMORY);
+  assert.deepEqual(inMemory.data, bytes(4, 3, 2, 1));
+  assert.deepEqual(inMemory.calls, [], "uploaded by Neuroglancer when it needs it");
+  assert.equal(inMemory.state, ChunkState.SYSTEM_MEMORY);
+});
+
+test("apply: a missing chunk that gets data leaves the shared fill texture; an erased one goes back to it", () => {
+  const painted = new FakeChunk(null);
+  const erased = new FakeChunk(bytes(1, 1, 1, 1));
+  const plan = planChunkUpdate([source("mem://w/labels/0/", { "0,0": painted, "1,0": erased })],
+    lookupFrom({ "labels/0/0.0": bytes(2, 0, 0, 2), "labels/0/0.1": null }));
+  if (typeof plan === "string") assert.fail(plan);
+  applyChunkUpdate(plan);
+  // the fill texture is shared by every missing chunk: it must not be freed or overwritten
+  assert.deepEqual(painted.calls, ["freeGPUMemory", "copyToGPU(texture was null)"]);
+  assert.deepEqual(painted.data, bytes(2, 0, 0, 2));
+  assert.notEqual(painted.texture, FILL.texture);
+  assert.equal(erased.data, null);
+  assert.equal(erased.texture, FILL.texture);
+  assert.equal(erased.textureLayout, FILL.textureLayout);
+  assert.deepEqual(erased.calls, ["freeGPUMemory", "copyToGPU(texture was fill-texture)"]);
+  assert.equal(erased.state, ChunkState.GPU_MEMORY);
+});

@@ -1,0 +1,161 @@
+"""A live update changes the viewer's chunks in place, and what the page then holds and shows is the kernel's data.
+
+A refresh that carries every chunk the page holds is applied to Neuroglancer's chunks directly
+(js/src/chunk_update.ts), without the worker reloading them. This checks that path on a 512 x 512 image in 256 x 256
+chunks: a stroke painted with the mouse in a chunk that had no labels (a missing chunk gets data), then the same
+stroke deleted (the chunk is missing again). After each, every labels and predictions chunk the page holds must
+equal the kernel's bytes, the screen must show the labels as they now are, and the refresh must have been applied
+in place rather than by a reload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from widget_driver import WidgetDriver, classify, dist
+
+SIZE = 512
+
+NOTEBOOK = [
+    f"""\
+import numpy as np
+from ilastik_widget import IlastikWidget
+from ilastik_widget.datasets import synthetic_cells, simulated_strokes
+
+image, truth = synthetic_cells(({SIZE}, {SIZE}), seed=3)
+candidates = simulated_strokes(truth, n_per_class=40, radius=3, seed=3)
+def inside(s, lo, hi):
+    p = np.asarray(s["points"])
+    return bool(((p >= lo) & (p < hi)).all())
+# labels only in the top half (chunks 0.0 and 0.1); the mouse paints in chunk 1.1, empty until then
+initial = [s for s in candidates if inside(s, [8, 8], [248, {SIZE} - 8])]
+initial = [s for s in initial if s["label"] == 1][:3] + [s for s in initial if s["label"] == 2][:3]
+painted = next(s for s in candidates if s["label"] == 2 and inside(s, [300, 300], [480, 480]))
+w = IlastikWidget(image)
+w.brush_size = 7
+for s in initial:
+    w.add_stroke(**s)
+w.wait(120)
+# shown, so the page holds prediction chunks, but see-through: the screen checks below read the labels over the image
+w.set_layer("probabilities", visible=True, opacity=0.0)
+w""",
+    "_E2E_DONE = True",
+]
+
+# Per chunk the page holds: its zarr key (current generation) and [sum, index-weighted sum] of its bytes, or None
+# for a missing chunk. Sums of the whole chunk, exact in doubles for 256 x 256 x 2 bytes.
+PAGE_CHUNKS = """(() => {
+  const out = {};
+  for (const source of h.viewer.chunkManager.memoize.map.values()) {
+    const url = source.parameters && source.parameters.url;
+    if (typeof url !== "string" || !url.startsWith(`mem://${h.widgetId}/`) || !(source.chunks instanceof Map)) continue;
+    const m = /^mem:\\/\\/[^/]+\\/(labels|predictions\\/\\d+)\\/(\\d+)\\/?$/.exec(url);
+    if (m === null) continue;
+    for (const [key, chunk] of source.chunks) {
+      const index = key.split(",").reverse().join(".");
+      let sum = 0, weighted = 0;
+      if (chunk.data !== null) chunk.data.forEach((v, i) => { sum += v; weighted += i * v; });
+      out[`${m[1]}/${m[2]}/${index}`] = chunk.data === null ? null : [sum, weighted];
+    }
+  }
+  return out;
+})()"""
+
+KERNEL_CHUNKS = """\
+def _sums(keys):
+    gen = w.session.generation
+    out = {}
+    for key in keys:
+        current = key if key.startswith("labels/") else "predictions/%d/%s" % (gen, key.split("/", 2)[2])
+        data = w.chunk_server.read([current])[0]
+        if data is None:
+            out[key] = None
+        else:
+            v = np.frombuffer(data, np.uint8).astype(np.int64)
+            out[key] = [int(v.sum()), int((np.arange(v.size) * v).sum())]
+    return out
+"""
+
+
+@pytest.fixture(scope="module")
+def wd(open_notebook_module) -> WidgetDriver:
+    lab = open_notebook_module("live_refresh.ipynb", NOTEBOOK)
+    d = WidgetDriver(lab, "w")
+    d.settle()
+    d.kexec(KERNEL_CHUNKS)
+    return d
+
+
+def page_matches_kernel(d: WidgetDriver) -> dict:
+    page = d.js(PAGE_CHUNKS)
+    assert any(k.startswith("labels/") for k in page) and any(k.startswith("predictions/") for k in page)
+    kernel = d.k(f"_sums({sorted(page)!r})")
+    wrong = sorted(k for k in page if page[k] != kernel[k])
+    assert not wrong, f"chunks the page holds differ from the kernel's: {wrong}"
+    return page
+
+
+def refresh_counts(d: WidgetDriver) -> tuple[int, int]:
+    stats = d.js("h.stats()")
+    return stats["updatedInPlace"], stats["reloaded"]
+
+
+def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(wd):
+    d = wd
+    assert d.k("w.session.is_trained")
+    assert d.k("list(w.chunk_server.chunk_shape)") == [256, 256]
+    page_matches_kernel(d)
+    stroke = d.k("dict(label=painted['label'], points=np.asarray(painted['points']).tolist())")
+    pts = np.asarray(stroke["points"])
+    key = "labels/0/1.1"
+    assert d.js(PAGE_CHUNKS)[key] is None, "the painted chunk should have no labels yet"
+    shot_before = d.lab.screenshot_array()
+    in_place0, reloaded0 = refresh_counts(d)
+    generation0 = d.k("w.session.generation")
+
+    # paint: the missing labels chunk gets data, every prediction chunk changes
+    d.press("2")
+    d.lab.wait_for(lambda: d.k("w.active_class") == 2, 20, "class 2")
+    d.drag(pts)
+    d.page.mouse.move(2, 2)  # the brush outline follows the pointer: keep it off the stroke
+    d.lab.wait_for(lambda: d.k("len(w.session.annotations.strokes)") == 7, 30, "the stroke in the kernel")
+    d.lab.wait_for(lambda: d.k("w.session.generation") > generation0, 60, "new predictions")
+    d.settle()
+    page = page_matches_kernel(d)
+    assert page[key] is not None
+    in_place1, reloaded1 = refresh_counts(d)
+    assert reloaded1 == reloaded0, d.js("h.stats().lastReloadReason")
+    assert in_place1 >= in_place0 + 2, "labels and predictions should have been updated in place"
+    color2 = d.class_colors()[1]
+    shot = d.lab.screenshot_array()
+    before, after = d.sample(pts, shot_before), d.sample(pts, shot)
+    assert (dist(after, color2) < dist(before, color2)).mean() > 0.9, "the stroke is not drawn on screen"
+
+    # delete it: the labels chunk is missing again
+    sid = d.k("w.session.annotations.strokes[-1].id")
+    d.kexec(f"w.remove_stroke({sid})")
+    d.lab.wait_for(lambda: d.k("int(w.session.labels()[tuple(np.rint(painted['points']).astype(int).T)].max())") == 0, 30,
+                   "the stroke removed in the kernel")
+    d.settle()
+    page = page_matches_kernel(d)
+    assert page[key] is None, "the labels chunk should be missing again"
+    in_place2, reloaded2 = refresh_counts(d)
+    assert reloaded2 == reloaded1, d.js("h.stats().lastReloadReason")
+    assert in_place2 > in_place1
+    again = d.sample(pts)
+    assert (dist(again, before) < 30).mean() > 0.9, "the deleted stroke is still drawn"
+
+    # the predictions on screen are the kernel's
+    d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+            "w.set_layer('probabilities', visible=True, opacity=1.0)")
+    d.settle()
+    seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
+    yy, xx = np.mgrid[4:SIZE:8, 4:SIZE:8]
+    flat = np.array([[seg[max(0, y - 3):y + 4, max(0, x - 3):x + 4].min() == seg[max(0, y - 3):y + 4,
+                                                                              max(0, x - 3):x + 4].max()
+                      for x in range(4, SIZE, 8)] for y in range(4, SIZE, 8)])
+    grid_pts = np.stack([yy[flat], xx[flat]], 1)
+    screen = classify(d.sample(grid_pts), d.class_colors())
+    agree = (screen == seg[tuple(grid_pts.T)]).mean()
+    assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's segmentation"
