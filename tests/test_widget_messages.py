@@ -628,6 +628,26 @@ def test_labels_refresh_goes_alone_when_no_training_follows(data):
     w.close()
 
 
+def test_refresh_names_the_shown_chunks_that_are_now_missing(data):
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    w.live = False
+    w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0"]})
+    w.wait(30)
+    w.handle_message(stroke_msg(2, strokes[0]))
+    (content, _), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
+    assert content["keys"] == ["labels/0/0.0"] and content["missing"] == []
+    # the browser reports it shows the chunk (updated in place); then the only stroke goes: the chunk is empty
+    w.handle_message({"type": "seen", "id": 3, "keys": ["labels/0/0.0"]})
+    rec.sent.clear()
+    w.undo()
+    (content, buffers), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
+    assert content["keys"] == [] and buffers in ([], None)
+    assert content["missing"] == ["labels/0/0.0"]
+    assert w.chunk_server.read(["labels/0/0.0"]) == [None]
+    w.close()
+
+
 def test_held_labels_refresh_goes_out_if_training_does_not_finish(data, monkeypatch):
     from concurrent.futures import Future
 
