@@ -28,6 +28,7 @@ import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
 import type { FallbackListener } from "./layers.js";
 import { applyChunkUpdate, planChunkUpdate, type UpdatableSource } from "./chunk_update.js";
+import { getNormalizedChunkLayout } from "neuroglancer/unstable/sliceview/base.js";
 import { LAYER_NAMES, LayerRefresher, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
@@ -133,6 +134,14 @@ function fitScale(shape: number[], width: number, height: number, layout: string
   }
   return Math.max(w / pw, h / ph) * 1.05;
 }
+
+/**
+ * An in-place update is done while the page holds at most this many chunks of an array per chunk in view (plus the
+ * slack): the chunks Neuroglancer prefetches around the view (coarser levels, neighbouring slabs of a volume) fit
+ * in it, the chunks of earlier views do not.
+ */
+const MAX_HELD_PER_SHOWN = 2;
+const MAX_HELD_SLACK = 8;
 
 export function createViewer(el: HTMLElement, opts: CreateViewerOptions): ViewerHandle {
   const { widgetId } = opts;
@@ -335,6 +344,22 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   applyPendingPosition();
 
   const updates = { inPlace: 0, reloaded: 0, lastReason: "" };
+  /** Keys of the chunks each source has in view in some cross-section panel (as Neuroglancer's isReady counts them). */
+  const chunksInView = (): Map<unknown, Set<string>> => {
+    const out = new Map<unknown, Set<string>>();
+    for (const panel of slicePanels(viewer)) {
+      const sliceView = panel.sliceView as any;
+      for (const { visibleSources } of sliceView.visibleLayers.values()) {
+        for (const tsource of visibleSources) {
+          const layout = getNormalizedChunkLayout(sliceView.projectionParameters.value, tsource.chunkLayout);
+          let keys = out.get(tsource.source);
+          if (keys === undefined) out.set(tsource.source, (keys = new Set()));
+          sliceView.forEachVisibleChunk(tsource, layout, (key: string) => keys!.add(key));
+        }
+      }
+    }
+    return out;
+  };
   /** Puts the chunks the kernel pushed for `array` into the viewer's chunks (chunk_update.ts); false if it cannot. */
   const updateInPlace = (array: string): boolean => {
     const reason = (() => {
@@ -347,6 +372,17 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       if (typeof plan === "string") return plan;
       for (const id of fetcher.servedChunks(array)) {
         if (!plan.held.has(id)) return `${id} was read but is not held by the page`;
+      }
+      // Chunks of views the user has left stay in Neuroglancer's memory, and an in-place update needs the kernel
+      // to compute them all, on every update. Past a bound, reload instead: the reload keeps only what is in view.
+      const inView = chunksInView();
+      let shown = 0;
+      for (const source of sources) {
+        const keys = inView.get(source);
+        if (keys !== undefined) for (const key of source.chunks.keys()) shown += keys.has(key) ? 1 : 0;
+      }
+      if (plan.held.size > MAX_HELD_PER_SHOWN * shown + MAX_HELD_SLACK) {
+        return `the page holds ${plan.held.size} chunks, ${shown} in view`;
       }
       applyChunkUpdate(plan);
       fetcher.reportSeen(plan.keys);

@@ -159,3 +159,54 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
     screen = classify(d.sample(grid_pts), d.class_colors())
     agree = (screen == seg[tuple(grid_pts.T)]).mean()
     assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's segmentation"
+
+
+PAN_SIZE = 1024
+
+PAN_NOTEBOOK = [
+    f"""\
+import numpy as np
+from ilastik_widget import IlastikWidget
+from ilastik_widget.datasets import synthetic_cells, simulated_strokes
+
+image, truth = synthetic_cells(({PAN_SIZE}, {PAN_SIZE}), seed=4)
+strokes = simulated_strokes(truth, n_per_class=4, radius=3, seed=4)
+w = IlastikWidget(image)
+for s in strokes[:-2]:
+    w.add_stroke(**s)
+w.wait(120)
+# zoomed in: a 256 x 256 chunk is wider than the view, so one chunk is in view at a chunk's centre
+w.viewer_state = {{"position": [128, 128], "crossSectionScale": 0.2}}
+w""",
+    "_E2E_DONE = True",
+]
+
+
+def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_in_place_again(open_notebook):
+    d = WidgetDriver(open_notebook("live_refresh_pan.ipynb", PAN_NOTEBOOK), "w", timeout=300)
+    d.settle(timeout=300)
+    d.kexec(KERNEL_CHUNKS)
+    # visit every chunk: Neuroglancer keeps them all in memory
+    for y in range(128, PAN_SIZE, 256):
+        for x in range(128, PAN_SIZE, 256):
+            d.kexec(f"w.viewer_state = {{'position': [{y}, {x}]}}")
+            d.lab.wait_for(lambda: d.k("w.viewer_state['position'][:2]") == [y, x], 30, f"the view at {y}, {x}")
+            d.settle()
+    held = d.js(PAGE_CHUNKS)
+    assert sum(k.startswith("predictions/") for k in held) >= 16
+    in_place0, reloaded0 = refresh_counts(d)
+
+    d.kexec("w.add_stroke(**strokes[-2])")
+    d.settle()
+    in_place1, reloaded1 = refresh_counts(d)
+    assert reloaded1 > reloaded0, "an update with 16 chunks held and 1 in view should reload"
+    assert "in view" in d.js("h.stats().lastReloadReason")
+    page = page_matches_kernel(d)
+    assert sum(k.startswith("predictions/") for k in page) < 16, "the reload should have dropped the other chunks"
+
+    d.kexec("w.add_stroke(**strokes[-1])")
+    d.settle()
+    in_place2, reloaded2 = refresh_counts(d)
+    assert reloaded2 == reloaded1, d.js("h.stats().lastReloadReason")
+    assert in_place2 > in_place1
+    page_matches_kernel(d)
