@@ -384,7 +384,13 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       if (plan.held.size > MAX_HELD_PER_SHOWN * shown + MAX_HELD_SLACK) {
         return `the page holds ${plan.held.size} chunks, ${shown} in view`;
       }
-      applyChunkUpdate(plan);
+      try {
+        applyChunkUpdate(plan);
+      } catch (error) {
+        // some chunks may have their new bytes, others not: the reload below puts them all right
+        console.warn("ilastik_widget: in-place chunk update failed", error);
+        return `the update failed (${error instanceof Error ? error.message : String(error)})`;
+      }
       fetcher.reportSeen(plan.keys);
       return undefined;
     })();
