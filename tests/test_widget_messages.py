@@ -615,28 +615,17 @@ def test_refresh_carries_the_chunks_the_browser_shows(data):
     w.close()
 
 
-def test_labels_refresh_goes_alone_when_no_training_follows(data):
+def test_labels_refresh_goes_alone_when_no_training_follows_and_names_chunks_now_empty(data):
     image, _, strokes = data
     w, rec = make_widget(image)
     w.live = False
     w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0"]})
     w.wait(30)
     w.handle_message(stroke_msg(2, strokes[0]))
-    (keys, buffers), = _pushed(rec, "labels")
-    assert keys == ["labels/0/0.0"] and buffers == w.chunk_server.read(keys)
+    (content, buffers), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
+    assert content["keys"] == ["labels/0/0.0"] and buffers == w.chunk_server.read(content["keys"])
+    assert content["missing"] == []
     assert not _pushed(rec, "probabilities")
-    w.close()
-
-
-def test_refresh_names_the_shown_chunks_that_are_now_missing(data):
-    image, _, strokes = data
-    w, rec = make_widget(image)
-    w.live = False
-    w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0"]})
-    w.wait(30)
-    w.handle_message(stroke_msg(2, strokes[0]))
-    (content, _), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
-    assert content["keys"] == ["labels/0/0.0"] and content["missing"] == []
     # the browser reports it shows the chunk (updated in place); then the only stroke goes: the chunk is empty
     w.handle_message({"type": "seen", "id": 3, "keys": ["labels/0/0.0"]})
     rec.sent.clear()
