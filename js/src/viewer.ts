@@ -8,7 +8,9 @@
 // left drag paints, right drag pans; the wheel zooms on 2D images and steps through slices in volumes (ctrl+wheel
 // zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
 // widget's own shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the centre
-// of voxel i at i. `refresh(layers, generation)` re-reads layers in place without blanking them (layers.ts LayerRefresher).
+// of voxel i at i. `refresh(layers, generation, pushed)` shows new data without blanking: the pushed chunks are written
+// into the viewer's chunks when they cover all it holds (chunk_update.ts), else the layers re-read (layers.ts
+// LayerRefresher).
 // The handle is also `window.__ilastikWidgets[widgetId]` (the newest view of the widget; all its views are in
 // `window.__ilastikWidgetViews[widgetId]`).
 
