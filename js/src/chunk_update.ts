@@ -104,6 +104,32 @@ export function planChunkUpdate(sources: UpdatableSource[], lookup: PushedLookup
   return plan;
 }
 
+/**
+ * An in-place update is done while the page holds at most this many chunks of an array per chunk in view, plus the
+ * slack: the chunks Neuroglancer prefetches around the view (coarser levels, neighbouring slabs of a volume) fit in
+ * it, the chunks of views the user has left do not.
+ */
+export const MAX_HELD_PER_SHOWN = 2;
+export const MAX_HELD_SLACK = 8;
+
+/**
+ * Why the sources hold too many chunks out of view for an in-place update, or undefined. Neuroglancer keeps the
+ * chunks of earlier views in memory, and updating them in place needs the kernel to compute them all on every
+ * update; a reload keeps only what is in view. `inView` maps a source to the Neuroglancer keys of its chunks in view.
+ */
+export function heldOutOfView(sources: UpdatableSource[], inView: Map<unknown, Set<string>>): string | undefined {
+  let held = 0;
+  let shown = 0;
+  for (const source of sources) {
+    const keys = inView.get(source);
+    for (const key of source.chunks.keys()) {
+      ++held;
+      if (keys?.has(key)) ++shown;
+    }
+  }
+  return held > MAX_HELD_PER_SHOWN * shown + MAX_HELD_SLACK ? `the page holds ${held} chunks, ${shown} in view` : undefined;
+}
+
 /** Puts the planned bytes into the chunks and re-uploads the textures of those on the GPU. */
 export function applyChunkUpdate(plan: ChunkUpdatePlan): void {
   for (const { source, chunk, data } of plan.changes) {

@@ -2,6 +2,7 @@
 // visibility/opacity settings, and cache invalidation when the kernel says an array changed.
 
 import { makeLayer } from "neuroglancer/unstable/layer/index.js";
+import { getNormalizedChunkLayout } from "neuroglancer/unstable/sliceview/base.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 
 /** One Neuroglancer layer definition, as chunk_server.layer_specs() makes it. */
@@ -211,6 +212,27 @@ export function chunkSourcesWithUrl(viewer: Viewer, prefix: string): ChunkSource
     if (typeof url === "string" && url.startsWith(prefix) && typeof source.invalidateCache === "function" &&
         source.chunks instanceof Map) {
       out.push(source as ChunkSource);
+    }
+  }
+  return out;
+}
+
+/**
+ * Keys of the chunks each chunk source has in view in some cross-section panel, counted the way Neuroglancer's
+ * `SliceView.isReady` counts them (the chunks a draw uses).
+ */
+export function chunksInView(viewer: Viewer): Map<unknown, Set<string>> {
+  const out = new Map<unknown, Set<string>>();
+  for (const panel of viewer.display.panels) {
+    const sliceView = (panel as unknown as { sliceView?: any }).sliceView;
+    if (sliceView === undefined || !(panel as unknown as { visible: boolean }).visible) continue;
+    for (const { visibleSources } of sliceView.visibleLayers.values()) {
+      for (const tsource of visibleSources) {
+        const layout = getNormalizedChunkLayout(sliceView.projectionParameters.value, tsource.chunkLayout);
+        let keys = out.get(tsource.source);
+        if (keys === undefined) out.set(tsource.source, (keys = new Set()));
+        sliceView.forEachVisibleChunk(tsource, layout, (key: string) => keys!.add(key));
+      }
     }
   }
   return out;

@@ -29,9 +29,8 @@ import type { ChunkTransport } from "./kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
 import type { FallbackListener } from "./layers.js";
-import { applyChunkUpdate, planChunkUpdate, type UpdatableSource } from "./chunk_update.js";
-import { getNormalizedChunkLayout } from "neuroglancer/unstable/sliceview/base.js";
-import { LAYER_NAMES, LayerRefresher, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
+import { applyChunkUpdate, heldOutOfView, planChunkUpdate, type UpdatableSource } from "./chunk_update.js";
+import { LAYER_NAMES, LayerRefresher, chunksInView, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -77,12 +76,8 @@ export interface ViewerHandle {
   setLayerSettings(settings: LayerSettings): void;
   getLayerSettings(): LayerSettings;
   /**
-   * Re-fetch the visible chunks of these layers ("raw", "labels", "predictions"/"probabilities"/...); `pushed` are
-   * chunks the kernel sent along (`keys[i]` in `buffers[i]`), used instead of asking for them.
-   */
-  /**
-   * New data of `layers` from the kernel; `pushed` carries chunks of it (`keys[i]` in `buffers[i]`) and the keys
-   * that are now `missing`.
+   * New data of these layers ("raw", "labels", "predictions"/"probabilities"/...); `pushed` carries chunks of it
+   * (`keys[i]` in `buffers[i]`) and the keys that are now `missing`, used instead of asking the kernel.
    */
   refresh(layers: string[], generation?: number, pushed?: {
     keys: string[]; buffers: Array<DataView | ArrayBuffer | Uint8Array>; missing?: string[];
@@ -102,8 +97,10 @@ export interface ViewerHandle {
   screenToVoxel(clientX: number, clientY: number): number[];
   panelRect(): DOMRect;
   isIdle(): boolean;
-  /** Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used). */
-  /** Chunk reads (kvstore_frontend.ts stats), and how refreshes were shown: chunks updated in place, or reloaded. */
+  /**
+   * Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used), and
+   * how refreshes were shown: arrays updated in place or reloaded, and why the last reload was needed.
+   */
   stats(): {
     messages: number; keys: number; bytes: number; dropped: number; cancelled: number; pushed: number;
     updatedInPlace: number; reloaded: number; lastReloadReason: string;
@@ -136,14 +133,6 @@ function fitScale(shape: number[], width: number, height: number, layout: string
   }
   return Math.max(w / pw, h / ph) * 1.05;
 }
-
-/**
- * An in-place update is done while the page holds at most this many chunks of an array per chunk in view (plus the
- * slack): the chunks Neuroglancer prefetches around the view (coarser levels, neighbouring slabs of a volume) fit
- * in it, the chunks of earlier views do not.
- */
-const MAX_HELD_PER_SHOWN = 2;
-const MAX_HELD_SLACK = 8;
 
 export function createViewer(el: HTMLElement, opts: CreateViewerOptions): ViewerHandle {
   const { widgetId } = opts;
@@ -346,22 +335,6 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   applyPendingPosition();
 
   const updates = { inPlace: 0, reloaded: 0, lastReason: "" };
-  /** Keys of the chunks each source has in view in some cross-section panel (as Neuroglancer's isReady counts them). */
-  const chunksInView = (): Map<unknown, Set<string>> => {
-    const out = new Map<unknown, Set<string>>();
-    for (const panel of slicePanels(viewer)) {
-      const sliceView = panel.sliceView as any;
-      for (const { visibleSources } of sliceView.visibleLayers.values()) {
-        for (const tsource of visibleSources) {
-          const layout = getNormalizedChunkLayout(sliceView.projectionParameters.value, tsource.chunkLayout);
-          let keys = out.get(tsource.source);
-          if (keys === undefined) out.set(tsource.source, (keys = new Set()));
-          sliceView.forEachVisibleChunk(tsource, layout, (key: string) => keys!.add(key));
-        }
-      }
-    }
-    return out;
-  };
   /** Puts the chunks the kernel pushed for `array` into the viewer's chunks (chunk_update.ts); false if it cannot. */
   const updateInPlace = (array: string): boolean => {
     const reason = (() => {
@@ -375,17 +348,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       for (const id of fetcher.servedChunks(array)) {
         if (!plan.held.has(id)) return `${id} was read but is not held by the page`;
       }
-      // Chunks of views the user has left stay in Neuroglancer's memory, and an in-place update needs the kernel
-      // to compute them all, on every update. Past a bound, reload instead: the reload keeps only what is in view.
-      const inView = chunksInView();
-      let shown = 0;
-      for (const source of sources) {
-        const keys = inView.get(source);
-        if (keys !== undefined) for (const key of source.chunks.keys()) shown += keys.has(key) ? 1 : 0;
-      }
-      if (plan.held.size > MAX_HELD_PER_SHOWN * shown + MAX_HELD_SLACK) {
-        return `the page holds ${plan.held.size} chunks, ${shown} in view`;
-      }
+      const tooMany = heldOutOfView(sources, chunksInView(viewer));
+      if (tooMany !== undefined) return tooMany;
       try {
         applyChunkUpdate(plan);
       } catch (error) {

@@ -7,6 +7,7 @@ import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DataType } from "neuroglancer/unstable/util/data_type.js";
 import {
   applyChunkUpdate,
+  heldOutOfView,
   planChunkUpdate,
   zarrChunkKey,
   type PushedLookup,
@@ -138,4 +139,18 @@ test("apply: a missing chunk that gets data leaves the shared fill texture; an e
   assert.equal(erased.textureLayout, FILL.textureLayout);
   assert.deepEqual(erased.calls, ["freeGPUMemory", "copyToGPU(texture was fill-texture)"]);
   assert.equal(erased.state, ChunkState.GPU_MEMORY);
+});
+
+test("heldOutOfView: at most 2 chunks held per chunk in view, plus 8", () => {
+  const chunks = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`${i},0`, new FakeChunk(null)]));
+  const a = source("mem://w/labels/0/", chunks(12));
+  const b = source("mem://w/labels/1/", chunks(2));
+  const keys = (...names: string[]) => new Set(names);
+  // 14 held, 3 in view (2 of a, 1 of b): 14 <= 2 * 3 + 8
+  assert.equal(heldOutOfView([a, b], new Map<unknown, Set<string>>([[a, keys("0,0", "1,0")], [b, keys("0,0", "9,9")]])),
+    undefined);
+  // 14 held, 2 in view: 14 > 12
+  assert.equal(heldOutOfView([a, b], new Map<unknown, Set<string>>([[a, keys("0,0", "1,0")]])),
+    "the page holds 14 chunks, 2 in view");
+  assert.equal(heldOutOfView([b], new Map()), undefined, "a few chunks held, none in view: within the slack");
 });
