@@ -5,7 +5,8 @@ A refresh that carries every chunk the page holds is applied to Neuroglancer's c
 chunks: a stroke painted with the mouse in a chunk that had no labels (a missing chunk gets data), then the same
 stroke deleted (the chunk is missing again). After each, every labels and predictions chunk the page holds must
 equal the kernel's bytes, the screen must show the labels as they now are, and the refresh must have been applied
-in place rather than by a reload.
+in place rather than by a reload. Two cases must reload once, then update in place again: after panning over many
+chunks (the page holds chunks of earlier views), and after a new class (the prediction chunks change shape).
 """
 
 from __future__ import annotations
@@ -96,6 +97,26 @@ def page_matches_kernel(d: WidgetDriver) -> dict:
     return page
 
 
+def stroke_updates_in_place(d: WidgetDriver, code: str) -> None:
+    """Run ``code`` (a change of the labels) and check that its refresh was applied in place and is right."""
+    in_place, reloaded = refresh_counts(d)
+    d.kexec(code)
+    d.settle()
+    in_place_after, reloaded_after = refresh_counts(d)
+    assert reloaded_after == reloaded, d.js("h.stats().lastReloadReason")
+    assert in_place_after > in_place
+    page_matches_kernel(d)
+
+
+def flat_points(seg: np.ndarray, step: int = 8) -> np.ndarray:
+    """Grid points (y, x) whose 7 x 7 neighbourhood is one class in ``seg``: one colour on screen at any rounding."""
+    size = seg.shape[0]
+    yy, xx = np.mgrid[4:size - 3:step, 4:size - 3:step]
+    flat = np.array([seg[y - 3:y + 4, x - 3:x + 4].min() == seg[y - 3:y + 4, x - 3:x + 4].max()
+                     for y, x in zip(yy.ravel(), xx.ravel())])
+    return np.stack([yy.ravel()[flat], xx.ravel()[flat]], 1)
+
+
 def refresh_counts(d: WidgetDriver) -> tuple[int, int]:
     stats = d.js("h.stats()")
     return stats["updatedInPlace"], stats["reloaded"]
@@ -151,41 +172,44 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
             "w.set_layer('probabilities', visible=True, opacity=1.0)")
     d.settle()
     seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
-    yy, xx = np.mgrid[4:SIZE:8, 4:SIZE:8]
-    flat = np.array([[seg[max(0, y - 3):y + 4, max(0, x - 3):x + 4].min() == seg[max(0, y - 3):y + 4,
-                                                                              max(0, x - 3):x + 4].max()
-                      for x in range(4, SIZE, 8)] for y in range(4, SIZE, 8)])
-    grid_pts = np.stack([yy[flat], xx[flat]], 1)
-    screen = classify(d.sample(grid_pts), d.class_colors())
-    agree = (screen == seg[tuple(grid_pts.T)]).mean()
+    pts = flat_points(seg)
+    screen = classify(d.sample(pts), d.class_colors())
+    agree = (screen == seg[tuple(pts.T)]).mean()
     assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's segmentation"
 
 
-PAN_SIZE = 1024
-
-PAN_NOTEBOOK = [
-    f"""\
+def trained_widget_notebook(size: int, seed: int, n_strokes: int, then: str = "") -> list[str]:
+    """A widget on a synthetic image, trained on its first ``n_strokes`` simulated strokes (``strokes`` holds the
+    rest for the test), then the code ``then``."""
+    return [f"""\
 import numpy as np
 from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells, simulated_strokes
 
-image, truth = synthetic_cells(({PAN_SIZE}, {PAN_SIZE}), seed=4)
-strokes = simulated_strokes(truth, n_per_class=4, radius=3, seed=4)
+image, truth = synthetic_cells(({size}, {size}), seed={seed})
+strokes = simulated_strokes(truth, n_per_class=4, radius=3, seed={seed})
 w = IlastikWidget(image)
-for s in strokes[:-2]:
+for s in strokes[:{n_strokes}]:
     w.add_stroke(**s)
 w.wait(120)
+{then}
+w""", "_E2E_DONE = True"]
+
+
+def open_widget(open_notebook, name: str, notebook: list[str]) -> WidgetDriver:
+    d = WidgetDriver(open_notebook(name, notebook), "w", timeout=300)
+    d.settle(timeout=300)
+    d.kexec(KERNEL_CHUNKS)
+    return d
+
+
+PAN_SIZE = 1024
 # zoomed in: a 256 x 256 chunk is wider than the view, so one chunk is in view at a chunk's centre
-w.viewer_state = {{"position": [128, 128], "crossSectionScale": 0.2}}
-w""",
-    "_E2E_DONE = True",
-]
+PAN_NOTEBOOK = trained_widget_notebook(PAN_SIZE, 4, 6, 'w.viewer_state = {"position": [128, 128], "crossSectionScale": 0.2}')
 
 
 def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_in_place_again(open_notebook):
-    d = WidgetDriver(open_notebook("live_refresh_pan.ipynb", PAN_NOTEBOOK), "w", timeout=300)
-    d.settle(timeout=300)
-    d.kexec(KERNEL_CHUNKS)
+    d = open_widget(open_notebook, "live_refresh_pan.ipynb", PAN_NOTEBOOK)
     # visit every chunk: Neuroglancer keeps them all in memory
     for y in range(128, PAN_SIZE, 256):
         for x in range(128, PAN_SIZE, 256):
@@ -194,19 +218,42 @@ def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_i
             d.settle()
     held = d.js(PAGE_CHUNKS)
     assert sum(k.startswith("predictions/") for k in held) >= 16
-    in_place0, reloaded0 = refresh_counts(d)
+    reloaded0 = refresh_counts(d)[1]
 
-    d.kexec("w.add_stroke(**strokes[-2])")
+    d.kexec("w.add_stroke(**strokes[6])")
     d.settle()
-    in_place1, reloaded1 = refresh_counts(d)
-    assert reloaded1 > reloaded0, "an update with 16 chunks held and 1 in view should reload"
+    assert refresh_counts(d)[1] > reloaded0, "an update with 16 chunks held and 1 in view should reload"
     assert "in view" in d.js("h.stats().lastReloadReason")
     page = page_matches_kernel(d)
     assert sum(k.startswith("predictions/") for k in page) < 16, "the reload should have dropped the other chunks"
 
-    d.kexec("w.add_stroke(**strokes[-1])")
+    stroke_updates_in_place(d, "w.add_stroke(**strokes[7])")
+
+
+CLASS_NOTEBOOK = trained_widget_notebook(512, 0, 6)
+
+
+def test_a_new_class_reloads_the_predictions_once_then_updates_are_in_place_again(open_notebook):
+    d = open_widget(open_notebook, "live_refresh_class.ipynb", CLASS_NOTEBOOK)
+    d.kexec("w.add_stroke(**strokes[6])")
     d.settle()
-    in_place2, reloaded2 = refresh_counts(d)
-    assert reloaded2 == reloaded1, d.js("h.stats().lastReloadReason")
-    assert in_place2 > in_place1
+    reloaded0 = refresh_counts(d)[1]
+    # a third class: the prediction chunks get a third channel and no longer fit the ones the page holds
+    d.kexec("w.add_class('Membrane', '#ff00ff')")
+    d.kexec("_s = dict(strokes[7], label=3); w.add_stroke(**_s)")
+    d.lab.wait_for(lambda: d.k("int(w.session.segmentation().max())") == 3, 60, "predictions of three classes")
+    d.settle()
+    assert refresh_counts(d)[1] > reloaded0
     page_matches_kernel(d)
+    stroke_updates_in_place(d, "w.add_stroke(**strokes[5])")
+    # on screen: each class in its colour where the kernel's segmentation is flat
+    d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+            "w.set_layer('probabilities', visible=True, opacity=1.0)")
+    d.settle()
+    seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
+    pts = flat_points(seg)
+    kernel = seg[tuple(pts.T)]
+    assert (kernel == 3).sum() > 20, "the third class should cover some of the image"
+    screen = classify(d.sample(pts), d.class_colors())
+    agree = (screen == kernel).mean()
+    assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's three-class segmentation"
