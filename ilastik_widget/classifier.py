@@ -11,13 +11,35 @@ Parameters are plain JSON-able dicts; a fitted forest can be exported to plain n
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
 
-__all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE"]
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier
+
+__all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE", "import_sklearn_soon"]
+
+# scikit-learn is imported where a forest is made, not with this module: the import takes about 0.8 s, and a widget
+# needs no forest until two classes are painted. `import_sklearn_soon` does it in the background meanwhile.
+_sklearn_timer: threading.Timer | None = None
+
+
+def import_sklearn_soon(delay: float = 2.0) -> None:
+    """Import scikit-learn's forest in a background thread after ``delay`` seconds (once per process), so the first
+    training does not wait for it. The delay leaves the kernel to the viewer's first chunk requests."""
+    global _sklearn_timer
+    if _sklearn_timer is not None:
+        return
+
+    def run() -> None:
+        import sklearn.ensemble  # noqa: F401
+
+    _sklearn_timer = threading.Timer(delay, run)
+    _sklearn_timer.daemon = True
+    _sklearn_timer.start()
 
 # While painting (measured with benchmarks/bench_interactive.py on 2 cores): 10 trees, each grown on
 # every training pixel instead of a bootstrap sample.  Over 6 synthetic images x 5 forests its
@@ -160,6 +182,8 @@ class PixelClassifier:
         keep = subsample_per_class(y, self.max_samples_per_class, self.seed)
         if keep is not None:
             X, y = X[keep], y[keep]
+        from sklearn.ensemble import RandomForestClassifier
+
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth, random_state=self.seed,
             n_jobs=self.n_jobs, max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
@@ -238,6 +262,7 @@ class PixelClassifier:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> PixelClassifier:
         """Rebuild a fitted classifier from :meth:`to_arrays` output (and :meth:`params`)."""
+        from sklearn.ensemble import RandomForestClassifier
         from sklearn.tree import DecisionTreeClassifier
         from sklearn.tree._tree import NODE_DTYPE, Tree
 

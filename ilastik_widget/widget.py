@@ -236,6 +236,10 @@ class IlastikWidget(anywidget.AnyWidget):
             self._set_status("Ready")
         elif self.live and self._labelled_classes()[1] >= 2:
             self._retrain()
+        else:
+            from .classifier import import_sklearn_soon
+
+            import_sklearn_soon()  # ready before two classes are painted; the widget shows without waiting for it
 
     # ------------------------------------------------------------------------------------------ properties
 
