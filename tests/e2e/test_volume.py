@@ -50,3 +50,54 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
     other = np.array([[(z + 7) % 24, y, x] for _, y, x in line])
     off_plane = dist(d.sample(other), color)
     assert (on_plane < 0.5 * off_plane).all(), "the stroke shows on a plane it was not painted on"
+
+
+OBLIQUE_NOTEBOOK = [
+    """\
+import numpy as np
+from ilastik_widget import IlastikWidget
+from ilastik_widget.datasets import synthetic_cells
+image, truth = synthetic_cells((48, 96, 96), seed=1)
+w = IlastikWidget(image)
+w.brush_size = 5
+# the xy panel tilted by 30 degrees about the x axis (Neuroglancer quaternion [x, y, z, w])
+w.viewer_state = {"position": [24, 48, 48], "crossSectionOrientation": [0.25881905, 0.0, 0.0, 0.96592583]}
+w""",
+    "_E2E_DONE = True",
+]
+
+
+def test_a_stroke_on_an_oblique_panel_lands_on_the_voxels_of_that_plane(open_notebook):
+    lab = open_notebook("oblique.ipynb", OBLIQUE_NOTEBOOK)
+    d = WidgetDriver(lab, "w")
+    d.settle()
+    state = d.k("w.viewer_state")
+    assert np.allclose(state["crossSectionOrientation"], [0.25881905, 0.0, 0.0, 0.96592583], atol=1e-4)
+    centre = np.asarray(state["position"], float)
+    theta = np.radians(30)
+    # the panel's vertical direction and its normal, in array order (z, y, x): the y axis tilted towards z
+    up = np.array([np.sin(theta), np.cos(theta), 0.0])
+    normal = np.array([np.cos(theta), -np.sin(theta), 0.0])
+    on_plane = np.array([centre + s * up for s in np.linspace(-24, 24, 13)])
+    before = d.sample(on_plane)
+
+    d.press("2")
+    lab.wait_for(lambda: d.k("w.active_class") == 2, 20, "class 2")
+    d.drag(on_plane)
+    lab.wait_for(lambda: d.k("len(w.session.annotations.strokes)") == 1, 30, "the stroke in the kernel")
+    assert d.k("list(w.session.annotations.strokes[0].axes)") == [1, 2], "nearest axis-aligned plane: xy"
+    voxels = np.asarray(d.k("np.argwhere(w.session.labels() == 2).tolist()"), float)
+    assert len(voxels) > 100
+    off = np.abs((voxels - centre) @ normal)
+    assert off.max() <= 2 + 1.0, f"labels up to {off.max():.1f} voxels off the panel's plane (brush radius 2)"
+    planes = np.unique(voxels[:, 0])
+    assert len(planes) >= 20, f"the stroke crosses 24 z planes but labels only {planes.tolist()}"
+    # every dragged point is labelled
+    labels = np.asarray(d.k("w.session.labels().tolist()"))
+    assert (labels[tuple(np.rint(on_plane).astype(int).T)] == 2).all()
+
+    color = d.class_colors()[1]
+    d.page.mouse.move(2, 2)  # the brush outline follows the pointer
+    d.settle()
+    after = d.sample(on_plane)
+    assert (dist(after, color) < 0.6 * dist(before, color)).mean() > 0.9, "the stroke is not drawn on the panel"
