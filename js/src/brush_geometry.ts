@@ -108,10 +108,9 @@ export class PanelGeometry {
     return dims.filter((_: number, i: number) => i !== off);
   }
 
-  /** True if this panel shows an (approximately) axis-aligned plane spanned by global dims named x and y. */
-  isXY(globalNames: readonly string[]): boolean {
-    const names = this.planeGlobalDims().map((d) => globalNames[d]).sort();
-    return names.length === 2 && names[0] === "x" && names[1] === "y";
+  /** The (nearest axis-aligned) plane this panel shows, as the names of its two global dims in order: "xy", "xz"... */
+  planeName(globalNames: readonly string[]): string {
+    return this.planeGlobalDims().map((d) => globalNames[d]).sort().join("");
   }
 }
 

@@ -92,10 +92,11 @@ export interface ViewerHandle {
   /** Moves the view centre to `point` (array order, voxels). */
   moveTo(point: number[]): void;
   dispose(): void;
-  // Test hooks (CONTRACTS.md).
-  voxelToScreen(point: number[]): [number, number];
-  screenToVoxel(clientX: number, clientY: number): number[];
-  panelRect(): DOMRect;
+  // Test hooks (CONTRACTS.md). `plane` names the cross-section panel by its (nearest axis-aligned) plane: "xy"
+  // (default), "xz" or "yz".
+  voxelToScreen(point: number[], plane?: string): [number, number];
+  screenToVoxel(clientX: number, clientY: number, plane?: string): number[];
+  panelRect(plane?: string): DOMRect;
   isIdle(): boolean;
   /**
    * Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used), and
@@ -242,12 +243,15 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   });
   if (opts.brush) brush.setSettings(opts.brush);
 
-  const firstXYPanel = (): PanelGeometry => {
+  /** The cross-section panel showing `plane` ("xy", "xz", "yz"); for "xy" any panel if none shows it. */
+  const panelShowing = (plane = "xy"): PanelGeometry => {
     const panels = slicePanels(viewer).map((p) => new PanelGeometry(p));
     const { names } = viewer.coordinateSpace.value;
-    const xy = panels.find((g) => g.valid && g.isXY(names)) ?? panels.find((g) => g.valid) ?? panels[0];
-    if (xy === undefined) throw new Error("no cross-section panel is shown");
-    return xy;
+    const wanted = plane.split("").sort().join("");
+    const found = panels.find((g) => g.valid && g.planeName(names) === wanted) ??
+      (plane === "xy" ? (panels.find((g) => g.valid) ?? panels[0]) : undefined);
+    if (found === undefined) throw new Error(`no cross-section panel shows the ${plane} plane`);
+    return found;
   };
 
   // A position (array order) waiting for the layers to define the global dimensions and their bounds: it is then
@@ -452,17 +456,17 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
         else delete window.__ilastikWidgets[widgetId];
       }
     },
-    voxelToScreen(point) {
-      const geometry = firstXYPanel();
+    voxelToScreen(point, plane) {
+      const geometry = panelShowing(plane);
       const global = axisMap.toGlobal(point, viewer.position.value);
       return geometry.globalToClient(global);
     },
-    screenToVoxel(clientX, clientY) {
-      const geometry = firstXYPanel();
+    screenToVoxel(clientX, clientY, plane) {
+      const geometry = panelShowing(plane);
       return axisMap.toArray(geometry.clientToGlobal(clientX, clientY));
     },
-    panelRect() {
-      return firstXYPanel().rect();
+    panelRect(plane) {
+      return panelShowing(plane).rect();
     },
     isIdle() {
       return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !refresher.busy;

@@ -136,7 +136,7 @@ test("PanelGeometry: an xy panel maps client pixels to global coordinates at its
   assert.equal(g.voxelsPerPixel(), 0.5);
   close(g.normal(), [0, 0, 1]);
   assert.deepEqual(g.planeGlobalDims(), [2, 1]);
-  assert.equal(g.isXY(["z", "y", "x"]), true);
+  assert.equal(g.planeName(["z", "y", "x"]), "xy");
   assert.equal(g.distanceFromPlane([3.5, 0, 0]), 0);
   assert.equal(g.distanceFromPlane([5.5, 0, 0]), 2);
   assert.equal(g.distanceFromPlane([1.5, 100, -7]), -2);
@@ -147,7 +147,7 @@ test("PanelGeometry: an xz panel of a volume is not xy and paints in the x and z
   const g = new PanelGeometry(fakePanel({ dims: [2, 0, 1], voxelsPerPixel: 2, globalPosition: [10, 20, 30] }));
   close(g.clientToGlobal(CENTRE[0] + 1, CENTRE[1] + 3), [16, 20, 32]);
   assert.deepEqual(g.planeGlobalDims(), [2, 0]);
-  assert.equal(g.isXY(["z", "y", "x"]), false);
+  assert.equal(g.planeName(["z", "y", "x"]), "xz");
   assert.equal(g.distanceFromPlane([0, 21, 0]), 1);
 });
 
@@ -179,7 +179,7 @@ test("PanelGeometry: oblique panels round-trip client -> global -> client and li
     // The nearest axis-aligned plane: xy while tilted less than 45 degrees, else xz.
     const nearXY = Math.abs(c) > Math.abs(sn);
     assert.deepEqual(g.planeGlobalDims(), nearXY ? [2, 1] : [2, 0], `plane at ${degrees}`);
-    assert.equal(g.isXY(["z", "y", "x"]), nearXY);
+    assert.equal(g.planeName(["z", "y", "x"]) === "xy", nearXY);
   }
 });
 
@@ -188,7 +188,7 @@ test("PanelGeometry: a 2D image (display rank 2) has no off-plane distance", () 
   close(g.clientToGlobal(CENTRE[0] + 2, CENTRE[1] + 3), [8, 8]);
   assert.equal(g.distanceFromPlane([100, 100]), 0);
   assert.deepEqual(g.planeGlobalDims(), [1, 0]);
-  assert.equal(g.isXY(["y", "x"]), true);
+  assert.equal(g.planeName(["y", "x"]), "xy");
 });
 
 test("PanelGeometry: a panel with no size or no display dimensions is not valid", () => {

@@ -101,3 +101,30 @@ def test_a_stroke_on_an_oblique_panel_lands_on_the_voxels_of_that_plane(open_not
     d.settle()
     after = d.sample(on_plane)
     assert (dist(after, color) < 0.6 * dist(before, color)).mean() > 0.9, "the stroke is not drawn on the panel"
+
+
+def test_a_stroke_on_the_xz_panel_lands_on_the_shown_y_plane(open_notebook):
+    lab = open_notebook("volume_xz.ipynb", NOTEBOOK)
+    d = WidgetDriver(lab, "w")
+    d.settle()
+    y = int(round(d.k("w.viewer_state")["position"][1]))
+    # along z and x on the xz panel, through the y plane it shows
+    stroke = [[4, y, 30], [20, y, 60]]
+    line = np.array([[round(4 + 16 * t), y, round(30 + 30 * t)] for t in np.linspace(0.1, 0.9, 7)])
+    before = d.sample(line, plane="xz")
+    d.press("2")
+    lab.wait_for(lambda: d.k("w.active_class") == 2, 20, "class 2")
+    d.drag(stroke, plane="xz")
+    lab.wait_for(lambda: d.k("len(w.session.annotations.strokes)") == 1, 30, "the stroke in the kernel")
+    assert d.k("list(w.session.annotations.strokes[0].axes)") == [0, 2], "an xz stroke paints in the z and x axes"
+    voxels = np.asarray(d.k("np.argwhere(w.session.labels() == 2).tolist()"))
+    assert np.unique(voxels[:, 1]).tolist() == [y], "labels off the y plane the panel shows"
+    assert len(np.unique(voxels[:, 0])) >= 14, "the stroke spans z 4..20"
+    labels = np.asarray(d.k("w.session.labels().tolist()"))
+    assert (labels[tuple(line.T)] == 2).all()
+
+    color = d.class_colors()[1]
+    d.page.mouse.move(2, 2)
+    d.settle()
+    assert (dist(d.sample(line, plane="xz"), color) < 0.6 * dist(before, color)).all(), \
+        "the stroke is not drawn on the xz panel"

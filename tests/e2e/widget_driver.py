@@ -59,14 +59,15 @@ class WidgetDriver:
     def is_idle(self) -> bool:
         return bool(self.js("h.isIdle()"))
 
-    def panel_rect(self) -> dict:
-        r = self.js("(() => { const r = h.panelRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
-        return r
+    def panel_rect(self, plane: str = "xy") -> dict:
+        """Client rectangle of the cross-section panel showing ``plane`` ("xy", "xz", "yz")."""
+        return self.js("(() => { const r = h.panelRect(arg); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()",
+                       plane)
 
-    def to_screen(self, points) -> np.ndarray:
-        """(N, ndim) voxel coordinates in array index order -> (N, 2) client (x, y)."""
+    def to_screen(self, points, plane: str = "xy") -> np.ndarray:
+        """(N, ndim) voxel coordinates in array index order -> (N, 2) client (x, y) on the panel showing ``plane``."""
         pts = np.asarray(points, float).reshape(-1, np.shape(points)[-1]).tolist()
-        return np.asarray(self.js("arg.map((p) => h.voxelToScreen(p))", pts), float).reshape(-1, 2)
+        return np.asarray(self.js("arg[0].map((p) => h.voxelToScreen(p, arg[1]))", [pts, plane]), float).reshape(-1, 2)
 
     def scroll_into_view(self) -> None:
         """Bring the whole viewer panel into the viewport (screen reads and mouse input need it there)."""
@@ -119,9 +120,9 @@ class WidgetDriver:
             self.lab.pause(0.15)
 
     # ---- pixels ------------------------------------------------------------------------------------------
-    def sample(self, points, shot: np.ndarray | None = None) -> np.ndarray:
-        """RGB (N, 3) of the screen at the given voxels (one viewport screenshot)."""
-        xy = np.rint(self.to_screen(points)).astype(int)
+    def sample(self, points, shot: np.ndarray | None = None, plane: str = "xy") -> np.ndarray:
+        """RGB (N, 3) of the screen at the given voxels on the panel showing ``plane`` (one viewport screenshot)."""
+        xy = np.rint(self.to_screen(points, plane)).astype(int)
         shot = self.lab.screenshot_array() if shot is None else shot
         h, w = shot.shape[:2]
         if (xy[:, 0] < 0).any() or (xy[:, 1] < 0).any() or (xy[:, 0] >= w).any() or (xy[:, 1] >= h).any():
@@ -140,9 +141,9 @@ class WidgetDriver:
         self.hover()
         self.page.keyboard.press(key)
 
-    def drag(self, points: Sequence[Sequence[float]], steps: int = 4) -> None:
-        """Left-drag through the given voxels (array index order) on the xy panel."""
-        xy = self.to_screen(points)
+    def drag(self, points: Sequence[Sequence[float]], steps: int = 4, plane: str = "xy") -> None:
+        """Left-drag through the given voxels (array index order) on the panel showing ``plane``."""
+        xy = self.to_screen(points, plane)
         m = self.page.mouse
         m.move(*xy[0])
         m.down()
