@@ -1,4 +1,5 @@
-"""A 3D volume: the four-panel layout, and a stroke on the xy panel lands on the voxels of the shown plane only."""
+"""A 3D volume: the four-panel layout, and a stroke lands on the voxels of the plane its panel shows, on the xy panel,
+the xz panel, and an oblique panel."""
 
 from __future__ import annotations
 
@@ -6,22 +7,29 @@ import numpy as np
 
 from widget_driver import WidgetDriver, dist
 
-NOTEBOOK = [
-    """\
+def volume_notebook(shape: tuple[int, int, int], seed: int, then: str = "") -> list[str]:
+    return [f"""\
 import numpy as np
 from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells
-image, truth = synthetic_cells((24, 96, 96), seed=0)
+image, truth = synthetic_cells({shape!r}, seed={seed})
 w = IlastikWidget(image)
-w""",
-    "_E2E_DONE = True",
-]
+{then}
+w""", "_E2E_DONE = True"]
+
+
+NOTEBOOK = volume_notebook((24, 96, 96), 0)
+
+
+def open_volume(open_notebook, name: str, notebook: list[str]):
+    lab = open_notebook(name, notebook)
+    d = WidgetDriver(lab, "w")
+    d.settle()
+    return lab, d
 
 
 def test_volume_strokes_land_on_the_shown_plane(open_notebook):
-    lab = open_notebook("volume.ipynb", NOTEBOOK)
-    d = WidgetDriver(lab, "w")
-    d.settle()
+    lab, d = open_volume(open_notebook, "volume.ipynb", NOTEBOOK)
     state = d.k("w.viewer_state")
     assert state["layout"] == "4panel"
     z = int(round(state["position"][0]))
@@ -52,25 +60,13 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
     assert (on_plane < 0.5 * off_plane).all(), "the stroke shows on a plane it was not painted on"
 
 
-OBLIQUE_NOTEBOOK = [
-    """\
-import numpy as np
-from ilastik_widget import IlastikWidget
-from ilastik_widget.datasets import synthetic_cells
-image, truth = synthetic_cells((48, 96, 96), seed=1)
-w = IlastikWidget(image)
-w.brush_size = 5
 # the xy panel tilted by 30 degrees about the x axis (Neuroglancer quaternion [x, y, z, w])
-w.viewer_state = {"position": [24, 48, 48], "crossSectionOrientation": [0.25881905, 0.0, 0.0, 0.96592583]}
-w""",
-    "_E2E_DONE = True",
-]
+OBLIQUE_NOTEBOOK = volume_notebook((48, 96, 96), 1, """w.brush_size = 5
+w.viewer_state = {"position": [24, 48, 48], "crossSectionOrientation": [0.25881905, 0.0, 0.0, 0.96592583]}""")
 
 
 def test_a_stroke_on_an_oblique_panel_lands_on_the_voxels_of_that_plane(open_notebook):
-    lab = open_notebook("oblique.ipynb", OBLIQUE_NOTEBOOK)
-    d = WidgetDriver(lab, "w")
-    d.settle()
+    lab, d = open_volume(open_notebook, "oblique.ipynb", OBLIQUE_NOTEBOOK)
     state = d.k("w.viewer_state")
     assert np.allclose(state["crossSectionOrientation"], [0.25881905, 0.0, 0.0, 0.96592583], atol=1e-4)
     centre = np.asarray(state["position"], float)
@@ -104,9 +100,7 @@ def test_a_stroke_on_an_oblique_panel_lands_on_the_voxels_of_that_plane(open_not
 
 
 def test_a_stroke_on_the_xz_panel_lands_on_the_shown_y_plane(open_notebook):
-    lab = open_notebook("volume_xz.ipynb", NOTEBOOK)
-    d = WidgetDriver(lab, "w")
-    d.settle()
+    lab, d = open_volume(open_notebook, "volume_xz.ipynb", NOTEBOOK)
     y = int(round(d.k("w.viewer_state")["position"][1]))
     # along z and x on the xz panel, through the y plane it shows
     stroke = [[4, y, 30], [20, y, 60]]
