@@ -1,6 +1,7 @@
 """The controls a user reaches for besides painting, each checked in the kernel (and on screen where it shows):
 navigate mode (drag pans, wheel zooms, nothing is painted), the brush-size keys, the help overlay, live update off
-with "Update now", the class list (add, rename, recolour, pick, delete) and a click on a stroke row moving the view.
+with "Update now", the class list (add, rename, recolour, pick, delete), a click on a stroke row moving the view, and
+the layer checkboxes, opacity sliders and s/u keys.
 
 One notebook for the module; the tests run in file order.
 """
@@ -32,6 +33,7 @@ w""",
 def wd(open_notebook_module) -> WidgetDriver:
     d = WidgetDriver(open_notebook_module("controls.ipynb", NOTEBOOK), "w")
     d.settle()
+    d.kexec("_first_view = dict(w.viewer_state)")  # the whole image, to come back to
     return d
 
 
@@ -146,3 +148,45 @@ def test_a_click_on_a_stroke_row_moves_the_view_there(wd):
     assert abs(xy[0] - (rect["x"] + rect["width"] / 2)) < 8 and abs(xy[1] - (rect["y"] + rect["height"] / 2)) < 8
     color = hex_rgb(d.k("w.classes")[stroke["label"] - 1]["color"])
     assert dist(d.sample([centre])[0], color) < 120
+
+
+def test_layer_checkboxes_sliders_and_keys_show_the_prediction_layers(wd):
+    d = wd
+    assert d.k("w.session.is_trained")
+    seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
+    yy, xx = np.mgrid[6:SIZE - 6:12, 6:SIZE - 6:12]
+    flat = np.array([seg[y - 4:y + 5, x - 4:x + 5].min() == seg[y - 4:y + 5, x - 4:x + 5].max()
+                     for y, x in zip(yy.ravel(), xx.ravel())])
+    pts = np.stack([yy.ravel()[flat], xx.ravel()[flat]], 1)
+    labelled = np.asarray(d.k("(w.session.labels() > 0).tolist()"), bool)
+    pts = pts[~labelled[tuple(pts.T)]]
+    colors = np.stack([hex_rgb(c["color"]) for c in d.k("w.classes")])
+    d.kexec("w.set_layer('probabilities', visible=False); "
+            "w.viewer_state = {k: _first_view[k] for k in ('position', 'crossSectionScale')}")
+    d.settle()
+    raw = d.sample(pts)
+
+    # the segmentation checkbox: each pixel in its class colour (opacity 1 from the slider)
+    d.testid("layer-visible-segmentation").check()
+    d.lab.wait_for(lambda: d.k("w.layers['segmentation']['visible']") is True, 20, "segmentation shown in the kernel")
+    slider = d.testid("layer-opacity-segmentation")
+    slider.fill("1")
+    d.lab.wait_for(lambda: d.k("w.layers['segmentation']['opacity']") == 1.0, 20, "segmentation opacity 1 in the kernel")
+    d.settle()
+    shown = d.sample(pts)
+    nearest = np.argmin(np.stack([dist(shown, c) for c in colors], 1), 1) + 1
+    agree = (nearest == seg[tuple(pts.T)]).mean()
+    assert agree > 0.95, f"the segmentation layer shows {agree:.3f} of the kernel's segmentation"
+
+    # 's' hides it again, 'u' shows the uncertainty (somewhere on the image it is not the raw image)
+    d.hover()
+    d.press("s")
+    d.lab.wait_for(lambda: d.k("w.layers['segmentation']['visible']") is False, 20, "'s' to hide the segmentation")
+    assert not d.testid("layer-visible-segmentation").is_checked()
+    d.settle()
+    assert (dist(d.sample(pts), raw) < 30).mean() > 0.95, "the segmentation is still drawn"
+    d.press("u")
+    d.lab.wait_for(lambda: d.k("w.layers['uncertainty']['visible']") is True, 20, "'u' to show the uncertainty")
+    assert d.testid("layer-visible-uncertainty").is_checked()
+    d.press("u")
+    d.lab.wait_for(lambda: d.k("w.layers['uncertainty']['visible']") is False, 20, "'u' to hide the uncertainty")
