@@ -1,7 +1,7 @@
 // The control panel beside the viewer: classes, tools, layers, feature matrix, stroke list, status.
 //
 // The panel only reads traits and writes traits or sends requests; the kernel is the source of truth and its
-// answer (a trait change) re-renders the panel. Every control carries the data-testid listed in CONTRACTS.md.
+// answer (a trait change) re-renders the panel. Every control carries a data-testid (the e2e tests find them by it).
 
 import { SHORTCUTS } from "./shortcuts.js";
 

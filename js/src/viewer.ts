@@ -1,5 +1,5 @@
 // The Neuroglancer viewer of one widget: created inside the widget's element, fed by the kernel through the mem://
-// kvstore, with the brush tool and the test hooks of CONTRACTS.md.
+// kvstore, with the brush tool and the test hooks used by tests/e2e/widget_driver.py.
 //
 //   const handle = createViewer(el, { widgetId, transport, shape, layers, layerSettings, state, brush });
 //
@@ -92,7 +92,7 @@ export interface ViewerHandle {
   /** Moves the view centre to `point` (array order, voxels). */
   moveTo(point: number[]): void;
   dispose(): void;
-  // Test hooks (CONTRACTS.md). `plane` names the cross-section panel by its (nearest axis-aligned) plane: "xy"
+  // Test hooks (tests/e2e/widget_driver.py). `plane` names the cross-section panel by its (nearest axis-aligned) plane: "xy"
   // (default), "xz" or "yz".
   voxelToScreen(point: number[], plane?: string): [number, number];
   screenToVoxel(clientX: number, clientY: number, plane?: string): number[];
