@@ -8,10 +8,11 @@
 // about a tenth of a second per live update on a software-rendered page (benchmarks/bench_browser.py).
 //
 // It is only done when nothing can be left stale; otherwise the caller invalidates as before:
-// - every chunk the page holds (on the GPU or not) has pushed bytes or is pushed as missing;
+// - every chunk the page holds (on the GPU or not) has pushed bytes or is pushed as missing (`planChunkUpdate`);
 // - every chunk read since the last invalidation is among them (anything else may sit, old, in the worker's memory);
 // - no read of the array is waiting for the kernel (its answer could be the old data).
-// The first condition is checked here, the others by the caller with the fetcher's record (kvstore_frontend.ts).
+// The last two are checked by the caller with the fetcher's record (kvstore_frontend.ts). And it is not done while the
+// page holds many chunks out of view (`heldOutOfView`): the kernel would have to compute them all on every update.
 
 import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DATA_TYPE_ARRAY_CONSTRUCTOR, DATA_TYPE_BYTES } from "neuroglancer/unstable/util/data_type.js";
