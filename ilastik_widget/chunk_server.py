@@ -233,6 +233,11 @@ def _pad_to(block: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
+#: Chunks predicted together ahead of a push: enough for every worker thread, few enough to stop soon when the
+#: predictions are superseded.
+PREDICT_AHEAD_BATCH = 8
+
+
 class ChunkPush(NamedTuple):
     """Chunks of one array sent with a refresh: ``keys[i]`` holds ``data[i]``; the ``missing`` keys have no data
     (their fill value, 0)."""
@@ -451,6 +456,8 @@ class ChunkServer:
         total = 0
         # coarse chunks are assembled from the finer ones (a stable sort keeps the newest first within a level)
         wanted.sort(key=lambda rest: int(rest.split("/", 1)[0]))
+        if array == "predictions":
+            self._predict_ahead(wanted, max_bytes, cancelled)
         for rest in wanted:
             if cancelled():
                 self.note_keys(prefix + k for k in reversed(wanted))  # still on screen: the next push wants them
@@ -472,6 +479,35 @@ class ChunkServer:
         # Pushed keys join the next working set only when the browser reports it used them (a `seen` message):
         # chunks of a view the user has left drop out.
         return push
+
+    def _predict_ahead(self, wanted: list[str], max_bytes: int, cancelled) -> None:
+        """Predict the full-resolution chunks of a push that fit in its budget in parallel, a batch at a time, so
+        that take_push then reads them from the session's cache: one chunk after another, each predicted on its own
+        with the forest's threads splitting its rows, is slower. Anything that fails here is predicted and reported
+        by take_push itself."""
+        precompute = getattr(self.session, "precompute", None)
+        if precompute is None:
+            return
+        array = self._predictions_array()
+        regions = []
+        for rest in wanted[: max(1, max_bytes // (math.prod(array.chunk) * array.channels))]:
+            level, _, index = rest.partition("/")
+            if level != "0":
+                break  # finest level first: the coarse chunks are assembled from these
+            try:
+                region = array.chunk_region(0, tuple(int(i) for i in index.split(".")))
+            except ValueError:
+                continue
+            if region is not None:
+                regions.append(region)
+        for i in range(0, len(regions), PREDICT_AHEAD_BATCH):
+            if cancelled():
+                return
+            try:
+                precompute(regions[i:i + PREDICT_AHEAD_BATCH])
+            except Exception:
+                log.debug("chunk_server: predicting ahead failed", exc_info=True)
+                return
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
         """Keys of every prediction chunk of the current generation, finest level first; empty when the image has

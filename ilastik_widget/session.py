@@ -751,6 +751,22 @@ class Session:
         self._map(work, blocks)
         return out
 
+    def precompute(self, regions: Iterable[Any]) -> None:
+        """Compute and cache the probabilities of every block the regions touch, all in parallel threads, so that
+        :meth:`predict` of each region afterwards reads them from the cache.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first training.
+        ValueError
+            For a region outside the image.
+        """
+        blocks = list(dict.fromkeys(b for region in regions for b in self.blocks_for(region)))
+        snapshot = self._current_model()
+        n_jobs = 1 if len(blocks) > 1 else None
+        self._map(lambda block: self._predict_block(block, snapshot, n_jobs=n_jobs), blocks)
+
     def segmentation(self, region: Any = None) -> np.ndarray:
         """Most probable class per pixel, uint8 1..n_classes."""
         p = self.predict(region)

@@ -404,6 +404,33 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     assert keys == ["predictions/5/0/1.1.0"] and data == server.read(keys)
 
 
+def test_push_predicts_its_full_resolution_chunks_ahead_in_batches_within_its_budget():
+    session = _Session(_image2d((512, 512)))
+    session.is_trained = True
+    batches = []
+    session.precompute = lambda regions: batches.append(list(regions))
+    server = _server(session, "wid", chunk_shape=(64, 64))
+    keys = [f"predictions/0/0/{i}.{j}.0" for i in range(4) for j in range(5)]
+    server.read(keys + ["predictions/0/1/0.0.0"])
+    session.predict_calls.clear()
+    push = server.take_push("predictions")
+    assert len(push.keys) == 21
+    assert [len(b) for b in batches] == [8, 8, 4]  # level 0 only: the coarse chunk is assembled from them
+    assert sorted(r for b in batches for r in b) == sorted(
+        server._predictions_array().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5))
+    # only the chunks that fit in the budget
+    batches.clear()
+    server.read(keys)
+    server.take_push("predictions", max_bytes=5 * 64 * 64 * 2)
+    assert sum(len(b) for b in batches) == 5
+    # superseded: no further batch
+    batches.clear()
+    server.read(keys)
+    calls = iter(range(100))
+    assert server.take_push("predictions", cancelled=lambda: next(calls) >= 1) == ([], [], [])
+    assert len(batches) == 1
+
+
 def test_push_respects_its_byte_budget_and_keeps_the_working_set_when_cancelled():
     session = _Session(_image2d((512, 512)))
     session.is_trained = True

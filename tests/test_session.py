@@ -130,6 +130,32 @@ def test_only_labelled_blocks_are_read_for_training_and_asked_blocks_for_predict
     assert arr.reads == []
 
 
+def test_precompute_predicts_the_blocks_of_regions_ahead_so_predict_reads_nothing():
+    image, _ = synthetic_cells((512, 512), seed=2)
+    arr = CountingArray(image)
+    s = _session(arr, block_shape=(64, 64))
+    regions = [(slice(300, 310), slice(290, 318)), (slice(0, 64), slice(64, 128))]
+    with pytest.raises(RuntimeError, match="not trained"):
+        s.precompute(regions)
+    s.add_stroke(1, [[20, 10], [20, 40]], radius=2)
+    s.add_stroke(2, [[30, 70], [30, 100]], radius=2)
+    s.train()
+    arr.reads.clear()
+    s.precompute(regions)
+    assert len(arr.reads) == 1  # block (4, 4) only: block (0, 1)'s features are cached from training
+    arr.reads.clear()
+    ahead = [s.predict(r) for r in regions]
+    assert arr.reads == []
+    fresh = _session(image, block_shape=(64, 64))
+    fresh.add_stroke(1, [[20, 10], [20, 40]], radius=2)
+    fresh.add_stroke(2, [[30, 70], [30, 100]], radius=2)
+    fresh.train()
+    for r, p in zip(regions, ahead):
+        np.testing.assert_array_equal(p, fresh.predict(r))
+    with pytest.raises(ValueError):
+        s.precompute([(slice(500, 600), slice(0, 10))])
+
+
 def test_label_change_regathers_rows_only_for_changed_blocks(cells):
     image, _ = cells
     s = _session(image, block_shape=(64, 64))
