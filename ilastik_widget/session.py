@@ -753,15 +753,7 @@ class Session:
 
     def precompute(self, regions: Iterable[Any]) -> None:
         """Compute and cache the probabilities of every block the regions touch, all in parallel threads, so that
-        :meth:`predict` of each region afterwards reads them from the cache.
-
-        Raises
-        ------
-        RuntimeError
-            Before the first training.
-        ValueError
-            For a region outside the image.
-        """
+        :meth:`predict` of each region afterwards reads them from the cache. Raises as :meth:`predict` does."""
         blocks = list(dict.fromkeys(b for region in regions for b in self.blocks_for(region)))
         snapshot = self._current_model()
         n_jobs = 1 if len(blocks) > 1 else None
