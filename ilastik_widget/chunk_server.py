@@ -233,6 +233,15 @@ def _pad_to(block: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
+def _chunk_address(rest: str) -> tuple[int, tuple[int, ...]] | None:
+    """(level, chunk index) of ``"<level>/<i>.<j>..."``; None for anything else."""
+    level, _, index = rest.partition("/")
+    try:
+        return int(level), tuple(int(i) for i in index.split("."))
+    except ValueError:
+        return None
+
+
 #: Chunks predicted together ahead of a push: enough for every worker thread, few enough to stop soon when the
 #: predictions are superseded.
 PREDICT_AHEAD_BATCH = 8
@@ -395,12 +404,9 @@ class ChunkServer:
         found = self._working_key(key)
         if found is None or found[0] != "labels":
             return False
-        level, index = found[1].split("/")
-        try:
-            return int(level) < self.labels.n_levels and self.labels.chunk_region(
-                int(level), tuple(int(i) for i in index.split("."))) is not None
-        except ValueError:
-            return False
+        address = _chunk_address(found[1])
+        return address is not None and address[0] < self.labels.n_levels and self.labels.chunk_region(
+            *address) is not None
 
     # ------------------------------------------------------------------ pushing changed chunks
     @staticmethod
@@ -491,13 +497,12 @@ class ChunkServer:
         array = self._predictions_array()
         regions = []
         for rest in wanted[: max(1, max_bytes // (math.prod(array.chunk) * array.channels))]:
-            level, _, index = rest.partition("/")
-            if level != "0":
-                break  # finest level first: the coarse chunks are assembled from these
-            try:
-                region = array.chunk_region(0, tuple(int(i) for i in index.split(".")))
-            except ValueError:
+            address = _chunk_address(rest)
+            if address is None:
                 continue
+            if address[0] != 0:
+                break  # finest level first: the coarse chunks are assembled from these
+            region = array.chunk_region(*address)
             if region is not None:
                 regions.append(region)
         for i in range(0, len(regions), PREDICT_AHEAD_BATCH):
