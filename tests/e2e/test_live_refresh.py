@@ -6,7 +6,8 @@ chunks: a stroke painted with the mouse in a chunk that had no labels (a missing
 stroke deleted (the chunk is missing again). After each, every labels and predictions chunk the page holds must
 equal the kernel's bytes, the screen must show the labels as they now are, and the refresh must have been applied
 in place rather than by a reload. Two cases must reload once, then update in place again: after panning over many
-chunks (the page holds chunks of earlier views), and after a new class (the prediction chunks change shape).
+chunks (the page holds chunks of earlier views), and after a new class (the prediction chunks change shape). A volume
+in the four-panel layout is updated in place too.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
     assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's segmentation"
 
 
-def trained_widget_notebook(size: int, seed: int, n_strokes: int, then: str = "") -> list[str]:
+def trained_widget_notebook(shape: tuple[int, ...], seed: int, n_strokes: int, then: str = "") -> list[str]:
     """A widget on a synthetic image, trained on its first ``n_strokes`` simulated strokes (``strokes`` holds the
     rest for the test), then the code ``then``."""
     return [f"""\
@@ -186,7 +187,7 @@ import numpy as np
 from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells, simulated_strokes
 
-image, truth = synthetic_cells(({size}, {size}), seed={seed})
+image, truth = synthetic_cells({shape!r}, seed={seed})
 strokes = simulated_strokes(truth, n_per_class=4, radius=3, seed={seed})
 w = IlastikWidget(image)
 for s in strokes[:{n_strokes}]:
@@ -205,7 +206,7 @@ def open_widget(open_notebook, name: str, notebook: list[str]) -> WidgetDriver:
 
 PAN_SIZE = 1024
 # zoomed in: a 256 x 256 chunk is wider than the view, so one chunk is in view at a chunk's centre
-PAN_NOTEBOOK = trained_widget_notebook(PAN_SIZE, 4, 6, 'w.viewer_state = {"position": [128, 128], "crossSectionScale": 0.2}')
+PAN_NOTEBOOK = trained_widget_notebook((PAN_SIZE, PAN_SIZE), 4, 6, 'w.viewer_state = {"position": [128, 128], "crossSectionScale": 0.2}')
 
 
 def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_in_place_again(open_notebook):
@@ -230,7 +231,7 @@ def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_i
     stroke_updates_in_place(d, "w.add_stroke(**strokes[7])")
 
 
-CLASS_NOTEBOOK = trained_widget_notebook(512, 0, 6)
+CLASS_NOTEBOOK = trained_widget_notebook((512, 512), 0, 6)
 
 
 def test_a_new_class_reloads_the_predictions_once_then_updates_are_in_place_again(open_notebook):
@@ -257,3 +258,16 @@ def test_a_new_class_reloads_the_predictions_once_then_updates_are_in_place_agai
     screen = classify(d.sample(pts), d.class_colors())
     agree = (screen == kernel).mean()
     assert agree > 0.95, f"the screen shows {agree:.3f} of the kernel's three-class segmentation"
+
+
+VOLUME_NOTEBOOK = trained_widget_notebook((48, 128, 128), 6, 6)
+
+
+def test_a_volume_is_updated_in_place_too(open_notebook):
+    d = open_widget(open_notebook, "live_refresh_volume.ipynb", VOLUME_NOTEBOOK)
+    assert d.k("w.viewer_state['layout']") == "4panel" and d.k("w.session.is_trained")
+    d.kexec("w.add_stroke(**strokes[6])")  # the first update may reload (chunks Neuroglancer prefetched)
+    d.settle()
+    page_matches_kernel(d)
+    stroke_updates_in_place(d, "w.add_stroke(**strokes[7])")
+    stroke_updates_in_place(d, "w.remove_stroke(w.session.annotations.strokes[-1].id)")
