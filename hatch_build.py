@@ -86,4 +86,6 @@ class JsBuildHook(BuildHookInterface):
         subprocess.run([node, "build.mjs"], cwd=js, check=True)
         if not bundle.exists():
             raise RuntimeError("ilastik_widget: the JavaScript build did not produce static/widget.js")
-        build_data.setdefault("artifacts", []).extend(["ilastik_widget/static/widget.js", "ilastik_widget/static/widget.css"])
+        build_data.setdefault("artifacts", []).extend(
+            ["ilastik_widget/static/widget.js", "ilastik_widget/static/widget.css"]
+        )

@@ -29,10 +29,10 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ilastik_widget.batch import predict_batch  # noqa: E402
-from ilastik_widget.datasets import simulated_strokes, synthetic_cells  # noqa: E402
-from ilastik_widget.features import FeatureSelection, compute_features, halo  # noqa: E402
-from ilastik_widget.session import Session  # noqa: E402
+from ilastik_widget.core.features import FeatureSelection, compute_features, halo
+from ilastik_widget.core.session import Session
+from ilastik_widget.datasets import simulated_strokes, synthetic_cells
+from ilastik_widget.io.batch import predict_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,13 @@ def write_ome(path: Path, data: np.ndarray, chunks=(64, 64, 64)) -> str:
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     a = g.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
     a[...] = data
-    g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"}
-                                                          for n in "zyx"],
-                               "datasets": [{"path": "0", "coordinateTransformations": [
-                                   {"type": "scale", "scale": [1.0, 0.5, 0.5]}]}]}]
+    g.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.5]}]}],
+        }
+    ]
     return str(path)
 
 
@@ -60,8 +63,9 @@ def _cluster(n_workers: int, **extra_env):
     from distributed import Client, LocalCluster
 
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra_env}
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env=env, memory_limit="8GiB")
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0", env=env, memory_limit="8GiB"
+    )
     return cluster, Client(cluster)
 
 
@@ -109,8 +113,10 @@ def _workers_cpu(client) -> float:
 
 def run(tmp: Path, quick: bool, parts: str = "123") -> None:
     sel = FeatureSelection.default()
-    print(f"features: all {sel.n_channels(3)} channels (3D), halo {halo(sel)} px; cores: {os.cpu_count()}; "
-          f"load average at start (1/5/15 min): {_load()}")
+    print(
+        f"features: all {sel.n_channels(3)} channels (3D), halo {halo(sel)} px; cores: {os.cpu_count()}; "
+        f"load average at start (1/5/15 min): {_load()}"
+    )
     print("wall times depend on what else runs on the machine; CPU seconds (user+sys) are given beside them")
 
     # ---- train a session on a small volume with simulated strokes
@@ -149,11 +155,15 @@ def _part1(tmp, quick, sel, session, model):
     p_batch = np.moveaxis(zarr.open_array(str(tmp / "out1.ome.zarr/probabilities/0"))[...], 0, -1)
     diff = float(np.abs(p_batch - p_ref).max())
     print(f"\n[1] throughput, volume {shape} = {nvox / 1e6:.1f} Mvoxels")
-    print(f"    baseline (whole-volume features, then predict; {feat_bytes / 2**30:.2f} GiB of features): "
-          f"{t_base:.1f} s = {nvox / t_base / 1e6:.3f} Mvoxels/s, CPU {c_base:.1f} s")
-    print(f"    predict_batch (local threads, OME-Zarr in/out): "
-          f"{t_batch:.1f} s = {nvox / t_batch / 1e6:.3f} Mvoxels/s, CPU {c_batch:.1f} s  "
-          f"-> {t_base / t_batch:.2f}x the baseline's throughput")
+    print(
+        f"    baseline (whole-volume features, then predict; {feat_bytes / 2**30:.2f} GiB of features): "
+        f"{t_base:.1f} s = {nvox / t_base / 1e6:.3f} Mvoxels/s, CPU {c_base:.1f} s"
+    )
+    print(
+        f"    predict_batch (local threads, OME-Zarr in/out): "
+        f"{t_batch:.1f} s = {nvox / t_batch / 1e6:.3f} Mvoxels/s, CPU {c_batch:.1f} s  "
+        f"-> {t_base / t_batch:.2f}x the baseline's throughput"
+    )
     print(f"    max |p_batch - p_baseline| = {diff:.2e}")
     del p_ref, p_batch
 
@@ -173,8 +183,15 @@ def _part2(tmp, quick, session):
             for _ in range(2):  # best of two: other processes on the machine add noise to wall times
                 c0 = client.run(_cpu)
                 t0 = time.perf_counter()
-                predict_batch(session, ssrc, tmp / f"scale{n}.ome.zarr", client=client, chunks=chunks,
-                              progress=False, overwrite=True)
+                predict_batch(
+                    session,
+                    ssrc,
+                    tmp / f"scale{n}.ome.zarr",
+                    client=client,
+                    chunks=chunks,
+                    progress=False,
+                    overwrite=True,
+                )
                 dt = time.perf_counter() - t0
                 per_worker = [v - c0[k] for k, v in client.run(_cpu).items()]
                 if best is None or dt < best[0]:
@@ -185,19 +202,30 @@ def _part2(tmp, quick, session):
             cluster.close()
     svox = int(np.prod(scale_shape))
     (t1, c1, _), (t2, c2, per2) = res[1], res[2]
-    print(f"\n[2] LocalCluster scaling, volume {scale_shape} ({svox / 1e6:.1f} Mvoxels), blocks {chunks}, "
-          f"1 thread per worker, best of 2 runs; load average now {_load()}")
+    print(
+        f"\n[2] LocalCluster scaling, volume {scale_shape} ({svox / 1e6:.1f} Mvoxels), blocks {chunks}, "
+        f"1 thread per worker, best of 2 runs; load average now {_load()}"
+    )
     print(f"    1 worker : {t1:.1f} s = {svox / t1 / 1e6:.3f} Mvoxels/s, worker CPU {c1:.1f} s  (baseline)")
-    print(f"    2 workers: {t2:.1f} s = {svox / t2 / 1e6:.3f} Mvoxels/s, worker CPU {c2:.1f} s  "
-          f"(per worker {', '.join(f'{c:.1f}' for c in per2)} s) -> speedup {t1 / t2:.2f}x (target >= 1.7x); "
-          f"CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}")
+    print(
+        f"    2 workers: {t2:.1f} s = {svox / t2 / 1e6:.3f} Mvoxels/s, worker CPU {c2:.1f} s  "
+        f"(per worker {', '.join(f'{c:.1f}' for c in per2)} s) -> speedup {t1 / t2:.2f}x (target >= 1.7x); "
+        f"CPU per voxel 2 vs 1 workers: {c2 / c1:.2f}"
+    )
+
 
 def _part3(tmp, quick, sel, train_img, truth):
     # ---- 3. peak memory: a volume 8x larger, same blocks
     # (features up to scale 1.6 here, halo ~10, so that 64^3 blocks are efficient and this part stays short)
     msel = FeatureSelection.none()
-    for feat in ("gaussian_smoothing", "laplacian_of_gaussian", "gaussian_gradient_magnitude",
-                 "difference_of_gaussians", "structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues"):
+    for feat in (
+        "gaussian_smoothing",
+        "laplacian_of_gaussian",
+        "gaussian_gradient_magnitude",
+        "difference_of_gaussians",
+        "structure_tensor_eigenvalues",
+        "hessian_of_gaussian_eigenvalues",
+    ):
         for sc in (0.7, 1.0, 1.6):
             msel = msel.with_feature(feat, sc, True)
     msession = Session(train_img, features=msel, seed=0)
@@ -211,36 +239,58 @@ def _part3(tmp, quick, sel, train_img, truth):
     for name, shp in (("small", small), ("large", large)):
         paths[name] = write_ome(tmp / f"mem_{name}.ome.zarr", tiled_volume(shp, seed=3))
     peaks = {}
-    settings = [("filter workspace off", {"ILASTIK_WIDGET_FEATURE_WORKSPACE_MB": "0"}),
-                ("default filter workspace (reused buffers, capped at min(1 GiB, RAM/16))", {})]
+    settings = [
+        ("filter workspace off", {"ILASTIK_WIDGET_FEATURE_WORKSPACE_MB": "0"}),
+        ("default filter workspace (reused buffers, capped at min(1 GiB, RAM/16))", {}),
+    ]
     for label, env in settings:
         for name, shp in (("small", small), ("large", large)):
             cluster, client = _cluster(2, **env)
             try:
-                predict_batch(msession, np.zeros((16, 32, 32), np.float32), tmp / f"memwarm_{name}.ome.zarr",
-                              client=client, progress=False, overwrite=True)
+                predict_batch(
+                    msession,
+                    np.zeros((16, 32, 32), np.float32),
+                    tmp / f"memwarm_{name}.ome.zarr",
+                    client=client,
+                    progress=False,
+                    overwrite=True,
+                )
                 client.run(_reset_peak)
                 t0 = time.perf_counter()
-                predict_batch(msession, paths[name], tmp / f"mem_{name}_out.ome.zarr", client=client,
-                              chunks=chunks, progress=False, overwrite=True)
+                predict_batch(
+                    msession,
+                    paths[name],
+                    tmp / f"mem_{name}_out.ome.zarr",
+                    client=client,
+                    chunks=chunks,
+                    progress=False,
+                    overwrite=True,
+                )
                 dt = time.perf_counter() - t0
                 mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
                 peaks[label, name] = (mem, dt, int(np.prod(shp)))
             finally:
                 client.close()
                 cluster.close()
-    print(f"\n[3] peak RSS per worker process (2 workers x 1 thread, {msel.n_channels(3)} feature channels up to "
-          f"scale 1.6, blocks {chunks}, VmHWM reset before the run)")
+    print(
+        f"\n[3] peak RSS per worker process (2 workers x 1 thread, {msel.n_channels(3)} feature channels up to "
+        f"scale 1.6, blocks {chunks}, VmHWM reset before the run)"
+    )
     for label, _ in settings:
         (ps, ts, vs), (pl, tl, vl) = peaks[label, "small"], peaks[label, "large"]
         print(f"    {label}:")
-        print(f"      small volume {small} ({vs / 1e6:.1f} Mvoxels): peak {ps / 2**20:.0f} MiB in {ts:.1f} s  "
-              f"(baseline)")
-        print(f"      large volume {large} ({vl / 1e6:.1f} Mvoxels = 8x): peak {pl / 2**20:.0f} MiB in {tl:.1f} s  "
-              f"-> ratio {pl / ps:.2f} (target ~1)")
-    print(f"    whole-volume features of the large volume alone would need "
-          f"{vl * msel.n_channels(3) * 4 / 2**30:.1f} GiB ({vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB with all "
-          f"61 channels)")
+        print(
+            f"      small volume {small} ({vs / 1e6:.1f} Mvoxels): peak {ps / 2**20:.0f} MiB in {ts:.1f} s  (baseline)"
+        )
+        print(
+            f"      large volume {large} ({vl / 1e6:.1f} Mvoxels = 8x): peak {pl / 2**20:.0f} MiB in {tl:.1f} s  "
+            f"-> ratio {pl / ps:.2f} (target ~1)"
+        )
+    print(
+        f"    whole-volume features of the large volume alone would need "
+        f"{vl * msel.n_channels(3) * 4 / 2**30:.1f} GiB ({vl * sel.n_channels(3) * 4 / 2**30:.1f} GiB with all "
+        f"61 channels)"
+    )
 
 
 if __name__ == "__main__":

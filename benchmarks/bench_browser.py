@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
-from e2e_harness import Browser, LabServer, Screencast  # noqa: E402
-from widget_driver import WidgetDriver  # noqa: E402
+from e2e_harness import Browser, LabServer, Screencast
+from widget_driver import WidgetDriver
 
 SIZE = 1024
 VIEW_HEIGHT = 1080  # CSS px of the widget: the whole image at ~1 screen pixel per image pixel
@@ -109,7 +109,7 @@ NOTEBOOK = [
 
 
 def pattern_points(step: int = 32) -> np.ndarray:
-    yy, xx = np.mgrid[step // 2:SIZE:step, step // 2:SIZE:step]
+    yy, xx = np.mgrid[step // 2 : SIZE : step, step // 2 : SIZE : step]
     return np.stack([yy.ravel(), xx.ravel()], 1)
 
 
@@ -162,15 +162,25 @@ def mb(n: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="measured strokes (default 3)")
-    ap.add_argument("--cast-scale", type=float, default=0.5,
-                    help="screencast frames at this fraction of the viewport (default 0.5: encoding full-size frames "
-                         "at every paint takes CPU time from the page under test on 2 cores)")
+    ap.add_argument(
+        "--cast-scale",
+        type=float,
+        default=0.5,
+        help="screencast frames at this fraction of the viewport (default 0.5: encoding full-size frames "
+        "at every paint takes CPU time from the page under test on 2 cores)",
+    )
     ap.add_argument("--cast-quality", type=int, default=80, help="JPEG quality of the screencast (default 80)")
-    ap.add_argument("--no-screencast", action="store_true",
-                    help="time strokes to the browser's idle state instead of screen frames (screencast costs CPU)")
-    ap.add_argument("--trace", metavar="FILE.json",
-                    help="write a Chrome performance trace of the measured strokes (open it in chrome://tracing or "
-                         "https://ui.perfetto.dev) to see which thread of the page spends the time")
+    ap.add_argument(
+        "--no-screencast",
+        action="store_true",
+        help="time strokes to the browser's idle state instead of screen frames (screencast costs CPU)",
+    )
+    ap.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write a Chrome performance trace of the measured strokes (open it in chrome://tracing or "
+        "https://ui.perfetto.dev) to see which thread of the page spends the time",
+    )
     args = ap.parse_args(argv)
 
     with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
@@ -187,9 +197,12 @@ def main(argv=None) -> int:
         cast = Screencast(page, quality=args.cast_quality, scale=args.cast_scale)
         k = cast.scale  # frame pixels per CSS pixel
         # A smoothed reference at the sample points: what a coarse pyramid level shows too.
-        ref_smooth = np.asarray(lab.kernel_json(
-            "from scipy import ndimage as _n; print(json.dumps(_n.gaussian_filter(image, 4)[16::32, 16::32].tolist()))"),
-            float).ravel()
+        ref_smooth = np.asarray(
+            lab.kernel_json(
+                "from scipy import ndimage as _n; print(json.dumps(_n.gaussian_filter(image, 4)[16::32, 16::32].tolist()))"
+            ),
+            float,
+        ).ravel()
 
         # ---- 3. time to first image: the widget ---------------------------------------------------------------
         cast.start()
@@ -209,8 +222,7 @@ def main(argv=None) -> int:
 
         # ---- 2. raw throughput -----------------------------------------------------------------------------------
         served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
-        raw = [(a, b, sum(n for key, n in zip(k, ns) if key.startswith("raw/")))
-               for a, b, k, ns in served]
+        raw = [(a, b, sum(n for key, n in zip(k, ns) if key.startswith("raw/"))) for a, b, k, ns in served]
         raw_bytes = sum(n for _, _, n in raw)
         t_raw0 = min(a for a, _, n in raw if n) if raw_bytes else None
         t_raw_screen = first_final_frame(frames, rect, t_raw0, k) if t_raw0 else None
@@ -218,14 +230,20 @@ def main(argv=None) -> int:
 
         lab.run_cell(2)
         # wait until the echo's view is up: small messages until one is answered
-        lab.wait_for(lambda: lab.kernel_exec("echo.send({'n': 0}, [b'x'])") is not None
-                     and lab.kernel_eval("len(echo.acks)") > 0, 60, "the echo widget's view")
+        lab.wait_for(
+            lambda: (
+                lab.kernel_exec("echo.send({'n': 0}, [b'x'])") is not None and lab.kernel_eval("len(echo.acks)") > 0
+            ),
+            60,
+            "the echo widget's view",
+        )
         one_msg = []
         for _ in range(3):
             n0 = lab.kernel_eval("len(echo.acks)")
             t_send = lab.kernel_json(
                 "_p = np.random.default_rng(0).bytes(%d); _t = time.time(); echo.send({'n': len(_p)}, [_p]); "
-                "print(json.dumps(_t))" % max(raw_bytes, 1))
+                "print(json.dumps(_t))" % max(raw_bytes, 1)
+            )
             lab.wait_for(lambda: lab.kernel_eval("len(echo.acks)") > n0, 60, "the echo's ack")
             t_ack, content = lab.kernel_eval("echo.acks[-1]")
             assert content["n"] == max(raw_bytes, 1)
@@ -246,9 +264,22 @@ def main(argv=None) -> int:
         strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
         rows = []
         if args.trace:
-            browser.browser.start_tracing(page=page, path=args.trace, screenshots=False, categories=[
-                "devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink", "gpu", "cc",
-                "viz", "toplevel", "disabled-by-default-devtools.timeline.frame"])
+            browser.browser.start_tracing(
+                page=page,
+                path=args.trace,
+                screenshots=False,
+                categories=[
+                    "devtools.timeline",
+                    "disabled-by-default-devtools.timeline",
+                    "v8.execute",
+                    "blink",
+                    "gpu",
+                    "cc",
+                    "viz",
+                    "toplevel",
+                    "disabled-by-default-devtools.timeline.frame",
+                ],
+            )
         for i in range(args.repeats):
             stroke = strokes[i % len(strokes)]
             d.press(str(stroke["label"]))
@@ -284,22 +315,39 @@ def main(argv=None) -> int:
             t_drawn = max((t for t in page_times["draw"] if t >= t_recv), default=float("nan"))
             t_labels = next((t for e, t in events if e == "labels"), float("nan"))
             t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
-            pred_reads = [(a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key))
-                          for a, b, k, n in served]
+            pred_reads = [
+                (a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key))
+                for a, b, k, n in served
+            ]
             pred_reads = [r for r in pred_reads if r[2]]
-            pred_end = max((b for a, b, _ in pred_reads), default=float("nan"))
             pred_first = min((b for a, b, _ in pred_reads), default=float("nan"))
             pred_chunks = sum(c for _, _, c in pred_reads)
             pred_busy = sum(b - a for a, b, _ in pred_reads)
-            pred_bytes = sum(sum(n for key, n in zip(k, ns) if key.startswith("predictions/"))
-                             for a, b, k, ns in served)
+            pred_bytes = sum(
+                sum(n for key, n in zip(k, ns) if key.startswith("predictions/")) for a, b, k, ns in served
+            )
             # the kernel alone, same stroke, warm caches
             d.kexec("_st = measured[%d]" % (i % len(strokes)))
             kernel_s = d.k("kernel_reference(_st)")
-            rows.append(dict(total=t_screen - t_up, idle=t_idle - t_up, kernel=kernel_s, to_kernel=t_labels - t_up,
-                             trained=t_trained - t_up, sent=t_sent - t_up, recv=t_recv - t_up, drawn=t_drawn - t_up,
-                             pushed=n_pushed, push_bytes=push_bytes, pred_bytes=pred_bytes,
-                             first=pred_first - t_up, chunks=pred_chunks, reads=len(pred_reads), busy=pred_busy))
+            rows.append(
+                dict(
+                    total=t_screen - t_up,
+                    idle=t_idle - t_up,
+                    kernel=kernel_s,
+                    to_kernel=t_labels - t_up,
+                    trained=t_trained - t_up,
+                    sent=t_sent - t_up,
+                    recv=t_recv - t_up,
+                    drawn=t_drawn - t_up,
+                    pushed=n_pushed,
+                    push_bytes=push_bytes,
+                    pred_bytes=pred_bytes,
+                    first=pred_first - t_up,
+                    chunks=pred_chunks,
+                    reads=len(pred_reads),
+                    busy=pred_busy,
+                )
+            )
 
         if args.trace:
             browser.browser.stop_tracing()
@@ -321,8 +369,9 @@ def main(argv=None) -> int:
         sx, sy = box["width"] / SIZE, box["height"] / SIZE
         xy_png = np.stack([box["x"] + (pts[:, 1] + 0.5) * sx, box["y"] + (pts[:, 0] + 0.5) * sy], 1)
         png_frames = cast.decoded()
-        t_png = next((t for t, f in png_frames if recognisable(f, xy_png * k, ref_smooth, r=max(2, round(6 * k)))),
-                     None)
+        t_png = next(
+            (t for t, f in png_frames if recognisable(f, xy_png * k, ref_smooth, r=max(2, round(6 * k)))), None
+        )
         png_first = None if t_png is None else t_png - t_run_png
         png_bytes = lab.kernel_eval("len(PNG)")
 
@@ -330,44 +379,64 @@ def main(argv=None) -> int:
     def fmt(x, unit="s"):
         return "n/a" if x is None or x != x else f"{x:.3f} {unit}"
 
-    print(f"bench_browser: JupyterLab + headless Chromium (SwiftShader), image {widget_size}, viewer panel "
-          f"{rect['width']:.0f}x{rect['height']:.0f} CSS px ({scale:.2f} px per image pixel, "
-          f"zoom state {shown.get('crossSectionScale')})")
+    print(
+        f"bench_browser: JupyterLab + headless Chromium (SwiftShader), image {widget_size}, viewer panel "
+        f"{rect['width']:.0f}x{rect['height']:.0f} CSS px ({scale:.2f} px per image pixel, "
+        f"zoom state {shown.get('crossSectionScale')})"
+    )
     print()
     print("1. stroke -> new prediction visible (whole 1024x1024 view), seconds after the mouse release")
-    print(f"   {'repeat':>6} {'screen':>7} {'kernel-only':>11} {'added':>7} | {'labels':>6} {'trained':>7} "
-          f"{'sent':>6} {'recv':>6} {'drawn':>6} {'pushed':>14} {'asked':>14}")
+    print(
+        f"   {'repeat':>6} {'screen':>7} {'kernel-only':>11} {'added':>7} | {'labels':>6} {'trained':>7} "
+        f"{'sent':>6} {'recv':>6} {'drawn':>6} {'pushed':>14} {'asked':>14}"
+    )
     for i, r in enumerate(rows):
-        print(f"   {i:>6} {r['total']:7.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:7.3f} | "
-              f"{r['to_kernel']:6.3f} {r['trained']:7.3f} {r['sent']:6.3f} {r['recv']:6.3f} {r['drawn']:6.3f} "
-              f"{r['pushed']:>3} ({mb(r['push_bytes']):>8}) {r['chunks']:>3} ({mb(r['pred_bytes']):>8})")
-    how = ("browser idle after the release (--no-screencast)" if args.no_screencast
-           else "first screencast frame equal to the settled view")
-    print(f"   screen: {how}; kernel-only: the same stroke on a second Session with warm caches (add, train,\n"
-          "   predict the whole image); labels/trained: the session's events; sent/recv: the refresh with the new\n"
-          "   predictions leaves the kernel / reaches the page; drawn: Neuroglancer's last frame after it; pushed: chunks\n"
-          "   sent with refreshes; asked: prediction chunks the browser still asked for")
+        print(
+            f"   {i:>6} {r['total']:7.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:7.3f} | "
+            f"{r['to_kernel']:6.3f} {r['trained']:7.3f} {r['sent']:6.3f} {r['recv']:6.3f} {r['drawn']:6.3f} "
+            f"{r['pushed']:>3} ({mb(r['push_bytes']):>8}) {r['chunks']:>3} ({mb(r['pred_bytes']):>8})"
+        )
+    how = (
+        "browser idle after the release (--no-screencast)"
+        if args.no_screencast
+        else "first screencast frame equal to the settled view"
+    )
+    print(
+        f"   screen: {how}; kernel-only: the same stroke on a second Session with warm caches (add, train,\n"
+        "   predict the whole image); labels/trained: the session's events; sent/recv: the refresh with the new\n"
+        "   predictions leaves the kernel / reaches the page; drawn: Neuroglancer's last frame after it; pushed: chunks\n"
+        "   sent with refreshes; asked: prediction chunks the browser still asked for"
+    )
     med_total = statistics.median(r["total"] for r in rows)
     med_kernel = statistics.median(r["kernel"] for r in rows)
     added = med_total - med_kernel
-    print(f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> predict all, "
-          f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
-          f"{'met' if added <= 0.3 else 'NOT met'})")
-    print(f"   refreshes (whole run): {refresh_stats['updatedInPlace']} arrays updated in place, "
-          f"{refresh_stats['reloaded']} reloaded" + (f" (last because {refresh_stats['lastReloadReason']})"
-                                                     if refresh_stats["reloaded"] else ""))
+    print(
+        f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> predict all, "
+        f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
+        f"{'met' if added <= 0.3 else 'NOT met'})"
+    )
+    print(
+        f"   refreshes (whole run): {refresh_stats['updatedInPlace']} arrays updated in place, "
+        f"{refresh_stats['reloaded']} reloaded"
+        + (f" (last because {refresh_stats['lastReloadReason']})" if refresh_stats["reloaded"] else "")
+    )
     print()
     print("2. raw data kernel -> screen")
-    print(f"   viewer: {mb(raw_bytes)} of image chunks in {fmt(t_raw_screen - t_raw0 if t_raw0 else None)} "
-          f"(first chunk request -> image settled on screen) = {viewer_mbps:.1f} MB/s")
-    print(f"   baseline, the same bytes as one widget message (send -> ack): {fmt(one_msg_s)} = "
-          f"{one_msg_mbps:.1f} MB/s; viewer/baseline = {viewer_mbps / one_msg_mbps:.2f}")
+    print(
+        f"   viewer: {mb(raw_bytes)} of image chunks in {fmt(t_raw_screen - t_raw0 if t_raw0 else None)} "
+        f"(first chunk request -> image settled on screen) = {viewer_mbps:.1f} MB/s"
+    )
+    print(
+        f"   baseline, the same bytes as one widget message (send -> ack): {fmt(one_msg_s)} = "
+        f"{one_msg_mbps:.1f} MB/s; viewer/baseline = {viewer_mbps / one_msg_mbps:.2f}"
+    )
     print()
     print("3. time to first image after display(w), 1024x1024")
     print(f"   widget: {fmt(widget_first)} (Run Cell -> image recognisable on screen)")
     print(f"   baseline, ipywidgets.Image of the same image as PNG ({mb(png_bytes)}): {fmt(png_first)}")
-    print(f"   ratio widget/baseline: "
-          f"{'n/a' if not (widget_first and png_first) else f'{widget_first / png_first:.2f}'}")
+    print(
+        f"   ratio widget/baseline: {'n/a' if not (widget_first and png_first) else f'{widget_first / png_first:.2f}'}"
+    )
     return 0
 
 

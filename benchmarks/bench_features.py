@@ -1,4 +1,4 @@
-"""Filter bank benchmark: ilastik_widget.features against skimage's multiscale_basic_features.
+"""Filter bank benchmark: ilastik_widget.core.features against skimage's multiscale_basic_features.
 
 Run: ``python benchmarks/bench_features.py [--repeats N] [--only 2d|3d]``
 
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ilastik_widget.features import FeatureSelection, compute_features  # noqa: E402
+from ilastik_widget.core.features import FeatureSelection, compute_features
 
 
 def median_time(fn, repeats: int) -> tuple[float, float, object]:

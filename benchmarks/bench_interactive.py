@@ -28,10 +28,10 @@ from sklearn.ensemble import RandomForestClassifier
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from ilastik_widget.classifier import INTERACTIVE  # noqa: E402
-from ilastik_widget.datasets import simulated_strokes, synthetic_cells  # noqa: E402
-from ilastik_widget.features import compute_features  # noqa: E402
-from ilastik_widget.session import Session  # noqa: E402
+from ilastik_widget.core.classifier import INTERACTIVE
+from ilastik_widget.core.features import compute_features
+from ilastik_widget.core.session import Session
+from ilastik_widget.datasets import simulated_strokes, synthetic_cells
 
 
 def iou(segmentation: np.ndarray, truth: np.ndarray, label: int = 2) -> float:
@@ -74,8 +74,12 @@ def main() -> None:
     ap.add_argument("--baseline-repeats", type=int, default=3)
     ap.add_argument("--labels", type=int, default=5000, help="about this many labelled pixels")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quality-images", type=int, default=4,
-                    help="further synthetic images (seeds) on which only the IoU of both is compared")
+    ap.add_argument(
+        "--quality-images",
+        type=int,
+        default=4,
+        help="further synthetic images (seeds) on which only the IoU of both is compared",
+    )
     args = ap.parse_args()
 
     image, truth = synthetic_cells((args.size, args.size), seed=args.seed)
@@ -83,10 +87,14 @@ def main() -> None:
     n = len(session.labelled()[1])
     new_stroke = used[-1]
     session.undo()  # the last stroke is the "new stroke" of each timed repeat
-    print(f"image {image.shape}, {len(used)} strokes, {n} labelled pixels "
-          f"(per class {np.bincount(session.labelled()[1], minlength=3)[1:].tolist()} before the new stroke)")
-    print(f"interactive classifier: {INTERACTIVE}; cores: {os.cpu_count()}; "
-          f"load average {os.getloadavg()[0]:.1f} (other processes share the cores: compare the ratio)")
+    print(
+        f"image {image.shape}, {len(used)} strokes, {n} labelled pixels "
+        f"(per class {np.bincount(session.labelled()[1], minlength=3)[1:].tolist()} before the new stroke)"
+    )
+    print(
+        f"interactive classifier: {INTERACTIVE}; cores: {os.cpu_count()}; "
+        f"load average {os.getloadavg()[0]:.1f} (other processes share the cores: compare the ratio)"
+    )
 
     # Warm up: every block's features cached, the model trained on the labels before the stroke.
     t0 = time.perf_counter()
@@ -134,14 +142,20 @@ def main() -> None:
 
     med, base = statistics.median(times), statistics.median(base_times)
     iou_s, iou_b = iou(seg, truth), iou(base_seg, truth)
-    print(f"session  stroke -> whole image predicted: {med:.3f} s (median of {len(times)}; train "
-          f"{statistics.median(t_train):.3f} s, predict {statistics.median(t_pred):.3f} s); "
-          f"first 256x256 block {statistics.median(first_block):.3f} s")
-    print(f"baseline RF100 fit + predict every pixel:  {base:.3f} s (median of {len(base_times)}; fit "
-          f"{statistics.median(base_fit):.3f} s, predict {base - statistics.median(base_fit):.3f} s)")
+    print(
+        f"session  stroke -> whole image predicted: {med:.3f} s (median of {len(times)}; train "
+        f"{statistics.median(t_train):.3f} s, predict {statistics.median(t_pred):.3f} s); "
+        f"first 256x256 block {statistics.median(first_block):.3f} s"
+    )
+    print(
+        f"baseline RF100 fit + predict every pixel:  {base:.3f} s (median of {len(base_times)}; fit "
+        f"{statistics.median(base_fit):.3f} s, predict {base - statistics.median(base_fit):.3f} s)"
+    )
     print(f"ratio session / baseline: {med / base:.3f}  (target <= 0.2); load average {os.getloadavg()[0]:.1f}")
-    print(f"foreground IoU vs ground truth: session {iou_s:.4f}, RF100 {iou_b:.4f}, "
-          f"difference {iou_s - iou_b:+.4f}  (target >= -0.01)")
+    print(
+        f"foreground IoU vs ground truth: session {iou_s:.4f}, RF100 {iou_b:.4f}, "
+        f"difference {iou_s - iou_b:+.4f}  (target >= -0.01)"
+    )
     if args.quality_images:
         # One image says little: forests of different seeds differ by ~0.01 IoU among themselves.
         diffs = []

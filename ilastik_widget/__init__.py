@@ -1,7 +1,7 @@
 """Interactive ilastik-style pixel classification in Jupyter.
 
-The numpy core (:mod:`~ilastik_widget.features`, :mod:`~ilastik_widget.annotations`,
-:mod:`~ilastik_widget.classifier`, :class:`~ilastik_widget.session.Session`) imports without any
+The numpy core (:mod:`~ilastik_widget.core.features`, :mod:`~ilastik_widget.core.annotations`,
+:mod:`~ilastik_widget.core.classifier`, :class:`~ilastik_widget.core.session.Session`) imports without any
 Jupyter machinery; the widget and the batch tools are imported on first use.
 """
 
@@ -13,12 +13,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "FeatureSelection": "ilastik_widget.features",
-    "compute_features": "ilastik_widget.features",
-    "Session": "ilastik_widget.session",
-    "IlastikWidget": "ilastik_widget.widget",
-    "predict_batch": "ilastik_widget.batch",
-    "open_source": "ilastik_widget.sources",
+    "FeatureSelection": "ilastik_widget.core.features",
+    "compute_features": "ilastik_widget.core.features",
+    "Session": "ilastik_widget.core.session",
+    "IlastikWidget": "ilastik_widget.widget.widget",
+    "predict_batch": "ilastik_widget.io.batch",
+    "open_source": "ilastik_widget.io.sources",
 }
 
 __all__ = sorted(_LAZY)

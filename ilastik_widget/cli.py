@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -25,7 +25,7 @@ def _chunks(text: str):
     try:
         parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"chunks must be integers like 256 or 64,256,256, got {text!r}")
+        raise argparse.ArgumentTypeError(f"chunks must be integers like 256 or 64,256,256, got {text!r}") from None
     if not parts or any(p < 1 for p in parts):
         raise argparse.ArgumentTypeError(f"chunks must be positive, got {text!r}")
     return parts[0] if len(parts) == 1 else tuple(parts)
@@ -34,26 +34,47 @@ def _chunks(text: str):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="ilastik-widget",
-                                     description="Interactive ilastik-style pixel classification: command line.")
+    parser = argparse.ArgumentParser(
+        prog="ilastik-widget", description="Interactive ilastik-style pixel classification: command line."
+    )
     parser.add_argument("--version", action="version", version=f"ilastik-widget {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="predict images with a saved project (batch, local or on a Dask cluster)",
-                       description="Apply a trained project to whole images or volumes and write the results.")
+    p = sub.add_parser(
+        "predict",
+        help="predict images with a saved project (batch, local or on a Dask cluster)",
+        description="Apply a trained project to whole images or volumes and write the results.",
+    )
     p.add_argument("project", metavar="PROJECT", help="project file saved with session.save(...)")
-    p.add_argument("inputs", metavar="INPUT", nargs="+",
-                   help="images: OME-Zarr/zarr directories or http(s) URLs, TIFF files, .npy files")
+    p.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="images: OME-Zarr/zarr directories or http(s) URLs, TIFF files, .npy files",
+    )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--outputs", nargs="+", metavar="NAME", default=["probabilities", "segmentation", "uncertainty"],
-                   choices=["probabilities", "segmentation", "uncertainty"],
-                   help="what to write (default: all three)")
-    p.add_argument("--format", choices=["zarr", "tiff"], default="zarr",
-                   help="OME-Zarr (default, block by block) or TIFF (computed in memory)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler address (tcp://host:8786) or scheduler JSON file; default: local threads")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="start a local cluster with N worker processes instead of threads")
+    p.add_argument(
+        "--outputs",
+        nargs="+",
+        metavar="NAME",
+        default=["probabilities", "segmentation", "uncertainty"],
+        choices=["probabilities", "segmentation", "uncertainty"],
+        help="what to write (default: all three)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["zarr", "tiff"],
+        default="zarr",
+        help="OME-Zarr (default, block by block) or TIFF (computed in memory)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786) or scheduler JSON file; default: local threads",
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="start a local cluster with N worker processes instead of threads"
+    )
     p.add_argument("--chunks", type=_chunks, metavar="N[,N...]", help="processing block shape (spatial)")
     p.add_argument("--channel-axis", type=int, metavar="AXIS", help="channel axis of the inputs (if not in metadata)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -72,7 +93,7 @@ def _error(msg: str) -> int:
 
 
 def _predict(args) -> int:
-    from .project import ProjectError, load_model
+    from .io.project import ProjectError, load_model
 
     if not os.path.exists(args.project):
         return _error(f"project file not found: {args.project}")
@@ -80,8 +101,8 @@ def _predict(args) -> int:
         model = load_model(args.project)
     except (ProjectError, FileNotFoundError, ValueError, RuntimeError) as exc:
         return _error(f"cannot use project {args.project}: {exc}")
-    from .batch import predict_batch
-    from .sources import is_url, open_source
+    from .io.batch import predict_batch
+    from .io.sources import is_url, open_source
 
     sources = []
     for inp in args.inputs:
@@ -105,15 +126,23 @@ def _predict(args) -> int:
         elif args.workers:
             from distributed import Client, LocalCluster
 
-            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0")
             client = Client(cluster)
     except Exception as exc:
         return _error(f"cannot connect to the Dask scheduler {args.scheduler or '(local cluster)'}: {exc}")
     try:
-        results = predict_batch(model, sources, args.output, outputs=tuple(args.outputs), client=client,
-                                chunks=args.chunks, progress=not args.no_progress, format=args.format,
-                                overwrite=args.overwrite, zarr_format=args.zarr_format)
+        results = predict_batch(
+            model,
+            sources,
+            args.output,
+            outputs=tuple(args.outputs),
+            client=client,
+            chunks=args.chunks,
+            progress=not args.no_progress,
+            format=args.format,
+            overwrite=args.overwrite,
+            zarr_format=args.zarr_format,
+        )
     except FileExistsError as exc:
         return _error(f"{exc}")
     except (ValueError, RuntimeError, OSError) as exc:

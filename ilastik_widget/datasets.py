@@ -8,7 +8,8 @@ larger-scale features tell apart from cells.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -22,8 +23,14 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return n / max(float(n.std()), 1e-6)
 
 
-def synthetic_cells(shape: Sequence[int] = (512, 512), seed: int = 0, *, cell_radius: float | None = None,
-                    fill: float = 0.3, noise: float = 0.12) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_cells(
+    shape: Sequence[int] = (512, 512),
+    seed: int = 0,
+    *,
+    cell_radius: float | None = None,
+    fill: float = 0.3,
+    noise: float = 0.12,
+) -> tuple[np.ndarray, np.ndarray]:
     """A 2D image or 3D volume of textured cells with their ground truth.
 
     Parameters
@@ -67,14 +74,14 @@ def synthetic_cells(shape: Sequence[int] = (512, 512), seed: int = 0, *, cell_ra
         hi = np.minimum(np.floor(centre).astype(int) + ext + 1, shape)
         if np.any(hi <= lo):
             continue
-        grids = np.meshgrid(*[np.arange(l, h) - c for l, h, c in zip(lo, hi, centre)], indexing="ij")
+        grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
         u, v = grids[-2], grids[-1]
         ur = np.cos(theta) * u + np.sin(theta) * v
         vr = -np.sin(theta) * u + np.cos(theta) * v
         q = (ur / radii[-2]) ** 2 + (vr / radii[-1]) ** 2
         if ndim == 3:
             q = q + (grids[0] / radii[0]) ** 2
-        cells[tuple(slice(l, h) for l, h in zip(lo, hi))] |= q <= 1.0
+        cells[tuple(slice(a, b) for a, b in zip(lo, hi))] |= q <= 1.0
 
     inside = ndi.distance_transform_edt(cells).astype(np.float32)
     image = np.full(shape, 0.35, np.float32)
@@ -96,9 +103,16 @@ def synthetic_cells(shape: Sequence[int] = (512, 512), seed: int = 0, *, cell_ra
     return image.astype(np.float32), truth
 
 
-def simulated_strokes(truth: np.ndarray, n_per_class: int = 5, radius: float = 2.0, seed: int = 0, *,
-                      length: float = 40.0, step: float = 4.0,
-                      axes: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def simulated_strokes(
+    truth: np.ndarray,
+    n_per_class: int = 5,
+    radius: float = 2.0,
+    seed: int = 0,
+    *,
+    length: float = 40.0,
+    step: float = 4.0,
+    axes: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     """Short brush strokes inside each class region of ``truth``, as a user would paint them.
 
     Each stroke is a polyline (a random walk of ``step``-pixel segments, up to ``length`` pixels)
@@ -158,8 +172,14 @@ def simulated_strokes(truth: np.ndarray, n_per_class: int = 5, radius: float = 2
                     angle = rng.uniform(0, 2 * np.pi)
                 else:
                     break
-            strokes.append({"label": label, "points": [[round(float(c), 3) for c in q] for q in points],
-                            "radius": float(radius), "axes": [a, b]})
+            strokes.append(
+                {
+                    "label": label,
+                    "points": [[round(float(c), 3) for c in q] for q in points],
+                    "radius": float(radius),
+                    "axes": [a, b],
+                }
+            )
     return strokes
 
 

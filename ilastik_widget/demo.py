@@ -21,8 +21,11 @@ _PACKAGE = Path(__file__).resolve().parent
 def quickstart_path() -> Path:
     """The quickstart notebook: shipped inside the package, in the source checkout the package was installed from
     in editable mode, or in ./notebooks (``pip install . && ilastik-widget demo`` run in a clone)."""
-    for candidate in (_PACKAGE / "notebooks" / NOTEBOOK, _PACKAGE.parent / "notebooks" / NOTEBOOK,
-                      Path.cwd() / "notebooks" / NOTEBOOK):
+    for candidate in (
+        _PACKAGE / "notebooks" / NOTEBOOK,
+        _PACKAGE.parent / "notebooks" / NOTEBOOK,
+        Path.cwd() / "notebooks" / NOTEBOOK,
+    ):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"the quickstart notebook {NOTEBOOK} is neither in the package nor in a source checkout")
@@ -38,8 +41,13 @@ def prepare(folder: Path) -> Path:
 
 
 def lab_command(folder: Path, *, port: int | None = None, no_browser: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
-           f"--LabApp.default_url=/lab/tree/{NOTEBOOK}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={folder}",
+        f"--LabApp.default_url=/lab/tree/{NOTEBOOK}",
+    ]
     if port is not None:
         cmd += [f"--port={int(port)}", "--port-retries=0"]
     if no_browser:
@@ -61,8 +69,10 @@ def main(args) -> int:
         print(f"ilastik-widget: error: {exc}", file=sys.stderr)
         return 1
     print(f"ilastik-widget: opening {notebook} in JupyterLab (Ctrl+C to stop)", flush=True)
-    proc = subprocess.Popen(lab_command(folder, port=getattr(args, "port", None),
-                                        no_browser=bool(getattr(args, "no_browser", False))), cwd=folder)
+    proc = subprocess.Popen(
+        lab_command(folder, port=getattr(args, "port", None), no_browser=bool(getattr(args, "no_browser", False))),
+        cwd=folder,
+    )
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Tests of ilastik_widget.annotations: stroke geometry, erase, undo/redo, classes, serialisation."""
+"""Tests of ilastik_widget.core.annotations: stroke geometry, erase, undo/redo, classes, serialisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from ilastik_widget.annotations import DEFAULT_COLORS, Annotations, normalize_region
+from ilastik_widget.core.annotations import DEFAULT_COLORS, Annotations, normalize_region
 
 
 def _reference_distance(shape2d, points2d):
@@ -276,7 +276,13 @@ def test_labelled_region_filters_and_dense_region_matches_whole():
 def test_normalize_region_errors():
     assert normalize_region(None, (4, 5)) == (slice(0, 4), slice(0, 5))
     assert normalize_region((slice(1, None),), (4, 5)) == (slice(1, 4), slice(0, 5))
-    for bad in [(slice(0, 5), slice(0, 5)), (slice(-1, 2),), (slice(2, 2),), (slice(0, 4, 2),),
-                (slice(0, 1), slice(0, 1), slice(0, 1)), (1, 2)]:
+    for bad in [
+        (slice(0, 5), slice(0, 5)),
+        (slice(-1, 2),),
+        (slice(2, 2),),
+        (slice(0, 4, 2),),
+        (slice(0, 1), slice(0, 1), slice(0, 1)),
+        (1, 2),
+    ]:
         with pytest.raises(ValueError):
             normalize_region(bad, (4, 5))

@@ -1,4 +1,4 @@
-"""ilastik_widget.batch: parity with in-memory prediction, outputs, several inputs, a real LocalCluster."""
+"""ilastik_widget.io.batch: parity with in-memory prediction, outputs, several inputs, a real LocalCluster."""
 
 from __future__ import annotations
 
@@ -11,27 +11,36 @@ import pytest
 import tifffile
 import zarr
 
-from ilastik_widget.batch import predict_batch, predict_dask, read_output
+from ilastik_widget.core.features import FeatureSelection, compute_features
+from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
-from ilastik_widget.features import FeatureSelection, compute_features
-from ilastik_widget.session import Session
-from ilastik_widget.sources import open_source
+from ilastik_widget.io.batch import predict_batch, predict_dask, read_output
+from ilastik_widget.io.sources import open_source
 
 REPO = Path(__file__).resolve().parents[1]
 
 # small but with a real halo (sigma 3.5 -> a halo of about 14-20 pixels), so block borders matter
-SEL = (FeatureSelection.none()
-       .with_feature("gaussian_smoothing", 0.7, True)
-       .with_feature("gaussian_gradient_magnitude", 1.6, True)
-       .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
-       .with_feature("structure_tensor_eigenvalues", 1.0, True)
-       .with_feature("difference_of_gaussians", 3.5, True))
+SEL = (
+    FeatureSelection.none()
+    .with_feature("gaussian_smoothing", 0.7, True)
+    .with_feature("gaussian_gradient_magnitude", 1.6, True)
+    .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
+    .with_feature("structure_tensor_eigenvalues", 1.0, True)
+    .with_feature("difference_of_gaussians", 3.5, True)
+)
 
 
 def _trained(img, truth, channel_axis=None, mode="3d", n_classes=2, seed=0):
     classes = ["Background", "Foreground", "Third"][:n_classes]
-    s = Session(img, channel_axis=channel_axis, features=SEL, feature_mode=mode, seed=seed, classes=classes,
-                classifier={"n_estimators": 20})
+    s = Session(
+        img,
+        channel_axis=channel_axis,
+        features=SEL,
+        feature_mode=mode,
+        seed=seed,
+        classes=classes,
+        classifier={"n_estimators": 20},
+    )
     for st in simulated_strokes(truth, n_per_class=4, radius=2, seed=seed):
         s.add_stroke(**st)
     s.train()
@@ -103,9 +112,15 @@ def test_parity_multichannel_and_2d_mode():
 def write_ome(path, data, axes, scale, fmt=2):
     g = zarr.open_group(str(path), mode="w", zarr_format=fmt)
     g.create_array("0", shape=data.shape, dtype=data.dtype, chunks=tuple(min(n, 32) for n in data.shape))[...] = data
-    ms = {"axes": [{"name": a, "type": "space", "unit": "micrometer"} if a in "zyx" else
-                   {"name": a, "type": {"t": "time", "c": "channel"}[a]} for a in axes],
-          "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}
+    ms = {
+        "axes": [
+            {"name": a, "type": "space", "unit": "micrometer"}
+            if a in "zyx"
+            else {"name": a, "type": {"t": "time", "c": "channel"}[a]}
+            for a in axes
+        ],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }
     if fmt == 2:
         g.attrs["multiscales"] = [{**ms, "version": "0.4"}]
     else:
@@ -117,8 +132,7 @@ def test_predict_batch_ome_zarr_output(tmp_path, s3d, zfmt):
     img, s = s3d
     write_ome(tmp_path / "in.ome.zarr", img, "zyx", [2.0, 0.3, 0.3])
     out = tmp_path / "out.ome.zarr"
-    res = predict_batch(s, str(tmp_path / "in.ome.zarr"), out, chunks=(20, 28, 30), progress=False,
-                        zarr_format=zfmt)
+    res = predict_batch(s, str(tmp_path / "in.ome.zarr"), out, chunks=(20, 28, 30), progress=False, zarr_format=zfmt)
     assert res["probabilities"] == str(out / "probabilities")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "out.ome.zarr"]  # no partial left
     root = zarr.open_group(str(out), mode="r")
@@ -144,11 +158,18 @@ def test_several_inputs_tiff_and_time_series(tmp_path, s2d):
     img_b, _ = synthetic_cells((120, 90), seed=7)
     tifffile.imwrite(tmp_path / "b.tif", img_b)
     series = np.stack([img, img[::-1], img[:, ::-1]])
-    res = predict_batch(s, [img, str(tmp_path / "b.tif"), open_source(series, axes="tyx")], tmp_path / "out",
-                        outputs=("segmentation", "probabilities"), progress=False, chunks=64)
+    res = predict_batch(
+        s,
+        [img, str(tmp_path / "b.tif"), open_source(series, axes="tyx")],
+        tmp_path / "out",
+        outputs=("segmentation", "probabilities"),
+        progress=False,
+        chunks=64,
+    )
     assert [r["input"] for r in res] == ["image", "b", "image_1"]
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out/image.ome.zarr/segmentation/0"))[...],
-                                  s.segmentation())
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "out/image.ome.zarr/segmentation/0"))[...], s.segmentation()
+    )
     sb = Session(img_b, features=SEL)
     sb.set_model(s.model)
     np.testing.assert_array_equal(read_output(tmp_path / "out/b.ome.zarr", "segmentation")[...], sb.segmentation())
@@ -204,10 +225,20 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
     img, s = s3d
     write_ome(tmp_path / "vol.ome.zarr", img, "zyx", [1.0, 0.5, 0.5])
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  env=env) as cluster, distributed.Client(cluster) as client:
-        res = predict_batch(s, [str(tmp_path / "vol.ome.zarr"), img[:20]], tmp_path / "out", client=client,
-                            chunks=(20, 28, 32), progress=False)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        res = predict_batch(
+            s,
+            [str(tmp_path / "vol.ome.zarr"), img[:20]],
+            tmp_path / "out",
+            client=client,
+            chunks=(20, 28, 32),
+            progress=False,
+        )
         workers = client.run(os.getpid)
         assert len(set(workers.values())) == 2 and os.getpid() not in workers.values()
         # both workers did part of the work
@@ -227,8 +258,9 @@ def test_notebook_runs_top_to_bottom(name, monkeypatch):
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+    )
     client.execute()  # raises CellExecutionError on any failing cell
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     if name == "03_batch.ipynb":

@@ -1,4 +1,4 @@
-"""Tests of ilastik_widget.chunk_server against a small fake session (the attributes ChunkServer reads)."""
+"""Tests of ilastik_widget.serving.chunk_server against a small fake session (the attributes ChunkServer reads)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from ilastik_widget.chunk_server import ChunkServer
+from ilastik_widget.serving.chunk_server import ChunkServer
 
 
 @dataclass
@@ -146,13 +146,30 @@ def test_zarr_library_reads_the_served_keys():
 
 @pytest.mark.parametrize(
     "key",
-    ["", "raw", "raw/", "raw/9/0.0", "raw/0/99.0", "raw/0/-1.0", "raw/0/a.b", "raw/0/0.0.0", "raw/0/0", "foo/0/0.0",
-     "predictions/x/0/0.0.0", "predictions/0", "../../etc/passwd", "raw/0/0.0/extra", "labels/0/1e3.0", None, 5,
-     "x" * 2000],
+    [
+        "",
+        "raw",
+        "raw/",
+        "raw/9/0.0",
+        "raw/0/99.0",
+        "raw/0/-1.0",
+        "raw/0/a.b",
+        "raw/0/0.0.0",
+        "raw/0/0",
+        "foo/0/0.0",
+        "predictions/x/0/0.0.0",
+        "predictions/0",
+        "../../etc/passwd",
+        "raw/0/0.0/extra",
+        "labels/0/1e3.0",
+        None,
+        5,
+        "x" * 2000,
+    ],
 )
 def test_malformed_or_out_of_range_keys_give_none_and_log(key, caplog):
     server = _server(_Session(_image2d((100, 100))), "wid", chunk_shape=(64, 64))
-    with caplog.at_level(logging.WARNING, logger="ilastik_widget.chunk_server"):
+    with caplog.at_level(logging.WARNING, logger="ilastik_widget.serving.chunk_server"):
         assert server.read([key]) == [None]
     assert caplog.records, "a bad key should leave a log line"
 
@@ -295,7 +312,9 @@ def test_anisotropic_volume_gets_relative_voxel_sizes():
     assert specs["raw"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["labels"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["probabilities"]["source"]["transform"]["outputDimensions"] == {**dims, "c^": [1, ""]}
-    scales = [d["coordinateTransformations"][0]["scale"] for d in _json(server, "raw/.zattrs")["multiscales"][0]["datasets"]]
+    scales = [
+        d["coordinateTransformations"][0]["scale"] for d in _json(server, "raw/.zattrs")["multiscales"][0]["datasets"]
+    ]
     assert scales[0] == [4.0, 1.0, 1.0]
 
 
@@ -357,8 +376,10 @@ def test_coarse_prediction_chunks_from_finer_chunks_equal_the_strided_prediction
     finest = [f"predictions/0/0/{i}.{j}.0" for i in range(3) for j in range(4)]
     assert assembled.read(keys + finest)[: len(keys)] == expected
     assert sorted(session.predict_calls) == sorted(
-        (slice(128 * i, min(300, 128 * i + 128)), slice(128 * j, min(430, 128 * j + 128))) for i in range(3)
-        for j in range(4))  # only the level-0 chunks were predicted
+        (slice(128 * i, min(300, 128 * i + 128)), slice(128 * j, min(430, 128 * j + 128)))
+        for i in range(3)
+        for j in range(4)
+    )  # only the level-0 chunks were predicted
 
 
 def test_prediction_pyramid_stops_where_chunks_get_too_costly():
@@ -381,8 +402,18 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     session = _Session(image)
     server = _server(session, "wid", chunk_shape=(128, 128))
     session.is_trained, session.generation = True, 4
-    server.read(["labels/0/.zarray", "labels/0/0.0", "labels/0/1.2", "raw/0/0.0", "predictions/4/0/1.1.0",
-                 "predictions/4/.zattrs", "labels/9/0.0", "nonsense/0/0.0"])
+    server.read(
+        [
+            "labels/0/.zarray",
+            "labels/0/0.0",
+            "labels/0/1.2",
+            "raw/0/0.0",
+            "predictions/4/0/1.1.0",
+            "predictions/4/.zattrs",
+            "labels/9/0.0",
+            "nonsense/0/0.0",
+        ]
+    )
     server.note_keys(["labels/0/2.2", "predictions/x/0/0.0.0", "labels/../0.0", 7])  # a browser `seen` report
     assert server.pending_push("labels") == 3 and server.pending_push("predictions") == 1
     session.annotations.paint((slice(130, 140), slice(260, 270)), 2)
@@ -417,7 +448,8 @@ def test_push_predicts_its_full_resolution_chunks_ahead_in_batches_within_its_bu
     assert len(push.keys) == 21
     assert [len(b) for b in batches] == [8, 8, 4]  # level 0 only: the coarse chunk is assembled from them
     assert sorted(r for b in batches for r in b) == sorted(
-        server._predictions_array().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5))
+        server._predictions_array().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5)
+    )
     # only the chunks that fit in the budget
     batches.clear()
     server.read(keys)

@@ -1,4 +1,4 @@
-"""Tests of ilastik_widget.classifier: determinism, column alignment, presets, export without pickle."""
+"""Tests of ilastik_widget.core.classifier: determinism, column alignment, presets, export without pickle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ilastik_widget.classifier import ACCURATE, INTERACTIVE, PixelClassifier
+from ilastik_widget.core.classifier import ACCURATE, INTERACTIVE, PixelClassifier
 
 
 def _data(n=600, n_features=6, seed=0):

@@ -14,21 +14,29 @@ import tifffile
 import zarr
 
 from ilastik_widget import cli
+from ilastik_widget.core.features import FeatureSelection
+from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
-from ilastik_widget.features import FeatureSelection
-from ilastik_widget.session import Session
-from ilastik_widget.sources import open_source
+from ilastik_widget.io.sources import open_source
 
 REPO = Path(__file__).resolve().parents[1]
-SEL = (FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
-       .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
-       .with_feature("gaussian_gradient_magnitude", 1.6, True))
+SEL = (
+    FeatureSelection.none()
+    .with_feature("gaussian_smoothing", 1.0, True)
+    .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
+    .with_feature("gaussian_gradient_magnitude", 1.6, True)
+)
 
 
 def run(*args, timeout=300):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "ilastik_widget.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ilastik_widget.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +52,13 @@ def project(tmp_path_factory):
     other, _ = synthetic_cells((90, 130), seed=12)
     z = zarr.open_group(str(d / "other.ome.zarr"), mode="w", zarr_format=2)
     z.create_array("0", shape=other.shape, dtype=other.dtype, chunks=(32, 32))[...] = other
-    z.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-                               "datasets": [{"path": "0", "coordinateTransformations": [
-                                   {"type": "scale", "scale": [0.7, 0.7]}]}]}]
+    z.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.7, 0.7]}]}],
+        }
+    ]
     so = Session(other, features=SEL)
     so.set_model(s.model)
     return d, s, so
@@ -54,8 +66,16 @@ def project(tmp_path_factory):
 
 def test_predict_end_to_end(project, tmp_path):
     d, s, so = project
-    r = run("predict", d / "proj.ilastikw", d / "train.tif", d / "other.ome.zarr", "--output", tmp_path / "out",
-            "--chunks", "48,40")
+    r = run(
+        "predict",
+        d / "proj.ilastikw",
+        d / "train.tif",
+        d / "other.ome.zarr",
+        "--output",
+        tmp_path / "out",
+        "--chunks",
+        "48,40",
+    )
     assert r.returncode == 0, r.stderr
     assert "train: probabilities:" in r.stdout and "other: " in r.stdout
     assert "100%" in r.stderr  # the progress bar
@@ -67,8 +87,17 @@ def test_predict_end_to_end(project, tmp_path):
     # a second run refuses to overwrite, then overwrites on request
     r = run("predict", d / "proj.ilastikw", d / "train.tif", "-o", tmp_path / "out")
     assert r.returncode == 1 and "already exists" in r.stderr
-    r = run("predict", d / "proj.ilastikw", d / "train.tif", "-o", tmp_path / "out", "--overwrite", "--no-progress",
-            "--outputs", "segmentation")
+    r = run(
+        "predict",
+        d / "proj.ilastikw",
+        d / "train.tif",
+        "-o",
+        tmp_path / "out",
+        "--overwrite",
+        "--no-progress",
+        "--outputs",
+        "segmentation",
+    )
     assert r.returncode == 0, r.stderr and "%" not in r.stderr
 
 
@@ -80,8 +109,19 @@ def test_predict_tiff_without_training_image(project, tmp_path):
     tifffile.imwrite(tmp_path / "x.tif", tifffile.imread(d / "train.tif"))
     os.rename(d / "train.tif", d / "train.tif.away")
     try:
-        r = run("predict", proj, tmp_path / "x.tif", "-o", tmp_path / "tifs", "--format", "tiff",
-                "--outputs", "segmentation", "uncertainty", "--no-progress")
+        r = run(
+            "predict",
+            proj,
+            tmp_path / "x.tif",
+            "-o",
+            tmp_path / "tifs",
+            "--format",
+            "tiff",
+            "--outputs",
+            "segmentation",
+            "uncertainty",
+            "--no-progress",
+        )
     finally:
         os.rename(d / "train.tif.away", d / "train.tif")
     assert r.returncode == 0, r.stderr
@@ -93,13 +133,25 @@ def test_predict_on_a_dask_scheduler(project, tmp_path):
     distributed = pytest.importorskip("distributed")
     d, s, so = project
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  env=env) as cluster:
-        r = run("predict", d / "proj.ilastikw", d / "other.ome.zarr", "-o", tmp_path / "out",
-                "--scheduler", cluster.scheduler_address, "--chunks", "32", "--no-progress")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+    ) as cluster:
+        r = run(
+            "predict",
+            d / "proj.ilastikw",
+            d / "other.ome.zarr",
+            "-o",
+            tmp_path / "out",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--chunks",
+            "32",
+            "--no-progress",
+        )
     assert r.returncode == 0, r.stderr
-    np.testing.assert_array_equal(open_source(str(tmp_path / "out/other.ome.zarr/segmentation"))[...],
-                                  so.segmentation())
+    np.testing.assert_array_equal(
+        open_source(str(tmp_path / "out/other.ome.zarr/segmentation"))[...], so.segmentation()
+    )
 
 
 def test_errors_and_exit_codes(project, tmp_path):
@@ -123,8 +175,16 @@ def test_errors_and_exit_codes(project, tmp_path):
     untrained.save(tmp_path / "untrained.ilastikw")
     r = run("predict", tmp_path / "untrained.ilastikw", d / "train.tif", "-o", tmp_path / "o")
     assert r.returncode == 1 and "untrained" in r.stderr
-    r = run("predict", d / "proj.ilastikw", d / "train.tif", "-o", tmp_path / "o", "--scheduler",
-            "tcp://127.0.0.1:1", "--no-progress")
+    r = run(
+        "predict",
+        d / "proj.ilastikw",
+        d / "train.tif",
+        "-o",
+        tmp_path / "o",
+        "--scheduler",
+        "tcp://127.0.0.1:1",
+        "--no-progress",
+    )
     assert r.returncode == 1 and "scheduler" in r.stderr
     r = run()
     assert r.returncode == 2 and "predict" in r.stderr

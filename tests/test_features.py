@@ -1,4 +1,4 @@
-"""Tests of ilastik_widget.features against independent float64 references and analytic cases."""
+"""Tests of ilastik_widget.core.features against independent float64 references and analytic cases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from ilastik_widget.features import (
+from ilastik_widget.core.features import (
     FEATURE_TITLES,
     FEATURES,
     SCALES,
@@ -233,9 +233,7 @@ def test_tiny_images_mirror_repeatedly(rng, shape):
 
 def test_integer_input_is_accepted(rng):
     img = (rng.random((30, 40)) * 1000).astype(np.uint16)
-    np.testing.assert_allclose(
-        compute_features(img), compute_features(img.astype(np.float32)), rtol=0, atol=0
-    )
+    np.testing.assert_allclose(compute_features(img), compute_features(img.astype(np.float32)), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,9 +341,7 @@ def check_blocks(rng, img, sel, sizes, n_blocks=8, **kw):
         assert err < 1e-5, (region, err)
     # only region + halo was read, never the whole image (these images are larger than that)
     assert all(isinstance(s, slice) for idx in arr.reads for s in idx)
-    assert not any(
-        all((s.stop - s.start) == n for s, n in zip(idx, img.shape)) for idx in arr.reads
-    )
+    assert not any(all((s.stop - s.start) == n for s, n in zip(idx, img.shape)) for idx in arr.reads)
 
 
 def test_blocks_2d_full_selection(rng):
@@ -452,8 +448,9 @@ def test_feature_table_is_the_matrix_as_json():
         assert f["scales"] == [s for s in SCALES if is_valid(f["name"], s)]
     assert table["features"][0]["scales"][0] == 0.3 and all(0.3 not in f["scales"] for f in table["features"][1:])
     for nd in (2, 3):
-        assert sum(f["channels"][f"{nd}d"] * len(f["scales"]) for f in table["features"]) == \
-            FeatureSelection.all().n_channels(nd)
+        assert sum(
+            f["channels"][f"{nd}d"] * len(f["scales"]) for f in table["features"]
+        ) == FeatureSelection.all().n_channels(nd)
 
 
 @pytest.mark.parametrize(
@@ -534,7 +531,7 @@ def test_eigvals3_closed_form_accuracy(scale):
     we allow 3e-6 of the largest eigenvalue magnitude (a float32 trigonometric formula without the
     float64 angle fallback fails this by ~100x on the nearly degenerate cases).
     """
-    from ilastik_widget import _filters
+    from ilastik_widget.core import filters as _filters
 
     rng = np.random.default_rng(7)
     n = 30000
@@ -599,7 +596,7 @@ def test_concurrent_calls_match_sequential(rng):
 def test_kept_buffers_are_dropped_when_idle(monkeypatch):
     import time
 
-    from ilastik_widget import _filters
+    from ilastik_widget.core import filters as _filters
 
     _filters.clear_workspace()
     with _filters._trim_lock:  # a timer armed by earlier tests would fire only after 20 s

@@ -33,12 +33,15 @@ def node() -> str:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
     major = int(re.match(r"v(\d+)", version).group(1)) if re.match(r"v(\d+)", version) else 0
     if major < 20:
-        pytest.fail(f"Node.js {version or '(unknown version)'} is too old: the JavaScript tests need Node.js >= 20",
-                    pytrace=False)
+        pytest.fail(
+            f"Node.js {version or '(unknown version)'} is too old: the JavaScript tests need Node.js >= 20",
+            pytrace=False,
+        )
     for package in ("typescript", "esbuild", "neuroglancer"):
         if not (JS / "node_modules" / package / "package.json").is_file():
-            pytest.fail(f"js/node_modules/{package} is missing: run `npm ci` in js/ (`pip install -e .` runs it)",
-                        pytrace=False)
+            pytest.fail(
+                f"js/node_modules/{package} is missing: run `npm ci` in js/ (`pip install -e .` runs it)", pytrace=False
+            )
     return node
 
 
@@ -48,18 +51,24 @@ def _run(args: list[str], cwd: Path = JS) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"`{' '.join(args)}` in {cwd} did not finish within {TIMEOUT} s:\n{e.stdout or ''}\n{e.stderr or ''}",
-                    pytrace=False)
+        pytest.fail(
+            f"`{' '.join(args)}` in {cwd} did not finish within {TIMEOUT} s:\n{e.stdout or ''}\n{e.stderr or ''}",
+            pytrace=False,
+        )
     if result.returncode != 0:
-        pytest.fail(f"`{' '.join(args)}` in {cwd} failed (exit code {result.returncode}):\n"
-                    f"{result.stdout}\n{result.stderr}", pytrace=False)
+        pytest.fail(
+            f"`{' '.join(args)}` in {cwd} failed (exit code {result.returncode}):\n{result.stdout}\n{result.stderr}",
+            pytrace=False,
+        )
     return result
 
 
 def _summary(output: str) -> dict[str, int]:
     """The counts node --test prints at the end (`# tests 71`, `# pass 71`, ...)."""
-    return {name: int(count) for name, count in re.findall(r"^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$",
-                                                            output, flags=re.M)}
+    return {
+        name: int(count)
+        for name, count in re.findall(r"^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$", output, flags=re.M)
+    }
 
 
 def test_typecheck_sources(node):
@@ -80,18 +89,27 @@ def test_js_unit_tests(node):
     files = sorted(p.name for p in (JS / "test").glob("*.test.ts"))
     assert len(files) >= 4, files
     assert counts.get("tests", 0) >= 50 and counts.get("pass") == counts.get("tests"), output
-    assert (counts.get("fail"), counts.get("cancelled"), counts.get("skipped"), counts.get("todo")) == (0, 0, 0, 0), \
+    assert (counts.get("fail"), counts.get("cancelled"), counts.get("skipped"), counts.get("todo")) == (0, 0, 0, 0), (
         output
+    )
     assert f"bundled {len(files)} test files" in output, output  # run.mjs found every file
 
 
 def test_js_test_runner_reports_failures(node, tmp_path):
     """The runner fails when a test fails (so a broken harness cannot pass by running nothing)."""
     failing = tmp_path / "failing.test.ts"
-    failing.write_text('import { test } from "node:test";\n'
-                       'test("this one fails", () => { const n: number = 1; if (n === 1) throw new Error("on purpose"); });\n')
-    result = subprocess.run([node, "test/run.mjs", str(failing)], cwd=JS, capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "NO_COLOR": "1"})
+    failing.write_text(
+        'import { test } from "node:test";\n'
+        'test("this one fails", () => { const n: number = 1; if (n === 1) throw new Error("on purpose"); });\n'
+    )
+    result = subprocess.run(
+        [node, "test/run.mjs", str(failing)],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "on purpose" in output and _summary(output).get("fail") == 1, output

@@ -19,9 +19,9 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import zarr
     from ilastik_widget import open_source
-    from ilastik_widget.chunk_server import ChunkServer
-    from ilastik_widget.features import FeatureSelection
-    from ilastik_widget.session import Session
+    from ilastik_widget.serving.chunk_server import ChunkServer
+    from ilastik_widget.core.features import FeatureSelection
+    from ilastik_widget.core.session import Session
 
     path, shape, features = sys.argv[1], tuple(json.loads(sys.argv[2])), json.loads(sys.argv[3])
     ndim = len(shape)
@@ -63,7 +63,9 @@ SCRIPT = textwrap.dedent(
 def run_case(tmp_path, shape, features):
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "big.zarr"), json.dumps(list(shape)), json.dumps(features)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -72,10 +74,20 @@ def run_case(tmp_path, shape, features):
 @pytest.mark.parametrize(
     "shape, features, image_bytes",
     [
-        ((20000, 20000), {"gaussian_smoothing": [1.0, 3.5], "gaussian_gradient_magnitude": [1.0],
-                          "hessian_of_gaussian_eigenvalues": [1.6]}, 20000 * 20000),
-        ((1024, 1024, 2048), {"gaussian_smoothing": [0.7, 1.6], "gaussian_gradient_magnitude": [1.0]},
-         1024 * 1024 * 2048),
+        (
+            (20000, 20000),
+            {
+                "gaussian_smoothing": [1.0, 3.5],
+                "gaussian_gradient_magnitude": [1.0],
+                "hessian_of_gaussian_eigenvalues": [1.6],
+            },
+            20000 * 20000,
+        ),
+        (
+            (1024, 1024, 2048),
+            {"gaussian_smoothing": [0.7, 1.6], "gaussian_gradient_magnitude": [1.0]},
+            1024 * 1024 * 2048,
+        ),
     ],
     ids=["20000x20000", "2GB-volume"],
 )

@@ -1,4 +1,4 @@
-"""ilastik_widget.project: round trips, damaged files, autosave surviving a killed kernel."""
+"""ilastik_widget.io.project: round trips, damaged files, autosave surviving a killed kernel."""
 
 from __future__ import annotations
 
@@ -17,17 +17,26 @@ import numpy as np
 import pytest
 import zarr
 
+from ilastik_widget.core.features import FeatureSelection
+from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
-from ilastik_widget.features import FeatureSelection
-from ilastik_widget.project import (FORMAT_VERSION, ProjectError, enable_autosave, load_session, read_project,
-                                    save_session)
-from ilastik_widget.session import Session
-from ilastik_widget.sources import open_source
+from ilastik_widget.io.project import (
+    FORMAT_VERSION,
+    ProjectError,
+    enable_autosave,
+    load_session,
+    read_project,
+    save_session,
+)
+from ilastik_widget.io.sources import open_source
 
 REPO = Path(__file__).resolve().parents[1]
-SEL = (FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
-       .with_feature("gaussian_gradient_magnitude", 1.6, True)
-       .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True))
+SEL = (
+    FeatureSelection.none()
+    .with_feature("gaussian_smoothing", 1.0, True)
+    .with_feature("gaussian_gradient_magnitude", 1.6, True)
+    .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
+)
 
 
 def _session(img, truth, **kw):
@@ -85,8 +94,8 @@ def test_round_trip_same_predictions(tmp_path, trained):
 
 
 def test_load_model_without_the_training_image(tmp_path, trained):
-    from ilastik_widget.batch import predict_dask
-    from ilastik_widget.project import load_model
+    from ilastik_widget.io.batch import predict_dask
+    from ilastik_widget.io.project import load_model
 
     img, s = trained
     path = save_session(s, tmp_path / "m.ilastikw", embed_image=False)
@@ -193,8 +202,12 @@ def test_damaged_and_foreign_files(tmp_path, trained):
     # an object array would need pickle: refused, never unpickled
     buf = io.BytesIO()
     np.save(buf, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    _rewrite(good, tmp_path / "pickled.ilastikw", drop=("arrays/stroke_offsets.npy",),
-             extra={"arrays/stroke_offsets.npy": buf.getvalue()})
+    _rewrite(
+        good,
+        tmp_path / "pickled.ilastikw",
+        drop=("arrays/stroke_offsets.npy",),
+        extra={"arrays/stroke_offsets.npy": buf.getvalue()},
+    )
     expect("pickled.ilastikw", "cannot read arrays/stroke_offsets.npy")
     # a flipped byte inside a member: CRC error named
     data = bytearray(raw)
@@ -214,7 +227,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, trained, mon
     _, s = trained
     path = save_session(s, tmp_path / "a.ilastikw")
     before = path.read_bytes()
-    import ilastik_widget.project as project
+    import ilastik_widget.io.project as project
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -245,9 +258,9 @@ def test_autosave_listener(tmp_path):
 KERNEL = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from ilastik_widget.session import Session
-    from ilastik_widget.project import enable_autosave
-    from ilastik_widget.features import FeatureSelection
+    from ilastik_widget.core.session import Session
+    from ilastik_widget.io.project import enable_autosave
+    from ilastik_widget.core.features import FeatureSelection
     rng = np.random.default_rng(0)
     img = rng.normal(size=(200, 220)).astype(np.float32)
     s = Session(img, features=FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True))
@@ -268,8 +281,12 @@ def _kernel(tmp_path, n):
     script = tmp_path / "kernel.py"
     script.write_text(KERNEL)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "auto.ilastikw"), str(n)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "auto.ilastikw"), str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_autosave_survives_killed_kernel(tmp_path):

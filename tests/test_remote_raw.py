@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import zarr
 
-from ilastik_widget.chunk_server import ChunkServer
-from ilastik_widget.session import Session
-from ilastik_widget.sources import open_source
-from ilastik_widget.widget import IlastikWidget
+from ilastik_widget.core.session import Session
+from ilastik_widget.io.sources import open_source
+from ilastik_widget.serving.chunk_server import ChunkServer
+from ilastik_widget.widget.widget import IlastikWidget
 
 URL = "https://data.example.org/images/cells.ome.zarr"
 
@@ -40,8 +40,13 @@ def write_ome(path, data, axes, scale, translation=None, zarr_format=2, chunks=N
         datasets.append({"path": str(i), "coordinateTransformations": transforms})
         level = level[tuple(slice(None, None, 2) if ax in "yx" else slice(None) for ax in axes)]
     types = {"t": "time", "c": "channel"}
-    ms = {"axes": [{"name": ax, "type": types.get(ax, "space"), **({"unit": "micrometer"} if ax in "zyx" else {})}
-                   for ax in axes], "datasets": datasets}
+    ms = {
+        "axes": [
+            {"name": ax, "type": types.get(ax, "space"), **({"unit": "micrometer"} if ax in "zyx" else {})}
+            for ax in axes
+        ],
+        "datasets": datasets,
+    }
     if zarr_format == 2:
         g.attrs["multiscales"] = [{**ms, "version": "0.4"}]
     else:
@@ -109,8 +114,9 @@ def test_2d_ome_zarr_lands_on_the_mem_raw_layer(tmp_path):
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_3d_anisotropic_ome_zarr_with_a_translation(tmp_path, zarr_format):
     vol = np.random.default_rng(1).integers(0, 4000, (6, 20, 30), dtype=np.uint16)
-    write_ome(tmp_path / "v.ome.zarr", vol, "zyx", (2.0, 0.5, 0.5), translation=(10.0, 1.5, -0.5),
-              zarr_format=zarr_format)
+    write_ome(
+        tmp_path / "v.ome.zarr", vol, "zyx", (2.0, 0.5, 0.5), translation=(10.0, 1.5, -0.5), zarr_format=zarr_format
+    )
     source = remote(tmp_path / "v.ome.zarr")
     _, s = specs(source)
     raw = s["raw"]
@@ -153,8 +159,10 @@ def test_rgb_stored_one_channel_per_chunk_is_served_by_the_kernel(tmp_path):
     rgb = np.random.default_rng(2).integers(0, 255, (3, 40, 50), dtype=np.uint8)
     write_ome(tmp_path / "rgb.ome.zarr", rgb, "cyx", (1.0, 0.5, 0.5), chunks=(1, 40, 50))
     _, s = specs(remote(tmp_path / "rgb.ome.zarr"))
-    assert s["raw"]["source"] == {"url": "mem://wid/raw/|zarr2:",
-                                  "transform": {"outputDimensions": {"y": [1.0, ""], "x": [1.0, ""], "c^": [1, ""]}}}
+    assert s["raw"]["source"] == {
+        "url": "mem://wid/raw/|zarr2:",
+        "transform": {"outputDimensions": {"y": [1.0, ""], "x": [1.0, ""], "c^": [1, ""]}},
+    }
 
 
 def test_other_channels_show_the_first_one_as_the_kernel_does(tmp_path):
@@ -195,8 +203,9 @@ def test_plain_zarr_array(tmp_path):
     assert specs(remote(tmp_path / "plain.zarr"))[1]["raw"]["source"] == "mem://wid/raw/|zarr2:"
 
 
-@pytest.mark.parametrize("case", ["no-url", "local", "float64", "ome-0.5-on-v2", "old-ome", "odd-transform",
-                                  "query", "kernel"])
+@pytest.mark.parametrize(
+    "case", ["no-url", "local", "float64", "ome-0.5-on-v2", "old-ome", "odd-transform", "query", "kernel"]
+)
 def test_cases_the_browser_cannot_load_are_served_by_the_kernel(tmp_path, case):
     image = np.random.default_rng(6).integers(0, 255, (20, 30), dtype=np.uint8)
     write_ome(tmp_path / "a.ome.zarr", image if case != "float64" else image.astype(np.float64), "yx", (1.0, 1.0))

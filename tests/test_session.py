@@ -1,4 +1,4 @@
-"""Tests of ilastik_widget.session.Session: laziness, caches, training, threads, errors, accuracy."""
+"""Tests of ilastik_widget.core.session.Session: laziness, caches, training, threads, errors, accuracy."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from ilastik_widget.classifier import PixelClassifier
+from ilastik_widget.core.classifier import PixelClassifier
+from ilastik_widget.core.features import FeatureSelection
+from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
-from ilastik_widget.features import FeatureSelection
-from ilastik_widget.session import Session
 
 SMALL = FeatureSelection.none()
 for _f in ("gaussian_smoothing", "gaussian_gradient_magnitude", "hessian_of_gaussian_eigenvalues"):
@@ -58,7 +58,7 @@ def _paint(session, truth, n_per_class=4, radius=2, seed=0):
 
 
 def test_small_selection_halo():
-    from ilastik_widget.features import halo
+    from ilastik_widget.core.features import halo
 
     assert halo(SMALL) == SMALL_HALO
 
@@ -89,7 +89,7 @@ def test_issue_api_end_to_end(cells):
     assert u.dtype == np.float32 and u.shape == (50, 60)
     ps = np.sort(p[:50, :60], axis=-1)
     np.testing.assert_allclose(u, 1 - (ps[..., -1] - ps[..., -2]), atol=1e-6)
-    assert 0 <= u.min() and u.max() <= 1
+    assert u.min() >= 0 and u.max() <= 1
     assert s.spatial_shape == (256, 256) and s.ndim == 2 and s.n_classes == 2 and s.is_trained
 
 
@@ -111,8 +111,8 @@ def test_only_labelled_blocks_are_read_for_training_and_asked_blocks_for_predict
     image, truth = synthetic_cells((512, 512), seed=2)
     arr = CountingArray(image)
     s = _session(arr, block_shape=(64, 64))
-    s.add_stroke(1, [[20, 10], [20, 40]], radius=2)    # block (0, 0)
-    s.add_stroke(2, [[30, 70], [30, 100]], radius=2)   # block (0, 1)
+    s.add_stroke(1, [[20, 10], [20, 40]], radius=2)  # block (0, 0)
+    s.add_stroke(2, [[30, 70], [30, 100]], radius=2)  # block (0, 1)
     assert arr.reads == []  # nothing read before it is needed
     s.train()
     assert len(arr.reads) == 2
@@ -159,8 +159,8 @@ def test_precompute_predicts_the_blocks_of_regions_ahead_so_predict_reads_nothin
 def test_label_change_regathers_rows_only_for_changed_blocks(cells):
     image, _ = cells
     s = _session(image, block_shape=(64, 64))
-    s.add_stroke(1, [[10, 10]], radius=2)      # block (0, 0)
-    s.add_stroke(2, [[200, 200]], radius=2)    # block (3, 3)
+    s.add_stroke(1, [[10, 10]], radius=2)  # block (0, 0)
+    s.add_stroke(2, [[200, 200]], radius=2)  # block (3, 3)
     s.train()
     asked = []
     original = s._block_features
@@ -170,7 +170,7 @@ def test_label_change_regathers_rows_only_for_changed_blocks(cells):
         return original(block_index, spec)
 
     s._block_features = spy
-    s.add_stroke(2, [[100, 150]], radius=2)    # block (1, 2)
+    s.add_stroke(2, [[100, 150]], radius=2)  # block (1, 2)
     s.train()
     assert asked == [(1, 2)]
     asked.clear()
@@ -211,7 +211,7 @@ def test_works_on_dask_and_zarr_without_loading_whole(cells):
 
 
 def test_image_source_is_accepted(cells):
-    sources = pytest.importorskip("ilastik_widget.sources")
+    sources = pytest.importorskip("ilastik_widget.io.sources")
     image, truth = cells
     s = _session(sources.open_source(np.stack([image, image * 2], axis=0), channel_axis=0))
     assert s.spatial_shape == (256, 256) and s.n_input_channels == 2
@@ -452,7 +452,7 @@ def test_concurrent_predictions_of_different_blocks(cells):
     serial.train()
     whole = serial.predict()
     for (i, j), p in results.items():
-        np.testing.assert_array_equal(p, whole[i * 64:(i + 1) * 64, j * 64:(j + 1) * 64])
+        np.testing.assert_array_equal(p, whole[i * 64 : (i + 1) * 64, j * 64 : (j + 1) * 64])
     assert len(results) == 16
 
 
@@ -518,7 +518,7 @@ def test_nan_found_when_features_are_computed(cells):
 
 
 def test_replacing_annotations_is_a_label_change(cells):
-    from ilastik_widget.annotations import Annotations
+    from ilastik_widget.core.annotations import Annotations
 
     image, truth = cells
     s = _session(image)
@@ -590,7 +590,7 @@ def test_concurrent_painting_training_and_prediction_settle_on_newest_labels(cel
 
 @pytest.mark.parametrize("shape", [(200, 300), (24, 64, 80)])
 def test_synthetic_cells_and_strokes_inside_their_class(shape):
-    from ilastik_widget.annotations import Annotations
+    from ilastik_widget.core.annotations import Annotations
 
     image, truth = synthetic_cells(shape, seed=3)
     again, _ = synthetic_cells(shape, seed=3)
@@ -653,7 +653,7 @@ def test_prediction_started_before_a_selection_change_uses_its_models_features(c
 
 
 def test_time_series_source_asks_for_one_time_point():
-    from ilastik_widget.sources import open_source
+    from ilastik_widget.io.sources import open_source
 
     src = open_source(np.random.default_rng(0).random((3, 32, 40), dtype=np.float32), axes="tyx")
     with pytest.raises(ValueError, match="time series of 3 time points"):

@@ -1,4 +1,4 @@
-"""ilastik_widget.sources: every source type, from files written here."""
+"""ilastik_widget.io.sources: every source type, from files written here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zarr
 
-from ilastik_widget.sources import ImageSource, open_source
+from ilastik_widget.io.sources import ImageSource, open_source
 
 
 def _img(shape, seed=0, dtype=np.uint16):
@@ -25,16 +25,22 @@ def write_ome_zarr(path, data, axes, scale, zarr_format=2, n_levels=3, chunks=No
     datasets = []
     lvl = data
     for i in range(n_levels):
-        a = g.create_array(str(i), shape=lvl.shape, dtype=lvl.dtype, chunks=chunks or tuple(min(s, 16) for s in lvl.shape))
+        a = g.create_array(
+            str(i), shape=lvl.shape, dtype=lvl.dtype, chunks=chunks or tuple(min(s, 16) for s in lvl.shape)
+        )
         a[...] = lvl
-        s = [sc * (2 ** i if ax in "yx" else 1) for sc, ax in zip(scale, axes)]
+        s = [sc * (2**i if ax in "yx" else 1) for sc, ax in zip(scale, axes)]
         datasets.append({"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": s}]})
         sl = tuple(slice(None, None, 2) if ax in "yx" else slice(None) for ax in axes)
         lvl = lvl[sl]
     types = {"t": "time", "c": "channel"}
-    ms = {"axes": [{"name": a, "type": types.get(a, "space"), **({"unit": "micrometer"} if a in "zyx" else {})}
-                   for a in axes],
-          "datasets": datasets, "name": "cells"}
+    ms = {
+        "axes": [
+            {"name": a, "type": types.get(a, "space"), **({"unit": "micrometer"} if a in "zyx" else {})} for a in axes
+        ],
+        "datasets": datasets,
+        "name": "cells",
+    }
     if zarr_format == 2:
         ms["version"] = "0.4"
         g.attrs["multiscales"] = [ms]
@@ -85,8 +91,9 @@ def test_dask_array_time_series():
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_zarr_array_path_and_object(tmp_path, fmt):
     a = _img((7, 20, 21), seed=fmt)
-    z = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=a.shape, dtype=a.dtype, chunks=(2, 8, 8),
-                        zarr_format=fmt)
+    z = zarr.open_array(
+        str(tmp_path / "a.zarr"), mode="w", shape=a.shape, dtype=a.dtype, chunks=(2, 8, 8), zarr_format=fmt
+    )
     z[...] = a
     s = open_source(str(tmp_path / "a.zarr"))
     assert s.zarr_format == fmt and s.axes == "zyx" and s.name == "a" and s.source_kind == "zarr"
@@ -115,8 +122,14 @@ def test_zarr_group(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_ome_zarr_pyramid_scale_channels(tmp_path, fmt):
     a = _img((2, 6, 32, 40), seed=3)
-    write_ome_zarr(tmp_path / "img.ome.zarr", a, "czyx", [1.0, 2.0, 0.5, 0.25], zarr_format=fmt,
-                   omero={"channels": [{"label": "dna"}, {"label": "membrane"}]})
+    write_ome_zarr(
+        tmp_path / "img.ome.zarr",
+        a,
+        "czyx",
+        [1.0, 2.0, 0.5, 0.25],
+        zarr_format=fmt,
+        omero={"channels": [{"label": "dna"}, {"label": "membrane"}]},
+    )
     s = open_source(str(tmp_path / "img.ome.zarr"))
     assert s.source_kind == "ome-zarr" and s.zarr_format == fmt
     assert s.axes == "czyx" and s.channel_axis == 0 and s.n_channels == 2
@@ -218,7 +231,9 @@ def test_http_ome_zarr_reads_only_needed_chunks(http_root, fmt):
     _CountingHandler.requests.clear()
     block = s[1, 0:16, 16:32]
     np.testing.assert_array_equal(block, a[1, 0:16, 16:32])
-    chunk_gets = [r for r in _CountingHandler.requests if not r.endswith((".zarray", ".zattrs", ".zgroup", "zarr.json"))]
+    chunk_gets = [
+        r for r in _CountingHandler.requests if not r.endswith((".zarray", ".zattrs", ".zgroup", "zarr.json"))
+    ]
     assert len(chunk_gets) == 1, _CountingHandler.requests  # one chunk of 64 read, not the whole array
     np.testing.assert_array_equal(s.levels[2].compute(), a[:, ::4, ::4])
 
@@ -226,8 +241,9 @@ def test_http_ome_zarr_reads_only_needed_chunks(http_root, fmt):
 def test_http_plain_zarr_array(http_root):
     root, base = http_root
     a = _img((30, 31), seed=9)
-    z = zarr.open_array(str(root / "plain.zarr"), mode="w", shape=a.shape, dtype=a.dtype, chunks=(10, 10),
-                        zarr_format=2)
+    z = zarr.open_array(
+        str(root / "plain.zarr"), mode="w", shape=a.shape, dtype=a.dtype, chunks=(10, 10), zarr_format=2
+    )
     z[...] = a
     s = open_source(f"{base}/plain.zarr")
     assert s.axes == "yx" and s.url == f"{base}/plain.zarr"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import traitlets
 
-from ilastik_widget import messages as m
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
-from ilastik_widget.widget import IlastikWidget
+from ilastik_widget.widget import protocol as m
+from ilastik_widget.widget.widget import IlastikWidget
 
 
 class Recorder:
@@ -48,8 +48,14 @@ def make_widget(image, **kwargs):
 
 
 def stroke_msg(id, s, **over):
-    msg = {"type": "stroke", "id": id, "label": int(s["label"]), "radius": float(s["radius"]), "erase": False,
-           "points": np.asarray(s["points"], dtype=float).tolist()}
+    msg = {
+        "type": "stroke",
+        "id": id,
+        "label": int(s["label"]),
+        "radius": float(s["radius"]),
+        "erase": False,
+        "points": np.asarray(s["points"], dtype=float).tolist(),
+    }
     if s.get("axes") is not None:
         msg["axes"] = [int(a) for a in s["axes"]]
     msg.update(over)
@@ -246,8 +252,11 @@ def test_error_messages_are_in_words(data):
 
 
 def test_parse_message_types():
-    req = m.parse_message({"type": "stroke", "id": 1, "label": 2, "radius": 3, "points": [[1, 2], [3.5, 4]],
-                           "axes": [0, 1]}, ndim=2, n_classes=2)
+    req = m.parse_message(
+        {"type": "stroke", "id": 1, "label": 2, "radius": 3, "points": [[1, 2], [3.5, 4]], "axes": [0, 1]},
+        ndim=2,
+        n_classes=2,
+    )
     assert isinstance(req, m.StrokeRequest) and req.axes == (0, 1) and req.points.shape == (2, 2)
     assert m.parse_message({"type": "chunks", "id": 2, "keys": ["a/b"]}) == m.ChunksRequest(2, ("a/b",))
     assert m.parse_message({"type": "add-class", "id": 3}) == m.AddClassRequest(3, None, None)
@@ -263,14 +272,25 @@ def test_parse_message_types():
 def test_trait_validation_from_python(data):
     image, _, _ = data
     w, _ = make_widget(image)
-    for name, value in [("brush_size", 0), ("brush_size", 62), ("brush_size", True), ("mode", "draw"),
-                        ("active_class", 3), ("active_class", 0), ("layers", {"bogus": {"visible": True}}),
-                        ("layers", {"raw": {"opacity": 2}}), ("layers", {"raw": {"visible": "yes"}}),
-                        ("feature_selection", {"features": {"gaussian_smoothing": [0.31]}}),
-                        ("feature_selection", {"x": 1}), ("classes", []),
-                        ("classes", [{"name": "a", "color": "blue"}]),
-                        ("viewer_state", {"position": "here"}), ("viewer_state", {"crossSectionScale": -1}),
-                        ("height", 50), ("height", 10_000)]:
+    for name, value in [
+        ("brush_size", 0),
+        ("brush_size", 62),
+        ("brush_size", True),
+        ("mode", "draw"),
+        ("active_class", 3),
+        ("active_class", 0),
+        ("layers", {"bogus": {"visible": True}}),
+        ("layers", {"raw": {"opacity": 2}}),
+        ("layers", {"raw": {"visible": "yes"}}),
+        ("feature_selection", {"features": {"gaussian_smoothing": [0.31]}}),
+        ("feature_selection", {"x": 1}),
+        ("classes", []),
+        ("classes", [{"name": "a", "color": "blue"}]),
+        ("viewer_state", {"position": "here"}),
+        ("viewer_state", {"crossSectionScale": -1}),
+        ("height", 50),
+        ("height", 10_000),
+    ]:
         before = getattr(w, name)
         with pytest.raises(traitlets.TraitError):
             setattr(w, name, value)
@@ -328,12 +348,15 @@ def test_classes_from_messages_and_python(data):
 
 
 def test_feature_selection_trait_reaches_session(data):
-    from ilastik_widget.features import FeatureSelection
+    from ilastik_widget.core.features import FeatureSelection
 
     image, _, _ = data
     w, _ = make_widget(image)
-    sel = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True).with_feature(
-        "hessian_of_gaussian_eigenvalues", 3.5, True)
+    sel = (
+        FeatureSelection.none()
+        .with_feature("gaussian_smoothing", 1.0, True)
+        .with_feature("hessian_of_gaussian_eigenvalues", 3.5, True)
+    )
     w.set_state({"feature_selection": sel.to_dict()})
     assert w.session.feature_selection == sel
     w.select_features("all")
@@ -346,8 +369,8 @@ def test_feature_selection_trait_reaches_session(data):
 def test_source_info_carries_the_feature_table_and_every_cell_round_trips(data):
     """The panel builds its feature matrix from source_info alone: every cell it shows must be one the kernel
     accepts as the browser sends it (JSON, where 1.0 arrives as 1), and All must be the full set."""
-    from ilastik_widget.features import FEATURES, FeatureSelection, feature_table
-    from ilastik_widget.widget import MAX_BRUSH, MIN_BRUSH
+    from ilastik_widget.core.features import FEATURES, FeatureSelection, feature_table
+    from ilastik_widget.widget.widget import MAX_BRUSH, MIN_BRUSH
 
     image, _, _ = data
     w, _ = make_widget(image)
@@ -465,7 +488,7 @@ def test_two_widgets_are_independent(data):
 
 
 def test_widget_on_existing_session_and_source_info(data):
-    from ilastik_widget.session import Session
+    from ilastik_widget.core.session import Session
 
     image, _, _ = data
     session = Session(image, classes=("a", "b", "c"))
@@ -490,11 +513,13 @@ def test_messages_through_the_comm_path(data):
     w._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "undo", "id": 9}}}, "buffers": []})
     assert rec.reply(9)[0]["changed"] is True and len(w.session.strokes) == 0
     # browser trait updates arrive as "update" messages
-    w._handle_msg({"content": {"data": {"method": "update", "state": {"brush_size": 17}, "buffer_paths": []}},
-                   "buffers": []})
+    w._handle_msg(
+        {"content": {"data": {"method": "update", "state": {"brush_size": 17}, "buffer_paths": []}}, "buffers": []}
+    )
     assert w.brush_size == 17
-    w._handle_msg({"content": {"data": {"method": "update", "state": {"brush_size": 99}, "buffer_paths": []}},
-                   "buffers": []})
+    w._handle_msg(
+        {"content": {"data": {"method": "update", "state": {"brush_size": 99}, "buffer_paths": []}}, "buffers": []}
+    )
     assert w.brush_size == 17 and "brush_size" in w.error
     w.close()
 
@@ -525,7 +550,7 @@ def test_training_outside_the_widget_refreshes_the_browser(data):
 
 
 def test_autosave_keeps_every_browser_stroke_and_from_project_restores_them(data, tmp_path):
-    from ilastik_widget.project import load_session
+    from ilastik_widget.io.project import load_session
 
     image, _, strokes = data
     path = tmp_path / "auto.ilastikw"
@@ -555,7 +580,7 @@ def test_autosave_keeps_every_browser_stroke_and_from_project_restores_them(data
 
 
 def test_autosave_failure_is_shown_in_words_and_keeps_the_labels(data, tmp_path):
-    from ilastik_widget.project import load_session
+    from ilastik_widget.io.project import load_session
 
     image, _, strokes = data
     path = tmp_path / "auto.ilastikw"
@@ -622,7 +647,7 @@ def test_labels_refresh_goes_alone_when_no_training_follows_and_names_chunks_now
     w.handle_message({"type": "chunks", "id": 1, "keys": ["labels/0/0.0"]})
     w.wait(30)
     w.handle_message(stroke_msg(2, strokes[0]))
-    (content, buffers), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
+    ((content, buffers),) = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
     assert content["keys"] == ["labels/0/0.0"] and buffers == w.chunk_server.read(content["keys"])
     assert content["missing"] == []
     assert not _pushed(rec, "probabilities")
@@ -630,7 +655,7 @@ def test_labels_refresh_goes_alone_when_no_training_follows_and_names_chunks_now
     w.handle_message({"type": "seen", "id": 3, "keys": ["labels/0/0.0"]})
     rec.sent.clear()
     w.undo()
-    (content, buffers), = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
+    ((content, buffers),) = [(c, b) for c, b in rec.of_type("refresh") if "labels" in c["layers"]]
     assert content["keys"] == [] and buffers in ([], None)
     assert content["missing"] == ["labels/0/0.0"]
     assert w.chunk_server.read(["labels/0/0.0"]) == [None]
@@ -640,7 +665,7 @@ def test_labels_refresh_goes_alone_when_no_training_follows_and_names_chunks_now
 def test_held_labels_refresh_goes_out_if_training_does_not_finish(data, monkeypatch):
     from concurrent.futures import Future
 
-    import ilastik_widget.widget as widget_module
+    import ilastik_widget.widget.widget as widget_module
 
     image, _, strokes = data
     w, rec = make_widget(image)
@@ -693,8 +718,9 @@ def test_a_widget_that_fails_to_start_says_why_and_leaves_nothing_behind(data, b
 
 def test_traits_as_constructor_arguments(data):
     image, _, _ = data
-    w = IlastikWidget(image, height=800, live=False, brush_size=9, mode="navigate", classes=("a", "b", "c"),
-                      active_class=3)
+    w = IlastikWidget(
+        image, height=800, live=False, brush_size=9, mode="navigate", classes=("a", "b", "c"), active_class=3
+    )
     assert (w.height, w.live, w.brush_size, w.mode, w.active_class) == (800, False, 9, "navigate", 3)
     assert [c["name"] for c in w.classes] == ["a", "b", "c"]
     w.close()

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_harness import ARTIFACTS, Browser, LabPage, LabServer  # noqa: E402
+from e2e_harness import ARTIFACTS, Browser, LabPage, LabServer
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,8 +59,9 @@ class NotebookOpener:
         self.server, self.browser, self.request = server, browser, request
         self.pages: list[LabPage] = []
 
-    def __call__(self, name: str, cells: list[str] | None = None, *, run: bool = True,
-                 done_flag: str | None = "_E2E_DONE") -> LabPage:
+    def __call__(
+        self, name: str, cells: list[str] | None = None, *, run: bool = True, done_flag: str | None = "_E2E_DONE"
+    ) -> LabPage:
         if cells is not None:
             self.server.write_notebook(name, cells)
         lab = self.browser.open_notebook(self.server, name)
@@ -75,7 +76,7 @@ class NotebookOpener:
                 stem = f"{self.request.node.name}-{i}".replace("/", "_").replace("[", "_").replace("]", "")
                 try:
                     lab.save_screenshot(stem + ".png")
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
                 (ARTIFACTS / (stem + ".console.txt")).write_text("\n".join(lab.console))
             lab.close()

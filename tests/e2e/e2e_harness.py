@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class LabServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "LabServer":
+    def start(self) -> LabServer:
         base = Path(self.base)
         settings = base / "settings"
         for name, value in LAB_SETTINGS.items():
@@ -129,16 +130,27 @@ class LabServer:
         # built JS, which only `pip install -e .` makes).
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         cmd = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-            "--port-retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True",
-            "--JupyterNotebookApp.expose_app_in_browser=True", "--allow-root",
-            f"--ServerApp.root_dir={self.root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-            "jupyterlab.NeverCheckForUpdate",
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+            "--allow-root",
+            f"--ServerApp.root_dir={self.root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, stdin=subprocess.DEVNULL)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.proc.poll() is not None:
@@ -188,7 +200,7 @@ class LabServer:
         if not self.keep:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "LabServer":
+    def __enter__(self) -> LabServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -203,7 +215,7 @@ class Browser:
         self._pw = None
         self.browser = None
 
-    def start(self) -> "Browser":
+    def start(self) -> Browser:
         if not Path(CHROMIUM).exists():
             raise HarnessError(f"Chromium not found at {CHROMIUM}: run `bash .ci/install` (apt-get install chromium)")
         from playwright.sync_api import sync_playwright
@@ -220,17 +232,17 @@ class Browser:
             self._pw.stop()
             self._pw = None
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def open_notebook(self, server: LabServer, name: str, *, timeout: float = 120.0,
-                      frontend: str = "lab") -> "LabPage":
+    def open_notebook(self, server: LabServer, name: str, *, timeout: float = 120.0, frontend: str = "lab") -> LabPage:
         """Open ``name`` in JupyterLab (``frontend="lab"``) or Notebook 7 (``"notebook"``)."""
-        context = self.browser.new_context(viewport={"width": self.viewport[0], "height": self.viewport[1]},
-                                           device_scale_factor=1)
+        context = self.browser.new_context(
+            viewport={"width": self.viewport[0], "height": self.viewport[1]}, device_scale_factor=1
+        )
         page = context.new_page()
         lab = LabPage(page, name)
         page.on("console", lambda m: None if _NOISE.search(m.text) else lab.console.append(f"[{m.type}] {m.text}"))
@@ -374,13 +386,15 @@ class LabPage:
                     return v
             except HarnessError:
                 raise
-            except Exception as e:  # noqa: BLE001 - page not ready yet etc.
+            except Exception as e:
                 last_exc = e
             if time.monotonic() > deadline:
                 tail = "\n".join(self.console[-30:])
-                raise HarnessError(f"timed out after {timeout} s waiting for {what}"
-                                   + (f" (last error: {last_exc})" if last_exc else "")
-                                   + (f"\nbrowser console:\n{tail}" if tail else ""))
+                raise HarnessError(
+                    f"timed out after {timeout} s waiting for {what}"
+                    + (f" (last error: {last_exc})" if last_exc else "")
+                    + (f"\nbrowser console:\n{tail}" if tail else "")
+                )
             self.pause(interval)
 
     def pause(self, seconds: float) -> None:
@@ -407,9 +421,12 @@ class LabPage:
     def close(self) -> None:
         """Shut the notebook's kernel down (frees its memory) and close the browser context."""
         try:
-            self.page.evaluate("""async (path) => { const p = window.__findPanel(path);
-                                  if (p) await p.sessionContext.shutdown(); }""", self.path)
-        except Exception:  # noqa: BLE001 - closing anyway
+            self.page.evaluate(
+                """async (path) => { const p = window.__findPanel(path);
+                                  if (p) await p.sessionContext.shutdown(); }""",
+                self.path,
+            )
+        except Exception:
             pass
         finally:
             self.page.context.close()
@@ -435,16 +452,23 @@ class Screencast:
             self.frames.append((float(params["metadata"]["timestamp"]), params["data"]))
         try:
             self.cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
-        except Exception:  # noqa: BLE001 - stopped meanwhile
+        except Exception:
             pass
 
     def start(self) -> None:
         vp = self.page.viewport_size
         self.frames = []
         self.running = True
-        self.cdp.send("Page.startScreencast", {"format": "jpeg", "quality": self.quality,
-                                               "maxWidth": round(vp["width"] * self.scale),
-                                               "maxHeight": round(vp["height"] * self.scale), "everyNthFrame": 1})
+        self.cdp.send(
+            "Page.startScreencast",
+            {
+                "format": "jpeg",
+                "quality": self.quality,
+                "maxWidth": round(vp["width"] * self.scale),
+                "maxHeight": round(vp["height"] * self.scale),
+                "everyNthFrame": 1,
+            },
+        )
 
     def stop(self) -> None:
         self.running = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from widget_driver import WidgetDriver, dist, hex_rgb
 
 SIZE = 384
@@ -154,15 +153,21 @@ def test_layer_checkboxes_sliders_and_keys_show_the_prediction_layers(wd):
     d = wd
     assert d.k("w.session.is_trained")
     seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
-    yy, xx = np.mgrid[6:SIZE - 6:12, 6:SIZE - 6:12]
-    flat = np.array([seg[y - 4:y + 5, x - 4:x + 5].min() == seg[y - 4:y + 5, x - 4:x + 5].max()
-                     for y, x in zip(yy.ravel(), xx.ravel())])
+    yy, xx = np.mgrid[6 : SIZE - 6 : 12, 6 : SIZE - 6 : 12]
+    flat = np.array(
+        [
+            seg[y - 4 : y + 5, x - 4 : x + 5].min() == seg[y - 4 : y + 5, x - 4 : x + 5].max()
+            for y, x in zip(yy.ravel(), xx.ravel())
+        ]
+    )
     pts = np.stack([yy.ravel()[flat], xx.ravel()[flat]], 1)
     labelled = np.asarray(d.k("(w.session.labels() > 0).tolist()"), bool)
     pts = pts[~labelled[tuple(pts.T)]]
     colors = np.stack([hex_rgb(c["color"]) for c in d.k("w.classes")])
-    d.kexec("w.set_layer('probabilities', visible=False); "
-            "w.viewer_state = {k: _first_view[k] for k in ('position', 'crossSectionScale')}")
+    d.kexec(
+        "w.set_layer('probabilities', visible=False); "
+        "w.viewer_state = {k: _first_view[k] for k in ('position', 'crossSectionScale')}"
+    )
     d.settle()
     raw = d.sample(pts)
 
@@ -171,7 +176,9 @@ def test_layer_checkboxes_sliders_and_keys_show_the_prediction_layers(wd):
     d.lab.wait_for(lambda: d.k("w.layers['segmentation']['visible']") is True, 20, "segmentation shown in the kernel")
     slider = d.testid("layer-opacity-segmentation")
     slider.fill("1")
-    d.lab.wait_for(lambda: d.k("w.layers['segmentation']['opacity']") == 1.0, 20, "segmentation opacity 1 in the kernel")
+    d.lab.wait_for(
+        lambda: d.k("w.layers['segmentation']['opacity']") == 1.0, 20, "segmentation opacity 1 in the kernel"
+    )
     d.settle()
     shown = d.sample(pts)
     nearest = np.argmin(np.stack([dist(shown, c) for c in colors], 1), 1) + 1

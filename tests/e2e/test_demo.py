@@ -14,15 +14,31 @@ from e2e_harness import REPO, free_port
 
 def test_demo_opens_the_quickstart_in_jupyterlab(browser, tmp_path):
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
+    )
     log = tmp_path / "demo.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from ilastik_widget.cli import main; raise SystemExit(main())",
-             "demo", "--no-browser", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                "from ilastik_widget.cli import main; raise SystemExit(main())",
+                "demo",
+                "--no-browser",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         url = None
         deadline = time.monotonic() + 90

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from widget_driver import WidgetDriver, classify, dist
 
 SIZE = 512
@@ -112,9 +111,13 @@ def stroke_updates_in_place(d: WidgetDriver, code: str) -> None:
 def flat_points(seg: np.ndarray, step: int = 8) -> np.ndarray:
     """Grid points (y, x) whose 7 x 7 neighbourhood is one class in ``seg``: one colour on screen at any rounding."""
     size = seg.shape[0]
-    yy, xx = np.mgrid[4:size - 3:step, 4:size - 3:step]
-    flat = np.array([seg[y - 3:y + 4, x - 3:x + 4].min() == seg[y - 3:y + 4, x - 3:x + 4].max()
-                     for y, x in zip(yy.ravel(), xx.ravel())])
+    yy, xx = np.mgrid[4 : size - 3 : step, 4 : size - 3 : step]
+    flat = np.array(
+        [
+            seg[y - 3 : y + 4, x - 3 : x + 4].min() == seg[y - 3 : y + 4, x - 3 : x + 4].max()
+            for y, x in zip(yy.ravel(), xx.ravel())
+        ]
+    )
     return np.stack([yy.ravel()[flat], xx.ravel()[flat]], 1)
 
 
@@ -157,8 +160,11 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
     # delete it: the labels chunk is missing again
     sid = d.k("w.session.annotations.strokes[-1].id")
     d.kexec(f"w.remove_stroke({sid})")
-    d.lab.wait_for(lambda: d.k("int(w.session.labels()[tuple(np.rint(painted['points']).astype(int).T)].max())") == 0, 30,
-                   "the stroke removed in the kernel")
+    d.lab.wait_for(
+        lambda: d.k("int(w.session.labels()[tuple(np.rint(painted['points']).astype(int).T)].max())") == 0,
+        30,
+        "the stroke removed in the kernel",
+    )
     d.settle()
     page = page_matches_kernel(d)
     assert page[key] is None, "the labels chunk should be missing again"
@@ -169,8 +175,10 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
     assert (dist(again, before) < 30).mean() > 0.9, "the deleted stroke is still drawn"
 
     # the predictions on screen are the kernel's
-    d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
-            "w.set_layer('probabilities', visible=True, opacity=1.0)")
+    d.kexec(
+        "w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+        "w.set_layer('probabilities', visible=True, opacity=1.0)"
+    )
     d.settle()
     seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
     pts = flat_points(seg)
@@ -182,7 +190,8 @@ def test_a_stroke_in_an_empty_chunk_and_its_removal_update_the_chunks_in_place(w
 def trained_widget_notebook(shape: tuple[int, ...], seed: int, n_strokes: int, then: str = "") -> list[str]:
     """A widget on a synthetic image, trained on its first ``n_strokes`` simulated strokes (``strokes`` holds the
     rest for the test), then the code ``then``."""
-    return [f"""\
+    return [
+        f"""\
 import numpy as np
 from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells, simulated_strokes
@@ -194,7 +203,9 @@ for s in strokes[:{n_strokes}]:
     w.add_stroke(**s)
 w.wait(120)
 {then}
-w""", "_E2E_DONE = True"]
+w""",
+        "_E2E_DONE = True",
+    ]
 
 
 def open_widget(open_notebook, name: str, notebook: list[str]) -> WidgetDriver:
@@ -206,7 +217,9 @@ def open_widget(open_notebook, name: str, notebook: list[str]) -> WidgetDriver:
 
 PAN_SIZE = 1024
 # zoomed in: a 256 x 256 chunk is wider than the view, so one chunk is in view at a chunk's centre
-PAN_NOTEBOOK = trained_widget_notebook((PAN_SIZE, PAN_SIZE), 4, 6, 'w.viewer_state = {"position": [128, 128], "crossSectionScale": 0.2}')
+PAN_NOTEBOOK = trained_widget_notebook(
+    (PAN_SIZE, PAN_SIZE), 4, 6, 'w.viewer_state = {"position": [128, 128], "crossSectionScale": 0.2}'
+)
 
 
 def test_after_panning_over_many_chunks_one_reload_drops_them_then_updates_are_in_place_again(open_notebook):
@@ -248,8 +261,10 @@ def test_a_new_class_reloads_the_predictions_once_then_updates_are_in_place_agai
     page_matches_kernel(d)
     stroke_updates_in_place(d, "w.add_stroke(**strokes[5])")
     # on screen: each class in its colour where the kernel's segmentation is flat
-    d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
-            "w.set_layer('probabilities', visible=True, opacity=1.0)")
+    d.kexec(
+        "w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+        "w.set_layer('probabilities', visible=True, opacity=1.0)"
+    )
     d.settle()
     seg = np.asarray(d.k("w.session.segmentation().tolist()"), np.uint8)
     pts = flat_points(seg)

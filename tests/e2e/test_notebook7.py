@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-
 from widget_driver import WidgetDriver, classify, grid
 
 NOTEBOOK = [
@@ -41,10 +40,15 @@ def test_widget_works_in_notebook7(lab_server, browser):
             for s in lab.kernel_eval("strokes"):
                 if s["label"] == label:
                     d.drag(s["points"])
-        lab.wait_for(lambda: d.k("sorted({s.label for s in w.session.annotations.strokes})") == [1, 2], 30,
-                     "strokes of both classes in the kernel")
-        d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
-                "w.set_layer('probabilities', visible=True, opacity=1.0)")
+        lab.wait_for(
+            lambda: d.k("sorted({s.label for s in w.session.annotations.strokes})") == [1, 2],
+            30,
+            "strokes of both classes in the kernel",
+        )
+        d.kexec(
+            "w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+            "w.set_layer('probabilities', visible=True, opacity=1.0)"
+        )
         d.settle()
         assert d.k("w.session.is_trained")
         seg = np.asarray(d.k("w.segmentation().tolist()"), np.uint8)

@@ -10,9 +10,8 @@ import os
 import shutil
 
 import numpy as np
-from scipy import ndimage as ndi
-
 from e2e_harness import ARTIFACTS, HERE, REPO
+from scipy import ndimage as ndi
 from widget_driver import WidgetDriver, classify
 
 QUICKSTART = REPO / "notebooks" / "01_quickstart.ipynb"
@@ -32,11 +31,13 @@ def test_quickstart_notebook_runs_and_shows_predictions(lab_server, open_noteboo
     assert d.k("list(probabilities.shape)") == [*shape, 2]
 
     # the screen shows the kernel's predictions (probabilities alone, at full opacity)
-    d.kexec("w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
-            "w.set_layer('probabilities', visible=True, opacity=1.0)")
+    d.kexec(
+        "w.set_layer('raw', visible=False); w.set_layer('labels', visible=False); "
+        "w.set_layer('probabilities', visible=True, opacity=1.0)"
+    )
     d.settle()
     seg = np.asarray(d.k("w.segmentation().tolist()"), np.uint8)
-    yy, xx = np.mgrid[2:shape[0]:6, 2:shape[1]:6]
+    yy, xx = np.mgrid[2 : shape[0] : 6, 2 : shape[1] : 6]
     pts = np.stack([yy.ravel(), xx.ravel()], 1)
     flat = (ndi.maximum_filter(seg, 5) == ndi.minimum_filter(seg, 5))[tuple(pts.T)]
     pts = pts[flat]
@@ -47,8 +48,10 @@ def test_quickstart_notebook_runs_and_shows_predictions(lab_server, open_noteboo
     assert agree > 0.95, f"screen shows the kernel's segmentation at only {agree:.3f} of the points"
 
     # README picture: default layers (image, labels, probabilities at half opacity), viewer and panel
-    d.kexec("w.set_layer('raw', visible=True); w.set_layer('labels', visible=True); "
-            "w.set_layer('probabilities', visible=True, opacity=0.5)")
+    d.kexec(
+        "w.set_layer('raw', visible=True); w.set_layer('labels', visible=True); "
+        "w.set_layer('probabilities', visible=True, opacity=0.5)"
+    )
     d.settle()
     d.root.scroll_into_view_if_needed()
     out = ARTIFACTS / "quickstart-widget.png"

@@ -23,7 +23,6 @@ import threading
 import numpy as np
 import pytest
 import zarr
-
 from widget_driver import WidgetDriver
 
 SHAPE = (5, 36, 48)  # z, y, x
@@ -49,8 +48,15 @@ def write_ome_zarr(path, data: np.ndarray) -> None:
         a = g.create_array(str(i), shape=level.shape, dtype=level.dtype, chunks=(1,) * lead + (5, 16, 16))
         a[...] = level
         scale = [1.0] * lead + [SCALE[0], SCALE[1] * 2**i, SCALE[2] * 2**i]
-        datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": scale}, {"type": "translation", "translation": [0.0] * lead + [*TRANSLATION]}]})
+        datasets.append(
+            {
+                "path": str(i),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": [0.0] * lead + [*TRANSLATION]},
+                ],
+            }
+        )
         level = level[..., ::2, ::2]
     axes = [{"name": "t", "type": "time"}] * (lead - 1) + [{"name": "c", "type": "channel"}]
     axes += [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
@@ -77,8 +83,9 @@ class DataServer:
                 outer.requests.append((self.path, self.headers.get("Origin")))
                 return super().send_head()
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler,
-                                                                                          directory=str(directory)))
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory))
+        )
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -123,7 +130,7 @@ def _recording_read(keys, read={var}.chunk_server.read, served={var}_served):
 def plane_points(z: int, position) -> np.ndarray:
     """Every voxel (z, y, x) of plane z away from the axis lines drawn through the view centre."""
     cy, cx = (int(round(v)) for v in position[1:])
-    yy, xx = np.mgrid[1:SHAPE[1] - 1, 1:SHAPE[2] - 1]
+    yy, xx = np.mgrid[1 : SHAPE[1] - 1, 1 : SHAPE[2] - 1]
     keep = (abs(yy - cy) > 1) & (abs(xx - cx) > 1)
     return np.stack([np.full(keep.sum(), z), yy[keep], xx[keep]], 1)
 
@@ -158,8 +165,11 @@ def check_drawn_in_place(d: WidgetDriver, volume: np.ndarray, **wrong_images: np
 @pytest.fixture(scope="module")
 def direct(open_notebook_module, servers):
     cors, _ = servers
-    cells = [widget_cell("w", repr(f"{cors.url}/v.ome.zarr")),
-             widget_cell("wt", f"open_source({cors.url + '/t.ome.zarr'!r}, t={TIME_POINT})"), "_E2E_DONE = True"]
+    cells = [
+        widget_cell("w", repr(f"{cors.url}/v.ome.zarr")),
+        widget_cell("wt", f"open_source({cors.url + '/t.ome.zarr'!r}, t={TIME_POINT})"),
+        "_E2E_DONE = True",
+    ]
     lab = open_notebook_module("remote.ipynb", cells)
     d = WidgetDriver(lab, "w")
     d.settle()

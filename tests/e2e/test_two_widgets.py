@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-
 from widget_driver import WidgetDriver
 
 NOTEBOOK = [
@@ -26,7 +25,7 @@ w2""",
 
 
 def _correlation(d: WidgetDriver, image: np.ndarray) -> float:
-    yy, xx = np.mgrid[4:image.shape[0]:8, 4:image.shape[1]:8]
+    yy, xx = np.mgrid[4 : image.shape[0] : 8, 4 : image.shape[1] : 8]
     pts = np.stack([yy.ravel(), xx.ravel()], 1)
     grey = d.sample(pts).mean(axis=1)
     return float(np.corrcoef(grey, ndi.gaussian_filter(image, 1.0)[tuple(pts.T)])[0, 1])
@@ -49,8 +48,11 @@ def test_two_widgets_on_one_page_are_independent(open_notebook):
     d2.scroll_into_view()
     d2.press("2")
     lab.wait_for(lambda: lab.kernel_eval("w2.active_class") == 2, 20, "w2 active class 2")
-    stroke = [s for s in lab.kernel_eval("[dict(s, points=np.asarray(s['points']).tolist()) for s in strokes2]")
-              if s["label"] == 2][0]
+    stroke = [
+        s
+        for s in lab.kernel_eval("[dict(s, points=np.asarray(s['points']).tolist()) for s in strokes2]")
+        if s["label"] == 2
+    ][0]
     d2.drag(stroke["points"])
     lab.wait_for(lambda: lab.kernel_eval("len(w2.session.annotations.strokes)") == 1, 30, "the stroke on w2")
     assert lab.kernel_eval("w2.session.annotations.strokes[0].label") == 2

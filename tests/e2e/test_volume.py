@@ -4,18 +4,21 @@ the xz panel, and an oblique panel."""
 from __future__ import annotations
 
 import numpy as np
-
 from widget_driver import WidgetDriver, dist
 
+
 def volume_notebook(shape: tuple[int, int, int], seed: int, then: str = "") -> list[str]:
-    return [f"""\
+    return [
+        f"""\
 import numpy as np
 from ilastik_widget import IlastikWidget
 from ilastik_widget.datasets import synthetic_cells
 image, truth = synthetic_cells({shape!r}, seed={seed})
 w = IlastikWidget(image)
 {then}
-w""", "_E2E_DONE = True"]
+w""",
+        "_E2E_DONE = True",
+    ]
 
 
 NOTEBOOK = volume_notebook((24, 96, 96), 0)
@@ -50,8 +53,9 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
     color = d.class_colors()[1]
     d.settle()
     on_plane = dist(d.sample(line), color)
-    assert (on_plane < 0.6 * dist(before, color)).all(), \
+    assert (on_plane < 0.6 * dist(before, color)).all(), (
         f"the stroke is not drawn in its class colour on its own plane (distances {on_plane.round()})"
+    )
     d.kexec(f"w.go_to([{(z + 7) % 24}, 48, 48])")
     lab.wait_for(lambda: round(d.k("w.viewer_state['position'][0]")) == (z + 7) % 24, 20, "the view on another plane")
     d.settle()
@@ -61,8 +65,12 @@ def test_volume_strokes_land_on_the_shown_plane(open_notebook):
 
 
 # the xy panel tilted by 30 degrees about the x axis (Neuroglancer quaternion [x, y, z, w])
-OBLIQUE_NOTEBOOK = volume_notebook((48, 96, 96), 1, """w.brush_size = 5
-w.viewer_state = {"position": [24, 48, 48], "crossSectionOrientation": [0.25881905, 0.0, 0.0, 0.96592583]}""")
+OBLIQUE_NOTEBOOK = volume_notebook(
+    (48, 96, 96),
+    1,
+    """w.brush_size = 5
+w.viewer_state = {"position": [24, 48, 48], "crossSectionOrientation": [0.25881905, 0.0, 0.0, 0.96592583]}""",
+)
 
 
 def test_a_stroke_on_an_oblique_panel_lands_on_the_voxels_of_that_plane(open_notebook):
@@ -120,5 +128,6 @@ def test_a_stroke_on_the_xz_panel_lands_on_the_shown_y_plane(open_notebook):
     color = d.class_colors()[1]
     d.page.mouse.move(2, 2)
     d.settle()
-    assert (dist(d.sample(line, plane="xz"), color) < 0.6 * dist(before, color)).all(), \
+    assert (dist(d.sample(line, plane="xz"), color) < 0.6 * dist(before, color)).all(), (
         "the stroke is not drawn on the xz panel"
+    )

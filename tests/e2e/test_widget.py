@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-
 from widget_driver import WidgetDriver, classify, dist, grid
 
 SHAPE = (256, 256)
@@ -30,7 +29,8 @@ strokes = simulated_strokes(truth, n_per_class=2, radius=3, seed=0)
 w = IlastikWidget(image)
 w.brush_size = 7
 w.set_layer("probabilities", visible=False)   # the label checks read the labels layer over the raw image
-w""" % (SHAPE,),
+w"""
+    % (SHAPE,),
     "_E2E_DONE = True",
 ]
 
@@ -92,7 +92,9 @@ def test_mouse_paints_strokes_of_two_classes(wd):
                 wd.drag(s["points"])
     n = len(state["strokes"])
     wd.lab.wait_for(lambda: wd.k("len(w.session.annotations.strokes)") == n, 30, f"{n} strokes in the kernel")
-    assert sorted(wd.k("[s.label for s in w.session.annotations.strokes]")) == sorted(s["label"] for s in state["strokes"])
+    assert sorted(wd.k("[s.label for s in w.session.annotations.strokes]")) == sorted(
+        s["label"] for s in state["strokes"]
+    )
     assert wd.k("len(w.strokes)") == n
     wd.settle()
     colors = wd.class_colors()
@@ -123,7 +125,7 @@ def _prediction_points(wd, seg: np.ndarray) -> np.ndarray:
     """Grid points away from ground-truth edges, prediction edges and the painted strokes."""
     truth = state["truth"]
     core = ndi.binary_erosion(truth == 1, iterations=3) | ndi.binary_erosion(truth == 2, iterations=3)
-    flat = (ndi.maximum_filter(seg, 5) == ndi.minimum_filter(seg, 5))
+    flat = ndi.maximum_filter(seg, 5) == ndi.minimum_filter(seg, 5)
     labelled = np.asarray(wd.k("(w.session.labels() > 0).astype(int).tolist()"), bool)
     away = ~ndi.binary_dilation(labelled, iterations=4)
     pts = grid(4)
@@ -153,8 +155,7 @@ def test_predictions_appear_with_the_ground_truth_colours(wd):
 def test_eraser_removes_labels(wd):
     raw = state["raw_shot"]
     # erase at one end of the longest class-2 stroke; its far end keeps its label
-    pts = max((np.asarray(s["points"]) for s in state["strokes"] if s["label"] == 2),
-              key=lambda p: dist(p[0], p).max())
+    pts = max((np.asarray(s["points"]) for s in state["strokes"] if s["label"] == 2), key=lambda p: dist(p[0], p).max())
     erase_at, keep_at = pts[:1], pts[np.argmax(dist(pts[0], pts))][None]
     assert dist(erase_at, keep_at)[0] > 9  # brush and eraser radius 3.5
     n0 = wd.k("len(w.session.annotations.strokes)")
@@ -217,8 +218,9 @@ def test_delete_stroke_from_the_list(wd):
 
 
 def _cell_types(wd) -> list[str]:
-    return wd.page.evaluate("""(path) => window.__findPanel(path).content.widgets.map((c) => c.model.type)""",
-                            wd.lab.path)
+    return wd.page.evaluate(
+        """(path) => window.__findPanel(path).content.widgets.map((c) => c.model.type)""", wd.lab.path
+    )
 
 
 def test_keyboard_shortcuts_act_on_the_widget_only(wd):
@@ -267,7 +269,7 @@ def test_feature_matrix_change(wd):
     wd.testid("features-none").click()
     cell.click()
     only = "sorted(map(list, FeatureSelection.from_dict(w.feature_selection).selected))"
-    wd.kexec("from ilastik_widget.features import FeatureSelection")
+    wd.kexec("from ilastik_widget.core.features import FeatureSelection")
     wd.lab.wait_for(lambda: wd.k(only) == [["gaussian_smoothing", 3.5]], 30, "the new feature selection in w")
     assert wd.k("sorted(map(list, w.session.feature_selection.selected))") == [["gaussian_smoothing", 3.5]]
     wd.lab.wait_for(lambda: wd.k("w.session.generation") != gen0, 30, "a new generation")
@@ -278,14 +280,16 @@ def test_feature_matrix_change(wd):
     check = grid(4)
     check = check[flat[tuple(check.T)]]
     assert len(check) > 500
-    assert (classify(wd.sample(check), colors) == seg_one[tuple(check.T)]).mean() > 0.95, \
+    assert (classify(wd.sample(check), colors) == seg_one[tuple(check.T)]).mean() > 0.95, (
         "screen does not show the new predictions"
+    )
     after = classify(wd.sample(pts), colors)
     assert (after != before).mean() > 0.01, "the screen did not change"
 
     wd.testid("features-all").click()
-    wd.lab.wait_for(lambda: wd.k(f"{only} == sorted(map(list, FeatureSelection.all().selected))"), 30,
-                    "all features selected again")
+    wd.lab.wait_for(
+        lambda: wd.k(f"{only} == sorted(map(list, FeatureSelection.all().selected))"), 30, "all features selected again"
+    )
     wd.settle()
     after_all = classify(wd.sample(pts), colors)
     assert (after_all == seg_all[tuple(pts.T)]).mean() > 0.95

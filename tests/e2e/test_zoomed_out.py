@@ -10,7 +10,6 @@ the raw image's levels and answered the coarse ones with nothing, so this view s
 from __future__ import annotations
 
 import numpy as np
-
 from widget_driver import WidgetDriver, classify
 
 SIZE = 2048
@@ -51,7 +50,8 @@ def test_zoomed_out_view_shows_the_predictions(open_notebook):
     assert d.k("len(w.chunk_server.raw.factors)") == 2
 
     # points well inside a cell or the background, where the 4x4 image pixels under a screen pixel are one class
-    d.kexec("""
+    d.kexec(
+        """
 from scipy import ndimage as _ndi
 _seg = w.session.segmentation()
 _core = _ndi.binary_erosion(truth == 1, iterations=8) | _ndi.binary_erosion(truth == 2, iterations=8)
@@ -59,7 +59,9 @@ _flat = _ndi.maximum_filter(_seg, 9) == _ndi.minimum_filter(_seg, 9)
 _yy, _xx = np.mgrid[8:%d:16, 8:%d:16]
 _keep = (_core & _flat)[_yy, _xx]
 _pts = np.stack([_yy[_keep], _xx[_keep]], 1)
-""" % (SIZE, SIZE))
+"""
+        % (SIZE, SIZE)
+    )
     pts = np.asarray(d.k("_pts.tolist()"), int)
     truth_at = np.asarray(d.k("truth[tuple(_pts.T)].tolist()"), int)
     seg_at = np.asarray(d.k("_seg[tuple(_pts.T)].tolist()"), int)

@@ -8,16 +8,15 @@ carry ``data-testid``s; the kernel is read with ``LabPage.kernel_eval``. Used by
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from e2e_harness import HarnessError, LabPage
 
 
 def hex_rgb(color: str) -> np.ndarray:
     color = color.lstrip("#")
-    return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
+    return np.array([int(color[i : i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
 def dist(a, b) -> np.ndarray:
@@ -28,7 +27,7 @@ def dist(a, b) -> np.ndarray:
 def grid(step: int, shape=(256, 256), offset: int | None = None) -> np.ndarray:
     """Voxels (y, x) on a regular grid with ``step``."""
     o = step // 2 if offset is None else offset
-    yy, xx = np.mgrid[o:shape[0]:step, o:shape[1]:step]
+    yy, xx = np.mgrid[o : shape[0] : step, o : shape[1] : step]
     return np.stack([yy.ravel(), xx.ravel()], 1)
 
 
@@ -47,22 +46,28 @@ class WidgetDriver:
             raise HarnessError(f"{var}.widget_id is empty")
         self.root = self.page.locator(f".ilastik-widget[data-widget-id='{self.id}']")
         self.root.wait_for(state="attached", timeout=timeout * 1000)
-        lab.wait_for(lambda: self.page.evaluate("(id) => !!(window.__ilastikWidgets && window.__ilastikWidgets[id])",
-                                                self.id), timeout, f"window.__ilastikWidgets[{self.id!r}]")
+        lab.wait_for(
+            lambda: self.page.evaluate("(id) => !!(window.__ilastikWidgets && window.__ilastikWidgets[id])", self.id),
+            timeout,
+            f"window.__ilastikWidgets[{self.id!r}]",
+        )
 
     # ---- page-side hooks ---------------------------------------------------------------------------------
     def js(self, body: str, arg=None):
         """Evaluate ``body`` (a JS expression using ``h``, the handle, and ``arg``) in the page."""
-        return self.page.evaluate(f"([id, arg]) => {{ const h = window.__ilastikWidgets[id]; return ({body}); }}",
-                                  [self.id, arg])
+        return self.page.evaluate(
+            f"([id, arg]) => {{ const h = window.__ilastikWidgets[id]; return ({body}); }}", [self.id, arg]
+        )
 
     def is_idle(self) -> bool:
         return bool(self.js("h.isIdle()"))
 
     def panel_rect(self, plane: str = "xy") -> dict:
         """Client rectangle of the cross-section panel showing ``plane`` ("xy", "xz", "yz")."""
-        return self.js("(() => { const r = h.panelRect(arg); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()",
-                       plane)
+        return self.js(
+            "(() => { const r = h.panelRect(arg); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()",
+            plane,
+        )
 
     def to_screen(self, points, plane: str = "xy") -> np.ndarray:
         """(N, ndim) voxel coordinates in array index order -> (N, 2) client (x, y) on the panel showing ``plane``."""
@@ -107,16 +112,17 @@ class WidgetDriver:
                         return time.time() - (time.monotonic() - idle_since)
                 elif now - idle_since >= quiet:
                     cur = self.lab.screenshot_array(rect)
-                    if prev is not None and prev.shape == cur.shape and np.abs(
-                            prev.astype(int) - cur).max() <= 3:
-                        if not self.k("{w}.busy"):
-                            return time.time() - (time.monotonic() - idle_since)
+                    settled = prev is not None and prev.shape == cur.shape and np.abs(prev.astype(int) - cur).max() <= 3
+                    if settled and not self.k("{w}.busy"):
+                        return time.time() - (time.monotonic() - idle_since)
                     prev = cur
             else:
                 idle_since, prev = None, None
             if now > deadline:
-                raise HarnessError(f"widget {self.id} did not settle in {timeout} s (idle={idle})\n"
-                                   + "\n".join(self.lab.console[-20:]))
+                raise HarnessError(
+                    f"widget {self.id} did not settle in {timeout} s (idle={idle})\n"
+                    + "\n".join(self.lab.console[-20:])
+                )
             self.lab.pause(0.15)
 
     # ---- pixels ------------------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ import shutil
 import sys
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,12 +86,15 @@ def model_from_session(session) -> BatchModel:
     """Extract the fitted classifier and feature settings from a trained :class:`~ilastik_widget.Session`."""
     clf = getattr(session, "model", None)
     if clf is None or not getattr(session, "is_trained", False):
-        raise RuntimeError("the session is not trained: paint labels of at least two classes and call "
-                           "session.train() first")
+        raise RuntimeError(
+            "the session is not trained: paint labels of at least two classes and call session.train() first"
+        )
     if getattr(session, "needs_training", False):
-        warnings.warn("the session's labels or settings changed since its last training; batch prediction uses "
-                      "the last trained classifier (call session.train() to include the newest labels)",
-                      stacklevel=3)
+        warnings.warn(
+            "the session's labels or settings changed since its last training; batch prediction uses "
+            "the last trained classifier (call session.train() to include the newest labels)",
+            stacklevel=3,
+        )
     classes = list(session.classes)
     return BatchModel(
         classifier=clf,
@@ -111,7 +115,7 @@ def _feature_groups(model: BatchModel) -> list:
     Small scales then read only a small halo around the block instead of the halo of the largest scale: the same
     values (each channel depends only on its own feature and scale), much less work and memory per block.
     """
-    from .features import FeatureSelection, halo
+    from ..core.features import FeatureSelection, halo
 
     sel = model.selection
     fdim = 2 if (model.mode == "2d" or model.ndim == 2) else 3
@@ -144,7 +148,7 @@ def _limit_threads_in_workers() -> None:
     except Exception:
         return  # local threaded scheduler: the filter bank's shared pool is fine
     try:
-        from . import _filters
+        from ..core import filters as _filters
 
         if hasattr(_filters, "N_THREADS"):
             _filters.N_THREADS = 1
@@ -175,7 +179,7 @@ def _tune_malloc() -> None:
 
 def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, block_id=None):
     """Features of the overlapped block (channel last), cropped to the block's own pixels, then classified."""
-    from .features import features_for_region
+    from ..core.features import features_for_region
 
     _limit_threads_in_workers()
     region = []
@@ -213,7 +217,7 @@ def _uncertainty(p):
 
 # ---------------------------------------------------------------------- chunk choice
 def _halo_depth(model: BatchModel) -> tuple[int, ...]:
-    from .features import halo
+    from ..core.features import halo
 
     h = int(halo(model.selection))
     d = [h] * model.ndim
@@ -264,11 +268,14 @@ def _check_compatible(src: ImageSource, model: BatchModel) -> None:
     """Same spatial dimensionality and number of channels as the training image (time axis aside)."""
     n_sp = len(src.spatial_shape)
     if n_sp != model.ndim:
-        raise ValueError(f"{src.name!r} is {n_sp}D (axes {src.axes!r}) but the classifier was trained on "
-                         f"{model.ndim}D images")
+        raise ValueError(
+            f"{src.name!r} is {n_sp}D (axes {src.axes!r}) but the classifier was trained on {model.ndim}D images"
+        )
     if src.n_channels != model.n_input_channels:
-        raise ValueError(f"{src.name!r} has {src.n_channels} channel(s) but the classifier was trained on images "
-                         f"with {model.n_input_channels}")
+        raise ValueError(
+            f"{src.name!r} has {src.n_channels} channel(s) but the classifier was trained on images "
+            f"with {model.n_input_channels}"
+        )
 
 
 def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
@@ -296,8 +303,7 @@ def _plan(src: ImageSource, model: BatchModel, chunks, block_bytes) -> tuple:
     return proc, depth
 
 
-def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes, targets=None,
-              t_index=None):
+def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes, targets=None, t_index=None):
     """Probabilities (*spatial, K) as a dask array for a source without a time axis.
 
     With ``targets`` ({output name: zarr array}), every block task writes its own results straight into the zarr
@@ -315,17 +321,26 @@ def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block
     else:
         out_chunks = tuple((1,) * len(c) for c in proc) + ((1,),)
         dtype = np.int64
-    depth_map = {i: d for i, d in enumerate(depth_eff)}
+    depth_map = dict(enumerate(depth_eff))
     depth_map[len(depth_eff)] = 0
     return da.map_overlap(
-        _block_entry, x, depth=depth_map, boundary="none", trim=False, dtype=dtype, chunks=out_chunks,
-        meta=np.empty((0,) * (model.ndim + 1), dtype), model=classifier_ref,
-        block_depth=depth_eff, block_chunks=tuple(proc), targets=targets, t_index=t_index,
+        _block_entry,
+        x,
+        depth=depth_map,
+        boundary="none",
+        trim=False,
+        dtype=dtype,
+        chunks=out_chunks,
+        meta=np.empty((0,) * (model.ndim + 1), dtype),
+        model=classifier_ref,
+        block_depth=depth_eff,
+        block_chunks=tuple(proc),
+        targets=targets,
+        t_index=t_index,
     )
 
 
-def _block_entry(block, model=None, block_depth=None, block_chunks=None, targets=None, t_index=None,
-                 block_id=None):
+def _block_entry(block, model=None, block_depth=None, block_chunks=None, targets=None, t_index=None, block_id=None):
     p = _predict_block(block, model=model, depth=block_depth, chunks=block_chunks, block_id=block_id)
     if targets is None:
         return p
@@ -341,8 +356,9 @@ def _block_entry(block, model=None, block_depth=None, block_chunks=None, targets
     return np.ones((1,) * p.ndim, np.int64)
 
 
-def predict_dask(session_or_model, source, *, chunks=None, channel_axis=None, client=None,
-                 block_bytes: int = _DEFAULT_BLOCK_BYTES) -> dict:
+def predict_dask(
+    session_or_model, source, *, chunks=None, channel_axis=None, client=None, block_bytes: int = _DEFAULT_BLOCK_BYTES
+) -> dict:
     """Lazy predictions of one source: ``{"probabilities", "segmentation", "uncertainty"}`` as dask arrays.
 
     Probabilities are (*spatial, n_classes) float32 (with a leading time axis for time series). Nothing is computed
@@ -385,10 +401,14 @@ def _write_ome_group(root, name: str, shape, dtype, chunks, axes, scale, zarr_fo
     kw = {}
     if zarr_format == 2:
         kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    arr = g.create_array("0", shape=tuple(int(s) for s in shape), dtype=dtype, chunks=tuple(int(c) for c in chunks),
-                         fill_value=0, **kw)
-    ms = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-          "name": name}
+    arr = g.create_array(
+        "0", shape=tuple(int(s) for s in shape), dtype=dtype, chunks=tuple(int(c) for c in chunks), fill_value=0, **kw
+    )
+    ms = {
+        "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        "name": name,
+    }
     if zarr_format == 2:
         ms["version"] = "0.4"
         g.attrs.update({"multiscales": [ms], **extra})
@@ -400,7 +420,7 @@ def _write_ome_group(root, name: str, shape, dtype, chunks, axes, scale, zarr_fo
 def _hex_to_rgb(color):
     try:
         c = color.lstrip("#")
-        return [int(c[i:i + 2], 16) for i in (0, 2, 4)]
+        return [int(c[i : i + 2], 16) for i in (0, 2, 4)]
     except Exception:
         return [255, 255, 255]
 
@@ -463,19 +483,31 @@ def _unique_names(sources: list[ImageSource]) -> list[str]:
     return out
 
 
-def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTPUTS, client=None, chunks=None,
-                  progress: bool = True, *, format: str | None = None, overwrite: bool = False,
-                  channel_axis: int | None = None, zarr_format: int = 2, max_tiff_bytes: int = 2**31,
-                  block_bytes: int = _DEFAULT_BLOCK_BYTES):
+def predict_batch(
+    session,
+    source_or_list,
+    output,
+    outputs: Sequence[str] = OUTPUTS,
+    client=None,
+    chunks=None,
+    progress: bool = True,
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    channel_axis: int | None = None,
+    zarr_format: int = 2,
+    max_tiff_bytes: int = 2**31,
+    block_bytes: int = _DEFAULT_BLOCK_BYTES,
+):
     """Predict whole images or volumes with a trained session and write the results.
 
     Parameters
     ----------
     session : Session or BatchModel
         A trained session (its classifier, feature selection and feature mode are used), or the
-        :class:`BatchModel` of a saved project (``ilastik_widget.project.load_model(path)``).
+        :class:`BatchModel` of a saved project (``ilastik_widget.io.project.load_model(path)``).
     source_or_list : image-like or list of them
-        Anything :func:`~ilastik_widget.sources.open_source` opens: arrays, zarr/OME-Zarr paths or URLs, TIFF files.
+        Anything :func:`~ilastik_widget.io.sources.open_source` opens: arrays, zarr/OME-Zarr paths or URLs, TIFF files.
         Time series are predicted time point by time point (the outputs keep the ``t`` axis).
     output : str or path
         For one input: the ``.zarr`` container to write (or a directory). For several inputs, or ``format="tiff"``:
@@ -571,30 +603,44 @@ def predict_batch(session, source_or_list, output, outputs: Sequence[str] = OUTP
                 axes, scale = _ome_axes(src, o == "probabilities", time)
                 extra = {}
                 if o == "probabilities":
-                    extra["omero"] = {"channels": [{"label": n, "color": (c or "#ffffff").lstrip("#"),
-                                                    "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0},
-                                                    "active": True}
-                                                   for n, c in zip(model.class_names, model.class_colors)]}
+                    extra["omero"] = {
+                        "channels": [
+                            {
+                                "label": n,
+                                "color": (c or "#ffffff").lstrip("#"),
+                                "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0},
+                                "active": True,
+                            }
+                            for n, c in zip(model.class_names, model.class_colors)
+                        ]
+                    }
                 elif o == "segmentation":
-                    extra["image-label"] = {"version": "0.4" if zarr_format == 2 else "0.5",
-                                            "colors": [{"label-value": i + 1, "rgba": _hex_to_rgb(c) + [255]}
-                                                       for i, c in enumerate(model.class_colors)]}
+                    extra["image-label"] = {
+                        "version": "0.4" if zarr_format == 2 else "0.5",
+                        "colors": [
+                            {"label-value": i + 1, "rgba": _hex_to_rgb(c) + [255]}
+                            for i, c in enumerate(model.class_colors)
+                        ],
+                    }
                 zarrs[o] = _write_ome_group(root, o, shape, dtype, zchunks, axes, scale, zarr_format, extra)
                 res[o] = str(final / o)
-            for t in (range(src.n_times) if time else [None]):
-                ph = _lazy_one(src.at_time(t) if time else src, model, ref, chunks, block_bytes, targets=zarrs,
-                               t_index=t)
+            for t in range(src.n_times) if time else [None]:
+                ph = _lazy_one(
+                    src.at_time(t) if time else src, model, ref, chunks, block_bytes, targets=zarrs, t_index=t
+                )
                 counters.append(ph.sum())
                 expected += int(np.prod(ph.shape))
             root.attrs["ilastik_widget"] = {
-                "complete": False, "input": src.path or src.url or name, "outputs": list(outputs),
+                "complete": False,
+                "input": src.path or src.url or name,
+                "outputs": list(outputs),
                 "classes": [{"name": n, "color": c} for n, c in zip(model.class_names, model.class_colors)],
             }
             results.append(res)
         done = _progress_compute(counters, client, progress)
         if done is not None and sum(int(d) for d in done) != expected:
             raise RuntimeError(f"only {sum(int(d) for d in done)} of {expected} blocks were written")
-        for src, part, final in zip(sources, partials, targets):
+        for part, final in zip(partials, targets):
             root = zarr.open_group(str(part), mode="r+")
             info = dict(root.attrs["ilastik_widget"])
             info["complete"] = True
@@ -636,8 +682,10 @@ def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress
             a = lz[o]
             nbytes = int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
             if nbytes > max_bytes:
-                raise ValueError(f"{src.name!r}: {o} would be {nbytes / 2**30:.1f} GiB, too large for a TIFF "
-                                 f"written from memory; use format='zarr'")
+                raise ValueError(
+                    f"{src.name!r}: {o} would be {nbytes / 2**30:.1f} GiB, too large for a TIFF "
+                    f"written from memory; use format='zarr'"
+                )
             arrays.append(a)
             keys.append((src, tg[o], o))
     values = _progress_compute(arrays, client, progress)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -254,8 +255,9 @@ def message_id(content: Any) -> int | None:
     return None
 
 
-def parse_message(content: Any, buffers: list | None = None, *, ndim: int | None = None,
-                  n_classes: int | None = None) -> Request:
+def parse_message(
+    content: Any, buffers: list | None = None, *, ndim: int | None = None, n_classes: int | None = None
+) -> Request:
     """Validate a raw browser->kernel message and return its typed request.
 
     ``ndim`` (spatial dimensions of the image) and ``n_classes`` tighten the checks of strokes and class numbers.
@@ -312,16 +314,25 @@ def parse_message(content: Any, buffers: list | None = None, *, ndim: int | None
     if kind == "add-class":
         name = _field(content, "name", id, optional=True)
         color = _field(content, "color", id, optional=True)
-        return AddClassRequest(id, None if name is None else check_name(name, "name", id),
-                               None if color is None else check_color(color, "color", id))
+        return AddClassRequest(
+            id,
+            None if name is None else check_name(name, "name", id),
+            None if color is None else check_color(color, "color", id),
+        )
     if kind == "remove-class":
         return RemoveClassRequest(id, check_int(_field(content, "label", id), "label", 1, max_label, id))
     if kind == "rename-class":
-        return RenameClassRequest(id, check_int(_field(content, "label", id), "label", 1, max_label, id),
-                                  check_name(_field(content, "name", id), "name", id))
+        return RenameClassRequest(
+            id,
+            check_int(_field(content, "label", id), "label", 1, max_label, id),
+            check_name(_field(content, "name", id), "name", id),
+        )
     if kind == "recolor-class":
-        return RecolorClassRequest(id, check_int(_field(content, "label", id), "label", 1, max_label, id),
-                                   check_color(_field(content, "color", id), "color", id))
+        return RecolorClassRequest(
+            id,
+            check_int(_field(content, "label", id), "label", 1, max_label, id),
+            check_color(_field(content, "color", id), "color", id),
+        )
     if kind == "source-fallback":
         texts = [_field(content, name, id) for name in ("layer", "url", "message")]
         if not all(isinstance(v, str) for v in texts):
@@ -344,8 +355,13 @@ class Dispatcher:
     lets the owner show the error (status line); it must not raise.
     """
 
-    def __init__(self, send: Callable[[dict, list], None], *, context: Callable[[], dict] | None = None,
-                 on_error: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        send: Callable[[dict, list], None],
+        *,
+        context: Callable[[], dict] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ):
         self._send = send
         self._context = context or (lambda: {})
         self._on_error = on_error
@@ -408,9 +424,15 @@ def error(id: int | None, message: str) -> dict:
     return {"type": "error", "id": id, "message": message}
 
 
-def refresh(layers: list[str], generation: int, keys: list[str] | None = None,
-            missing: list[str] | None = None) -> dict:
+def refresh(
+    layers: list[str], generation: int, keys: list[str] | None = None, missing: list[str] | None = None
+) -> dict:
     """Layers to re-read; ``keys`` name the chunks sent along as buffers, in order, and ``missing`` the chunks that
     now have no data (the browser uses both instead of asking for those keys)."""
-    return {"type": "refresh", "layers": list(layers), "generation": int(generation), "keys": list(keys or []),
-            "missing": list(missing or [])}
+    return {
+        "type": "refresh",
+        "layers": list(layers),
+        "generation": int(generation),
+        "keys": list(keys or []),
+        "missing": list(missing or []),
+    }

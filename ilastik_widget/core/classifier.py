@@ -41,6 +41,7 @@ def import_sklearn_soon(delay: float = 2.0) -> None:
     _sklearn_timer.daemon = True
     _sklearn_timer.start()
 
+
 # While painting (measured with benchmarks/bench_interactive.py on 2 cores): 10 trees, each grown on
 # every training pixel instead of a bootstrap sample.  Over 6 synthetic images x 5 forests its
 # foreground IoU averaged +0.007 against RF100 (bootstrapped 10 or 16 trees: -0.002 / -0.005, with
@@ -62,8 +63,16 @@ ACCURATE: dict[str, Any] = {
     "n_jobs": 2,
 }
 
-_PARAMS = ("n_estimators", "max_depth", "seed", "n_jobs", "max_samples_per_class", "max_features",
-           "min_samples_leaf", "bootstrap")
+_PARAMS = (
+    "n_estimators",
+    "max_depth",
+    "seed",
+    "n_jobs",
+    "max_samples_per_class",
+    "max_features",
+    "min_samples_leaf",
+    "bootstrap",
+)
 
 
 def _as_features(X: Any) -> np.ndarray:
@@ -118,10 +127,17 @@ class PixelClassifier:
         training pixel (the trees then differ only by their random feature choices).
     """
 
-    def __init__(self, n_estimators: int = 100, max_depth: int | None = None, seed: int = 0,
-                 n_jobs: int | None = None, max_samples_per_class: int | None = None,
-                 max_features: str | int | float = "sqrt", min_samples_leaf: int = 1,
-                 bootstrap: bool = True) -> None:
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        max_depth: int | None = None,
+        seed: int = 0,
+        n_jobs: int | None = None,
+        max_samples_per_class: int | None = None,
+        max_features: str | int | float = "sqrt",
+        min_samples_leaf: int = 1,
+        bootstrap: bool = True,
+    ) -> None:
         if int(n_estimators) < 1:
             raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
         if max_depth is not None and int(max_depth) < 1:
@@ -185,8 +201,12 @@ class PixelClassifier:
         from sklearn.ensemble import RandomForestClassifier
 
         forest = RandomForestClassifier(
-            n_estimators=self.n_estimators, max_depth=self.max_depth, random_state=self.seed,
-            n_jobs=self.n_jobs, max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            random_state=self.seed,
+            n_jobs=self.n_jobs,
+            max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf,
             bootstrap=self.bootstrap,
         )
         forest.fit(X, y)
@@ -227,7 +247,7 @@ class PixelClassifier:
         # whatever the thread count, so results do not depend on n_jobs or timing.
         bounds = np.linspace(0, len(X), n + 1).astype(int)
         with ThreadPoolExecutor(n) as pool:
-            parts = pool.map(lambda ab: self._mean_of_trees(X[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:]))
+            parts = pool.map(lambda ab: self._mean_of_trees(X[ab[0] : ab[1]]), zip(bounds[:-1], bounds[1:]))
             for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), parts):
                 out[a:b, self._columns] = part
         return out
@@ -277,8 +297,14 @@ class PixelClassifier:
             for name in NODE_DTYPE.names:
                 nodes[name] = arrays[f"tree{i}/{name}"]
             tree = Tree(n_features, np.array([len(classes)], np.intp), n_outputs)
-            tree.__setstate__({"max_depth": int(arrays[f"tree{i}/max_depth"][0]), "node_count": len(nodes),
-                               "nodes": nodes, "values": values})
+            tree.__setstate__(
+                {
+                    "max_depth": int(arrays[f"tree{i}/max_depth"][0]),
+                    "node_count": len(nodes),
+                    "nodes": nodes,
+                    "values": values,
+                }
+            )
             est = DecisionTreeClassifier()
             est.tree_ = tree
             est.n_outputs_ = n_outputs

@@ -13,8 +13,9 @@ from __future__ import annotations
 import colorsys
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +39,14 @@ DEFAULT_COLORS: list[str] = [
 ]
 
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-_FORMAT = "ilastik_widget.annotations"
+_FORMAT = "ilastik_widget.core.annotations"
 
 
 def _extra_color(i: int) -> str:
     """A further distinct colour once the palette is used up (golden-angle hue steps)."""
     h = (i * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
-    return "#{:02x}{:02x}{:02x}".format(int(r * 255), int(g * 255), int(b * 255))
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
 def _check_color(color: str) -> str:
@@ -148,8 +149,11 @@ def normalize_region(region: Any, shape: Sequence[int]) -> tuple[slice, ...]:
 
 
 def _fmt_region(region: Sequence[slice]) -> str:
-    return "(" + ", ".join(f"{s.start if s.start is not None else ''}:{s.stop if s.stop is not None else ''}"
-                           for s in region) + ")"
+    return (
+        "("
+        + ", ".join(f"{s.start if s.start is not None else ''}:{s.stop if s.stop is not None else ''}" for s in region)
+        + ")"
+    )
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -388,8 +392,9 @@ class Annotations:
             raise ValueError(f"radius must be a positive finite number of pixels, got {radius!r}")
         return r
 
-    def add_stroke(self, label: int, points: Any, radius: float = 2, axes: Sequence[int] | None = None,
-                   erase: bool = False) -> int:
+    def add_stroke(
+        self, label: int, points: Any, radius: float = 2, axes: Sequence[int] | None = None, erase: bool = False
+    ) -> int:
         """Add a stroke; returns its id.
 
         Parameters
@@ -576,7 +581,7 @@ class Annotations:
     def count_per_class(self) -> np.ndarray:
         """Number of labelled voxels per class, (n_classes,) int64 (index 0 = class 1)."""
         _, lab = self._labelled_flat()
-        return np.bincount(lab, minlength=self.n_classes + 1)[1:self.n_classes + 1].astype(np.int64)
+        return np.bincount(lab, minlength=self.n_classes + 1)[1 : self.n_classes + 1].astype(np.int64)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -615,5 +620,7 @@ class Annotations:
         return ann
 
     def __repr__(self) -> str:
-        return (f"Annotations(shape={self.shape}, classes={[c.name for c in self.classes]}, "
-                f"strokes={len(self.strokes)}, version={self.version})")
+        return (
+            f"Annotations(shape={self.shape}, classes={[c.name for c in self.classes]}, "
+            f"strokes={len(self.strokes)}, version={self.version})"
+        )

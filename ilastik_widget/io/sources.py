@@ -145,7 +145,7 @@ class ImageSource:
         return ("zarr3://" if self.zarr_format == 3 else "zarr2://") + self.url
 
     # ------------------------------------------------------------------ access
-    def at_time(self, t: int) -> "ImageSource":
+    def at_time(self, t: int) -> ImageSource:
         """The same source at one time point (the ``t`` axis removed)."""
         ta = self.time_axis
         if ta is None:
@@ -167,8 +167,9 @@ class ImageSource:
                 if p <= pos:
                     pos += 1
             base_sel = tuple(base_sel) + ((pos, t),)
-        return replace(self, array=levels[0], levels=levels, axes=self.axes.replace("t", ""), time_index=t,
-                       _base_select=base_sel)
+        return replace(
+            self, array=levels[0], levels=levels, axes=self.axes.replace("t", ""), time_index=t, _base_select=base_sel
+        )
 
     def __getitem__(self, key) -> np.ndarray:
         """Read a region as numpy (only the chunks it touches)."""
@@ -205,8 +206,10 @@ class ImageSource:
 
     def __repr__(self) -> str:  # short: the dask repr is long
         where = self.url or self.path or "memory"
-        return (f"ImageSource(name={self.name!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, "
-                f"scale={self.scale}, levels={len(self.levels)}, from={where!r})")
+        return (
+            f"ImageSource(name={self.name!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"scale={self.scale}, levels={len(self.levels)}, from={where!r})"
+        )
 
 
 def _normalize_key(key, ndim: int) -> tuple:
@@ -215,7 +218,7 @@ def _normalize_key(key, ndim: int) -> tuple:
     if any(k is Ellipsis for k in key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         n_missing = ndim - (len(key) - 1)
-        key = key[:i] + (slice(None),) * n_missing + key[i + 1:]
+        key = key[:i] + (slice(None),) * n_missing + key[i + 1 :]
     if len(key) > ndim:
         raise IndexError(f"too many indices ({len(key)}) for {ndim} axes")
     return tuple(key) + (slice(None),) * (ndim - len(key))
@@ -239,16 +242,20 @@ def _default_axes(ndim: int, channel_axis: int | None) -> str:
         ca = _norm_axis(channel_axis, ndim)
         n_sp = ndim - 1
         if n_sp not in (2, 3):
-            raise ValueError(f"a {ndim}D array with a channel axis has {n_sp} other axes; only 2D (y, x) and 3D "
-                             f"(z, y, x) images are supported (pass axes=... for time series, e.g. 'tzyx')")
+            raise ValueError(
+                f"a {ndim}D array with a channel axis has {n_sp} other axes; only 2D (y, x) and 3D "
+                f"(z, y, x) images are supported (pass axes=... for time series, e.g. 'tzyx')"
+            )
         sp = "yx" if n_sp == 2 else "zyx"
         return sp[:ca] + "c" + sp[ca:]
     if ndim == 2:
         return "yx"
     if ndim == 3:
         return "zyx"
-    raise ValueError(f"cannot tell the axes of a {ndim}D array: pass channel_axis=... or axes=... "
-                     f"(letters from 'tczyx', e.g. axes='zyxc' or 'tzyx')")
+    raise ValueError(
+        f"cannot tell the axes of a {ndim}D array: pass channel_axis=... or axes=... "
+        f"(letters from 'tczyx', e.g. axes='zyxc' or 'tzyx')"
+    )
 
 
 def _norm_axis(axis: int, ndim: int) -> int:
@@ -267,7 +274,7 @@ def _apply_channel_axis(axes: str, channel_axis: int | None) -> str:
     rest = [a for i, a in enumerate(axes) if i != ca and a != "c"]
     # the previous channel axis (if any) and the axis now taken by channels are re-labelled in zyx order
     spatial_needed = len(axes) - 1 - sum(a == "t" for a in rest)
-    sp = "zyx"[3 - spatial_needed:] if spatial_needed in (2, 3) else None
+    sp = "zyx"[3 - spatial_needed :] if spatial_needed in (2, 3) else None
     if sp is None:
         raise ValueError(f"channel_axis={channel_axis} leaves {spatial_needed} spatial axes in {axes!r}")
     out, it = [], iter(sp)
@@ -290,9 +297,17 @@ def _stem(path: str) -> str:
 
 
 # ---------------------------------------------------------------------- public entry point
-def open_source(obj, channel_axis: int | None = None, *, axes: str | None = None, t: int | None = None,
-                path: str | None = None, series: int = 0, name: str | None = None,
-                storage_options: dict | None = None) -> ImageSource:
+def open_source(
+    obj,
+    channel_axis: int | None = None,
+    *,
+    axes: str | None = None,
+    t: int | None = None,
+    path: str | None = None,
+    series: int = 0,
+    name: str | None = None,
+    storage_options: dict | None = None,
+) -> ImageSource:
     """Open anything image-like lazily.
 
     Parameters
@@ -320,12 +335,22 @@ def open_source(obj, channel_axis: int | None = None, *, axes: str | None = None
         if new_axes != src.axes:
             n_sp = sum(a in "zyx" for a in new_axes)
             keep = n_sp == len(src.scale)
-            src = replace(src, axes=new_axes, scale=src.scale if keep else (1.0,) * n_sp,
-                          units=src.units if keep else (None,) * n_sp,
-                          level_scales=src.level_scales if keep else [(1.0,) * n_sp] * len(src.levels))
+            src = replace(
+                src,
+                axes=new_axes,
+                scale=src.scale if keep else (1.0,) * n_sp,
+                units=src.units if keep else (None,) * n_sp,
+                level_scales=src.level_scales if keep else [(1.0,) * n_sp] * len(src.levels),
+            )
     elif isinstance(obj, (str, os.PathLike)):
-        src = _open_path(os.fspath(obj), channel_axis=channel_axis, axes=axes, path=path, series=series,
-                         storage_options=storage_options)
+        src = _open_path(
+            os.fspath(obj),
+            channel_axis=channel_axis,
+            axes=axes,
+            path=path,
+            series=series,
+            storage_options=storage_options,
+        )
     else:
         src = _open_object(obj, channel_axis=channel_axis, axes=axes, path=path)
     if name is not None:
@@ -341,12 +366,19 @@ def open_source(obj, channel_axis: int | None = None, *, axes: str | None = None
 
 
 def _meta_of(src: ImageSource) -> dict:
-    return dict(url=src.url, path=src.path, name=src.name, zarr_format=src.zarr_format,
-                channel_names=src.channel_names, source_kind=src.source_kind)
+    return dict(
+        url=src.url,
+        path=src.path,
+        name=src.name,
+        zarr_format=src.zarr_format,
+        channel_names=src.channel_names,
+        source_kind=src.source_kind,
+    )
 
 
-def _build(array, axes: str, *, base=None, levels=None, scale=None, units=None, level_scales=None,
-           **meta) -> ImageSource:
+def _build(
+    array, axes: str, *, base=None, levels=None, scale=None, units=None, level_scales=None, **meta
+) -> ImageSource:
     import dask.array as da
 
     if not isinstance(array, da.Array):
@@ -359,8 +391,17 @@ def _build(array, axes: str, *, base=None, levels=None, scale=None, units=None, 
     units = tuple(units) if units is not None else (None,) * n_sp
     levels = list(levels) if levels is not None else [array]
     level_scales = list(level_scales) if level_scales is not None else [scale]
-    return ImageSource(array=array, axes=axes, scale=scale, units=units, levels=levels, level_scales=level_scales,
-                       _base=base, _base_axes=axes if base is not None else "", **meta)
+    return ImageSource(
+        array=array,
+        axes=axes,
+        scale=scale,
+        units=units,
+        levels=levels,
+        level_scales=level_scales,
+        _base=base,
+        _base_axes=axes if base is not None else "",
+        **meta,
+    )
 
 
 def _auto_chunks(a) -> tuple:
@@ -371,7 +412,7 @@ def _auto_chunks(a) -> tuple:
     shape = a.shape
     itemsize = np.dtype(a.dtype).itemsize
     target = 16 * 2**20 // itemsize
-    out = [s for s in shape]
+    out = list(shape)
     big = [i for i, s in enumerate(shape) if s > 16]
     while int(np.prod(out, dtype=np.int64)) > target and big:
         i = max(big, key=lambda j: out[j])
@@ -389,18 +430,26 @@ def _open_object(obj, *, channel_axis, axes, path) -> ImageSource:
     except ImportError:  # pragma: no cover
         zarr = None
     if zarr is not None and isinstance(obj, zarr.Group):
-        return _open_zarr_node(obj, channel_axis=channel_axis, axes=axes, subpath=path, url=None,
-                               path_str=None, name="image")
+        return _open_zarr_node(
+            obj, channel_axis=channel_axis, axes=axes, subpath=path, url=None, path_str=None, name="image"
+        )
     if zarr is not None and isinstance(obj, zarr.Array):
         fmt = obj.metadata.zarr_format
         ax = _check_axes(axes, obj.ndim) if axes else _axes_for(obj.ndim, channel_axis, None)
-        return _build(da.from_zarr(obj), ax, base=obj, zarr_format=fmt, source_kind="zarr",
-                      name=_stem(obj.path) if obj.path else "image")
+        return _build(
+            da.from_zarr(obj),
+            ax,
+            base=obj,
+            zarr_format=fmt,
+            source_kind="zarr",
+            name=_stem(obj.path) if obj.path else "image",
+        )
     if isinstance(obj, da.Array):
         ax = _check_axes(axes, obj.ndim) if axes else _axes_for(obj.ndim, channel_axis, None)
         return _build(obj, ax, source_kind="dask")
-    if isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and hasattr(obj, "shape")
-                                       and not hasattr(obj, "__getitem__")):
+    if isinstance(obj, np.ndarray) or (
+        hasattr(obj, "__array__") and hasattr(obj, "shape") and not hasattr(obj, "__getitem__")
+    ):
         arr = np.asarray(obj)
         ax = _check_axes(axes, arr.ndim) if axes else _axes_for(arr.ndim, channel_axis, None)
         return _build(arr, ax, base=arr, source_kind="numpy")
@@ -408,8 +457,10 @@ def _open_object(obj, *, channel_axis, axes, path) -> ImageSource:
         # any other lazily sliceable array (h5py dataset, tensorstore, ...)
         ax = _check_axes(axes, len(obj.shape)) if axes else _axes_for(len(obj.shape), channel_axis, None)
         return _build(da.from_array(obj, chunks=_auto_chunks(obj)), ax, base=obj, source_kind="array")
-    raise TypeError(f"cannot open {type(obj).__name__} as an image: expected a numpy/dask/zarr array, a zarr "
-                    f"group, an ImageSource, a path or a URL")
+    raise TypeError(
+        f"cannot open {type(obj).__name__} as an image: expected a numpy/dask/zarr array, a zarr "
+        f"group, an ImageSource, a path or a URL"
+    )
 
 
 def _axes_for(ndim: int, channel_axis, meta_axes: str | None) -> str:
@@ -422,7 +473,7 @@ def _axes_for(ndim: int, channel_axis, meta_axes: str | None) -> str:
 def _open_path(p: str, *, channel_axis, axes, path, series, storage_options) -> ImageSource:
     remote = is_url(p)
     if p.startswith("file://"):
-        p = p[len("file://"):]
+        p = p[len("file://") :]
     low = p.lower().rstrip("/")
     if low.endswith(_TIFF_SUFFIXES):
         if remote:
@@ -439,11 +490,13 @@ def _open_path(p: str, *, channel_axis, axes, path, series, storage_options) -> 
             if p.lower().endswith(".npy"):
                 arr = np.load(p, mmap_mode="r", allow_pickle=False)
                 ax = _check_axes(axes, arr.ndim) if axes else _axes_for(arr.ndim, channel_axis, None)
-                return _build(arr, ax, base=arr, path=os.path.abspath(p), name=_stem(p)[:-4] or "image",
-                              source_kind="npy")
+                return _build(
+                    arr, ax, base=arr, path=os.path.abspath(p), name=_stem(p)[:-4] or "image", source_kind="npy"
+                )
             raise ValueError(f"{p!r} is not a zarr directory, a TIFF file or a .npy file")
-    return _open_zarr_path(p, channel_axis=channel_axis, axes=axes, subpath=path, remote=remote,
-                           storage_options=storage_options)
+    return _open_zarr_path(
+        p, channel_axis=channel_axis, axes=axes, subpath=path, remote=remote, storage_options=storage_options
+    )
 
 
 def _open_zarr_path(p: str, *, channel_axis, axes, subpath, remote, storage_options) -> ImageSource:
@@ -465,8 +518,9 @@ def _open_zarr_path(p: str, *, channel_axis, axes, subpath, remote, storage_opti
             raise FileNotFoundError(f"no zarr array or group at {p!r}") from exc
         raise
     path_str = url if remote else os.path.abspath(p)
-    return _open_zarr_node(node, channel_axis=channel_axis, axes=axes, subpath=subpath, url=url,
-                           path_str=path_str, name=_stem(p))
+    return _open_zarr_node(
+        node, channel_axis=channel_axis, axes=axes, subpath=subpath, url=url, path_str=path_str, name=_stem(p)
+    )
 
 
 def _ome_multiscales(attrs: dict):
@@ -492,29 +546,44 @@ def _open_zarr_node(node, *, channel_axis, axes, subpath, url, path_str, name) -
     fmt = node.metadata.zarr_format
     if isinstance(node, zarr.Array):
         ax = _check_axes(axes, node.ndim) if axes else _axes_for(node.ndim, channel_axis, None)
-        return _build(da.from_zarr(node), ax, base=node, url=url, path=path_str, name=name, zarr_format=fmt,
-                      source_kind="zarr")
+        return _build(
+            da.from_zarr(node), ax, base=node, url=url, path=path_str, name=name, zarr_format=fmt, source_kind="zarr"
+        )
     attrs = dict(node.attrs)
     multiscales, omero, version = _ome_multiscales(attrs)
     if multiscales:
-        return _open_ome(node, multiscales[0], omero, channel_axis=channel_axis, axes=axes, url=url,
-                         path_str=path_str, name=name, fmt=fmt, version=version)
+        return _open_ome(
+            node,
+            multiscales[0],
+            omero,
+            channel_axis=channel_axis,
+            axes=axes,
+            url=url,
+            path_str=path_str,
+            name=name,
+            fmt=fmt,
+            version=version,
+        )
     arrays = sorted(node.array_keys())
     if len(arrays) == 1:
-        return _open_zarr_node(node, channel_axis=channel_axis, axes=axes, subpath=arrays[0], url=url,
-                               path_str=path_str, name=name)
+        return _open_zarr_node(
+            node, channel_axis=channel_axis, axes=axes, subpath=arrays[0], url=url, path_str=path_str, name=name
+        )
     if not arrays:
         groups = sorted(node.group_keys())
-        raise ValueError(f"zarr group {path_str or ''!r} holds no arrays and no OME-Zarr multiscales metadata"
-                         + (f"; its groups are {groups}: pass path=..." if groups else ""))
-    raise ValueError(f"zarr group {path_str or ''!r} holds several arrays {arrays} and no OME-Zarr metadata: "
-                     f"pass path=<one of them>")
+        raise ValueError(
+            f"zarr group {path_str or ''!r} holds no arrays and no OME-Zarr multiscales metadata"
+            + (f"; its groups are {groups}: pass path=..." if groups else "")
+        )
+    raise ValueError(
+        f"zarr group {path_str or ''!r} holds several arrays {arrays} and no OME-Zarr metadata: pass path=<one of them>"
+    )
 
 
 def _ome_axes(ms: dict, ndim: int) -> tuple[str, list]:
     raw = ms.get("axes")
     if raw is None:  # OME-Zarr 0.1/0.2: always 5D tczyx
-        return "tczyx"[5 - ndim:], [None] * ndim
+        return "tczyx"[5 - ndim :], [None] * ndim
     letters, units = [], []
     for a in raw:
         if isinstance(a, str):
@@ -533,7 +602,7 @@ def _ome_axes(ms: dict, ndim: int) -> tuple[str, list]:
     if "?" in letters:  # spatial axes with other names: give them z, y, x in order
         free = [c for c in "zyx" if c not in letters]
         n_q = letters.count("?")
-        free = free[len(free) - n_q:] if n_q <= len(free) else None
+        free = free[len(free) - n_q :] if n_q <= len(free) else None
         if free is None:
             raise ValueError(f"cannot interpret OME-Zarr axes {raw}")
         it = iter(free)
@@ -549,8 +618,7 @@ def _scale_of(transforms, ndim: int) -> list[float]:
     return s
 
 
-def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name, fmt,
-              version=None) -> ImageSource:
+def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name, fmt, version=None) -> ImageSource:
     import dask.array as da
 
     datasets = ms.get("datasets") or []
@@ -579,10 +647,22 @@ def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name
     channel_names = None
     if omero and isinstance(omero.get("channels"), list):
         channel_names = [str(c.get("label", i)) for i, c in enumerate(omero["channels"])]
-    return _build(levels[0], ax, base=arrays[0], levels=levels, scale=level_scales[0], units=units,
-                  level_scales=level_scales, url=url, path=path_str, name=ms.get("name") or name,
-                  zarr_format=fmt, channel_names=channel_names, source_kind="ome-zarr",
-                  ome_multiscale={**ms, "version": version})
+    return _build(
+        levels[0],
+        ax,
+        base=arrays[0],
+        levels=levels,
+        scale=level_scales[0],
+        units=units,
+        level_scales=level_scales,
+        url=url,
+        path=path_str,
+        name=ms.get("name") or name,
+        zarr_format=fmt,
+        channel_names=channel_names,
+        source_kind="ome-zarr",
+        ome_multiscale={**ms, "version": version},
+    )
 
 
 # ---------------------------------------------------------------------- TIFF
@@ -626,10 +706,20 @@ def _open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
     levels = [da.from_zarr(z) for z in zlevels]
     sp = [a for a in ax if a in "zyx"]
     scale0 = tuple(scale_map.get(a, 1.0) for a in sp)
-    level_scales = [tuple(s0 * shape[ax.index(a)] / lv.shape[ax.index(a)] for s0, a in zip(scale0, sp))
-                    for lv in levels]
-    return _build(levels[0], ax, base=zlevels[0], levels=levels, scale=scale0, level_scales=level_scales,
-                  path=os.path.abspath(p), name=_stem(p), source_kind="tiff")
+    level_scales = [
+        tuple(s0 * shape[ax.index(a)] / lv.shape[ax.index(a)] for s0, a in zip(scale0, sp)) for lv in levels
+    ]
+    return _build(
+        levels[0],
+        ax,
+        base=zlevels[0],
+        levels=levels,
+        scale=scale0,
+        level_scales=level_scales,
+        path=os.path.abspath(p),
+        name=_stem(p),
+        source_kind="tiff",
+    )
 
 
 def _tiff_guess_axes(meta: list[str], shape) -> str:

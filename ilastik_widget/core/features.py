@@ -24,12 +24,12 @@ kernels sum to exactly zero with unit response to x^2/2 (no leak of the mean bri
 Block-wise computation with :func:`features_for_region` reads the region plus :func:`halo` pixels
 (clipped to the image) and equals :func:`compute_features` on the whole image cropped to the region.
 
-Implementation (:mod:`ilastik_widget._filters`): OpenCV 1D passes (column passes in cache-sized
+Implementation (:mod:`ilastik_widget.core.filters`): OpenCV 1D passes (column passes in cache-sized
 bands), shared passes per scale, per-chunk algebra with closed-form float32 eigenvalues, output
 written once in the ``(*spatial, C)`` layout, a thread pool of ``min(4, cpu_count)`` threads. Work
 and result buffers are reused between calls (bounded by ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB`` and
 ``ILASTIK_WIDGET_FEATURE_RESULTS_MB``, default min(2 GiB, RAM / 8) each) and dropped after 20 s
-without a call, or by ``ilastik_widget._filters.clear_workspace()``.
+without a call, or by ``ilastik_widget.core.filters.clear_workspace()``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _filters
+from . import filters as _filters
 
 __all__ = [
     "FEATURES",
@@ -85,11 +85,11 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "laplacian_of_gaussian": "sum of the second derivatives of the smoothed image: bright or dark blobs of size ~σ",
     "gaussian_gradient_magnitude": "norm of the gradient of the smoothed image: edges",
     "difference_of_gaussians": f"the image smoothed at σ minus the image smoothed at {DOG_RATIO:g}σ: a band-pass "
-                               "filter for blobs of size ~σ",
+    "filter for blobs of size ~σ",
     "structure_tensor_eigenvalues": "eigenvalues of the structure tensor (gradient at σ, smoothed at σ/2): how "
-                                    "strongly the edges around a pixel are oriented; texture and corners",
+    "strongly the edges around a pixel are oriented; texture and corners",
     "hessian_of_gaussian_eigenvalues": "eigenvalues of the Hessian of the smoothed image: lines, tubes, sheets "
-                                       "and blobs",
+    "and blobs",
 }
 
 _EIGEN = ("structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues")

@@ -175,10 +175,15 @@ class _Array:
             # at a voxel centre (i + 1/2) lies on the border between two voxels of the data, and in a volume the
             # xy panel showed the labels of plane i + 1 while strokes landed on plane i.
             translation = [0.5 * s for s in spatial] + [0.0] * len(channel)
-            datasets.append({"path": str(level), "coordinateTransformations": [
-                {"type": "scale", "scale": spatial + channel},
-                {"type": "translation", "translation": translation},
-            ]})
+            datasets.append(
+                {
+                    "path": str(level),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": spatial + channel},
+                        {"type": "translation", "translation": translation},
+                    ],
+                }
+            )
         return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
 
     def chunk_region(self, level: int, index: Sequence[int]) -> tuple[slice, ...] | None:
@@ -351,16 +356,23 @@ class ChunkServer:
         return max(1, len(self.session.classes))
 
     def _predictions_array(self) -> _Array:
-        affordable = [f for f in self.raw.factors
-                      if math.prod(c * fi for c, fi in zip(self.chunk_shape, f)) <= self.max_predict_pixels]
-        return _Array(self.spatial_shape, self.chunk_shape, affordable or self.raw.factors[:1], np.uint8,
-                      self._n_classes())
+        affordable = [
+            f
+            for f in self.raw.factors
+            if math.prod(c * fi for c, fi in zip(self.chunk_shape, f)) <= self.max_predict_pixels
+        ]
+        return _Array(
+            self.spatial_shape, self.chunk_shape, affordable or self.raw.factors[:1], np.uint8, self._n_classes()
+        )
 
     def _groups(self) -> dict[str, _Array]:
         """The zarr groups the viewer reads, by path: raw, labels, and the predictions under the generation that
         names them in the layer specs."""
-        return {"raw": self.raw, "labels": self.labels,
-                f"predictions/{int(self.session.generation)}": self._predictions_array()}
+        return {
+            "raw": self.raw,
+            "labels": self.labels,
+            f"predictions/{int(self.session.generation)}": self._predictions_array(),
+        }
 
     def sources(self) -> dict[str, str]:
         """Neuroglancer source URL per layer name."""
@@ -405,8 +417,9 @@ class ChunkServer:
         if found is None or found[0] != "labels":
             return False
         address = _chunk_address(found[1])
-        return address is not None and address[0] < self.labels.n_levels and self.labels.chunk_region(
-            *address) is not None
+        return (
+            address is not None and address[0] < self.labels.n_levels and self.labels.chunk_region(*address) is not None
+        )
 
     # ------------------------------------------------------------------ pushing changed chunks
     @staticmethod
@@ -509,7 +522,7 @@ class ChunkServer:
             if cancelled():
                 return
             try:
-                precompute(regions[i:i + PREDICT_AHEAD_BATCH])
+                precompute(regions[i : i + PREDICT_AHEAD_BATCH])
             except Exception:
                 log.debug("chunk_server: predicting ahead failed", exc_info=True)
                 return
@@ -580,21 +593,52 @@ class ChunkServer:
                 "}\n" % (lo, hi)
             )
         else:
-            raw_shader = "#uicontrol invlerp normalized(range=[%s, %s])\nvoid main() { emitGrayscale(normalized()); }\n" % (lo, hi)
-        raw = {"type": "image", "name": "raw", "source": self._source(src["raw"]), "opacity": 1.0, "shader": raw_shader,
-               "shaderControls": {"normalized": {"range": [lo, hi]}}}
+            raw_shader = (
+                "#uicontrol invlerp normalized(range=[%s, %s])\nvoid main() { emitGrayscale(normalized()); }\n"
+                % (lo, hi)
+            )
+        raw = {
+            "type": "image",
+            "name": "raw",
+            "source": self._source(src["raw"]),
+            "opacity": 1.0,
+            "shader": raw_shader,
+            "shaderControls": {"normalized": {"range": [lo, hi]}},
+        }
         if self.raw_channels == 3:
             raw["source"] = self._channel_source(src["raw"])
         raw = self._raw_spec(raw)
-        labels = {"type": "image", "name": "labels", "source": self._source(src["labels"]), "opacity": 0.8,
-                  "shader": self._labels_shader(colors)}
+        labels = {
+            "type": "image",
+            "name": "labels",
+            "source": self._source(src["labels"]),
+            "opacity": 0.8,
+            "shader": self._labels_shader(colors),
+        }
         n = self._n_classes()
-        probabilities = {"type": "image", "name": "probabilities", "source": src["probabilities"], "opacity": 0.5,
-                         "shader": self._probabilities_shader(colors, n)}
-        segmentation = {"type": "image", "name": "segmentation", "source": src["segmentation"], "opacity": 0.5,
-                        "visible": False, "shader": self._segmentation_shader(colors, n)}
-        uncertainty = {"type": "image", "name": "uncertainty", "source": src["uncertainty"], "opacity": 0.7,
-                       "visible": False, "shader": self._uncertainty_shader(n)}
+        probabilities = {
+            "type": "image",
+            "name": "probabilities",
+            "source": src["probabilities"],
+            "opacity": 0.5,
+            "shader": self._probabilities_shader(colors, n),
+        }
+        segmentation = {
+            "type": "image",
+            "name": "segmentation",
+            "source": src["segmentation"],
+            "opacity": 0.5,
+            "visible": False,
+            "shader": self._segmentation_shader(colors, n),
+        }
+        uncertainty = {
+            "type": "image",
+            "name": "uncertainty",
+            "source": src["uncertainty"],
+            "opacity": 0.7,
+            "visible": False,
+            "shader": self._uncertainty_shader(n),
+        }
         for spec in (probabilities, segmentation, uncertainty):
             spec["source"] = self._channel_source(spec["source"])
         # Neuroglancer draws image layers in list order: raw, then predictions, labels on top.
@@ -804,13 +848,19 @@ class ChunkServer:
         lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float weight = 0.0;", "  float best = 0.0;"]
         for i in range(n):
             rgb = colors[i % len(colors)]
-            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
-                      f"  color += p{i} * p{i} * {_glsl_vec3(rgb)};", f"  weight += p{i} * p{i};",
-                      f"  best = max(best, p{i});"]
+            lines += [
+                f"  float p{i} = toNormalized(getDataValue({i}));",
+                f"  color += p{i} * p{i} * {_glsl_vec3(rgb)};",
+                f"  weight += p{i} * p{i};",
+                f"  best = max(best, p{i});",
+            ]
         chance = 1.0 / max(n, 1)
-        lines += ["  if (weight <= 0.0) { emitTransparent(); return; }",
-                  f"  float alpha = clamp((best - {chance:.6f}) / {max(1e-6, 1.0 - chance):.6f}, 0.0, 1.0);",
-                  "  emitRGBA(vec4(color / weight, alpha));", "}"]
+        lines += [
+            "  if (weight <= 0.0) { emitTransparent(); return; }",
+            f"  float alpha = clamp((best - {chance:.6f}) / {max(1e-6, 1.0 - chance):.6f}, 0.0, 1.0);",
+            "  emitRGBA(vec4(color / weight, alpha));",
+            "}",
+        ]
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -818,8 +868,10 @@ class ChunkServer:
         lines = ["void main() {", "  float best = 0.0;", "  vec3 color = vec3(0.0);"]
         for i in range(n):
             rgb = colors[i % len(colors)]
-            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
-                      f"  if (p{i} > best) {{ best = p{i}; color = {_glsl_vec3(rgb)}; }}"]
+            lines += [
+                f"  float p{i} = toNormalized(getDataValue({i}));",
+                f"  if (p{i} > best) {{ best = p{i}; color = {_glsl_vec3(rgb)}; }}",
+            ]
         lines += ["  if (best <= 0.0) { emitTransparent(); return; }", "  emitRGBA(vec4(color, 1.0));", "}"]
         return "\n".join(lines) + "\n"
 
@@ -827,12 +879,17 @@ class ChunkServer:
     def _uncertainty_shader(n) -> str:
         lines = ["void main() {", "  float first = 0.0;", "  float second = 0.0;"]
         for i in range(n):
-            lines += [f"  float p{i} = toNormalized(getDataValue({i}));",
-                      f"  if (p{i} > first) {{ second = first; first = p{i}; }} else if (p{i} > second) {{ second = p{i}; }}"]
-        lines += ["  if (first <= 0.0) { emitTransparent(); return; }",
-                  "  float u = 1.0 - (first - second);",
-                  # violet (some doubt) to white (a toss-up), transparent where the classifier is sure
-                  "  emitRGBA(vec4(mix(vec3(0.55, 0.0, 1.0), vec3(1.0), u * u), u));", "}"]
+            lines += [
+                f"  float p{i} = toNormalized(getDataValue({i}));",
+                f"  if (p{i} > first) {{ second = first; first = p{i}; }} else if (p{i} > second) {{ second = p{i}; }}",
+            ]
+        lines += [
+            "  if (first <= 0.0) { emitTransparent(); return; }",
+            "  float u = 1.0 - (first - second);",
+            # violet (some doubt) to white (a toss-up), transparent where the classifier is sure
+            "  emitRGBA(vec4(mix(vec3(0.55, 0.0, 1.0), vec3(1.0), u * u), u));",
+            "}",
+        ]
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ key dispatch
@@ -941,8 +998,9 @@ class ChunkServer:
         self._cache.put(cache_key, data)
         return data
 
-    def _assemble_from_finer(self, array: _Array, generation: int, level: int,
-                             index: tuple[int, ...]) -> np.ndarray | None:
+    def _assemble_from_finer(
+        self, array: _Array, generation: int, level: int, index: tuple[int, ...]
+    ) -> np.ndarray | None:
         """Prediction chunk ``index`` of ``level`` made from the cached chunks of ``level - 1`` (every level is a
         strided subsample of the full resolution, so this equals predicting the region); None unless all of them are
         cached."""
@@ -951,7 +1009,8 @@ class ChunkServer:
         spatial = index[: self.ndim]
         ratios = [f // g for f, g in zip(array.factors[level], array.factors[level - 1])]
         if any(f != r * g for f, g, r in zip(array.factors[level], array.factors[level - 1], ratios)) or any(
-                c % r for c, r in zip(array.chunk, ratios)):
+            c % r for c, r in zip(array.chunk, ratios)
+        ):
             return None
         finer_shape = array.level_shape(level - 1)
         out = np.zeros(array.chunk + (array.channels,), np.uint8)
@@ -963,8 +1022,10 @@ class ChunkServer:
                 return None
             block = np.frombuffer(data, np.uint8).reshape(out.shape)
             block = block[tuple(slice(None, None, r) for r in ratios)]
-            at = tuple(slice((ci - i * r) * (c // r), (ci - i * r + 1) * (c // r))
-                       for ci, i, r, c in zip(child, spatial, ratios, array.chunk))
+            at = tuple(
+                slice((ci - i * r) * (c // r), (ci - i * r + 1) * (c // r))
+                for ci, i, r, c in zip(child, spatial, ratios, array.chunk)
+            )
             out[at] = block
         return out
 
@@ -1004,8 +1065,9 @@ class ChunkServer:
                 if all(st % f == 0 for st, f in zip(steps, factors)):
                     if any(f > 1 for f in factors):
                         array = level
-                        index = [slice(sl.start // f, -(-sl.stop // f), st // f)
-                                 for sl, st, f in zip(region, steps, factors)]
+                        index = [
+                            slice(sl.start // f, -(-sl.stop // f), st // f) for sl, st, f in zip(region, steps, factors)
+                        ]
                     break
         expected = tuple(len(range(sl.start, sl.stop, st)) for sl, st in zip(region, steps))
         ca = self._channel_axis
@@ -1016,7 +1078,7 @@ class ChunkServer:
             block = np.moveaxis(np.asarray(array[tuple(index)]), ca, -1)
             block = block[..., :3] if self.raw_channels == 3 else block[..., 0]
         if block.shape[: self.ndim] != expected:  # a pyramid level rounded its shape the other way
-            block = _pad_to(block[tuple(slice(0, n) for n in expected)], expected + block.shape[self.ndim:])
+            block = _pad_to(block[tuple(slice(0, n) for n in expected)], expected + block.shape[self.ndim :])
         if block.dtype == np.bool_:
             block = block.astype(np.uint8)
         if self.raw.dtype == np.float32 and block.dtype != np.float32:
@@ -1037,7 +1099,9 @@ class ChunkServer:
             return level_img[idx]
         n_pixels = math.prod(s.stop - s.start for s in full)
         if n_pixels <= self.max_dense_label_pixels:
-            return np.asarray(annotations.labels(full), dtype=np.uint8)[tuple(slice(None, None, s.step) for s in region)]
+            return np.asarray(annotations.labels(full), dtype=np.uint8)[
+                tuple(slice(None, None, s.step) for s in region)
+            ]
         return np.zeros(tuple(len(range(s.start, s.stop, s.step)) for s in region), dtype=np.uint8)
 
     def _coarse_labels(self, level: int) -> np.ndarray | None:

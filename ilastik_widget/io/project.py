@@ -30,16 +30,36 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ProjectError", "save_session", "load_session", "load_model", "read_project",
-           "autosave", "enable_autosave", "AutoSaver"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ProjectError",
+    "save_session",
+    "load_session",
+    "load_model",
+    "read_project",
+    "autosave",
+    "enable_autosave",
+    "AutoSaver",
+]
 
 FORMAT = "ilastik-widget-project"
 FORMAT_VERSION = 1
 SUFFIX = ".ilastikw"
 EMBED_LIMIT = 256 * 2**20
 _JSON = "project.json"
-_REQUIRED = ("format", "format_version", "image", "classes", "strokes", "features", "feature_mode", "classifier",
-             "seed", "trained")
+_REQUIRED = (
+    "format",
+    "format_version",
+    "image",
+    "classes",
+    "strokes",
+    "features",
+    "feature_mode",
+    "classifier",
+    "seed",
+    "trained",
+)
 
 
 class ProjectError(ValueError):
@@ -56,13 +76,23 @@ def _image_reference(session, project_dir: Path, embed_image: Any) -> tuple[dict
         "dtype": np.dtype(image.dtype).str,
         "channel_axis": session.channel_axis,
         "n_channels": int(session.n_input_channels),
-        "path": None, "relpath": None, "url": None, "axes": None, "time_index": None, "embedded": False,
+        "path": None,
+        "relpath": None,
+        "url": None,
+        "axes": None,
+        "time_index": None,
+        "embedded": False,
     }
     location = None
     if src is not None:
         r = src.reference()
-        ref.update(url=r.get("url"), axes=r.get("axes"), time_index=r.get("time_index"), name=r.get("name"),
-                   scale=r.get("scale"))
+        ref.update(
+            url=r.get("url"),
+            axes=r.get("axes"),
+            time_index=r.get("time_index"),
+            name=r.get("name"),
+            scale=r.get("scale"),
+        )
         location = r.get("path") if not r.get("url") else None
     elif _zarr_local_path(image) is not None:
         location = _zarr_local_path(image)
@@ -106,7 +136,7 @@ def _document(session, ref: dict, embedded: bool) -> tuple[dict, dict]:
     if points:
         offsets[1:] = np.cumsum([len(p) for p in points])
     all_points = np.concatenate(points) if points else np.zeros((0, session.ndim), np.float64)
-    from . import __version__
+    from .. import __version__
 
     doc = {
         "format": FORMAT,
@@ -115,8 +145,16 @@ def _document(session, ref: dict, embedded: bool) -> tuple[dict, dict]:
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "image": ref,
         "classes": [{"name": c.name, "color": c.color} for c in session.classes],
-        "strokes": [{"id": int(s.id), "label": int(s.label), "radius": float(s.radius),
-                     "axes": [int(a) for a in s.axes], "erase": bool(s.erase)} for s in strokes],
+        "strokes": [
+            {
+                "id": int(s.id),
+                "label": int(s.label),
+                "radius": float(s.radius),
+                "axes": [int(a) for a in s.axes],
+                "erase": bool(s.erase),
+            }
+            for s in strokes
+        ],
         "next_stroke_id": int(getattr(session.annotations, "_next_id", 0) or 0),
         "features": session.feature_selection.to_dict(),
         "feature_mode": session.feature_mode,
@@ -179,8 +217,11 @@ def save_session(session, path, *, embed_image: Any = "auto", include_model: boo
         if include_model and model is not None and not getattr(session, "needs_training", True):
             for k, v in model.to_arrays().items():
                 arrays[f"model/{k}"] = v
-            doc["model"] = {"params": model.params(), "n_classes": int(model.n_classes),
-                            "n_features": int(model.n_features)}
+            doc["model"] = {
+                "params": model.params(),
+                "n_classes": int(model.n_classes),
+                "n_features": int(model.n_features),
+            }
     if data is not None:
         arrays["image"] = data
     doc["arrays"] = list(arrays)
@@ -207,8 +248,9 @@ def read_project(path) -> tuple[dict, dict]:
     try:
         zf = zipfile.ZipFile(path, "r")
     except zipfile.BadZipFile as exc:
-        raise ProjectError(f"{path} is not an ilastik-widget project (not a zip archive, or truncated/damaged: "
-                           f"{exc})") from exc
+        raise ProjectError(
+            f"{path} is not an ilastik-widget project (not a zip archive, or truncated/damaged: {exc})"
+        ) from exc
     with zf:
         names = set(zf.namelist())
         if _JSON not in names:
@@ -228,8 +270,10 @@ def read_project(path) -> tuple[dict, dict]:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ProjectError(f"{path} is damaged: invalid format_version {version!r}")
         if version > FORMAT_VERSION:
-            raise ProjectError(f"{path} was written by a newer ilastik-widget (project format version {version}; "
-                               f"this version reads up to {FORMAT_VERSION}): please upgrade ilastik-widget")
+            raise ProjectError(
+                f"{path} was written by a newer ilastik-widget (project format version {version}; "
+                f"this version reads up to {FORMAT_VERSION}): please upgrade ilastik-widget"
+            )
         missing = [k for k in _REQUIRED if k not in doc]
         if missing:
             raise ProjectError(f"{path} is damaged: missing key(s) {missing} in {_JSON}")
@@ -248,34 +292,45 @@ def read_project(path) -> tuple[dict, dict]:
             raise ProjectError(f"{path} is damaged: missing array {name!r}")
     pts, off = arrays["stroke_points"], arrays["stroke_offsets"]
     n = len(doc["strokes"])
-    if (off.ndim != 1 or len(off) != n + 1 or pts.ndim != 2 or (n and (off[0] != 0 or off[-1] != len(pts)))
-            or np.any(np.diff(off) < 0)):
+    if (
+        off.ndim != 1
+        or len(off) != n + 1
+        or pts.ndim != 2
+        or (n and (off[0] != 0 or off[-1] != len(pts)))
+        or np.any(np.diff(off) < 0)
+    ):
         raise ProjectError(f"{path} is damaged: stroke points do not match the {n} stroke records")
     return doc, arrays
 
 
 def load_model(path):
-    """What batch prediction needs from a project (:class:`~ilastik_widget.batch.BatchModel`).
+    """What batch prediction needs from a project (:class:`~ilastik_widget.io.batch.BatchModel`).
 
     Uses the stored classifier when the project has one (no image needed); otherwise loads the session, which
     needs the training image, and trains it.
     """
+    from ..core.classifier import PixelClassifier
+    from ..core.features import FeatureSelection
     from .batch import BatchModel, model_from_session
-    from .classifier import PixelClassifier
-    from .features import FeatureSelection
 
     path = Path(os.fspath(path))
     doc, arrays = read_project(path)
     if "model" in doc:
         try:
-            clf = PixelClassifier.from_arrays({k[len("model/"):]: v for k, v in arrays.items()
-                                               if k.startswith("model/")}, doc["model"].get("params"))
+            clf = PixelClassifier.from_arrays(
+                {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}, doc["model"].get("params")
+            )
             ref = doc["image"]
-            return BatchModel(classifier=clf, selection=FeatureSelection.from_dict(doc["features"]),
-                              mode=doc["feature_mode"], ndim=len(ref["spatial_shape"]),
-                              n_input_channels=int(ref.get("n_channels") or 1), n_classes=len(doc["classes"]),
-                              class_names=[c["name"] for c in doc["classes"]],
-                              class_colors=[c["color"] for c in doc["classes"]])
+            return BatchModel(
+                classifier=clf,
+                selection=FeatureSelection.from_dict(doc["features"]),
+                mode=doc["feature_mode"],
+                ndim=len(ref["spatial_shape"]),
+                n_input_channels=int(ref.get("n_channels") or 1),
+                n_classes=len(doc["classes"]),
+                class_names=[c["name"] for c in doc["classes"]],
+                class_colors=[c["color"] for c in doc["classes"]],
+            )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProjectError(f"{path} is damaged: the stored classifier cannot be read ({exc})") from exc
     if not doc.get("trained"):
@@ -311,8 +366,9 @@ def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
         src = open_source(c, axes=ref.get("axes") if t is None else None, t=t)
         return src, src
     where = " or ".join(tried) if tried else "nowhere (the image was in memory and not embedded)"
-    raise FileNotFoundError(f"the project's image was not found ({where}); pass image=... to load_session or "
-                            f"Session.load")
+    raise FileNotFoundError(
+        f"the project's image was not found ({where}); pass image=... to load_session or Session.load"
+    )
 
 
 def load_session(path, image: Any = None, *, train: bool | None = None, **session_kwargs):
@@ -336,8 +392,8 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
     ValueError
         ``image`` does not match the project (shape, channels).
     """
-    from .annotations import Annotations
-    from .session import Session
+    from ..core.annotations import Annotations
+    from ..core.session import Session
 
     path = Path(os.fspath(path))
     doc, arrays = read_project(path)
@@ -350,16 +406,24 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
     if src is not None and src.channel_axis != channel_axis:
         target = src.array
     try:
-        session = Session(target, channel_axis=channel_axis, classes=[c["name"] for c in doc["classes"]],
-                          features=doc["features"], seed=int(doc["seed"]), feature_mode=doc["feature_mode"],
-                          classifier=dict(doc["classifier"]),
-                          block_shape=session_kwargs.pop("block_shape", doc.get("block_shape")), **session_kwargs)
+        session = Session(
+            target,
+            channel_axis=channel_axis,
+            classes=[c["name"] for c in doc["classes"]],
+            features=doc["features"],
+            seed=int(doc["seed"]),
+            feature_mode=doc["feature_mode"],
+            classifier=dict(doc["classifier"]),
+            block_shape=session_kwargs.pop("block_shape", doc.get("block_shape")),
+            **session_kwargs,
+        )
     except (KeyError, TypeError) as exc:
         raise ProjectError(f"{path} is damaged: {exc}") from exc
     want = tuple(int(n) for n in ref.get("spatial_shape", session.spatial_shape))
     if tuple(session.spatial_shape) != want:
-        raise ValueError(f"the image has spatial shape {tuple(session.spatial_shape)} but the project was made "
-                         f"for {want}")
+        raise ValueError(
+            f"the image has spatial shape {tuple(session.spatial_shape)} but the project was made for {want}"
+        )
     n_ch = ref.get("n_channels")
     if n_ch is not None and session.n_input_channels != int(n_ch):
         raise ValueError(f"the image has {session.n_input_channels} channel(s) but the project was made for {n_ch}")
@@ -367,12 +431,24 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
     strokes = []
     for i, s in enumerate(doc["strokes"]):
         try:
-            strokes.append({"id": int(s["id"]), "label": int(s["label"]), "points": pts[off[i]:off[i + 1]],
-                            "radius": float(s["radius"]), "axes": s.get("axes"), "erase": bool(s.get("erase"))})
+            strokes.append(
+                {
+                    "id": int(s["id"]),
+                    "label": int(s["label"]),
+                    "points": pts[off[i] : off[i + 1]],
+                    "radius": float(s["radius"]),
+                    "axes": s.get("axes"),
+                    "erase": bool(s.get("erase")),
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProjectError(f"{path} is damaged: stroke record {i} is invalid ({exc})") from exc
-    ann_doc = {"shape": list(session.spatial_shape), "classes": doc["classes"], "strokes": strokes,
-               "next_id": int(doc.get("next_stroke_id", 1) or 1)}
+    ann_doc = {
+        "shape": list(session.spatial_shape),
+        "classes": doc["classes"],
+        "strokes": strokes,
+        "next_id": int(doc.get("next_stroke_id", 1) or 1),
+    }
     try:
         session.annotations = Annotations.from_dict(ann_doc, session.spatial_shape)
     except (KeyError, TypeError) as exc:

@@ -11,7 +11,7 @@
 (64, 64, 2)
 
 The image is divided into a grid of blocks.  Features are computed per block with
-:func:`ilastik_widget.features.features_for_region` only for blocks that hold labels (training) or
+:func:`ilastik_widget.core.features.features_for_region` only for blocks that hold labels (training) or
 that are asked for (prediction), and kept in an LRU cache bounded in bytes.  The training set is
 kept per block, so a new stroke re-gathers feature rows only for the blocks whose labels changed.
 
@@ -35,8 +35,9 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ class Session:
     image : array-like or ImageSource
         2D (y, x) or 3D (z, y, x) image, optionally with a channel axis; numpy, zarr, dask or anything
         with ``shape``, ``dtype`` and slicing (read block by block, never whole).  An
-        :class:`~ilastik_widget.sources.ImageSource` is accepted too (its ``array`` and channel axis are used).
+        :class:`~ilastik_widget.io.sources.ImageSource` is accepted too (its ``array`` and channel axis are used).
     channel_axis : int, optional
         Axis of ``image`` holding channels (may be negative).
     classes : sequence of str
@@ -158,7 +159,7 @@ class Session:
         On volumes, 3D filters or slice-wise 2D filters.
     classifier : PixelClassifier or dict or {"interactive", "accurate"}, optional
         Classifier parameters (a template; the session fits its own copies).  Default
-        :data:`~ilastik_widget.classifier.INTERACTIVE`; a dict without ``"seed"`` and the preset names
+        :data:`~ilastik_widget.core.classifier.INTERACTIVE`; a dict without ``"seed"`` and the preset names
         take ``seed``, a PixelClassifier keeps its own.
     block_shape : sequence of int, optional
         Block grid for features and predictions; default (256, 256) in 2D and (64, 64, 64) in 3D (the
@@ -171,18 +172,28 @@ class Session:
         Threads that predict blocks in parallel (default: the number of cores, at most 4).
     """
 
-    def __init__(self, image: Any, channel_axis: int | None = None,
-                 classes: Iterable[Any] = ("Background", "Foreground"), features: Any = None, seed: int = 0,
-                 feature_mode: str = "3d", classifier: PixelClassifier | dict | None = None,
-                 block_shape: Sequence[int] | None = None, cache_bytes: int = 2**30,
-                 n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        image: Any,
+        channel_axis: int | None = None,
+        classes: Iterable[Any] = ("Background", "Foreground"),
+        features: Any = None,
+        seed: int = 0,
+        feature_mode: str = "3d",
+        classifier: PixelClassifier | dict | None = None,
+        block_shape: Sequence[int] | None = None,
+        cache_bytes: int = 2**30,
+        n_threads: int | None = None,
+    ) -> None:
         from .features import FeatureSelection  # noqa: F401  (fail early if the filter bank is missing)
 
         self.source = None
         if hasattr(image, "array") and hasattr(image, "spatial_shape") and hasattr(image, "axes"):
             if getattr(image, "time_axis", None) is not None:
-                raise ValueError(f"the image is a time series of {image.n_times} time points: train on one, e.g. "
-                                 f"open_source(..., t=0) or source.at_time(0), and predict the others in batch")
+                raise ValueError(
+                    f"the image is a time series of {image.n_times} time points: train on one, e.g. "
+                    f"open_source(..., t=0) or source.at_time(0), and predict the others in batch"
+                )
             self.source = image
             if channel_axis is None:
                 channel_axis = getattr(image, "channel_axis", None)
@@ -200,8 +211,10 @@ class Session:
         spatial = tuple(n for i, n in enumerate(shape) if i != channel_axis)
         if len(spatial) not in (2, 3):
             hint = " (pass channel_axis for a multi-channel image)" if channel_axis is None and len(shape) == 4 else ""
-            raise ValueError(f"unsupported dimensionality: the image needs 2 or 3 spatial axes, got shape {shape} "
-                             f"with channel_axis={channel_axis}{hint}")
+            raise ValueError(
+                f"unsupported dimensionality: the image needs 2 or 3 spatial axes, got shape {shape} "
+                f"with channel_axis={channel_axis}{hint}"
+            )
         if any(n == 0 for n in spatial):
             raise ValueError(f"the image is empty (shape {shape})")
         self.spatial_shape: tuple[int, ...] = spatial
@@ -222,8 +235,10 @@ class Session:
         elif isinstance(classifier, dict):
             classifier = PixelClassifier.from_params({"seed": self.seed, **classifier})
         elif not isinstance(classifier, PixelClassifier):
-            raise ValueError(f"classifier must be a PixelClassifier, a dict of its parameters, 'interactive', "
-                             f"'accurate' or None, got {classifier!r}")
+            raise ValueError(
+                f"classifier must be a PixelClassifier, a dict of its parameters, 'interactive', "
+                f"'accurate' or None, got {classifier!r}"
+            )
         self._template = classifier.clone()
 
         if block_shape is None:
@@ -237,10 +252,10 @@ class Session:
         self._lock = threading.RLock()
         self._features = _LRUCache(cache_bytes)
         self._predictions = _LRUCache(max(int(cache_bytes) // 4, 1))
-        self._epoch = 0             # bumps when the features change (selection, mode)
-        self._classes_epoch = 0     # bumps when class numbering changes (removal)
+        self._epoch = 0  # bumps when the features change (selection, mode)
+        self._classes_epoch = 0  # bumps when class numbering changes (removal)
         self._classifier_epoch = 0  # bumps when the classifier settings change
-        self._generation = 0        # bumps whenever predictions may change
+        self._generation = 0  # bumps whenever predictions may change
         self._rows: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # block id -> (epoch, local idx, X rows)
         self._model: PixelClassifier | None = None
         self._model_key: tuple | None = None
@@ -409,8 +424,9 @@ class Session:
         return self._features.nbytes
 
     # ------------------------------------------------------------------ labels
-    def add_stroke(self, label: int, points: Any, radius: float = 2, axes: Sequence[int] | None = None,
-                   erase: bool = False) -> int:
+    def add_stroke(
+        self, label: int, points: Any, radius: float = 2, axes: Sequence[int] | None = None, erase: bool = False
+    ) -> int:
         """Paint (or erase) a stroke; returns its id.  See :meth:`Annotations.add_stroke`."""
         sid = self.annotations.add_stroke(label, points, radius, axes, erase)
         self._notify("labels", version=self.annotations.version, stroke_id=sid)
@@ -523,11 +539,18 @@ class Session:
     # ------------------------------------------------------------------ training
     def _state_key(self) -> tuple:
         # What a model depends on: labels, class numbering, features, classifier settings.
-        return (self._annotations_epoch, self.annotations.labels_version, self._classes_epoch, self._epoch,
-                self._classifier_epoch, self.n_classes)
+        return (
+            self._annotations_epoch,
+            self.annotations.labels_version,
+            self._classes_epoch,
+            self._epoch,
+            self._classifier_epoch,
+            self.n_classes,
+        )
 
-    def _training_set(self, flat: np.ndarray, lab: np.ndarray, spec: tuple,
-                      job: _Job | None, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    def _training_set(
+        self, flat: np.ndarray, lab: np.ndarray, spec: tuple, job: _Job | None, key: tuple
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Feature rows (N, C) float32 and labels (N,) of all labelled voxels, block by block.
 
         Rows of a block are reused when its labelled voxels did not move (relabelling the same
@@ -682,8 +705,9 @@ class Session:
         if not model.is_fitted:
             raise ValueError("set_model needs a fitted PixelClassifier")
         if model.n_features != self.n_features:
-            raise ValueError(f"the model was trained on {model.n_features} features, the selection gives "
-                             f"{self.n_features}")
+            raise ValueError(
+                f"the model was trained on {model.n_features} features, the selection gives {self.n_features}"
+            )
         if model.n_classes > self.n_classes:
             raise ValueError(f"the model predicts {model.n_classes} classes, the session has {self.n_classes}")
         with self._lock:
@@ -744,8 +768,8 @@ class Session:
             p = self._predict_block(block_index, snapshot, n_jobs=1 if len(blocks) > 1 else None)
             lo = [max(r.start, b.start) for r, b in zip(region, breg)]
             hi = [min(r.stop, b.stop) for r, b in zip(region, breg)]
-            src = tuple(slice(l - b.start, h - b.start) for l, h, b in zip(lo, hi, breg))
-            dst = tuple(slice(l - r.start, h - r.start) for l, h, r in zip(lo, hi, region))
+            src = tuple(slice(a - b.start, z - b.start) for a, z, b in zip(lo, hi, breg))
+            dst = tuple(slice(a - r.start, z - r.start) for a, z, r in zip(lo, hi, region))
             out[dst] = p[src]
 
         self._map(work, blocks)
@@ -774,15 +798,15 @@ class Session:
 
     # ------------------------------------------------------------------ persistence and life cycle
     def save(self, path: Any) -> Any:
-        """Save labels, classes, features and classifier settings (see :mod:`ilastik_widget.project`)."""
-        from .project import save_session
+        """Save labels, classes, features and classifier settings (see :mod:`ilastik_widget.io.project`)."""
+        from ..io.project import save_session
 
         return save_session(self, path)
 
     @classmethod
     def load(cls, path: Any, image: Any = None) -> Session:
-        """Load a session saved with :meth:`save` (see :mod:`ilastik_widget.project`)."""
-        from .project import load_session
+        """Load a session saved with :meth:`save` (see :mod:`ilastik_widget.io.project`)."""
+        from ..io.project import load_session
 
         return load_session(path, image=image)
 
@@ -795,6 +819,8 @@ class Session:
         self._train_pool = self._predict_pool = None
 
     def __repr__(self) -> str:
-        return (f"Session(shape={self.spatial_shape}, channels={self.n_input_channels}, classes="
-                f"{[c.name for c in self.classes]}, strokes={len(self.annotations.strokes)}, "
-                f"trained={self.is_trained}, generation={self.generation})")
+        return (
+            f"Session(shape={self.spatial_shape}, channels={self.n_input_channels}, classes="
+            f"{[c.name for c in self.classes]}, strokes={len(self.annotations.strokes)}, "
+            f"trained={self.is_trained}, generation={self.generation})"
+        )

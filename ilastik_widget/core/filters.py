@@ -1,4 +1,4 @@
-"""Low-level separable filters and closed-form eigenvalues used by :mod:`ilastik_widget.features`.
+"""Low-level separable filters and closed-form eigenvalues used by :mod:`ilastik_widget.core.features`.
 
 Everything here works on C-contiguous float32 arrays of 2 or 3 spatial axes and mirrors at the borders
 (scipy ``mode="mirror"`` == OpenCV ``BORDER_REFLECT_101``, repeated reflection for short axes).
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ def kernel_radius(sigma: float) -> int:
     return max(1, int(math.ceil(TRUNCATE * sigma)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kernel64(sigma: float, order: int) -> np.ndarray:
     """Sampled Gaussian (derivative) correlation kernel in float64, normalised by its moments.
 
@@ -49,18 +49,18 @@ def _kernel64(sigma: float, order: int) -> np.ndarray:
         w = k * g
         w /= np.sum(k * w)  # correlation: sum_k f(x+k) w_k == f'(x) for a ramp
         w[r] = 0.0
-        w[:r] = -w[: r : -1]  # bit-exact antisymmetry (also lets OpenCV use its antisymmetric path)
+        w[:r] = -w[:r:-1]  # bit-exact antisymmetry (also lets OpenCV use its antisymmetric path)
         return w
     if order == 2:
         w = (k * k / sigma**2 - 1.0) * g
         w -= w.sum() * g  # exact zero response to a constant (the Gaussian sums to one)
         w /= 0.5 * np.sum(k * k * w)
-        w[:r] = w[: r : -1]
+        w[:r] = w[:r:-1]
         return w
     raise ValueError(f"derivative order must be 0, 1 or 2, got {order}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernel(sigma: float, order: int) -> np.ndarray:
     """float32 version of :func:`_kernel64` (what OpenCV is given)."""
     k = _kernel64(sigma, order).astype(np.float32)
@@ -134,8 +134,15 @@ PIECE = 1 << 15
 
 
 def eigvals3(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray, f: np.ndarray,
-    out0: np.ndarray, out1: np.ndarray, out2: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out0: np.ndarray,
+    out1: np.ndarray,
+    out2: np.ndarray,
 ) -> None:
     """Eigenvalues of [[a, b, c], [b, d, e], [c, e, f]] into out0 >= out1 >= out2 (float32 arrays)."""
     ins = [x.reshape(-1) for x in (a, b, c, d, e, f)]
@@ -147,8 +154,15 @@ def eigvals3(
 
 
 def _eigvals3(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray, f: np.ndarray,
-    out0: np.ndarray, out1: np.ndarray, out2: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    out0: np.ndarray,
+    out1: np.ndarray,
+    out2: np.ndarray,
 ) -> None:
     """Eigenvalues of [[a, b, c], [b, d, e], [c, e, f]] into out0 >= out1 >= out2 (float32 arrays).
 
@@ -601,7 +615,9 @@ DOG_RATIO = 0.66
 
 
 def filter_bank(
-    images: Sequence[np.ndarray], cells: Sequence[tuple[str, float]], n_outputs: Callable[[str], int],
+    images: Sequence[np.ndarray],
+    cells: Sequence[tuple[str, float]],
+    n_outputs: Callable[[str], int],
     out: np.ndarray,
 ) -> None:
     """Compute features of single-channel float32 images into ``out``.

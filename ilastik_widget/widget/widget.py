@@ -8,7 +8,7 @@ w.session                     # the core Session: labels, training, predictions
 ```
 
 Everything the browser can do is also a traitlet or a method here. The kernel is the single source of truth:
-browser edits of classes and strokes arrive as custom messages (see :mod:`ilastik_widget.messages`), are applied
+browser edits of classes and strokes arrive as custom messages (see :mod:`ilastik_widget.widget.protocol`), are applied
 to the session, and the resulting state is synced back as traitlets.
 """
 
@@ -29,8 +29,8 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from . import messages as m
-from .chunk_server import ChunkPush
+from ..serving.chunk_server import ChunkPush
+from . import protocol as m
 
 log = logging.getLogger("ilastik_widget")
 
@@ -76,7 +76,7 @@ def _read_static(name: str, fallback: str) -> str:
 
 
 def _session_class():
-    from .session import Session
+    from ..core.session import Session
 
     return Session
 
@@ -89,7 +89,7 @@ class IlastikWidget(anywidget.AnyWidget):
     image_or_session:
         A numpy, dask or zarr array (2D ``(y, x)`` or 3D ``(z, y, x)``, optionally with a channel axis), an
         ``ImageSource``, a path or URL (zarr, OME-Zarr, TIFF; opened with :func:`~ilastik_widget.open_source`), or a
-        :class:`~ilastik_widget.session.Session` to attach to.
+        :class:`~ilastik_widget.core.session.Session` to attach to.
     channel_axis:
         Index of the channel axis of ``image`` if it has one.
     classes:
@@ -111,7 +111,7 @@ class IlastikWidget(anywidget.AnyWidget):
     height, live, brush_size, mode, active_class, layers, viewer_state:
         Initial values of these traits (see below).
     **session_kwargs:
-        Passed to :class:`~ilastik_widget.session.Session` (``features``, ``seed``, ``classifier``...).
+        Passed to :class:`~ilastik_widget.core.session.Session` (``features``, ``seed``, ``classifier``...).
 
     Traits (synced with the browser; invalid values raise ``TraitError`` in Python and are rejected, with the
     reason in ``error``, when they come from the browser): ``classes`` (list of ``{name, color}``), ``active_class``
@@ -155,20 +155,29 @@ class IlastikWidget(anywidget.AnyWidget):
             raise t.TraitError(f"height must be a number of pixels from 200 to 4000, not {value!r}")
         return value
 
-    def __init__(self, image_or_session: Any, channel_axis: int | None = None, classes=None, *,
-                 autosave: str | os.PathLike | None = None, raw_from: str = "auto",
-                 max_predict_pixels: int | None = None, **session_kwargs):
+    def __init__(
+        self,
+        image_or_session: Any,
+        channel_axis: int | None = None,
+        classes=None,
+        *,
+        autosave: str | os.PathLike | None = None,
+        raw_from: str = "auto",
+        max_predict_pixels: int | None = None,
+        **session_kwargs,
+    ):
         Session = _session_class()
         # ipywidgets habit: traits as keyword arguments (IlastikWidget(image, height=800, live=False))
         trait_values = {name: session_kwargs.pop(name) for name in INIT_TRAITS if name in session_kwargs}
         if isinstance(image_or_session, (str, os.PathLike)):
-            from .sources import open_source
+            from ..io.sources import open_source
 
             image_or_session, channel_axis = open_source(image_or_session, channel_axis=channel_axis), None
         if isinstance(image_or_session, Session):
             if channel_axis is not None or classes is not None or session_kwargs:
-                raise ValueError("channel_axis, classes and session options apply only when passing an image, "
-                                 "not a Session")
+                raise ValueError(
+                    "channel_axis, classes and session options apply only when passing an image, not a Session"
+                )
             session = image_or_session
         else:
             kwargs = dict(session_kwargs)
@@ -192,14 +201,17 @@ class IlastikWidget(anywidget.AnyWidget):
         self._published_generation = int(getattr(session, "generation", 0))
         widget_id = uuid.uuid4().hex[:12]
 
-        from .chunk_server import ChunkServer
+        from ..serving.chunk_server import ChunkServer
 
         # close() (also called by __del__ when __init__ fails) reads these
         self._autosaver = None
         self._listener_ok = False
         try:
-            self._chunks = ChunkServer(session, widget_id, **(
-                {} if max_predict_pixels is None else {"max_predict_pixels": int(max_predict_pixels)}))
+            self._chunks = ChunkServer(
+                session,
+                widget_id,
+                **({} if max_predict_pixels is None else {"max_predict_pixels": int(max_predict_pixels)}),
+            )
             self._set_raw_from(raw_from)
             #: Why the browser could not load the raw image from its URL and shows the kernel's copy instead (None
             #: while no view has reported such a failure).
@@ -224,7 +236,7 @@ class IlastikWidget(anywidget.AnyWidget):
         self.on_msg(self._on_custom_msg)
         # The saver listens before the widget does, so the widget sees a failed save of the same change.
         if autosave is not None:
-            from .project import enable_autosave
+            from ..io.project import enable_autosave
 
             self._autosaver = enable_autosave(session, autosave)
         add_listener = getattr(session, "add_listener", None)
@@ -237,7 +249,7 @@ class IlastikWidget(anywidget.AnyWidget):
         elif self.live and self._labelled_classes()[1] >= 2:
             self._retrain()
         else:
-            from .classifier import import_sklearn_soon
+            from ..core.classifier import import_sklearn_soon
 
             import_sklearn_soon()  # ready before two classes are painted; the widget shows without waiting for it
 
@@ -245,7 +257,7 @@ class IlastikWidget(anywidget.AnyWidget):
 
     @property
     def session(self):
-        """The core :class:`~ilastik_widget.session.Session` behind this widget."""
+        """The core :class:`~ilastik_widget.core.session.Session` behind this widget."""
         return self._session
 
     @property
@@ -253,8 +265,10 @@ class IlastikWidget(anywidget.AnyWidget):
         return self._chunks
 
     def __repr__(self) -> str:
-        return (f"IlastikWidget(shape={tuple(self._session.spatial_shape)}, classes={[c['name'] for c in self.classes]},"
-                f" strokes={len(self.strokes)}, widget_id={self.widget_id!r})")
+        return (
+            f"IlastikWidget(shape={tuple(self._session.spatial_shape)}, classes={[c['name'] for c in self.classes]},"
+            f" strokes={len(self.strokes)}, widget_id={self.widget_id!r})"
+        )
 
     # ------------------------------------------------------------------------------------------ validation
 
@@ -292,15 +306,19 @@ class IlastikWidget(anywidget.AnyWidget):
             if not isinstance(c, dict):
                 raise t.TraitError(f"class {i} must be a dict with 'name' and 'color', not {c!r}")
             try:
-                out.append({"name": m.check_name(c.get("name"), f"name of class {i}"),
-                            "color": m.check_color(c.get("color"), f"color of class {i}")})
+                out.append(
+                    {
+                        "name": m.check_name(c.get("name"), f"name of class {i}"),
+                        "color": m.check_color(c.get("color"), f"color of class {i}"),
+                    }
+                )
             except m.MessageError as exc:
                 raise t.TraitError(exc.message) from None
         return out
 
     @t.validate("feature_selection")
     def _valid_feature_selection(self, proposal):
-        from .features import FeatureSelection
+        from ..core.features import FeatureSelection
 
         value = proposal["value"]
         try:
@@ -349,8 +367,11 @@ class IlastikWidget(anywidget.AnyWidget):
         if "position" in value:
             pos = value["position"]
             ndim = len(self._session.spatial_shape)
-            if (not isinstance(pos, list) or len(pos) < ndim
-                    or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pos)):
+            if (
+                not isinstance(pos, list)
+                or len(pos) < ndim
+                or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pos)
+            ):
                 raise t.TraitError(f"viewer_state['position'] must be a list of {ndim} numbers, not {pos!r}")
         for key in ("crossSectionScale", "projectionScale"):
             if key in value:
@@ -401,7 +422,7 @@ class IlastikWidget(anywidget.AnyWidget):
                 self._class_op("rename_class", i, want["name"])
             if cur["color"] != want["color"]:
                 self._class_op("recolor_class", i, want["color"])
-        for want in new[len(current):]:
+        for want in new[len(current) :]:
             self._class_op("add_class", want["name"], want["color"])
         for label in range(len(current), len(new), -1):
             self._class_op("remove_class", label)
@@ -411,7 +432,7 @@ class IlastikWidget(anywidget.AnyWidget):
         if self._syncing:
             return
         try:
-            from .features import FeatureSelection
+            from ..core.features import FeatureSelection
 
             selection = FeatureSelection.from_dict(change["new"])
             if selection == self._session.feature_selection:
@@ -469,8 +490,13 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def add_stroke(self, label: int, points, radius: float = 2, axes=None, erase: bool = False) -> int:
         """Paint a stroke from Python (points in array index order); returns its id."""
-        sid = self._session.add_stroke(self._check_label(label), np.asarray(points, dtype=np.float64), radius=radius,
-                                       axes=None if axes is None else tuple(axes), erase=bool(erase))
+        sid = self._session.add_stroke(
+            self._check_label(label),
+            np.asarray(points, dtype=np.float64),
+            radius=radius,
+            axes=None if axes is None else tuple(axes),
+            erase=bool(erase),
+        )
         self._after_label_change()
         return int(sid)
 
@@ -549,7 +575,7 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def select_features(self, which: str | dict = "all") -> None:
         """``"all"``, ``"none"``, ``"default"`` or a ``FeatureSelection.to_dict()`` dict."""
-        from .features import FeatureSelection
+        from ..core.features import FeatureSelection
 
         if isinstance(which, dict):
             self.feature_selection = which
@@ -559,7 +585,7 @@ class IlastikWidget(anywidget.AnyWidget):
             raise ValueError("select_features takes 'all', 'none', 'default' or a selection dict")
 
     def set_feature(self, feature: str, scale: float, on: bool = True) -> None:
-        from .features import FeatureSelection
+        from ..core.features import FeatureSelection
 
         selection = FeatureSelection.from_dict(self.feature_selection).with_feature(feature, float(scale), bool(on))
         self.feature_selection = selection.to_dict()
@@ -583,7 +609,7 @@ class IlastikWidget(anywidget.AnyWidget):
         autosave : bool
             Keep saving every change back to ``path`` (default), so the reopened widget is as safe as the first.
         """
-        from .project import load_session
+        from ..io.project import load_session
 
         return cls(load_session(path, image=image), autosave=path if autosave else None)
 
@@ -642,11 +668,17 @@ class IlastikWidget(anywidget.AnyWidget):
         d.register(m.RedoRequest, lambda r, b: self._reply("redo", r.id, changed=self.redo()))
         d.register(m.RemoveStrokeRequest, self._on_remove_stroke)
         d.register(m.UpdateNowRequest, self._on_update_now)
-        d.register(m.AddClassRequest, lambda r, b: self._reply("add-class", r.id, label=self.add_class(r.name, r.color)))
+        d.register(
+            m.AddClassRequest, lambda r, b: self._reply("add-class", r.id, label=self.add_class(r.name, r.color))
+        )
         d.register(m.RemoveClassRequest, self._on_remove_class)
-        d.register(m.RenameClassRequest, lambda r, b: (self.rename_class(r.label, r.name), self._reply("rename-class", r.id)))
-        d.register(m.RecolorClassRequest,
-                   lambda r, b: (self.recolor_class(r.label, r.color), self._reply("recolor-class", r.id)))
+        d.register(
+            m.RenameClassRequest, lambda r, b: (self.rename_class(r.label, r.name), self._reply("rename-class", r.id))
+        )
+        d.register(
+            m.RecolorClassRequest,
+            lambda r, b: (self.recolor_class(r.label, r.color), self._reply("recolor-class", r.id)),
+        )
         d.register(m.SourceFallbackRequest, self._on_source_fallback)
 
     def _set_raw_from(self, raw_from: str) -> None:
@@ -658,8 +690,10 @@ class IlastikWidget(anywidget.AnyWidget):
                 raise ValueError(f"raw_from='browser': the browser cannot load this image itself: {exc}") from None
 
     def _on_source_fallback(self, request: m.SourceFallbackRequest, _buffers) -> None:
-        text = (f"The browser could not load the {request.layer} layer from {request.url} ({request.message}); "
-                f"the kernel serves it instead.")
+        text = (
+            f"The browser could not load the {request.layer} layer from {request.url} ({request.message}); "
+            f"the kernel serves it instead."
+        )
         log.warning("ilastik_widget: %s", text)
         self.raw_fallback = text
         self._set_status(text)
@@ -723,8 +757,9 @@ class IlastikWidget(anywidget.AnyWidget):
         if request.points.shape[1] != len(shape):
             raise m.MessageError(f"stroke points need {len(shape)} coordinates", request.id)
         try:
-            sid = self._session.add_stroke(request.label, request.points, radius=request.radius, axes=request.axes,
-                                           erase=request.erase)
+            sid = self._session.add_stroke(
+                request.label, request.points, radius=request.radius, axes=request.axes, erase=request.erase
+            )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise m.MessageError(f"Stroke not added: {m.describe_exception(exc)}", request.id) from None
         self._clear_error()
@@ -864,7 +899,7 @@ class IlastikWidget(anywidget.AnyWidget):
         if n_classes < 2:
             self._set_status(PAINT_HINT, busy=False)
             return None
-        from .features import FeatureSelection
+        from ..core.features import FeatureSelection
 
         if FeatureSelection.from_dict(self.feature_selection).is_empty:
             self._set_status("No features are selected: pick at least one in the feature matrix.", busy=False)
@@ -925,6 +960,7 @@ class IlastikWidget(anywidget.AnyWidget):
 
     def _push_predictions(self, generation: int, n_pred: int) -> None:
         try:
+
             def superseded() -> bool:
                 return self._closed or self._session_generation() != generation
 
@@ -1042,22 +1078,26 @@ class IlastikWidget(anywidget.AnyWidget):
                 bounds = [[int(b.start), int(b.stop)] for b in ann.stroke_bounds(s.id)]
             except Exception:
                 r = float(s.radius)
-                bounds = [[int(math.floor(lo - r)), int(math.ceil(hi + r)) + 1]
-                          for lo, hi in zip(pts.min(axis=0), pts.max(axis=0))]
-            out.append({
-                "id": int(s.id),
-                "label": int(s.label),
-                "radius": float(s.radius),
-                "n_points": int(len(pts)),
-                "center": [round(float(c), 2) for c in pts.mean(axis=0)],
-                "bounds": bounds,
-                "erase": bool(getattr(s, "erase", False)),
-                "axes": [int(a) for a in (getattr(s, "axes", None) or ())],
-            })
+                bounds = [
+                    [int(math.floor(lo - r)), int(math.ceil(hi + r)) + 1]
+                    for lo, hi in zip(pts.min(axis=0), pts.max(axis=0))
+                ]
+            out.append(
+                {
+                    "id": int(s.id),
+                    "label": int(s.label),
+                    "radius": float(s.radius),
+                    "n_points": int(len(pts)),
+                    "center": [round(float(c), 2) for c in pts.mean(axis=0)],
+                    "bounds": bounds,
+                    "erase": bool(getattr(s, "erase", False)),
+                    "axes": [int(a) for a in (getattr(s, "axes", None) or ())],
+                }
+            )
         return out
 
     def _source_info(self) -> dict:
-        from .features import feature_table
+        from ..core.features import feature_table
 
         session = self._session
         image = session.image
@@ -1074,7 +1114,7 @@ class IlastikWidget(anywidget.AnyWidget):
             "dtype": str(np.dtype(image.dtype)),
             "ndim": len(shape),
             "channels": channels,
-            "axes": ["z", "y", "x"][-len(shape):],
+            "axes": ["z", "y", "x"][-len(shape) :],
             "sources": self._chunks.sources(),
             "layer_specs": specs,
             "chunk_shape": list(self._chunks.chunk_shape),

@@ -1,0 +1,1 @@
+"""The Jupyter widget: the message protocol, the live updater and :class:`IlastikWidget`."""
