@@ -34,7 +34,7 @@ from . import protocol as m
 
 log = logging.getLogger("ilastik_widget")
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 MODES = ("paint", "erase", "navigate")
 LAYER_NAMES = ("raw", "labels", "probabilities", "segmentation", "uncertainty")
 PREDICTION_LAYERS = ("probabilities", "segmentation", "uncertainty")
