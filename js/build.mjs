@@ -10,13 +10,18 @@
 // In every pass an onLoad plugin rewrites `new URL("<file>", import.meta.url)` inside Neuroglancer's files: workers
 // become Blob URLs created at run time from the inlined strings, .wasm files become data: URLs.
 //
-// Usage: node build.mjs [--dev] [--entry src/other.ts] [--outdir ../ilastik_widget/static]
+// Every pass records the files it bundled (esbuild's metafile); the build then writes THIRD_PARTY_LICENSES.txt beside
+// widget.js with the licence and notice texts of each npm package those files come from (licenses.mjs).
+//
+// Usage: node build.mjs [--dev] [--entry src/other.ts] [--outdir ../ilastik_widget/static] [--metafiles FILE]
+// (--metafiles writes the passes' metafiles as one JSON list, e.g. for esbuild's bundle analyzer or a test)
 
 import * as esbuild from "esbuild";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { conditions } from "./conditions.mjs";
+import { bundledPackages, writeThirdPartyLicenses } from "./licenses.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -115,7 +120,11 @@ const common = {
   loader: { ".wasm": "dataurl", ".svg": "text", ".css": "css" },
   plugins: [inlineAssetsPlugin],
   define: { "process.env.NODE_ENV": dev ? '"development"' : '"production"' },
+  metafile: true,
 };
+
+/** Metafiles of every pass: the workers' code ends up inlined in widget.js, so their inputs are bundled too. */
+const metafiles = [];
 
 async function bundleWorker(name, contents) {
   const result = await esbuild.build({
@@ -124,6 +133,7 @@ async function bundleWorker(name, contents) {
     write: false,
     outdir: path.join(outdir, "workers"),
   });
+  metafiles.push(result.metafile);
   const js = result.outputFiles.find((f) => f.path.endsWith(".js"));
   workerSources.set(name, js.text);
   return js.text.length;
@@ -139,15 +149,21 @@ const chunkSize = await bundleWorker(
   `import "neuroglancer/unstable/chunk_worker.bundle.js";\nimport "./src/kvstore_worker.ts";\n`,
 );
 fs.mkdirSync(outdir, { recursive: true });
-await esbuild.build({
+const main = await esbuild.build({
   ...common,
   entryPoints: { widget: entry },
   outdir,
   write: true,
 });
+metafiles.push(main.metafile);
+const packages = bundledPackages(metafiles, process.cwd());
+const metafilesOut = argValue("--metafiles", null);
+if (metafilesOut !== null) fs.writeFileSync(metafilesOut, JSON.stringify(metafiles));
+writeThirdPartyLicenses(path.join(outdir, "THIRD_PARTY_LICENSES.txt"), packages);
 const mainSize = fs.statSync(path.join(outdir, "widget.js")).size;
 console.log(
   `built ${path.relative(process.cwd(), outdir)}/widget.js ${(mainSize / 1e6).toFixed(2)} MB ` +
     `(chunk worker ${(chunkSize / 1e6).toFixed(2)} MB, async worker ${(asyncSize / 1e6).toFixed(2)} MB inlined) ` +
-    `in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    `in ${((Date.now() - started) / 1000).toFixed(1)} s; licences of ${packages.length} bundled npm packages in ` +
+    `THIRD_PARTY_LICENSES.txt`,
 );
