@@ -7,8 +7,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ilastik_widget.core.annotations import DEFAULT_COLORS, Annotations, normalize_region
+from ilastik_widget.core.limits import MAX_CLASSES, MAX_NAME_LENGTH
 
 
 def _reference_distance(shape2d, points2d):
@@ -286,3 +289,105 @@ def test_normalize_region_errors():
     ]:
         with pytest.raises(ValueError):
             normalize_region(bad, (4, 5))
+
+
+# ---------------------------------------------------------------------- rasterising at the cost of the painted area
+def _brute_force_stroke(points, radius, shape):
+    """Voxels within ``radius`` of a 2D polyline, from the closed-form distance of every pixel to every segment."""
+    pts = np.asarray(points, float)
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    d2 = np.full(shape, np.inf)
+    for p, q in zip(pts[:-1], pts[1:]) if len(pts) > 1 else [(pts[0], pts[0])]:
+        d = q - p
+        dd = float(d @ d)
+        t = np.zeros(shape) if dd == 0 else np.clip(((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / dd, 0, 1)
+        d2 = np.minimum(d2, (yy - p[0] - t * d[0]) ** 2 + (xx - p[1] - t * d[1]) ** 2)
+    return d2
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(st.tuples(st.floats(-0.49, 29.49), st.floats(-0.49, 33.49)).map(list), min_size=1, max_size=6),
+    radius=st.floats(0.1, 9.0),
+)
+def test_stroke_covers_exactly_the_pixels_within_its_radius(points, radius):
+    shape = (30, 34)
+    a = Annotations(shape)
+    a.add_stroke(1, points, radius=radius)
+    lab = a.labels()
+    d2 = _brute_force_stroke(points, radius, shape)
+    # Exact up to float rounding at the radius itself; the pixel under every point is always painted.
+    assert np.all(lab[d2 <= radius * radius * (1 - 1e-6)] == 1)
+    outside = (d2 > radius * radius * (1 + 1e-6) + 1e-9) & ~_under_points(points, shape)
+    assert np.all(lab[outside] == 0)
+
+
+def _under_points(points, shape):
+    mask = np.zeros(shape, bool)
+    idx = np.floor(np.asarray(points, float) + 0.5).astype(int)
+    mask[idx[:, 0], idx[:, 1]] = True
+    return mask
+
+
+@pytest.mark.parametrize("radius", [30, 61])
+def test_long_stroke_with_a_wide_brush_costs_memory_of_the_painted_area(radius):
+    # 1,500 points along a long curve, as the browser sends for a sweeping gesture; the rasteriser used to cost
+    # points x brush area (+393 MB at radius 61).
+    t = np.linspace(0, 1, 1500)
+    points = np.stack([1000 + 600 * np.sin(6 * t), 1000 + 800 * np.cos(4 * t)], axis=1)
+    a = Annotations((2048, 2048))
+    sid = a.add_stroke(1, points, radius=radius)
+    tracemalloc.start()
+    try:
+        voxels = a.stroke_voxels(sid)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    painted_bytes = voxels.nbytes
+    assert len(voxels) > 100_000
+    assert peak < 12 * painted_bytes, f"peak {peak / 1e6:.1f} MB for {painted_bytes / 1e6:.1f} MB of painted voxels"
+
+
+# ---------------------------------------------------------------------- class limits
+def test_class_limit_is_enforced_and_labels_stay_uint8():
+    a = Annotations((8, 8), classes=[f"c{i}" for i in range(MAX_CLASSES)])
+    assert a.n_classes == MAX_CLASSES == 64
+    a.add_stroke(MAX_CLASSES, [[4, 4]], radius=1)
+    assert a.labels().dtype == np.uint8 and a.labels()[4, 4] == MAX_CLASSES
+    version = a.version
+    with pytest.raises(ValueError, match="at most 64 classes"):
+        a.add_class("one too many")
+    assert a.n_classes == MAX_CLASSES and a.version == version
+    with pytest.raises(ValueError, match="at most 64 classes"):
+        Annotations((8, 8), classes=[f"c{i}" for i in range(MAX_CLASSES + 1)])
+    with pytest.raises(ValueError, match="at most 64 classes"):
+        Annotations.from_dict({"shape": [8, 8], "classes": [{"name": f"c{i}", "color": "#000000"} for i in range(65)]})
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\t\n", "x" * (MAX_NAME_LENGTH + 1), None, 3])
+def test_blank_long_or_non_text_class_names_are_refused(bad):
+    a = Annotations((8, 8))
+    with pytest.raises(ValueError, match="class name"):
+        a.add_class(bad)
+    with pytest.raises(ValueError, match="class name"):
+        a.rename_class(1, bad)
+    assert [c.name for c in a.classes] == ["Background", "Foreground"] and a.version == 0
+    if isinstance(bad, str):
+        with pytest.raises(ValueError, match="class name"):
+            Annotations((8, 8), classes=["ok", bad])
+
+
+def test_class_names_are_stripped_and_the_longest_allowed_name_is_kept():
+    a = Annotations((8, 8), classes=["  Nuclei  ", "x" * MAX_NAME_LENGTH])
+    assert a.classes[0].name == "Nuclei" and len(a.classes[1].name) == MAX_NAME_LENGTH
+    a.rename_class(1, " Cells\n")
+    assert a.classes[0].name == "Cells"
+
+
+def test_duplicate_entry_ids_in_saved_data_are_refused():
+    a = Annotations((10, 10))
+    a.add_stroke(1, [[2, 2]])
+    d = a.to_dict()
+    d["strokes"].append(dict(d["strokes"][0], label=2))
+    with pytest.raises(ValueError, match="two entries have id 1"):
+        Annotations.from_dict(d)

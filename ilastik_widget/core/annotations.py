@@ -1,105 +1,52 @@
-"""Label classes and brush strokes, rasterised into a sparse label volume.
+"""Label classes, brush strokes and imported labels, rasterised into a sparse label volume.
 
 The :class:`Annotations` object holds no image data: only the image shape, the classes (name and
-colour), the strokes and the undo/redo history.  Strokes are rasterised one by one into sorted
-flat voxel indices (cached per stroke), and combined in stroke order into a sparse label set
-``(coords, labels)``.  Nothing here allocates an array of the full image size, so the same code
+colour), the entries (brush strokes and imported label images, in the order they were made) and the
+undo/redo history.  Entries are rasterised one by one into sorted flat voxel indices (cached per
+entry), and combined in entry order into a sparse label set ``(coords, labels)``: later entries win,
+eraser strokes clear.  Nothing here allocates an array of the full image size, so the same code
 serves a 20000 x 20000 slide or a 2 GB volume; :meth:`Annotations.labels` allocates only the
 region asked for.
 """
 
 from __future__ import annotations
 
-import colorsys
-import re
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelClass", "Stroke", "Annotations", "DEFAULT_COLORS", "normalize_region"]
+from .label_entries import (
+    DEFAULT_COLORS,
+    LabelClass,
+    LabelImport,
+    Stroke,
+    check_axes,
+    check_class_name,
+    check_color,
+    check_points,
+    check_radius,
+    dense_import,
+    import_from_record,
+    make_import,
+    next_color,
+)
+from .limits import MAX_CLASSES
+from .rasterize import expand_runs, rasterize_stroke
 
-# Saturated colours that stand out over grey-scale data and from each other (order: the first two
-# are the default Background / Foreground classes).
-DEFAULT_COLORS: list[str] = [
-    "#ffd400",  # yellow
-    "#1f78ff",  # blue
-    "#ff3b30",  # red
-    "#2ecc40",  # green
-    "#ff00ff",  # magenta
-    "#00e5ff",  # cyan
-    "#ff8c00",  # orange
-    "#8a2be2",  # violet
-    "#a0522d",  # brown
-    "#7fff00",  # chartreuse
-    "#ff69b4",  # pink
-    "#008080",  # teal
+__all__ = [
+    "LabelClass",
+    "Stroke",
+    "LabelImport",
+    "Annotations",
+    "DEFAULT_COLORS",
+    "normalize_region",
+    "check_class_name",
 ]
 
-_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _FORMAT = "ilastik_widget.core.annotations"
-
-
-def _extra_color(i: int) -> str:
-    """A further distinct colour once the palette is used up (golden-angle hue steps)."""
-    h = (i * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
-    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-
-
-def _check_color(color: str) -> str:
-    if not isinstance(color, str) or not _COLOR_RE.match(color):
-        raise ValueError(f"colour must be a string '#rrggbb', got {color!r}")
-    return color.lower()
-
-
-@dataclass
-class LabelClass:
-    """A label class: its display name and colour ``"#rrggbb"``."""
-
-    name: str
-    color: str
-
-
-@dataclass(frozen=True, eq=False)
-class Stroke:
-    """One brush stroke.
-
-    Attributes
-    ----------
-    id : int
-        Unique within its :class:`Annotations` (never reused).
-    label : int
-        Class, 1-based (0 for erase strokes that were given no class).
-    points : np.ndarray
-        (N, ndim) float64 polyline vertices in array index order of the spatial axes.
-    radius : float
-        Brush radius in pixels of the plane.
-    axes : tuple[int, int]
-        The two spatial axes of the plane the stroke was painted in.
-    erase : bool
-        True for an eraser stroke: removes labels of earlier strokes under it.
-    """
-
-    id: int
-    label: int
-    points: np.ndarray = field(repr=False)
-    radius: float
-    axes: tuple[int, int]
-    erase: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of this stroke."""
-        return {
-            "id": int(self.id),
-            "label": int(self.label),
-            "points": self.points.tolist(),
-            "radius": float(self.radius),
-            "axes": [int(a) for a in self.axes],
-            "erase": bool(self.erase),
-        }
 
 
 def normalize_region(region: Any, shape: Sequence[int]) -> tuple[slice, ...]:
@@ -156,91 +103,6 @@ def _fmt_region(region: Sequence[slice]) -> str:
     )
 
 
-def _round_half_up(x: np.ndarray) -> np.ndarray:
-    # floor(x + 0.5): pixel i covers [i - 0.5, i + 0.5); np.rint would send 0.5 to 0 and 1.5 to 2.
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
-
-
-def _segment_mask(p0: np.ndarray, p1: np.ndarray, radius: float, lo: np.ndarray, hi: np.ndarray):
-    """Pixels of the box [lo, hi) (2D) within ``radius`` of segment p0-p1; returns (u, v) int arrays."""
-    u = np.arange(lo[0], hi[0], dtype=np.float64)[:, None]
-    v = np.arange(lo[1], hi[1], dtype=np.float64)[None, :]
-    d = p1 - p0
-    dd = float(d @ d)
-    if dd == 0.0:
-        t = 0.0
-    else:
-        # Parameter of the closest point on the segment, clamped to its ends.
-        t = np.clip(((u - p0[0]) * d[0] + (v - p0[1]) * d[1]) / dd, 0.0, 1.0)
-    du = u - (p0[0] + t * d[0])
-    dv = v - (p0[1] + t * d[1])
-    # A tiny tolerance so that pixels exactly at the radius count despite float rounding.
-    inside = du * du + dv * dv <= radius * radius * (1 + 1e-9) + 1e-12
-    uu, vv = np.nonzero(inside)
-    return uu + lo[0], vv + lo[1]
-
-
-def rasterize_stroke(points: np.ndarray, radius: float, axes: tuple[int, int], shape: Sequence[int]) -> np.ndarray:
-    """Flat indices (sorted, unique, int64) of all voxels a stroke covers.
-
-    A voxel is covered when its centre (integer index) lies within ``radius`` of the polyline in the
-    stroke's plane, at the off-plane coordinates of the points (rounded).  A segment whose two ends
-    round to different off-plane positions is drawn in both.  The voxel under each point is always
-    covered, so even a brush thinner than a pixel paints something.
-
-    Parameters
-    ----------
-    points : np.ndarray
-        (N, ndim) float polyline vertices, array index order.
-    radius : float
-        Brush radius in pixels.
-    axes : tuple of int
-        The plane's two axes.
-    shape : sequence of int
-        Spatial image shape (voxels outside it are dropped).
-    """
-    shape = tuple(int(n) for n in shape)
-    ndim = len(shape)
-    a, b = axes
-    off_axes = [i for i in range(ndim) if i not in (a, b)]
-    plane_shape = np.array([shape[a], shape[b]])
-    r_int = int(np.ceil(radius))
-    pts_plane = points[:, [a, b]]
-    off = _round_half_up(points[:, off_axes]) if off_axes else np.zeros((len(points), 0), np.int64)
-    pieces = []
-
-    def emit(uu: np.ndarray, vv: np.ndarray, off_pos: np.ndarray) -> None:
-        coords = [None] * ndim
-        coords[a] = uu
-        coords[b] = vv
-        for k, ax in enumerate(off_axes):
-            coords[ax] = np.full(uu.shape, off_pos[k], dtype=np.int64)
-        pieces.append(np.ravel_multi_index(tuple(coords), shape))
-
-    # Long (diagonal) segments are cut into pieces so each bounding box stays small: work and
-    # memory grow with the stroke's length, not with the area it spans.
-    piece = max(8.0 * radius, 64.0)
-    segments = [(i, i + 1) for i in range(len(points) - 1)] or [(0, 0)]
-    for i, j in segments:
-        q0, q1 = pts_plane[i], pts_plane[j]
-        n_pieces = max(1, int(np.ceil(np.hypot(*(q1 - q0)) / piece)))
-        offs = {tuple(off[i]), tuple(off[j])}
-        for k in range(n_pieces):
-            p0 = q0 + (q1 - q0) * (k / n_pieces)
-            p1 = q0 + (q1 - q0) * ((k + 1) / n_pieces)
-            lo = np.maximum(np.floor(np.minimum(p0, p1)).astype(np.int64) - r_int, 0)
-            hi = np.minimum(np.ceil(np.maximum(p0, p1)).astype(np.int64) + r_int + 1, plane_shape)
-            if np.any(hi <= lo):
-                continue
-            uu, vv = _segment_mask(p0, p1, radius, lo, hi)
-            for off_pos in offs:
-                emit(uu, vv, np.asarray(off_pos, dtype=np.int64))
-    # The voxel under each sample point (points were checked to lie inside the image).
-    centres = _round_half_up(points)
-    pieces.append(np.ravel_multi_index(tuple(centres.T), shape))
-    return np.unique(np.concatenate(pieces))
-
-
 class Annotations:
     """Classes and strokes with undo/redo; no image data.
 
@@ -255,8 +117,9 @@ class Annotations:
     -----
     ``version`` increases with every change, ``labels_version`` with every change of the labelled
     voxels or their class numbers.  All methods are thread-safe (one re-entrant lock).
-    Undo/redo covers adding and removing strokes; changing the classes clears the history
-    (removing a class renumbers the labels the history refers to).
+    Undo/redo covers adding and removing entries (strokes and imports); changing the classes clears
+    the history (removing a class renumbers the labels the history refers to).  At most
+    :data:`~ilastik_widget.core.limits.MAX_CLASSES` classes, so labels always fit uint8.
     """
 
     def __init__(self, shape: Sequence[int], classes: Iterable[Any] = ("Background", "Foreground")) -> None:
@@ -266,14 +129,14 @@ class Annotations:
         self.shape: tuple[int, ...] = shape
         self.ndim: int = len(shape)
         self.classes: list[LabelClass] = []
-        self.strokes: list[Stroke] = []
+        self.strokes: list[Stroke | LabelImport] = []  # every entry, in the order they apply
         self.version: int = 0
         # Bumps only when the labelled voxels or their numbering may change (not on rename/recolour).
         self.labels_version: int = 0
         self._lock = threading.RLock()
         self._voxels: dict[int, np.ndarray] = {}
-        self._undo: list[tuple[str, Stroke, int]] = []
-        self._redo: list[tuple[str, Stroke, int]] = []
+        self._undo: list[tuple[str, Stroke | LabelImport, int]] = []
+        self._redo: list[tuple[str, Stroke | LabelImport, int]] = []
         self._next_id = 1
         self._labelled_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         for c in classes:
@@ -301,42 +164,59 @@ class Annotations:
         return label
 
     def add_class(self, name: str, color: str | None = None) -> int:
-        """Add a class; returns its 1-based label.  Without a colour, the first unused default is taken."""
+        """Add a class; returns its 1-based label.  Without a colour, the first unused default is taken.
+
+        Raises
+        ------
+        ValueError
+            A blank or over-long name, a bad colour, or a class beyond ``MAX_CLASSES``.
+        """
         with self._lock:
+            name = check_class_name(name)
+            if len(self.classes) >= MAX_CLASSES:
+                raise ValueError(
+                    f"at most {MAX_CLASSES} classes are allowed; class {len(self.classes) + 1} ({name!r}) was not added"
+                )
             if color is None:
-                used = {c.color for c in self.classes}
-                color = next((c for c in DEFAULT_COLORS if c not in used), None)
-                i = 0
-                while color is None or color in used:
-                    color = _extra_color(len(self.classes) + i)
-                    i += 1
-            self.classes.append(LabelClass(str(name), _check_color(color)))
+                color = next_color({c.color for c in self.classes}, len(self.classes))
+            self.classes.append(LabelClass(name, check_color(color)))
             self.version += 1  # no label is renumbered: the undo history stays valid
             return len(self.classes)
 
     def rename_class(self, label: int, name: str) -> None:
         """Rename class ``label``."""
         with self._lock:
-            self.classes[self._check_label(label) - 1].name = str(name)
+            label = self._check_label(label)
+            self.classes[label - 1].name = check_class_name(name)
             self.version += 1
 
     def recolor_class(self, label: int, color: str) -> None:
         """Change the colour (``"#rrggbb"``) of class ``label``."""
         with self._lock:
-            self.classes[self._check_label(label) - 1].color = _check_color(color)
+            self.classes[self._check_label(label) - 1].color = check_color(color)
             self.version += 1
 
     def remove_class(self, label: int) -> None:
-        """Remove class ``label`` and its strokes; later classes move down by one.
+        """Remove class ``label``, its strokes and its imported voxels; later classes move down by one.
 
         Erase strokes stay (they belong to no class).  Clears the undo/redo history.
         """
         with self._lock:
             label = self._check_label(label)
             del self.classes[label - 1]
-            kept = []
+            kept: list[Stroke | LabelImport] = []
             for s in self.strokes:
-                if s.erase:
+                if isinstance(s, LabelImport):
+                    keep = s.values != label
+                    if not keep.all():
+                        self._voxels.pop(s.id, None)  # fewer voxels
+                    if keep.any():
+                        values = s.values[keep] - (s.values[keep] > label).astype(np.uint8)
+                        runs = [s.starts[keep], s.lengths[keep], values]
+                        for arr in runs:
+                            arr.setflags(write=False)
+                        kept.append(replace(s, starts=runs[0], lengths=runs[1], values=runs[2]))
+                elif s.erase:
                     # An eraser's class does not matter; keep its number valid.
                     new = 0 if s.label == label else s.label - (s.label > label)
                     kept.append(replace(s, label=new) if new != s.label else s)
@@ -350,48 +230,6 @@ class Annotations:
             self._changed(history=False)
 
     # ------------------------------------------------------------------ strokes
-    def _check_points(self, points: Any) -> np.ndarray:
-        pts = np.array(points, dtype=np.float64)
-        if pts.ndim == 1:
-            pts = pts[None, :]
-        if pts.ndim != 2 or pts.shape[1] != self.ndim or len(pts) == 0:
-            raise ValueError(f"points must have shape (N, {self.ndim}) with N >= 1, got shape {np.shape(points)}")
-        if not np.all(np.isfinite(pts)):
-            raise ValueError("points must be finite numbers")
-        idx = _round_half_up(pts)
-        bad = np.any((idx < 0) | (idx >= np.array(self.shape)), axis=1)
-        if bad.any():
-            raise ValueError(
-                f"point {pts[bad][0].tolist()} is outside the image of shape {self.shape} "
-                f"({int(bad.sum())} of {len(pts)} points outside)"
-            )
-        pts.setflags(write=False)
-        return pts
-
-    def _check_axes(self, axes: Any) -> tuple[int, int]:
-        if axes is None:
-            return (self.ndim - 2, self.ndim - 1)
-        try:
-            a, b = (int(x) for x in axes)
-        except (TypeError, ValueError):
-            raise ValueError(f"axes must be two spatial axis indices, got {axes!r}") from None
-        if not (-self.ndim <= a < self.ndim and -self.ndim <= b < self.ndim):
-            raise ValueError(f"axes {tuple(axes)} out of range for {self.ndim} spatial axes")
-        a, b = a % self.ndim, b % self.ndim
-        if a == b:
-            raise ValueError(f"axes must be two different axes, got {tuple(axes)}")
-        return (a, b)
-
-    @staticmethod
-    def _check_radius(radius: Any) -> float:
-        try:
-            r = float(radius)
-        except (TypeError, ValueError):
-            raise ValueError(f"radius must be a positive number of pixels, got {radius!r}") from None
-        if not np.isfinite(r) or r <= 0:
-            raise ValueError(f"radius must be a positive finite number of pixels, got {radius!r}")
-        return r
-
     def add_stroke(
         self, label: int, points: Any, radius: float = 2, axes: Sequence[int] | None = None, erase: bool = False
     ) -> int:
@@ -418,14 +256,53 @@ class Annotations:
         with self._lock:
             if not (erase and label == 0):
                 label = self._check_label(label)
-            pts = self._check_points(points)
-            r = self._check_radius(radius)
-            ax = self._check_axes(axes)
+            pts = check_points(points, self.shape)
+            r = check_radius(radius)
+            ax = check_axes(axes, self.ndim)
             stroke = Stroke(self._next_id, label, pts, r, ax, bool(erase))
             self._next_id += 1
             self.strokes.append(stroke)
             self._push(("add", stroke, len(self.strokes) - 1))
             return stroke.id
+
+    def import_labels(
+        self, labels: Any, region: Any = None, *, label: int | None = None, masks: bool | None = None, source: str = ""
+    ) -> int:
+        """Add labels from a label image or masks as one entry (erased, undone and removed like a stroke); returns its id.
+
+        Parameters
+        ----------
+        labels : array-like
+            A dense label image (integer dtype, 0 = unlabelled, 1..n_classes = classes) of the region's shape; or
+            masks (one per class, class ``i + 1`` for mask ``i``): a list of arrays, or a boolean array with one
+            more (leading) axis; or, with ``label``, one mask whose non-zero voxels get class ``label``.
+        region : tuple of slice, optional
+            Where the labels go; default the whole image.  The array's shape must equal the region's.
+        label : int, optional
+            Class for every non-zero voxel of a single mask.
+        masks : bool, optional
+            True: ``labels`` is a stack of masks (also for 0/1 integer stacks); False: a dense label image;
+            default: masks when boolean with one more axis than the image, or a list.
+        source : str
+            Where the labels came from (kept with the entry).
+
+        Raises
+        ------
+        ValueError
+            Shape mismatch, a non-integer dtype (NaN included), negative values, classes beyond ``n_classes``,
+            overlapping masks, or nothing labelled.  Nothing is changed then.
+        """
+        with self._lock:
+            region = normalize_region(region, self.shape)
+            want = tuple(s.stop - s.start for s in region)
+            if label is not None:
+                label = self._check_label(label)
+            dense = dense_import(labels, want, self.n_classes, label, masks)
+            entry = make_import(self._next_id, dense, tuple(s.start for s in region), self.shape, source)
+            self._next_id += 1
+            self.strokes.append(entry)
+            self._push(("add", entry, len(self.strokes) - 1))
+            return entry.id
 
     def _index_of(self, stroke_id: int) -> int:
         for i, s in enumerate(self.strokes):
@@ -433,31 +310,31 @@ class Annotations:
                 return i
         raise KeyError(f"no stroke with id {stroke_id}")
 
-    def get_stroke(self, stroke_id: int) -> Stroke:
-        """The stroke with this id (KeyError if there is none)."""
+    def get_stroke(self, stroke_id: int) -> Stroke | LabelImport:
+        """The entry (stroke or import) with this id (KeyError if there is none)."""
         with self._lock:
             return self.strokes[self._index_of(stroke_id)]
 
     def remove_stroke(self, stroke_id: int) -> None:
-        """Remove a stroke by id (undoable)."""
+        """Remove an entry (stroke or import) by id (undoable)."""
         with self._lock:
             i = self._index_of(stroke_id)
             stroke = self.strokes.pop(i)
             self._push(("remove", stroke, i))
 
-    def _push(self, action: tuple[str, Stroke, int]) -> None:
+    def _push(self, action: tuple[str, Stroke | LabelImport, int]) -> None:
         self._undo.append(action)
         self._redo.clear()
         self._changed(history=True)
 
-    def _apply(self, kind: str, stroke: Stroke, index: int, forward: bool) -> None:
+    def _apply(self, kind: str, stroke: Stroke | LabelImport, index: int, forward: bool) -> None:
         if (kind == "add") == forward:
             self.strokes.insert(index, stroke)
         else:
             del self.strokes[self._index_of(stroke.id)]
 
     def undo(self) -> bool:
-        """Undo the last stroke addition or removal; False when there is nothing to undo."""
+        """Undo the last addition or removal of an entry; False when there is nothing to undo."""
         with self._lock:
             if not self._undo:
                 return False
@@ -496,18 +373,21 @@ class Annotations:
 
     # ------------------------------------------------------------------ rasterisation
     def stroke_voxels(self, stroke_id: int) -> np.ndarray:
-        """Sorted flat indices (int64) of the voxels a stroke covers (cached)."""
+        """Sorted flat indices (int64) of the voxels an entry covers (cached)."""
         with self._lock:
             vox = self._voxels.get(stroke_id)
             if vox is None:
                 s = self.get_stroke(stroke_id)
-                vox = rasterize_stroke(s.points, s.radius, s.axes, self.shape)
+                if isinstance(s, LabelImport):
+                    vox = expand_runs(s.starts, s.lengths)
+                else:
+                    vox = rasterize_stroke(s.points, s.radius, s.axes, self.shape)
                 vox.setflags(write=False)
                 self._voxels[stroke_id] = vox
             return vox
 
     def stroke_bounds(self, stroke_id: int) -> tuple[slice, ...]:
-        """Bounding box of the voxels a stroke covers, as one slice per spatial axis."""
+        """Bounding box of the voxels an entry covers, as one slice per spatial axis."""
         coords = np.unravel_index(self.stroke_voxels(stroke_id), self.shape)
         return tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)
 
@@ -520,8 +400,13 @@ class Annotations:
                 flat, lab = np.zeros(0, np.int64), np.zeros(0, np.uint8)
             else:
                 vox = [self.stroke_voxels(s.id) for s in self.strokes]
-                vals = [np.full(len(v), 0 if s.erase else s.label, np.uint8) for s, v in zip(self.strokes, vox)]
-                # Later strokes win: take, for every voxel, its last occurrence in stroke order.
+                vals = [
+                    s.voxel_labels()
+                    if isinstance(s, LabelImport)
+                    else np.full(len(v), 0 if s.erase else s.label, np.uint8)
+                    for s, v in zip(self.strokes, vox)
+                ]
+                # Later entries win: take, for every voxel, its last occurrence in entry order.
                 allv = np.concatenate(vox)[::-1]
                 allval = np.concatenate(vals)[::-1]
                 flat, first = np.unique(allv, return_index=True)
@@ -584,21 +469,31 @@ class Annotations:
         return np.bincount(lab, minlength=self.n_classes + 1)[1 : self.n_classes + 1].astype(np.int64)
 
     # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data: classes and strokes (the undo history is not saved)."""
+    def to_dict(self, arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Plain JSON-able data: classes and entries (the undo history is not saved).
+
+        Imported labels are runs of voxels: as lists, or with ``arrays`` (a dict the caller stores, e.g. as
+        ``.npy`` members) as named arrays that :meth:`from_dict` resolves from the same dict.
+        """
         with self._lock:
             return {
                 "format": _FORMAT,
                 "format_version": 1,
                 "shape": list(self.shape),
                 "classes": [{"name": c.name, "color": c.color} for c in self.classes],
-                "strokes": [s.to_dict() for s in self.strokes],
+                "strokes": [s.to_dict(arrays) if isinstance(s, LabelImport) else s.to_dict() for s in self.strokes],
                 "next_id": self._next_id,
             }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], shape: Sequence[int] | None = None) -> Annotations:
-        """Rebuild from :meth:`to_dict` output; ``shape`` (if given) must match the saved shape."""
+    def from_dict(
+        cls, d: dict[str, Any], shape: Sequence[int] | None = None, arrays: Mapping[str, np.ndarray] | None = None
+    ) -> Annotations:
+        """Rebuild from :meth:`to_dict` output; ``shape`` (if given) must match the saved shape.
+
+        ``arrays`` resolves the named arrays of imported labels.  Raises ValueError for invalid data (unknown
+        classes, duplicate ids, runs outside the image or overlapping).
+        """
         saved = d.get("shape")
         if shape is None:
             if saved is None:
@@ -608,10 +503,18 @@ class Annotations:
         if saved is not None and tuple(int(n) for n in saved) != shape:
             raise ValueError(f"annotations were made for shape {tuple(saved)}, not {shape}")
         ann = cls(shape, classes=[LabelClass(c["name"], c["color"]) for c in d.get("classes", [])])
+        seen: set[int] = set()
         for s in d.get("strokes", []):
-            ann._next_id = int(s["id"])
+            sid = int(s["id"])
+            if sid in seen:
+                raise ValueError(f"two entries have id {sid}")
+            seen.add(sid)
+            if s.get("kind", "stroke") == "import":
+                ann.strokes.append(import_from_record(sid, s, arrays, ann.shape, ann.n_classes))
+                continue
+            ann._next_id = sid
             ann.add_stroke(int(s["label"]), s["points"], s["radius"], s.get("axes"), bool(s.get("erase", False)))
-        ann._next_id = max(int(d.get("next_id", 1)), ann._next_id)
+        ann._next_id = max(int(d.get("next_id", 1)), max(seen, default=0) + 1)
         ann._undo.clear()
         ann._redo.clear()
         ann.version = 0
