@@ -5,8 +5,8 @@
     scheduler (``--scheduler tcp://host:8786`` or a scheduler file), writing one ``<name>.ome.zarr`` per input
     (or TIFF files with ``--format tiff``) into DIR.
 
-``ilastik-widget demo [--no-browser] [--port P]``
-    Start the demo notebook (see :mod:`ilastik_widget.demo`).
+``ilastik-widget demo [FOLDER] [--no-browser] [--port P]``
+    Start the demo notebook, copied into FOLDER (see :mod:`ilastik_widget.demo`).
 
 Exit codes: 0 success, 1 error (message on stderr), 2 bad usage, 130 interrupted.
 """
@@ -31,14 +31,20 @@ def _chunks(text: str):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr (what is wrong and where to read more), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="ilastik-widget", description="Interactive ilastik-style pixel classification: command line."
-    )
+    parser = _Parser(prog="ilastik-widget", description="Interactive ilastik-style pixel classification: command line.")
     parser.add_argument("--version", action="version", version=f"ilastik-widget {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
         "predict",
@@ -80,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--zarr-format", type=int, choices=[2, 3], default=2, help="zarr format of the outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
 
     d = sub.add_parser("demo", help="open the demo notebook in JupyterLab")
+    d.add_argument(
+        "folder",
+        nargs="?",
+        help="folder to copy the quickstart into (default ./ilastik-widget-demo; ~/ilastik-widget-demo when run "
+        "inside a source checkout)",
+    )
     d.add_argument("--no-browser", action="store_true", help="do not open a browser")
     d.add_argument("--port", type=int, default=None, metavar="P", help="port for JupyterLab")
     return parser
@@ -92,15 +105,36 @@ def _error(msg: str) -> int:
     return EXIT_ERROR
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
 def _predict(args) -> int:
+    """``predict``: every failure is one line on stderr and exit code 1 (``--debug`` shows the traceback)."""
+    try:
+        return _run_predict(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        if args.debug:
+            raise
+        return _error(
+            f"unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback, and please "
+            f"report it)"
+        )
+
+
+def _run_predict(args) -> int:
     from .io.project import ProjectError, load_model
 
-    if not os.path.exists(args.project):
-        return _error(f"project file not found: {args.project}")
+    if not os.path.isfile(args.project):
+        what = "is a directory, not a project file" if os.path.isdir(args.project) else "not found"
+        return _error(f"project file {what}: {args.project}")
     try:
         model = load_model(args.project)
-    except (ProjectError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        return _error(f"cannot use project {args.project}: {exc}")
+    except (ProjectError, OSError, ValueError, RuntimeError) as exc:
+        return _error(f"cannot use project {args.project}: {_one_line(exc)}")
     from .io.batch import predict_batch
     from .io.sources import is_url, open_source
 
@@ -110,8 +144,8 @@ def _predict(args) -> int:
             return _error(f"input not found: {inp}")
         try:
             sources.append(open_source(inp, channel_axis=args.channel_axis))
-        except (ValueError, FileNotFoundError, TypeError) as exc:
-            return _error(f"cannot open input {inp}: {exc}")
+        except (ValueError, OSError, TypeError, KeyError, RuntimeError) as exc:
+            return _error(f"cannot open input {inp}: {_one_line(exc)}")
 
     client = cluster = None
     try:
@@ -129,7 +163,7 @@ def _predict(args) -> int:
             cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0")
             client = Client(cluster)
     except Exception as exc:
-        return _error(f"cannot connect to the Dask scheduler {args.scheduler or '(local cluster)'}: {exc}")
+        return _error(f"cannot connect to the Dask scheduler {args.scheduler or '(local cluster)'}: {_one_line(exc)}")
     try:
         results = predict_batch(
             model,
@@ -144,9 +178,9 @@ def _predict(args) -> int:
             zarr_format=args.zarr_format,
         )
     except FileExistsError as exc:
-        return _error(f"{exc}")
+        return _error(_one_line(exc))
     except (ValueError, RuntimeError, OSError) as exc:
-        return _error(f"prediction failed: {exc}")
+        return _error(f"prediction failed: {_one_line(exc)}")
     finally:
         if client is not None:
             client.close()

@@ -1,21 +1,26 @@
-"""``ilastik-widget demo``: open the quickstart notebook in JupyterLab.
+"""``ilastik-widget demo [FOLDER]``: open the quickstart notebook in JupyterLab.
 
-The notebook is copied into a working folder (``./ilastik-widget-demo`` by default) so the copy that ships with the
-package or the repository stays untouched; an existing copy there (with the user's work) is reused, never
-overwritten. Then ``jupyter lab`` starts in that folder with the notebook open.
+The notebook is copied into a working folder so the copy that ships with the package or the repository stays
+untouched: FOLDER if given, else ``./ilastik-widget-demo`` in the working directory, or ``~/ilastik-widget-demo`` when
+the working directory is inside a source checkout of ilastik_widget (a demo started from a clone writes nothing into
+the source tree). An existing copy there (with the user's work) is reused, never overwritten. Then ``jupyter lab``
+starts in that folder with the notebook open.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 NOTEBOOK = "01_quickstart.ipynb"
+FOLDER_NAME = "ilastik-widget-demo"
 _PACKAGE = Path(__file__).resolve().parent
+_PROJECT_NAME_RE = re.compile(r'^name\s*=\s*"ilastik-widget"\s*$', re.MULTILINE)
 
 
 def quickstart_path() -> Path:
@@ -29,6 +34,28 @@ def quickstart_path() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"the quickstart notebook {NOTEBOOK} is neither in the package nor in a source checkout")
+
+
+def source_checkout(path: Path) -> Path | None:
+    """The root of the ilastik_widget source checkout that contains ``path`` (the folder whose pyproject.toml names
+    the project), or None."""
+    for folder in (path, *path.parents):
+        pyproject = folder / "pyproject.toml"
+        try:
+            if pyproject.is_file() and _PROJECT_NAME_RE.search(pyproject.read_text(encoding="utf-8")):
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def default_folder(cwd: Path | None = None) -> Path:
+    """Where the demo copies the quickstart when no folder is given: ``<cwd>/ilastik-widget-demo``, or
+    ``~/ilastik-widget-demo`` when ``cwd`` is inside a source checkout."""
+    cwd = (cwd or Path.cwd()).resolve()
+    if source_checkout(cwd) is not None:
+        return Path.home() / FOLDER_NAME
+    return cwd / FOLDER_NAME
 
 
 def prepare(folder: Path) -> Path:
@@ -58,11 +85,12 @@ def lab_command(folder: Path, *, port: int | None = None, no_browser: bool = Fal
 
 
 def main(args) -> int:
-    """Entry point of ``ilastik-widget demo [--no-browser] [--port P] `` (``args`` from cli.py's parser)."""
+    """Entry point of ``ilastik-widget demo [FOLDER] [--no-browser] [--port P]`` (``args`` from cli.py's parser)."""
     if importlib.util.find_spec("jupyterlab") is None:
         print("ilastik-widget: error: JupyterLab is not installed: pip install 'ilastik-widget[demo]'", file=sys.stderr)
         return 1
-    folder = Path(getattr(args, "folder", None) or "ilastik-widget-demo").resolve()
+    given = getattr(args, "folder", None)
+    folder = Path(given).expanduser().resolve() if given else default_folder()
     try:
         notebook = prepare(folder)
     except OSError as exc:
