@@ -22,7 +22,7 @@ from ilastik_widget.core.features import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# independent float64 reference: kernels written from DESIGN.md section 5, scipy correlate1d with
+# independent float64 reference: kernels written from the definitions in core/features.py, scipy correlate1d with
 # mode="mirror", numpy eigvalsh. Nothing is shared with the implementation.
 
 
@@ -41,10 +41,19 @@ def ref_kernel(sigma: float, order: int) -> np.ndarray:
     return k / (0.5 * np.dot(x**2, k))  # second derivative of x^2/2 is exactly 1
 
 
-def ref_filter(img: np.ndarray, sigma: float, orders: tuple[int, ...]) -> np.ndarray:
+def ref_filter(img: np.ndarray, sigma: float, orders: tuple[int, ...], steps=None, axes=None) -> np.ndarray:
+    """Gaussian derivative ``orders``; with ``steps`` (voxel size in units of the smallest) sigma is
+    ``sigma / steps[a]`` voxels along axis a and derivatives are per unit length; axes outside ``axes``
+    are not filtered (2D filters on a volume)."""
+    steps = steps or (1.0,) * img.ndim
+    axes = range(img.ndim) if axes is None else axes
     out = img.astype(np.float64)
     for axis, o in enumerate(orders):
-        out = ndi.correlate1d(out, ref_kernel(sigma, o), axis=axis, mode="mirror")
+        if axis in axes:
+            k = ref_kernel(sigma / steps[axis], o) / steps[axis] ** o
+            out = ndi.correlate1d(out, k, axis=axis, mode="mirror")
+        else:
+            assert o == 0
     return out
 
 
@@ -64,38 +73,43 @@ def unit(nd, *axes):
     return tuple(o)
 
 
-def ref_feature(img: np.ndarray, feature: str, s: float) -> list[np.ndarray]:
+def ref_feature(img: np.ndarray, feature: str, s: float, steps=None, axes=None) -> list[np.ndarray]:
     nd = img.ndim
+    axes = list(range(nd)) if axes is None else list(axes)
+    n = len(axes)
+
+    def f(sigma, orders):
+        return ref_filter(img, sigma, orders, steps, axes)
+
     if feature == "gaussian_smoothing":
-        return [ref_filter(img, s, (0,) * nd)]
+        return [f(s, (0,) * nd)]
     if feature == "laplacian_of_gaussian":
-        return [sum(ref_filter(img, s, unit(nd, a, a)) for a in range(nd))]
+        return [sum(f(s, unit(nd, a, a)) for a in axes)]
     if feature == "gaussian_gradient_magnitude":
-        return [np.sqrt(sum(ref_filter(img, s, unit(nd, a)) ** 2 for a in range(nd)))]
+        return [np.sqrt(sum(f(s, unit(nd, a)) ** 2 for a in axes))]
     if feature == "difference_of_gaussians":
-        return [ref_filter(img, s, (0,) * nd) - ref_filter(img, 0.66 * s, (0,) * nd)]
+        return [f(s, (0,) * nd) - f(0.66 * s, (0,) * nd)]
     if feature == "structure_tensor_eigenvalues":
-        g = [ref_filter(img, s, unit(nd, a)) for a in range(nd)]
+        g = [f(s, unit(nd, a)) for a in axes]
         comps = {}
-        for a in range(nd):
-            for b in range(a, nd):
-                t = g[a] * g[b]
-                for axis in range(nd):
-                    t = ndi.correlate1d(t, ref_kernel(s / 2, 0), axis=axis, mode="mirror")
-                comps[(a, b)] = t
-        return ref_eig(comps, nd)
+        for i in range(n):
+            for j in range(i, n):
+                comps[(i, j)] = ref_filter(g[i] * g[j], s / 2, (0,) * nd, steps, axes)
+        return ref_eig(comps, n)
     if feature == "hessian_of_gaussian_eigenvalues":
-        comps = {(a, b): ref_filter(img, s, unit(nd, a, b)) for a in range(nd) for b in range(a, nd)}
-        return ref_eig(comps, nd)
+        comps = {(i, j): f(s, unit(nd, axes[i], axes[j])) for i in range(n) for j in range(i, n)}
+        return ref_eig(comps, n)
     raise AssertionError(feature)
 
 
-def ref_all(img: np.ndarray, sel: FeatureSelection) -> np.ndarray:
+def ref_all(img: np.ndarray, sel: FeatureSelection, voxel_size=None) -> np.ndarray:
+    steps = None if voxel_size is None else tuple(v / min(voxel_size) for v in voxel_size)
     chans = []
     for f in FEATURES:
         for s in SCALES:
             if sel.enabled(f, s):
-                chans.extend(ref_feature(img, f, s))
+                axes = [1, 2] if img.ndim == 3 and sel.is_2d(s) else None
+                chans.extend(ref_feature(img, f, s, steps, axes))
     return np.stack(chans, axis=-1)
 
 
@@ -154,7 +168,7 @@ def test_3d_all_features_match_reference(rng):
 
 
 def test_3d_with_offset_has_no_mean_leak(rng):
-    # DESIGN.md: truncated 2nd-derivative kernels leak the mean brightness; ours must not
+    # truncated 2nd-derivative kernels leak the mean brightness; ours must not
     img = (rng.random((20, 24, 28)) + 1000.0).astype(np.float32)
     sel = FeatureSelection.none().with_feature("laplacian_of_gaussian", 10.0, True)
     sel = sel.with_feature("hessian_of_gaussian_eigenvalues", 10.0, True)
@@ -167,8 +181,8 @@ def test_3d_with_offset_has_no_mean_leak(rng):
 def test_against_scipy_builtin_filters():
     """Cross-check kernel conventions (sign, scale, axis order) with scipy's own Gaussian filters.
 
-    scipy with truncate=6 is close to the continuous definition. Our kernels stop at 3.5 sigma (DESIGN.md
-    section 5) and are moment-normalised, which moves smoothing by <0.1%, the gradient by <1% and the
+    scipy with truncate=6 is close to the continuous definition. Our kernels stop at 3.5 sigma (the
+    filter bank's rule) and are moment-normalised, which moves smoothing by <0.1%, the gradient by <1% and the
     Laplacian by <3.5% of each channel's range (the 2nd-derivative kernel has the most weight in its
     tails); a wrong sign, factor or axis would be off by 100%.
     """
@@ -596,18 +610,243 @@ def test_concurrent_calls_match_sequential(rng):
 def test_kept_buffers_are_dropped_when_idle(monkeypatch):
     import time
 
-    from ilastik_widget.core import filters as _filters
+    from ilastik_widget.core import workspace
 
-    _filters.clear_workspace()
-    with _filters._trim_lock:  # a timer armed by earlier tests would fire only after 20 s
-        if _filters._trim_timer is not None:
-            _filters._trim_timer.cancel()
-        _filters._trim_timer = None
-    monkeypatch.setattr(_filters, "IDLE_TRIM_SECONDS", 0.3)
+    workspace.clear_workspace()
+    with workspace._trim_lock:  # a timer armed by earlier tests would fire only after 20 s
+        if workspace._trim_timer is not None:
+            workspace._trim_timer.cancel()
+        workspace._trim_timer = None
+    monkeypatch.setattr(workspace, "IDLE_TRIM_SECONDS", 0.3)
     r = compute_features(np.ones((40, 40), np.float32))
     del r
-    assert _filters._ARENA._bytes > 0
+    assert workspace.ARENA._bytes > 0
     deadline = time.monotonic() + 10
-    while _filters._ARENA._bytes and time.monotonic() < deadline:
+    while workspace.ARENA._bytes and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _filters._ARENA._bytes == 0 and not _filters._RESULTS._owners
+    assert workspace.ARENA._bytes == 0 and not workspace.RESULTS._owners
+
+
+# ---------------------------------------------------------------------------------------------
+# anisotropic voxels
+
+
+@pytest.mark.parametrize("voxel_size", [(3.0, 1.0, 1.0), (2.5, 1.25, 1.0)])
+def test_anisotropic_3d_matches_reference(rng, voxel_size):
+    """sigma along axis a = s * min(voxel_size) / voxel_size[a] voxels, derivatives per unit of min(voxel_size)."""
+    img = rng.random((14, 26, 30)).astype(np.float32)
+    img[4:9, 8:18, 6:22] += 2.0
+    sel = FeatureSelection.all()
+    got = compute_features(img, sel, voxel_size=voxel_size)
+    ref = ref_all(img.astype(np.float64), sel, voxel_size)
+    assert_close_channels(got, ref, sel.channel_names(3), 1e-5, np.abs(img).max())
+    # the unit is irrelevant: only ratios count
+    scaled = compute_features(img, sel, voxel_size=tuple(0.37 * v for v in voxel_size))
+    np.testing.assert_allclose(scaled, got, rtol=1e-5, atol=1e-5)
+
+
+def test_anisotropic_smoothing_is_scipys_per_axis_gaussian(rng):
+    """An independent check of the sigma rule: scipy's Gaussian filter with per-axis sigmas."""
+    img = rng.random((20, 30, 34)).astype(np.float64)
+    sel = FeatureSelection.none().with_feature("gaussian_smoothing", 3.5, True)
+    got = compute_features(img.astype(np.float32), sel, voxel_size=(2.0, 0.5, 0.5))[..., 0]
+    ref = img
+    for axis, sigma in enumerate((3.5 / 4, 3.5, 3.5)):
+        radius = math.ceil(3.5 * sigma)  # ours; scipy's would be one tap shorter
+        ref = ndi.gaussian_filter1d(ref, sigma, axis=axis, mode="mirror", truncate=radius / sigma)
+    assert np.abs(got - ref).max() < 2e-6
+
+
+def test_anisotropic_derivatives_are_physical():
+    """A ramp in physical coordinates has the same gradient and structure tensor at any voxel size."""
+    vs = (4.0, 1.0, 1.5)
+    z, y, x = np.indices((30, 60, 50), dtype=np.float64)
+    img = (2.0 * z * vs[0] - 1.0 * y * vs[1] + 0.5 * x * vs[2]).astype(np.float32)  # unit = smallest voxel size
+    got = compute_features(img, voxel_size=vs)
+    names = FeatureSelection.all().channel_names(3)
+    inner = (slice(10, 20), slice(25, 35), slice(20, 30))  # away from the mirrored borders at sigma 1.6
+    for s in (0.7, 1.0, 1.6):
+        ggm = got[inner + (names.index(f"gaussian_gradient_magnitude_{s:g}"),)]
+        np.testing.assert_allclose(ggm, math.sqrt(4 + 1 + 0.25), rtol=1e-3)
+        st0 = got[inner + (names.index(f"structure_tensor_eigenvalues_{s:g}_ev0"),)]
+        np.testing.assert_allclose(st0, 5.25, rtol=2e-3)
+        assert np.abs(got[inner + (names.index(f"laplacian_of_gaussian_{s:g}"),)]).max() < 1e-3
+
+
+def test_anisotropic_blob_is_isotropic_in_space():
+    """A round blob sampled on an anisotropic grid: equal Hessian eigenvalues at its centre, as on a fine grid."""
+    vs = (2.0, 1.0, 1.0)
+    n = (21, 41, 41)
+    grid = [(np.arange(m) - m // 2) * v for m, v in zip(n, vs)]
+    zz, yy, xx = np.meshgrid(*grid, indexing="ij")
+    img = np.exp(-(zz**2 + yy**2 + xx**2) / (2 * 4.0**2)).astype(np.float32)
+    got = compute_features(img, voxel_size=vs)
+    names = FeatureSelection.all().channel_names(3)
+    c = tuple(m // 2 for m in n)
+    for s in (1.6, 3.5):
+        ev = np.array([got[c + (names.index(f"hessian_of_gaussian_eigenvalues_{s:g}_ev{i}"),)] for i in range(3)])
+        assert np.all(ev < 0)
+        # on this grid the z samples are 2 apart; the eigenvalues agree to the sampling error
+        assert (ev.max() - ev.min()) < 0.05 * abs(ev).max(), (s, ev)
+    iso = compute_features(img, voxel_size=None)
+    ev_iso = [iso[c + (names.index(f"hessian_of_gaussian_eigenvalues_1.6_ev{i}"),)] for i in range(3)]
+    assert (max(ev_iso) - min(ev_iso)) > 0.3 * abs(min(ev_iso))  # ignoring the voxel size would be wrong
+
+
+def test_tiny_sigmas_become_finite_differences():
+    from ilastik_widget.core.filters import kernel
+
+    np.testing.assert_array_equal(kernel(0.01, 0), [0, 1, 0])
+    np.testing.assert_array_equal(kernel(0.01, 1), [-0.5, 0, 0.5])
+    np.testing.assert_array_equal(kernel(0.01, 2), [1, -2, 1])
+    for s in (0.05, 0.1, 0.2, 0.7):
+        k2 = kernel(s, 2).astype(np.float64)
+        x = np.arange(len(k2)) - len(k2) // 2
+        assert abs(k2.sum()) < 1e-6 and abs(0.5 * np.dot(x * x, k2) - 1) < 1e-6, s
+    img = np.random.default_rng(0).random((4, 30, 30)).astype(np.float32)
+    got = compute_features(img, voxel_size=(100.0, 1.0, 1.0))  # sigma along z: 0.003..0.1 voxels
+    assert np.isfinite(got).all()
+
+
+def test_isotropic_voxel_size_changes_nothing(rng):
+    img = rng.random((10, 20, 22)).astype(np.float32)
+    np.testing.assert_array_equal(compute_features(img, voxel_size=(0.4, 0.4, 0.4)), compute_features(img))
+    img2 = rng.random((20, 22)).astype(np.float32)
+    np.testing.assert_array_equal(compute_features(img2, voxel_size=[2, 2]), compute_features(img2))
+
+
+@pytest.mark.parametrize(
+    "voxel_size, match",
+    [
+        ((1.0, 0.0, 1.0), r"positive and finite, got 0.0"),
+        ((1.0, -2.0, 1.0), r"got -2.0"),
+        ((1.0, float("nan"), 1.0), r"got nan"),
+        ((1.0, float("inf"), 1.0), r"got inf"),
+        ((1.0, 1.0), r"\(1.0, 1.0\) has 2 value\(s\) but the image has 3 spatial axes"),
+        ((1.0, 1.0, 1.0, 1.0), "has 4 value"),
+        (1.0, "one positive number per spatial axis"),
+        ("111", "one positive number per spatial axis"),
+        ((1.0, "a", 1.0), "'a' is not a number"),
+        ((1.0, True, 1.0), "True is not a number"),
+    ],
+)
+def test_voxel_size_errors(voxel_size, match):
+    img = np.zeros((4, 5, 6), np.float32)
+    with pytest.raises(ValueError, match=match):
+        compute_features(img, voxel_size=voxel_size)
+    with pytest.raises(ValueError, match=match):
+        features_for_region(img, None, voxel_size=voxel_size)
+    with pytest.raises(ValueError, match=match):
+        halo(FeatureSelection.all(), 3, voxel_size=voxel_size)
+
+
+def test_halo_per_axis():
+    sel = FeatureSelection.all()
+    h = halo(sel)
+    assert isinstance(h, int) and h == math.ceil(35.0) + math.ceil(17.5)
+    assert halo(sel, 3) == (h, h, h) and halo(sel, 2) == (h, h)
+    hz = halo(sel, voxel_size=(4.0, 1.0, 1.0))
+    assert hz[1:] == (h, h) and hz[0] == math.ceil(3.5 * 2.5) + math.ceil(3.5 * 1.25)
+    assert halo(sel, 3, mode="2d") == (0, h, h)
+    small = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
+    assert halo(small.with_feature("gaussian_smoothing", 5.0, True).with_2d(5.0, True), 3) == (4, 18, 18)
+
+
+def test_blocks_anisotropic_and_2d_scales(rng):
+    img = rng.random((24, 40, 44)).astype(np.float32)
+    sel = FeatureSelection.none()
+    for f in FEATURES:
+        sel = sel.with_feature(f, 1.0, True).with_feature(f, 3.5, True)
+    check_blocks(rng, img, sel, (6, 15, 17), voxel_size=(3.0, 1.0, 1.0))
+    check_blocks(rng, img, sel.with_2d(3.5, True), (6, 15, 17))
+    arr = RecordingArray(img)
+    features_for_region(arr, (slice(10, 12), slice(0, 5), slice(0, 5)), sel.with_2d(1.0, True).with_2d(3.5, True))
+    assert arr.reads[0][0] == slice(10, 12)  # nothing read along z when every scale is 2D
+
+
+# ---------------------------------------------------------------------------------------------
+# scales computed in 2D on volumes
+
+
+def test_scales_in_2d_match_reference(rng):
+    img = rng.random((8, 26, 30)).astype(np.float32)
+    img[2:6, 5:15, 8:20] += 2.0
+    sel = FeatureSelection.all().with_2d(1.0, True).with_2d(10.0, True)
+    got = compute_features(img, sel)
+    assert got.shape[-1] == sel.n_channels(3) == 61 - 4
+    ref = ref_all(img.astype(np.float64), sel)
+    assert_close_channels(got, ref, sel.channel_names(3), 1e-5, np.abs(img).max())
+    aniso = compute_features(img, sel, voxel_size=(5.0, 1.0, 2.0))
+    assert_close_channels(aniso, ref_all(img.astype(np.float64), sel, (5.0, 1.0, 2.0)), sel.channel_names(3), 1e-5, 3)
+
+
+def test_scales_in_2d_are_the_slicewise_channels(rng):
+    vol = rng.random((5, 30, 33)).astype(np.float32)
+    sel = FeatureSelection.all().with_2d(1.6, True)
+    got = compute_features(vol, sel)
+    names = sel.channel_names(3)
+    flat = FeatureSelection.all()
+    flat_names = flat.channel_names(2)
+    full3d = compute_features(vol, flat)
+    names3d = flat.channel_names(3)
+    for z in range(5):
+        per_slice = compute_features(vol[z], flat)
+        for i, n in enumerate(names):
+            if "_1.6_2d" in n:
+                np.testing.assert_array_equal(got[z, ..., i], per_slice[..., flat_names.index(n.replace("_2d", ""))])
+            else:
+                np.testing.assert_array_equal(got[z, ..., i], full3d[z, ..., names3d.index(n)])
+    # mode="2d" is every scale in 2D
+    np.testing.assert_array_equal(compute_features(vol, mode="2d"), compute_features(vol, flat.all_in_2d()))
+
+
+def test_selection_in_2d_api_and_dicts():
+    sel = FeatureSelection.all().with_2d(3.5, True).with_2d(0.7, True)
+    assert sel.is_2d(3.5) and sel.is_2d(0.7) and not sel.is_2d(1.0)
+    assert sel.with_2d(3.5, False).in_2d == {0.7}
+    assert sel.with_feature("gaussian_smoothing", 1.0, False).in_2d == sel.in_2d
+    assert sel != FeatureSelection.all() and sel.n_channels(3) == 61 - 4 and sel.n_channels(2) == 49
+    assert sel.filter_ndim(3.5, 3) == 2 and sel.filter_ndim(1.0, 3) == 3 and sel.filter_ndim(1.0, 2) == 2
+    names = sel.channel_names(3)
+    assert len(set(names)) == len(names) == 57
+    assert "hessian_of_gaussian_eigenvalues_3.5_2d_ev1" in names and "gaussian_smoothing_1_2d" not in names
+    d = json.loads(json.dumps(sel.to_dict()))
+    assert d["in_2d"] == [0.7, 3.5]
+    assert FeatureSelection.from_dict(d) == sel
+    old = {"features": FeatureSelection.all().to_dict()["features"]}  # saved before the 2D column existed
+    assert FeatureSelection.from_dict(old) == FeatureSelection.all()
+    assert FeatureSelection.all().to_dict()["in_2d"] == []
+    assert "in 2D" in repr(sel)
+    sel.check_for(3)
+    FeatureSelection.all().check_for(2)
+    with pytest.raises(ValueError, match=r"scales 0.7, 3.5 are set to be computed in 2D.*this image is 2D"):
+        sel.check_for(2)
+    for bad in ({"features": {}, "in_2d": [2.0]}, {"features": {}, "in_2d": "1.0"}, {"features": {}, "in_2d": [True]}):
+        with pytest.raises(ValueError, match="scale|in_2d"):
+            FeatureSelection.from_dict(bad)
+    with pytest.raises(ValueError, match="unknown scale 4"):
+        FeatureSelection.all().with_2d(4, True)
+    with pytest.raises(ValueError, match="in_2d must be a set of scales"):
+        FeatureSelection(frozenset(), 1.0)
+
+
+def test_scales_in_2d_on_a_2d_image_are_an_error():
+    img = np.zeros((20, 20), np.float32)
+    sel = FeatureSelection.all().with_2d(1.0, True)
+    for call in (
+        lambda: compute_features(img, sel),
+        lambda: features_for_region(img, None, sel),
+        lambda: halo(sel, 2),
+    ):
+        with pytest.raises(ValueError, match="applies to volumes only"):
+            call()
+    assert compute_features(img, mode="2d").shape == (20, 20, 49)  # mode="2d" on a 2D image: as before
+
+
+def test_feature_table_lists_the_2d_scales():
+    table = feature_table()
+    assert table["scales_2d"] == list(SCALES)
+    sel = FeatureSelection.all()
+    for s in table["scales_2d"]:
+        sel = sel.with_2d(s, True)
+    assert sel.n_channels(3) == sel.n_channels(2) == 49

@@ -1,4 +1,4 @@
-"""ilastik's pixel feature filter bank (DESIGN.md section 5).
+"""ilastik's pixel feature filter bank.
 
 Six features at seven scales, for 2D images and 3D volumes, single- or multi-channel:
 
@@ -21,29 +21,61 @@ Kernels are sampled Gaussians (derivatives) of radius ceil(3.5 s): smoothing ker
 first-derivative kernels are exactly antisymmetric with unit response to a ramp, second-derivative
 kernels sum to exactly zero with unit response to x^2/2 (no leak of the mean brightness).
 
-Block-wise computation with :func:`features_for_region` reads the region plus :func:`halo` pixels
-(clipped to the image) and equals :func:`compute_features` on the whole image cropped to the region.
+Volumes: 3D or 2D per scale
+    :class:`FeatureSelection` holds ilastik's "in 2D" column: the scales whose filters run slice-wise
+    on volumes (2D filters in each z slice, nothing along z, two eigenvalues). ``mode="2d"`` means every
+    scale in 2D. The 2D choice is an error on 2D images (:meth:`FeatureSelection.check_for`).
+
+Anisotropic voxels (``voxel_size=``, one size per spatial axis, any unit)
+    Scales are lengths in units of the *smallest* voxel size: along axis ``a`` the Gaussian's sigma in
+    voxels is ``s * min(voxel_size) / voxel_size[a]``, and derivatives are taken per that same unit of
+    length (a derivative along ``a`` is divided by ``voxel_size[a] / min(voxel_size)`` per order). A
+    filter is then isotropic in space, gradients and Hessians have consistent units across axes, and
+    their eigenvalues mix axes correctly. On isotropic data (or ``voxel_size=None``) nothing changes. A
+    sigma far below one voxel (e.g. s = 0.3 on an axis 5x coarser) becomes the identity for smoothing
+    and central differences for derivatives (the limits of the normalised kernels); 2D cells use the
+    in-plane voxel sizes with the same unit. ilastik, the reference point, takes every sigma in voxels
+    on every axis and ignores the voxel size (requests to use it have been open there since 2012/2014);
+    its answer to anisotropy is the "in 2D" column, which we have too. So with ``voxel_size`` given we
+    deliberately differ from ilastik; without it we compute what ilastik's definitions say.
+
+Block-wise computation with :func:`features_for_region` reads the region plus :func:`halo` voxels per axis
+(clipped to the image) and equals :func:`compute_features` on the whole image cropped to the region;
+:mod:`ilastik_widget.core.planes` computes single planes of a volume the same way, without blocks.
 
 Implementation (:mod:`ilastik_widget.core.filters`): OpenCV 1D passes (column passes in cache-sized
 bands), shared passes per scale, per-chunk algebra with closed-form float32 eigenvalues, output
 written once in the ``(*spatial, C)`` layout, a thread pool of ``min(4, cpu_count)`` threads. Work
-and result buffers are reused between calls (bounded by ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB`` and
-``ILASTIK_WIDGET_FEATURE_RESULTS_MB``, default min(2 GiB, RAM / 8) each) and dropped after 20 s
-without a call, or by ``ilastik_widget.core.filters.clear_workspace()``.
+and result buffers are reused between calls (:mod:`ilastik_widget.core.workspace`).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
 from . import filters as _filters
+from .filters import DOG_RATIO, PlanItem, Scale
+from .selection import (
+    EIGEN,
+    FEATURE_DESCRIPTIONS,
+    FEATURE_TITLES,
+    FEATURES,
+    SCALES,
+    FeatureSelection,
+    feature_table,
+    is_valid,
+    n_outputs,
+)
 
 __all__ = [
+    "DOG_RATIO",
+    "EIGEN",
     "FEATURES",
     "FEATURE_DESCRIPTIONS",
     "FEATURE_TITLES",
@@ -55,226 +87,6 @@ __all__ = [
     "halo",
     "is_valid",
 ]
-
-FEATURES: tuple[str, ...] = (
-    "gaussian_smoothing",
-    "laplacian_of_gaussian",
-    "gaussian_gradient_magnitude",
-    "difference_of_gaussians",
-    "structure_tensor_eigenvalues",
-    "hessian_of_gaussian_eigenvalues",
-)
-
-FEATURE_TITLES: dict[str, str] = {
-    "gaussian_smoothing": "Gaussian Smoothing",
-    "laplacian_of_gaussian": "Laplacian of Gaussian",
-    "gaussian_gradient_magnitude": "Gaussian Gradient Magnitude",
-    "difference_of_gaussians": "Difference of Gaussians",
-    "structure_tensor_eigenvalues": "Structure Tensor Eigenvalues",
-    "hessian_of_gaussian_eigenvalues": "Hessian of Gaussian Eigenvalues",
-}
-
-SCALES: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
-
-#: inner scale of the difference of Gaussians, as a fraction of the outer one
-DOG_RATIO = _filters.DOG_RATIO
-
-#: what each feature responds to, in words (tooltips of the widget's feature matrix)
-FEATURE_DESCRIPTIONS: dict[str, str] = {
-    "gaussian_smoothing": "the image smoothed with a Gaussian of width σ: brightness averaged over a neighbourhood",
-    "laplacian_of_gaussian": "sum of the second derivatives of the smoothed image: bright or dark blobs of size ~σ",
-    "gaussian_gradient_magnitude": "norm of the gradient of the smoothed image: edges",
-    "difference_of_gaussians": f"the image smoothed at σ minus the image smoothed at {DOG_RATIO:g}σ: a band-pass "
-    "filter for blobs of size ~σ",
-    "structure_tensor_eigenvalues": "eigenvalues of the structure tensor (gradient at σ, smoothed at σ/2): how "
-    "strongly the edges around a pixel are oriented; texture and corners",
-    "hessian_of_gaussian_eigenvalues": "eigenvalues of the Hessian of the smoothed image: lines, tubes, sheets "
-    "and blobs",
-}
-
-_EIGEN = ("structure_tensor_eigenvalues", "hessian_of_gaussian_eigenvalues")
-
-
-def is_valid(feature: str, scale: float) -> bool:
-    """Whether ``(feature, scale)`` is a cell of ilastik's matrix (scale 0.3 is smoothing only)."""
-    s = _canonical_scale(scale)
-    if feature not in FEATURES or s is None:
-        return False
-    return s != 0.3 or feature == "gaussian_smoothing"
-
-
-def _canonical_scale(scale: Any) -> float | None:
-    """The member of :data:`SCALES` equal to ``scale`` (tolerating float noise), else None."""
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        return None
-    for c in SCALES:
-        if math.isclose(s, c, rel_tol=1e-9, abs_tol=1e-12):
-            return c
-    return None
-
-
-def _n_outputs(feature: str, ndim: int) -> int:
-    return ndim if feature in _EIGEN else 1
-
-
-def feature_table() -> dict[str, Any]:
-    """The feature matrix as plain JSON data, for user interfaces that must not repeat it.
-
-    Returns
-    -------
-    dict
-        ``{"scales": [...all scales...], "features": [{"name", "title", "description", "scales",
-        "channels": {"2d", "3d"}}, ...]}``, features in :data:`FEATURES` order; a feature's ``scales`` are the
-        members of ``scales`` that :func:`is_valid` accepts for it, and ``channels`` its output channels per
-        input channel. Every (name, scale) pair is a valid cell of :class:`FeatureSelection`.
-    """
-    return {
-        "scales": list(SCALES),
-        "features": [
-            {
-                "name": f,
-                "title": FEATURE_TITLES[f],
-                "description": FEATURE_DESCRIPTIONS[f],
-                "scales": [s for s in SCALES if is_valid(f, s)],
-                "channels": {"2d": _n_outputs(f, 2), "3d": _n_outputs(f, 3)},
-            }
-            for f in FEATURES
-        ],
-    }
-
-
-@dataclass(frozen=True)
-class FeatureSelection:
-    """A set of (feature, scale) cells of the 6 x 7 feature matrix.
-
-    Parameters
-    ----------
-    selected : frozenset of (str, float)
-        The enabled cells. Scales are snapped to the members of :data:`SCALES`.
-
-    Examples
-    --------
-    >>> sel = FeatureSelection.none().with_feature("gaussian_smoothing", 1.0, True)
-    >>> sel.n_channels(2)
-    1
-    """
-
-    selected: frozenset[tuple[str, float]] = field(default_factory=frozenset)
-
-    def __post_init__(self) -> None:
-        norm = set()
-        for item in self.selected:
-            try:
-                feature, scale = item
-            except (TypeError, ValueError):
-                raise ValueError(f"a selection entry must be a (feature, scale) pair, got {item!r}") from None
-            norm.add(_check_cell(feature, scale))
-        object.__setattr__(self, "selected", frozenset(norm))
-
-    # ---- constructors
-    @classmethod
-    def all(cls) -> FeatureSelection:
-        """Every valid cell: 49 channels in 2D, 61 in 3D."""
-        return cls(frozenset((f, s) for f in FEATURES for s in SCALES if is_valid(f, s)))
-
-    @classmethod
-    def none(cls) -> FeatureSelection:
-        """No cell selected (not computable; a starting point for :meth:`with_feature`)."""
-        return cls(frozenset())
-
-    @classmethod
-    def default(cls) -> FeatureSelection:
-        """The default selection, which is :meth:`all`."""
-        return cls.all()
-
-    # ---- queries and updates
-    def with_feature(self, feature: str, scale: float, on: bool) -> FeatureSelection:
-        """A copy with the cell ``(feature, scale)`` switched on or off."""
-        cell = _check_cell(feature, scale)
-        sel = set(self.selected)
-        if on:
-            sel.add(cell)
-        else:
-            sel.discard(cell)
-        return FeatureSelection(frozenset(sel))
-
-    def enabled(self, feature: str, scale: float) -> bool:
-        """Whether the cell ``(feature, scale)`` is selected."""
-        s = _canonical_scale(scale)
-        return s is not None and (feature, s) in self.selected
-
-    @property
-    def is_empty(self) -> bool:
-        """True when no cell is selected."""
-        return not self.selected
-
-    def cells(self) -> list[tuple[str, float]]:
-        """Selected cells in output order (feature in :data:`FEATURES` order, then scale)."""
-        return [(f, s) for f in FEATURES for s in SCALES if (f, s) in self.selected]
-
-    def scales(self) -> list[float]:
-        """Scales used by at least one selected feature, ascending."""
-        return sorted({s for _, s in self.selected})
-
-    def n_channels(self, ndim: int, n_input_channels: int = 1) -> int:
-        """Number of output channels for ``ndim`` spatial filter dimensions (2 also for ``mode="2d"``)."""
-        _check_filter_ndim(ndim)
-        return n_input_channels * sum(_n_outputs(f, ndim) for f, _ in self.cells())
-
-    def channel_names(self, ndim: int, n_input_channels: int = 1) -> list[str]:
-        """Names of the output channels, e.g. ``"hessian_of_gaussian_eigenvalues_1_ev0"``.
-
-        With several input channels each name is prefixed by ``"c<i>:"``.
-        """
-        _check_filter_ndim(ndim)
-        names = []
-        for c in range(n_input_channels):
-            prefix = f"c{c}:" if n_input_channels > 1 else ""
-            for f, s in self.cells():
-                base = f"{prefix}{f}_{s:g}"
-                if f in _EIGEN:
-                    names.extend(f"{base}_ev{i}" for i in range(ndim))
-                else:
-                    names.append(base)
-        return names
-
-    # ---- serialisation
-    def to_dict(self) -> dict:
-        """JSON-able form ``{"features": {feature: [scales...], ...}}`` (every feature key present)."""
-        return {"features": {f: [s for s in SCALES if (f, s) in self.selected] for f in FEATURES}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> FeatureSelection:
-        """Inverse of :meth:`to_dict`; unknown features or invalid scales raise ValueError."""
-        if not isinstance(d, Mapping) or not isinstance(d.get("features"), Mapping):
-            raise ValueError('a feature selection dict must look like {"features": {name: [scales, ...]}}')
-        cells = []
-        for f, scales in d["features"].items():
-            if isinstance(scales, (str, bytes)) or not isinstance(scales, Iterable):
-                raise ValueError(f"scales of feature {f!r} must be a list of numbers, got {scales!r}")
-            cells.extend((f, s) for s in scales)
-        return cls(frozenset(cells))
-
-    def __repr__(self) -> str:
-        return f"FeatureSelection({len(self.selected)} cells: {self.to_dict()['features']})"
-
-
-def _check_cell(feature: Any, scale: Any) -> tuple[str, float]:
-    if feature not in FEATURES:
-        raise ValueError(f"unknown feature {feature!r}; known features: {', '.join(FEATURES)}")
-    s = _canonical_scale(scale)
-    if s is None:
-        raise ValueError(f"unknown scale {scale!r} for {feature!r}; scales are {SCALES}")
-    if not is_valid(feature, s):
-        raise ValueError(f"scale {s} is only available for gaussian_smoothing, not {feature!r}")
-    return feature, s
-
-
-def _check_filter_ndim(ndim: int) -> None:
-    if ndim not in (2, 3):
-        raise ValueError(f"features are defined for 2 or 3 spatial dimensions, got {ndim}")
 
 
 def _as_selection(selection: FeatureSelection | Mapping | None) -> FeatureSelection:
@@ -290,36 +102,125 @@ def _as_selection(selection: FeatureSelection | Mapping | None) -> FeatureSelect
 
 
 # ------------------------------------------------------------------------------------------------
-# halo
+# voxel sizes and the per-scale filter plan
 
 
-def _support(feature: str, scale: float) -> int:
-    """Pixels each side that one output pixel of ``(feature, scale)`` depends on."""
-    r = _filters.kernel_radius(scale)
+def check_voxel_size(voxel_size: Any, n_spatial: int) -> tuple[float, ...] | None:
+    """Validate ``voxel_size`` (None, or one positive finite number per spatial axis) and return it as floats."""
+    if voxel_size is None:
+        return None
+    if isinstance(voxel_size, (str, bytes, Mapping)) or not isinstance(voxel_size, Iterable):
+        raise ValueError(f"voxel_size must be one positive number per spatial axis, got {voxel_size!r}")
+    values = list(voxel_size)
+    if len(values) != n_spatial:
+        raise ValueError(
+            f"voxel_size {voxel_size!r} has {len(values)} value(s) but the image has {n_spatial} spatial axes"
+        )
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise ValueError(f"voxel_size {voxel_size!r}: {v!r} is not a number")
+        f = float(v)
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"voxel_size {voxel_size!r}: every voxel size must be positive and finite, got {v!r}")
+        out.append(f)
+    return tuple(out)
+
+
+def _steps(voxel_size: tuple[float, ...] | None, n_spatial: int) -> tuple[float, ...]:
+    """Voxel size per axis in units of the smallest one (1.0 everywhere when isotropic or unknown)."""
+    if voxel_size is None:
+        return (1.0,) * n_spatial
+    m = min(voxel_size)
+    return tuple(v / m for v in voxel_size)
+
+
+def axis_scale(sel: FeatureSelection, scale: float, steps: tuple[float, ...]) -> Scale:
+    """How the filters of ``scale`` run along each axis (see the module docstring for the rule)."""
+    n = len(steps)
+    slice_wise = n == 3 and sel.is_2d(scale)
+    return Scale(tuple(None if (slice_wise and a == 0) else scale / steps[a] for a in range(n)), steps)
+
+
+def filter_plan(sel: FeatureSelection, n_in: int, steps: tuple[float, ...]) -> tuple[list[PlanItem], int]:
+    """The (input channel, scale) items of a filter bank call and the total number of output channels."""
+    n_spatial = len(steps)
+    per_image = sel.n_channels(n_spatial)
+    items: list[PlanItem] = []
+    for i in range(n_in):
+        by_scale: dict[float, list[tuple[str, int]]] = {}
+        c = i * per_image
+        for f, s in sel.cells():
+            by_scale.setdefault(s, []).append((f, c))
+            c += n_outputs(f, sel.filter_ndim(s, n_spatial))
+        items.extend((i, axis_scale(sel, s, steps), outs) for s, outs in sorted(by_scale.items()))
+    return items, n_in * per_image
+
+
+def _support(feature: str, scale: Scale, axis: int) -> int:
+    """Voxels each side along ``axis`` that one output voxel of ``feature`` at ``scale`` depends on."""
+    r = scale.radius(axis)
     if feature == "structure_tensor_eigenvalues":
         # chained: gradient at s, then the tensor smoothed at s/2: the radii add up
-        return r + _filters.kernel_radius(scale / 2)
+        return r + scale.scaled(0.5).radius(axis)
     if feature == "difference_of_gaussians":
-        return max(r, _filters.kernel_radius(DOG_RATIO * scale))
+        return max(r, scale.scaled(DOG_RATIO).radius(axis))
     return r
 
 
-def halo(selection: FeatureSelection | None = None) -> int:
-    """Pixels per side to read around a block for exact block-wise features.
+def axis_halo(sel: FeatureSelection, steps: tuple[float, ...]) -> tuple[int, ...]:
+    """Voxels per side along each axis that exact features of a block need around it."""
+    return tuple(
+        max((_support(f, axis_scale(sel, s, steps), a) for f, s in sel.selected), default=0) for a in range(len(steps))
+    )
+
+
+@overload
+def halo(selection: FeatureSelection | None = None) -> int: ...
+@overload
+def halo(
+    selection: FeatureSelection | None, ndim: int | None = None, *, voxel_size: Any = None, mode: str = "3d"
+) -> int | tuple[int, ...]: ...
+
+
+def halo(selection=None, ndim=None, *, voxel_size=None, mode="3d"):
+    """Voxels per side to read around a block for exact block-wise features.
 
     Parameters
     ----------
     selection : FeatureSelection, optional
         Defaults to :meth:`FeatureSelection.default`.
+    ndim : int, optional
+        Number of spatial axes. With ``ndim`` or ``voxel_size`` the halo is returned per axis.
+    voxel_size : sequence of float, optional
+        One size per spatial axis (see the module docstring).
+    mode : {"3d", "2d"}
+        ``"2d"``: every scale slice-wise on volumes.
 
     Returns
     -------
-    int
-        The largest total kernel support of the selected features (0 for an empty selection).
+    int or tuple of int
+        Without ``ndim`` and ``voxel_size``: the largest total kernel support of the selected features on an
+        isotropic grid, one number for every axis (0 for an empty selection). Otherwise one number per axis:
+        0 along z for scales computed in 2D, smaller along coarse axes of anisotropic data.
     """
     if selection is None:
         selection = FeatureSelection.default()
-    return max((_support(f, s) for f, s in selection.selected), default=0)
+    if ndim is None and voxel_size is None:
+        return max(axis_halo(selection, (1.0, 1.0)))
+    if ndim is None:
+        try:
+            ndim = len(voxel_size)
+        except TypeError:
+            raise ValueError(f"voxel_size must be one positive number per spatial axis, got {voxel_size!r}") from None
+    if ndim not in (2, 3):
+        raise ValueError(f"features are defined for 2 or 3 spatial dimensions, got {ndim}")
+    if mode not in ("2d", "3d"):
+        raise ValueError(f'mode must be "2d" or "3d", got {mode!r}')
+    if mode == "2d" and ndim == 3:
+        selection = selection.all_in_2d()
+    selection.check_for(ndim)
+    return axis_halo(selection, _steps(check_voxel_size(voxel_size, ndim), ndim))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,25 +248,61 @@ def _normalize_channel_axis(ndim: int, channel_axis: int | None) -> int | None:
     return int(channel_axis) % ndim
 
 
-def _check_layout(shape: tuple[int, ...], channel_axis: int | None, mode: str) -> tuple[int | None, int]:
-    """Validate and return (normalised channel axis, number of spatial axes)."""
-    if mode not in ("2d", "3d"):
-        raise ValueError(f'mode must be "2d" or "3d", got {mode!r}')
-    ndim = len(shape)
-    ca = _normalize_channel_axis(ndim, channel_axis)
-    n_spatial = ndim - (ca is not None)
-    if n_spatial not in (2, 3):
-        hint = "" if ca is not None or ndim != 4 else " (pass channel_axis for a multi-channel volume)"
-        raise ValueError(
-            f"image must have 2 or 3 spatial axes, got {n_spatial} (shape {tuple(shape)}, channel_axis="
-            f"{channel_axis}){hint}"
-        )
-    return ca, n_spatial
-
-
-def _check_finite(a: np.ndarray) -> None:
+def check_finite(a: np.ndarray) -> None:
+    """Raise ValueError if the float array ``a`` holds NaN or infinity."""
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise ValueError("image contains NaN or infinite values; features need finite input")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A validated request: where the channels are, the spatial shape, the effective selection, voxel steps."""
+
+    channel_axis: int | None
+    spatial: tuple[int, ...]
+    n_in: int
+    selection: FeatureSelection
+    steps: tuple[float, ...]
+
+    def plan(self) -> tuple[list[PlanItem], int]:
+        return filter_plan(self.selection, self.n_in, self.steps)
+
+    @property
+    def n_channels(self) -> int:
+        return self.selection.n_channels(len(self.spatial), self.n_in)
+
+
+def check_request(
+    shape: tuple[int, ...], dtype: Any, selection: Any, channel_axis: Any, mode: str, voxel_size: Any
+) -> Layout:
+    """Validate everything about a feature request except the pixel values; ValueError names what is wrong."""
+    sel = _as_selection(selection)
+    _check_dtype(dtype)
+    if mode not in ("2d", "3d"):
+        raise ValueError(f'mode must be "2d" or "3d", got {mode!r}')
+    shape = tuple(int(n) for n in shape)
+    ca = _normalize_channel_axis(len(shape), channel_axis)
+    n_spatial = len(shape) - (ca is not None)
+    if n_spatial not in (2, 3):
+        hint = "" if ca is not None or len(shape) != 4 else " (pass channel_axis for a multi-channel volume)"
+        raise ValueError(
+            f"image must have 2 or 3 spatial axes, got {n_spatial} (shape {shape}, channel_axis={channel_axis}){hint}"
+        )
+    if mode == "2d" and n_spatial == 3:
+        sel = sel.all_in_2d()
+    sel.check_for(n_spatial)
+    vs = check_voxel_size(voxel_size, n_spatial)
+    spatial = tuple(n for i, n in enumerate(shape) if i != ca)
+    return Layout(ca, spatial, shape[ca] if ca is not None else 1, sel, _steps(vs, n_spatial))
+
+
+def channels_last(block: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """``block`` with its channel axis last (a new axis of length 1 without channels); a view."""
+    if channel_axis is None:
+        return block[..., None]
+    if channel_axis != block.ndim - 1:
+        return np.moveaxis(block, channel_axis, -1)
+    return block
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,6 +315,7 @@ def compute_features(
     *,
     channel_axis: int | None = None,
     mode: str = "3d",
+    voxel_size: Any = None,
 ) -> np.ndarray:
     """Compute the selected features of a whole image.
 
@@ -386,11 +324,14 @@ def compute_features(
     image : array-like
         2D (y, x) or 3D (z, y, x) image, numeric dtype, finite values; optionally with a channel axis.
     selection : FeatureSelection or dict, optional
-        Defaults to all features at all scales.
+        Defaults to all features at all scales, in 3D on volumes.
     channel_axis : int, optional
         Axis of ``image`` holding channels (may be negative). Features are computed per channel.
     mode : {"3d", "2d"}
-        On volumes, ``"2d"`` filters each z slice independently (2D channel counts).
+        On volumes, ``"2d"`` filters every scale slice-wise (as if every scale were in
+        ``selection.in_2d``).
+    voxel_size : sequence of float, optional
+        Voxel size per spatial axis; scales are then in units of the smallest one (module docstring).
 
     Returns
     -------
@@ -400,37 +341,22 @@ def compute_features(
     Raises
     ------
     ValueError
-        For NaN/inf, bad dimensionality, non-numeric dtype, an empty selection or a bad channel_axis.
+        For NaN/inf, bad dimensionality, non-numeric dtype, an empty selection, a bad channel_axis, a bad
+        voxel size, or scales in 2D on a 2D image.
     """
-    sel = _as_selection(selection)
     arr = np.asarray(image)
-    _check_dtype(arr.dtype)
-    ca, n_spatial = _check_layout(arr.shape, channel_axis, mode)
-    _check_finite(arr)
-    if ca is None:
-        arr = arr[..., None]
-    elif ca != arr.ndim - 1:
-        arr = np.moveaxis(arr, ca, -1)
-    return _compute(arr, sel, mode if n_spatial == 3 else "3d")
+    lay = check_request(arr.shape, arr.dtype, selection, channel_axis, mode, voxel_size)
+    check_finite(arr)
+    return _compute(channels_last(arr, lay.channel_axis), lay)
 
 
-def _compute(arr: np.ndarray, sel: FeatureSelection, mode: str) -> np.ndarray:
+def _compute(arr: np.ndarray, lay: Layout) -> np.ndarray:
     """Features of a channel-last array (*spatial, n_in) that passed validation."""
     spatial = arr.shape[:-1]
-    n_in = arr.shape[-1]
-    fdim = 2 if mode == "2d" else len(spatial)
-    out = _filters.new_output((*spatial, n_in * sel.n_channels(fdim)))
-    images = [np.ascontiguousarray(arr[..., c], dtype=np.float32) for c in range(n_in)]
-    cells = sel.cells()
-
-    def n_out(feature: str) -> int:
-        return _n_outputs(feature, fdim)
-
-    if mode == "2d" and len(spatial) == 3:
-        for z in range(spatial[0]):
-            _filters.filter_bank([im[z] for im in images], cells, n_out, out[z])
-    else:
-        _filters.filter_bank(images, cells, n_out, out)
+    plan, n_total = lay.plan()
+    out = _filters.new_output((*spatial, n_total))
+    images = [np.ascontiguousarray(arr[..., c], dtype=np.float32) for c in range(arr.shape[-1])]
+    _filters.filter_bank(images, plan, out)
     return out
 
 
@@ -438,7 +364,8 @@ def _compute(arr: np.ndarray, sel: FeatureSelection, mode: str) -> np.ndarray:
 # block-wise
 
 
-def _normalize_region(region: Any, spatial: tuple[int, ...]) -> tuple[slice, ...]:
+def normalize_region(region: Any, spatial: tuple[int, ...]) -> tuple[slice, ...]:
+    """``region`` (None, a slice or a tuple of slices with step 1) as one clipped slice per axis."""
     if region is None:
         return tuple(slice(0, n) for n in spatial)
     if isinstance(region, slice):
@@ -465,8 +392,9 @@ def features_for_region(
     *,
     channel_axis: int | None = None,
     mode: str = "3d",
+    voxel_size: Any = None,
 ) -> np.ndarray:
-    """Features of one region, reading only the region plus :func:`halo` (clipped to the image).
+    """Features of one region, reading only the region plus :func:`halo` per axis (clipped to the image).
 
     Parameters
     ----------
@@ -475,7 +403,7 @@ def features_for_region(
         region plus halo is read.
     region : tuple of slice or None
         Region over the spatial axes (step 1); ``None`` means the whole image.
-    selection, channel_axis, mode
+    selection, channel_axis, mode, voxel_size
         As for :func:`compute_features`.
 
     Returns
@@ -484,32 +412,20 @@ def features_for_region(
         float32 ``(*region_shape, C)``, equal to ``compute_features(image, ...)[region]`` up to float32
         rounding: the read is clipped to the image, so the mirror happens at the true image border.
     """
-    sel = _as_selection(selection)
-    shape = tuple(int(n) for n in image.shape)
-    _check_dtype(image.dtype)
-    ca, n_spatial = _check_layout(shape, channel_axis, mode)
-    spatial = tuple(n for i, n in enumerate(shape) if i != ca)
-    reg = _normalize_region(region, spatial)
-    h = halo(sel)
+    lay = check_request(image.shape, image.dtype, selection, channel_axis, mode, voxel_size)
+    reg = normalize_region(region, lay.spatial)
+    h = axis_halo(lay.selection, lay.steps)
     read, crop = [], []
-    for axis, (sl, n) in enumerate(zip(reg, spatial)):
-        # slice-wise 2D filters never look along z
-        hh = 0 if (mode == "2d" and n_spatial == 3 and axis == 0) else h
+    for sl, n, hh in zip(reg, lay.spatial, h):
         lo, hi = max(0, sl.start - hh), min(n, sl.stop + hh)
         read.append(slice(lo, hi))
         crop.append(slice(sl.start - lo, sl.stop - lo))
-    index = list(read)
-    if ca is not None:
-        index.insert(ca, slice(None))
-    n_in = shape[ca] if ca is not None else 1
-    fdim = 2 if (mode == "2d" or n_spatial == 2) else 3
     if any(sl.stop <= sl.start for sl in reg):
-        return np.zeros((*(sl.stop - sl.start for sl in reg), sel.n_channels(fdim, n_in)), np.float32)
+        return np.zeros((*(sl.stop - sl.start for sl in reg), lay.n_channels), np.float32)
+    index = list(read)
+    if lay.channel_axis is not None:
+        index.insert(lay.channel_axis, slice(None))
     block = np.asarray(image[tuple(index)])
-    _check_finite(block)
-    if ca is None:
-        block = block[..., None]
-    elif ca != block.ndim - 1:
-        block = np.moveaxis(block, ca, -1)
-    feats = _compute(block, sel, mode if n_spatial == 3 else "3d")
+    check_finite(block)
+    feats = _compute(channels_last(block, lay.channel_axis), lay)
     return np.ascontiguousarray(feats[tuple(crop)])

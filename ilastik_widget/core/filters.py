@@ -3,27 +3,46 @@
 Everything here works on C-contiguous float32 arrays of 2 or 3 spatial axes and mirrors at the borders
 (scipy ``mode="mirror"`` == OpenCV ``BORDER_REFLECT_101``, repeated reflection for short axes).
 OpenCV does the 1D passes because it is ~10x faster per pass than scipy.ndimage and releases the GIL.
+A :class:`Scale` says how one scale is filtered along each axis: its sigma in voxels (``None``: that axis
+is not filtered, as for slice-wise 2D filters on a volume) and the voxel step that derivatives are
+divided by (anisotropic voxels).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 
 import cv2
 import numpy as np
 
+from . import workspace
+from .workspace import ARENA as _ARENA
+from .workspace import clear_workspace, new_output
+
+__all__ = [
+    "DOG_RATIO",
+    "Scale",
+    "clear_workspace",
+    "filter_axis",
+    "filter_bank",
+    "kernel",
+    "kernel_radius",
+    "new_output",
+]
+
 BORDER = cv2.BORDER_REFLECT_101
 _ONE = np.ones(1, dtype=np.float32)
 
-#: kernel radius in units of sigma (DESIGN.md section 5 asks for at least 3.5)
+#: kernel radius in units of sigma (at least 3.5 keeps truncation invisible)
 TRUNCATE = 3.5
+
+#: inner scale of the difference of Gaussians, as a fraction of the outer one
+DOG_RATIO = 0.66
 
 
 def kernel_radius(sigma: float) -> int:
@@ -37,35 +56,84 @@ def _kernel64(sigma: float, order: int) -> np.ndarray:
 
     order 0: sums to 1.  order 1: exactly antisymmetric, response 1 to the ramp f(x) = x.
     order 2: exactly symmetric, sums to 0 (no response to a constant), response 1 to f(x) = x**2 / 2.
-    Normalising the moments keeps small scales (0.7, 1.0) true to the derivative they stand for.
+    Normalising the moments keeps small scales (0.7, 1.0) true to the derivative they stand for. For a sigma
+    far below one voxel (an anisotropic axis) the normalised kernels tend to the central differences
+    [-1/2, 0, 1/2] and [1, -2, 1], which are used once the Gaussian's side taps underflow.
     """
+    if order not in (0, 1, 2):
+        raise ValueError(f"derivative order must be 0, 1 or 2, got {order}")
     r = kernel_radius(sigma)
     k = np.arange(-r, r + 1, dtype=np.float64)
     g = np.exp(-0.5 * (k / sigma) ** 2)
     g /= g.sum()
     if order == 0:
         return g
+    if g[r + 1] < 1e-280:
+        w = np.zeros_like(g)
+        w[r - 1 : r + 2] = (-0.5, 0.0, 0.5) if order == 1 else (1.0, -2.0, 1.0)
+        return w
     if order == 1:
         w = k * g
         w /= np.sum(k * w)  # correlation: sum_k f(x+k) w_k == f'(x) for a ramp
         w[r] = 0.0
         w[:r] = -w[:r:-1]  # bit-exact antisymmetry (also lets OpenCV use its antisymmetric path)
         return w
-    if order == 2:
-        w = (k * k / sigma**2 - 1.0) * g
-        w -= w.sum() * g  # exact zero response to a constant (the Gaussian sums to one)
-        w /= 0.5 * np.sum(k * k * w)
-        w[:r] = w[:r:-1]
-        return w
-    raise ValueError(f"derivative order must be 0, 1 or 2, got {order}")
+    # (k^2 / s^2 - 1) g minus its sum times g, written without the cancellation that ruins small sigmas
+    w = (k * k - np.sum(k * k * g)) * g
+    w -= w.sum() * g  # exact zero response to a constant (the Gaussian sums to one)
+    w /= 0.5 * np.sum(k * k * w)
+    w[:r] = w[:r:-1]
+    return w
 
 
 @cache
-def kernel(sigma: float, order: int) -> np.ndarray:
-    """float32 version of :func:`_kernel64` (what OpenCV is given)."""
-    k = _kernel64(sigma, order).astype(np.float32)
+def kernel(sigma: float, order: int, step: float = 1.0) -> np.ndarray:
+    """float32 kernel of :func:`_kernel64` for derivatives per ``step`` voxels (what OpenCV is given)."""
+    k = _kernel64(sigma, order)
+    if step != 1.0:
+        k = k / step**order
+    k = k.astype(np.float32)
     k.setflags(write=False)
     return k
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How one scale is filtered along each axis.
+
+    Attributes
+    ----------
+    sigmas : tuple of float or None
+        Gaussian sigma in voxels per axis; ``None`` leaves that axis unfiltered (slice-wise 2D filters).
+    steps : tuple of float
+        Voxel size per axis in the unit of length of the derivatives (1 for isotropic data).
+    """
+
+    sigmas: tuple[float | None, ...]
+    steps: tuple[float, ...]
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """The filtered axes."""
+        return tuple(a for a, s in enumerate(self.sigmas) if s is not None)
+
+    def scaled(self, factor: float) -> Scale:
+        """The same scale with every sigma multiplied by ``factor`` (DoG inner scale, tensor smoothing)."""
+        return Scale(tuple(None if s is None else s * factor for s in self.sigmas), self.steps)
+
+    def kernel(self, axis: int, order: int) -> np.ndarray | None:
+        """Kernel along ``axis`` for a derivative of ``order``; ``None`` (identity) on an unfiltered axis."""
+        s = self.sigmas[axis]
+        if s is None:
+            if order:
+                raise ValueError(f"no derivative along the unfiltered axis {axis}")
+            return None
+        return kernel(s, order, self.steps[axis])
+
+    def radius(self, axis: int) -> int:
+        """Kernel radius along ``axis`` (0 on an unfiltered axis)."""
+        s = self.sigmas[axis]
+        return 0 if s is None else kernel_radius(s)
 
 
 def column_band(ksize: int) -> int:
@@ -94,8 +162,16 @@ def column_pass(src: np.ndarray, k: np.ndarray, dst: np.ndarray) -> None:
             break
 
 
-def filter_axis(src: np.ndarray, k: np.ndarray, axis: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Correlate a C-contiguous float32 array (2 or 3 axes) with the 1D kernel ``k`` along ``axis``."""
+def filter_axis(src: np.ndarray, k: np.ndarray | None, axis: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Correlate a C-contiguous float32 array (2 or 3 axes) with the 1D kernel ``k`` along ``axis``.
+
+    ``k=None`` is the identity: ``src`` itself is returned, or copied into ``dst`` when one is given.
+    """
+    if k is None:
+        if dst is None:
+            return src
+        dst[...] = src
+        return dst
     if dst is None:
         dst = np.empty_like(src)
     nd = src.ndim
@@ -265,158 +341,6 @@ _POOL: ThreadPoolExecutor | None = None
 CHUNK_PIXELS = 1 << 16
 
 
-class _Arena:
-    """Free-list of whole-array work buffers, kept between calls.
-
-    Fresh multi-megabyte arrays come from mmap and cost a page fault per page on first touch (and glibc
-    returns them on free); a filter bank call needs dozens of them, so reusing them saves ~10-20% of a
-    call. At most ``max_bytes`` are kept (env ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB``; default
-    min(2 GiB, RAM / 8)); they are dropped after :data:`IDLE_TRIM_SECONDS` without a call, or by
-    :func:`clear_workspace`.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, shape: tuple[int, ...]) -> np.ndarray:
-        with self._lock:
-            stack = self._free.get(shape)
-            if stack:
-                a = stack.pop()
-                self._bytes -= a.nbytes
-                return a
-        return np.empty(shape, dtype=np.float32)
-
-    def put(self, a: np.ndarray | None) -> None:
-        if a is None or a.base is not None or not a.flags.c_contiguous or a.dtype != np.float32:
-            return
-        with self._lock:
-            if self._bytes + a.nbytes <= self.max_bytes:
-                self._free.setdefault(a.shape, []).append(a)
-                self._bytes += a.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-            self._bytes = 0
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
-def _budget(env: str, cap: int, fraction: int) -> int:
-    """Bytes from env var ``env`` (in MB) or ``min(cap, physical memory / fraction)``."""
-    if os.environ.get(env):
-        return int(float(os.environ[env]) * (1 << 20))
-    return min(cap, _physical_memory() // fraction)
-
-
-_ARENA = _Arena(_budget("ILASTIK_WIDGET_FEATURE_WORKSPACE_MB", 2 << 30, 8))
-
-
-class _OutputRecycler:
-    """Hands out result arrays as views of kept buffers, and reuses a buffer once no view of it is alive.
-
-    A result of 49 channels is 200 MB per megapixel; faulting in that much fresh memory on every call
-    costs as much as a third of the filtering on this kind of machine. Whether the caller still holds
-    a result is read from the buffer's reference count (every numpy view references its base), so a
-    live result is never reused. At most ``max_bytes`` of buffers are kept (env
-    ``ILASTIK_WIDGET_FEATURE_RESULTS_MB``; default min(2 GiB, RAM / 8)), dropped like the work buffers.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._owners: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
-        n = int(np.prod(shape))
-        if n * 4 > self.max_bytes or n == 0:
-            return np.empty(shape, dtype=np.float32)
-        with self._lock:
-            best = None
-            for owner in self._owners:
-                # free = referenced only by the list, the loop variable and getrefcount's argument
-                free = sys.getrefcount(owner) <= 3
-                if free and n <= owner.size <= 2 * n and (best is None or owner.size < best.size):
-                    best = owner
-            owner = None  # drop the loop's reference before anything else counts references
-            if best is None:
-                # make room: drop free buffers until the new one fits
-                total = sum(o.nbytes for o in self._owners)
-                i = 0
-                while i < len(self._owners) and total + n * 4 > self.max_bytes:
-                    if sys.getrefcount(self._owners[i]) <= 2:  # the list and the argument
-                        total -= self._owners.pop(i).nbytes
-                    else:
-                        i += 1
-                if total + n * 4 > self.max_bytes:
-                    return np.empty(shape, dtype=np.float32)
-                best = np.empty(n, dtype=np.float32)
-                self._owners.append(best)
-            return best[:n].reshape(shape)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._owners.clear()
-
-
-_RESULTS = _OutputRecycler(_budget("ILASTIK_WIDGET_FEATURE_RESULTS_MB", 2 << 30, 8))
-
-
-def new_output(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float32 result array, recycled from results nobody references any more."""
-    return _RESULTS.empty(shape)
-
-
-def clear_workspace() -> None:
-    """Drop the work and result buffers kept between calls."""
-    _ARENA.clear()
-    _RESULTS.clear()
-
-
-#: buffers kept for reuse are dropped after this many seconds without a filter bank call
-IDLE_TRIM_SECONDS = 20.0
-_last_use = 0.0
-_active = 0  # calls in progress: never trim under a running call
-_trim_timer: threading.Timer | None = None
-_trim_lock = threading.Lock()
-
-
-def _touch_workspace(delta: int) -> None:
-    """Note a call starting (+1) or ending (-1); keep an idle trim scheduled (daemon timer)."""
-    global _last_use, _trim_timer, _active
-    with _trim_lock:
-        _active += delta
-        _last_use = time.monotonic()
-        if _trim_timer is None:
-            _trim_timer = threading.Timer(IDLE_TRIM_SECONDS, _trim_if_idle)
-            _trim_timer.daemon = True
-            _trim_timer.start()
-
-
-def _trim_if_idle() -> None:
-    global _trim_timer
-    with _trim_lock:
-        idle = time.monotonic() - _last_use
-        if _active:
-            idle = 0.0
-        if idle >= IDLE_TRIM_SECONDS:
-            _trim_timer = None
-            clear_workspace()
-            return
-        _trim_timer = threading.Timer(IDLE_TRIM_SECONDS - idle + 0.1, _trim_if_idle)
-        _trim_timer.daemon = True
-        _trim_timer.start()
-
-
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
@@ -432,6 +356,18 @@ def _run(fn: Callable, items: Sequence) -> None:
         return
     for _ in _pool().map(fn, items):
         pass
+
+
+def submit(fn: Callable, *args) -> Future:
+    """Run ``fn(*args)`` on the pool (at once, inline, with a single thread)."""
+    if N_THREADS == 1:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:  # handed to whoever waits on the future
+            f.set_exception(e)
+        return f
+    return _pool().submit(fn, *args)
 
 
 def _axis0_passes(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -462,61 +398,89 @@ def _unit(nd: int, *axes: int) -> tuple[int, ...]:
     return tuple(o)
 
 
-class _ScaleJob:
-    """What one (input channel, scale) needs: derivative orders, DoG, structure tensor, output slots."""
+class ScaleJob:
+    """What one (input channel, scale) needs: derivative orders, DoG, structure tensor, output slots.
 
-    def __init__(self, image: np.ndarray, sigma: float, outputs: list[tuple[str, int]]) -> None:
-        nd = image.ndim
-        self.image, self.sigma, self.nd, self.outputs = image, sigma, nd, outputs
+    The state filled by phases 1-3 (``p``: the image filtered along axis 0 per derivative order, ``pd``: the
+    DoG's inner smoothing along axis 0, ``j``: tensor products smoothed along axis 0, ``ggm``: gradient
+    magnitude) is all that :meth:`phase4` reads, so :mod:`ilastik_widget.core.planes` fills it for one plane
+    from its own axis-0 sums and reuses the rest.
+    """
+
+    def __init__(self, scale: Scale, outputs: list[tuple[str, int]], image: np.ndarray | None = None) -> None:
+        nd = len(scale.sigmas)
+        self.scale, self.nd, self.outputs, self.image = scale, nd, outputs, image
         want = {f for f, _ in outputs}
         self.want = want
+        axes = scale.axes
         zero = (0,) * nd
         orders: set[tuple[int, ...]] = set()
         if want & {"gaussian_smoothing", "difference_of_gaussians"}:
             orders.add(zero)
-        self.grads = [_unit(nd, a) for a in range(nd)]
+        self.grads = [_unit(nd, a) for a in axes]
         if "gaussian_gradient_magnitude" in want and "structure_tensor_eigenvalues" not in want:
             orders.update(self.grads)
-        self.seconds = [_unit(nd, a, b) for a in range(nd) for b in range(a, nd)]
+        self.pairs = [(a, b) for i, a in enumerate(axes) for b in axes[i:]]
+        self.seconds = [_unit(nd, a, b) for a, b in self.pairs]
         if "hessian_of_gaussian_eigenvalues" in want:
             orders.update(self.seconds)
         if "laplacian_of_gaussian" in want:
-            orders.update(_unit(nd, a, a) for a in range(nd))
+            orders.update(_unit(nd, a, a) for a in axes)
         self.orders = orders
         self.dog = "difference_of_gaussians" in want
         self.st = "structure_tensor_eigenvalues" in want
+        self.inner = scale.scaled(DOG_RATIO)
+        self.outer = scale.scaled(0.5)
         # phase-1 results: axis-0 pass of the image per axis-0 derivative order
         self.axis0_orders = {o[0] for o in orders} | ({0, 1} if self.st else set())
+        if scale.sigmas[0] is None:
+            self.axis0_orders.discard(1)
         self.p: dict[int, np.ndarray] = {}
         self.pd: np.ndarray | None = None
         self.j: list[np.ndarray] = []  # tensor products, then their axis-0 smoothed versions
         self.ggm: np.ndarray | None = None  # gradient magnitude, from phase 2 when the tensor is computed
+        self._owned: list[np.ndarray] = []
+
+    def _own(self, shape: tuple[int, ...]) -> np.ndarray:
+        a = _ARENA.get(shape)
+        self._owned.append(a)
+        return a
 
     def phase1_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         tasks = []
         shape = self.image.shape
         for o0 in sorted(self.axis0_orders):
-            self.p[o0] = _ARENA.get(shape)
-            tasks.append((self.image, kernel(self.sigma, o0), self.p[o0]))
+            k = self.scale.kernel(0, o0)
+            if k is None:  # axis 0 is not filtered: the image itself
+                self.p[o0] = self.image
+                continue
+            self.p[o0] = self._own(shape)
+            tasks.append((self.image, k, self.p[o0]))
         if self.dog:
-            self.pd = _ARENA.get(shape)
-            tasks.append((self.image, kernel(DOG_RATIO * self.sigma, 0), self.pd))
+            k = self.inner.kernel(0, 0)
+            if k is None:
+                self.pd = self.image
+            else:
+                self.pd = self._own(shape)
+                tasks.append((self.image, k, self.pd))
         if self.st:
-            self.j = [_ARENA.get(shape) for _ in self.seconds]
+            self.j = [self._own(shape) for _ in self.seconds]
             if "gaussian_gradient_magnitude" in self.want:
-                self.ggm = _ARENA.get(shape)
+                self.ggm = self._own(shape)
         return tasks
 
-    def rest(self, src: np.ndarray, sigma: float, orders: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
+    def rest(self, src: np.ndarray, scale: Scale, orders: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
         """Passes along axes 1.. of a chunk ``src`` (already filtered along axis 0)."""
         out = src
         last = len(orders) - 1
         for axis in range(1, len(orders)):
-            out = filter_axis(out, kernel(sigma, orders[axis]), axis, dst if axis == last else None)
+            out = filter_axis(out, scale.kernel(axis, orders[axis]), axis, dst if axis == last else None)
         return out
 
-    def _derivative(self, cache: dict, ch: slice, o: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
-        """Gaussian derivative ``o`` at sigma on chunk ``ch``, memoising every prefix of passes.
+    def derivative(
+        self, p: dict[int, np.ndarray], cache: dict, ch: slice, o: tuple[int, ...], dst: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Gaussian derivative ``o`` on chunk ``ch`` of the axis-0 results ``p``, memoising every prefix.
 
         In 3D the y pass of a prefix such as (0, 1) feeds both (0, 1, 0) and (0, 1, 1).
         """
@@ -525,12 +489,19 @@ class _ScaleJob:
                 dst[...] = cache[o]
             return cache[o]
         if len(o) == 1:
-            res = self.p[o[0]][ch]
+            res = p[o[0]][ch]
+            if dst is not None:
+                dst[...] = res
         else:
-            prev = self._derivative(cache, ch, o[:-1])
-            res = filter_axis(prev, kernel(self.sigma, o[-1]), len(o) - 1, dst)
+            prev = self.derivative(p, cache, ch, o[:-1])
+            res = filter_axis(prev, self.scale.kernel(len(o) - 1, o[-1]), len(o) - 1, dst)
         cache[o] = res
         return res
+
+    def gradient(self, p: dict[int, np.ndarray], ch: slice) -> list[np.ndarray]:
+        """Gradient components (filtered axes) of chunk ``ch`` of the axis-0 results ``p``."""
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        return [self.derivative(p, cache, ch, o) for o in self.grads]
 
     def phase2(self, ch: slice) -> None:
         """Structure tensor products of the gradient at sigma for chunk ``ch``.
@@ -538,12 +509,12 @@ class _ScaleJob:
         The gradient magnitude is taken here from the same products (sqrt of the tensor's trace before
         smoothing), so phase 4 need not compute the gradient again.
         """
-        cache: dict[tuple[int, ...], np.ndarray] = {}
-        g = [self._derivative(cache, ch, o) for o in self.grads]
-        for (a, b), j in zip(_pairs(self.nd), self.j):
-            np.multiply(g[a], g[b], out=j[ch])
+        g = self.gradient(self.p, ch)
+        index = {a: i for i, a in enumerate(self.scale.axes)}
+        for (a, b), j in zip(self.pairs, self.j):
+            np.multiply(g[index[a]], g[index[b]], out=j[ch])
         if self.ggm is not None:
-            diag = [j for (a, b), j in zip(_pairs(self.nd), self.j) if a == b]
+            diag = [j for (a, b), j in zip(self.pairs, self.j) if a == b]
             out = self.ggm[ch]
             np.add(diag[0][ch], diag[1][ch], out=out)
             for j in diag[2:]:
@@ -551,28 +522,30 @@ class _ScaleJob:
             np.sqrt(out, out=out)
 
     def phase3_tasks(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        if not self.st:
+        k = self.outer.kernel(0, 0)
+        if not self.st or k is None:
             return []
-        k = kernel(self.sigma / 2, 0)
         # OpenCV filters in place correctly (checked bit-exact against a separate output)
         return [(j, k, j) for j in self.j]
 
     def phase4(self, ch: slice, buf: np.ndarray) -> None:
         """All selected features of this (channel, scale) for chunk ``ch`` into planes of ``buf``."""
-        nd, s = self.nd, self.sigma
+        nd = self.nd
+        axes = self.scale.axes
         cache: dict[tuple[int, ...], np.ndarray] = {}
 
         def d(o: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
-            return self._derivative(cache, ch, o, dst)
+            return self.derivative(self.p, cache, ch, o, dst)
 
         zero = (0,) * nd
+        n_eig = len(axes)
         for feature, c in self.outputs:
             if feature == "gaussian_smoothing":
                 d(zero, dst=buf[c])  # the last pass writes straight into the output plane
             elif feature == "laplacian_of_gaussian":
-                np.add(d(_unit(nd, 0, 0)), d(_unit(nd, 1, 1)), out=buf[c])
-                if nd == 3:
-                    buf[c] += d(_unit(nd, 2, 2))
+                np.add(d(_unit(nd, axes[0], axes[0])), d(_unit(nd, axes[1], axes[1])), out=buf[c])
+                for a in axes[2:]:
+                    buf[c] += d(_unit(nd, a, a))
             elif feature == "gaussian_gradient_magnitude" and self.ggm is not None:
                 buf[c][...] = self.ggm[ch]
             elif feature == "gaussian_gradient_magnitude":
@@ -582,25 +555,22 @@ class _ScaleJob:
                     buf[c] += g * g
                 np.sqrt(buf[c], out=buf[c])
             elif feature == "difference_of_gaussians":
-                inner = self.rest(self.pd[ch], DOG_RATIO * s, zero)
+                inner = self.rest(self.pd[ch], self.inner, zero)
                 np.subtract(d(zero), inner, out=buf[c])
             elif feature == "structure_tensor_eigenvalues":
-                comps = [self.rest(j[ch], s / 2, zero) for j in self.j]
-                _eig_into(comps, buf[c : c + nd])
+                comps = [self.rest(j[ch], self.outer, zero) for j in self.j]
+                _eig_into(comps, buf[c : c + n_eig])
             elif feature == "hessian_of_gaussian_eigenvalues":
-                _eig_into([d(o) for o in self.seconds], buf[c : c + nd])
+                _eig_into([d(o) for o in self.seconds], buf[c : c + n_eig])
 
     def release(self) -> None:
-        for a in [*self.p.values(), self.pd, *self.j, self.ggm]:
+        for a in self._owned:
             _ARENA.put(a)
+        self._owned = []
         self.p.clear()
         self.pd = None
         self.j = []
         self.ggm = None
-
-
-def _pairs(nd: int) -> list[tuple[int, int]]:
-    return [(a, b) for a in range(nd) for b in range(a, nd)]
 
 
 def _eig_into(comps: list[np.ndarray], outs: np.ndarray) -> None:
@@ -610,44 +580,30 @@ def _eig_into(comps: list[np.ndarray], outs: np.ndarray) -> None:
         eigvals3(*comps, outs[0], outs[1], outs[2])
 
 
-#: inner scale of the difference of Gaussians, as a fraction of the outer one
-DOG_RATIO = 0.66
+#: one (input channel, scale) of a filter bank call: image index, how it is filtered, (feature, out channel)
+PlanItem = tuple[int, Scale, list[tuple[str, int]]]
 
 
-def filter_bank(
-    images: Sequence[np.ndarray],
-    cells: Sequence[tuple[str, float]],
-    n_outputs: Callable[[str], int],
-    out: np.ndarray,
-) -> None:
+def filter_bank(images: Sequence[np.ndarray], plan: Sequence[PlanItem], out: np.ndarray) -> None:
     """Compute features of single-channel float32 images into ``out``.
 
     Parameters
     ----------
     images : sequence of numpy.ndarray
         C-contiguous float32 arrays of one shape (2 or 3 axes), one per input channel.
-    cells : sequence of (feature, scale)
-        Selected cells in output order.
-    n_outputs : callable
-        Channels per feature.
+    plan : sequence of (int, Scale, list of (str, int))
+        Per (input channel, scale): the image's index, how the scale filters each axis, and the selected
+        features with their first output channel (eigenvalues take one channel per filtered axis).
     out : numpy.ndarray
-        C-contiguous float32 ``(*shape, len(images) * channels per image)``, filled completely.
+        C-contiguous float32 ``(*shape, C)``; the plan must fill every channel.
     """
     shape = images[0].shape
-    per_image = sum(n_outputs(f) for f, _ in cells)
-    jobs: list[_ScaleJob] = []
-    for i, img in enumerate(images):
-        by_scale: dict[float, list[tuple[str, int]]] = {}
-        c = i * per_image
-        for f, s in cells:
-            by_scale.setdefault(s, []).append((f, c))
-            c += n_outputs(f)
-        jobs.extend(_ScaleJob(img, s, outs) for s, outs in sorted(by_scale.items()))
+    jobs = [ScaleJob(scale, outputs, images[i]) for i, scale, outputs in plan]
     chunks = _chunks(shape)
     n_total = out.shape[-1]
     out2 = out.reshape(-1, n_total)
     row = int(np.prod(shape[1:]))
-    _touch_workspace(+1)
+    workspace.touch(+1)
     try:
         _axis0_passes([t for job in jobs for t in job.phase1_tasks()])
         st_jobs = [job for job in jobs if job.st]
@@ -659,15 +615,20 @@ def filter_bank(
             buf = _ARENA.get((n_total, ch.stop - ch.start, *shape[1:]))
             for job in jobs:
                 job.phase4(ch, buf)
-            planar = buf.reshape(n_total, -1)
-            dst = out2[ch.start * row : ch.stop * row]
-            # transposing in blocks of 4096 pixels keeps OpenCV's reads in L1/L2 (~25% faster)
-            for a in range(0, planar.shape[1], 4096):
-                cv2.transpose(planar[:, a : a + 4096], dst[a : a + 4096])
+            interleave(buf.reshape(n_total, -1), out2[ch.start * row : ch.stop * row])
             _ARENA.put(buf)
 
         _run(phase4, chunks)
     finally:
         for job in jobs:
             job.release()
-        _touch_workspace(-1)
+        workspace.touch(-1)
+
+
+def interleave(planar: np.ndarray, dst: np.ndarray) -> None:
+    """Transpose ``(C, n)`` planes into the ``(n, C)`` rows of ``dst``.
+
+    Transposing in blocks of 4096 pixels keeps OpenCV's reads in L1/L2 (~25% faster).
+    """
+    for a in range(0, planar.shape[1], 4096):
+        cv2.transpose(planar[:, a : a + 4096], dst[a : a + 4096])

@@ -1,0 +1,169 @@
+"""Work and result buffers of the filter bank, kept between calls and dropped when idle.
+
+Fresh multi-megabyte arrays come from mmap and cost a page fault per page on first touch (and glibc returns
+them on free); a filter bank call needs dozens of them, so :mod:`ilastik_widget.core.filters` and
+:mod:`ilastik_widget.core.planes` take them from here. Both budgets are bounded (environment variables
+``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB`` and ``ILASTIK_WIDGET_FEATURE_RESULTS_MB``, default min(2 GiB, RAM / 8)
+each) and everything is dropped after :data:`IDLE_TRIM_SECONDS` without a call, or by :func:`clear_workspace`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+class Arena:
+    """Free-list of whole-array work buffers, kept between calls.
+
+    Fresh multi-megabyte arrays come from mmap and cost a page fault per page on first touch (and glibc
+    returns them on free); a filter bank call needs dozens of them, so reusing them saves ~10-20% of a
+    call. At most ``max_bytes`` are kept (env ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB``; default
+    min(2 GiB, RAM / 8)); they are dropped after :data:`IDLE_TRIM_SECONDS` without a call, or by
+    :func:`clear_workspace`.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            stack = self._free.get(shape)
+            if stack:
+                a = stack.pop()
+                self._bytes -= a.nbytes
+                return a
+        return np.empty(shape, dtype=np.float32)
+
+    def put(self, a: np.ndarray | None) -> None:
+        if a is None or a.base is not None or not a.flags.c_contiguous or a.dtype != np.float32:
+            return
+        with self._lock:
+            if self._bytes + a.nbytes <= self.max_bytes:
+                self._free.setdefault(a.shape, []).append(a)
+                self._bytes += a.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._bytes = 0
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _budget(env: str, cap: int, fraction: int) -> int:
+    """Bytes from env var ``env`` (in MB) or ``min(cap, physical memory / fraction)``."""
+    if os.environ.get(env):
+        return int(float(os.environ[env]) * (1 << 20))
+    return min(cap, _physical_memory() // fraction)
+
+
+ARENA = Arena(_budget("ILASTIK_WIDGET_FEATURE_WORKSPACE_MB", 2 << 30, 8))
+
+
+class OutputRecycler:
+    """Hands out result arrays as views of kept buffers, and reuses a buffer once no view of it is alive.
+
+    A result of 49 channels is 200 MB per megapixel; faulting in that much fresh memory on every call
+    costs as much as a third of the filtering on this kind of machine. Whether the caller still holds
+    a result is read from the buffer's reference count (every numpy view references its base), so a
+    live result is never reused. At most ``max_bytes`` of buffers are kept (env
+    ``ILASTIK_WIDGET_FEATURE_RESULTS_MB``; default min(2 GiB, RAM / 8)), dropped like the work buffers.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._owners: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if n * 4 > self.max_bytes or n == 0:
+            return np.empty(shape, dtype=np.float32)
+        with self._lock:
+            best = None
+            for owner in self._owners:
+                # free = referenced only by the list, the loop variable and getrefcount's argument
+                free = sys.getrefcount(owner) <= 3
+                if free and n <= owner.size <= 2 * n and (best is None or owner.size < best.size):
+                    best = owner
+            owner = None  # drop the loop's reference before anything else counts references
+            if best is None:
+                # make room: drop free buffers until the new one fits
+                total = sum(o.nbytes for o in self._owners)
+                i = 0
+                while i < len(self._owners) and total + n * 4 > self.max_bytes:
+                    if sys.getrefcount(self._owners[i]) <= 2:  # the list and the argument
+                        total -= self._owners.pop(i).nbytes
+                    else:
+                        i += 1
+                if total + n * 4 > self.max_bytes:
+                    return np.empty(shape, dtype=np.float32)
+                best = np.empty(n, dtype=np.float32)
+                self._owners.append(best)
+            return best[:n].reshape(shape)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._owners.clear()
+
+
+RESULTS = OutputRecycler(_budget("ILASTIK_WIDGET_FEATURE_RESULTS_MB", 2 << 30, 8))
+
+
+def new_output(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 result array, recycled from results nobody references any more."""
+    return RESULTS.empty(shape)
+
+
+def clear_workspace() -> None:
+    """Drop the work and result buffers kept between calls."""
+    ARENA.clear()
+    RESULTS.clear()
+
+
+#: buffers kept for reuse are dropped after this many seconds without a filter bank call
+IDLE_TRIM_SECONDS = 20.0
+_last_use = 0.0
+_active = 0  # calls in progress: never trim under a running call
+_trim_timer: threading.Timer | None = None
+_trim_lock = threading.Lock()
+
+
+def touch(delta: int) -> None:
+    """Note a call starting (+1) or ending (-1); keep an idle trim scheduled (daemon timer)."""
+    global _last_use, _trim_timer, _active
+    with _trim_lock:
+        _active += delta
+        _last_use = time.monotonic()
+        if _trim_timer is None:
+            _trim_timer = threading.Timer(IDLE_TRIM_SECONDS, _trim_if_idle)
+            _trim_timer.daemon = True
+            _trim_timer.start()
+
+
+def _trim_if_idle() -> None:
+    global _trim_timer
+    with _trim_lock:
+        idle = time.monotonic() - _last_use
+        if _active:
+            idle = 0.0
+        if idle >= IDLE_TRIM_SECONDS:
+            _trim_timer = None
+            clear_workspace()
+            return
+        _trim_timer = threading.Timer(IDLE_TRIM_SECONDS - idle + 0.1, _trim_if_idle)
+        _trim_timer.daemon = True
+        _trim_timer.start()

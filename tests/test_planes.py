@@ -1,0 +1,253 @@
+"""Tests of ilastik_widget.core.planes: one plane of a volume == the whole volume's features at that plane.
+
+The reference is ``compute_features`` on the whole volume (itself tested against float64 references in
+test_features.py), taken at the plane. Tolerance, per channel: max error <= 1e-5 (1e-4 for eigenvalues) of
+that channel's largest magnitude + 4e-6 of the data's largest magnitude: float32 rounding of sums taken in
+another order (the plane engine sums planes with a matrix product, the volume path with OpenCV passes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ilastik_widget.core.features import FEATURES, SCALES, FeatureSelection, compute_features, halo, is_valid
+from ilastik_widget.core.planes import plane_features, plane_slab
+
+
+def assert_plane_close(got: np.ndarray, ref: np.ndarray, names: list[str], data_max: float) -> None:
+    assert got.shape == ref.shape and got.dtype == np.float32
+    axes = tuple(range(ref.ndim - 1))
+    scale = np.abs(ref).max(axis=axes) if ref.size else np.zeros(ref.shape[-1])
+    err = np.abs(got - ref).max(axis=axes) if ref.size else np.zeros(ref.shape[-1])
+    for i, name in enumerate(names):
+        tol = (1e-4 if "eigenvalues" in name else 1e-5) * scale[i] + 4e-6 * data_max
+        assert err[i] <= tol, f"{name}: max error {err[i]:.3g} > {tol:.3g}"
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(2024)
+
+
+def structured_volume(rng, shape):
+    """Noise plus a bright box and a sloped background with an offset: edges, blobs and a mean to leak."""
+    z, y, x = np.indices(shape, dtype=np.float64)
+    vol = 200.0 + 3.0 * z - 0.5 * y + rng.random(shape) * 40.0
+    vol[shape[0] // 3 : 2 * shape[0] // 3, 5:15, 8:25] += 150.0
+    return vol.astype(np.float32)
+
+
+def take(whole: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(whole, index, axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# plane == whole volume
+
+
+@pytest.fixture(scope="module")
+def volume_and_features(rng):
+    vol = structured_volume(rng, (13, 36, 41))  # 13 planes: every scale above 1.6 mirrors repeatedly
+    sel = FeatureSelection.all()
+    return vol, sel, compute_features(vol, sel)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_planes_equal_whole_volume_all_features(volume_and_features, axis):
+    vol, sel, whole = volume_and_features
+    n = vol.shape[axis]
+    names = sel.channel_names(3)
+    for index in (0, 1, n // 2, n - 2, n - 1):
+        got = plane_features(vol, axis, index, sel)
+        assert_plane_close(got, take(whole, axis, index), names, float(np.abs(vol).max()))
+    # negative indices count from the end
+    np.testing.assert_array_equal(plane_features(vol, axis, -1, sel), plane_features(vol, axis, n - 1, sel))
+
+
+def test_planes_of_integer_volume(rng):
+    vol = (rng.random((9, 30, 33)) * 60000).astype(np.uint16)
+    sel = FeatureSelection.all()
+    whole = compute_features(vol, sel)
+    for axis in range(3):
+        got = plane_features(vol, axis, 4, sel)
+        assert_plane_close(got, take(whole, axis, 4), sel.channel_names(3), 60000.0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_sub_rectangles_equal_the_full_plane(volume_and_features, axis):
+    vol, sel, _ = volume_and_features
+    full = plane_features(vol, axis, 5, sel)
+    (nu, nv) = full.shape[:2]
+    for region in [
+        (slice(0, 7), slice(0, 9)),  # corner: mirrored at two image borders
+        (slice(nu - 6, nu), slice(3, nv - 2)),
+        (slice(4, 9), slice(10, 30)),  # inside: the halo must be read
+        (slice(2, 3), slice(5, 6)),  # one pixel
+    ]:
+        got = plane_features(vol, axis, 5, sel, region=region)
+        assert_plane_close(got, full[region], sel.channel_names(3), float(np.abs(vol).max()))
+    assert plane_features(vol, axis, 5, sel, region=(slice(3, 3), slice(0, 4))).shape == (0, 4, 61)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_anisotropic_planes_equal_whole_volume(rng, axis):
+    vol = structured_volume(rng, (11, 30, 34))
+    sel = FeatureSelection.all()
+    voxel_size = (3.5, 1.0, 1.25)
+    whole = compute_features(vol, sel, voxel_size=voxel_size)
+    for index in (0, 3, vol.shape[axis] - 1):
+        got = plane_features(vol, axis, index, sel, voxel_size=voxel_size)
+        assert_plane_close(got, take(whole, axis, index), sel.channel_names(3), float(np.abs(vol).max()))
+
+
+def test_multichannel_planes(rng):
+    vol = np.stack([structured_volume(rng, (8, 26, 30)), rng.random((8, 26, 30)).astype(np.float32)], axis=1)
+    sel = FeatureSelection.none()
+    for f in FEATURES:
+        sel = sel.with_feature(f, 1.6, True).with_feature(f, 3.5, True)
+    whole = compute_features(vol, sel, channel_axis=1)  # (z, c, y, x)
+    names = sel.channel_names(3, 2)
+    for axis in range(3):
+        got = plane_features(vol, axis, 2, sel, channel_axis=1)
+        assert got.shape[-1] == 2 * sel.n_channels(3)
+        assert_plane_close(got, take(whole, axis, 2), names, float(np.abs(vol).max()))
+
+
+def test_scales_in_2d_planes(rng):
+    vol = structured_volume(rng, (10, 28, 31))
+    sel = FeatureSelection.all().with_2d(1.0, True).with_2d(5.0, True)
+    whole = compute_features(vol, sel)
+    assert whole.shape[-1] == 61 - 2 - 2  # two eigenvalue features lose one channel at each 2D scale
+    for axis in range(3):
+        for index in (0, 4):
+            got = plane_features(vol, axis, index, sel, voxel_size=None)
+            assert_plane_close(got, take(whole, axis, index), sel.channel_names(3), float(np.abs(vol).max()))
+    # mode="2d": every scale slice-wise, like the 2D filter bank on each z slice
+    flat_sel = FeatureSelection(sel.selected)
+    names = flat_sel.channel_names(2)
+    data_max = float(np.abs(vol).max())
+    assert_plane_close(plane_features(vol, 0, 3, sel, mode="2d"), compute_features(vol[3], flat_sel), names, data_max)
+    side = plane_features(vol, 2, 7, sel, mode="2d")
+    assert_plane_close(side, compute_features(vol, sel, mode="2d")[:, :, 7], names, data_max)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 14), st.integers(1, 14)),
+    axis=st.integers(0, 2),
+    cells=st.sets(
+        st.sampled_from([(f, s) for f in FEATURES for s in SCALES if is_valid(f, s)]), min_size=1, max_size=5
+    ),
+    in_2d=st.sets(st.sampled_from(SCALES), max_size=2),
+    voxel=st.one_of(st.none(), st.tuples(*[st.sampled_from([0.5, 1.0, 2.0, 4.0])] * 3)),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_random_small_volumes(shape, axis, cells, in_2d, voxel, seed, data):
+    vol = (np.random.default_rng(seed).random(shape) * 10.0).astype(np.float32)
+    sel = FeatureSelection(frozenset(cells), frozenset(in_2d))
+    index = data.draw(st.integers(0, shape[axis] - 1))
+    whole = compute_features(vol, sel, voxel_size=voxel)
+    got = plane_features(vol, axis, index, sel, voxel_size=voxel)
+    assert_plane_close(got, take(whole, axis, index), sel.channel_names(3), 10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading only the slab
+
+
+class CountingArray:
+    """A real zarr array behind shape/dtype/__getitem__, recording every index read."""
+
+    def __init__(self, a):
+        self._a = a
+        self.shape = a.shape
+        self.dtype = a.dtype
+        self.reads: list[tuple] = []
+
+    def __getitem__(self, idx):
+        self.reads.append(idx)
+        return self._a[idx]
+
+
+def test_zarr_volume_is_read_slab_wise(rng, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    vol = (rng.random((60, 70, 72)) * 4000).astype(np.uint16)
+    z = zarr.create_array(tmp_path / "vol.zarr", shape=vol.shape, chunks=(8, 32, 32), dtype=vol.dtype)
+    z[...] = vol
+    sel = FeatureSelection.none()
+    for f in FEATURES:
+        sel = sel.with_feature(f, 1.0, True).with_feature(f, 3.5, True)
+    whole = compute_features(vol, sel)
+    arr = CountingArray(zarr.open_array(tmp_path / "vol.zarr", mode="r"))
+    h = halo(sel, 3)
+    for axis, index in ((0, 30), (1, 0), (2, 71)):
+        arr.reads.clear()
+        got = plane_features(arr, axis, index, sel)
+        assert_plane_close(got, take(whole, axis, index), sel.channel_names(3), 4000.0)
+        (idx,) = arr.reads  # one read, of the slab only
+        lo, hi = plane_slab(vol.shape, axis, index, sel)
+        assert idx[axis] == slice(lo, hi) and hi - lo <= 2 * h[axis] + 1
+        assert lo <= index < hi
+        assert all(idx[a] == slice(0, vol.shape[a]) for a in range(3) if a != axis)
+    # a sub-rectangle reads the region plus the in-plane halo, not the whole plane
+    arr.reads.clear()
+    got = plane_features(arr, 0, 30, sel, region=(slice(30, 40), slice(0, 10)))
+    assert_plane_close(got, whole[30, 30:40, 0:10], sel.channel_names(3), 4000.0)
+    (idx,) = arr.reads
+    assert idx[1] == slice(30 - h[1], 40 + h[1]) and idx[2] == slice(0, 10 + h[2])
+
+
+def test_dask_volume(rng):
+    da = pytest.importorskip("dask.array")
+    vol = rng.random((20, 24, 26)).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 1.6, True)
+    got = plane_features(da.from_array(vol, chunks=(5, 8, 8)), 1, 10, sel)
+    assert_plane_close(got, compute_features(vol, sel)[:, 10], sel.channel_names(3), 1.0)
+
+
+def test_blas_threads_are_restored():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    plane_features(np.ones((5, 20, 20), np.float32), 0, 2, FeatureSelection.all())
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert before == after
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(axis=3, index=0), "axis must be a spatial axis"),
+        (dict(axis=True, index=0), "axis must be a spatial axis"),
+        (dict(axis=0, index=6), "plane index 6 is outside spatial axis 0 of length 6"),
+        (dict(axis=2, index=-10), "plane index -10 is outside"),
+        (dict(axis=1, index=1.5), "plane index 1.5"),
+        (dict(axis=0, index=0, voxel_size=(1.0, 0.0, 1.0)), r"voxel_size \(1.0, 0.0, 1.0\)"),
+        (dict(axis=0, index=0, voxel_size=(1.0, 1.0)), "has 2 value"),
+        (dict(axis=0, index=0, region=(slice(0, 4, 2), slice(None))), "step 1"),
+        (dict(axis=0, index=0, region=(slice(0, 4), slice(None), slice(None))), "region has 3 axes"),
+        (dict(axis=0, index=0, mode="4d"), "mode"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    vol = np.zeros((6, 8, 9), np.float32)
+    with pytest.raises(ValueError, match=match):
+        plane_features(vol, **kwargs)
+
+
+def test_bad_images():
+    with pytest.raises(ValueError, match="planes are defined for volumes"):
+        plane_features(np.zeros((8, 9), np.float32), 0, 0)
+    vol = np.zeros((6, 8, 9), np.float32)
+    vol[2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        plane_features(vol, 0, 2)
+    with pytest.raises(ValueError, match="empty"):
+        plane_features(vol, 0, 2, FeatureSelection.none())
