@@ -97,7 +97,8 @@ def test_zarr_array_path_and_object(tmp_path, fmt):
     z[...] = a
     s = open_source(str(tmp_path / "a.zarr"))
     assert s.zarr_format == fmt and s.axes == "zyx" and s.name == "a" and s.source_kind == "zarr"
-    assert s.array.chunks[0] == (2, 2, 2, 1)
+    # dask chunks are whole stored chunks (small ones grouped, so a huge array does not make millions of tasks)
+    assert all(c % k == 0 or c == n for c, k, n in zip(s.chunks, (2, 8, 8), a.shape))
     np.testing.assert_array_equal(s[2:5, 3:9, 0], a[2:5, 3:9, 0])
     s = open_source(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
     np.testing.assert_array_equal(s.array.compute(), a)

@@ -1,13 +1,20 @@
-"""Image sources: one lazy view over numpy, dask, zarr (v2/v3), OME-Zarr (local or http(s)) and TIFF.
+"""Image sources: one lazy view over numpy, dask, zarr (v2/v3, sharded), OME-Zarr, N5, Neuroglancer precomputed
+(sharded too), Deep Zoom and TIFF, local or over http(s).
 
 ``open_source(obj)`` returns an :class:`ImageSource` whose ``array`` is a dask array (nothing is read until a
 region is asked for), with the axes it carries (a string over ``"tczyx"``), the voxel size of the spatial axes, the
-pyramid levels of an OME-Zarr image and, for data on a web server, the URL a browser can load directly.
+pyramid levels of a multiscale image and, for data on a web server, the URL a browser can load directly.
 
 >>> src = open_source("https://example.org/image.ome.zarr")          # doctest: +SKIP
 >>> src.axes, src.spatial_shape, src.scale, src.channel_axis           # doctest: +SKIP
 ('czyx', (236, 275, 271), (0.5, 0.36, 0.36), 0)
 >>> block = src[:, 10:20, 0:64, 0:64]       # numpy, reads only the chunks it needs  # doctest: +SKIP
+>>> open_source("precomputed://https://example.org/bigbrain", token="...")  # doctest: +SKIP
+
+The format is found from the metadata at the path or URL (:mod:`~ilastik_widget.io.formats`); zarr, N5 and
+precomputed arrays are read with tensorstore, Deep Zoom tiles with Pillow, TIFF with tifffile. Remote access has
+timeouts, retries and bearer tokens (:mod:`~ilastik_widget.io.remote`); every problem with a source is a
+:class:`~ilastik_widget.io.errors.SourceError` (a ``ValueError``) naming the place.
 
 Time series are handled one time point at a time: ``open_source(path, t=3)`` or ``src.at_time(3)``.
 """
@@ -21,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageSource", "open_source", "is_url"]
+from .errors import SourceError, SourceNotFoundError
+
+__all__ = ["ImageSource", "SourceError", "SourceNotFoundError", "is_url", "open_source"]
 
 AXIS_LETTERS = "tczyx"
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
@@ -52,7 +61,8 @@ class ImageSource:
     level_scales : list[tuple[float, ...]]
         Voxel size of the spatial axes for every level.
     url : str | None
-        For sources on a web server: the URL of the zarr group/array, which the browser can load directly.
+        For sources on a web server: the http(s) URL of the image (zarr group or array, N5 container, precomputed
+        volume, ``.dzi`` descriptor), which a browser may load directly. Never holds a token.
     path : str | None
         Local path (or the URL) the data came from; ``None`` for in-memory arrays.
     name : str
@@ -66,6 +76,11 @@ class ImageSource:
     ome_multiscale : dict | None
         For OME-Zarr images: the multiscale entry read (``axes``, ``datasets``, ``coordinateTransformations``), with
         the metadata's ``"version"``; what a browser loading ``url`` directly bases its coordinates on.
+    data_format : str | None
+        The stored format of a path or URL: ``"zarr2"``, ``"zarr3"``, ``"n5"``, ``"precomputed"``, ``"deepzoom"``.
+    storage : StoredLayout | None
+        How the stored array maps onto ``array`` (axis order, dropped axes, voxel offset, native resolution) and
+        Neuroglancer's source string for it: see :class:`~ilastik_widget.io.formats.StoredLayout`.
     """
 
     array: Any
@@ -82,7 +97,9 @@ class ImageSource:
     time_index: int | None = None
     source_kind: str = "array"
     ome_multiscale: dict | None = field(default=None, repr=False, compare=False)
-    # The directly indexable object behind ``array`` (numpy or zarr array) and the index applied to it
+    data_format: str | None = None
+    storage: Any = field(default=None, repr=False, compare=False)
+    # The directly indexable object behind ``array`` (numpy, zarr or tensorstore array...) and the index applied to it
     # (an integer time point or None); reading through it avoids dask overhead for small regions.
     _base: Any = field(default=None, repr=False, compare=False)
     _base_axes: str = field(default="", repr=False, compare=False)
@@ -139,10 +156,15 @@ class ImageSource:
 
     @property
     def neuroglancer_source(self) -> str | None:
-        """Neuroglancer data source string for remote zarr data (``zarr://https://...``), else None."""
-        if self.url is None or self.zarr_format is None:
+        """Neuroglancer data source string for data on a web server (``zarr3://https://...``,
+        ``precomputed://https://...``, ``n5://``, ``deepzoom://``), else None."""
+        if self.url is None:
             return None
-        return ("zarr3://" if self.zarr_format == 3 else "zarr2://") + self.url
+        if self.zarr_format is not None:
+            return ("zarr3://" if self.zarr_format == 3 else "zarr2://") + self.url
+        if self.data_format in ("n5", "precomputed", "deepzoom"):
+            return f"{self.data_format}://{self.url}"
+        return None
 
     # ------------------------------------------------------------------ access
     def at_time(self, t: int) -> ImageSource:
@@ -202,6 +224,7 @@ class ImageSource:
             "axes": self.axes,
             "scale": list(self.scale),
             "time_index": self.time_index,
+            "format": self.data_format,
         }
 
     def __repr__(self) -> str:  # short: the dask repr is long
@@ -290,7 +313,7 @@ def _apply_channel_axis(axes: str, channel_axis: int | None) -> str:
 
 def _stem(path: str) -> str:
     name = path.rstrip("/").split("/")[-1] or "image"
-    for suf in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif") + _TIFF_SUFFIXES:
+    for suf in (".ome.zarr", ".zarr", ".n5", ".dzi", ".ome.tiff", ".ome.tif") + _TIFF_SUFFIXES:
         if name.lower().endswith(suf):
             return name[: -len(suf)] or "image"
     return name
@@ -306,6 +329,10 @@ def open_source(
     path: str | None = None,
     series: int = 0,
     name: str | None = None,
+    format: str | None = None,
+    token: str | None = None,
+    timeout: float | tuple[float, float] | None = None,
+    cache_bytes: int | None = None,
     storage_options: dict | None = None,
 ) -> ImageSource:
     """Open anything image-like lazily.
@@ -313,21 +340,44 @@ def open_source(
     Parameters
     ----------
     obj : numpy array, dask array, zarr array or group, ImageSource, path or URL
-        Paths/URLs: a zarr (v2 or v3) array or group, an OME-Zarr image (local directory or ``http(s)://`` URL),
-        or a TIFF file (``.tif``/``.tiff``, read lazily page by page or tile by tile through ``tifffile``).
+        Paths and http(s) URLs of: a zarr (v2 or v3, sharded too) array or group, an OME-Zarr image (0.1 to 0.5),
+        an N5 dataset or multiscale group, a Neuroglancer precomputed volume (sharded too), a Deep Zoom ``.dzi``
+        descriptor, or a TIFF file (``.tif``/``.tiff``, local only, read lazily page by page or tile by tile). The
+        format is found from the metadata; Neuroglancer's spellings name it explicitly (``precomputed://URL``,
+        ``n5://``, ``zarr://``, ``zarr2://``, ``zarr3://``, ``deepzoom://``, or ``URL|zarr3:``...).
     channel_axis : int, optional
-        Which axis holds channels. Default: the ``c`` axis of the metadata (OME-Zarr, TIFF), else none.
+        Which axis holds channels. Default: the ``c`` axis of the metadata (OME-Zarr, precomputed, TIFF, RGB Deep
+        Zoom), else none.
     axes : str, optional
         Override the axes, e.g. ``"tzyx"`` or ``"zcyx"`` (letters from ``"tczyx"``).
     t : int, optional
         Select one time point of a time series (the same as ``.at_time(t)``). A time axis of length 1 is always
         dropped.
     path : str, optional
-        Array or group inside a zarr group (e.g. ``"raw"``).
+        Array or dataset inside a zarr group or N5 container (e.g. ``"raw"``).
     series : int
         TIFF series to read.
+    format : str, optional
+        ``"zarr"``, ``"zarr2"``, ``"zarr3"``, ``"n5"``, ``"precomputed"`` or ``"deepzoom"``: skip detection.
+    token : str, optional
+        Bearer token for servers that need one (e.g. an EBRAINS bucket); default ``$ILASTIK_WIDGET_TOKEN``;
+        ``False`` for none. Sent over https only, never to another host after a redirect, never stored in the
+        source, its ``repr`` or a project file.
+    timeout : float or (float, float), optional
+        Seconds to wait for a connection and for each answer (default
+        :data:`ilastik_widget.io.remote.DEFAULT_TIMEOUT`, 30 s, or ``$ILASTIK_WIDGET_TIMEOUT``).
+    cache_bytes : int, optional
+        Bound of the decoded-chunk cache of this image (default 256 MiB).
     storage_options : dict, optional
-        Passed to fsspec for remote zarr (e.g. credentials, headers).
+        Passed to fsspec for zarr at URLs other than http(s) (e.g. ``s3://`` with s3fs installed).
+
+    Raises
+    ------
+    SourceError
+        (a ``ValueError``) naming the path, URL or host and the problem: malformed metadata, an unknown format,
+        HTTP 401/403, a refused token, a server that does not answer within ``timeout``...
+    SourceNotFoundError
+        (also a ``FileNotFoundError``) nothing at the path or URL.
     """
     if isinstance(obj, ImageSource):
         src = obj
@@ -343,6 +393,9 @@ def open_source(
                 level_scales=src.level_scales if keep else [(1.0,) * n_sp] * len(src.levels),
             )
     elif isinstance(obj, (str, os.PathLike)):
+        from .remote import remote_options
+
+        options = remote_options(timeout, token)
         src = _open_path(
             os.fspath(obj),
             channel_axis=channel_axis,
@@ -350,6 +403,9 @@ def open_source(
             path=path,
             series=series,
             storage_options=storage_options,
+            format=format,
+            options=options,
+            cache_bytes=cache_bytes,
         )
     else:
         src = _open_object(obj, channel_axis=channel_axis, axes=axes, path=path)
@@ -363,17 +419,6 @@ def open_source(
     elif t not in (None, 0):
         raise ValueError(f"t={t} given but {src.name!r} has no time axis (axes {src.axes!r})")
     return src
-
-
-def _meta_of(src: ImageSource) -> dict:
-    return dict(
-        url=src.url,
-        path=src.path,
-        name=src.name,
-        zarr_format=src.zarr_format,
-        channel_names=src.channel_names,
-        source_kind=src.source_kind,
-    )
 
 
 def _build(
@@ -424,26 +469,12 @@ def _auto_chunks(a) -> tuple:
 
 def _open_object(obj, *, channel_axis, axes, path) -> ImageSource:
     import dask.array as da
+    import zarr
 
-    try:
-        import zarr
-    except ImportError:  # pragma: no cover
-        zarr = None
-    if zarr is not None and isinstance(obj, zarr.Group):
-        return _open_zarr_node(
-            obj, channel_axis=channel_axis, axes=axes, subpath=path, url=None, path_str=None, name="image"
-        )
-    if zarr is not None and isinstance(obj, zarr.Array):
-        fmt = obj.metadata.zarr_format
-        ax = _check_axes(axes, obj.ndim) if axes else _axes_for(obj.ndim, channel_axis, None)
-        return _build(
-            da.from_zarr(obj),
-            ax,
-            base=obj,
-            zarr_format=fmt,
-            source_kind="zarr",
-            name=_stem(obj.path) if obj.path else "image",
-        )
+    if isinstance(obj, zarr.Group):
+        return _open_zarr_python(obj, channel_axis=channel_axis, axes=axes, subpath=path, url=None, where=None)
+    if isinstance(obj, zarr.Array):
+        return _open_zarr_python(obj, channel_axis=channel_axis, axes=axes, subpath=None, url=None, where=None)
     if isinstance(obj, da.Array):
         ax = _check_axes(axes, obj.ndim) if axes else _axes_for(obj.ndim, channel_axis, None)
         return _build(obj, ax, source_kind="dask")
@@ -470,287 +501,131 @@ def _axes_for(ndim: int, channel_axis, meta_axes: str | None) -> str:
 
 
 # ---------------------------------------------------------------------- paths and URLs
-def _open_path(p: str, *, channel_axis, axes, path, series, storage_options) -> ImageSource:
-    remote = is_url(p)
-    if p.startswith("file://"):
-        p = p[len("file://") :]
-    low = p.lower().rstrip("/")
-    if low.endswith(_TIFF_SUFFIXES):
-        if remote:
-            raise ValueError(f"remote TIFF files are not supported ({p}); download it or convert it to OME-Zarr")
-        return _open_tiff(p, channel_axis=channel_axis, axes=axes, series=series)
-    if not remote:
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"no such file or directory: {p!r}")
-        if os.path.isfile(p):
-            with open(p, "rb") as fh:
-                magic = fh.read(4)
-            if magic[:2] in (b"II", b"MM"):
-                return _open_tiff(p, channel_axis=channel_axis, axes=axes, series=series)
-            if p.lower().endswith(".npy"):
-                arr = np.load(p, mmap_mode="r", allow_pickle=False)
-                ax = _check_axes(axes, arr.ndim) if axes else _axes_for(arr.ndim, channel_axis, None)
-                return _build(
-                    arr, ax, base=arr, path=os.path.abspath(p), name=_stem(p)[:-4] or "image", source_kind="npy"
-                )
-            raise ValueError(f"{p!r} is not a zarr directory, a TIFF file or a .npy file")
-    return _open_zarr_path(
-        p, channel_axis=channel_axis, axes=axes, subpath=path, remote=remote, storage_options=storage_options
+def _open_path(p: str, *, channel_axis, axes, path, series, storage_options, format, options, cache_bytes):
+    from .formats import open_location
+    from .location import parse_location
+    from .tensorstore_source import DEFAULT_CACHE_BYTES
+
+    loc = parse_location(p, format)
+    if loc is None:  # s3://, gs://... : zarr through fsspec, as before
+        return _open_fsspec_zarr(p, channel_axis=channel_axis, axes=axes, subpath=path, options=storage_options)
+    low = loc.root.lower()
+    if loc.format is None and low.endswith(_TIFF_SUFFIXES):
+        if loc.remote:
+            raise SourceError(
+                f"remote TIFF files are not supported ({loc.where}); download it or convert it to OME-Zarr"
+            )
+        from .tiff_source import open_tiff
+
+        return open_tiff(loc.root, channel_axis=channel_axis, axes=axes, series=series)
+    if not loc.remote:
+        if not os.path.exists(loc.root):
+            raise SourceNotFoundError(f"no such file or directory: {loc.root!r}")
+        if os.path.isfile(loc.root) and loc.format is None and not low.endswith((".dzi", ".json", ".xml")):
+            return _open_local_file(loc.root, channel_axis=channel_axis, axes=axes, series=series)
+    if cache_bytes is None:
+        cache_bytes = DEFAULT_CACHE_BYTES
+    elif isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be a non-negative integer, not {cache_bytes!r}")
+    return open_location(
+        loc, options=options, channel_axis=channel_axis, axes=axes, subpath=path, cache_bytes=cache_bytes
     )
 
 
-def _open_zarr_path(p: str, *, channel_axis, axes, subpath, remote, storage_options) -> ImageSource:
+def _open_local_file(p: str, *, channel_axis, axes, series) -> ImageSource:
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] in (b"II", b"MM"):
+        from .tiff_source import open_tiff
+
+        return open_tiff(p, channel_axis=channel_axis, axes=axes, series=series)
+    if p.lower().endswith(".npy"):
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        ax = _check_axes(axes, arr.ndim) if axes else _axes_for(arr.ndim, channel_axis, None)
+        return _build(arr, ax, base=arr, path=os.path.abspath(p), name=_stem(p)[:-4] or "image", source_kind="npy")
+    raise SourceError(
+        f"{p!r} is not a zarr, N5 or precomputed directory, a Deep Zoom descriptor, a TIFF file or a .npy file"
+    )
+
+
+def _open_fsspec_zarr(url: str, *, channel_axis, axes, subpath, options) -> ImageSource:
     import zarr
+    from zarr.storage import FsspecStore
 
-    url = p.rstrip("/") if remote else None
     try:
-        if remote:
-            from zarr.storage import FsspecStore
-
-            store = FsspecStore.from_url(url, read_only=True, storage_options=storage_options or {})
-            node = zarr.open(store=store, mode="r")
-        else:
-            node = zarr.open(p, mode="r")
+        store = FsspecStore.from_url(url.rstrip("/"), read_only=True, storage_options=options or {})
+        node = zarr.open(store=store, mode="r")
     except (FileNotFoundError, KeyError) as exc:
-        raise FileNotFoundError(f"no zarr array or group at {p!r} ({exc})") from exc
+        raise SourceNotFoundError(f"no zarr array or group at {url!r} ({exc})") from exc
     except Exception as exc:
         if type(exc).__name__ in ("NodeNotFoundError", "GroupNotFoundError", "ArrayNotFoundError"):
-            raise FileNotFoundError(f"no zarr array or group at {p!r}") from exc
-        raise
-    path_str = url if remote else os.path.abspath(p)
-    return _open_zarr_node(
-        node, channel_axis=channel_axis, axes=axes, subpath=subpath, url=url, path_str=path_str, name=_stem(p)
-    )
+            raise SourceNotFoundError(f"no zarr array or group at {url!r}") from exc
+        raise SourceError(f"cannot open {url!r} as zarr: {type(exc).__name__}: {exc}") from None
+    return _open_zarr_python(node, channel_axis=channel_axis, axes=axes, subpath=subpath, url=None, where=url)
 
 
-def _ome_multiscales(attrs: dict):
-    if isinstance(attrs.get("ome"), dict) and "multiscales" in attrs["ome"]:
-        return attrs["ome"]["multiscales"], attrs["ome"].get("omero"), attrs["ome"].get("version", "0.5")
-    if "multiscales" in attrs:
-        ms = attrs["multiscales"]
-        return ms, attrs.get("omero"), (ms[0].get("version") if ms else None)
-    return None, None, None
-
-
-def _open_zarr_node(node, *, channel_axis, axes, subpath, url, path_str, name) -> ImageSource:
+def _open_zarr_python(node, *, channel_axis, axes, subpath, url, where) -> ImageSource:
+    """A zarr-python array or group (given as an object, or at a URL fsspec reads), OME-Zarr included."""
     import dask.array as da
     import zarr
 
+    from . import metadata as md
+    from .formats import _check_levels
+
+    name = _stem(where) if where else "image"
     if subpath:
-        node = node[subpath]
-        if url:
-            url = url + "/" + subpath.strip("/")
-        if path_str:
-            path_str = path_str + "/" + subpath.strip("/")
+        try:
+            node = node[subpath]
+        except KeyError:
+            raise SourceNotFoundError(f"no array or group {subpath!r} in {where or 'the zarr group'}") from None
+        where = f"{where}/{subpath.strip('/')}" if where else None
         name = _stem(subpath)
     fmt = node.metadata.zarr_format
     if isinstance(node, zarr.Array):
         ax = _check_axes(axes, node.ndim) if axes else _axes_for(node.ndim, channel_axis, None)
-        return _build(
-            da.from_zarr(node), ax, base=node, url=url, path=path_str, name=name, zarr_format=fmt, source_kind="zarr"
-        )
-    attrs = dict(node.attrs)
-    multiscales, omero, version = _ome_multiscales(attrs)
-    if multiscales:
-        return _open_ome(
-            node,
-            multiscales[0],
-            omero,
-            channel_axis=channel_axis,
-            axes=axes,
-            url=url,
-            path_str=path_str,
-            name=name,
-            fmt=fmt,
-            version=version,
-        )
-    arrays = sorted(node.array_keys())
-    if len(arrays) == 1:
-        return _open_zarr_node(
-            node, channel_axis=channel_axis, axes=axes, subpath=arrays[0], url=url, path_str=path_str, name=name
-        )
-    if not arrays:
+        label = _stem(node.path) if node.path else name
+        return _build(da.from_zarr(node), ax, base=node, path=where, name=label, zarr_format=fmt, source_kind="zarr")
+    ome = md.parse_ome(dict(node.attrs), where or "the zarr group")
+    if ome is None:
+        arrays = sorted(node.array_keys())
+        if len(arrays) == 1:
+            return _open_zarr_python(
+                node, channel_axis=channel_axis, axes=axes, subpath=arrays[0], url=url, where=where
+            )
         groups = sorted(node.group_keys())
-        raise ValueError(
-            f"zarr group {path_str or ''!r} holds no arrays and no OME-Zarr multiscales metadata"
-            + (f"; its groups are {groups}: pass path=..." if groups else "")
+        if not arrays:
+            hint = f"; its groups are {groups}: pass path=..." if groups else ""
+            raise SourceError(f"zarr group {where or ''!r} holds no arrays and no OME-Zarr multiscales metadata{hint}")
+        raise SourceError(
+            f"zarr group {where or ''!r} holds several arrays {arrays} and no OME-Zarr metadata: pass path=<one of them>"
         )
-    raise ValueError(
-        f"zarr group {path_str or ''!r} holds several arrays {arrays} and no OME-Zarr metadata: pass path=<one of them>"
-    )
-
-
-def _ome_axes(ms: dict, ndim: int) -> tuple[str, list]:
-    raw = ms.get("axes")
-    if raw is None:  # OME-Zarr 0.1/0.2: always 5D tczyx
-        return "tczyx"[5 - ndim :], [None] * ndim
-    letters, units = [], []
-    for a in raw:
-        if isinstance(a, str):
-            nm, typ, unit = a.lower(), None, None
-        else:
-            nm, typ, unit = str(a.get("name", "")).lower(), a.get("type"), a.get("unit")
-        if nm in AXIS_LETTERS:
-            letters.append(nm)
-        elif typ == "time":
-            letters.append("t")
-        elif typ == "channel":
-            letters.append("c")
-        else:
-            letters.append("?")
-        units.append(unit)
-    if "?" in letters:  # spatial axes with other names: give them z, y, x in order
-        free = [c for c in "zyx" if c not in letters]
-        n_q = letters.count("?")
-        free = free[len(free) - n_q :] if n_q <= len(free) else None
-        if free is None:
-            raise ValueError(f"cannot interpret OME-Zarr axes {raw}")
-        it = iter(free)
-        letters = [next(it) if a == "?" else a for a in letters]
-    return "".join(letters), units
-
-
-def _scale_of(transforms, ndim: int) -> list[float]:
-    s = [1.0] * ndim
-    for tr in transforms or []:
-        if tr.get("type") == "scale" and "scale" in tr:
-            s = [a * float(b) for a, b in zip(s, tr["scale"])]
-    return s
-
-
-def _open_ome(group, ms: dict, omero, *, channel_axis, axes, url, path_str, name, fmt, version=None) -> ImageSource:
-    import dask.array as da
-
-    datasets = ms.get("datasets") or []
-    if not datasets:
-        raise ValueError(f"OME-Zarr image {path_str!r} lists no datasets")
     arrays = []
-    for d in datasets:
+    for p in ome.paths:
         try:
-            arrays.append(group[d["path"]])
-        except KeyError as exc:
-            raise ValueError(f"OME-Zarr image {path_str!r}: dataset {d['path']!r} is missing") from exc
+            arrays.append(node[p])
+        except KeyError:
+            raise SourceError(f"OME-Zarr image {where or ''!r}: dataset {p!r} is missing") from None
     ndim = arrays[0].ndim
-    meta_axes, units_all = _ome_axes(ms, ndim)
-    if axes:
-        ax = _check_axes(axes, ndim)
-    else:
-        ax = _apply_channel_axis(_check_axes(meta_axes, ndim), channel_axis)
-    glob = _scale_of(ms.get("coordinateTransformations"), ndim)
-    level_scales = []
-    for d in datasets:
-        s = _scale_of(d.get("coordinateTransformations"), ndim)
-        s = [a * b for a, b in zip(s, glob)]
-        level_scales.append(tuple(v for a, v in zip(ax, s) if a in "zyx"))
-    units = tuple(u for a, u in zip(ax, units_all) if a in "zyx")
-    levels = [da.from_zarr(a) for a in arrays]
-    channel_names = None
-    if omero and isinstance(omero.get("channels"), list):
-        channel_names = [str(c.get("label", i)) for i, c in enumerate(omero["channels"])]
+    meta_axes = ome.axes if ome.axes is not None else ("tczyx"[5 - ndim :] if ndim <= 5 else "")
+    if len(meta_axes) != ndim:
+        raise SourceError(f"OME-Zarr image {where or ''!r}: the axes do not match the {ndim} dimensions")
+    _check_levels(where or "OME-Zarr image", ome.paths, [a.shape for a in arrays], meta_axes)
+    ax = _check_axes(axes, ndim) if axes else _apply_channel_axis(_check_axes(meta_axes, ndim), channel_axis)
+    level_scales = [tuple(v for a, v in zip(ax, s or (1.0,) * ndim) if a in "zyx") for s in ome.level_scales]
+    units = tuple(u for a, u in zip(ax, ome.units or (None,) * ndim) if a in "zyx")
     return _build(
-        levels[0],
+        da.from_zarr(arrays[0]),
         ax,
         base=arrays[0],
-        levels=levels,
+        levels=[da.from_zarr(a) for a in arrays],
         scale=level_scales[0],
         units=units,
         level_scales=level_scales,
         url=url,
-        path=path_str,
-        name=ms.get("name") or name,
+        path=where,
+        name=ome.name or name,
         zarr_format=fmt,
-        channel_names=channel_names,
+        channel_names=list(ome.channel_names) if ome.channel_names else None,
         source_kind="ome-zarr",
-        ome_multiscale={**ms, "version": version},
+        ome_multiscale=ome.multiscale,
     )
-
-
-# ---------------------------------------------------------------------- TIFF
-_TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
-
-
-def _open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
-    import dask.array as da
-    import tifffile
-    import zarr
-
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
-    try:
-        with tifffile.TiffFile(p) as tf:
-            if not 0 <= series < len(tf.series):
-                raise ValueError(f"{p!r} has {len(tf.series)} series; series={series} does not exist")
-            s = tf.series[series]
-            tiff_axes = s.axes
-            shape = s.shape
-            scale_map = _tiff_scale(tf)
-    except tifffile.TiffFileError as exc:
-        raise ValueError(f"{p!r} is not a readable TIFF file: {exc}") from exc
-    store = tifffile.imread(p, aszarr=True, series=series)
-    node = zarr.open(store, mode="r")
-    if isinstance(node, zarr.Group):  # pyramidal TIFF: levels "0", "1", ...
-        keys = sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-        zlevels = [node[k] for k in keys]
-    else:
-        zlevels = [node]
-    # squeeze leading singleton axes the metadata does not name as one of ours
-    meta = []
-    for a in tiff_axes:
-        meta.append(_TIFF_AXES.get(a, "?"))
-    ndim = len(shape)
-    if axes:
-        ax = _check_axes(axes, ndim)
-    else:
-        ax = _tiff_guess_axes(meta, shape)
-        ax = _apply_channel_axis(_check_axes(ax, ndim), channel_axis)
-    levels = [da.from_zarr(z) for z in zlevels]
-    sp = [a for a in ax if a in "zyx"]
-    scale0 = tuple(scale_map.get(a, 1.0) for a in sp)
-    level_scales = [
-        tuple(s0 * shape[ax.index(a)] / lv.shape[ax.index(a)] for s0, a in zip(scale0, sp)) for lv in levels
-    ]
-    return _build(
-        levels[0],
-        ax,
-        base=zlevels[0],
-        levels=levels,
-        scale=scale0,
-        level_scales=level_scales,
-        path=os.path.abspath(p),
-        name=_stem(p),
-        source_kind="tiff",
-    )
-
-
-def _tiff_guess_axes(meta: list[str], shape) -> str:
-    """Map tifffile axis codes to ours; unknown codes ('I', 'Q', ...) become z, or t when z is taken."""
-    letters = list(meta)
-    if letters.count("c") > 1:  # C and S both present: keep S (samples) only if C is 1 long
-        raise ValueError(f"TIFF with two channel-like axes {meta}: pass axes=... (letters from 'tczyx')")
-    for i, a in enumerate(letters):
-        if a == "?":
-            if "z" not in letters:
-                letters[i] = "z"
-            elif "t" not in letters:
-                letters[i] = "t"
-            else:
-                raise ValueError(f"cannot interpret TIFF axes {meta}: pass axes=...")
-    return "".join(letters)
-
-
-def _tiff_scale(tf) -> dict:
-    out = {}
-    try:
-        page = tf.pages[0]
-        for tag, ax in (("XResolution", "x"), ("YResolution", "y")):
-            t = page.tags.get(tag)
-            if t is not None:
-                num, den = t.value
-                if num and den and not (num == 1 and den == 1):
-                    out[ax] = den / num
-        ij = tf.imagej_metadata or {}
-        if "spacing" in ij:
-            out["z"] = float(ij["spacing"])
-    except Exception:  # metadata is best effort
-        pass
-    return out
