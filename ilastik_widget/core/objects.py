@@ -211,27 +211,51 @@ def renumber(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
+def _distance_to_background(mask: np.ndarray, voxel_size: Sequence[float] | None) -> np.ndarray:
+    """Euclidean distance of object voxels to the background, in voxels of the finest axis."""
+    sampling = None
+    if voxel_size is not None:
+        vs = np.asarray(voxel_size, float)
+        sampling = vs / vs.min()
+    if mask.ndim == 2 and (sampling is None or np.all(sampling == 1)):
+        import cv2
+
+        # OpenCV's exact 2D transform: the same distances as scipy's (to float32), several times faster.
+        return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return ndi.distance_transform_edt(mask, sampling=sampling).astype(np.float32)
+
+
 def split_touching(labels: np.ndarray, depth: float, voxel_size: Sequence[float] | None) -> np.ndarray:
     """Separate touching objects: watershed of the negated distance transform from its h-maxima.
 
     The Euclidean distance to the background (in voxels of the finest axis when voxel sizes differ) has one
     maximum per roundish object; two objects touching through a neck give two maxima. Maxima at least ``depth``
-    higher than the saddle between them (h-maxima) seed a watershed of the negated distance inside each object,
-    which cuts along the neck. Shallower bumps (rough outlines) do not split.
+    higher than the saddle between them (h-maxima) seed a watershed of the negated distance inside the object,
+    which cuts along the neck. Shallower bumps (rough outlines) do not split. Each object is processed in its
+    bounding box, and only objects with two or more seeds are cut. New pieces get new numbers (not in raster order).
     """
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    mask = labels > 0
-    sampling = None
-    if voxel_size is not None:
-        vs = np.asarray(voxel_size, float)
-        sampling = vs / vs.min()
-    dist = ndi.distance_transform_edt(mask, sampling=sampling)
-    peaks = h_maxima(dist, depth) > 0
-    markers, _ = ndi.label(peaks & mask, structure=np.ones((3,) * labels.ndim))
-    # A watershed inside each object keeps objects apart; the markers' labels are unique across objects.
-    return watershed(-dist, markers, mask=mask, connectivity=1).astype(np.int32)
+    dist = _distance_to_background(labels > 0, voxel_size)
+    out = labels.astype(np.int32, copy=True)
+    next_label = int(labels.max()) + 1
+    full = np.ones((3,) * labels.ndim, bool)
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        # One voxel of margin: the object's outline meets background (distance 0) inside the box.
+        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, labels.shape))
+        inside = labels[box] == i
+        d = np.where(inside, dist[box], 0.0)
+        markers, n_seeds = ndi.label((h_maxima(d, depth) > 0) & inside, structure=full)
+        if n_seeds < 2:
+            continue
+        pieces = watershed(-d, markers, mask=inside, connectivity=1)
+        target = out[box]
+        target[inside & (pieces > 1)] = pieces[inside & (pieces > 1)] + (next_label - 2)
+        next_label += n_seeds - 1
+    return out
 
 
 # ---------------------------------------------------------------------- statistics and table
@@ -404,7 +428,8 @@ def objects_from_probabilities(
         seeded = np.zeros(n + 1, bool)
         seeded[labels[core_ok[cores]]] = True
         keep &= seeded
-    labels = renumber(labels, keep)
+    if not keep[1:].all():
+        labels = renumber(labels, keep)
     if params.split is not None:
         labels = split_touching(labels, params.split, params.voxel_size)
         n = int(labels.max())
