@@ -81,6 +81,18 @@ def test_touching_pairs_merge_and_split_separates_them(discs):
     assert t["area"].sum() == whole.table["area"].sum()  # splitting loses no pixel
 
 
+def test_split_does_not_cut_single_objects_with_noisy_outlines():
+    rng = np.random.default_rng(5)
+    centres = [(y, x) for y in range(30, 250, 45) for x in range(30, 250, 45)]
+    fg = np.zeros((260, 260))
+    for c, r in zip(centres, rng.uniform(6, 14, len(centres))):
+        fg = np.maximum(fg, _probabilities(fg.shape, [c], r)[..., 1])
+    noisy = np.clip(fg + ndi.gaussian_filter(rng.normal(0, 0.3, fg.shape), 1), 0, 1).astype(np.float32)
+    prob = np.stack([1 - noisy, noisy], -1)
+    assert len(objects_from_probabilities(prob, 2)) == len(centres)
+    assert len(objects_from_probabilities(prob, 2, split=True)) == len(centres)
+
+
 def test_spheres_in_3d_counted_measured_and_split():
     centres = [(10, 12, 12), (10, 12, 40), (24, 30, 20), (10, 36, 50), (10, 36, 61)]  # the last two touch
     prob = _probabilities((34, 50, 76), centres, radius=6)
