@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_features.py [--repeats N] [--only 2d|3d]``
 
 Both are timed in the same process on the same input (median of N repeats, one warm-up each).
-Targets (DESIGN.md section 7): <= 0.25x skimage's time in 2D (1024x1024, all 49 channels) and
+Targets: <= 0.25x skimage's time in 2D (1024x1024, all 49 channels) and
 <= 0.2x in 3D (128x256x256, all 61 channels).
 """
 

@@ -19,6 +19,10 @@ _LAZY = {
     "IlastikWidget": "ilastik_widget.widget.widget",
     "predict_batch": "ilastik_widget.io.batch",
     "open_source": "ilastik_widget.io.sources",
+    "save_session": "ilastik_widget.io.project",
+    "load_session": "ilastik_widget.io.project",
+    "features_for_region": "ilastik_widget.core.features",
+    "PixelClassifier": "ilastik_widget.core.classifier",
 }
 
 __all__ = sorted(_LAZY)

@@ -48,7 +48,12 @@ class _Session:
         self.classes = [_Class(f"c{i}", c) for i, c in zip(range(n_classes), ["#ff0000", "#00ff00", "#0000ff"])]
         self.generation = 0
         self.is_trained = False
+        self.source = None
         self.predict_calls = []
+
+    def precompute(self, regions):
+        for region in regions:
+            self.predict(region)
 
     def predict(self, region=None):
         self.predict_calls.append(region)
@@ -202,15 +207,15 @@ def test_predictions_are_computed_only_for_requested_chunks_and_scaled():
     assert server.read(["predictions/0/0/1.1.0"]) == [None]  # not trained yet: missing (transparent)
     session.is_trained = True
     session.generation = 3
-    z = _json(server, "predictions/3/0/.zarray")
+    z = _json(server, "predictions/0/0/.zarray")
     assert z["shape"] == [300, 300, 2] and z["chunks"] == [128, 128, 2] and z["dtype"] == "|u1"
-    c = _chunk(server, "predictions/3/0/1.2.0", z)
+    c = _chunk(server, "predictions/0/0/1.2.0", z)
     assert session.predict_calls == [(slice(128, 256), slice(256, 300))]
     expected = np.rint(image[128:256, 256:300] / image.max() * 255)
     np.testing.assert_allclose(c[:, :44, 1], expected, atol=1)
     assert not c[:, 44:].any()
-    assert server.read(["predictions/3/0/0.0.1"]) == [None]  # channel chunk index must be 0
-    attrs = _json(server, "predictions/3/.zattrs")
+    assert server.read(["predictions/0/0/0.0.1"]) == [None]  # channel chunk index must be 0
+    attrs = _json(server, "predictions/0/.zattrs")
     assert attrs["multiscales"][0]["axes"][-1] == {"name": "c", "type": "channel"}
 
 
@@ -252,7 +257,7 @@ def test_sources_and_layer_specs():
     src = server.sources()
     assert src["raw"] == "mem://abc123/raw/|zarr2:"
     assert src["labels"] == "mem://abc123/labels/|zarr2:"
-    assert src["probabilities"] == src["segmentation"] == src["uncertainty"] == "mem://abc123/predictions/5/|zarr2:"
+    assert src["probabilities"] == src["segmentation"] == src["uncertainty"] == "mem://abc123/predictions/0/|zarr2:"
     specs = {s["name"]: s for s in server.layer_specs()}
     assert specs["raw"]["source"] == src["raw"] and specs["raw"]["opacity"] == 1.0
     # prediction layers read the classes through Neuroglancer's channel dimension c^
@@ -329,7 +334,7 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
     (ms,) = _json(server, f"{name}/.zattrs")["multiscales"]
     channels = 1 if name.startswith("predictions") else 0
     # the predictions pyramid stops where a chunk would cover more than max_predict_pixels (here at level 1)
-    levels = server._predictions_array().n_levels if channels else len(server.raw.factors)
+    levels = server.store.predictions().n_levels if channels else len(server.raw.factors)
     assert len(ms["datasets"]) == levels > 1
     for level, dataset in enumerate(ms["datasets"]):
         scale_t, translation_t = dataset["coordinateTransformations"]
@@ -351,9 +356,9 @@ def test_warm_predictions_caches_every_chunk_of_a_small_image_only():
     session.is_trained = True
     session.generation = 5
     keys = server.prediction_keys()
-    levels = server._predictions_array().n_levels
-    assert levels == 3 and keys[-1] == "predictions/5/2/0.0.0"  # finest level first
-    assert keys[:9] == [f"predictions/5/0/{i}.{j}.0" for i in range(3) for j in range(3)]
+    levels = server.store.predictions().n_levels
+    assert levels == 3 and keys[-1] == "predictions/0/2/0.0.0"  # finest level first
+    assert keys[:9] == [f"predictions/0/0/{i}.{j}.0" for i in range(3) for j in range(3)]
     assert server.warm_predictions() == len(keys)
     # the image is predicted once, chunk by chunk at level 0; the coarse levels are made from those chunks
     assert len(session.predict_calls) == 9
@@ -387,8 +392,8 @@ def test_prediction_pyramid_stops_where_chunks_get_too_costly():
     session.is_trained = True
     server = ChunkServer(session, "wid", chunk_shape=(256, 256), max_predict_pixels=1024 * 1024)
     # the 2D raw pyramid goes down to a level that fits a panel (3000 -> 1500 -> 750 px); a volume's to one chunk
-    assert server.raw.factors == [(1, 1), (2, 2), (4, 4)]
-    assert ChunkServer(_Session(_image2d((1024, 1024))), "small").raw.factors == [(1, 1)]
+    assert server.raw.factors == ((1, 1), (2, 2), (4, 4))
+    assert ChunkServer(_Session(_image2d((1024, 1024))), "small").raw.factors == ((1, 1),)
     assert ChunkServer(_Session(np.zeros((64, 300, 300), np.uint8)), "vol").raw.factors[-1] == (1, 8, 8)
     (ms,) = _json(server, "predictions/0/.zattrs")["multiscales"]
     assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]  # a level-2 chunk covers 1024 x 1024
@@ -408,8 +413,8 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
             "labels/0/0.0",
             "labels/0/1.2",
             "raw/0/0.0",
-            "predictions/4/0/1.1.0",
-            "predictions/4/.zattrs",
+            "predictions/0/0/1.1.0",
+            "predictions/0/.zattrs",
             "labels/9/0.0",
             "nonsense/0/0.0",
         ]
@@ -428,11 +433,11 @@ def test_push_sends_the_current_chunks_the_browser_read_and_starts_a_new_working
     assert server.pending_push("labels") == 2  # with labels/0/1.2, read just above
     session.annotations.paint((slice(0, 5), slice(0, 5)), 1)
     assert server.take_push("labels").keys == ["labels/0/0.0", "labels/0/1.2"]
-    # predictions are pushed for the session's current generation, whatever generation the browser asked for
+    # predictions are pushed under the current layout of the predictions array
     session.generation = 5
     keys, data, missing = server.take_push("predictions")
     assert server.take_push("predictions") == ([], [], []) and missing == []
-    assert keys == ["predictions/5/0/1.1.0"] and data == server.read(keys)
+    assert keys == ["predictions/0/0/1.1.0"] and data == server.read(keys)
 
 
 def test_push_predicts_its_full_resolution_chunks_ahead_in_batches_within_its_budget():
@@ -448,7 +453,7 @@ def test_push_predicts_its_full_resolution_chunks_ahead_in_batches_within_its_bu
     assert len(push.keys) == 21
     assert [len(b) for b in batches] == [8, 8, 4]  # level 0 only: the coarse chunk is assembled from them
     assert sorted(r for b in batches for r in b) == sorted(
-        server._predictions_array().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5)
+        server.store.predictions().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5)
     )
     # only the chunks that fit in the budget
     batches.clear()

@@ -186,7 +186,7 @@ def test_a_time_point_is_a_local_position(tmp_path, zarr_format):
     assert raw["localPosition"] == [2.5, 0.5]  # time point 2, channel 0
     assert global_position(raw, source, (2, 0, 3, 4)) == pytest.approx({"t'": 2.5, "c'": 0.5, "y": 3.5, "x": 4.5})
     # the kernel reads the same time point and channel
-    np.testing.assert_array_equal(server._read_raw((slice(0, 20), slice(0, 30))), data[2, 0])
+    np.testing.assert_array_equal(server.store.raw_reader.read((slice(0, 20), slice(0, 30))), data[2, 0])
 
 
 def test_plain_zarr_array(tmp_path):

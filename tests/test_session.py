@@ -163,13 +163,13 @@ def test_label_change_regathers_rows_only_for_changed_blocks(cells):
     s.add_stroke(2, [[200, 200]], radius=2)  # block (3, 3)
     s.train()
     asked = []
-    original = s._block_features
+    original = s._store.block_features
 
     def spy(block_index, spec=None):
         asked.append(block_index)
         return original(block_index, spec)
 
-    s._block_features = spy
+    s._store.block_features = spy
     s.add_stroke(2, [[100, 150]], radius=2)  # block (1, 2)
     s.train()
     assert asked == [(1, 2)]
@@ -190,7 +190,7 @@ def test_feature_cache_is_bounded_in_bytes(cells):
         sess.train()
     p = s.predict()
     assert 0 < s.cache_nbytes <= bound
-    assert len(s._features.keys()) == 3
+    assert len(s._store._features.keys()) == 3
     np.testing.assert_array_equal(p, big.predict())
     assert big.cache_nbytes == 16 * block_bytes
 
@@ -630,8 +630,8 @@ def test_prediction_started_before_a_selection_change_uses_its_models_features(c
     s.train()
     region = (slice(0, 128), slice(0, 256))  # two blocks
     expected = s.predict(region)
-    s._features.clear()
-    s._predictions.clear()  # force feature reads inside the next prediction
+    s._store._features.clear()
+    s._store._probabilities.clear()  # force feature reads inside the next prediction
     arr.armed = True
     result = {}
 

@@ -1,36 +1,54 @@
-"""Typed custom messages between the browser and the kernel, with validation and one dispatcher.
+"""The browser <-> kernel message protocol, defined once.
 
-Every browser->kernel message is a JSON object with a ``"type"`` and a correlation ``"id"`` (a non-negative
-integer chosen by the browser). :func:`parse_message` turns the raw dict into one of the frozen request classes
-below or raises :class:`MessageError` with a message in plain words; :class:`Dispatcher` routes requests to the
-handlers and turns every failure into an ``{"type": "error", "id": ..., "message": ...}`` reply plus a log line,
-so a malformed message never raises out of the comm handler.
+Every message is a JSON object with a ``"type"``; browser->kernel requests also carry a correlation ``"id"`` (a
+non-negative integer chosen by the browser) that the reply repeats. Each message type is a frozen dataclass below
+whose fields carry their checks (:class:`Check`). :func:`parse_message` turns a raw dict into one of the request
+classes or raises :class:`MessageError` with a sentence that names the field; :class:`Dispatcher` routes requests to
+handlers and turns every failure into an :class:`ErrorReply` and a log line, so a malformed message never raises out of
+the comm handler.
 
-Kernel->browser messages are built with the small helpers at the bottom (``chunks_reply``, ``refresh``, ...).
+The TypeScript side (``js/src/protocol.ts``) is generated from this module, with the constants the browser shares with
+the kernel (class limit, brush sizes, layer names and their default settings)::
+
+    python -m ilastik_widget.widget.protocol_typescript > js/src/protocol.ts
+
+and ``tests/test_protocol.py`` fails when the committed file differs from what this module generates.
+
+Traits (``classes``, ``brush_size``, ``layers``...) are the shared state; messages are only for transient requests
+(chunks, strokes, edits of the class list) and for the kernel's pushes (``refresh``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ..core.limits import MAX_CLASSES, MAX_NAME_LENGTH
+
 log = logging.getLogger("ilastik_widget")
 
-MAX_ID = 2**53 - 1  # JavaScript's largest safe integer
-MAX_KEYS = 1024  # chunk keys in one request
+#: JavaScript's largest safe integer: the largest id a request may carry.
+MAX_ID = 2**53 - 1
+#: Chunk keys in one ``chunks`` or ``seen`` request.
+MAX_KEYS = 1024
 MAX_KEY_LENGTH = 512
 MAX_CANCEL_IDS = 4096
-MAX_POINTS = 100_000  # points in one stroke
-MAX_RADIUS = 61.0  # brush radius in pixels (the brush size slider goes up to 61)
+#: Points in one stroke (the browser thins longer strokes to this many).
+MAX_STROKE_POINTS = 50_000
+#: Brush size: the diameter in pixels of the brush's footprint; the stroke's radius is ``(size - 1) / 2``.
+BRUSH_SIZE_MIN, BRUSH_SIZE_MAX = 1, 61
+MAX_STROKE_RADIUS = (BRUSH_SIZE_MAX - 1) / 2
+#: Coordinates beyond this are not positions in any image (and would overflow the index arithmetic).
 MAX_COORDINATE = 2.0**40
-MAX_NAME_LENGTH = 100
-MAX_CLASSES = 64
+#: What the mouse does: paint with the active class, erase, or pan and zoom as in plain Neuroglancer.
+MODES = ("paint", "erase", "navigate")
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -43,38 +61,227 @@ class MessageError(ValueError):
         self.id = id
 
 
-# --------------------------------------------------------------------------------------------------- requests
+# --------------------------------------------------------------------------------------------------- field checks
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_int(value: Any, name: str, lo: int, hi: int, id: int | None = None) -> int:
+    """An integer in [lo, hi]; floats with an integral value are accepted, bools are not."""
+    if isinstance(value, bool):
+        raise MessageError(f"'{name}' must be a whole number, not {value!r}", id)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise MessageError(f"'{name}' must be a whole number, not {_short(value)}", id)
+    if not lo <= value <= hi:
+        raise MessageError(f"'{name}' must be between {lo} and {hi}, not {_short(value)}", id)
+    return value
+
+
+def check_float(value: Any, name: str, lo: float, hi: float, id: int | None = None) -> float:
+    """A finite number in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MessageError(f"'{name}' must be a number, not {_short(value)}", id)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
+        raise MessageError(f"'{name}' must be between {lo:g} and {hi:g}, not {_short(value)}", id) from None
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise MessageError(f"'{name}' must be between {lo:g} and {hi:g}, not {_short(value)}", id)
+    return number
+
+
+def check_bool(value: Any, name: str, id: int | None = None) -> bool:
+    if not isinstance(value, bool):
+        raise MessageError(f"'{name}' must be true or false, not {_short(value)}", id)
+    return value
+
+
+def check_name(value: Any, name: str = "name", id: int | None = None) -> str:
+    """A class name: text, not blank, at most :data:`MAX_NAME_LENGTH` characters (surrounding space removed)."""
+    if not isinstance(value, str):
+        raise MessageError(f"'{name}' must be text, not {_short(value)}", id)
+    value = value.strip()
+    if not value:
+        raise MessageError(f"'{name}' must not be empty", id)
+    if len(value) > MAX_NAME_LENGTH:
+        raise MessageError(f"'{name}' is too long ({len(value)} characters, at most {MAX_NAME_LENGTH})", id)
+    return value
+
+
+def check_color(value: Any, name: str = "color", id: int | None = None) -> str:
+    """A colour ``"#rrggbb"``, returned in lower case."""
+    if not isinstance(value, str) or not COLOR_RE.match(value):
+        raise MessageError(f"'{name}' must be a colour like '#ff8800', not {_short(value)}", id)
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the checks need to know about the widget when a message arrives."""
+
+    ndim: int | None = None
+    n_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """How one field is read from JSON: ``parse(value, name, id, context)`` returns the typed value or raises
+    :class:`MessageError`; ``ts`` is its TypeScript type; an ``optional`` field may be missing or null."""
+
+    parse: Callable[[Any, str, int, Context], Any]
+    ts: str
+    optional: bool = False
+
+
+def _field(check: Check, default: Any = dataclasses.MISSING) -> Any:
+    if default is dataclasses.MISSING:
+        return field(metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+def _list(value: Any, name: str, id: int, most: int) -> list:
+    if not isinstance(value, list):
+        raise MessageError(f"'{name}' must be a list, not {_short(value)}", id)
+    if len(value) > most:
+        raise MessageError(f"'{name}' holds at most {most} items, this one {len(value)}", id)
+    return value
+
+
+def _keys(value: Any, name: str, id: int, _context: Context) -> tuple[str, ...]:
+    for key in _list(value, name, id, MAX_KEYS):
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+            raise MessageError(
+                f"chunk keys must be non-empty strings of at most {MAX_KEY_LENGTH} characters, not {_short(key)}", id
+            )
+    return tuple(value)
+
+
+def _chunk_keys(value: Any, name: str, id: int, _context: Context) -> tuple[str, ...]:
+    """Keys of a ``chunks`` request: a malformed key is answered as not found, it does not fail the request."""
+    return tuple(
+        key if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH else ""
+        for key in _list(value, name, id, MAX_KEYS)
+    )
+
+
+def _ids(value: Any, name: str, id: int, _context: Context) -> tuple[int, ...]:
+    return tuple(check_int(i, name, 0, MAX_ID, id) for i in _list(value, name, id, MAX_CANCEL_IDS))
+
+
+def _label(value: Any, name: str, id: int, context: Context) -> int:
+    return check_int(value, name, 1, context.n_classes or MAX_CLASSES, id)
+
+
+def _axes(value: Any, name: str, id: int, context: Context) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise MessageError(f"'{name}' must be two axis numbers, not {_short(value)}", id)
+    top = (context.ndim or 3) - 1
+    axes = (check_int(value[0], name, 0, top, id), check_int(value[1], name, 0, top, id))
+    if axes[0] == axes[1]:
+        raise MessageError(f"the two '{name}' of a stroke must differ", id)
+    return axes
+
+
+def _points(value: Any, name: str, id: int, context: Context) -> np.ndarray:
+    if not isinstance(value, list) or not value:
+        raise MessageError(f"'{name}' must be a non-empty list of points, not {_short(value)}", id)
+    if len(value) > MAX_STROKE_POINTS:
+        raise MessageError(f"a stroke has at most {MAX_STROKE_POINTS} points, this one has {len(value)}", id)
+    width = context.ndim
+    for p in value:
+        if not isinstance(p, list):
+            raise MessageError(f"each point must be a list of coordinates, not {_short(p)}", id)
+        if width is None:
+            width = len(p)
+        if len(p) != width:
+            raise MessageError(f"each point must have {width} coordinates, one has {len(p)}", id)
+        for c in p:
+            check_float(c, "point coordinates", -MAX_COORDINATE, MAX_COORDINATE, id)
+    if width not in (2, 3):
+        raise MessageError(f"points must have 2 or 3 coordinates, not {width}", id)
+    return np.asarray(value, dtype=np.float64).reshape(len(value), width)
+
+
+def _text(most: int) -> Callable[[Any, str, int, Context], str]:
+    def parse(value: Any, name: str, id: int, _context: Context) -> str:
+        if not isinstance(value, str):
+            raise MessageError(f"'{name}' must be text, not {_short(value)}", id)
+        return value[:most]
+
+    return parse
+
+
+ID = Check(lambda v, n, i, c: check_int(v, n, 0, MAX_ID, i), "number")
+KEYS = Check(_keys, "string[]")
+CHUNK_KEYS = Check(_chunk_keys, "string[]")
+IDS = Check(_ids, "number[]")
+LABEL = Check(_label, "number")
+STROKE_ID = ID
+NAME = Check(lambda v, n, i, c: check_name(v, n, i), "string")
+OPTIONAL_NAME = Check(NAME.parse, "string", optional=True)
+COLOR = Check(lambda v, n, i, c: check_color(v, n, i), "string")
+OPTIONAL_COLOR = Check(COLOR.parse, "string", optional=True)
+RADIUS = Check(lambda v, n, i, c: check_float(v, n, 0.0, MAX_STROKE_RADIUS, i), "number")
+ERASE = Check(lambda v, n, i, c: check_bool(v, n, i), "boolean", optional=True)
+AXES = Check(_axes, "[number, number]", optional=True)
+POINTS = Check(_points, "number[][]")
+
+
+# ----------------------------------------------------------------------------------------------- browser -> kernel
 
 
 @dataclass(frozen=True)
 class Request:
-    id: int
+    """A browser->kernel message; ``TYPE`` is its ``"type"``."""
+
+    TYPE: ClassVar[str] = ""
+    #: Whether the kernel answers it (with a reply of type ``"<TYPE>-reply"`` or an :class:`ErrorReply`).
+    REPLIED: ClassVar[bool] = True
+    id: int = _field(ID)
 
 
 @dataclass(frozen=True)
 class ChunksRequest(Request):
-    keys: tuple[str, ...]
+    """Zarr keys the viewer reads (one request per animation frame); the reply carries one buffer per found key."""
 
-
-@dataclass(frozen=True)
-class CancelRequest(Request):
-    ids: tuple[int, ...]
+    TYPE: ClassVar[str] = "chunks"
+    keys: tuple[str, ...] = _field(CHUNK_KEYS)
 
 
 @dataclass(frozen=True)
 class SeenRequest(Request):
-    """Chunk keys the browser served from a push: they are still on screen (no reply)."""
+    """Chunk keys the browser took from a refresh and still shows: the next push keeps them up to date."""
 
-    keys: tuple[str, ...]
+    TYPE: ClassVar[str] = "seen"
+    REPLIED: ClassVar[bool] = False
+    keys: tuple[str, ...] = _field(KEYS)
 
 
 @dataclass(frozen=True)
+class CancelRequest(Request):
+    """Chunk requests the browser no longer needs (skipped if not started)."""
+
+    TYPE: ClassVar[str] = "cancel"
+    REPLIED: ClassVar[bool] = False
+    ids: tuple[int, ...] = _field(IDS)
+
+
+@dataclass(frozen=True, eq=False)
 class StrokeRequest(Request):
-    label: int
-    erase: bool
-    radius: float
-    axes: tuple[int, int] | None
-    points: np.ndarray  # (N, ndim) float64
+    """A brush stroke painted (or erased) in the browser: points in array index order, radius in pixels of the
+    panel's plane (``axes``, the two array axes of the plane; the panel's nearest axis-aligned plane)."""
+
+    TYPE: ClassVar[str] = "stroke"
+    label: int = _field(LABEL)
+    radius: float = _field(RADIUS)
+    points: np.ndarray = _field(POINTS)
+    erase: bool = _field(ERASE, default=False)
+    axes: tuple[int, int] | None = _field(AXES, default=None)
 
     def __eq__(self, other: object) -> bool:  # numpy arrays do not compare as a bool
         return (
@@ -89,161 +296,83 @@ class StrokeRequest(Request):
 
 @dataclass(frozen=True)
 class UndoRequest(Request):
-    pass
+    TYPE: ClassVar[str] = "undo"
 
 
 @dataclass(frozen=True)
 class RedoRequest(Request):
-    pass
+    TYPE: ClassVar[str] = "redo"
 
 
 @dataclass(frozen=True)
 class RemoveStrokeRequest(Request):
-    stroke_id: int
+    TYPE: ClassVar[str] = "remove-stroke"
+    stroke_id: int = _field(STROKE_ID)
 
 
 @dataclass(frozen=True)
 class UpdateNowRequest(Request):
-    pass
+    """Train on the current labels now (the panel's "Update now" while live update is off)."""
+
+    TYPE: ClassVar[str] = "update-now"
 
 
 @dataclass(frozen=True)
 class AddClassRequest(Request):
-    name: str | None
-    color: str | None
+    TYPE: ClassVar[str] = "add-class"
+    name: str | None = _field(OPTIONAL_NAME, default=None)
+    color: str | None = _field(OPTIONAL_COLOR, default=None)
 
 
 @dataclass(frozen=True)
 class RemoveClassRequest(Request):
-    label: int
+    TYPE: ClassVar[str] = "remove-class"
+    label: int = _field(LABEL)
 
 
 @dataclass(frozen=True)
 class RenameClassRequest(Request):
-    label: int
-    name: str
+    TYPE: ClassVar[str] = "rename-class"
+    label: int = _field(LABEL)
+    name: str = _field(NAME)
 
 
 @dataclass(frozen=True)
 class RecolorClassRequest(Request):
-    label: int
-    color: str
+    TYPE: ClassVar[str] = "recolor-class"
+    label: int = _field(LABEL)
+    color: str = _field(COLOR)
 
 
 @dataclass(frozen=True)
 class SourceFallbackRequest(Request):
     """The browser could not load ``layer`` from ``url`` (``message`` says why) and shows its fallback, the layer
-    served by the kernel (no reply)."""
+    served by the kernel."""
 
-    layer: str
-    url: str
-    message: str
-
-
-# ------------------------------------------------------------------------------------------------ field checks
-
-
-def _field(content: dict, name: str, id: int | None, *, optional: bool = False, default: Any = None) -> Any:
-    if name not in content or content[name] is None:
-        if optional:
-            return default
-        raise MessageError(f"the message has no '{name}' field", id)
-    return content[name]
+    TYPE: ClassVar[str] = "source-fallback"
+    REPLIED: ClassVar[bool] = False
+    layer: str = _field(Check(_text(MAX_NAME_LENGTH), "string"))
+    url: str = _field(Check(_text(2000), "string"))
+    message: str = _field(Check(_text(1000), "string"))
 
 
-def check_int(value: Any, name: str, lo: int, hi: int, id: int | None = None) -> int:
-    """An integer in [lo, hi]; floats with an integral value are accepted, bools are not."""
-    if isinstance(value, bool):
-        raise MessageError(f"'{name}' must be a whole number, not {value!r}", id)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise MessageError(f"'{name}' must be a whole number, not {_short(value)}", id)
-    if not lo <= value <= hi:
-        raise MessageError(f"'{name}' must be between {lo} and {hi}, not {value}", id)
-    return value
-
-
-def check_float(value: Any, name: str, lo: float, hi: float, id: int | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MessageError(f"'{name}' must be a number, not {_short(value)}", id)
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise MessageError(f"'{name}' must be between {lo:g} and {hi:g}, not {value!r}", id)
-    return value
-
-
-def check_bool(value: Any, name: str, id: int | None = None) -> bool:
-    if not isinstance(value, bool):
-        raise MessageError(f"'{name}' must be true or false, not {_short(value)}", id)
-    return value
-
-
-def check_name(value: Any, name: str = "name", id: int | None = None) -> str:
-    if not isinstance(value, str):
-        raise MessageError(f"'{name}' must be text, not {_short(value)}", id)
-    value = value.strip()
-    if not value:
-        raise MessageError(f"'{name}' must not be empty", id)
-    if len(value) > MAX_NAME_LENGTH:
-        raise MessageError(f"'{name}' is too long ({len(value)} characters, at most {MAX_NAME_LENGTH})", id)
-    return value
-
-
-def check_color(value: Any, name: str = "color", id: int | None = None) -> str:
-    if not isinstance(value, str) or not COLOR_RE.match(value):
-        raise MessageError(f"'{name}' must be a colour like '#ff8800', not {_short(value)}", id)
-    return value.lower()
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_points(value: Any, id: int, ndim: int | None) -> np.ndarray:
-    if not isinstance(value, (list, tuple)):
-        raise MessageError(f"'points' must be a list of points, not {_short(value)}", id)
-    if not value:
-        raise MessageError("a stroke needs at least one point", id)
-    if len(value) > MAX_POINTS:
-        raise MessageError(f"a stroke has at most {MAX_POINTS} points, this one has {len(value)}", id)
-    width = ndim
-    for p in value:
-        if not isinstance(p, (list, tuple)):
-            raise MessageError(f"each point must be a list of coordinates, not {_short(p)}", id)
-        if width is None:
-            width = len(p)
-        if len(p) != width:
-            raise MessageError(f"each point must have {width} coordinates, one has {len(p)}", id)
-        for c in p:
-            if isinstance(c, bool) or not isinstance(c, (int, float)):
-                raise MessageError(f"point coordinates must be numbers, not {_short(c)}", id)
-    if width not in (2, 3):
-        raise MessageError(f"points must have 2 or 3 coordinates, not {width}", id)
-    pts = np.asarray(value, dtype=np.float64).reshape(len(value), width)
-    if not np.all(np.isfinite(pts)) or np.any(np.abs(pts) > MAX_COORDINATE):
-        raise MessageError("point coordinates must be finite numbers of sensible size", id)
-    return pts
-
-
-# ----------------------------------------------------------------------------------------------------- parsing
-
-REQUEST_TYPES = (
-    "chunks",
-    "seen",
-    "cancel",
-    "stroke",
-    "undo",
-    "redo",
-    "remove-stroke",
-    "update-now",
-    "add-class",
-    "remove-class",
-    "rename-class",
-    "recolor-class",
-    "source-fallback",
+REQUESTS: tuple[type[Request], ...] = (
+    ChunksRequest,
+    SeenRequest,
+    CancelRequest,
+    StrokeRequest,
+    UndoRequest,
+    RedoRequest,
+    RemoveStrokeRequest,
+    UpdateNowRequest,
+    AddClassRequest,
+    RemoveClassRequest,
+    RenameClassRequest,
+    RecolorClassRequest,
+    SourceFallbackRequest,
 )
+_BY_TYPE = {r.TYPE: r for r in REQUESTS}
+REQUEST_TYPES = tuple(_BY_TYPE)
 
 
 def message_id(content: Any) -> int | None:
@@ -260,8 +389,19 @@ def parse_message(
 ) -> Request:
     """Validate a raw browser->kernel message and return its typed request.
 
-    ``ndim`` (spatial dimensions of the image) and ``n_classes`` tighten the checks of strokes and class numbers.
-    Raises :class:`MessageError` naming the offending field.
+    Parameters
+    ----------
+    content : Any
+        The decoded JSON of the message.
+    buffers : list, optional
+        Its binary buffers (no request carries any today).
+    ndim, n_classes : int, optional
+        Spatial dimensions of the image and number of classes: they tighten the checks of points, axes and labels.
+
+    Raises
+    ------
+    MessageError
+        Naming the offending field, with the request's id when it has a valid one.
     """
     if not isinstance(content, dict):
         raise MessageError(f"a message must be a JSON object, not {_short(content)}")
@@ -269,80 +409,115 @@ def parse_message(
     if not isinstance(kind, str):
         raise MessageError("the message has no 'type'", message_id(content))
     if "id" not in content:
-        raise MessageError(f"the '{kind}' message has no 'id'")
+        raise MessageError(f"the '{kind[:60]}' message has no 'id'")
     id = check_int(content["id"], "id", 0, MAX_ID)
-    max_label = n_classes if n_classes is not None else MAX_CLASSES
-
-    if kind in ("chunks", "seen"):
-        keys = _field(content, "keys", id)
-        if not isinstance(keys, list):
-            raise MessageError(f"'keys' must be a list of strings, not {_short(keys)}", id)
-        if len(keys) > MAX_KEYS:
-            raise MessageError(f"at most {MAX_KEYS} chunk keys per message, got {len(keys)}", id)
-        for k in keys:
-            if not isinstance(k, str) or not k or len(k) > MAX_KEY_LENGTH:
-                raise MessageError(f"chunk keys must be non-empty strings, not {_short(k)}", id)
-        return (ChunksRequest if kind == "chunks" else SeenRequest)(id, tuple(keys))
-    if kind == "cancel":
-        ids = _field(content, "ids", id)
-        if not isinstance(ids, list) or len(ids) > MAX_CANCEL_IDS:
-            raise MessageError("'ids' must be a list of request ids", id)
-        return CancelRequest(id, tuple(check_int(i, "ids", 0, MAX_ID, id) for i in ids))
-    if kind == "stroke":
-        label = check_int(_field(content, "label", id), "label", 1, max_label, id)
-        erase = check_bool(_field(content, "erase", id, optional=True, default=False), "erase", id)
-        radius = check_float(_field(content, "radius", id), "radius", 0.0, MAX_RADIUS, id)
-        axes_raw = _field(content, "axes", id, optional=True)
-        axes = None
-        if axes_raw is not None:
-            if not isinstance(axes_raw, (list, tuple)) or len(axes_raw) != 2:
-                raise MessageError(f"'axes' must be two axis numbers, not {_short(axes_raw)}", id)
-            top = (ndim or 3) - 1
-            axes = (check_int(axes_raw[0], "axes", 0, top, id), check_int(axes_raw[1], "axes", 0, top, id))
-            if axes[0] == axes[1]:
-                raise MessageError("the two 'axes' of a stroke must differ", id)
-        points = _check_points(_field(content, "points", id), id, ndim)
-        return StrokeRequest(id, label, erase, radius, axes, points)
-    if kind == "undo":
-        return UndoRequest(id)
-    if kind == "redo":
-        return RedoRequest(id)
-    if kind == "remove-stroke":
-        return RemoveStrokeRequest(id, check_int(_field(content, "stroke_id", id), "stroke_id", 0, MAX_ID, id))
-    if kind == "update-now":
-        return UpdateNowRequest(id)
-    if kind == "add-class":
-        name = _field(content, "name", id, optional=True)
-        color = _field(content, "color", id, optional=True)
-        return AddClassRequest(
-            id,
-            None if name is None else check_name(name, "name", id),
-            None if color is None else check_color(color, "color", id),
-        )
-    if kind == "remove-class":
-        return RemoveClassRequest(id, check_int(_field(content, "label", id), "label", 1, max_label, id))
-    if kind == "rename-class":
-        return RenameClassRequest(
-            id,
-            check_int(_field(content, "label", id), "label", 1, max_label, id),
-            check_name(_field(content, "name", id), "name", id),
-        )
-    if kind == "recolor-class":
-        return RecolorClassRequest(
-            id,
-            check_int(_field(content, "label", id), "label", 1, max_label, id),
-            check_color(_field(content, "color", id), "color", id),
-        )
-    if kind == "source-fallback":
-        texts = [_field(content, name, id) for name in ("layer", "url", "message")]
-        if not all(isinstance(v, str) for v in texts):
-            raise MessageError("'layer', 'url' and 'message' must be strings", id)
-        layer, url, message = (v[:limit] for v, limit in zip(texts, (MAX_NAME_LENGTH, 2000, 1000)))
-        return SourceFallbackRequest(id, layer, url, message)
-    raise MessageError(f"unknown message type {_short(kind)}", id)
+    request_type = _BY_TYPE.get(kind)
+    if request_type is None:
+        raise MessageError(f"unknown message type {_short(kind)}", id)
+    context = Context(ndim=ndim, n_classes=n_classes)
+    values: dict[str, Any] = {"id": id}
+    for f in dataclasses.fields(request_type):
+        if f.name == "id":
+            continue
+        check: Check = f.metadata["check"]
+        raw = content.get(f.name)
+        if raw is None:
+            if not check.optional:
+                raise MessageError(f"the message has no '{f.name}' field", id)
+            continue
+        values[f.name] = check.parse(raw, f.name, id, context)
+    return request_type(**values)
 
 
-# -------------------------------------------------------------------------------------------------- dispatcher
+# ----------------------------------------------------------------------------------------------- kernel -> browser
+
+
+@dataclass(frozen=True)
+class KernelMessage:
+    """A kernel->browser message; :meth:`to_json` gives the content to send."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class ChunksReply(KernelMessage):
+    """``found[i]`` says whether ``keys[i]`` of the request has data; the buffers hold the found ones, in order."""
+
+    TYPE: ClassVar[str] = "chunks-reply"
+    id: int
+    found: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Reply(KernelMessage):
+    """The reply to a request without a result of its own (``type`` is ``"<request type>-reply"``)."""
+
+    id: int
+    request: str = field(default="", metadata={"ts": False})
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["type"] = f"{out.pop('request')}-reply"
+        return out
+
+
+@dataclass(frozen=True)
+class StrokeReply(KernelMessage):
+    TYPE: ClassVar[str] = "stroke-reply"
+    id: int
+    stroke_id: int
+
+
+@dataclass(frozen=True)
+class ChangedReply(KernelMessage):
+    """Reply to undo or redo: whether there was anything to undo or redo."""
+
+    id: int
+    changed: bool
+    request: str = field(default="undo", metadata={"ts": False})
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["type"] = f"{out.pop('request')}-reply"
+        return out
+
+
+@dataclass(frozen=True)
+class AddClassReply(KernelMessage):
+    TYPE: ClassVar[str] = "add-class-reply"
+    id: int
+    label: int
+
+
+@dataclass(frozen=True)
+class ErrorReply(KernelMessage):
+    """A request failed (``id`` is null when the message had no valid id); ``message`` is in words."""
+
+    TYPE: ClassVar[str] = "error"
+    id: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Refresh(KernelMessage):
+    """New data of ``layers``: ``keys[i]`` is the chunk in buffer i; the ``missing`` keys now have no data (their fill
+    value). Together they cover every chunk of those layers the browser read or reported as seen since the last
+    refresh, so the browser updates what it shows without asking."""
+
+    TYPE: ClassVar[str] = "refresh"
+    layers: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------------------ dispatcher
 
 Handler = Callable[[Any, list], None]
 
@@ -350,24 +525,29 @@ Handler = Callable[[Any, list], None]
 class Dispatcher:
     """Routes parsed requests to handlers by request class; every failure becomes an error reply and a log line.
 
-    ``send(content, buffers)`` sends a message to the browser. ``context()`` returns keyword arguments for
-    :func:`parse_message` (image dimensionality, number of classes) at the time of the message. ``on_error(text)``
-    lets the owner show the error (status line); it must not raise.
+    Parameters
+    ----------
+    send : callable
+        ``send(message, buffers)`` sends a :class:`KernelMessage` to the browser.
+    context : callable, optional
+        Returns the :class:`Context` (image dimensionality, number of classes) at the time of a message.
+    on_error : callable, optional
+        ``on_error(text)`` lets the owner show the error (status line); it must not raise.
     """
 
     def __init__(
         self,
-        send: Callable[[dict, list], None],
+        send: Callable[[KernelMessage, list], None],
         *,
-        context: Callable[[], dict] | None = None,
+        context: Callable[[], Context] | None = None,
         on_error: Callable[[str], None] | None = None,
     ):
         self._send = send
-        self._context = context or (lambda: {})
+        self._context = context or Context
         self._on_error = on_error
         self._handlers: dict[type, Handler] = {}
 
-    def register(self, request_type: type, handler: Handler) -> None:
+    def register(self, request_type: type[Request], handler: Handler) -> None:
         self._handlers[request_type] = handler
 
     def dispatch(self, content: Any, buffers: list | None = None) -> Request | None:
@@ -375,10 +555,11 @@ class Dispatcher:
         buffers = list(buffers or [])
         request = None
         try:
-            request = parse_message(content, buffers, **self._context())
+            context = self._context()
+            request = parse_message(content, buffers, ndim=context.ndim, n_classes=context.n_classes)
             handler = self._handlers.get(type(request))
             if handler is None:
-                raise MessageError(f"messages of type '{content.get('type')}' are not handled here", request.id)
+                raise MessageError(f"messages of type '{request.TYPE}' are not handled here", request.id)
             handler(request, buffers)
         except MessageError as exc:
             self.reply_error(exc.id if exc.id is not None else message_id(content), exc.message, content)
@@ -389,9 +570,11 @@ class Dispatcher:
 
     def reply_error(self, id: int | None, text: str, content: Any = None) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        log.warning("ilastik_widget: rejected %s message (id %s): %s", kind or "a", id, text)
+        log.warning(
+            "ilastik_widget: rejected %s message (id %s): %s", _short(kind) if kind is not None else "a", id, text
+        )
         try:
-            self._send(error(id, text), [])
+            self._send(ErrorReply(id, text), [])
         except Exception:  # pragma: no cover - the comm is gone
             log.exception("ilastik_widget: could not send an error reply")
         if self._on_error is not None:
@@ -407,32 +590,3 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, KeyError, IndexError, TypeError, RuntimeError)) and text:
         return text.strip("'\"") if isinstance(exc, KeyError) else text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------- kernel->browser messages
-
-
-def chunks_reply(id: int, found: list[bool]) -> dict:
-    return {"type": "chunks-reply", "id": id, "found": list(found)}
-
-
-def reply(kind: str, id: int, **fields: Any) -> dict:
-    return {"type": f"{kind}-reply", "id": id, **fields}
-
-
-def error(id: int | None, message: str) -> dict:
-    return {"type": "error", "id": id, "message": message}
-
-
-def refresh(
-    layers: list[str], generation: int, keys: list[str] | None = None, missing: list[str] | None = None
-) -> dict:
-    """Layers to re-read; ``keys`` name the chunks sent along as buffers, in order, and ``missing`` the chunks that
-    now have no data (the browser uses both instead of asking for those keys)."""
-    return {
-        "type": "refresh",
-        "layers": list(layers),
-        "generation": int(generation),
-        "keys": list(keys or []),
-        "missing": list(missing or []),
-    }

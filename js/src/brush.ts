@@ -1,4 +1,4 @@
-// Brush and eraser on Neuroglancer's cross-section panels (DESIGN.md section 4).
+// Brush and eraser on Neuroglancer's cross-section panels.
 //
 // In paint/erase mode an EventActionMap binding `at:mousedown0` (stopPropagation) is added with top priority to the
 // slice-view bindings, so a left drag paints instead of panning; in navigate mode the map is removed and the mouse

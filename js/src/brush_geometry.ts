@@ -1,4 +1,4 @@
-// Pure geometry of the brush (DESIGN.md section 4): panel projection, global <-> array coordinates, gap filling and
+// Pure geometry of the brush: panel projection, global <-> array coordinates, gap filling and
 // the stroke sent to the kernel. Only type imports from Neuroglancer, so it runs without a browser (js/test/).
 
 import type { SliceViewPanel } from "neuroglancer/unstable/sliceview/panel.js";

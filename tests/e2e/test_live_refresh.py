@@ -44,7 +44,7 @@ w""",
     "_E2E_DONE = True",
 ]
 
-# Per chunk the page holds: its zarr key (current generation) and [sum, index-weighted sum] of its bytes, or None
+# Per chunk the page holds: its zarr key and [sum, index-weighted sum] of its bytes, or None
 # for a missing chunk. Sums of the whole chunk, exact in doubles for 256 x 256 x 2 bytes.
 PAGE_CHUNKS = """(() => {
   const out = {};
@@ -65,10 +65,10 @@ PAGE_CHUNKS = """(() => {
 
 KERNEL_CHUNKS = """\
 def _sums(keys):
-    gen = w.session.generation
+    layout = w.chunk_server.store.layout
     out = {}
     for key in keys:
-        current = key if key.startswith("labels/") else "predictions/%d/%s" % (gen, key.split("/", 2)[2])
+        current = key if key.startswith("labels/") else "predictions/%d/%s" % (layout, key.split("/", 2)[2])
         data = w.chunk_server.read([current])[0]
         if data is None:
             out[key] = None

@@ -312,7 +312,9 @@ def test_feature_matrix_comes_from_the_kernel(wd):
     assert wd.root.locator("[data-testid^='feature-cell-']").count() == 0
     assert wd.testid("features-all").is_disabled() and wd.testid("features-none").is_disabled()
 
-    wd.kexec("w.source_info = w._source_info()")
+    wd.kexec(
+        "from ilastik_widget.widget import state as _state; w.source_info = _state.source_info(w.session, w.chunk_server)"
+    )
     cell.wait_for(state="visible", timeout=20_000)
     assert wd.testid("features-unavailable").count() == 0 and not wd.testid("features-all").is_disabled()
     assert cell.is_checked() == wd.k("w.session.feature_selection.enabled('hessian_of_gaussian_eigenvalues', 1.0)")

@@ -40,7 +40,7 @@ def test_zoomed_out_view_shows_the_predictions(open_notebook):
     lab.wait_for(lambda: abs(d.k("w.viewer_state.get('crossSectionScale', 0)") - 4.0) < 0.01, 60, "the zoomed-out view")
     d.settle()
     assert d.k("w.session.is_trained")
-    assert d.k("w.chunk_server._predictions_array().n_levels") == 1
+    assert d.k("w.chunk_server.store.predictions().n_levels") == 1
     # the whole image is in view, a quarter of its size on screen
     rect = d.panel_rect()
     corners = d.to_screen([[0, 0], [SIZE - 1, SIZE - 1]])

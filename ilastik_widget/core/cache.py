@@ -1,0 +1,95 @@
+"""A thread-safe least-recently-used cache bounded in bytes, computing each missing key once."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+def _nbytes(value: object) -> int:
+    size = getattr(value, "nbytes", None)
+    return int(size) if size is not None else len(value)  # type: ignore[arg-type]
+
+
+class ByteLRU(Generic[V]):
+    """Values (numpy arrays or bytes) by key, at most ``max_bytes`` in all; the least recently used go first.
+
+    A value larger than the bound is returned but not kept. :meth:`get_or_compute` lets one thread compute a missing
+    key while the others asking for it wait for that result.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
+        self._inflight: dict[Hashable, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        size = _nbytes(value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.nbytes -= _nbytes(old)
+            self._data[key] = value
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._data.popitem(last=False)
+                self.nbytes -= _nbytes(dropped)
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
+        """The cached value, or ``compute()`` (once, even when several threads ask at the same time)."""
+        while True:
+            with self._lock:
+                value = self._data.get(key)
+                if value is not None:
+                    self._data.move_to_end(key)
+                    return value
+                event = self._inflight.get(key)
+                owner = event is None
+                if event is None:
+                    event = self._inflight[key] = threading.Event()
+            if not owner:
+                # Another thread computes this key: wait, then look again (it may have failed or been too large to
+                # keep, and then this thread computes it).
+                event.wait()
+                continue
+            try:
+                value = compute()
+                self.put(key, value)
+                return value
+            finally:
+                with self._lock:
+                    self._inflight.pop(key, None)
+                event.set()
+
+    def discard(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Drop every key for which ``predicate(key)`` is true."""
+        with self._lock:
+            for key in [k for k in self._data if predicate(k)]:
+                self.nbytes -= _nbytes(self._data.pop(key))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.nbytes = 0
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._data)

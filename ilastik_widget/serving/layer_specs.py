@@ -1,0 +1,169 @@
+"""The viewer's layers as Neuroglancer layer JSON: sources, transforms and shaders, built from the chunk store and the
+session's classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.colors import rgb01
+from .chunk_keys import array_path
+from .chunk_store import ChunkStore
+from .pyramid import AXIS_NAMES
+
+#: The viewer's layers, in the order the panel lists them.
+LAYER_NAMES = ("raw", "labels", "probabilities", "segmentation", "uncertainty")
+#: The layers that show the predictions array.
+PREDICTION_LAYERS = ("probabilities", "segmentation", "uncertainty")
+#: Visibility and opacity of each layer in a new widget.
+DEFAULT_LAYER_SETTINGS: dict[str, dict[str, Any]] = {
+    "raw": {"visible": True, "opacity": 1.0},
+    "labels": {"visible": True, "opacity": 0.8},
+    "probabilities": {"visible": True, "opacity": 0.5},
+    "segmentation": {"visible": False, "opacity": 0.5},
+    "uncertainty": {"visible": False, "opacity": 0.7},
+}
+
+
+def _vec3(rgb: Sequence[float]) -> str:
+    return "vec3(" + ", ".join(f"{v:.4f}" for v in rgb) + ")"
+
+
+def raw_shader(channels: int | None, display_range: tuple[float, float]) -> str:
+    lo, hi = display_range
+    control = "#uicontrol invlerp normalized(range=[%s, %s])\n" % (lo, hi)
+    if channels == 3:
+        return control + (
+            "void main() {\n"
+            "  emitRGB(vec3(normalized(getDataValue(0)), normalized(getDataValue(1)), normalized(getDataValue(2))));\n"
+            "}\n"
+        )
+    return control + "void main() { emitGrayscale(normalized()); }\n"
+
+
+def labels_shader(colors: Sequence[Sequence[float]]) -> str:
+    lines = ["void main() {", "  uint v = toRaw(getDataValue());", "  if (v == 0u) { emitTransparent(); return; }"]
+    for i, rgb in enumerate(colors, start=1):
+        lines.append(f"  if (v == {i}u) {{ emitRGBA(vec4({_vec3(rgb)}, 1.0)); return; }}")
+    lines += ["  emitRGBA(vec4(1.0, 1.0, 1.0, 1.0));", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def probabilities_shader(colors: Sequence[Sequence[float]], n: int) -> str:
+    # Each class in its colour, weighted by its probability squared (a confident class shows its own colour rather than
+    # a blend); opacity grows from 0 at chance level (1/n) to 1 at certainty.
+    lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float weight = 0.0;", "  float best = 0.0;"]
+    for i in range(n):
+        rgb = colors[i % len(colors)]
+        lines += [
+            f"  float p{i} = toNormalized(getDataValue({i}));",
+            f"  color += p{i} * p{i} * {_vec3(rgb)};",
+            f"  weight += p{i} * p{i};",
+            f"  best = max(best, p{i});",
+        ]
+    chance = 1.0 / max(n, 1)
+    lines += [
+        "  if (weight <= 0.0) { emitTransparent(); return; }",
+        f"  float alpha = clamp((best - {chance:.6f}) / {max(1e-6, 1.0 - chance):.6f}, 0.0, 1.0);",
+        "  emitRGBA(vec4(color / weight, alpha));",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def segmentation_shader(colors: Sequence[Sequence[float]], n: int) -> str:
+    lines = ["void main() {", "  float best = 0.0;", "  vec3 color = vec3(0.0);"]
+    for i in range(n):
+        rgb = colors[i % len(colors)]
+        lines += [
+            f"  float p{i} = toNormalized(getDataValue({i}));",
+            f"  if (p{i} > best) {{ best = p{i}; color = {_vec3(rgb)}; }}",
+        ]
+    lines += ["  if (best <= 0.0) { emitTransparent(); return; }", "  emitRGBA(vec4(color, 1.0));", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def uncertainty_shader(n: int) -> str:
+    lines = ["void main() {", "  float first = 0.0;", "  float second = 0.0;"]
+    for i in range(n):
+        lines += [
+            f"  float p{i} = toNormalized(getDataValue({i}));",
+            f"  if (p{i} > first) {{ second = first; first = p{i}; }} else if (p{i} > second) {{ second = p{i}; }}",
+        ]
+    lines += [
+        "  if (first <= 0.0) { emitTransparent(); return; }",
+        "  float u = 1.0 - (first - second);",
+        # violet (some doubt) to white (a toss-up), transparent where the classifier is sure
+        "  emitRGBA(vec4(mix(vec3(0.55, 0.0, 1.0), vec3(1.0), u * u), u));",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def source_urls(widget_id: str, store: ChunkStore) -> dict[str, str]:
+    """Neuroglancer source URL per layer name: the widget's ``mem://`` kvstore with the zarr v2 data source."""
+    raw, labels, predictions = (
+        f"mem://{widget_id}/{path}/|zarr2:" for path in ("raw", "labels", array_path("predictions", store.layout))
+    )
+    return {"raw": raw, "labels": labels, **dict.fromkeys(PREDICTION_LAYERS, predictions)}
+
+
+def _source(store: ChunkStore, url: str, channels: bool = False) -> str | dict:
+    """The layer source: the URL, or URL plus a transform that renames the OME channel axis (Neuroglancer's local
+    dimension ``c'``) to the channel dimension ``c^`` (so shaders read every channel with ``getDataValue(i)``). The
+    spatial output dimensions repeat the relative voxel sizes the .zattrs give (an identity; the viewer reads the
+    global dimensions from the raw layer's)."""
+    scales = store.display_scales()
+    if not channels and all(v == 1.0 for v in scales):
+        return url
+    out: dict[str, list] = {name: [v, ""] for name, v in zip(AXIS_NAMES[store.ndim], scales)}
+    if channels:
+        out["c^"] = [1, ""]
+    return {"url": url, "transform": {"outputDimensions": out}}
+
+
+def layer_specs(widget_id: str, store: ChunkStore, raw_spec: Any = None) -> list[dict]:
+    """Neuroglancer layer JSON for raw, probabilities, segmentation, uncertainty and labels, in drawing order (image
+    layers are drawn in list order: raw, then predictions, labels on top).
+
+    ``raw_spec(kernel_spec)`` may replace the raw layer's spec (the browser loading an image from its URL).
+    """
+    urls = source_urls(widget_id, store)
+    colors = [rgb01(c.color) for c in store.session.classes] or [(1.0, 1.0, 1.0)]
+    n = store.n_classes
+    reader = store.raw_reader
+    display_range = reader.display_range()
+    raw = {
+        "type": "image",
+        "name": "raw",
+        "source": _source(store, urls["raw"], channels=reader.channels == 3),
+        "opacity": 1.0,
+        "shader": raw_shader(reader.channels, display_range),
+        "shaderControls": {"normalized": {"range": list(display_range)}},
+    }
+    if raw_spec is not None:
+        raw = raw_spec(raw)
+    shaders = {
+        "probabilities": probabilities_shader(colors, n),
+        "segmentation": segmentation_shader(colors, n),
+        "uncertainty": uncertainty_shader(n),
+    }
+    predictions = [
+        {
+            "type": "image",
+            "name": name,
+            "source": _source(store, urls[name], channels=True),
+            "opacity": DEFAULT_LAYER_SETTINGS[name]["opacity"],
+            **({} if DEFAULT_LAYER_SETTINGS[name]["visible"] else {"visible": False}),
+            "shader": shaders[name],
+        }
+        for name in PREDICTION_LAYERS
+    ]
+    labels = {
+        "type": "image",
+        "name": "labels",
+        "source": _source(store, urls["labels"]),
+        "opacity": DEFAULT_LAYER_SETTINGS["labels"]["opacity"],
+        "shader": labels_shader(colors),
+    }
+    return [raw, *predictions, labels]

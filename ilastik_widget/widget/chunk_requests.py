@@ -1,0 +1,116 @@
+"""Answers the browser's ``chunks`` requests in worker threads, so the comm stays responsive while chunks are made.
+
+Two lanes: image and label chunks are quick and must not wait behind prediction chunks being computed. A request the
+browser cancelled before it started is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..serving.chunk_keys import ChunkKey, parse_key
+from ..serving.chunk_server import ChunkServer
+from .protocol import CancelRequest, ChunksReply, ChunksRequest, ErrorReply, KernelMessage, describe_exception
+
+log = logging.getLogger("ilastik_widget")
+
+#: Ids of cancelled requests remembered (those of requests already served are forgotten first).
+MAX_CANCELLED = 10_000
+
+
+def _is_prediction_chunk(key: str) -> bool:
+    parsed = parse_key(key)
+    return isinstance(parsed, ChunkKey) and parsed.array == "predictions"
+
+
+class ChunkRequests:
+    """Serves ``chunks`` requests on two thread pools.
+
+    Parameters
+    ----------
+    server : ChunkServer
+    send : callable
+        ``send(message, buffers)`` sends the reply.
+    prediction_work : callable
+        ``prediction_work(n)`` is told +n when a request with n prediction chunks arrives and -n when it is answered
+        (the status line says "Predicting n chunks" meanwhile).
+    name : str
+        Prefix of the worker threads' names.
+    """
+
+    def __init__(
+        self,
+        server: ChunkServer,
+        send: Callable[[KernelMessage, list], None],
+        prediction_work: Callable[[int], None],
+        name: str = "ilastik",
+    ):
+        self.server = server
+        self._send = send
+        self._prediction_work = prediction_work
+        self._name = name
+        self._lock = threading.Lock()
+        self._predictions: ThreadPoolExecutor | None = None
+        self._data: ThreadPoolExecutor | None = None
+        self._futures: set[Future] = set()
+        self._cancelled: set[int] = set()
+
+    def _lanes(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        with self._lock:
+            if self._predictions is None or self._data is None:
+                self._predictions = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{self._name}-p")
+                self._data = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{self._name}-r")
+            return self._predictions, self._data
+
+    def submit(self, request: ChunksRequest) -> Future:
+        n_predictions = sum(1 for key in request.keys if _is_prediction_chunk(key))
+        predictions, data = self._lanes()
+        if n_predictions:
+            self._prediction_work(n_predictions)
+        future = (predictions if n_predictions else data).submit(self._serve, request, n_predictions)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def cancel(self, request: CancelRequest) -> None:
+        with self._lock:
+            self._cancelled.update(request.ids)
+            if len(self._cancelled) > MAX_CANCELLED:
+                self._cancelled = set(sorted(self._cancelled)[-MAX_CANCELLED // 2 :])
+
+    def _done(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def futures(self) -> list[Future]:
+        with self._lock:
+            return list(self._futures)
+
+    def _serve(self, request: ChunksRequest, n_predictions: int) -> None:
+        try:
+            with self._lock:
+                cancelled = request.id in self._cancelled
+                self._cancelled.discard(request.id)
+            if cancelled:
+                return
+            try:
+                data = self.server.read(list(request.keys))
+            except Exception as exc:
+                log.exception("ilastik_widget: chunk request %s failed", request.id)
+                self._send(ErrorReply(request.id, f"Could not read chunks: {describe_exception(exc)}"), [])
+                return
+            self._send(ChunksReply(request.id, tuple(d is not None for d in data)), [d for d in data if d is not None])
+        finally:
+            if n_predictions:
+                self._prediction_work(-n_predictions)
+
+    def close(self) -> None:
+        with self._lock:
+            lanes = [self._predictions, self._data]
+        for executor in lanes:
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,87 @@
+"""The session's state as the widget's traits show it to the browser (pure functions of the session and the server)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..core.features import feature_table
+from ..serving.chunk_server import ChunkServer
+from .protocol import BRUSH_SIZE_MAX, BRUSH_SIZE_MIN
+
+
+def class_list(session: Any) -> list[dict[str, str]]:
+    """The ``classes`` trait: ``[{"name", "color"}, ...]`` in label order."""
+    return [{"name": str(c.name), "color": str(c.color).lower()} for c in session.classes]
+
+
+def apply_class_list(session: Any, new: list[dict[str, str]]) -> None:
+    """Make the session's classes ``new`` (a ``classes`` trait value): renames and recolours by position, then adds or
+    removes classes at the end."""
+    current = class_list(session)
+    for label, (cur, want) in enumerate(zip(current, new), start=1):
+        if cur["name"] != want["name"]:
+            session.rename_class(label, want["name"])
+        if cur["color"] != want["color"]:
+            session.recolor_class(label, want["color"])
+    for want in new[len(current) :]:
+        session.add_class(want["name"], want["color"])
+    for label in range(len(current), len(new), -1):
+        session.remove_class(label)
+
+
+def brush_size_of(radius: float) -> float:
+    """The brush size (diameter in pixels) that paints with ``radius``."""
+    return 2.0 * float(radius) + 1.0
+
+
+def stroke_summaries(session: Any) -> list[dict[str, Any]]:
+    """The ``strokes`` trait: per stroke its id, class, brush radius and size, centre and bounds (array order)."""
+    annotations = session.annotations
+    out = []
+    for s in annotations.strokes:
+        points = np.asarray(s.points, dtype=np.float64).reshape(-1, len(session.spatial_shape))
+        try:
+            bounds = [[int(b.start), int(b.stop)] for b in annotations.stroke_bounds(s.id)]
+        except ValueError:  # a stroke entirely outside the image paints nothing
+            r = float(s.radius)
+            bounds = [
+                [int(math.floor(lo - r)), int(math.ceil(hi + r)) + 1]
+                for lo, hi in zip(points.min(axis=0), points.max(axis=0))
+            ]
+        out.append(
+            {
+                "id": int(s.id),
+                "label": int(s.label),
+                "radius": float(s.radius),
+                "size": brush_size_of(s.radius),
+                "n_points": len(points),
+                "center": [round(float(c), 2) for c in points.mean(axis=0)],
+                "bounds": bounds,
+                "erase": bool(s.erase),
+                "axes": [int(a) for a in (s.axes or ())],
+            }
+        )
+    return out
+
+
+def source_info(session: Any, server: ChunkServer) -> dict[str, Any]:
+    """The ``source_info`` trait: what the viewer needs to open the image (shape, layer specs, the zarr metadata it
+    reads first, so no round trip precedes the first chunks) and what the panel builds its inputs from."""
+    image = session.image
+    shape = [int(s) for s in session.spatial_shape]
+    return {
+        "shape": shape,
+        "dtype": str(np.dtype(image.dtype)),
+        "ndim": len(shape),
+        "channels": int(session.n_input_channels),
+        "axes": ["z", "y", "x"][-len(shape) :],
+        "sources": server.sources(),
+        "layer_specs": server.layer_specs(),
+        "chunk_shape": list(server.chunk_shape),
+        "metadata": server.metadata(),
+        "feature_table": feature_table(),
+        "brush_size": {"min": BRUSH_SIZE_MIN, "max": BRUSH_SIZE_MAX},
+    }

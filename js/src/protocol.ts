@@ -1,0 +1,194 @@
+// Generated from ilastik_widget/widget/protocol.py by `python -m ilastik_widget.widget.protocol`: do not edit.
+// The browser <-> kernel messages and the constants the browser shares with the kernel.
+
+/** Most label classes of a session. */
+export const MAX_CLASSES = 64;
+/** Most characters of a class name. */
+export const MAX_NAME_LENGTH = 100;
+/** Chunk keys in one chunks or seen request. */
+export const MAX_KEYS = 1024;
+/** Characters of one chunk key. */
+export const MAX_KEY_LENGTH = 512;
+/** Request ids in one cancel request. */
+export const MAX_CANCEL_IDS = 4096;
+/** Points in one stroke (longer strokes are thinned). */
+export const MAX_STROKE_POINTS = 50000;
+/** Smallest brush size (diameter in pixels). */
+export const BRUSH_SIZE_MIN = 1;
+/** Largest brush size (diameter in pixels); a stroke's radius is (size - 1) / 2. */
+export const BRUSH_SIZE_MAX = 61;
+/** What the mouse does: paint, erase, or pan and zoom. */
+export const MODES = ["paint", "erase", "navigate"] as const;
+/** The viewer's layers, in the order the panel lists them. */
+export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty"] as const;
+/** Visibility and opacity of each layer in a new widget. */
+export const DEFAULT_LAYER_SETTINGS = {
+  "raw": {
+    "visible": true,
+    "opacity": 1.0
+  },
+  "labels": {
+    "visible": true,
+    "opacity": 0.8
+  },
+  "probabilities": {
+    "visible": true,
+    "opacity": 0.5
+  },
+  "segmentation": {
+    "visible": false,
+    "opacity": 0.5
+  },
+  "uncertainty": {
+    "visible": false,
+    "opacity": 0.7
+  }
+} as const;
+
+export type Mode = (typeof MODES)[number];
+export type LayerName = (typeof LAYER_NAMES)[number];
+
+// ---- browser -> kernel
+/** Zarr keys the viewer reads (one request per animation frame); the reply carries one buffer per found key. */
+export interface ChunksRequest {
+  type: "chunks";
+  id: number;
+  keys: string[];
+}
+
+/** Chunk keys the browser took from a refresh and still shows: the next push keeps them up to date. No reply. */
+export interface SeenRequest {
+  type: "seen";
+  id: number;
+  keys: string[];
+}
+
+/** Chunk requests the browser no longer needs (skipped if not started). No reply. */
+export interface CancelRequest {
+  type: "cancel";
+  id: number;
+  ids: number[];
+}
+
+/** A brush stroke painted (or erased) in the browser: points in array index order, radius in pixels of the panel's plane (``axes``, the two array axes of the plane; the panel's nearest axis-aligned plane). */
+export interface StrokeRequest {
+  type: "stroke";
+  id: number;
+  label: number;
+  radius: number;
+  points: number[][];
+  erase?: boolean;
+  axes?: [number, number];
+}
+
+export interface UndoRequest {
+  type: "undo";
+  id: number;
+}
+
+export interface RedoRequest {
+  type: "redo";
+  id: number;
+}
+
+export interface RemoveStrokeRequest {
+  type: "remove-stroke";
+  id: number;
+  stroke_id: number;
+}
+
+/** Train on the current labels now (the panel's "Update now" while live update is off). */
+export interface UpdateNowRequest {
+  type: "update-now";
+  id: number;
+}
+
+export interface AddClassRequest {
+  type: "add-class";
+  id: number;
+  name?: string;
+  color?: string;
+}
+
+export interface RemoveClassRequest {
+  type: "remove-class";
+  id: number;
+  label: number;
+}
+
+export interface RenameClassRequest {
+  type: "rename-class";
+  id: number;
+  label: number;
+  name: string;
+}
+
+export interface RecolorClassRequest {
+  type: "recolor-class";
+  id: number;
+  label: number;
+  color: string;
+}
+
+/** The browser could not load ``layer`` from ``url`` (``message`` says why) and shows its fallback, the layer served by the kernel. No reply. */
+export interface SourceFallbackRequest {
+  type: "source-fallback";
+  id: number;
+  layer: string;
+  url: string;
+  message: string;
+}
+
+export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest;
+/** A request as the browser code writes it: the transport adds the id. */
+export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
+
+// ---- kernel -> browser
+/** ``found[i]`` says whether ``keys[i]`` of the request has data; the buffers hold the found ones, in order. */
+export interface ChunksReply {
+  type: "chunks-reply";
+  id: number;
+  found: boolean[];
+}
+
+export interface StrokeReply {
+  type: "stroke-reply";
+  id: number;
+  stroke_id: number;
+}
+
+/** Reply to undo or redo: whether there was anything to undo or redo. */
+export interface ChangedReply {
+  type: "undo-reply" | "redo-reply";
+  id: number;
+  changed: boolean;
+}
+
+export interface AddClassReply {
+  type: "add-class-reply";
+  id: number;
+  label: number;
+}
+
+/** The reply to a request without a result of its own (``type`` is ``"<request type>-reply"``). */
+export interface Reply {
+  type: "remove-stroke-reply" | "update-now-reply" | "remove-class-reply" | "rename-class-reply" | "recolor-class-reply";
+  id: number;
+}
+
+/** A request failed (``id`` is null when the message had no valid id); ``message`` is in words. */
+export interface ErrorReply {
+  type: "error";
+  id: number | null;
+  message: string;
+}
+
+/** New data of ``layers``: ``keys[i]`` is the chunk in buffer i; the ``missing`` keys now have no data (their fill value). Together they cover every chunk of those layers the browser read or reported as seen since the last refresh, so the browser updates what it shows without asking. */
+export interface Refresh {
+  type: "refresh";
+  layers: string[];
+  keys: string[];
+  missing: string[];
+}
+
+export type KernelMessage = ChunksReply | StrokeReply | ChangedReply | AddClassReply | Reply | ErrorReply | Refresh;
