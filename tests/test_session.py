@@ -661,3 +661,48 @@ def test_time_series_source_asks_for_one_time_point():
     s = Session(src.at_time(1))
     assert s.spatial_shape == (32, 40)
     assert np.array_equal(np.asarray(s.image), np.asarray(src.array[1]))
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"channel_axis": 1.5}, "channel_axis"),
+        ({"channel_axis": "2"}, "channel_axis"),
+        ({"channel_axis": True}, "channel_axis"),
+        ({"classes": []}, "classes"),
+        ({"classes": "Background"}, "classes"),
+        ({"n_threads": -1}, "n_threads"),
+        ({"n_threads": 0}, "n_threads"),
+        ({"seed": 1.5}, "seed"),
+        ({"feature_mode": "4d"}, "feature_mode"),
+        ({"block_shape": (0, 64)}, "block_shape"),
+    ],
+)
+def test_bad_session_arguments_are_named(kwargs, words):
+    image = np.zeros((3, 32, 32), np.float32)
+    if "channel_axis" not in kwargs:
+        image = image[0]
+    with pytest.raises(ValueError, match=words):
+        Session(image, **kwargs)
+
+
+def test_a_dask_array_of_unknown_shape_says_what_to_do():
+    da = pytest.importorskip("dask.array")
+    x = da.ones((64, 64), chunks=32)
+    unknown = x[x[:, 0] > 0]  # boolean indexing: the number of rows is unknown
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        Session(unknown)
+
+
+@pytest.mark.parametrize("image", [np.full((32, 32), 2**64 - 1, np.uint64), np.full((32, 32), 1e39)])
+def test_values_too_large_for_float32_are_named_before_the_classifier_sees_them(image):
+    image = image.copy()
+    image[:16] = 0  # an edge: the structure tensor squares its gradient
+    s = Session(image)
+    s.add_stroke(1, [[4, 4]], radius=2)
+    s.add_stroke(2, [[28, 28]], radius=2)
+    with pytest.raises(ValueError, match="too large for 32-bit"):
+        s.train()

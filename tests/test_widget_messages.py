@@ -756,3 +756,48 @@ def test_source_info_sends_the_metadata_the_viewer_reads_first(data):
     assert w.chunk_server.read([f"{prediction_prefix}/0/.zarray"]) == [None]  # the old layout is gone
     assert json.loads(w.source_info["metadata"][f"{new_prefix}/0/.zarray"])["shape"][-1] == 3
     w.close()
+
+
+def test_two_threads_painting_leave_the_widget_tracking_the_newest_training(data):
+    import threading
+    import time
+
+    image, _, strokes = data
+    w, rec = make_widget(image)
+    for s in (strokes[0], strokes[-1]):  # one of each class
+        w.session.add_stroke(**s)
+    w.wait(120)
+    assert w.session.is_trained
+    original = w.session.train_async
+    loop = w.session._train_loop
+    started: list = []
+    first = threading.Event()
+
+    def slow_second_training(job):
+        if len(started) > 1:
+            time.sleep(1.0)  # the second painter's training is still running when the first one looks again
+        return loop(job)
+
+    w.session._train_loop = slow_second_training
+
+    def slow_to_return(*args, **kwargs):
+        future = original(*args, **kwargs)
+        started.append(future)
+        if len(started) == 1:
+            first.set()
+            time.sleep(0.3)  # the first painter is preempted between starting its training and recording it
+        return future
+
+    w.session.train_async = slow_to_return
+    a = threading.Thread(target=lambda: w.add_stroke(1, [[5, 5]], radius=1))
+    a.start()
+    assert first.wait(10)
+    b = threading.Thread(target=lambda: w.add_stroke(2, [[150, 180]], radius=1))
+    b.start()
+    a.join()
+    b.join()
+    w.wait(120)
+    assert started[-1].done() and started[-1].result() is True  # the newest training ran to its end...
+    assert w.session.is_trained and not w.session.needs_training  # ...on the newest labels
+    assert w.status == "Ready" and not w.busy
+    w.close()
