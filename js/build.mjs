@@ -4,9 +4,9 @@
 // `new URL("./x", import.meta.url)`. Neuroglancer does exactly that for its two web workers and its WASM decoders, so
 // the build runs in passes:
 //   1. the async-computation worker is bundled to a string,
-//   2. the chunk worker (plus our mem:// kvstore, src/kvstore_worker.ts) is bundled to a string, with the first
+//   2. the chunk worker (plus our mem:// kvstore, src/data/kvstore_worker.ts) is bundled to a string, with the first
 //      string inlined,
-//   3. the main module (src/index.ts) is bundled with both strings inlined.
+//   3. the main module (src/widget/widget.ts) is bundled with both strings inlined.
 // In every pass an onLoad plugin rewrites `new URL("<file>", import.meta.url)` inside Neuroglancer's files: workers
 // become Blob URLs created at run time from the inlined strings, .wasm files become data: URLs.
 //
@@ -30,7 +30,7 @@ const argValue = (name, fallback) => {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 };
 const dev = args.includes("--dev");
-const entry = path.resolve(here, argValue("--entry", "src/index.ts"));
+const entry = path.resolve(here, argValue("--entry", "src/widget/widget.ts"));
 const outdir = path.resolve(here, argValue("--outdir", "../ilastik_widget/static"));
 
 const neuroglancerLib = path.join(here, "node_modules", "neuroglancer", "lib");
@@ -146,7 +146,7 @@ const asyncSize = await bundleWorker(
 );
 const chunkSize = await bundleWorker(
   "chunk_worker",
-  `import "neuroglancer/unstable/chunk_worker.bundle.js";\nimport "./src/kvstore_worker.ts";\n`,
+  `import "neuroglancer/unstable/chunk_worker.bundle.js";\nimport "./src/data/kvstore_worker.ts";\n`,
 );
 fs.mkdirSync(outdir, { recursive: true });
 const main = await esbuild.build({

@@ -13,7 +13,7 @@ import {
   decimateStroke,
   gapFill,
   strokeToArray,
-} from "../src/brush_geometry.js";
+} from "../src/brush/geometry.js";
 
 const close = (actual: ArrayLike<number>, expected: ArrayLike<number>, eps = 1e-4, what = "") => {
   assert.equal(actual.length, expected.length, `${what} length`);

@@ -13,7 +13,7 @@ import {
   type PushedLookup,
   type UpdatableChunk,
   type UpdatableSource,
-} from "../src/chunk_update.js";
+} from "../src/data/chunk_update.js";
 
 const FILL = { texture: "fill-texture", textureLayout: "fill-layout" };
 

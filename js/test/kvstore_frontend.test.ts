@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { settled, sleep } from "./helpers.js";
-import type { ChunkTransport } from "../src/kvstore_frontend.js";
+import type { ChunkTransport } from "../src/data/kvstore_frontend.js";
 import {
   ChunkFetcher,
   MEM_SCHEME,
@@ -15,7 +15,7 @@ import {
   getChunkFetcher,
   parseMemUrl,
   registerChunkFetcher,
-} from "../src/kvstore_frontend.js";
+} from "../src/data/kvstore_frontend.js";
 
 interface SentRequest {
   keys: string[];

@@ -1,8 +1,9 @@
 // Runs the TypeScript unit tests (test/*.test.ts) with Node's built-in test runner, without a browser.
 //
 // Each test file is bundled by esbuild (already a devDependency) with the package conditions of build.mjs into a
-// temporary .mjs, then `node --test` runs them. The tests import only modules that load under Node: messages.ts,
-// kvstore_frontend.ts (Neuroglancer's kvstore registries load fine), chunk_update.ts, shortcuts.ts, panel.ts, brush_geometry.ts.
+// temporary .mjs, then `node --test` runs them. The tests import only modules that load under Node (no WebGL, no
+// viewer): src/widget/transport.ts, src/data/* (Neuroglancer's kvstore registries load fine), src/panel/* and
+// src/brush/geometry.ts.
 //
 // Usage: node test/run.mjs [test/x.test.ts ...] [--test-name-pattern=...]   (npm test runs them all)
 

@@ -3,9 +3,9 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { allFeatures, brushLimits, featureEnabled, featureTable, scaleText, withFeature } from "../src/panel.js";
-import type { ShortcutActions } from "../src/shortcuts.js";
-import { SHORTCUTS, isEditable, matchShortcut, nextBrushSize } from "../src/shortcuts.js";
+import { allFeatures, brushLimits, featureEnabled, featureTable, scaleText, withFeature } from "../src/panel/panel.js";
+import type { ShortcutActions } from "../src/panel/shortcuts.js";
+import { SHORTCUTS, isEditable, matchShortcut, nextBrushSize } from "../src/panel/shortcuts.js";
 
 // ------------------------------------------------------------------------------------------ nextBrushSize
 

@@ -12,9 +12,9 @@ import type { ActionEvent } from "neuroglancer/unstable/util/event_action_map.js
 import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import { startRelativeMouseDrag } from "neuroglancer/unstable/util/mouse_drag.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
-import { AxisMap, PanelGeometry, gapFill, strokeToArray } from "./brush_geometry.js";
+import { AxisMap, PanelGeometry, gapFill, strokeToArray } from "./geometry.js";
 
-export { AxisMap, PanelGeometry } from "./brush_geometry.js";
+export { AxisMap, PanelGeometry } from "./geometry.js";
 
 export type BrushMode = "paint" | "erase" | "navigate";
 

@@ -18,21 +18,21 @@ import "neuroglancer/unstable/util/polyfills.js";
 import "neuroglancer/unstable/layer/enabled_frontend_modules.js";
 import "neuroglancer/unstable/datasource/enabled_frontend_modules.js";
 import "neuroglancer/unstable/kvstore/enabled_frontend_modules.js";
-import "./kvstore_frontend.js";
+import "../data/kvstore_frontend.js";
 import { getDefaultPerspectivePanelBindings, getDefaultSliceViewPanelBindings } from "neuroglancer/unstable/ui/default_input_event_bindings.js";
 import { makeMinimalViewer } from "neuroglancer/unstable/ui/minimal_viewer.js";
 import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
-import type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
-import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "./brush.js";
-import type { ChunkTransport } from "./kvstore_frontend.js";
-import { ChunkFetcher, registerChunkFetcher } from "./kvstore_frontend.js";
+import type { BrushSettings, Stroke, StrokeCallback } from "../brush/brush.js";
+import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "../brush/brush.js";
+import type { ChunkTransport } from "../data/kvstore_frontend.js";
+import { ChunkFetcher, registerChunkFetcher } from "../data/kvstore_frontend.js";
 import type { LayerSettings, LayerSpec } from "./layers.js";
 import type { FallbackListener } from "./layers.js";
-import { applyChunkUpdate, heldOutOfView, planChunkUpdate, type UpdatableSource } from "./chunk_update.js";
+import { applyChunkUpdate, heldOutOfView, planChunkUpdate, type UpdatableSource } from "../data/chunk_update.js";
 import { LAYER_NAMES, LayerRefresher, chunksInView, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
 
-export type { BrushSettings, Stroke, StrokeCallback } from "./brush.js";
+export type { BrushSettings, Stroke, StrokeCallback } from "../brush/brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
 
 /** View state in the image's terms (array index order), as the `viewer_state` traitlet holds it. */

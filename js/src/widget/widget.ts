@@ -2,16 +2,16 @@
 // kernel, kernel refreshes -> viewer, keyboard shortcuts, and cleans everything up when the view is removed.
 
 import "./style.css";
-import { RequestError, Transport } from "./messages.js";
-import type { PanelModel, StrokeSummary } from "./panel.js";
-import { Panel, brushLimits, createHelpOverlay } from "./panel.js";
-import { installShortcuts, nextBrushSize } from "./shortcuts.js";
-import type { Mode } from "./shortcuts.js";
-import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "./viewer.js";
-import { createViewer } from "./viewer.js";
-import { brushRadius, decimateStroke } from "./brush_geometry.js";
+import { RequestError, Transport } from "./transport.js";
+import type { PanelModel, StrokeSummary } from "../panel/panel.js";
+import { Panel, brushLimits, createHelpOverlay } from "../panel/panel.js";
+import { installShortcuts, nextBrushSize } from "../panel/shortcuts.js";
+import type { Mode } from "../panel/shortcuts.js";
+import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "../viewer/viewer.js";
+import { createViewer } from "../viewer/viewer.js";
+import { brushRadius, decimateStroke } from "../brush/geometry.js";
 
-export { brushRadius } from "./brush_geometry.js";
+export { brushRadius } from "../brush/geometry.js";
 
 interface AnyModel extends PanelModel {
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;

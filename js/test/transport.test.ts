@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { settled as state, sleep } from "./helpers.js";
-import type { MessageModel } from "../src/messages.js";
-import { RequestError, Transport } from "../src/messages.js";
+import type { MessageModel } from "../src/widget/transport.js";
+import { RequestError, Transport } from "../src/widget/transport.js";
 
 type Listener = (...args: any[]) => void;
 
