@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ilastik_widget.core import planes as planes_module
 from ilastik_widget.core.features import FEATURES, SCALES, FeatureSelection, compute_features, halo, is_valid
-from ilastik_widget.core.planes import plane_features, plane_slab
+from ilastik_widget.core.planes import GradientCache, plane_features, plane_slab, planes_features
 
 
 def assert_plane_close(got: np.ndarray, ref: np.ndarray, names: list[str], data_max: float) -> None:
@@ -153,6 +154,81 @@ def test_random_small_volumes(shape, axis, cells, in_2d, voxel, seed, data):
     whole = compute_features(vol, sel, voxel_size=voxel)
     got = plane_features(vol, axis, index, sel, voxel_size=voxel)
     assert_plane_close(got, take(whole, axis, index), sel.channel_names(3), 10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# several planes at once; gradient planes kept between calls
+
+
+def test_planes_features_equal_single_planes(volume_and_features, monkeypatch):
+    vol, sel, whole = volume_and_features
+    specs = [(0, 6), (1, 0, (slice(2, 9), slice(0, 41))), (2, 40), (0, -1, None)]
+    refs = [
+        take(whole, 0, 6),
+        take(whole, 1, 0)[2:9],
+        take(whole, 2, 40),
+        take(whole, 0, 12),
+    ]
+    names = sel.channel_names(3)
+    data_max = float(np.abs(vol).max())
+    for got, ref in zip(planes_features(vol, specs, sel), refs):
+        assert_plane_close(got, ref, names, data_max)
+    # slabs held at once are bounded: one plane per batch gives the same results
+    monkeypatch.setattr(planes_module, "SLAB_BYTES", 1)
+    for got, ref in zip(planes_features(vol, specs, sel), refs):
+        assert_plane_close(got, ref, names, data_max)
+    assert planes_features(vol, [], sel) == []
+
+
+@pytest.mark.parametrize("bad", [[(0,)], [(0, 1, None, 4)], [5], "01", 3, [(0, 99)]])
+def test_planes_features_bad_specs(bad):
+    with pytest.raises(ValueError, match="plane|planes"):
+        planes_features(np.zeros((4, 5, 6), np.float32), bad)
+
+
+def test_gradient_cache_while_scrolling(rng):
+    vol = structured_volume(rng, (44, 30, 34))
+    arr = CountingArray(vol)
+    sel = FeatureSelection.all().with_2d(1.0, True)
+    voxel_size = (2.0, 1.0, 1.0)
+    whole = compute_features(vol, sel, voxel_size=voxel_size)
+    names = sel.channel_names(3)
+    cache = GradientCache(64 << 20)
+    widths = []
+    for z in (20, 21, 22, 21, 2, 3):  # on, back, and a jump
+        arr.reads.clear()
+        got = plane_features(arr, 0, z, sel, voxel_size=voxel_size, gradient_cache=cache)
+        assert_plane_close(got, whole[z], names, float(np.abs(vol).max()))
+        (idx,) = arr.reads
+        widths.append(idx[0].stop - idx[0].start)
+    assert 0 < cache.nbytes <= cache.max_bytes and len(cache) > 0
+    # with the gradient planes known, the slab shrinks to what the sums at the plane itself need
+    assert widths[3] < widths[0]
+    # other axes, other windows and other scales in the same cache do not mix
+    for axis, index, region in ((1, 10, None), (1, 10, (slice(3, 9), slice(4, 20))), (2, 5, None)):
+        got = plane_features(arr, axis, index, sel, voxel_size=voxel_size, gradient_cache=cache, region=region)
+        ref = take(whole, axis, index)
+        assert_plane_close(got, ref if region is None else ref[region], names, float(np.abs(vol).max()))
+    iso = compute_features(vol, sel)
+    assert_plane_close(plane_features(vol, 0, 21, sel, gradient_cache=cache), iso[21], names, float(np.abs(vol).max()))
+
+
+def test_gradient_cache_bound():
+    vol = np.random.default_rng(0).random((10, 20, 24)).astype(np.float32)
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 3.5, True)
+    tiny = GradientCache(1)  # keeps nothing, still correct
+    assert_plane_close(
+        plane_features(vol, 0, 4, sel, gradient_cache=tiny), compute_features(vol, sel)[4], sel.channel_names(3), 1.0
+    )
+    assert len(tiny) == 0 and tiny.nbytes == 0
+    one_plane = 3 * 20 * 24 * 4
+    small = GradientCache(5 * one_plane)
+    plane_features(vol, 0, 4, sel, gradient_cache=small)
+    assert len(small) == 5 and small.nbytes == 5 * one_plane
+    small.clear()
+    assert len(small) == 0 and small.nbytes == 0
+    with pytest.raises(ValueError, match="gradient_cache must be a GradientCache"):
+        plane_features(vol, 0, 4, sel, gradient_cache={})
 
 
 # ---------------------------------------------------------------------------------------------
