@@ -23,8 +23,7 @@ output, and a few planes per task; nothing of the size of the volume.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import Any
@@ -40,16 +39,10 @@ except ImportError:  # pragma: no cover
 from . import filters as _filters
 from . import workspace
 from .features import FeatureSelection, Layout, axis_halo, channels_last, check_finite, check_request, normalize_region
-from .filters import Scale, ScaleJob
+from .slab import GradientCache, PlaneJob, Slab, frame
 
 __all__ = ["GradientCache", "plane_features", "plane_slab", "planes_features"]
 
-#: bytes of gradient-plane sums held at once per scale (bounds memory on large planes)
-GRADIENT_BYTES = 48 << 20
-#: pixels per tile when summing tensor products of gradient planes read back from memory
-TILE_PIXELS = 1 << 15
-#: gradient planes per stack in the in-plane passes of the structure tensor
-STACK = 4
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -78,383 +71,6 @@ def _single_threaded_blas() -> Iterator[None]:
             if _blas_users == 0 and _blas_limiter is not None:
                 _blas_limiter.restore_original_limits()
                 _blas_limiter = None
-
-
-def mirror_index(p: np.ndarray, n: int) -> np.ndarray:
-    """Positions ``p`` on an axis of length ``n`` mirrored like scipy ``mode="mirror"`` (repeatedly)."""
-    if n == 1:
-        return np.zeros_like(p)
-    period = 2 * (n - 1)
-    p = np.mod(p, period)
-    return np.where(p >= n, period - p, p)
-
-
-def fold(weights: np.ndarray, center: int, n: int) -> tuple[int, np.ndarray]:
-    """Correlation ``weights`` (2r+1 taps) at ``center`` of an axis of length ``n``, mirrored at the borders.
-
-    Returns ``(lo, w)``: the sum equals ``sum_k w[k] * plane[lo + k]`` (float64 weights).
-    """
-    r = len(weights) // 2
-    pos = mirror_index(np.arange(center - r, center + r + 1), n)
-    lo = int(pos.min())
-    w = np.zeros(int(pos.max()) - lo + 1)
-    np.add.at(w, pos - lo, weights.astype(np.float64))
-    return lo, w
-
-
-def _normal_row(scale: Scale, order: int, center: int, n: int, factor: float = 1.0) -> tuple[int, np.ndarray]:
-    """Weights over planes for the pass of ``order`` along the normal (frame axis 0) at ``center``."""
-    k = scale.kernel(0, order)
-    if k is None:
-        return center, np.array([factor])
-    lo, w = fold(k, center, n)
-    return lo, w * factor
-
-
-class _Slab:
-    """The planes one plane's features need, as float32 ``(planes, pixels)``, and weighted sums of them."""
-
-    def __init__(self, data: np.ndarray, origin: int, plane_shape: tuple[int, int]) -> None:
-        self.data, self.origin, self.plane_shape = data, origin, plane_shape
-        self.n_pix = plane_shape[0] * plane_shape[1]
-
-    def product(self, rows: list[tuple[int, np.ndarray]], owned: list[np.ndarray]) -> np.ndarray:
-        """The sums of all ``rows`` as one ``(len(rows), u, v)`` array (a matrix product; ``owned`` gets it)."""
-        c0 = min(lo for lo, _ in rows)
-        c1 = max(lo + len(w) for lo, w in rows)
-        mat = np.zeros((len(rows), c1 - c0), np.float32)
-        for m, (lo, w) in enumerate(rows):
-            mat[m, lo - c0 : lo - c0 + len(w)] = w
-        res = workspace.ARENA.get((len(rows), self.n_pix))
-        owned.append(res)
-        np.matmul(mat, self.data[c0 - self.origin : c1 - self.origin], out=res)
-        return res.reshape(len(rows), *self.plane_shape)
-
-    def sums(
-        self, rows: list[tuple[int, np.ndarray]], owned: list[np.ndarray], lock: threading.Lock | None = None
-    ) -> list[np.ndarray]:
-        """``(1, u, v)`` planes, one per row ``(lo, weights)``; a single plane of weight 1 is a view of the slab."""
-        out: list[np.ndarray | None] = [None] * len(rows)
-        gemm = []
-        for i, (lo, w) in enumerate(rows):
-            if len(w) == 1 and w[0] == 1.0:
-                out[i] = self.data[lo - self.origin].reshape(1, *self.plane_shape)
-            else:
-                gemm.append(i)
-        if gemm:
-            c0 = min(rows[i][0] for i in gemm)
-            c1 = max(rows[i][0] + len(rows[i][1]) for i in gemm)
-            mat = np.zeros((len(gemm), c1 - c0), np.float32)
-            for m, i in enumerate(gemm):
-                lo, w = rows[i]
-                mat[m, lo - c0 : lo - c0 + len(w)] = w
-            res = workspace.ARENA.get((len(gemm), self.n_pix))
-            if lock is None:
-                owned.append(res)
-            else:
-                with lock:
-                    owned.append(res)
-            np.matmul(mat, self.data[c0 - self.origin : c1 - self.origin], out=res)
-            for m, i in enumerate(gemm):
-                out[i] = res[m].reshape(1, *self.plane_shape)
-        return out  # type: ignore[return-value]
-
-
-class GradientCache:
-    """The structure tensor's gradient planes, kept between calls for one volume (bounded in bytes).
-
-    The tensor at a plane needs the gradient on every plane its outer smoothing reaches (37 planes at
-    sigma 10); the next slice needs all but one of them again. Pass one cache per volume to
-    :func:`plane_features` / :func:`planes_features` (``gradient_cache=``) when scrolling; a cache must not
-    outlive a change of the volume's values. Least recently used planes are dropped beyond ``max_bytes``.
-    """
-
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        self.max_bytes = int(max_bytes)
-        self.nbytes = 0
-        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: Hashable) -> np.ndarray | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: np.ndarray) -> None:
-        if value.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self.nbytes -= old.nbytes
-            while self._data and self.nbytes + value.nbytes > self.max_bytes:
-                self.nbytes -= self._data.popitem(last=False)[1].nbytes
-            self._data[key] = value
-            self.nbytes += value.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.nbytes = 0
-
-
-class _PlaneJob:
-    """One (input channel, scale) of a plane: the normal-axis sums, the tensor's gradient planes, phase 4.
-
-    Its work runs as pool tasks: the sums at the output plane, runs of gradient planes to compute, the
-    gradient planes found in the cache; the task that completes last runs phase 4 (in-plane passes and
-    algebra) into the planar output.
-    """
-
-    def __init__(
-        self,
-        scale: Scale,
-        outputs: list[tuple[str, int]],
-        index: int,
-        n: int,
-        cache: GradientCache | None = None,
-        key: tuple = (),
-    ) -> None:
-        self.job = ScaleJob(scale, outputs)
-        self.scale, self.index, self.n = scale, index, n
-        job = self.job
-        self.lin_orders = sorted({o[0] for o in job.orders})
-        self.rows = [_normal_row(scale, o, index, n) for o in self.lin_orders]
-        if job.dog:
-            self.rows.append(_normal_row(job.inner, 0, index, n))
-        self.positions: list[tuple[int, float]] = []
-        if job.st:
-            lo, w = _normal_row(job.outer, 0, index, n)
-            self.positions = [(lo + k, float(wk)) for k, wk in enumerate(w) if wk > 0]
-        index_of = {a: i for i, a in enumerate(scale.axes)}
-        self.pairs = [(index_of[a], index_of[b]) for a, b in job.pairs]
-        self.cache, self.key = cache, (*key, scale)
-        # gradient planes already known, held from now on (the cache may drop them meanwhile)
-        self.cached: dict[int, np.ndarray] = {}
-        if cache is not None:
-            for p, _ in self.positions:
-                g = cache.get((*self.key, p))
-                if g is not None:
-                    self.cached[p] = g
-        self.missing = [(p, w) for p, w in self.positions if p not in self.cached]
-        self.owned: list[np.ndarray] = []
-        self.lock = threading.Lock()
-        self.remaining = 0
-
-    def extent(self) -> tuple[int, int]:
-        """Planes ``[lo, hi)`` that this job reads."""
-        rows = self.rows + self._gradient_rows(self.missing)
-        return min(lo for lo, _ in rows), max(lo + len(w) for lo, w in rows)
-
-    def _gradient_rows(self, positions: list[tuple[int, float]], scaled: bool = False) -> list[tuple[int, np.ndarray]]:
-        """Normal-axis sums for the gradient at ``positions``: all order 0, then all order 1 (if filtered);
-        ``scaled``: each multiplied by sqrt(weight)."""
-        f = [float(np.sqrt(w)) if scaled else 1.0 for _, w in positions]
-        rows = [_normal_row(self.scale, 0, p, self.n, fk) for (p, _), fk in zip(positions, f)]
-        if self.scale.sigmas[0] is not None:
-            rows.extend(_normal_row(self.scale, 1, p, self.n, fk) for (p, _), fk in zip(positions, f))
-        return rows
-
-    def tasks(self, slab: _Slab, buf: np.ndarray) -> list[Callable[[], None]]:
-        """Pool tasks computing this job into ``buf``; the last one to finish runs phase 4.
-
-        The sums at the output plane join the matrix product of the gradient planes around it (one read of
-        the slab instead of two) when that plane's gradient is to be computed; otherwise
-        :attr:`needs_linear` is set and the caller delivers them with :meth:`linear_done` (one product for
-        the sums of every scale).
-        """
-        runs: list[list[tuple[int, float]]] = []
-        if self.missing:
-            n = len(self.missing)
-            per = min(-(-n // _filters.N_THREADS), max(1, GRADIENT_BYTES // (8 * slab.n_pix)))
-            runs = [self.missing[a : a + per] for a in range(0, n, per)]
-        with_linear = next((k for k, run in enumerate(runs) if any(p == self.index for p, _ in run)), None)
-        known = [(p, w) for p, w in self.positions if p in self.cached]
-        self.needs_linear = with_linear is None
-        self.remaining = len(runs) + self.needs_linear + bool(known)
-        self.buf = buf
-
-        def tensor(k: int) -> None:
-            self._tensor(slab, runs[k], k == with_linear)
-            self._done()
-
-        def cached() -> None:
-            acc = _Accumulator(self, slab.plane_shape)
-            try:
-                acc.add_many(known, [self.cached[p] for p, _ in known])
-                acc.merge()
-            finally:
-                acc.free()
-            self._done()
-
-        return [lambda k=k: tensor(k) for k in range(len(runs))] + ([cached] if known else [])
-
-    def linear_done(self, sums: list[np.ndarray]) -> None:
-        """The sums at the output plane (``self.rows``), computed by the caller."""
-        self._keep_linear(sums)
-        self._done()
-
-    def _done(self) -> None:
-        with self.lock:
-            self.remaining -= 1
-            last = self.remaining == 0
-        if last:
-            try:
-                self.job.phase4(slice(0, 1), self.buf)
-            finally:
-                self.release()
-
-    def _keep_linear(self, sums: list[np.ndarray]) -> None:
-        self.job.p = dict(zip(self.lin_orders, sums))
-        if self.job.dog:
-            self.job.pd = sums[len(self.lin_orders)]
-
-    def _tensor(self, slab: _Slab, run: list[tuple[int, float]], with_linear: bool) -> None:
-        """The gradient planes ``run`` (into the cache if there is one) and their tensor products; with
-        ``with_linear`` also the sums at the output plane.
-
-        Without a cache, sqrt(weight) of each gradient plane is folded into its sums (the weighted sum of
-        products is then a plain sum). Planes go through the in-plane passes in stacks of
-        :data:`STACK` (one row pass per stack).
-        """
-        sc, shape = self.scale, slab.plane_shape
-        scaled = self.cache is None
-        mine: list[np.ndarray] = []
-        arena = workspace.ARENA
-        acc = _Accumulator(self, shape)
-        try:
-            rows = self._gradient_rows(run, scaled)
-            sums = slab.product(rows + (self.rows if with_linear else []), mine)
-            if with_linear:
-                # copied out: the gradient sums are dropped at the end of this task, these live to phase 4
-                kept = arena.get((len(self.rows), *shape))
-                kept[...] = sums[len(rows) :]
-                with self.lock:
-                    self.owned.append(kept)
-                self._keep_linear([x[None] for x in kept])
-            m, n_axes = len(run), len(sc.axes)
-            for c0 in range(0, m, STACK):
-                c1 = min(m, c0 + STACK)
-                n = c1 - c0
-                if scaled:
-                    g = arena.get((n_axes, n, *shape))
-                    mine.append(g)
-                else:
-                    g = np.empty((n_axes, n, *shape), np.float32)
-                tmp = arena.get((n, *shape))
-                mine.append(tmp)
-                for i, b in enumerate(sc.axes):
-                    src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
-                    k1, k2 = sc.kernel(1, int(b == 1)), sc.kernel(2, int(b == 2))
-                    t = src if k1 is None else _filters.filter_axis(src, k1, 1, tmp)
-                    _filters.filter_axis(t, k2, 2, g[i])
-                for k in range(n):
-                    position, weight = run[c0 + k]
-                    gk = g[:, k]
-                    if self.cache is not None:
-                        self.cache.put((*self.key, position), gk)
-                    acc.add(position, weight, gk, scaled)
-            acc.merge()
-        finally:
-            acc.free()
-            for a in mine:
-                arena.put(a)
-
-    def release(self) -> None:
-        with self.lock:
-            owned, self.owned = self.owned, []
-            self.job.p, self.job.pd, self.job.j, self.job.ggm = {}, None, [], None
-            self.cached = {}
-        for a in owned:
-            workspace.ARENA.put(a)
-
-
-class _Accumulator:
-    """One task's share of a job's tensor: ``sum weight * g_a * g_b`` over gradient planes, merged at the end."""
-
-    def __init__(self, pj: _PlaneJob, shape: tuple[int, int]) -> None:
-        self.pj, self.shape = pj, shape
-        arena = workspace.ARENA
-        self.acc = [arena.get(shape) for _ in pj.pairs]
-        self.tmp = [arena.get(shape) for _ in pj.scale.axes]
-        for a in self.acc:
-            a.fill(0)
-
-    def add(self, position: int, weight: float, g: np.ndarray, scaled: bool = False) -> None:
-        """Add ``weight * g_a * g_b``; ``scaled``: ``g`` is already multiplied by sqrt(weight)."""
-        pj = self.pj
-        if scaled:
-            lhs = g
-        else:
-            lhs = self.tmp
-            for t, gb in zip(self.tmp, g):
-                np.multiply(gb, np.float32(weight), out=t)
-        for (a, b), j in zip(pj.pairs, self.acc):
-            cv2.accumulateProduct(lhs[a], g[b], j)
-        if position == pj.index:
-            self._magnitude(g, 1.0 / np.sqrt(weight) if scaled else 1.0)
-
-    def add_many(self, run: list[tuple[int, float]], grads: list[np.ndarray]) -> None:
-        """:meth:`add` for gradient planes read from memory: in tiles of pixels, so that the sums stay in cache
-        while every plane is read once (3x less memory traffic than plane by plane)."""
-        n = self.shape[0] * self.shape[1]
-        step = max(1, TILE_PIXELS // self.shape[1]) * self.shape[1]
-        flat_acc = [a.reshape(-1) for a in self.acc]
-        flat_tmp = [t.reshape(-1) for t in self.tmp]
-        flat_g = [[x.reshape(-1) for x in g] for g in grads]
-        for a in range(0, n, step):
-            sl = slice(a, min(n, a + step))
-            for (_, weight), g in zip(run, flat_g):
-                for t, gb in zip(flat_tmp, g):
-                    np.multiply(gb[sl], np.float32(weight), out=t[sl])
-                for (i, j), acc in zip(self.pj.pairs, flat_acc):
-                    cv2.accumulateProduct(flat_tmp[i][sl], g[j][sl], acc[sl])
-        for (position, _), g in zip(run, grads):
-            if position == self.pj.index:
-                self._magnitude(g)
-
-    def _magnitude(self, g: np.ndarray, factor: float = 1.0) -> None:
-        pj = self.pj
-        if "gaussian_gradient_magnitude" not in pj.job.want:
-            return
-        ggm = workspace.ARENA.get((1, *self.shape))
-        m2 = ggm.reshape(self.shape)
-        cv2.multiply(g[0], g[0], dst=m2)
-        for gb in g[1:]:
-            cv2.accumulateSquare(gb, m2)
-        np.sqrt(m2, out=m2)
-        if factor != 1.0:
-            m2 *= np.float32(factor)
-        with pj.lock:
-            pj.owned.append(ggm)
-            pj.job.ggm = ggm
-
-    def merge(self) -> None:
-        pj, shape = self.pj, self.shape
-        with pj.lock:
-            if not pj.job.j:  # the first share becomes the job's tensor
-                pj.job.j = [a.reshape(1, *shape) for a in self.acc]
-                pj.owned.extend(self.acc)
-                self.acc = []
-            else:
-                for a, j in zip(self.acc, pj.job.j):
-                    np.add(j.reshape(shape), a, out=j.reshape(shape))
-
-    def free(self) -> None:
-        for a in self.acc + self.tmp:
-            workspace.ARENA.put(a)
-        self.acc = self.tmp = []
-
-
-def _frame(scale: Scale, axis: int) -> Scale:
-    """``scale`` with its axes reordered to (normal, first in-plane, second in-plane)."""
-    order = [axis] + [a for a in range(3) if a != axis]
-    return Scale(tuple(scale.sigmas[a] for a in order), tuple(scale.steps[a] for a in order))
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:
@@ -620,9 +236,7 @@ class _Plane:
         plan, _ = lay.plan()
         n = lay.spatial[axis]
         where = (axis, *((w.start, w.stop) for w in self.window))
-        self.jobs = [
-            _PlaneJob(_frame(scale, axis), outputs, index, n, cache, (c, *where)) for c, scale, outputs in plan
-        ]
+        self.jobs = [PlaneJob(frame(scale, axis), outputs, index, n, cache, (c, *where)) for c, scale, outputs in plan]
         self.job_images = [item[0] for item in plan]
         ext = [j.extent() for j in self.jobs]
         self.lo, self.hi = min(e[0] for e in ext), max(e[1] for e in ext)
@@ -647,7 +261,7 @@ class _Plane:
         for c in range(self.lay.n_in):
             data = self._get((self.hi - self.lo, *self.plane_shape))
             _load(block[..., c], self.axis, data)
-            slab = _Slab(data.reshape(self.hi - self.lo, -1), self.lo, self.plane_shape)
+            slab = Slab(data.reshape(self.hi - self.lo, -1), self.lo, self.plane_shape)
             jobs = [j for j, i in zip(self.jobs, self.job_images) if i == c]
             # largest scales first: they take longest
             for job in sorted(jobs, key=lambda j: -max(s or 0.0 for s in j.scale.sigmas)):
@@ -657,7 +271,7 @@ class _Plane:
                 tasks.insert(0, lambda slab=slab, linear=linear: self._linear(slab, linear))
         return tasks
 
-    def _linear(self, slab: _Slab, jobs: list[_PlaneJob]) -> None:
+    def _linear(self, slab: Slab, jobs: list[PlaneJob]) -> None:
         """The sums at the output plane of every job in ``jobs``, as one matrix product."""
         owned: list[np.ndarray] = []
         sums = slab.sums([r for j in jobs for r in j.rows], owned)
