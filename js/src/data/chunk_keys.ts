@@ -1,0 +1,122 @@
+// The zarr keys the viewer reads from the kernel, parsed in one place (mirrors ilastik_widget/serving/chunk_keys.py;
+// both parsers are tested on the cases of tests/chunk_key_cases.json).
+//
+// Keys are relative to the widget's root `mem://<widget-id>/`. Three arrays, each an OME-Zarr multiscale group whose
+// levels are zarr v2 arrays:
+//   raw/<level>/<i>.<j>[.<k>][.0]                      the image (a trailing channel index when shown in colour)
+//   labels/<level>/<i>.<j>[.<k>]                       the painted labels
+//   predictions/<layout>/<level>/<i>.<j>[.<k>].0       the class probabilities, classes as a trailing channel axis;
+//                                                      `layout` changes when the number of classes does, so the
+//                                                      prediction layers get a new URL exactly then
+// Metadata keys are `<array>/.zgroup`, `<array>/.zattrs` and `<array>/<level>/.zarray` (`.zattrs`).
+
+import { MAX_KEY_LENGTH } from "../protocol.js";
+
+/** The arrays of a widget, in the order of their layers. */
+export const ARRAYS = ["raw", "labels", "predictions"] as const;
+export type ArrayName = (typeof ARRAYS)[number];
+/** Metadata files of a zarr v2 group or array. */
+export const METADATA_NAMES = [".zgroup", ".zattrs", ".zarray"] as const;
+export type MetadataName = (typeof METADATA_NAMES)[number];
+
+// The same expression as the Python parser's: numbers without leading zeros, at most 9 digits; 2 to 4 chunk indices.
+const NUMBER = "(0|[1-9][0-9]{0,8})";
+const KEY = new RegExp(
+  `^(raw|labels|predictions)(?:/${NUMBER})?(?:/${NUMBER})?/(\\.zgroup|\\.zattrs|\\.zarray|${NUMBER}(?:\\.${NUMBER}){1,3})$`,
+);
+
+/**
+ * A chunk of one level of one array: `index` is the chunk's grid index over all axes of that level's zarr array
+ * (spatial, then a channel axis when the array has one).
+ */
+export class ChunkKey {
+  constructor(
+    readonly array: ArrayName,
+    readonly level: number,
+    readonly index: readonly number[],
+    readonly layout: number | null = null,
+  ) {}
+
+  /** `<level>/<i>.<j>...`: the key without array and layout (the same chunk in any layout). */
+  get address(): string {
+    return `${this.level}/${this.index.join(".")}`;
+  }
+
+  toString(): string {
+    return `${arrayPath(this.array, this.layout)}/${this.address}`;
+  }
+}
+
+/** A `.zgroup` / `.zattrs` / `.zarray` file of an array's group (`level` null) or of one of its levels. */
+export class MetadataKey {
+  constructor(
+    readonly array: ArrayName,
+    readonly name: MetadataName,
+    readonly level: number | null = null,
+    readonly layout: number | null = null,
+  ) {}
+
+  toString(): string {
+    const level = this.level === null ? "" : `/${this.level}`;
+    return `${arrayPath(this.array, this.layout)}${level}/${this.name}`;
+  }
+}
+
+/** The path of an array's group below the widget's root: `raw`, `labels` or `predictions/<layout>`. */
+export function arrayPath(array: ArrayName, layout: number | null = null): string {
+  if (!(ARRAYS as readonly string[]).includes(array)) {
+    throw new Error(`unknown array ${JSON.stringify(array)}; the arrays are ${ARRAYS.join(", ")}`);
+  }
+  if ((array === "predictions") !== (layout !== null)) {
+    throw new Error("the predictions array, and only it, has a layout number");
+  }
+  return layout === null ? array : `${array}/${layout}`;
+}
+
+/**
+ * The chunk or metadata file a key names; null for anything else (malformed keys are not errors: the viewer reads
+ * them as missing).
+ */
+export function parseKey(key: unknown): ChunkKey | MetadataKey | null {
+  if (typeof key !== "string" || key.length > MAX_KEY_LENGTH) return null;
+  const m = KEY.exec(key);
+  if (m === null) return null;
+  const array = m[1] as ArrayName;
+  let layout = m[2] === undefined ? null : Number(m[2]);
+  let level = m[3] === undefined ? null : Number(m[3]);
+  if (array === "predictions" && layout === null) return null;
+  if (array !== "predictions" && layout !== null) {
+    // `raw/0/.zarray` matches with a layout and no level: for raw and labels that number is the level
+    if (level !== null) return null;
+    [layout, level] = [null, layout];
+  }
+  const leaf = m[4];
+  if (leaf.startsWith(".")) {
+    if (leaf === ".zgroup" && level !== null) return null;
+    return new MetadataKey(array, leaf as MetadataName, level, layout);
+  }
+  if (level === null) return null;
+  return new ChunkKey(array, level, leaf.split(".").map(Number), layout);
+}
+
+/**
+ * The array (and its layout) whose group is at `path` ("labels", "predictions/3/"), or null if `path` is none.
+ * Read with the one parser, as the group's `.zgroup` key.
+ */
+export function parseArrayPath(path: string): { array: ArrayName; layout: number | null } | null {
+  const key = parseKey(`${trimSlash(path)}/.zgroup`);
+  return key instanceof MetadataKey ? { array: key.array, layout: key.layout } : null;
+}
+
+/**
+ * The chunk at grid `index` of the level whose path is `path` ("labels/0", "predictions/3/1/", a chunk source's
+ * URL path), or null if `path` names no level of a widget array.
+ */
+export function chunkKeyAt(path: string, index: readonly number[]): ChunkKey | null {
+  const key = parseKey(`${trimSlash(path)}/${index.join(".")}`);
+  return key instanceof ChunkKey ? key : null;
+}
+
+function trimSlash(path: string): string {
+  return path.endsWith("/") ? path.slice(0, -1) : path;
+}
