@@ -8,13 +8,13 @@ their saved form back into records.
 from __future__ import annotations
 
 import colorsys
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .colors import check_color
 from .limits import MAX_NAME_LENGTH
 from .rasterize import label_runs, round_half_up
 
@@ -51,8 +51,6 @@ DEFAULT_COLORS: list[str] = [
     "#008080",  # teal
 ]
 
-_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-
 
 def _extra_color(i: int) -> str:
     """A further distinct colour once the palette is used up (golden-angle hue steps)."""
@@ -83,13 +81,6 @@ def check_class_name(name: Any) -> str:
             f"a class name has at most {MAX_NAME_LENGTH} characters, got {len(stripped)}: {stripped[:40]!r}..."
         )
     return stripped
-
-
-def check_color(color: Any) -> str:
-    """A colour ``"#rrggbb"`` in lower case; ValueError otherwise."""
-    if not isinstance(color, str) or not _COLOR_RE.match(color):
-        raise ValueError(f"colour must be a string '#rrggbb', got {color!r}")
-    return color.lower()
 
 
 @dataclass
