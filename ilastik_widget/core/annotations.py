@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from .label_entries import (
     import_from_record,
     make_import,
     next_color,
+    without_class,
 )
 from .limits import MAX_CLASSES
 from .rasterize import expand_runs, rasterize_stroke
@@ -204,28 +204,9 @@ class Annotations:
         with self._lock:
             label = self._check_label(label)
             del self.classes[label - 1]
-            kept: list[Stroke | LabelImport] = []
-            for s in self.strokes:
-                if isinstance(s, LabelImport):
-                    keep = s.values != label
-                    if not keep.all():
-                        self._voxels.pop(s.id, None)  # fewer voxels
-                    if keep.any():
-                        values = s.values[keep] - (s.values[keep] > label).astype(np.uint8)
-                        runs = [s.starts[keep], s.lengths[keep], values]
-                        for arr in runs:
-                            arr.setflags(write=False)
-                        kept.append(replace(s, starts=runs[0], lengths=runs[1], values=runs[2]))
-                elif s.erase:
-                    # An eraser's class does not matter; keep its number valid.
-                    new = 0 if s.label == label else s.label - (s.label > label)
-                    kept.append(replace(s, label=new) if new != s.label else s)
-                elif s.label == label:
-                    self._voxels.pop(s.id, None)
-                elif s.label > label:
-                    kept.append(replace(s, label=s.label - 1))  # same geometry: voxel cache stays valid
-                else:
-                    kept.append(s)
+            kept, reshaped = without_class(self.strokes, label)
+            for sid in reshaped:
+                self._voxels.pop(sid, None)
             self.strokes = kept
             self._changed(history=False)
 
@@ -396,23 +377,7 @@ class Annotations:
             cache = self._labelled_cache
             if cache is not None and cache[0] == self.labels_version:
                 return cache[1], cache[2]
-            if not self.strokes:
-                flat, lab = np.zeros(0, np.int64), np.zeros(0, np.uint8)
-            else:
-                vox = [self.stroke_voxels(s.id) for s in self.strokes]
-                vals = [
-                    s.voxel_labels()
-                    if isinstance(s, LabelImport)
-                    else np.full(len(v), 0 if s.erase else s.label, np.uint8)
-                    for s, v in zip(self.strokes, vox)
-                ]
-                # Later entries win: take, for every voxel, its last occurrence in entry order.
-                allv = np.concatenate(vox)[::-1]
-                allval = np.concatenate(vals)[::-1]
-                flat, first = np.unique(allv, return_index=True)
-                lab = allval[first]
-                keep = lab != 0  # erased voxels are unlabelled
-                flat, lab = flat[keep], lab[keep]
+            flat, lab = _combine(self.strokes, [self.stroke_voxels(s.id) for s in self.strokes])
             flat.setflags(write=False)
             lab.setflags(write=False)
             self._labelled_cache = (self.labels_version, flat, lab)
@@ -527,3 +492,20 @@ class Annotations:
             f"Annotations(shape={self.shape}, classes={[c.name for c in self.classes]}, "
             f"strokes={len(self.strokes)}, version={self.version})"
         )
+
+
+def _combine(entries: Sequence[Stroke | LabelImport], voxels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted flat indices and uint8 labels of entries applied in order: later entries win, erasers clear."""
+    if not entries:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    vals = [
+        s.voxel_labels() if isinstance(s, LabelImport) else np.full(len(v), 0 if s.erase else s.label, np.uint8)
+        for s, v in zip(entries, voxels)
+    ]
+    # For every voxel, its last occurrence in entry order.
+    allv = np.concatenate(voxels)[::-1]
+    allval = np.concatenate(vals)[::-1]
+    flat, first = np.unique(allv, return_index=True)
+    lab = allval[first]
+    keep = lab != 0  # erased voxels are unlabelled
+    return flat[keep], lab[keep]

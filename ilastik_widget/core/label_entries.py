@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "dense_import",
     "make_import",
     "import_from_record",
+    "without_class",
 ]
 
 # Saturated colours that stand out over grey-scale data and from each other (order: the first two
@@ -336,3 +337,28 @@ def _integer_array(values: Any, what: str) -> np.ndarray:
 def _check_shape(got: tuple[int, ...], want: tuple[int, ...], what: str) -> None:
     if tuple(got) != tuple(want):
         raise ValueError(f"{what} has shape {tuple(got)} but the region it goes to has shape {tuple(want)}")
+
+
+def without_class(entries: list[Stroke | LabelImport], label: int) -> tuple[list[Stroke | LabelImport], set[int]]:
+    """The entries once class ``label`` is removed: its strokes and imported voxels go, higher classes move down
+    by one, erase strokes stay. Also returns the ids of the entries whose voxels changed (their caches are stale).
+    """
+    kept: list[Stroke | LabelImport] = []
+    reshaped: set[int] = set()
+    for s in entries:
+        if isinstance(s, LabelImport):
+            keep = s.values != label
+            if not keep.all():
+                reshaped.add(s.id)
+            if keep.any():
+                values = s.values[keep] - (s.values[keep] > label).astype(np.uint8)
+                kept.append(_frozen(replace(s, starts=s.starts[keep], lengths=s.lengths[keep], values=values)))
+        elif s.erase:
+            # An eraser's class does not matter; keep its number valid.
+            new = 0 if s.label == label else s.label - (s.label > label)
+            kept.append(replace(s, label=new) if new != s.label else s)
+        elif s.label == label:
+            reshaped.add(s.id)
+        else:
+            kept.append(replace(s, label=s.label - 1) if s.label > label else s)  # same geometry, same voxels
+    return kept, reshaped
