@@ -231,6 +231,24 @@ def test_gradient_cache_bound():
         plane_features(vol, 0, 4, sel, gradient_cache={})
 
 
+def test_concurrent_calls_and_single_thread(volume_and_features, monkeypatch):
+    """Sessions compute planes from several threads; batch workers run the filter bank on one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ilastik_widget.core import filters
+
+    vol, sel, whole = volume_and_features
+    specs = [(0, 3), (1, 20), (2, 11), (0, 9), (1, 35), (2, 0)]
+    cache = GradientCache()
+    with ThreadPoolExecutor(3) as ex:
+        got = list(ex.map(lambda s: plane_features(vol, *s, sel, gradient_cache=cache), specs))
+    names = sel.channel_names(3)
+    for (axis, index), g in zip(specs, got):
+        assert_plane_close(g, take(whole, axis, index), names, float(np.abs(vol).max()))
+    monkeypatch.setattr(filters, "N_THREADS", 1)
+    assert_plane_close(plane_features(vol, 1, 20, sel), take(whole, 1, 20), names, float(np.abs(vol).max()))
+
+
 # ---------------------------------------------------------------------------------------------
 # reading only the slab
 
