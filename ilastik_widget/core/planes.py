@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import cv2
@@ -268,7 +269,7 @@ class _Plane:
                 tasks.extend(job.tasks(slab, self.buf))
             linear = [j for j in jobs if j.needs_linear]
             if linear:
-                tasks.insert(0, lambda slab=slab, linear=linear: self._linear(slab, linear))
+                tasks.insert(0, partial(self._linear, slab, linear))
         return tasks
 
     def _linear(self, slab: Slab, jobs: list[PlaneJob]) -> None:

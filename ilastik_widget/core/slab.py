@@ -334,9 +334,8 @@ class Accumulator:
     def add(self, position: int, weight: float, g: np.ndarray, scaled: bool = False) -> None:
         """Add ``weight * g_a * g_b``; ``scaled``: ``g`` is already multiplied by sqrt(weight)."""
         pj = self.pj
-        if scaled:
-            lhs = g
-        else:
+        lhs = list(g)
+        if not scaled:
             lhs = self.tmp
             for t, gb in zip(self.tmp, g):
                 np.multiply(gb, np.float32(weight), out=t)
@@ -355,11 +354,11 @@ class Accumulator:
         flat_g = [[x.reshape(-1) for x in g] for g in grads]
         for a in range(0, n, step):
             sl = slice(a, min(n, a + step))
-            for (_, weight), g in zip(run, flat_g):
-                for t, gb in zip(flat_tmp, g):
+            for (_, weight), fg in zip(run, flat_g):
+                for t, gb in zip(flat_tmp, fg):
                     np.multiply(gb[sl], np.float32(weight), out=t[sl])
                 for (i, j), acc in zip(self.pj.pairs, flat_acc):
-                    cv2.accumulateProduct(flat_tmp[i][sl], g[j][sl], acc[sl])
+                    cv2.accumulateProduct(flat_tmp[i][sl], fg[j][sl], acc[sl])
         for (position, _), g in zip(run, grads):
             if position == self.pj.index:
                 self._magnitude(g)
