@@ -801,3 +801,21 @@ def test_two_threads_painting_leave_the_widget_tracking_the_newest_training(data
     assert w.session.is_trained and not w.session.needs_training  # ...on the newest labels
     assert w.status == "Ready" and not w.busy
     w.close()
+
+
+def test_imported_labels_train_the_widget_and_are_listed_and_undone_like_strokes(data):
+    image, truth, _ = data
+    w, rec = make_widget(image)
+    labels = np.zeros(truth.shape, np.uint8)
+    labels[::7, ::7] = truth[::7, ::7]  # a sparse earlier annotation of both classes
+    eid = w.session.import_labels(labels, source="earlier.tif")
+    w.wait(120)
+    (entry,) = w.strokes
+    assert entry["id"] == eid and entry["kind"] == "import" and entry["source"] == "earlier.tif"
+    assert entry["n_voxels"] == int((labels > 0).sum()) and "radius" not in entry
+    assert w.session.is_trained and w.status == "Ready"
+    assert (w.segmentation() == truth).mean() > 0.8
+    w.handle_message({"type": "undo", "id": 7})
+    assert rec.reply(7)[0] == {"type": "undo-reply", "id": 7, "changed": True}
+    assert w.strokes == [] and not w.session.labels().any()
+    w.close()

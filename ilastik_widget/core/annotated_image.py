@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import Annotations, LabelClass, Stroke
+from .annotations import Annotations, LabelClass, LabelImport, Stroke
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ class AnnotatedImage:
         return self.annotations.n_classes
 
     @property
-    def strokes(self) -> list[Stroke]:
-        """The stroke records (id, label, points, radius, axes, erase), oldest first."""
+    def strokes(self) -> list[Stroke | LabelImport]:
+        """The label entries, oldest first: brush strokes (id, label, points, radius, axes, erase) and imported label
+        images (id, runs of voxels, source)."""
         return list(self.annotations.strokes)
 
     # ------------------------------------------------------------------ labels
@@ -172,6 +173,13 @@ class AnnotatedImage:
         if done:
             self._notify("labels", version=self.annotations.version)
         return done
+
+    def import_labels(self, labels: Any, region: Any = None, **options: Any) -> int:
+        """Import a dense label image (0 = unlabelled, 1..n = classes) or one mask per class as one label entry, erased,
+        undone and removed like a stroke; returns its id. See :meth:`Annotations.import_labels`."""
+        eid = self.annotations.import_labels(labels, region, **options)
+        self._notify("labels", version=self.annotations.version, stroke_id=eid)
+        return eid
 
     def labels(self, region: Any = None) -> np.ndarray:
         """Dense uint8 labels of a region (0 = unlabelled)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,32 +37,33 @@ def brush_size_of(radius: float) -> float:
 
 
 def stroke_summaries(session: Any) -> list[dict[str, Any]]:
-    """The ``strokes`` trait: per stroke its id, class, brush radius and size, centre and bounds (array order)."""
+    """The ``strokes`` trait: per label entry its id, kind ("stroke" or "import"), class (0 when an import holds
+    several), centre and bounds (array order); strokes also their brush radius and size, imports their source and
+    voxel count."""
     annotations = session.annotations
     out = []
     for s in annotations.strokes:
-        points = np.asarray(s.points, dtype=np.float64).reshape(-1, len(session.spatial_shape))
-        try:
-            bounds = [[int(b.start), int(b.stop)] for b in annotations.stroke_bounds(s.id)]
-        except ValueError:  # a stroke entirely outside the image paints nothing
-            r = float(s.radius)
-            bounds = [
-                [int(math.floor(lo - r)), int(math.ceil(hi + r)) + 1]
-                for lo, hi in zip(points.min(axis=0), points.max(axis=0))
-            ]
-        out.append(
-            {
-                "id": int(s.id),
-                "label": int(s.label),
-                "radius": float(s.radius),
-                "size": brush_size_of(s.radius),
-                "n_points": len(points),
-                "center": [round(float(c), 2) for c in points.mean(axis=0)],
-                "bounds": bounds,
-                "erase": bool(s.erase),
-                "axes": [int(a) for a in (s.axes or ())],
-            }
-        )
+        bounds = [[int(b.start), int(b.stop)] for b in annotations.stroke_bounds(s.id)]
+        summary: dict[str, Any] = {
+            "id": int(s.id),
+            "kind": s.kind,
+            "label": int(s.label),
+            "erase": bool(s.erase),
+            "bounds": bounds,
+            "center": [round((lo + hi - 1) / 2, 2) for lo, hi in bounds],
+        }
+        if s.kind == "import":
+            summary.update(source=str(s.source), n_voxels=int(s.n_voxels))
+        else:
+            points = np.asarray(s.points, dtype=np.float64).reshape(-1, len(session.spatial_shape))
+            summary.update(
+                radius=float(s.radius),
+                size=brush_size_of(s.radius),
+                n_points=len(points),
+                center=[round(float(c), 2) for c in points.mean(axis=0)],
+                axes=[int(a) for a in (s.axes or ())],
+            )
+        out.append(summary)
     return out
 
 
