@@ -1,11 +1,18 @@
 """Features of one image computed only where they are needed, kept within a byte bound, and what they give: the
 rows a classifier trains on and the class probabilities of any region.
 
-The image is divided into a grid of blocks. Features are computed per block with
-:func:`~ilastik_widget.core.features.features_for_region` (the region plus the selection's halo) for the blocks that
-hold labels (training) or that a prediction asks for, and kept in a least-recently-used cache bounded in bytes. The
-training rows are kept per block, so a new stroke gathers feature rows again only for the blocks whose labels
-changed. Block probabilities are cached per model.
+Features are computed per *unit* and cached (least recently used first out, bounded in bytes):
+
+- a **block** of the block grid, with :func:`~ilastik_widget.core.features.features_for_region` (the block plus the
+  selection's halo): 2D images, and regions of volumes that are more than one voxel thick;
+- a **plane tile** of a volume, with :func:`~ilastik_widget.core.planes.planes_features`: an up to
+  :data:`PLANE_TILE` x :data:`PLANE_TILE` piece of one axis-aligned plane, exactly the 3D features there, computed
+  from the slab of planes the filters reach instead of whole blocks around it. A viewer's panel shows planes, and
+  strokes lie in planes, so interactive work on volumes costs about what the same pixels cost in 2D.
+
+Training rows are gathered per unit and kept, so a new stroke gathers rows again only for the units whose labels
+changed; on volumes the labelled voxels are covered by as few planes as a greedy cover finds (strokes lie in the
+plane of their panel; oblique ones in several planes of the nearest axis). Unit probabilities are cached per model.
 
 Every method takes a :class:`FeatureSpec` snapshot: a training or prediction that started before the selection
 changed keeps computing the features its model was made for.
@@ -24,35 +31,63 @@ from typing import Any
 import numpy as np
 
 from .cache import ByteLRU
-from .features import FeatureSelection, features_for_region
+from .features import FeatureSelection, check_request, features_for_region
+from .planes import GradientCache, planes_features
+
+#: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
+PLANE_TILE = 512
+
+#: ("block", block index) or ("plane", axis, index, (tile row, tile column)).
+Unit = tuple
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What the features of a session are at one moment: ``epoch`` changes with every change of the other two."""
+    """What the features of a session are at one moment: ``epoch`` changes with every change of the others."""
 
     epoch: int
     selection: FeatureSelection
     mode: str
+    voxel_size: tuple[float, ...] | None = None
 
 
-class StopGathering(Exception):
-    """Raised by a ``should_stop`` callback to abandon gathering training rows."""
+def plane_cover(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(axis, index) per voxel of a few axis-aligned planes covering every voxel of ``coords`` (M, 3).
+
+    Greedy: the plane holding the most voxels not yet covered first (ties: the lowest axis, then index), so strokes
+    painted on one panel's plane are covered by that plane.
+    """
+    m = len(coords)
+    axis_of = np.zeros(m, np.int64)
+    index_of = np.zeros(m, np.int64)
+    remaining = np.ones(m, bool)
+    while remaining.any():
+        best = (-1, 0, 0)
+        for axis in range(coords.shape[1]):
+            counts = np.bincount(coords[remaining, axis])
+            index = int(counts.argmax())
+            if counts[index] > best[0]:
+                best = (int(counts[index]), axis, index)
+        _, axis, index = best
+        hit = remaining & (coords[:, axis] == index)
+        axis_of[hit], index_of[hit] = axis, index
+        remaining &= ~hit
+    return axis_of, index_of
 
 
 class FeatureStore:
-    """Block-wise features of ``image`` with caches of features, training rows and block probabilities.
+    """Block and plane-tile features of ``image`` with caches of features, training rows and probabilities.
 
     Parameters
     ----------
     image : array-like
-        Anything with ``shape``, ``dtype`` and numpy slicing; read a block (plus halo) at a time.
+        Anything with ``shape``, ``dtype`` and numpy slicing; read a unit (plus what its filters reach) at a time.
     channel_axis : int or None
     spatial_shape : tuple of int
     block_shape : tuple of int
         Clipped to the image.
     cache_bytes : int
-        Bound of the feature cache; block probabilities get a further quarter of it.
+        Bound of the feature cache; probabilities get a further quarter of it.
     n_threads : int
         Threads that compute blocks in parallel.
     """
@@ -75,7 +110,8 @@ class FeatureStore:
         self.n_threads = int(n_threads)
         self._features: ByteLRU[np.ndarray] = ByteLRU(cache_bytes)
         self._probabilities: ByteLRU[np.ndarray] = ByteLRU(max(int(cache_bytes) // 4, 1))
-        self._rows: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # block id -> (epoch, local indices, rows)
+        self._rows: dict[Unit, tuple[int, np.ndarray, np.ndarray]] = {}  # unit -> (epoch, local indices, rows)
+        self._gradients = GradientCache()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -84,7 +120,13 @@ class FeatureStore:
         """Bytes held by the feature cache."""
         return self._features.nbytes
 
-    # ------------------------------------------------------------------ blocks
+    def n_features(self, spec: FeatureSpec) -> int:
+        """Feature channels per pixel of ``spec``."""
+        return check_request(
+            self.image.shape, self.image.dtype, spec.selection, self.channel_axis, spec.mode, spec.voxel_size
+        ).n_channels
+
+    # ------------------------------------------------------------------ units
     def block_region(self, block_index: Sequence[int]) -> tuple[slice, ...]:
         """The region (slices, clipped to the image) of a block given by its grid index."""
         idx = tuple(int(i) for i in block_index)
@@ -97,6 +139,28 @@ class FeatureStore:
         ranges = [range(s.start // b, (s.stop - 1) // b + 1) for s, b in zip(region, self.block_shape)]
         return list(itertools.product(*ranges))
 
+    def unit_region(self, unit: Unit) -> tuple[slice, ...]:
+        if unit[0] == "block":
+            return self.block_region(unit[1])
+        _, axis, index, tile = unit
+        inplane = [a for a in range(self.ndim) if a != axis]
+        region = [slice(index, index + 1)] * self.ndim
+        for a, t in zip(inplane, tile):
+            region[a] = slice(t * PLANE_TILE, min((t + 1) * PLANE_TILE, self.spatial_shape[a]))
+        return tuple(region)
+
+    def units_for(self, region: tuple[slice, ...]) -> list[Unit]:
+        """The units whose features cover a (normalised) region: plane tiles when it is one voxel thick along an axis
+        of a volume, blocks otherwise."""
+        thin = [a for a, s in enumerate(region) if s.stop - s.start == 1]
+        if self.ndim != 3 or not thin:
+            return [("block", b) for b in self.blocks_for(region)]
+        axis = thin[0]
+        ranges = [
+            range(s.start // PLANE_TILE, (s.stop - 1) // PLANE_TILE + 1) for a, s in enumerate(region) if a != axis
+        ]
+        return [("plane", axis, region[axis].start, tile) for tile in itertools.product(*ranges)]
+
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``fn`` over ``items`` on the worker threads (items never wait on the pool, so this cannot deadlock)."""
         if len(items) <= 1 or self.n_threads == 1:
@@ -107,6 +171,18 @@ class FeatureStore:
             pool = self._pool
         return [f.result() for f in [pool.submit(fn, i) for i in items]]
 
+    # ------------------------------------------------------------------ features
+    def _checked(self, feats: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if not np.isfinite(feats).all():
+            # finite input whose values do not fit 32-bit floats (e.g. uint64 near 2**64, or 1e39)
+            raise ValueError(
+                f"the image holds values too large for 32-bit floating point in the region "
+                f"[{_where(region)}]: rescale it (e.g. divide by its maximum) before classifying"
+            )
+        feats.setflags(write=False)
+        return feats
+
     def block_features(self, block_index: tuple[int, ...], spec: FeatureSpec) -> np.ndarray:
         """Features of a whole block, float32 (*block, C), read-only, from the cache or computed now."""
         if spec.selection.is_empty:
@@ -114,92 +190,135 @@ class FeatureStore:
         region = self.block_region(block_index)
 
         def compute() -> np.ndarray:
-            where = ", ".join(f"{s.start}:{s.stop}" for s in region)
             try:
                 feats = features_for_region(
-                    self.image, region, spec.selection, channel_axis=self.channel_axis, mode=spec.mode
+                    self.image,
+                    region,
+                    spec.selection,
+                    channel_axis=self.channel_axis,
+                    mode=spec.mode,
+                    voxel_size=spec.voxel_size,
                 )
             except ValueError as exc:
-                raise ValueError(f"{exc} (found while computing features of the region [{where}])") from exc
-            feats = np.ascontiguousarray(feats, dtype=np.float32)
-            if not np.isfinite(feats).all():
-                # finite input whose values do not fit 32-bit floats (e.g. uint64 near 2**64, or 1e39)
-                raise ValueError(
-                    f"the image holds values too large for 32-bit floating point in the region "
-                    f"[{where}]: rescale it (e.g. divide by its maximum) before classifying"
-                )
-            feats.setflags(write=False)
-            return feats
+                raise ValueError(f"{exc} (found while computing features of the region [{_where(region)}])") from exc
+            return self._checked(feats, region)
 
-        return self._features.get_or_compute((spec.epoch, block_index), compute)
+        return self._features.get_or_compute((spec.epoch, "block", block_index), compute)
+
+    def unit_features(self, units: Sequence[Unit], spec: FeatureSpec) -> list[np.ndarray]:
+        """Features of each unit, float32 (*unit region, C), read-only; the missing plane tiles computed together."""
+        if spec.selection.is_empty:
+            raise ValueError("no features are selected: select at least one feature")
+        out: dict[Unit, np.ndarray] = {}
+        missing = []
+        for unit in units:
+            if unit[0] == "block":
+                continue
+            cached = self._features.get((spec.epoch, *unit))
+            if cached is None:
+                missing.append(unit)
+            else:
+                out[unit] = cached
+        if missing:
+            requests = [
+                (axis, index, tuple(s for a, s in enumerate(self.unit_region(u)) if a != axis))
+                for u in missing
+                for (_, axis, index, _t) in [u]
+            ]
+            try:
+                computed = planes_features(
+                    self.image,
+                    requests,
+                    spec.selection,
+                    channel_axis=self.channel_axis,
+                    mode=spec.mode,
+                    voxel_size=spec.voxel_size,
+                    gradient_cache=self._gradients,
+                )
+            except ValueError as exc:
+                where = _where(self.unit_region(missing[0]))
+                raise ValueError(f"{exc} (found while computing features of the plane region [{where}])") from exc
+            for unit, feats in zip(missing, computed):
+                region = self.unit_region(unit)
+                feats = self._checked(np.expand_dims(feats, unit[1]), region)
+                self._features.put((spec.epoch, *unit), feats)
+                out[unit] = feats
+        blocks = [u for u in units if u[0] == "block"]
+        if len(blocks) > 1:
+            self.map(lambda u: self.block_features(u[1], spec), blocks)
+        for unit in blocks:
+            out[unit] = self.block_features(unit[1], spec)
+        return [out[u] for u in units]
 
     # ------------------------------------------------------------------ training rows
+    def _training_units(self, coords: np.ndarray) -> tuple[list[Unit], np.ndarray]:
+        """The units covering labelled voxels ``coords`` (M, ndim) and the unit number of each voxel."""
+        if self.ndim == 3:
+            axis_of, index_of = plane_cover(coords)
+            inplane = np.array([[a for a in range(3) if a != axis] for axis in range(3)])[axis_of]
+            tiles = np.take_along_axis(coords, inplane, axis=1) // PLANE_TILE
+            keys = np.column_stack([axis_of, index_of, tiles])
+            rows, inverse = np.unique(keys, axis=0, return_inverse=True)
+            units = [("plane", int(r[0]), int(r[1]), (int(r[2]), int(r[3]))) for r in rows]
+        else:
+            keys = coords // np.array(self.block_shape)
+            rows, inverse = np.unique(keys, axis=0, return_inverse=True)
+            units = [("block", tuple(int(i) for i in r)) for r in rows]
+        return units, inverse.reshape(-1)
+
     def training_rows(
         self, flat: np.ndarray, labels: np.ndarray, spec: FeatureSpec, should_stop: Callable[[], bool]
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Feature rows (N, C) float32 and labels (N,) int64 of the labelled voxels ``flat`` (flat indices).
 
-        Rows of a block are reused when its labelled voxels did not move (relabelling the same voxels only changes
-        the labels). ``should_stop()`` is asked between blocks: when it says True, None is returned (it may also
-        raise to abandon the gathering).
+        Rows of a unit are reused when its labelled voxels did not move (relabelling the same voxels only changes the
+        labels). ``should_stop()`` is asked between units: when it says True, None is returned (it may also raise to
+        abandon the gathering).
         """
         coords = np.stack(np.unravel_index(flat, self.spatial_shape), axis=1)
-        bid = np.ravel_multi_index(tuple((coords // np.array(self.block_shape)).T), self.grid_shape)
-        order = np.argsort(bid, kind="stable")  # blocks ascending, voxels in C order within: deterministic
-        bid, coords, labels = bid[order], coords[order], labels[order]
-        starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]]) if len(bid) else np.zeros(0, np.int64)
-        ends = np.r_[starts[1:], len(bid)].astype(np.int64)
-        groups = []  # (block id, block index, local flat indices, cached rows or None)
-        for s, e in zip(starts, ends):
-            b = int(bid[s])
-            block_index = tuple(int(i) for i in np.unravel_index(b, self.grid_shape))
-            region = self.block_region(block_index)
+        units, unit_of = self._training_units(coords)
+        order = np.argsort(unit_of, kind="stable")  # units ascending, voxels in C order within: deterministic
+        unit_of, coords, labels = unit_of[order], coords[order], labels[order]
+        bounds = np.searchsorted(unit_of, np.arange(len(units) + 1))
+        groups = []  # (unit, local flat indices, cached rows or None)
+        for u, unit in enumerate(units):
+            region = self.unit_region(unit)
             origin = np.array([r.start for r in region])
-            local = np.ravel_multi_index(tuple((coords[s:e] - origin).T), tuple(r.stop - r.start for r in region))
+            local = np.ravel_multi_index(
+                tuple((coords[bounds[u] : bounds[u + 1]] - origin).T), tuple(r.stop - r.start for r in region)
+            )
             with self._lock:
-                cached = self._rows.get(b)
+                cached = self._rows.get(unit)
             same = cached is not None and cached[0] == spec.epoch and np.array_equal(cached[1], local)
-            groups.append((b, block_index, local, cached[2] if same and cached is not None else None))
-        missing = [g[1] for g in groups if g[3] is None]
-        if len(missing) > 1:  # features of the blocks whose rows are missing, in parallel
-            self.map(lambda bi: self.block_features(bi, spec), missing)
+            groups.append((unit, local, cached[2] if same and cached is not None else None))
+        missing = [g[0] for g in groups if g[2] is None]
+        if len(missing) > 1:  # features of the units whose rows are missing, together
+            self.unit_features(missing, spec)
         xs = []
-        for b, block_index, local, rows in groups:
+        for unit, local, rows in groups:
             if should_stop():
                 return None
             if rows is None:
-                feats = self.block_features(block_index, spec)
+                (feats,) = self.unit_features([unit], spec)
                 rows = feats.reshape(-1, feats.shape[-1])[local]
                 with self._lock:
-                    self._rows[b] = (spec.epoch, local, rows)
+                    self._rows[unit] = (spec.epoch, local, rows)
             xs.append(rows)
         with self._lock:
-            used = {g[0] for g in groups}
-            for b in [b for b in self._rows if b not in used]:
-                del self._rows[b]
-        n_features = spec.selection.n_channels(2 if self.ndim == 2 or spec.mode == "2d" else 3, self.n_input_channels)
-        x = np.concatenate(xs) if xs else np.zeros((0, n_features), np.float32)
+            for unit in [u for u in self._rows if u not in set(units)]:
+                del self._rows[unit]
+        x = np.concatenate(xs) if xs else np.zeros((0, self.n_features(spec)), np.float32)
         return x, labels.astype(np.int64)
 
-    @property
-    def n_input_channels(self) -> int:
-        return 1 if self.channel_axis is None else int(self.image.shape[self.channel_axis])
-
     # ------------------------------------------------------------------ prediction
-    def block_probabilities(
-        self,
-        block_index: tuple[int, ...],
-        model: Any,
-        key: Any,
-        n_classes: int,
-        spec: FeatureSpec,
-        n_jobs: int | None = 1,
+    def unit_probabilities(
+        self, unit: Unit, model: Any, key: Any, n_classes: int, spec: FeatureSpec, n_jobs: int | None = 1
     ) -> np.ndarray:
-        """Probabilities of one block, float32 (*block, n_classes), read-only, cached under ``key`` (the model's
+        """Probabilities of one unit, float32 (*unit region, n_classes), read-only, cached under ``key`` (the model's
         identity): classes added after the training get zero columns."""
 
         def compute() -> np.ndarray:
-            feats = self.block_features(block_index, spec)
+            (feats,) = self.unit_features([unit], spec)
             p = model.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=n_jobs)
             if p.shape[1] < n_classes:
                 p = np.concatenate([p, np.zeros((len(p), n_classes - p.shape[1]), np.float32)], axis=1)
@@ -207,39 +326,47 @@ class FeatureStore:
             p.setflags(write=False)
             return p
 
-        return self._probabilities.get_or_compute((key, n_classes, block_index), compute)
+        return self._probabilities.get_or_compute((key, n_classes, *unit), compute)
 
     def probabilities(
         self, region: tuple[slice, ...], model: Any, key: Any, n_classes: int, spec: FeatureSpec
     ) -> np.ndarray:
-        """Probabilities of a (normalised) region, float32 (*region, n_classes): the blocks it touches in parallel."""
-        blocks = self.blocks_for(region)
+        """Probabilities of a (normalised) region, float32 (*region, n_classes), from the units it touches."""
+        units = self.units_for(region)
+        self._prepare(units, model, key, n_classes, spec)
         out = np.empty(tuple(s.stop - s.start for s in region) + (n_classes,), np.float32)
-        n_jobs = 1 if len(blocks) > 1 else None
+        n_jobs = 1 if len(units) > 1 else None
 
-        def work(block_index: tuple[int, ...]) -> None:
-            breg = self.block_region(block_index)
-            p = self.block_probabilities(block_index, model, key, n_classes, spec, n_jobs)
-            lo = [max(r.start, b.start) for r, b in zip(region, breg)]
-            hi = [min(r.stop, b.stop) for r, b in zip(region, breg)]
+        def work(unit: Unit) -> None:
+            ureg = self.unit_region(unit)
+            p = self.unit_probabilities(unit, model, key, n_classes, spec, n_jobs)
+            lo = [max(r.start, b.start) for r, b in zip(region, ureg)]
+            hi = [min(r.stop, b.stop) for r, b in zip(region, ureg)]
             out[tuple(slice(a - r.start, z - r.start) for a, z, r in zip(lo, hi, region))] = p[
-                tuple(slice(a - b.start, z - b.start) for a, z, b in zip(lo, hi, breg))
+                tuple(slice(a - b.start, z - b.start) for a, z, b in zip(lo, hi, ureg))
             ]
 
-        self.map(work, blocks)
+        self.map(work, units)
         return out
+
+    def _prepare(self, units: list[Unit], model: Any, key: Any, n_classes: int, spec: FeatureSpec) -> None:
+        """Compute the features of the plane tiles among ``units`` whose probabilities are not cached, together."""
+        planes = [u for u in units if u[0] == "plane" and self._probabilities.get((key, n_classes, *u)) is None]
+        if len(planes) > 1:
+            self.unit_features(planes, spec)
 
     def precompute(
         self, regions: Iterable[tuple[slice, ...]], model: Any, key: Any, n_classes: int, spec: FeatureSpec
     ) -> None:
-        """Compute and cache the probabilities of every block the regions touch, all in parallel."""
-        blocks = list(dict.fromkeys(b for region in regions for b in self.blocks_for(region)))
-        n_jobs = 1 if len(blocks) > 1 else None
-        self.map(lambda block: self.block_probabilities(block, model, key, n_classes, spec, n_jobs), blocks)
+        """Compute and cache the probabilities of every unit the regions touch, all in parallel."""
+        units = list(dict.fromkeys(u for region in regions for u in self.units_for(region)))
+        self._prepare(units, model, key, n_classes, spec)
+        n_jobs = 1 if len(units) > 1 else None
+        self.map(lambda unit: self.unit_probabilities(unit, model, key, n_classes, spec, n_jobs), units)
 
     # ------------------------------------------------------------------ cache control
     def features_changed(self) -> None:
-        """Drop the cached features and rows (the selection or mode changed)."""
+        """Drop the cached features and rows (the selection, mode or voxel size changed)."""
         self._features.clear()
         with self._lock:
             self._rows.clear()
@@ -256,3 +383,7 @@ class FeatureStore:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _where(region: tuple[slice, ...]) -> str:
+    return ", ".join(f"{s.start}:{s.stop}" for s in region)

@@ -39,7 +39,7 @@ from .annotated_image import AnnotatedImage
 from .annotations import normalize_region
 from .classifier import ACCURATE, INTERACTIVE, PixelClassifier
 from .feature_store import FeatureSpec, FeatureStore
-from .features import FeatureSelection
+from .features import FeatureSelection, check_voxel_size
 from .training import BackgroundTrainer, TrainingCancelled, TrainingJob
 
 __all__ = ["Session", "TrainingCancelled"]
@@ -103,6 +103,10 @@ class Session(AnnotatedImage):
         Bound of the feature cache in bytes (block predictions get a further quarter of it).
     n_threads : int, optional
         Threads that compute blocks in parallel (default: the number of cores, at most 4).
+    voxel_size : sequence of float, optional
+        Physical size of a voxel along each spatial axis; default the source's (e.g. OME-Zarr scale), else
+        isotropic. Filter scales are in units of the smallest voxel size, so filters are isotropic in space (see
+        :mod:`~ilastik_widget.core.features`).
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class Session(AnnotatedImage):
         block_shape: Sequence[int] | None = None,
         cache_bytes: int = 2**30,
         n_threads: int | None = None,
+        voxel_size: Sequence[float] | None = None,
     ) -> None:
         super().__init__(image, channel_axis, classes)
         if feature_mode not in FEATURE_MODES:
@@ -130,9 +135,16 @@ class Session(AnnotatedImage):
         block_shape = tuple(int(b) for b in (block_shape or ((256, 256) if self.ndim == 2 else (64, 64, 64))))
         if len(block_shape) != self.ndim or any(b < 1 for b in block_shape):
             raise ValueError(f"block_shape must have {self.ndim} positive sizes, got {block_shape}")
+        if voxel_size is None and self.source is not None and len(self.source.scale or ()) == self.ndim:
+            try:
+                voxel_size = check_voxel_size(self.source.scale, self.ndim)
+            except ValueError:
+                voxel_size = None  # metadata without usable voxel sizes: isotropic
+        self._voxel_size = check_voxel_size(voxel_size, self.ndim)
         self._feature_mode = feature_mode
         self.seed = int(seed)
         self._selection = _as_selection(features)
+        self._selection.check_for(self.ndim)
         self._template = _classifier_template(classifier, self.seed)
         self._store = FeatureStore(
             self.image,
@@ -212,6 +224,7 @@ class Session(AnnotatedImage):
     @feature_selection.setter
     def feature_selection(self, value: Any) -> None:
         selection = _as_selection(value)
+        selection.check_for(self.ndim)
         with self._lock:
             if selection == self._selection:
                 return
@@ -247,13 +260,27 @@ class Session(AnnotatedImage):
 
     def _feature_spec(self) -> FeatureSpec:
         with self._lock:
-            return FeatureSpec(self._epoch, self._selection, self._feature_mode)
+            return FeatureSpec(self._epoch, self._selection, self._feature_mode, self._voxel_size)
 
     @property
     def n_features(self) -> int:
         """Feature channels per pixel for the current selection."""
-        fdim = 2 if (self.ndim == 2 or self._feature_mode == "2d") else 3
-        return self._selection.n_channels(fdim, self.n_input_channels)
+        return self._store.n_features(self._feature_spec())
+
+    @property
+    def voxel_size(self) -> tuple[float, ...] | None:
+        """Physical size of a voxel per spatial axis (None: isotropic); setting it changes the features."""
+        return self._voxel_size
+
+    @voxel_size.setter
+    def voxel_size(self, value: Sequence[float] | None) -> None:
+        checked = check_voxel_size(value, self.ndim)
+        with self._lock:
+            if checked == self._voxel_size:
+                return
+            self._voxel_size = checked
+            self._features_changed()
+        self._notify("features", selection=self._selection.to_dict(), generation=self._generation)
 
     @property
     def cache_nbytes(self) -> int:
@@ -397,7 +424,7 @@ class Session(AnnotatedImage):
         index = tuple(int(i) for i in block_index)
         self.block_region(index)  # checks it
         model, generation, n_classes, spec = self._current_model()
-        return self._store.block_probabilities(index, model, generation, n_classes, spec, n_jobs=None)
+        return self._store.unit_probabilities(("block", index), model, generation, n_classes, spec, n_jobs=None)
 
     def predict(self, region: Any = None) -> np.ndarray:
         """Class probabilities of a region, float32 (*region_shape, n_classes).

@@ -1,0 +1,135 @@
+"""Sessions on volumes: planes of the viewer and strokes in planes cost plane features, and equal the block path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ilastik_widget.core.feature_store import PLANE_TILE, plane_cover
+from ilastik_widget.core.features import FeatureSelection, compute_features
+from ilastik_widget.core.session import Session
+from ilastik_widget.datasets import synthetic_cells
+
+# every feature at the scales whose halos fit a small volume, so the test is quick but covers each filter
+SEL = FeatureSelection(frozenset((f, s) for f, s in FeatureSelection.all().selected if s in (0.7, 1.6, 3.5)))
+FAST = {"n_estimators": 10, "n_jobs": 1}
+
+
+class CountingArray:
+    """A lazily read array that adds up the voxels every read touches (what zarr or dask would fetch)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.voxels = 0
+
+    def __getitem__(self, index):
+        out = self.array[index]
+        self.voxels += out.size
+        return out
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return synthetic_cells((40, 96, 112), seed=2)
+
+
+def _strokes_on_planes(session, truth):
+    """A stroke of each class on the xy plane z=20, and one of class 2 on the xz plane y=40 (axes of that plane)."""
+    for label, (axes, fixed) in [(1, ((1, 2), (0, 20))), (2, ((1, 2), (0, 20))), (2, ((0, 2), (1, 40)))]:
+        axis, index = fixed
+        plane = np.take(truth, index, axis=axis)
+        u, v = np.nonzero(plane == label)
+        pick = np.linspace(0, len(u) - 1, 6).astype(int)
+        points = np.insert(np.stack([u[pick], v[pick]], 1).astype(float), axis, index, axis=1)
+        session.add_stroke(label, points, radius=1.5, axes=axes)
+
+
+def test_plane_cover_covers_strokes_with_their_planes():
+    xy = np.array([[5, y, x] for y in range(3) for x in range(4)])
+    xz = np.array([[z, 9, x] for z in range(7) for x in range(2)])
+    coords = np.concatenate([xy, xz])
+    axis, index = plane_cover(coords)
+    assert set(zip(axis.tolist(), index.tolist())) == {(0, 5), (1, 9)}  # two planes, one per stroke
+    assert (coords[np.arange(len(coords)), axis] == index).all()  # every voxel lies in its plane
+
+
+@pytest.mark.parametrize(
+    "region",
+    [
+        (slice(20, 21), slice(0, 96), slice(0, 112)),  # an xy plane in the middle
+        (slice(0, 1), slice(10, 60), slice(30, 112)),  # part of the first xy plane
+        (slice(0, 40), slice(95, 96), slice(0, 112)),  # the last xz plane
+        (slice(0, 40), slice(0, 96), slice(55, 56)),  # a yz plane
+    ],
+)
+def test_plane_predictions_equal_the_block_path(volume, region):
+    image, truth = volume
+    plane = Session(image, features=SEL, classifier=FAST)
+    _strokes_on_planes(plane, truth)
+    plane.train()
+    # the same session state, predicted through blocks: a region two voxels thick along the plane's normal
+    thick = tuple(
+        slice(s.start, s.start + 2)
+        if s.stop - s.start == 1 and s.start + 2 <= n
+        else slice(s.start - 1, s.stop)
+        if s.stop - s.start == 1
+        else s
+        for s, n in zip(region, image.shape)
+    )
+    axis = next(a for a, s in enumerate(region) if s.stop - s.start == 1)
+    at = region[axis].start - thick[axis].start
+    by_blocks = np.take(plane.predict(thick), [at], axis=axis)
+    np.testing.assert_allclose(plane.predict(region), by_blocks, atol=1e-6)
+
+
+def test_training_rows_of_planes_equal_whole_volume_features(volume):
+    image, truth = volume
+    s = Session(image, features=SEL, classifier=FAST)
+    _strokes_on_planes(s, truth)
+    flat, labels, _ = s.annotations.labelled_flat()
+    x, y = s._store.training_rows(flat, labels, s._feature_spec(), lambda: False)
+    whole = compute_features(image, SEL).reshape(-1, s.n_features)
+    order = np.argsort(flat, kind="stable")
+    # rows come grouped by plane; compare as a set of (voxel, row) pairs
+    coords = np.stack(np.unravel_index(flat, image.shape), 1)
+    units, unit_of = s._store._training_units(coords)
+    assert {u[1:3] for u in units} == {(0, 20), (1, 40)}
+    by_voxel = {}
+    sorted_flat = flat[np.argsort(unit_of, kind="stable")]
+    for f, row in zip(sorted_flat, x):
+        by_voxel[int(f)] = row
+    got = np.array([by_voxel[int(f)] for f in flat[order]])
+    np.testing.assert_allclose(got, whole[flat[order]], rtol=1e-4, atol=1e-4 * np.abs(whole).max())
+    assert len(y) == len(flat)
+
+
+def test_a_plane_reads_a_slab_not_blocks(volume):
+    image, truth = volume
+    counted = CountingArray(image)
+    s = Session(counted, features=SEL, classifier=FAST)
+    _strokes_on_planes(s, truth)
+    s.train()
+    counted.voxels = 0
+    s.predict((slice(10, 11), slice(0, 96), slice(0, 112)))
+    # the slab the sigma-3.5 filters reach (2 * 13 + 1 planes at most), never the 64^3 blocks around the plane
+    assert 0 < counted.voxels <= 27 * 96 * 112
+    assert PLANE_TILE >= 112
+
+
+def test_voxel_size_from_the_source_and_bad_voxel_sizes_change_nothing(volume):
+    image, _ = volume
+    s = Session(image, features=SEL, voxel_size=(2.0, 1.0, 1.0))
+    assert s.voxel_size == (2.0, 1.0, 1.0)
+    n = s.n_features
+    for bad in [(0, 1, 1), (-1, 1, 1), (float("nan"), 1, 1), (1, 1)]:
+        with pytest.raises(ValueError, match="voxel_size"):
+            s.voxel_size = bad
+        assert s.voxel_size == (2.0, 1.0, 1.0) and s.n_features == n
+
+
+def test_a_2d_choice_on_a_2d_image_is_refused_and_changes_nothing():
+    image, _ = synthetic_cells((64, 64), seed=0)
+    s = Session(image, features=SEL)
+    with pytest.raises(ValueError, match="2D"):
+        s.feature_selection = SEL.with_2d(1.6, True)
+    assert s.feature_selection == SEL
