@@ -1,4 +1,4 @@
-// Unit tests of brush_geometry.ts with fake Neuroglancer objects: panel projection (axis-aligned and oblique), global
+// Unit tests of brush/geometry.ts with fake Neuroglancer objects: panel projection (axis-aligned and oblique), global
 // <-> array coordinates by axis name, gap filling, the stroke sent to the kernel, brush radius and stroke decimation.
 
 import assert from "node:assert/strict";
@@ -7,13 +7,13 @@ import type { SliceViewPanel } from "neuroglancer/unstable/sliceview/panel.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 import {
   AxisMap,
-  MAX_STROKE_POINTS,
   PanelGeometry,
   brushRadius,
   decimateStroke,
   gapFill,
   strokeToArray,
 } from "../src/brush/geometry.js";
+import { MAX_STROKE_POINTS } from "../src/protocol.js";
 
 const close = (actual: ArrayLike<number>, expected: ArrayLike<number>, eps = 1e-4, what = "") => {
   assert.equal(actual.length, expected.length, `${what} length`);
@@ -271,18 +271,24 @@ test("decimateStroke: short strokes unchanged, long ones thinned evenly keeping 
   ];
   assert.equal(decimateStroke(short, 2), short);
   const points = Array.from({ length: 11 }, (_, i) => [i, 2 * i]);
-  assert.deepEqual(decimateStroke(points, 4), [[0, 0], [3, 6], [6, 12], [9, 18], [10, 20]]);
+  assert.deepEqual(decimateStroke(points, 4), [[0, 0], [4, 8], [8, 16], [10, 20]]);
   const even = Array.from({ length: 10 }, (_, i) => [i, 0]);
   assert.deepEqual(decimateStroke(even, 4), [[0, 0], [3, 0], [6, 0], [9, 0]], "the last point is not doubled");
 });
 
-test("decimateStroke: the default limit keeps a stroke message within what the kernel takes", () => {
-  const KERNEL_MAX_POINTS = 100_000; // ilastik_widget/messages.py MAX_POINTS
-  for (const n of [MAX_STROKE_POINTS, MAX_STROKE_POINTS + 1, 2 * MAX_STROKE_POINTS + 1, 10 * KERNEL_MAX_POINTS]) {
+test("decimateStroke: a stroke message never has more points than the kernel takes (protocol MAX_STROKE_POINTS)", () => {
+  const ns = [MAX_STROKE_POINTS, MAX_STROKE_POINTS + 1, 2 * MAX_STROKE_POINTS, 2 * MAX_STROKE_POINTS + 1,
+    10 * MAX_STROKE_POINTS];
+  for (const n of ns) {
     const points = Array.from({ length: n }, (_, i) => [i, i]);
     const out = decimateStroke(points);
-    assert.ok(out.length <= MAX_STROKE_POINTS + 1 && out.length <= KERNEL_MAX_POINTS, `${n} -> ${out.length}`);
+    assert.ok(out.length <= MAX_STROKE_POINTS, `${n} -> ${out.length}`);
+    assert.ok(out.length > MAX_STROKE_POINTS / 2, `${n} -> ${out.length}: thinned more than needed`);
     assert.equal(out[0], points[0]);
     assert.equal(out[out.length - 1], points[n - 1]);
+  }
+  for (const [n, max] of [[5, 2], [6, 3], [100, 7], [101, 10]]) {
+    const out = decimateStroke(Array.from({ length: n }, (_, i) => [i]), max);
+    assert.ok(out.length <= max && out.length >= 2, `${n} points, at most ${max}: ${out.length}`);
   }
 });

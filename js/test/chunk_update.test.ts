@@ -1,4 +1,4 @@
-// Unit tests of chunk_update.ts: planning and applying the in-place update of a viewer's chunks from a refresh's
+// Unit tests of data/chunk_update.ts: planning and applying the in-place update of a viewer's chunks from a refresh's
 // pushed data, with fake chunk sources shaped like Neuroglancer's (frontend zarr volume sources).
 
 import assert from "node:assert/strict";
@@ -56,16 +56,24 @@ function source(url: string, chunks: Record<string, FakeChunk>, fill = true): Up
 const bytes = (...values: number[]) => new Uint8Array(values);
 
 function lookupFrom(pushed: Record<string, Uint8Array | null>): PushedLookup {
-  return (key) => (key in pushed ? { key, data: pushed[key] } : undefined);
+  return (key) => (key in pushed ? pushed[key] : undefined);
 }
 
 test("zarrChunkKey: the source's path plus Neuroglancer's grid position reversed, '.'-separated", () => {
   assert.equal(zarrChunkKey("mem://w1/predictions/5/0/", "0,2,1"), "predictions/5/0/1.2.0");
   assert.equal(zarrChunkKey("mem://w1/labels/1", "3,4"), "labels/1/4.3");
-  assert.equal(zarrChunkKey("mem://w1~tag/labels/0/", "0,0,7"), "labels/0/7.0.0");
+  assert.equal(zarrChunkKey("mem://w1/labels/0/", "0,0,7"), "labels/0/7.0.0");
+  assert.equal(zarrChunkKey("mem://w1/predictions/0/", "0,0,0"), null, "a layout without a level");
+  assert.equal(zarrChunkKey("mem://w1/labels/0/", "x,1"), null);
 });
 
-test("a plan covers every chunk the page holds, on the GPU or not, and names the chunks by id", () => {
+test("no plan for a source whose URL names no level of a widget array", () => {
+  const plan = planChunkUpdate([source("mem://w/labels/", { "0,0": new FakeChunk(bytes(1, 1, 1, 1)) })],
+    lookupFrom({ "labels/0/0.0": bytes(2, 2, 2, 2) }));
+  assert.match(String(plan), /chunk 0,0 of mem:\/\/w\/labels\/ has no zarr key/);
+});
+
+test("a plan covers every chunk the page holds, on the GPU or not, and names the chunks by key", () => {
   const a = new FakeChunk(bytes(1, 1, 1, 1));
   const b = new FakeChunk(null, ChunkState.SYSTEM_MEMORY);
   const plan = planChunkUpdate([source("mem://w/labels/0/", { "0,0": a, "1,0": b })], lookupFrom({
@@ -74,7 +82,6 @@ test("a plan covers every chunk the page holds, on the GPU or not, and names the
   }));
   assert.notEqual(typeof plan, "string", String(plan));
   if (typeof plan === "string") return;
-  assert.deepEqual(plan.keys, ["labels/0/0.0", "labels/0/0.1"]);
   assert.deepEqual([...plan.held], ["labels/0/0.0", "labels/0/0.1"]);
   assert.equal(plan.changes.length, 2);
   assert.deepEqual(a.calls, [], "planning changes nothing");
@@ -89,7 +96,7 @@ test("no plan when a held chunk was not pushed or its bytes do not fit", () => {
     "labels/0/0.1": bytes(0, 0),
   }));
   assert.match(String(wrongSize), /2 bytes do not fit/);
-  assert.deepEqual(planChunkUpdate([], lookupFrom({})), { changes: [], keys: [], held: new Set() },
+  assert.deepEqual(planChunkUpdate([], lookupFrom({})), { changes: [], held: new Set() },
     "no source holds chunks: nothing to update");
 });
 
@@ -99,7 +106,7 @@ test("a chunk pushed as missing: unchanged if it was missing, else it needs the 
   assert.ok(typeof plan !== "string");
   if (typeof plan === "string") return;
   assert.equal(plan.changes.length, 0, "nothing to do");
-  assert.deepEqual(plan.keys, ["labels/0/0.0"], "still shown: the kernel keeps it in its working set");
+  assert.deepEqual([...plan.held], ["labels/0/0.0"], "still shown: the kernel keeps it in its working set");
   const erased = planChunkUpdate([source("mem://w/labels/0/", { "0,0": new FakeChunk(bytes(1, 1, 1, 1)) }, false)],
     lookupFrom({ "labels/0/0.0": null }));
   assert.match(String(erased), /no fill value texture/);

@@ -1,21 +1,20 @@
-// Unit tests of kvstore_frontend.ts: `ChunkFetcher` with a fake transport, `parseMemUrl`, the per-view fetcher
-// registry and `MemKvStore` reads (byte ranges). Importing the module also registers the mem:// scheme with
-// Neuroglancer's kvstore registry, which runs under Node.
+// Unit tests of data/kvstore_frontend.ts: `ChunkFetcher` with a fake transport, the per-view fetcher registry and
+// `MemKvStore` reads (byte ranges), and of data/mem_url.ts. Importing the module also registers the mem:// scheme
+// with Neuroglancer's kvstore registry, which runs under Node.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { settled, sleep } from "./helpers.js";
-import type { ChunkTransport } from "../src/data/kvstore_frontend.js";
+import type { ChunkPush, ChunkTransport } from "../src/data/kvstore_frontend.js";
 import {
   ChunkFetcher,
-  MEM_SCHEME,
-  chunkId,
   MemKvStore,
   chunkFetcherCount,
   getChunkFetcher,
-  parseMemUrl,
   registerChunkFetcher,
 } from "../src/data/kvstore_frontend.js";
+import { MEM_SCHEME, memSource, memUrl, parseMemUrl } from "../src/data/mem_url.js";
+import type { ChunksReply, ChunksRequest, SeenRequest } from "../src/protocol.js";
 
 interface SentRequest {
   keys: string[];
@@ -31,13 +30,13 @@ class FakeTransport implements ChunkTransport {
   notes: Array<{ type: string; keys: string[] }> = [];
 
   request(
-    msg: { type: "chunks"; keys: string[] },
+    body: Omit<ChunksRequest, "id">,
     _buffers?: ArrayBuffer[],
     options?: { signal?: AbortSignal },
-  ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }> {
-    assert.equal(msg.type, "chunks");
+  ): Promise<{ content: ChunksReply; buffers: Uint8Array[] }> {
+    assert.equal(body.type, "chunks");
     return new Promise((resolve, reject) => {
-      const keys = [...msg.keys];
+      const keys = [...body.keys];
       const signal = options?.signal;
       // Like Transport: aborting rejects the request.
       signal?.addEventListener("abort", () => reject(new Error("request aborted")), { once: true });
@@ -47,15 +46,15 @@ class FakeTransport implements ChunkTransport {
         answer(data) {
           const found = keys.map((k) => data[k] !== undefined);
           const buffers = keys.filter((k) => data[k] !== undefined).map((k) => data[k]!);
-          resolve({ content: { type: "chunks-reply", found }, buffers });
+          resolve({ content: { type: "chunks-reply", id: 0, found }, buffers });
         },
         fail: reject,
       });
     });
   }
 
-  notify(msg: { type: "seen"; keys: string[] }): void {
-    this.notes.push({ type: msg.type, keys: [...msg.keys] });
+  notify(body: Omit<SeenRequest, "id">): void {
+    this.notes.push({ type: body.type, keys: [...body.keys] });
   }
 
   /** Keys of every message sent so far, one list per message. */
@@ -68,6 +67,13 @@ class FakeTransport implements ChunkTransport {
 const flushed = () => sleep(25);
 
 const bytes = (...values: number[]) => new Uint8Array(values);
+
+/** A refresh's chunks: `keys[i]` in `buffers[i]`, and the keys now missing. */
+const push = (keys: string[], buffers: ChunkPush["buffers"] = [], missing: string[] = []): ChunkPush => ({
+  keys,
+  buffers,
+  missing,
+});
 
 /** Chunk data that names its key, so a mix-up shows. */
 const chunk = (key: string) => new TextEncoder().encode(key);
@@ -204,27 +210,6 @@ test("an error reply rejects every read of that message; the lane is free again"
   assert.equal(text(await c), "raw/0/0.2");
 });
 
-test("setGeneration rewrites keys of that array to the newest generation", async () => {
-  const t = new FakeTransport();
-  const f = new ChunkFetcher(t);
-  assert.equal(f.rewriteKey("predictions/3/0/0.0.0"), "predictions/3/0/0.0.0", "no generation set: unchanged");
-  f.setGeneration("predictions", 7);
-  assert.equal(f.rewriteKey("predictions/3/0/0.0.0"), "predictions/7/0/0.0.0");
-  assert.equal(f.rewriteKey("predictions/3/.zattrs"), "predictions/7/.zattrs");
-  assert.equal(f.rewriteKey("predictions/3"), "predictions/3", "no key below the generation");
-  assert.equal(f.rewriteKey("labels/0/0.0"), "labels/0/0.0", "other arrays unchanged");
-  assert.equal(f.rewriteKey("predictions"), "predictions");
-  const read = f.fetch("predictions/3/0/1.2.0");
-  await flushed();
-  assert.deepEqual(t.sentKeys, [["predictions/7/0/1.2.0"]]);
-  answerAll(t.requests[0]);
-  assert.equal(text(await read), "predictions/7/0/1.2.0");
-  f.setGeneration("predictions", 8);
-  void f.fetch("predictions/3/0/1.2.0");
-  await flushed();
-  assert.deepEqual(t.sentKeys[1], ["predictions/8/0/1.2.0"]);
-});
-
 test("metadata keys are read from the kernel once (also when missing), chunks every time", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
@@ -255,22 +240,23 @@ test("metadata the kernel sent ahead is answered without a message", async () =>
   assert.deepEqual(t.sentKeys, [["raw/0/.zarray"]], "only the key not sent ahead goes to the kernel");
 });
 
-test("metadata is cached by the key as asked for, before the generation rewrite", async () => {
+test("keys go to the kernel as read: the predictions of each layout are keys of their own", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.setGeneration("predictions", 2);
-  const a = f.fetch("predictions/1/.zattrs");
+  const old = f.fetch("predictions/1/.zattrs");
+  const chunk1 = f.fetch("predictions/1/0/1.2.0");
   await flushed();
-  assert.deepEqual(t.sentKeys, [["predictions/2/.zattrs"]]);
-  t.requests[0].answer({ "predictions/2/.zattrs": chunk("attrs") });
-  assert.equal(text(await a), "attrs");
-  f.setGeneration("predictions", 3);
-  assert.equal(text(await f.fetch("predictions/1/.zattrs")), "attrs");
-  assert.equal(t.requests.length, 1);
-  // Another requested key (a reloaded layer with a new URL) is read.
-  void f.fetch("predictions/5/.zattrs");
+  assert.deepEqual(t.sentKeys, [["predictions/1/.zattrs", "predictions/1/0/1.2.0"]], "both in the predictions lane");
+  answerAll(t.requests[0]);
+  assert.equal(text(await old), "predictions/1/.zattrs");
+  assert.equal(text(await chunk1), "predictions/1/0/1.2.0");
+  assert.equal(text(await f.fetch("predictions/1/.zattrs")), "predictions/1/.zattrs", "metadata is read once");
+  // a new class: the layers read the next layout, metadata included
+  const attrs2 = f.fetch("predictions/2/.zattrs");
   await flushed();
-  assert.deepEqual(t.sentKeys[1], ["predictions/3/.zattrs"]);
+  assert.deepEqual(t.sentKeys[1], ["predictions/2/.zattrs"]);
+  answerAll(t.requests[1]);
+  assert.equal(text(await attrs2), "predictions/2/.zattrs");
 });
 
 test("a metadata read that failed is not cached", async () => {
@@ -370,11 +356,11 @@ test("aborting some reads of a sent message keeps the others", async () => {
   assert.equal(await settled(aborted), "rejected", "the reply does not resolve an aborted read");
 });
 
-test("offer: pushed chunks answer reads locally without a message", async () => {
+test("receivePush: pushed chunks answer reads locally without a message", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
   const view = new DataView(new Uint8Array([0, 1, 2, 3, 4]).buffer, 1, 3);
-  f.offer(["labels"], ["labels/0/0.0", "labels/0/0.1"], [bytes(7, 7), view]);
+  f.receivePush(["labels"], push(["labels/0/0.0", "labels/0/0.1"], [bytes(7, 7), view]));
   assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(7, 7));
   assert.deepEqual(await f.fetch("labels/0/0.1"), bytes(1, 2, 3));
   assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(7, 7), "served as often as it is read");
@@ -387,11 +373,11 @@ test("offer: pushed chunks answer reads locally without a message", async () => 
   f.dispose();
 });
 
-test("offer: the next offer of an array drops its older pushed chunks, other arrays keep theirs", async () => {
+test("receivePush: the next push of an array drops its older pushed chunks, other arrays keep theirs", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.offer(["labels", "predictions"], ["labels/0/0.0", "predictions/1/0/0.0.0"], [bytes(1), bytes(2)]);
-  f.offer(["labels"], ["labels/0/0.1"], [bytes(3)]);
+  f.receivePush(["labels", "predictions"], push(["labels/0/0.0", "predictions/1/0/0.0.0"], [bytes(1), bytes(2)]));
+  f.receivePush(["labels"], push(["labels/0/0.1"], [bytes(3)]));
   assert.deepEqual(await f.fetch("labels/0/0.1"), bytes(3));
   assert.deepEqual(await f.fetch("predictions/1/0/0.0.0"), bytes(2), "predictions were not refreshed");
   const stale = f.fetch("labels/0/0.0");
@@ -399,29 +385,30 @@ test("offer: the next offer of an array drops its older pushed chunks, other arr
   assert.deepEqual(t.sentKeys, [["labels/0/0.0"]], "the older labels chunk is out of date: read from the kernel");
   t.requests[0].answer({ "labels/0/0.0": bytes(9) });
   assert.deepEqual(await stale, bytes(9));
-  // An offer without chunks still drops the array's pushed chunks.
-  f.offer(["predictions"], [], []);
+  // A push without chunks still drops the array's pushed chunks.
+  f.receivePush(["predictions"], push([], []));
   void f.fetch("predictions/1/0/0.0.0");
   await flushed();
   assert.deepEqual(t.sentKeys[1], ["predictions/1/0/0.0.0"]);
   f.dispose();
 });
 
-test("offer: pushed prediction chunks are found under the current generation", async () => {
+test("receivePush: a pushed chunk answers reads of its own key only (a layer of another layout reads the kernel)", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.setGeneration("predictions", 5);
-  f.offer(["predictions"], ["predictions/5/0/0.0.0"], [bytes(5)]);
-  assert.deepEqual(await f.fetch("predictions/4/0/0.0.0"), bytes(5), "a layer still on generation 4 gets them");
+  f.receivePush(["predictions"], push(["predictions/5/0/0.0.0"], [bytes(5)]));
+  assert.deepEqual(await f.fetch("predictions/5/0/0.0.0"), bytes(5));
+  const older = f.fetch("predictions/4/0/0.0.0");
   await flushed();
-  assert.equal(t.requests.length, 0);
+  assert.deepEqual(t.sentKeys, [["predictions/4/0/0.0.0"]]);
+  t.requests[0].answer({});
+  assert.equal(await older, undefined);
   f.dispose();
 });
-
-test("offer: keys served locally are reported in one seen notify per burst", async () => {
+test("receivePush: keys served locally go to the kernel in one seen message per burst", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.offer(["labels"], ["labels/0/0.0", "labels/0/0.1", "labels/0/0.2"], [bytes(1), bytes(2), bytes(3)]);
+  f.receivePush(["labels"], push(["labels/0/0.0", "labels/0/0.1", "labels/0/0.2"], [bytes(1), bytes(2), bytes(3)]));
   await f.fetch("labels/0/0.0");
   await f.fetch("labels/0/0.1");
   await f.fetch("labels/0/0.0");
@@ -437,11 +424,11 @@ test("offer: keys served locally are reported in one seen notify per burst", asy
   f.dispose();
 });
 
-test("offer: a large burst of seen keys is split into messages of at most 1024 keys", async () => {
+test("receivePush: a large burst of seen keys is split into messages of at most 1024 keys", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
   const keys = Array.from({ length: 1030 }, (_, i) => `labels/0/${i}.0`);
-  f.offer(["labels"], keys, keys.map(() => bytes(0)));
+  f.receivePush(["labels"], push(keys, keys.map(() => bytes(0))));
   await Promise.all(keys.map((k) => f.fetch(k)));
   await sleep(80);
   assert.deepEqual(
@@ -452,10 +439,10 @@ test("offer: a large burst of seen keys is split into messages of at most 1024 k
   f.dispose();
 });
 
-test("offer: keys pushed as missing are answered 'not found' without a message", async () => {
+test("receivePush: keys pushed as missing are answered 'not found' without a message", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)], ["labels/0/0.1", "labels/0/0.0"]);
+  f.receivePush(["labels"], push(["labels/0/0.0"], [bytes(1)], ["labels/0/0.1", "labels/0/0.0"]));
   assert.deepEqual(await f.fetch("labels/0/0.0"), bytes(1), "a key with bytes keeps them");
   assert.equal(await f.fetch("labels/0/0.1"), undefined);
   assert.equal(f.pushedChunk("labels/0/0.1"), null);
@@ -463,43 +450,27 @@ test("offer: keys pushed as missing are answered 'not found' without a message",
   await sleep(80);
   assert.equal(t.requests.length, 0);
   assert.deepEqual(t.notes, [{ type: "seen", keys: ["labels/0/0.0", "labels/0/0.1"] }]);
-  f.offer(["labels"], [], []);
+  f.receivePush(["labels"], push([], []));
   assert.equal(f.pushedChunk("labels/0/0.1"), undefined, "the next refresh of the array drops them");
   f.dispose();
 });
 
-test("pushedChunk looks a key up under the current generation", () => {
-  const f = new ChunkFetcher(new FakeTransport());
-  f.setGeneration("predictions", 7);
-  f.offer(["predictions"], ["predictions/7/0/1.0.0"], [bytes(3)], ["predictions/7/0/2.0.0"]);
-  assert.deepEqual(f.pushedChunk("predictions/2/0/1.0.0"), bytes(3));
-  assert.equal(f.pushedChunk("predictions/2/0/2.0.0"), null);
-  assert.equal(f.pushedChunk("predictions/2/0/3.0.0"), undefined);
-  f.dispose();
-});
-
-test("chunkId drops the generation of prediction keys only", () => {
-  assert.equal(chunkId("predictions/12/0/1.2.0"), "predictions/0/1.2.0");
-  assert.equal(chunkId("labels/0/1.2"), "labels/0/1.2");
-  assert.equal(chunkId("raw/0/1.2"), "raw/0/1.2");
-});
-
-test("servedChunks: label and prediction chunks read since forgetServed, whatever answered them", async () => {
+test("readSinceReload: label and prediction chunks read since forgetReads, whatever answered them", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)]);
+  f.receivePush(["labels"], push(["labels/0/0.0"], [bytes(1)]));
   await f.fetch("labels/0/0.0"); // from the push
   const reads = [f.fetch("labels/0/0.1"), f.fetch("predictions/3/0/0.0.0"), f.fetch("raw/0/0.0"),
-    f.fetch("labels/.zattrs")];
+    f.fetch("labels/.zattrs"), f.fetch("labels/0/x.0")];
   await flushed();
   for (const r of t.requests) answerAll(r);
   await Promise.all(reads);
-  assert.deepEqual([...f.servedChunks("labels")].sort(), ["labels/0/0.0", "labels/0/0.1"]);
-  assert.deepEqual([...f.servedChunks("predictions")], ["predictions/0/0.0.0"]);
-  assert.deepEqual([...f.servedChunks("raw")], [], "only arrays a refresh changes are recorded");
-  f.forgetServed("labels");
-  assert.deepEqual([...f.servedChunks("labels")], []);
-  assert.equal(f.servedChunks("predictions").size, 1, "other arrays keep their record");
+  assert.deepEqual([...f.readSinceReload("labels")].sort(), ["labels/0/0.0", "labels/0/0.1"], "no metadata, no malformed key");
+  assert.deepEqual([...f.readSinceReload("predictions")], ["predictions/3/0/0.0.0"]);
+  assert.deepEqual([...f.readSinceReload("raw")], [], "only arrays a refresh changes are recorded");
+  f.forgetReads("labels");
+  assert.deepEqual([...f.readSinceReload("labels")], []);
+  assert.equal(f.readSinceReload("predictions").size, 1, "other arrays keep their record");
   f.dispose();
 });
 
@@ -519,20 +490,20 @@ test("hasPendingReads: while a read of the array is queued or waits for the kern
   f.dispose();
 });
 
-test("reportSeen: keys the page shows go to the kernel in the next seen report", async () => {
+test("keepInWorkingSet: keys the page shows go to the kernel in the next seen message", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.reportSeen(["labels/0/0.0", "predictions/2/0/0.0.0"]);
-  f.reportSeen(["labels/0/0.0"]);
+  f.keepInWorkingSet(["labels/0/0.0", "predictions/2/0/0.0.0"]);
+  f.keepInWorkingSet(["labels/0/0.0"]);
   await sleep(80);
   assert.deepEqual(t.notes, [{ type: "seen", keys: ["labels/0/0.0", "predictions/2/0/0.0.0"] }]);
   f.dispose();
 });
 
-test("dispose stops a pending seen report and forgets pushed chunks", async () => {
+test("dispose stops a pending seen message and forgets pushed chunks", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t);
-  f.offer(["labels"], ["labels/0/0.0"], [bytes(1)]);
+  f.receivePush(["labels"], push(["labels/0/0.0"], [bytes(1)]));
   await f.fetch("labels/0/0.0");
   f.dispose();
   await sleep(80);
@@ -542,15 +513,26 @@ test("dispose stops a pending seen report and forgets pushed chunks", async () =
   assert.deepEqual(t.sentKeys, [["labels/0/0.0"]]);
 });
 
-test("parseMemUrl: widget id, host with its optional ~tag, path", () => {
-  assert.deepEqual(parseMemUrl("mem://w1/raw/0/0.0"), { widgetId: "w1", host: "w1", path: "raw/0/0.0" });
-  assert.deepEqual(parseMemUrl("mem://w1~t3/labels/"), { widgetId: "w1", host: "w1~t3", path: "labels/" });
-  assert.deepEqual(parseMemUrl("mem://w1"), { widgetId: "w1", host: "w1", path: "" });
-  assert.deepEqual(parseMemUrl("mem://w1/"), { widgetId: "w1", host: "w1", path: "" });
-  assert.deepEqual(parseMemUrl("mem://a%20b~x/raw"), { widgetId: "a b", host: "a%20b~x", path: "raw" });
+test("parseMemUrl and memUrl: widget id and path, each the other's inverse", () => {
+  assert.deepEqual(parseMemUrl("mem://w1/raw/0/0.0"), { widgetId: "w1", path: "raw/0/0.0" });
+  assert.deepEqual(parseMemUrl("mem://w1/labels/"), { widgetId: "w1", path: "labels/" });
+  assert.deepEqual(parseMemUrl("mem://w1"), { widgetId: "w1", path: "" });
+  assert.deepEqual(parseMemUrl("mem://w1/"), { widgetId: "w1", path: "" });
+  assert.deepEqual(parseMemUrl("mem://a%20b/raw"), { widgetId: "a b", path: "raw" });
   for (const bad of ["http://w1/raw", "mem:///raw", "mem:/w1/raw", "", "mem://"]) {
     assert.throws(() => parseMemUrl(bad), /Invalid mem:\/\/ URL/, bad);
   }
+  assert.equal(memUrl("a b", "raw/0/0.0"), "mem://a%20b/raw/0/0.0");
+  assert.deepEqual(parseMemUrl(memUrl("a b", "labels/")), { widgetId: "a b", path: "labels/" });
+  assert.equal(memUrl("w1"), "mem://w1/");
+});
+
+test("memSource: the mem:// URL of a layer's data source, null for a source the kernel does not serve", () => {
+  assert.deepEqual(memSource("mem://w1/predictions/2/|zarr2:"), { widgetId: "w1", path: "predictions/2/" });
+  assert.deepEqual(memSource("mem://w1/labels/"), { widgetId: "w1", path: "labels/" });
+  assert.equal(memSource("https://example.org/image.zarr/|zarr2:"), null);
+  assert.equal(memSource("zarr2://mem://w1/raw/"), null);
+  assert.equal(memSource("mem://"), null);
 });
 
 test("fetchers are routed per view: by the viewer's chunk manager, else the newest of the widget", () => {
@@ -583,9 +565,9 @@ test("MemKvStore reads whole keys and byte ranges through the view's fetcher", a
   const owner = {};
   const unregister = registerChunkFetcher("store-widget", f, owner);
   try {
-    const store = new MemKvStore("store-widget", "store-widget~2", owner);
-    assert.equal(store.getUrl("raw/0/0.0"), `${MEM_SCHEME}://store-widget~2/raw/0/0.0`);
-    f.offer(["raw"], ["raw/0/0.0"], [bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)]);
+    const store = new MemKvStore("store-widget", owner);
+    assert.equal(store.getUrl("raw/0/0.0"), `${MEM_SCHEME}://store-widget/raw/0/0.0`);
+    f.receivePush(["raw"], push(["raw/0/0.0"], [bytes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)]));
     const signal = new AbortController().signal;
 
     const whole = await store.read("raw/0/0.0", { signal });

@@ -1,11 +1,10 @@
-// Unit tests of shortcuts.ts (what a key means, brush size steps, which elements take text) and of the pure helpers
-// of panel.ts (feature table, brush limits, feature selection edits).
+// Unit tests of panel/shortcuts.ts: what a key means, brush size steps, which elements take text.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { allFeatures, brushLimits, featureEnabled, featureTable, scaleText, withFeature } from "../src/panel/panel.js";
 import type { ShortcutActions } from "../src/panel/shortcuts.js";
-import { SHORTCUTS, isEditable, matchShortcut, nextBrushSize } from "../src/panel/shortcuts.js";
+import { LAYER_KEYS, MODE_KEYS, SHORTCUTS, isEditable, matchShortcut, nextBrushSize } from "../src/panel/shortcuts.js";
+import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN, LAYER_NAMES, MODES } from "../src/protocol.js";
 
 // ------------------------------------------------------------------------------------------ nextBrushSize
 
@@ -28,6 +27,13 @@ test("nextBrushSize: stays within the kernel's limits", () => {
   assert.equal(nextBrushSize(3, -1, [3, 9]), 3);
   assert.equal(nextBrushSize(9, 1, [3, 9]), 9);
   assert.equal(nextBrushSize(100, -1, [1, 61]), 61, "a size beyond the limits comes back within them");
+});
+
+test("nextBrushSize: by default within the protocol's brush sizes, the kernel's", () => {
+  assert.equal(nextBrushSize(BRUSH_SIZE_MIN, -1), BRUSH_SIZE_MIN);
+  assert.equal(nextBrushSize(BRUSH_SIZE_MAX, 1), BRUSH_SIZE_MAX);
+  assert.equal(nextBrushSize(BRUSH_SIZE_MAX + 40, -1), BRUSH_SIZE_MAX);
+  assert.equal(nextBrushSize(5, 1), 6);
 });
 
 test("nextBrushSize: ] walks from the smallest to the largest size and [ back, every step moving", () => {
@@ -139,6 +145,17 @@ test("matchShortcut: Escape closes the help only while it is shown", () => {
   assert.equal(recorder(false)(key("Escape")), undefined);
 });
 
+test("every mode has a key, every layer key names a layer of the protocol, and no two keys are one", () => {
+  const run = recorder();
+  for (const mode of MODES) assert.equal(run(key(MODE_KEYS[mode].key)), `mode ${mode}`);
+  for (const [layer, k] of Object.entries(LAYER_KEYS)) {
+    assert.ok((LAYER_NAMES as readonly string[]).includes(layer), layer);
+    assert.equal(run(key(k!)), `layer ${layer}`);
+  }
+  const keys = [...MODES.map((m) => MODE_KEYS[m].key), ...Object.values(LAYER_KEYS), "l", "[", "]", "?"];
+  assert.equal(new Set(keys).size, keys.length, keys.join(" "));
+});
+
 test("the help overlay lists every key that matchShortcut handles", () => {
   const listed = SHORTCUTS.map(([k]) => k).join(" ");
   for (const k of ["b", "e", "n", "l", "p", "s", "u", "?", "Esc", "[", "]", "Ctrl+Z", "Ctrl+Shift+Z", "Ctrl+Y"]) {
@@ -170,97 +187,4 @@ test("isEditable: text fields and editors take keys, other controls do not", () 
   assert.equal(isEditable(element("DIV", { inEditor: true })), true, "inside a CodeMirror editor");
   assert.equal(isEditable(element("CANVAS")), false);
   assert.equal(isEditable(element("BUTTON")), false);
-});
-
-// ------------------------------------------------------------------------------------------ panel.ts helpers
-
-const TABLE = {
-  scales: [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0],
-  features: [
-    {
-      name: "gaussian_smoothing",
-      title: "Gaussian Smoothing",
-      description: "G * I",
-      scales: [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0],
-      channels: { "2d": 1, "3d": 1 },
-    },
-    { name: "hessian_of_gaussian_eigenvalues", scales: [0.7, 1.0, 1.6, 3.5, 5.0, 10.0] },
-  ],
-};
-
-test("scaleText writes scales as Python's repr does", () => {
-  assert.equal(scaleText(0.3), "0.3");
-  assert.equal(scaleText(1), "1.0");
-  assert.equal(scaleText(10), "10.0");
-  assert.equal(scaleText(1.6), "1.6");
-});
-
-test("featureTable takes the kernel's table and fills in missing titles", () => {
-  const table = featureTable({ feature_table: TABLE });
-  assert.ok(table !== undefined);
-  assert.deepEqual(table.scales, TABLE.scales);
-  assert.deepEqual(table.features[0], TABLE.features[0]);
-  assert.deepEqual(table.features[1], {
-    name: "hessian_of_gaussian_eigenvalues",
-    title: "hessian_of_gaussian_eigenvalues",
-    description: "",
-    scales: TABLE.features[1].scales,
-    channels: undefined,
-  });
-});
-
-test("featureTable: a missing or malformed table gives undefined (an older kernel)", () => {
-  for (const info of [
-    undefined,
-    null,
-    {},
-    { feature_table: null },
-    { feature_table: { scales: [], features: TABLE.features } },
-    { feature_table: { scales: [1, "2"], features: TABLE.features } },
-    { feature_table: { scales: [1, NaN], features: TABLE.features } },
-    { feature_table: { scales: TABLE.scales, features: [] } },
-    { feature_table: { scales: TABLE.scales, features: [{ name: "x" }] } },
-    { feature_table: { scales: TABLE.scales, features: [{ scales: [1] }] } },
-    { feature_table: { scales: TABLE.scales, features: [null] } },
-  ]) {
-    assert.equal(featureTable(info), undefined, JSON.stringify(info));
-  }
-});
-
-test("brushLimits: the kernel's limits, else 1..61", () => {
-  assert.deepEqual(brushLimits({ brush_size: { min: 3, max: 31 } }), [3, 31]);
-  assert.deepEqual(brushLimits({ brush_size: { min: 1, max: 1 } }), [1, 1]);
-  for (const info of [undefined, {}, { brush_size: { min: 0, max: 9 } }, { brush_size: { min: 5, max: 4 } },
-    { brush_size: { min: 1.5, max: 9 } }, { brush_size: { min: "1", max: 9 } }]) {
-    assert.deepEqual(brushLimits(info), [1, 61], JSON.stringify(info));
-  }
-  const a = brushLimits({});
-  a[0] = 99;
-  assert.deepEqual(brushLimits({}), [1, 61], "callers get a copy of the fallback");
-});
-
-test("featureEnabled, withFeature, allFeatures edit a FeatureSelection.to_dict() without mutating it", () => {
-  const selection = { features: { gaussian_smoothing: [0.3, 1.0], hessian_of_gaussian_eigenvalues: [] } };
-  const frozen = JSON.stringify(selection);
-  assert.equal(featureEnabled(selection, "gaussian_smoothing", 1.0), true);
-  assert.equal(featureEnabled(selection, "gaussian_smoothing", 1.0000001), true, "scales compare with a tolerance");
-  assert.equal(featureEnabled(selection, "gaussian_smoothing", 0.7), false);
-  assert.equal(featureEnabled(selection, "laplacian_of_gaussian", 1.0), false);
-  assert.equal(featureEnabled(undefined, "gaussian_smoothing", 1.0), false);
-
-  const on = withFeature(selection, "gaussian_smoothing", 0.7, true);
-  assert.deepEqual(on, { features: { gaussian_smoothing: [0.3, 0.7, 1.0], hessian_of_gaussian_eigenvalues: [] } });
-  assert.deepEqual(withFeature(on, "gaussian_smoothing", 0.7, true), on, "switching on twice adds it once");
-  assert.deepEqual(withFeature(selection, "gaussian_smoothing", 0.3, false).features.gaussian_smoothing, [1.0]);
-  assert.deepEqual(withFeature(selection, "laplacian_of_gaussian", 3.5, true).features.laplacian_of_gaussian, [3.5]);
-  assert.deepEqual(withFeature(undefined, "gaussian_smoothing", 1, true), { features: { gaussian_smoothing: [1] } });
-  assert.equal(JSON.stringify(selection), frozen);
-
-  const table = featureTable({ feature_table: TABLE })!;
-  assert.deepEqual(allFeatures(table, true), {
-    features: { gaussian_smoothing: TABLE.features[0].scales, hessian_of_gaussian_eigenvalues: TABLE.features[1].scales },
-  });
-  assert.deepEqual(allFeatures(table, false), { features: { gaussian_smoothing: [], hessian_of_gaussian_eigenvalues: [] } });
-  allFeatures(table, true).features.gaussian_smoothing.push(99);
-  assert.equal(table.features[0].scales.length, 7, "the table is not shared with the selection");
 });

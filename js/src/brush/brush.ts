@@ -12,16 +12,16 @@ import type { ActionEvent } from "neuroglancer/unstable/util/event_action_map.js
 import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import { startRelativeMouseDrag } from "neuroglancer/unstable/util/mouse_drag.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
-import { AxisMap, PanelGeometry, gapFill, strokeToArray } from "./geometry.js";
+import type { Mode } from "../protocol.js";
+import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN } from "../protocol.js";
+import { AxisMap, PanelGeometry, brushRadius, gapFill, strokeToArray } from "./geometry.js";
 
 export { AxisMap, PanelGeometry } from "./geometry.js";
 
-export type BrushMode = "paint" | "erase" | "navigate";
-
 export interface BrushSettings {
-  mode: BrushMode;
-  /** Brush radius in voxels of the panel's plane. */
-  radius: number;
+  mode: Mode;
+  /** Brush size: the diameter in pixels of its footprint in the panel's plane (the `brush_size` trait). */
+  size: number;
   /** Colour of the active class, "#rrggbb". */
   color: string;
   /** Active class (1-based). */
@@ -31,6 +31,7 @@ export interface BrushSettings {
 export interface Stroke {
   /** Sampled centres, array index order of the spatial axes ((y, x) or (z, y, x)), voxel units (centre = index). */
   points: number[][];
+  /** The brush's radius in pixels, as the kernel takes it: (size - 1) / 2. */
   radius: number;
   /** The two array axes of the (nearest axis-aligned) plane the stroke was drawn in, ascending. */
   axes: [number, number];
@@ -63,7 +64,7 @@ interface DrawnStroke {
 
 /** The brush tool of one viewer. */
 export class BrushTool {
-  settings: BrushSettings = { mode: "paint", radius: 3, color: "#ff0000", label: 1 };
+  settings: BrushSettings = { mode: "paint", size: 7, color: "#ff0000", label: 1 };
   // Left drag paints; right drag pans (Neuroglancer's right click would move the view centre instead).
   private bindings = EventActionMap.fromObject({
     "at:mousedown0": { action: PAINT_ACTION, stopPropagation: true, preventDefault: true },
@@ -119,8 +120,8 @@ export class BrushTool {
 
   setSettings(settings: Partial<BrushSettings>): void {
     Object.assign(this.settings, settings);
-    const radius = Number(this.settings.radius);
-    this.settings.radius = Number.isFinite(radius) && radius > 0 ? radius : 0; // 0 = a single voxel
+    const size = Math.round(Number(this.settings.size));
+    this.settings.size = Number.isFinite(size) ? Math.min(BRUSH_SIZE_MAX, Math.max(BRUSH_SIZE_MIN, size)) : BRUSH_SIZE_MIN;
     const wantBound = this.settings.mode !== "navigate";
     const { sliceView } = this.viewer.inputEventBindings;
     if (wantBound && !this.bound) {
@@ -176,7 +177,8 @@ export class BrushTool {
     const geometry = this.panelAt(mouseEvent.target);
     if (geometry === undefined || !geometry.valid || !this.axisMap.ready || this.settings.mode === "navigate") return;
     event.stopPropagation();
-    const { radius, color, mode } = this.settings;
+    const { size, color, mode } = this.settings;
+    const radius = brushRadius(size);
     const stroke: DrawnStroke = { geometry, positions: [], radius, color, erase: mode === "erase" };
     this.active = stroke;
     const step = Math.max(0.5, radius / 2);
@@ -247,7 +249,7 @@ export class BrushTool {
     for (const stroke of strokes) this.drawStroke(ctx, stroke);
     if (this.cursor !== undefined && this.settings.mode !== "navigate") {
       const { geometry, x, y } = this.cursor;
-      const r = (this.settings.radius + 0.5) / geometry.voxelsPerPixel();
+      const r = (brushRadius(this.settings.size) + 0.5) / geometry.voxelsPerPixel();
       ctx.save();
       this.clipToPanel(ctx, geometry);
       ctx.beginPath();

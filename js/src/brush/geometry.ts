@@ -3,6 +3,7 @@
 
 import type { SliceViewPanel } from "neuroglancer/unstable/sliceview/panel.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
+import { MAX_STROKE_POINTS } from "../protocol.js";
 
 /** Geometry of one cross-section panel: maps between client (screen) pixels and global coordinates. */
 export class PanelGeometry {
@@ -193,19 +194,21 @@ export function strokeToArray(
   };
 }
 
-/** Most points in one stroke message: keeps it well below the comm's size limit (the kernel takes 100,000). */
-export const MAX_STROKE_POINTS = 50_000;
-
-/** Brush radius (voxels) for a brush size (diameter in pixels, 1..61). */
+/** The radius (pixels of the panel's plane) of a brush size, the footprint's diameter: (size - 1) / 2. */
 export function brushRadius(size: number): number {
   return Math.max(0, (size - 1) / 2);
 }
 
-/** Every `step`-th point of a stroke longer than `max` points, and always its last point. */
+/**
+ * A stroke of at most `max` points (the kernel refuses longer ones): every `step`-th point of a longer stroke, and
+ * always its last point.
+ */
 export function decimateStroke(points: number[][], max = MAX_STROKE_POINTS): number[][] {
-  if (points.length <= max) return points;
-  const step = Math.ceil(points.length / max);
-  const out = points.filter((_, i) => i % step === 0);
-  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
+  const n = points.length;
+  if (n <= max) return points;
+  // at most max - 1 points before the last one
+  const step = Math.ceil((n - 1) / (max - 1));
+  const out = points.filter((_, i) => i % step === 0 && i < n - 1);
+  out.push(points[n - 1]);
   return out;
 }

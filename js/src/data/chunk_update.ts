@@ -1,7 +1,7 @@
-// Updates the chunks a kernel refresh pushed straight in the viewer's chunk sources (mirrors the push of
-// ilastik_widget/chunk_server.py `take_push`).
+// Updates the chunks a kernel refresh pushed straight in the viewer's chunk sources (the browser end of
+// ilastik_widget/serving/working_set.py `take_push`).
 //
-// The general way to show new data (layers.ts LayerRefresher) invalidates the sources: Neuroglancer's worker drops
+// The general way to show new data (viewer/refresh.ts `Reloader`) invalidates the sources: Neuroglancer's worker drops
 // every chunk, asks for them again, decodes them and hands them back, and only then can the view be drawn. When the
 // refresh carries every chunk the viewer holds, the page can instead put the new bytes into those chunks and
 // re-upload their textures, and draw in the next frame: no worker round trip and no frame held back. That saves
@@ -11,12 +11,13 @@
 // - every chunk the page holds (on the GPU or not) has pushed bytes or is pushed as missing (`planChunkUpdate`);
 // - every chunk read since the last invalidation is among them (anything else may sit, old, in the worker's memory);
 // - no read of the array is waiting for the kernel (its answer could be the old data).
-// The last two are checked by the caller with the fetcher's record (kvstore_frontend.ts). And it is not done while the
+// The last two are checked by the caller with the fetcher's records (kvstore_frontend.ts). And it is not done while the
 // page holds many chunks out of view (`heldOutOfView`): the kernel would have to compute them all on every update.
 
 import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DATA_TYPE_ARRAY_CONSTRUCTOR, DATA_TYPE_BYTES } from "neuroglancer/unstable/util/data_type.js";
-import { chunkId, parseMemUrl } from "./kvstore_frontend.js";
+import { chunkKeyAt } from "./chunk_keys.js";
+import { parseMemUrl } from "./mem_url.js";
 
 /** What the update uses of a frontend volume chunk (sliceview/uncompressed_chunk_format.js, no exported type). */
 export interface UpdatableChunk {
@@ -47,23 +48,20 @@ interface ChunkChange {
 
 export interface ChunkUpdatePlan {
   changes: ChunkChange[];
-  /** The pushed key of every chunk held (current generation), for the kernel's working set. */
-  keys: string[];
-  /** `chunkId`s of every chunk the page holds in these sources. */
+  /** The key of every chunk the page holds in these sources (all pushed): the kernel's next working set. */
   held: Set<string>;
 }
 
-/** Bytes pushed for a key as the viewer reads it: bytes, null for missing, undefined if nothing was pushed. */
-export type PushedLookup = (key: string) => { key: string; data: Uint8Array | null } | undefined;
+/** What the last refresh pushed for a key: bytes, null for missing, undefined if nothing was pushed. */
+export type PushedLookup = (key: string) => Uint8Array | null | undefined;
 
 /**
- * The zarr key of a chunk: the source reads `<path>/<i>.<j>...` (zarr v2, "." separator, C order, as chunk_server
- * serves every `mem://` array), and Neuroglancer's chunk key is the grid position in its own, reversed, order.
+ * The zarr key of a chunk of a `mem://` chunk source, or null if the source's URL names no level of a widget array.
+ * Neuroglancer's chunk key is the grid position in its own order, the reverse of the zarr array's (C order).
  */
-export function zarrChunkKey(sourceUrl: string, neuroglancerKey: string): string {
-  let { path } = parseMemUrl(sourceUrl);
-  if (path !== "" && !path.endsWith("/")) path += "/";
-  return path + neuroglancerKey.split(",").reverse().join(".");
+export function zarrChunkKey(sourceUrl: string, neuroglancerKey: string): string | null {
+  const index = neuroglancerKey.split(",").reverse().map(Number);
+  return chunkKeyAt(parseMemUrl(sourceUrl).path, index)?.toString() ?? null;
 }
 
 function chunkBytes(source: UpdatableSource, chunk: UpdatableChunk): number | undefined {
@@ -82,22 +80,21 @@ function chunkBytes(source: UpdatableSource, chunk: UpdatableChunk): number | un
 export function planChunkUpdate(sources: UpdatableSource[], lookup: PushedLookup): ChunkUpdatePlan | string {
   // No source (every layer of the array hidden): nothing held, nothing to update. The caller still checks that
   // nothing was read since the last invalidation.
-  const plan: ChunkUpdatePlan = { changes: [], keys: [], held: new Set() };
+  const plan: ChunkUpdatePlan = { changes: [], held: new Set() };
   for (const source of sources) {
     const url = source.parameters?.url;
     if (typeof url !== "string") return "a chunk source without a URL";
     for (const [ngKey, chunk] of source.chunks) {
       const key = zarrChunkKey(url, ngKey);
-      plan.held.add(chunkId(key));
-      const pushed = lookup(key);
-      if (pushed === undefined) return `${key} was not pushed`;
-      const { data } = pushed;
+      if (key === null) return `chunk ${ngKey} of ${url} has no zarr key of the widget`;
+      plan.held.add(key);
+      const data = lookup(key);
+      if (data === undefined) return `${key} was not pushed`;
       if (data !== null) {
         if (chunkBytes(source, chunk) !== data.byteLength) return `${key}: ${data.byteLength} bytes do not fit the chunk`;
       } else if (chunk.data !== null && source.chunkFormatHandler?.fillValueChunk === undefined) {
         return `${key}: no fill value texture for a chunk that is now missing`;
       }
-      plan.keys.push(pushed.key);
       if (data === null && chunk.data === null) continue; // missing before and after
       plan.changes.push({ source, chunk, data });
     }

@@ -1,4 +1,5 @@
-// The `mem://<widget-id>/<path>` kvstore, main-thread side (mirrors ilastik_widget/chunk_server.py).
+// The `mem://<widget-id>/<path>` kvstore, main-thread side: the browser end of ilastik_widget/serving/chunk_store.py
+// (what it reads) and serving/working_set.py (what it tells the kernel it shows).
 //
 // Neuroglancer's zarr code reads `.zattrs`, `.zarray` and chunk keys through a kvstore. Reads made on the main thread
 // (metadata) come here directly; reads made in the chunk worker (chunks) are proxied here by kvstore_worker.ts.
@@ -18,17 +19,32 @@ import type {
   StatResponse,
 } from "neuroglancer/unstable/kvstore/index.js";
 import type { UrlWithParsedScheme } from "neuroglancer/unstable/kvstore/url.js";
+import type { ChunksReply, ChunksRequest, SeenRequest } from "../protocol.js";
+import { MAX_KEYS } from "../protocol.js";
+import type { ArrayName } from "./chunk_keys.js";
+import { ChunkKey, MetadataKey, parseKey } from "./chunk_keys.js";
+import { MEM_SCHEME, memUrl, parseMemUrl } from "./mem_url.js";
 
-export const MEM_SCHEME = "mem";
+export type Buffer = DataView | ArrayBuffer | Uint8Array;
 
-/** What the fetcher needs from the widget's message transport (messages.ts `Transport` satisfies it). */
+/** What the fetcher needs from the widget's message transport (widget/transport.ts `Transport` has it). */
 export interface ChunkTransport {
   request(
-    msg: { type: "chunks"; keys: string[] },
+    body: Omit<ChunksRequest, "id">,
     buffers?: ArrayBuffer[],
     options?: { signal?: AbortSignal },
-  ): Promise<{ content: any; buffers: Array<DataView | ArrayBuffer | Uint8Array> }>;
-  notify(msg: { type: "seen"; keys: string[] }): void;
+  ): Promise<{ content: ChunksReply; buffers: Buffer[] }>;
+  notify(body: Omit<SeenRequest, "id">): void;
+}
+
+/**
+ * The chunks a kernel refresh carries (mirrors serving/working_set.py `ChunkPush`): `keys[i]` holds `buffers[i]`,
+ * the `missing` keys now have no data (their fill value).
+ */
+export interface ChunkPush {
+  keys: readonly string[];
+  buffers: readonly Buffer[];
+  missing: readonly string[];
 }
 
 export interface ChunkFetcherOptions {
@@ -55,7 +71,7 @@ interface InFlightBatch {
   controller: AbortController;
 }
 
-function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
+function toUint8Array(buffer: Buffer): Uint8Array {
   if (buffer instanceof Uint8Array) return buffer;
   if (buffer instanceof ArrayBuffer) return new Uint8Array(buffer);
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -64,44 +80,37 @@ function toUint8Array(buffer: DataView | ArrayBuffer | Uint8Array): Uint8Array {
 /** Keys are sent in two lanes so that slow, computed chunks (predictions) never hold up image and label data. */
 type Lane = "data" | "predictions";
 
+function arrayOf(key: string): ArrayName | undefined {
+  return parseKey(key)?.array;
+}
+
 function laneOf(key: string): Lane {
-  return key.startsWith("predictions/") ? "predictions" : "data";
-}
-
-/** Most keys in one `seen` message (the kernel accepts 1024). */
-const MAX_SEEN_KEYS = 1024;
-
-/** `predictions/<generation>/<rest>` -> `predictions/<rest>`: one chunk whatever the generation (other keys as they are). */
-export function chunkId(key: string): string {
-  const m = /^predictions\/\d+\/(.*)$/.exec(key);
-  return m === null ? key : `predictions/${m[1]}`;
-}
-
-function arrayOf(key: string): string {
-  return key.split("/", 1)[0];
+  return arrayOf(key) === "predictions" ? "predictions" : "data";
 }
 
 /**
  * Batches key reads of one widget into `chunks` messages.
  *
- * Keys of arrays that carry a generation (`predictions/<gen>/...`) are rewritten to the newest generation set with
- * `setGeneration`, so a layer whose cache was invalidated fetches current data without changing its source URL.
- * Chunks the kernel pushed with a refresh (`offer`) are answered here without a message; the keys answered that way
- * go back to the kernel in a `seen` message, so its next push covers what is on screen.
+ * Chunks the kernel pushed with a refresh (`receivePush`) are answered here without a message; the keys answered that
+ * way go back to the kernel in a `seen` message (`keepInWorkingSet`), so its next push covers what is on screen.
  */
 export class ChunkFetcher {
   /** Chunks pushed with the last refresh of their array: bytes, or null for a chunk that is now missing. */
   private pushed = new Map<string, Uint8Array | null>();
-  /** Chunks (`chunkId`) of each array read since the array's cache was last invalidated (`forgetServed`). */
-  private served = new Map<string, Set<string>>();
+  /**
+   * Chunk keys of each array read since the array was last reloaded (`forgetReads`): they may sit in Neuroglancer's
+   * worker, so an in-place update must cover them all. (The kernel's working set is another record: the chunks read
+   * since its last push.)
+   */
+  private reads = new Map<ArrayName, Set<string>>();
   /** Keys in messages waiting for the kernel's reply, with how many messages carry each. */
   private sentKeys = new Map<string, number>();
-  private seen = new Set<string>();
-  private seenTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Keys for the next `seen` message. */
+  private workingSet = new Set<string>();
+  private workingSetTimer: ReturnType<typeof setTimeout> | undefined;
   private queued = new Map<string, Waiter[]>();
   private inFlight: Record<Lane, number> = { data: 0, predictions: 0 };
   private flushScheduled = false;
-  private generations = new Map<string, number>();
   /** How long reads are collected before a message goes out (ms). */
   batchDelayMs = 8;
   readonly maxInFlight: number;
@@ -119,87 +128,77 @@ export class ChunkFetcher {
     options: ChunkFetcherOptions = {},
   ) {
     this.maxInFlight = options.maxInFlight ?? 4;
-    this.maxKeysPerMessage = options.maxKeysPerMessage ?? 128;
-    this.maxPredictionKeysPerMessage = options.maxPredictionKeysPerMessage ?? 12;
-  }
-
-  setGeneration(array: string, generation: number): void {
-    this.generations.set(array, generation);
+    this.maxKeysPerMessage = Math.min(MAX_KEYS, options.maxKeysPerMessage ?? 128);
+    this.maxPredictionKeysPerMessage = Math.min(MAX_KEYS, options.maxPredictionKeysPerMessage ?? 12);
   }
 
   /**
-   * New data of `arrays` ("labels", "predictions"): chunks pushed before are dropped (they are out of date), and the
-   * chunks sent with the refresh (`keys[i]` in `buffers[i]`) answer the next reads of those keys.
+   * New data of `arrays`: chunks pushed before are dropped (they are out of date), and the chunks of `push` answer
+   * the next reads of their keys. Pushed keys are the keys the layers read (the current layout of the predictions).
    */
-  offer(arrays: string[], keys: string[], buffers: Array<DataView | ArrayBuffer | Uint8Array>,
-    missing: string[] = []): void {
+  receivePush(arrays: readonly ArrayName[], push: ChunkPush): void {
     for (const key of Array.from(this.pushed.keys())) {
-      if (arrays.includes(arrayOf(key))) this.pushed.delete(key);
+      const array = arrayOf(key);
+      if (array !== undefined && arrays.includes(array)) this.pushed.delete(key);
     }
-    keys.forEach((key, i) => {
-      const buffer = buffers[i];
+    push.keys.forEach((key, i) => {
+      const buffer = push.buffers[i];
       if (typeof key === "string" && buffer !== undefined) this.pushed.set(key, toUint8Array(buffer));
     });
-    for (const key of missing) if (typeof key === "string" && !this.pushed.has(key)) this.pushed.set(key, null);
+    for (const key of push.missing) if (typeof key === "string" && !this.pushed.has(key)) this.pushed.set(key, null);
   }
 
-  /**
-   * What the last refresh pushed for `key` (a key as the viewer reads it, any generation): its bytes, null if the
-   * chunk is now missing, undefined if nothing was pushed for it.
-   */
+  /** What the last refresh pushed for `key`: its bytes, null if the chunk is now missing, undefined if nothing. */
   pushedChunk(key: string): Uint8Array | null | undefined {
-    return this.pushed.get(this.rewriteKey(key));
+    return this.pushed.get(key);
   }
 
-  /** Chunks (`chunkId`) of `array` read since `forgetServed(array)`. */
-  servedChunks(array: string): ReadonlySet<string> {
-    return this.served.get(array) ?? new Set();
+  /** Chunk keys of `array` read since `forgetReads(array)`. */
+  readSinceReload(array: ArrayName): ReadonlySet<string> {
+    return this.reads.get(array) ?? new Set();
   }
 
-  /** The viewer dropped every chunk of `array` (its cache was invalidated): what it reads from now on starts anew. */
-  forgetServed(array: string): void {
-    this.served.delete(array);
+  /** The viewer dropped every chunk of `array` (a reload): what it reads from now on starts a new record. */
+  forgetReads(array: ArrayName): void {
+    this.reads.delete(array);
   }
 
   /** True while a read of a chunk of `array` waits to be sent or for the kernel's reply. */
-  hasPendingReads(array: string): boolean {
+  hasPendingReads(array: ArrayName): boolean {
     for (const key of this.queued.keys()) if (arrayOf(key) === array) return true;
     for (const key of this.sentKeys.keys()) if (arrayOf(key) === array) return true;
     return false;
   }
 
-  /** Tells the kernel (in the next `seen` report) that the view shows these chunks. */
-  reportSeen(keys: Iterable<string>): void {
-    for (const key of keys) this.seen.add(key);
-    if (this.seenTimer !== undefined) return;
-    // One report per burst of reads (a view update reads all its chunks back to back).
-    this.seenTimer = setTimeout(() => {
-      this.seenTimer = undefined;
-      const keys = Array.from(this.seen);
-      this.seen.clear();
-      for (let i = 0; i < keys.length; i += MAX_SEEN_KEYS) {
-        this.transport.notify({ type: "seen", keys: keys.slice(i, i + MAX_SEEN_KEYS) });
+  /**
+   * Tells the kernel (in the next `seen` message) that the page still shows these pushed chunks: they stay in its
+   * working set, so its next push brings them up to date.
+   */
+  keepInWorkingSet(keys: Iterable<string>): void {
+    for (const key of keys) this.workingSet.add(key);
+    if (this.workingSetTimer !== undefined) return;
+    // One message per burst of reads (a view update reads all its chunks back to back).
+    this.workingSetTimer = setTimeout(() => {
+      this.workingSetTimer = undefined;
+      const keys = Array.from(this.workingSet);
+      this.workingSet.clear();
+      for (let i = 0; i < keys.length; i += MAX_KEYS) {
+        this.transport.notify({ type: "seen", keys: keys.slice(i, i + MAX_KEYS) });
       }
     }, 50);
   }
 
-  private noteServed(key: string): void {
-    const array = arrayOf(key);
-    if (array !== "labels" && array !== "predictions") return; // the arrays a refresh changes
-    let chunks = this.served.get(array);
-    if (chunks === undefined) this.served.set(array, (chunks = new Set()));
-    chunks.add(chunkId(key));
+  private noteRead(key: ChunkKey): void {
+    if (key.array === "raw") return; // a refresh changes only labels and predictions
+    let chunks = this.reads.get(key.array);
+    if (chunks === undefined) this.reads.set(key.array, (chunks = new Set()));
+    chunks.add(String(key));
   }
 
-  private servedLocally(key: string) {
-    this.stats.pushed++;
-    this.reportSeen([key]);
-  }
-
-  /** Stops the pending `seen` report (the view is closing). */
+  /** Stops the pending `seen` message (the view is closing). */
   dispose(): void {
-    if (this.seenTimer !== undefined) clearTimeout(this.seenTimer);
-    this.seenTimer = undefined;
+    if (this.workingSetTimer !== undefined) clearTimeout(this.workingSetTimer);
+    this.workingSetTimer = undefined;
     this.pushed.clear();
   }
 
@@ -208,21 +207,9 @@ export class ChunkFetcher {
     return this.queued.size === 0 && this.inFlight.data === 0 && this.inFlight.predictions === 0;
   }
 
-  rewriteKey(key: string): string {
-    const slash = key.indexOf("/");
-    if (slash < 0) return key;
-    const generation = this.generations.get(key.slice(0, slash));
-    if (generation === undefined) return key;
-    const rest = key.slice(slash + 1);
-    const next = rest.indexOf("/");
-    if (next < 0) return key;
-    return `${key.slice(0, slash)}/${generation}${rest.slice(next)}`;
-  }
-
   /**
-   * Metadata keys (.zattrs/.zarray/.zgroup) already read, by the key as Neuroglancer asked for it (before the
-   * generation rewrite): metadata depends only on the layer spec, so a reloaded layer (new URL) needs no round trip
-   * before its chunks.
+   * Metadata keys (.zattrs/.zarray/.zgroup) already read: a key's metadata never changes (the predictions' path
+   * changes with their shape), so a reloaded layer needs no round trip before its chunks.
    */
   private metadata = new Map<string, Uint8Array | undefined>();
 
@@ -236,23 +223,23 @@ export class ChunkFetcher {
 
   /** Bytes of `key`, or undefined if the kernel has no such key. */
   fetch(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    const isMetadata = /(^|\/)\.z(attrs|array|group)$/.test(key);
-    if (isMetadata) {
+    const parsed = parseKey(key);
+    if (parsed instanceof MetadataKey) {
       if (this.metadata.has(key)) return Promise.resolve(this.metadata.get(key));
-      const requested = key;
-      return this.fetchFromKernel(this.rewriteKey(key), signal).then((data) => {
-        this.metadata.set(requested, data);
+      return this.fetchFromKernel(key, signal).then((data) => {
+        this.metadata.set(key, data);
         return data;
       });
     }
-    const current = this.rewriteKey(key);
-    this.noteServed(current);
-    const pushed = this.pushed.get(current);
+    if (parsed instanceof ChunkKey) this.noteRead(parsed);
+    const pushed = this.pushed.get(key);
     if (pushed !== undefined) {
-      this.servedLocally(current);
+      this.stats.pushed++;
+      this.keepInWorkingSet([key]);
       return Promise.resolve(pushed ?? undefined);
     }
-    return this.fetchFromKernel(current, signal);
+    // a malformed key goes to the kernel too, which answers it as missing
+    return this.fetchFromKernel(key, signal);
   }
 
   private fetchFromKernel(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
@@ -351,8 +338,7 @@ export class ChunkFetcher {
       const reply = await this.transport.request({ type: "chunks", keys }, undefined, {
         signal: inFlight.controller.signal,
       });
-      const content = reply.content ?? {};
-      const found: boolean[] = content.found ?? [];
+      const found: boolean[] = reply.content?.found ?? [];
       const buffers = reply.buffers ?? [];
       let next = 0;
       keys.forEach((key, i) => {
@@ -434,28 +420,15 @@ function sliceByteRange(data: Uint8Array, byteRange: ByteRangeRequest | undefine
   return { data: data.subarray(offset, offset + byteRange.length), offset };
 }
 
-/**
- * Parses `mem://<widget-id>[~<tag>]/<path>`. The optional `~<tag>` only makes a URL distinct (a fresh Neuroglancer
- * cache for the same data, see layers.ts); reads go to the widget without it.
- */
-export function parseMemUrl(url: string): { widgetId: string; host: string; path: string } {
-  const m = /^mem:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (m === null) throw new Error(`Invalid mem:// URL: ${JSON.stringify(url)}`);
-  const host = m[1];
-  const tilde = host.indexOf("~");
-  return { widgetId: decodeURIComponent(tilde < 0 ? host : host.slice(0, tilde)), host, path: m[2] };
-}
-
 export class MemKvStore implements KvStore {
   constructor(
     public widgetId: string,
-    public host: string = widgetId,
     /** The chunk manager of the viewer this store belongs to (selects that view's fetcher). */
     public owner?: unknown,
   ) {}
 
   getUrl(key: string): string {
-    return `${MEM_SCHEME}://${this.host}/${key}`;
+    return memUrl(this.widgetId, key);
   }
 
   get supportsOffsetReads() {
@@ -506,8 +479,8 @@ export function registerMemKvStore(): void {
       description: "ilastik widget: data served by the Python kernel",
       hidden: true,
       getKvStore(url: UrlWithParsedScheme) {
-        const { widgetId, host, path } = parseMemUrl(url.url);
-        return { store: new MemKvStore(widgetId, host, context?.chunkManager), path };
+        const { widgetId, path } = parseMemUrl(url.url);
+        return { store: new MemKvStore(widgetId, context?.chunkManager), path };
       },
     }),
   );

@@ -8,20 +8,18 @@ import { backendOnlyKvStoreProviderRegistry } from "neuroglancer/unstable/kvstor
 import { ProxyKvStore } from "neuroglancer/unstable/kvstore/proxy.js";
 import type { SharedKvStoreContextBase } from "neuroglancer/unstable/kvstore/register.js";
 import type { UrlWithParsedScheme } from "neuroglancer/unstable/kvstore/url.js";
-
-const MEM_SCHEME = "mem";
+import { MEM_SCHEME, memUrl, parseMemUrl } from "./mem_url.js";
 
 class MemProxyKvStore extends ProxyKvStore {
   constructor(
     sharedKvStoreContext: SharedKvStoreContextBase,
-    /** `<widget-id>[~<tag>]`, kept as is so the main thread sees the same URL. */
-    public host: string,
+    public widgetId: string,
   ) {
     super(sharedKvStoreContext);
   }
 
   getUrl(key: string): string {
-    return `${MEM_SCHEME}://${this.host}/${key}`;
+    return memUrl(this.widgetId, key);
   }
 
   get supportsOffsetReads() {
@@ -40,8 +38,7 @@ class MemProxyKvStore extends ProxyKvStore {
   description: "ilastik widget: data served by the Python kernel",
   hidden: true,
   getKvStore(url: UrlWithParsedScheme) {
-    const m = /^mem:\/\/([^/]+)\/?(.*)$/.exec(url.url);
-    if (m === null) throw new Error(`Invalid mem:// URL: ${JSON.stringify(url.url)}`);
-    return { store: new MemProxyKvStore(context, m[1]), path: m[2] };
+    const { widgetId, path } = parseMemUrl(url.url);
+    return { store: new MemProxyKvStore(context, widgetId), path };
   },
 }));

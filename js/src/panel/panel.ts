@@ -3,7 +3,20 @@
 // The panel only reads traits and writes traits or sends requests; the kernel is the source of truth and its
 // answer (a trait change) re-renders the panel. Every control carries a data-testid (the e2e tests find them by it).
 
-import { SHORTCUTS } from "./shortcuts.js";
+import type { LayerName, Mode } from "../protocol.js";
+import {
+  BRUSH_SIZE_MAX,
+  BRUSH_SIZE_MIN,
+  DEFAULT_LAYER_SETTINGS,
+  LAYER_NAMES,
+  MAX_CLASSES,
+  MAX_NAME_LENGTH,
+  MODES,
+} from "../protocol.js";
+import type { Question } from "../widget/transport.js";
+import { h } from "./dom.js";
+import { allFeatures, channelText, featureEnabled, featureTable, sameScale, scaleText, withFeature } from "./features.js";
+import { LAYER_KEYS, MODE_KEYS } from "./shortcuts.js";
 
 /** The subset of the anywidget model the panel uses. */
 export interface PanelModel {
@@ -19,9 +32,12 @@ export interface ClassInfo {
   color: string;
 }
 
+/** One stroke of the `strokes` trait (ilastik_widget/widget/state.py `stroke_summaries`). */
 export interface StrokeSummary {
   id: number;
   label: number;
+  /** The brush size it was painted with (the footprint's diameter in pixels), and its radius, (size - 1) / 2. */
+  size: number;
   radius: number;
   n_points: number;
   center: number[];
@@ -31,137 +47,19 @@ export interface StrokeSummary {
 
 export interface PanelActions {
   /** Sends a request to the kernel; errors are shown by the caller. */
-  request(msg: { type: string; [key: string]: any }): Promise<unknown>;
+  request(body: Question): Promise<unknown>;
   goToStroke(stroke: StrokeSummary): void;
   toggleHelp(show?: boolean): void;
 }
 
-/** One feature of the matrix, as ilastik_widget/features.py `feature_table()` describes it. */
-export interface FeatureInfo {
-  name: string;
-  title: string;
-  description: string;
-  /** The scales this feature exists at (a subset of FeatureTable.scales). */
-  scales: number[];
-  /** Output channels per input channel, with 2D and with 3D filters. */
-  channels?: { "2d"?: number; "3d"?: number };
-}
-
-/** The feature matrix the kernel sends in `source_info.feature_table`; the panel keeps no copy of it. */
-export interface FeatureTable {
-  scales: number[];
-  features: FeatureInfo[];
-}
-
-// Titles of the layer rows. The layer names and their order come from the `layers` trait (widget.py
-// DEFAULT_LAYERS); this map only gives them words, and an unknown layer shows its own name.
-const LAYER_TITLES: Record<string, string> = {
+// Titles of the layer rows, in the words of the panel; an unknown layer shows its own name.
+const LAYER_TITLES: Readonly<Record<LayerName, string>> = {
   raw: "Image",
   labels: "Labels",
   probabilities: "Probabilities",
   segmentation: "Segmentation",
   uncertainty: "Uncertainty",
 };
-
-// Used only while source_info has no limits (a kernel older than this page); the twins are widget.py's
-// MIN_BRUSH and MAX_BRUSH.
-const FALLBACK_BRUSH_LIMITS: readonly [number, number] = [1, 61];
-
-/** Scale as written in test ids and in Python's repr: "0.3", "1.0", "10.0". */
-export function scaleText(scale: number): string {
-  return Number.isInteger(scale) ? scale.toFixed(1) : String(scale);
-}
-
-function sameScale(a: number, b: number): boolean {
-  return Math.abs(a - b) < 1e-6;
-}
-
-function isNumberList(value: unknown): value is number[] {
-  return Array.isArray(value) && value.every((v) => typeof v === "number" && Number.isFinite(v));
-}
-
-/** The feature table in `source_info`, or undefined when it is missing or malformed (e.g. an older kernel). */
-export function featureTable(sourceInfo: any): FeatureTable | undefined {
-  const table = sourceInfo?.feature_table;
-  if (!isNumberList(table?.scales) || table.scales.length === 0) return undefined;
-  if (!Array.isArray(table.features) || table.features.length === 0) return undefined;
-  const features: FeatureInfo[] = [];
-  for (const f of table.features) {
-    if (typeof f?.name !== "string" || !isNumberList(f.scales)) return undefined;
-    features.push({
-      name: f.name,
-      title: typeof f.title === "string" ? f.title : f.name,
-      description: typeof f.description === "string" ? f.description : "",
-      scales: f.scales,
-      channels: typeof f.channels === "object" && f.channels !== null ? f.channels : undefined,
-    });
-  }
-  return { scales: table.scales, features };
-}
-
-/** Smallest and largest brush size the kernel accepts (`source_info.brush_size`). */
-export function brushLimits(sourceInfo: any): [number, number] {
-  const min = sourceInfo?.brush_size?.min;
-  const max = sourceInfo?.brush_size?.max;
-  if (Number.isInteger(min) && Number.isInteger(max) && min >= 1 && max >= min) return [min, max];
-  return [...FALLBACK_BRUSH_LIMITS];
-}
-
-/** Whether `selection` (FeatureSelection.to_dict()) has (feature, scale) switched on. */
-export function featureEnabled(selection: any, feature: string, scale: number): boolean {
-  const scales: unknown = selection?.features?.[feature];
-  return Array.isArray(scales) && scales.some((s) => sameScale(Number(s), scale));
-}
-
-/** A copy of `selection` with (feature, scale) switched `on`; the kernel validates the result. */
-export function withFeature(selection: any, feature: string, scale: number, on: boolean): any {
-  const features: Record<string, number[]> = {};
-  const current: unknown = selection?.features;
-  if (typeof current === "object" && current !== null) {
-    for (const [f, scales] of Object.entries(current)) features[f] = Array.isArray(scales) ? scales.map(Number) : [];
-  }
-  const rest = (features[feature] ?? []).filter((s) => !sameScale(s, scale));
-  if (on) rest.push(scale);
-  features[feature] = rest.sort((a, b) => a - b);
-  return { features };
-}
-
-/** Every cell of `table` switched on, or none. */
-export function allFeatures(table: FeatureTable, on: boolean): any {
-  const features: Record<string, number[]> = {};
-  for (const f of table.features) features[f.name] = on ? [...f.scales] : [];
-  return { features };
-}
-
-function channelText(f: FeatureInfo): string {
-  const c2 = f.channels?.["2d"];
-  const c3 = f.channels?.["3d"];
-  if (c2 === undefined || c3 === undefined) return "";
-  if (c2 === c3) return ` (${c2} channel${c2 === 1 ? "" : "s"})`;
-  return ` (${c2} channels in 2D, ${c3} in 3D)`;
-}
-
-function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  props: Record<string, any> = {},
-  ...children: Array<Node | string | null | undefined>
-): HTMLElementTagNameMap[K] {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null) continue;
-    if (key === "class") el.className = value;
-    else if (key === "testid") el.setAttribute("data-testid", value);
-    else if (key === "style") Object.assign(el.style, value);
-    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
-    else if (key in el && typeof value !== "string") (el as any)[key] = value;
-    else el.setAttribute(key, String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    el.append(child);
-  }
-  return el;
-}
 
 /** A live update (train + predict the view) usually takes well under this; only a longer job gets the moving bar,
  * whose every-frame repaints cost a software-rendered page real CPU (see style.css). */
@@ -173,6 +71,7 @@ export class Panel {
   private errorEl!: HTMLElement;
   private progressEl!: HTMLElement;
   private classesEl!: HTMLElement;
+  private addClassButton!: HTMLButtonElement;
   private strokesEl!: HTMLElement;
   private strokeCountEl!: HTMLElement;
   private featuresEl!: HTMLElement;
@@ -182,7 +81,7 @@ export class Panel {
   private layersEl!: HTMLElement;
   private brushInput!: HTMLInputElement;
   private brushValue!: HTMLElement;
-  private modeButtons = new Map<string, HTMLButtonElement>();
+  private modeButtons = new Map<Mode, HTMLButtonElement>();
   private liveInput!: HTMLInputElement;
   private updateButton!: HTMLButtonElement;
   private listeners: Array<[string, () => void]> = [];
@@ -235,8 +134,8 @@ export class Panel {
     this.model.save_changes();
   }
 
-  private send(msg: { type: string; [key: string]: any }) {
-    this.actions.request(msg).catch(() => {
+  private send(body: Question) {
+    this.actions.request(body).catch(() => {
       // The kernel also puts the error into the status line; nothing else to do here.
     });
   }
@@ -250,10 +149,10 @@ export class Panel {
     const status = h("div", { class: "ilastik-status", testid: "status", "aria-live": "polite" }, this.progressEl,
       this.statusEl, this.errorEl);
 
-    // Tools: mode, brush size, undo/redo. The modes twin widget.py MODES (which validates them); each has its own
-    // behaviour in brush.ts and key in shortcuts.ts, so the list stays in code rather than coming from the kernel.
+    // Tools: mode, brush size, undo/redo.
     const modes = h("div", { class: "ilastik-modes", role: "group", "aria-label": "Mode" });
-    for (const [mode, title, key] of [["paint", "Brush", "b"], ["erase", "Eraser", "e"], ["navigate", "Navigate", "n"]]) {
+    for (const mode of MODES) {
+      const { title, key } = MODE_KEYS[mode];
       const button = h("button", {
         type: "button", testid: `mode-${mode}`, title: `${title} (${key})`,
         onclick: () => this.setTrait("mode", mode),
@@ -261,9 +160,9 @@ export class Panel {
       this.modeButtons.set(mode, button);
       modes.append(button);
     }
-    // min and max are set by renderBrush from source_info
     this.brushInput = h("input", {
-      type: "range", step: "1", testid: "brush-size", title: "Brush size in pixels ([ and ])",
+      type: "range", step: "1", min: String(BRUSH_SIZE_MIN), max: String(BRUSH_SIZE_MAX), testid: "brush-size",
+      title: "Brush size: its diameter in pixels ([ and ])",
       oninput: () => {
         this.brushValue.textContent = `${this.brushInput.value} px`;
       },
@@ -291,10 +190,10 @@ export class Panel {
 
     // Classes
     this.classesEl = h("div", { class: "ilastik-classes" });
-    const addClass = h("button", { type: "button", testid: "add-class", onclick: () => this.send({ type: "add-class" }) },
-      "+ Add class");
+    this.addClassButton = h("button", { type: "button", testid: "add-class",
+      onclick: () => this.send({ type: "add-class" }) }, "+ Add class");
     const classes = h("div", { class: "ilastik-section" }, h("div", { class: "ilastik-heading" }, "Classes"),
-      this.classesEl, addClass);
+      this.classesEl, this.addClassButton);
 
     // Layers
     this.layersEl = h("div", { class: "ilastik-layers" });
@@ -370,10 +269,7 @@ export class Panel {
   }
 
   renderBrush() {
-    const [min, max] = brushLimits(this.model.get("source_info"));
-    this.brushInput.min = String(min);
-    this.brushInput.max = String(max);
-    const size = Number(this.model.get("brush_size") ?? 5);
+    const size = Number(this.model.get("brush_size") ?? BRUSH_SIZE_MIN);
     if (document.activeElement !== this.brushInput || this.brushInput.value !== String(size)) {
       this.brushInput.value = String(size);
     }
@@ -404,7 +300,7 @@ export class Panel {
       const color = h("input", { type: "color", value: c.color, testid: `class-color-${label}`, title: "Colour",
         onchange: (e: Event) => this.send({ type: "recolor-class", label, color: (e.target as HTMLInputElement).value }),
       }) as HTMLInputElement;
-      const name = h("input", { type: "text", value: c.name, testid: `class-name-${label}`, maxLength: 100,
+      const name = h("input", { type: "text", value: c.name, testid: `class-name-${label}`, maxLength: MAX_NAME_LENGTH,
         title: "Class name", "aria-label": `Name of class ${label}`,
         onchange: (e: Event) => {
           const value = (e.target as HTMLInputElement).value.trim();
@@ -449,6 +345,9 @@ export class Panel {
       return row;
     });
     this.classesEl.replaceChildren(...rows);
+    const full = classes.length >= MAX_CLASSES;
+    this.addClassButton.disabled = full;
+    this.addClassButton.title = full ? `A session has at most ${MAX_CLASSES} classes` : "Add a class";
     if (editing !== null) {
       const field = this.classesEl.querySelector<HTMLInputElement>(`[data-testid="${editing}"]`);
       field?.focus();
@@ -461,11 +360,13 @@ export class Panel {
       const current = this.model.get("layers") ?? {};
       this.setTrait("layers", { ...current, [name]: { ...(current[name] ?? {}), ...patch } });
     };
-    const names = Object.keys(settings).length > 0 ? Object.keys(settings) : Object.keys(LAYER_TITLES);
+    const names = Object.keys(settings).length > 0 ? Object.keys(settings) : [...LAYER_NAMES];
     const rows = names.map((name) => {
-      const title = LAYER_TITLES[name] ?? name;
-      const s = settings[name] ?? {};
-      const keyHint = { probabilities: " (p)", segmentation: " (s)", uncertainty: " (u)" }[name] ?? "";
+      const known = (LAYER_NAMES as readonly string[]).includes(name) ? (name as LayerName) : undefined;
+      const title = known === undefined ? name : LAYER_TITLES[known];
+      const s = { ...(known === undefined ? {} : DEFAULT_LAYER_SETTINGS[known]), ...(settings[name] ?? {}) };
+      const key = known === undefined ? undefined : LAYER_KEYS[known];
+      const keyHint = key === undefined ? "" : ` (${key})`;
       const visible = h("input", { type: "checkbox", checked: s.visible !== false, testid: `layer-visible-${name}`,
         onchange: (e: Event) => update(name, { visible: (e.target as HTMLInputElement).checked }) }) as HTMLInputElement;
       const opacity = h("input", { type: "range", min: "0", max: "1", step: "0.05", value: String(s.opacity ?? 1),
@@ -522,8 +423,7 @@ export class Panel {
     const items = strokes.slice().reverse().map((s) => {
       const cls = classes[s.label - 1];
       const where = s.center.map((c) => Math.round(c)).join(", ");
-      const size = Math.round(s.radius * 2 + 1);
-      const text = `${s.erase ? "Eraser" : (cls?.name ?? `Class ${s.label}`)} · ${size} px · at (${where})`;
+      const text = `${s.erase ? "Eraser" : (cls?.name ?? `Class ${s.label}`)} · ${s.size} px · at (${where})`;
       return h("li", {
         class: "ilastik-stroke", testid: `stroke-row-${s.id}`, title: "Click to move the view here",
         onclick: (e: Event) => {
@@ -539,20 +439,3 @@ export class Panel {
   }
 }
 
-/** The help overlay listing the keyboard shortcuts. */
-export function createHelpOverlay(onClose: () => void): HTMLElement {
-  const rows = SHORTCUTS.map(([key, what]) => h("tr", {}, h("td", {}, h("kbd", {}, key)), h("td", {}, what)));
-  const close = h("button", { type: "button", class: "ilastik-icon", title: "Close (Esc)", onclick: onClose }, "✕");
-  const overlay = h("div", { class: "ilastik-help", testid: "help-overlay", role: "dialog", "aria-label": "Keyboard shortcuts" },
-    h("div", { class: "ilastik-help-box" },
-      h("div", { class: "ilastik-help-title" }, "Keyboard shortcuts", close),
-      h("p", {}, "Keys work while the mouse is over the widget or it has the focus. Left-drag paints (brush) or " +
-        "erases (eraser); right-drag pans in every mode, left-drag too in navigate mode. On a 2D image the wheel " +
-        "zooms; on a volume it steps through slices and Ctrl+wheel zooms."),
-      h("table", {}, h("tbody", {}, ...rows))));
-  overlay.style.display = "none";
-  overlay.addEventListener("click", (e) => {
-    if (e.target === overlay) onClose();
-  });
-  return overlay;
-}

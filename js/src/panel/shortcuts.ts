@@ -5,7 +5,8 @@
 // runs before both, and stop the keys we handle there; the widget's root also carries `data-lm-suppress-shortcuts`
 // so that keys typed into the panel's text fields never reach notebook command mode.
 
-export type Mode = "paint" | "erase" | "navigate";
+import type { LayerName, Mode } from "../protocol.js";
+import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN, MODES } from "../protocol.js";
 
 export interface ShortcutActions {
   pickClass(label: number): void;
@@ -14,24 +15,34 @@ export interface ShortcutActions {
   undo(): void;
   redo(): void;
   toggleLive(): void;
-  toggleLayer(name: "probabilities" | "segmentation" | "uncertainty"): void;
+  toggleLayer(name: LayerName): void;
   toggleHelp(show?: boolean): void;
   helpVisible(): boolean;
 }
 
+/** The key of each mode, and what the mode does (the panel's mode buttons show them too). */
+export const MODE_KEYS: Readonly<Record<Mode, { key: string; title: string; help: string }>> = {
+  paint: { key: "b", title: "Brush", help: "brush (paint with the active class)" },
+  erase: { key: "e", title: "Eraser", help: "eraser" },
+  navigate: { key: "n", title: "Navigate", help: "navigate (the mouse pans and zooms)" },
+};
+
+/** The layers a key shows or hides (the panel's layer rows name the keys too). */
+export const LAYER_KEYS: Readonly<Partial<Record<LayerName, string>>> = {
+  probabilities: "p",
+  segmentation: "s",
+  uncertainty: "u",
+};
+
 /** The shortcut list shown by the help overlay (key, what it does). */
 export const SHORTCUTS: ReadonlyArray<readonly [string, string]> = [
   ["1 – 9", "pick class 1 to 9"],
-  ["b", "brush (paint with the active class)"],
-  ["e", "eraser"],
-  ["n", "navigate (the mouse pans and zooms)"],
+  ...MODES.map((mode) => [MODE_KEYS[mode].key, MODE_KEYS[mode].help] as const),
   ["[  /  ]", "smaller / larger brush"],
   ["Ctrl+Z", "undo"],
   ["Ctrl+Shift+Z  or  Ctrl+Y", "redo"],
   ["l", "live update on / off"],
-  ["p", "show / hide probabilities"],
-  ["s", "show / hide segmentation"],
-  ["u", "show / hide uncertainty"],
+  ...Object.entries(LAYER_KEYS).map(([layer, key]) => [key, `show / hide ${layer}`] as const),
   ["?", "show / hide this help"],
   ["Esc", "close this help"],
 ];
@@ -51,10 +62,14 @@ export function isEditable(el: Element | null): boolean {
 }
 
 /**
- * Next brush size for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones, within [min, max] (the
- * kernel's limits, `brushLimits(source_info)` in panel.ts).
+ * Next brush size (the footprint's diameter) for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones,
+ * within [min, max] (by default the protocol's BRUSH_SIZE_MIN and BRUSH_SIZE_MAX, the kernel's limits).
  */
-export function nextBrushSize(size: number, direction: 1 | -1, [min, max]: readonly [number, number]): number {
+export function nextBrushSize(
+  size: number,
+  direction: 1 | -1,
+  [min, max]: readonly [number, number] = [BRUSH_SIZE_MIN, BRUSH_SIZE_MAX],
+): number {
   const step = size < 8 ? 1 : Math.max(1, Math.round(size * 0.15));
   return Math.min(max, Math.max(min, Math.round(size + direction * step)));
 }
@@ -76,25 +91,18 @@ export function matchShortcut(event: KeyboardEvent, actions: ShortcutActions): (
   if (key === "Escape") return actions.helpVisible() ? () => actions.toggleHelp(false) : undefined;
   if (key === "?") return () => actions.toggleHelp();
   if (key.length === 1 && key >= "1" && key <= "9") return () => actions.pickClass(Number(key));
-  switch (key.toLowerCase()) {
-    case "b":
-      return () => actions.setMode("paint");
-    case "e":
-      return () => actions.setMode("erase");
-    case "n":
-      return () => actions.setMode("navigate");
+  const k = key.toLowerCase();
+  const mode = MODES.find((m) => MODE_KEYS[m].key === k);
+  if (mode !== undefined) return () => actions.setMode(mode);
+  const layer = (Object.keys(LAYER_KEYS) as LayerName[]).find((name) => LAYER_KEYS[name] === k);
+  if (layer !== undefined) return () => actions.toggleLayer(layer);
+  switch (k) {
     case "[":
       return () => actions.brushStep(-1);
     case "]":
       return () => actions.brushStep(1);
     case "l":
       return () => actions.toggleLive();
-    case "p":
-      return () => actions.toggleLayer("probabilities");
-    case "s":
-      return () => actions.toggleLayer("segmentation");
-    case "u":
-      return () => actions.toggleLayer("uncertainty");
   }
   return undefined;
 }

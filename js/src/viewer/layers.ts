@@ -1,11 +1,14 @@
-// Layers of the viewer: the JSON layer specs made by ilastik_widget/chunk_server.py (`layer_specs()`), the user's
-// visibility/opacity settings, and cache invalidation when the kernel says an array changed.
+// The viewer's layers: the Neuroglancer layer JSON built by ilastik_widget/serving/layer_specs.py, the user's
+// visibility and opacity settings, and the fallback of a raw layer read straight from a web server
+// (serving/remote_raw.py).
 
 import { makeLayer } from "neuroglancer/unstable/layer/index.js";
-import { getNormalizedChunkLayout } from "neuroglancer/unstable/sliceview/base.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
+import type { ArrayName } from "../data/chunk_keys.js";
+import { parseArrayPath } from "../data/chunk_keys.js";
+import { memSource } from "../data/mem_url.js";
 
-/** One Neuroglancer layer definition, as chunk_server.layer_specs() makes it. */
+/** One Neuroglancer layer definition, as serving/layer_specs.py `layer_specs()` makes it. */
 export interface LayerSpec {
   name: string;
   type: string;
@@ -14,8 +17,8 @@ export interface LayerSpec {
   opacity?: number;
   visible?: boolean;
   /**
-   * The layer to show instead if `source` fails to load. chunk_server gives one to a raw layer read straight from a
-   * web server: the same layer served by the kernel (the browser may not reach a URL the kernel reads).
+   * The layer to show instead if `source` fails to load. serving/remote_raw.py gives one to a raw layer read straight
+   * from a web server: the same layer served by the kernel (the browser may not reach a URL the kernel reads).
    */
   fallback?: LayerSpec;
   [key: string]: unknown;
@@ -28,14 +31,23 @@ export interface LayerSetting {
 
 export type LayerSettings = Record<string, LayerSetting>;
 
-/** Layer names the widget knows, in the order of the panel's controls. */
-export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty"] as const;
-
-function sourceUrl(spec: LayerSpec): string {
+/** The URL of a layer's data source. */
+export function sourceUrl(spec: LayerSpec): string {
   const { source } = spec;
   if (typeof source === "string") return source;
   const url = (source as { url?: unknown }).url;
   return typeof url === "string" ? url : JSON.stringify(source);
+}
+
+/** The widget array each layer served by the kernel shows, by layer name (the prediction layers share one). */
+export function layerArrays(specs: readonly LayerSpec[]): Map<string, ArrayName> {
+  const out = new Map<string, ArrayName>();
+  for (const spec of specs) {
+    const mem = memSource(sourceUrl(spec));
+    const array = mem === null ? null : parseArrayPath(mem.path);
+    if (array !== null) out.set(spec.name, array.array);
+  }
+  return out;
 }
 
 function withSettings(spec: LayerSpec, settings: LayerSettings): LayerSpec {
@@ -187,188 +199,5 @@ export class SourceFallbacks {
   dispose(): void {
     this.unlisten();
     this.watched.clear();
-  }
-}
-
-/** What the refresher uses of a Neuroglancer chunk source (chunk_manager/frontend.js ships no types). */
-interface ChunkSource {
-  chunks: Map<string, unknown>;
-  invalidateCache(): void;
-  addRef(): unknown;
-  dispose(): void;
-  refCount: number;
-  parameters?: { url?: unknown };
-}
-
-/**
- * The chunk sources (every scale) whose data URL starts with `prefix`, e.g. `mem://<widget>/predictions/`: the
- * viewer's chunk manager memoizes every source it made under a key, the zarr ones carry their URL in `parameters`.
- */
-export function chunkSourcesWithUrl(viewer: Viewer, prefix: string): ChunkSource[] {
-  const out: ChunkSource[] = [];
-  for (const value of viewer.chunkManager.memoize.map.values()) {
-    const source = value as unknown as Partial<ChunkSource>;
-    const url = source.parameters?.url;
-    if (typeof url === "string" && url.startsWith(prefix) && typeof source.invalidateCache === "function" &&
-        source.chunks instanceof Map) {
-      out.push(source as ChunkSource);
-    }
-  }
-  return out;
-}
-
-/**
- * Keys of the chunks each chunk source has in view in some cross-section panel, counted the way Neuroglancer's
- * `SliceView.isReady` counts them (the chunks a draw uses).
- */
-export function chunksInView(viewer: Viewer): Map<unknown, Set<string>> {
-  const out = new Map<unknown, Set<string>>();
-  for (const panel of viewer.display.panels) {
-    const sliceView = (panel as unknown as { sliceView?: any }).sliceView;
-    if (sliceView === undefined || !(panel as unknown as { visible: boolean }).visible) continue;
-    for (const { visibleSources } of sliceView.visibleLayers.values()) {
-      for (const tsource of visibleSources) {
-        const layout = getNormalizedChunkLayout(sliceView.projectionParameters.value, tsource.chunkLayout);
-        let keys = out.get(tsource.source);
-        if (keys === undefined) out.set(tsource.source, (keys = new Set()));
-        sliceView.forEachVisibleChunk(tsource, layout, (key: string) => keys!.add(key));
-      }
-    }
-  }
-  return out;
-}
-
-/** A refresh that never completes (chunks the worker dropped, a layer that never gets ready) stops counting as
- * loading after this long (ms). */
-const GIVE_UP_MS = 20_000;
-
-interface Refreshing {
-  started: number;
-  /** Chunks the sources held when they were invalidated; the refresh is loaded once none is left. */
-  stale: Set<unknown>[];
-  sources: ChunkSource[];
-}
-
-/**
- * Re-reads arrays from the kernel in place, without new layers: the chunk sources reading `<prefix><array>/` are
- * invalidated (Neuroglancer's worker drops their chunks and asks for the visible ones again), and the display keeps
- * showing its last frame until the new chunks are on the GPU, so a refreshed layer never flashes empty. Drawing
- * resumes at once when the view moves (`release()`), and after `maxHoldMs` at the latest.
- */
-export class LayerRefresher {
-  private refreshing: Refreshing[] = [];
-  private holding = false;
-  private missedDraw = false;
-  private timer: number | undefined;
-  private holdStarted = 0;
-  private readonly restoreDraw: () => void;
-  private readonly drawNow: () => void;
-  private readonly loadedListeners = new Set<() => void>();
-  /** Longest time the display is held (ms). */
-  maxHoldMs = 1500;
-
-  constructor(
-    private viewer: Viewer,
-    private urlPrefix: string,
-  ) {
-    const display = viewer.display as unknown as { draw: () => void; scheduleRedraw: () => void };
-    const draw = display.draw;
-    display.draw = () => {
-      if (this.holding) {
-        this.missedDraw = true;
-        return;
-      }
-      draw.call(display);
-    };
-    this.restoreDraw = () => {
-      display.draw = draw;
-    };
-    this.drawNow = () => draw.call(display);
-  }
-
-  /** True while refreshed chunks are still loading. */
-  get busy(): boolean {
-    return this.refreshing.length > 0;
-  }
-
-  /** Called once every refresh started so far has loaded. */
-  onLoaded(listener: () => void): () => void {
-    this.loadedListeners.add(listener);
-    return () => this.loadedListeners.delete(listener);
-  }
-
-  /** Re-reads `arrays` ("labels", "predictions", ...); `onLoaded` listeners run once they are shown. */
-  refresh(arrays: string[]): void {
-    for (const array of arrays) {
-      const sources = chunkSourcesWithUrl(this.viewer, `${this.urlPrefix}${array}/`);
-      if (sources.length === 0) continue;
-      this.refreshing.push({ started: performance.now(), sources, stale: sources.map((s) => new Set(s.chunks.values())) });
-      // The worker answers an invalidation with a chunk update of the source even when it no longer uses the source
-      // itself (a layer just hidden); the page must still know the source then, so hold a reference until a later
-      // round trip to the worker has come back.
-      for (const source of sources) {
-        source.addRef();
-        source.invalidateCache();
-      }
-      const release = () => sources.forEach((source) => source.dispose());
-      this.viewer.chunkQueueManager.getStatistics().then(release, release);
-    }
-    if (this.refreshing.length > 0 && !this.holding) {
-      this.holding = true;
-      this.holdStarted = performance.now();
-    }
-    this.watch();
-  }
-
-  /** Draw again now (the user moved the view); refreshes still loading finish in the background. */
-  release(): void {
-    if (!this.holding) return;
-    this.holding = false;
-    if (this.missedDraw) {
-      this.missedDraw = false;
-      (this.viewer.display as unknown as { scheduleRedraw: () => void }).scheduleRedraw();
-    }
-  }
-
-  private loaded(entry: Refreshing): boolean {
-    return entry.sources.every((source, i) => {
-      const stale = entry.stale[i];
-      // a source released meanwhile (its layer was hidden) keeps its chunk map as it was
-      if (stale.size === 0 || source.refCount === 0) return true;
-      for (const chunk of source.chunks.values()) if (stale.has(chunk)) return false;
-      return true;
-    });
-  }
-
-  private watch() {
-    if (this.timer !== undefined) return;
-    const check = () => {
-      this.timer = undefined;
-      const now = performance.now();
-      const overdue = this.refreshing.length > 0 && this.refreshing.every((entry) => now - entry.started > GIVE_UP_MS);
-      if (overdue || (this.refreshing.every((entry) => this.loaded(entry)) && this.viewer.isReady())) {
-        this.refreshing = [];
-        if (this.holding && this.missedDraw) {
-          // this is an animation frame already: draw the refreshed view in it rather than in the next one
-          this.holding = this.missedDraw = false;
-          this.drawNow();
-        }
-        this.release();
-        for (const listener of Array.from(this.loadedListeners)) listener();
-        return;
-      }
-      if (this.holding && now - this.holdStarted > this.maxHoldMs) this.release();
-      this.timer = requestAnimationFrame(check);
-    };
-    this.timer = requestAnimationFrame(check);
-  }
-
-  dispose(): void {
-    if (this.timer !== undefined) cancelAnimationFrame(this.timer);
-    this.timer = undefined;
-    this.refreshing = [];
-    this.holding = false;
-    this.restoreDraw();
-    this.loadedListeners.clear();
   }
 }

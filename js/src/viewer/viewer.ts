@@ -3,14 +3,12 @@
 //
 //   const handle = createViewer(el, { widgetId, transport, shape, layers, layerSettings, state, brush });
 //
-// `layers` are chunk_server.layer_specs(); `shape` is the spatial shape in array order ((y, x) or (z, y, x)).
+// `layers` are serving/layer_specs.py `layer_specs()`; `shape` is the spatial shape in array order ((y, x) or (z, y, x)).
 // A 2D image opens in one xy panel fitted to the image, a volume in the four-panel layout. Mouse: in paint/erase mode
 // left drag paints, right drag pans; the wheel zooms on 2D images and steps through slices in volumes (ctrl+wheel
 // zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
-// widget's own shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the centre
-// of voxel i at i. `refresh(layers, generation, pushed)` shows new data without blanking: the pushed chunks are written
-// into the viewer's chunks when they cover all it holds (chunk_update.ts), else the layers re-read (layers.ts
-// LayerRefresher).
+// widget's own panel/shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the
+// centre of voxel i at i. `refresh(layers, push)` shows new data without blanking (refresh.ts).
 // The handle is also `window.__ilastikWidgets[widgetId]` (the newest view of the widget; all its views are in
 // `window.__ilastikWidgetViews[widgetId]`).
 
@@ -25,12 +23,13 @@ import { EventActionMap } from "neuroglancer/unstable/util/event_action_map.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 import type { BrushSettings, Stroke, StrokeCallback } from "../brush/brush.js";
 import { AxisMap, BrushTool, PanelGeometry, slicePanels } from "../brush/brush.js";
-import type { ChunkTransport } from "../data/kvstore_frontend.js";
+import type { ArrayName } from "../data/chunk_keys.js";
+import type { ChunkPush, ChunkTransport } from "../data/kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "../data/kvstore_frontend.js";
-import type { LayerSettings, LayerSpec } from "./layers.js";
-import type { FallbackListener } from "./layers.js";
-import { applyChunkUpdate, heldOutOfView, planChunkUpdate, type UpdatableSource } from "../data/chunk_update.js";
-import { LAYER_NAMES, LayerRefresher, chunksInView, chunkSourcesWithUrl, SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings } from "./layers.js";
+import type { FallbackListener, LayerSettings, LayerSpec } from "./layers.js";
+import { SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings, layerArrays } from "./layers.js";
+import type { RefreshStats } from "./refresh.js";
+import { Refresher } from "./refresh.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "../brush/brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
@@ -54,9 +53,9 @@ export interface CreateViewerOptions {
   transport: ChunkTransport;
   /** Spatial shape in array index order. */
   shape: number[];
-  /** Layer definitions from chunk_server.layer_specs(). */
+  /** Layer definitions from serving/layer_specs.py `layer_specs()`. */
   layers: LayerSpec[];
-  /** Their zarr metadata, sent ahead by the kernel (chunk_server.metadata()). */
+  /** Their zarr metadata, sent ahead by the kernel (serving/chunk_store.py `metadata()`). */
   metadata?: Record<string, string | null>;
   layerSettings?: LayerSettings;
   state?: ViewerState;
@@ -76,12 +75,10 @@ export interface ViewerHandle {
   setLayerSettings(settings: LayerSettings): void;
   getLayerSettings(): LayerSettings;
   /**
-   * New data of these layers ("raw", "labels", "predictions"/"probabilities"/...); `pushed` carries chunks of it
-   * (`keys[i]` in `buffers[i]`) and the keys that are now `missing`, used instead of asking the kernel.
+   * New data of these layers (a refresh's `layers`); `push` carries chunks of it (`keys[i]` in `buffers[i]`) and the
+   * keys that are now `missing`, used instead of asking the kernel.
    */
-  refresh(layers: string[], generation?: number, pushed?: {
-    keys: string[]; buffers: Array<DataView | ArrayBuffer | Uint8Array>; missing?: string[];
-  }): void;
+  refresh(layers: readonly string[], push?: ChunkPush): void;
   setBrush(settings: Partial<BrushSettings>): void;
   getBrush(): BrushSettings;
   onStroke(callback: StrokeCallback): () => void;
@@ -102,10 +99,7 @@ export interface ViewerHandle {
    * Chunk transport counters (messages, keys, bytes, dropped before sending, messages cancelled, pushed used), and
    * how refreshes were shown: arrays updated in place or reloaded, and why the last reload was needed.
    */
-  stats(): {
-    messages: number; keys: number; bytes: number; dropped: number; cancelled: number; pushed: number;
-    updatedInPlace: number; reloaded: number; lastReloadReason: string;
-  };
+  stats(): ChunkFetcher["stats"] & RefreshStats;
 }
 
 declare global {
@@ -199,7 +193,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     names.map((name) => point[arrayAxes.indexOf(name)] + 0.5);
 
   // Global dimensions: one voxel per unit, except the relative voxel sizes of an anisotropic volume, which
-  // chunk_server puts in the raw layer's source transform.
+  // serving/layer_specs.py puts in the raw layer's source transform.
   const rawSource = opts.layers.find((spec) => spec.name === "raw")?.source as
     | { transform?: { outputDimensions?: Record<string, [number, string]> } }
     | string
@@ -233,10 +227,13 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   viewer.state.restoreState(stateJson);
 
   const brush = new BrushTool(viewer, container, axisMap);
-  const refresher = new LayerRefresher(viewer, `mem://${widgetId}/`);
+  const refresher = new Refresher(viewer, widgetId, fetcher);
+  const { reloader } = refresher;
+  /** The array each layer served by the kernel shows (its spec's source URL says). */
+  let arrays = layerArrays(opts.layers);
   // A stroke drawn on the overlay stays until the labels layer shows it.
   let clearDrawnOnLoad = false;
-  const unlistenLoaded = refresher.onLoaded(() => {
+  const unlistenLoaded = reloader.onLoaded(() => {
     if (!clearDrawnOnLoad) return;
     clearDrawnOnLoad = false;
     brush.clearDrawn();
@@ -331,47 +328,12 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     viewer.coordinateSpace.changed.add(applyPendingPosition),
     ...viewChanged.map((signal) =>
       signal.add(() => {
-        refresher.release(); // the user moves the view: show it now, even if a refresh is still loading
+        reloader.release(); // the user moves the view: show it now, even if a reload is still loading
         onViewChanged();
       }),
     ),
   ];
   applyPendingPosition();
-
-  const updates = { inPlace: 0, reloaded: 0, lastReason: "" };
-  /** Puts the chunks the kernel pushed for `array` into the viewer's chunks (chunk_update.ts); false if it cannot. */
-  const updateInPlace = (array: string): boolean => {
-    const reason = (() => {
-      if (fetcher.hasPendingReads(array)) return "reads are waiting for the kernel";
-      const sources = chunkSourcesWithUrl(viewer, `mem://${widgetId}/${array}/`) as unknown as UpdatableSource[];
-      const plan = planChunkUpdate(sources, (key) => {
-        const data = fetcher.pushedChunk(key);
-        return data === undefined ? undefined : { key: fetcher.rewriteKey(key), data };
-      });
-      if (typeof plan === "string") return plan;
-      for (const id of fetcher.servedChunks(array)) {
-        if (!plan.held.has(id)) return `${id} was read but is not held by the page`;
-      }
-      const tooMany = heldOutOfView(sources, chunksInView(viewer));
-      if (tooMany !== undefined) return tooMany;
-      try {
-        applyChunkUpdate(plan);
-      } catch (error) {
-        // some chunks may have their new bytes, others not: the reload below puts them all right
-        console.warn("ilastik_widget: in-place chunk update failed", error);
-        return `the update failed (${error instanceof Error ? error.message : String(error)})`;
-      }
-      fetcher.reportSeen(plan.keys);
-      return undefined;
-    })();
-    if (reason === undefined) {
-      updates.inPlace++;
-      return true;
-    }
-    updates.reloaded++;
-    updates.lastReason = `${array}: ${reason}`;
-    return false;
-  };
 
   const handle: ViewerHandle = {
     viewer,
@@ -379,6 +341,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     element: container,
     setLayers(specs, metadata) {
       fetcher.preloadMetadata(metadata);
+      arrays = layerArrays(specs);
       applyLayerSpecs(viewer, fallbacks.resolve(specs), {});
     },
     setLayerSettings(settings) {
@@ -387,23 +350,16 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     getLayerSettings() {
       return getLayerSettings(viewer);
     },
-    refresh(layers, generation, pushed) {
-      const arrays = new Set<string>();
+    refresh(layers, push = { keys: [], buffers: [], missing: [] }) {
+      const changed = new Set<ArrayName>();
       for (const layer of layers) {
-        if (layer === "predictions" || ["probabilities", "segmentation", "uncertainty"].includes(layer)) {
-          arrays.add("predictions");
-        } else if ((LAYER_NAMES as readonly string[]).includes(layer)) {
-          arrays.add(layer);
-        }
+        const array = arrays.get(layer);
+        if (array !== undefined) changed.add(array);
       }
-      if (generation !== undefined) fetcher.setGeneration("predictions", generation);
-      fetcher.offer(Array.from(arrays), pushed?.keys ?? [], pushed?.buffers ?? [], pushed?.missing ?? []);
-      const reload = Array.from(arrays).filter((array) => !updateInPlace(array));
-      for (const array of reload) fetcher.forgetServed(array);
-      // the same signal as chunks arriving from the worker: slice views render again, the display redraws
-      if (reload.length < arrays.size) viewer.chunkQueueManager.visibleChunksChanged.dispatch();
-      if (arrays.has("labels")) {
-        if (reload.includes("labels") || refresher.busy) {
+      const loading = reloader.busy; // an earlier reload: the labels may be part of it
+      const reloaded = refresher.apply(Array.from(changed), push);
+      if (changed.has("labels")) {
+        if (reloaded.includes("labels") || loading) {
           clearDrawnOnLoad = true;
         } else {
           // the labels are drawn in the next frame: the stroke's overlay can go then
@@ -413,7 +369,6 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
           });
         }
       }
-      refresher.refresh(reload);
     },
     setBrush(settings) {
       brush.setSettings(settings);
@@ -469,11 +424,10 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       return panelShowing(plane).rect();
     },
     isIdle() {
-      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !refresher.busy;
+      return fetcher.isIdle() && viewer.isReady() && !brush.isDrawing && !reloader.busy;
     },
     stats() {
-      return { ...fetcher.stats, updatedInPlace: updates.inPlace, reloaded: updates.reloaded,
-        lastReloadReason: updates.lastReason };
+      return { ...fetcher.stats, ...refresher.stats };
     },
   };
   window.__ilastikWidgets ??= {};

@@ -1,8 +1,19 @@
-// Custom messages between the browser and the kernel (mirrors ilastik_widget/messages.py).
+// The one transport of the messages between a widget view and the kernel; the messages themselves are the types of
+// protocol.ts, generated from ilastik_widget/widget/protocol.py.
 //
 // One `Transport` per widget view: it numbers requests, matches replies by their correlation id, times out requests
-// the kernel never answers, and dispatches unsolicited kernel messages ("refresh", "error" without a pending
-// request, ...) to handlers registered with `on(type, handler)`.
+// the kernel never answers, and dispatches the kernel's own messages ("refresh", an "error" without a pending
+// request) to handlers registered with `on(type, handler)`.
+
+import type {
+  AddClassReply,
+  ChangedReply,
+  ChunksReply,
+  KernelMessage,
+  Reply,
+  RequestBody,
+  StrokeReply,
+} from "../protocol.js";
 
 export type Buffer = DataView | ArrayBuffer | Uint8Array;
 
@@ -13,8 +24,34 @@ export interface MessageModel {
   off(event?: string | null, handler?: ((...args: any[]) => void) | null): void;
 }
 
-export interface Reply {
-  content: any;
+/** The requests the kernel does not answer (protocol.ts: "No reply"). */
+export type Notification = Extract<RequestBody, { type: "seen" | "cancel" | "source-fallback" }>;
+/** The requests the kernel answers, with a reply or an error. */
+export type Question = Exclude<RequestBody, Notification>;
+
+/** The kernel's reply to a request of type `T`. */
+export type ReplyTo<T extends Question["type"]> = T extends "chunks"
+  ? ChunksReply
+  : T extends "stroke"
+    ? StrokeReply
+    : T extends "undo" | "redo"
+      ? ChangedReply
+      : T extends "add-class"
+        ? AddClassReply
+        : Reply;
+
+/** A kernel message of type `T` (a message type may be one of several literals, as "undo-reply" | "redo-reply"). */
+export type KernelMessageOf<T extends KernelMessage["type"]> = KernelMessage extends infer M
+  ? M extends { type: infer U }
+    ? T extends U
+      ? M
+      : never
+    : never
+  : never;
+
+/** A message with the binary buffers that came with it. */
+export interface Received<M> {
+  content: M;
   buffers: Buffer[];
 }
 
@@ -36,10 +73,9 @@ export class RequestError extends Error {
 }
 
 interface Pending {
-  resolve(reply: Reply): void;
+  resolve(reply: Received<any>): void;
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout> | undefined;
-  type: string;
 }
 
 type Handler = (content: any, buffers: Buffer[]) => void;
@@ -68,24 +104,27 @@ export class Transport {
     return this.pending.size;
   }
 
-  /** Sends `msg` with a fresh correlation id; resolves with the kernel's reply (rejects on an error reply). */
-  request(msg: { type: string; [key: string]: any }, buffers?: ArrayBuffer[], options: RequestOptions = {}): Promise<Reply> {
+  /** Sends `body` with a fresh correlation id; resolves with the kernel's reply (rejects on an error reply). */
+  request<B extends Question>(
+    body: B,
+    buffers?: ArrayBuffer[],
+    options: RequestOptions = {},
+  ): Promise<Received<ReplyTo<B["type"]>>> {
     if (this.closed) return Promise.reject(new RequestError("the widget was closed", "closed"));
     const id = nextRequestId++;
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new RequestError("request aborted", "aborted"));
-    return new Promise<Reply>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       const timeout = options.timeout ?? this.defaultTimeout;
       const entry: Pending = {
         resolve,
         reject,
-        type: msg.type,
         timer:
           timeout > 0
             ? setTimeout(() => {
                 if (this.pending.delete(id)) {
                   this.stats.timeouts++;
-                  reject(new RequestError(`the kernel did not answer a '${msg.type}' request within ${timeout / 1000} s`, "timeout"));
+                  reject(new RequestError(`the kernel did not answer a '${body.type}' request within ${timeout / 1000} s`, "timeout"));
                 }
               }, timeout)
             : undefined,
@@ -102,7 +141,7 @@ export class Transport {
         { once: true },
       );
       try {
-        this.model.send({ ...msg, id }, undefined, buffers);
+        this.model.send({ ...body, id }, undefined, buffers);
       } catch (error) {
         // e.g. the comm is closed: nothing will answer, so do not count it as in flight until its timeout
         this.settle(id);
@@ -113,14 +152,17 @@ export class Transport {
     });
   }
 
-  /** Sends a message that expects no reply (it still carries an id, as the protocol requires). */
-  notify(msg: { type: string; [key: string]: any }): void {
+  /** Sends a request the kernel does not answer (it still carries an id, as every request does). */
+  notify(body: Notification): void {
     if (this.closed) return;
-    this.model.send({ ...msg, id: nextRequestId++ });
+    this.model.send({ ...body, id: nextRequestId++ });
   }
 
   /** Registers a handler for kernel messages of `type`; returns a function that removes it. */
-  on(type: string, handler: Handler): () => void {
+  on<T extends KernelMessage["type"]>(
+    type: T,
+    handler: (content: KernelMessageOf<T>, buffers: Buffer[]) => void,
+  ): () => void {
     let set = this.handlers.get(type);
     if (set === undefined) {
       set = new Set();
@@ -138,7 +180,7 @@ export class Transport {
     return entry;
   }
 
-  /** The one dispatcher for kernel->browser messages. */
+  /** The one dispatcher of kernel messages. */
   dispatch(content: any, buffers: Buffer[]): void {
     if (content === null || typeof content !== "object" || typeof content.type !== "string") return;
     const { type, id } = content;

@@ -1,17 +1,19 @@
-// The anywidget entry point: lays out the viewer and the control panel, wires traits <-> viewer, strokes ->
-// kernel, kernel refreshes -> viewer, keyboard shortcuts, and cleans everything up when the view is removed.
+// The anywidget entry point, the view of ilastik_widget/widget/widget.py `IlastikWidget`: lays out the viewer and the
+// control panel, wires traits <-> viewer, strokes -> kernel, kernel refreshes -> viewer, keyboard shortcuts, and
+// cleans everything up when the view is removed.
 
 import "./style.css";
-import { RequestError, Transport } from "./transport.js";
+import { decimateStroke } from "../brush/geometry.js";
+import { createHelpOverlay } from "../panel/help.js";
 import type { PanelModel, StrokeSummary } from "../panel/panel.js";
-import { Panel, brushLimits, createHelpOverlay } from "../panel/panel.js";
+import { Panel } from "../panel/panel.js";
 import { installShortcuts, nextBrushSize } from "../panel/shortcuts.js";
-import type { Mode } from "../panel/shortcuts.js";
+import type { LayerName, Mode } from "../protocol.js";
+import { BRUSH_SIZE_MIN } from "../protocol.js";
 import type { LayerSettings, LayerSpec, ViewerHandle, ViewerState } from "../viewer/viewer.js";
 import { createViewer } from "../viewer/viewer.js";
-import { brushRadius, decimateStroke } from "../brush/geometry.js";
-
-export { brushRadius } from "../brush/geometry.js";
+import type { Question } from "./transport.js";
+import { RequestError, Transport } from "./transport.js";
 
 interface AnyModel extends PanelModel {
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
@@ -84,8 +86,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     model.save_changes();
   };
   // Errors of requests: the kernel reports them in the status line too; keep a console trace for debugging.
-  const request = (msg: { type: string; [key: string]: any }) =>
-    transport.request(msg).catch((error: unknown) => {
+  const request = (body: Question) =>
+    transport.request(body).catch((error: unknown) => {
       if (!(error instanceof RequestError && error.kind === "closed")) console.warn("ilastik_widget:", error);
       throw error;
     });
@@ -102,14 +104,10 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   // ------------------------------------------------------------------------------------------ viewer
   let handle: ViewerHandle | undefined;
   const classColor = (label: number) => (model.get("classes") ?? [])[label - 1]?.color ?? "#ffffff";
+  const brushSize = () => Number(model.get("brush_size") ?? BRUSH_SIZE_MIN);
   const brushSettings = () => {
     const label = Number(model.get("active_class") ?? 1);
-    return {
-      mode: model.get("mode") as Mode,
-      radius: brushRadius(Number(model.get("brush_size") ?? 5)),
-      label,
-      color: classColor(label),
-    };
+    return { mode: model.get("mode") as Mode, size: brushSize(), label, color: classColor(label) };
   };
 
   const panel = new Panel(model, {
@@ -241,16 +239,16 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
     // kernel -> viewer
     cleanups.push(transport.on("refresh", (content, buffers) => {
       if (!Array.isArray(content.layers)) return;
+      // the buffers are the chunks of `keys`, one each: without that, the chunks are read again
       const keys = Array.isArray(content.keys) && content.keys.length === buffers.length ? content.keys : [];
-      const missing = Array.isArray(content.missing) ? content.missing.filter((k: unknown) => typeof k === "string") : [];
-      h.refresh(content.layers, typeof content.generation === "number" ? content.generation : undefined,
-        { keys, buffers: keys.length > 0 ? buffers : [], missing });
+      const missing = Array.isArray(content.missing) ? content.missing.filter((k) => typeof k === "string") : [];
+      h.refresh(content.layers, { keys, buffers: keys.length > 0 ? buffers : [], missing });
     }));
   }
   cleanups.push(transport.on("error", (content) => console.warn("ilastik_widget (kernel):", content.message)));
 
   // ------------------------------------------------------------------------------------------ shortcuts
-  const toggleLayer = (name: string) => {
+  const toggleLayer = (name: LayerName) => {
     const layers = model.get("layers") ?? {};
     const current = layers[name] ?? {};
     setTrait("layers", { ...layers, [name]: { ...current, visible: current.visible === false } });
@@ -261,8 +259,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
         if (label <= (model.get("classes") ?? []).length) setTrait("active_class", label);
       },
       setMode: (mode) => setTrait("mode", mode),
-      brushStep: (direction) => setTrait("brush_size",
-        nextBrushSize(Number(model.get("brush_size") ?? 5), direction, brushLimits(model.get("source_info")))),
+      brushStep: (direction) => setTrait("brush_size", nextBrushSize(brushSize(), direction)),
       undo: () => void request({ type: "undo" }).catch(() => undefined),
       redo: () => void request({ type: "redo" }).catch(() => undefined),
       toggleLive: () => setTrait("live", !model.get("live")),
