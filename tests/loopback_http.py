@@ -194,13 +194,25 @@ class SilentServer:
         self._thread.start()
 
     def _accept(self):
-        self._sock.settimeout(0.2)
+        self._sock.settimeout(0.05)
         while not self._stop:
             try:
                 conn, _ = self._sock.accept()
+                conn.setblocking(False)
                 self._conns.append(conn)
             except OSError:
-                time.sleep(0.01)
+                pass
+            for c in list(self._conns):  # read and ignore requests; close when the client gives up
+                try:
+                    if c.recv(65536) == b"":
+                        c.close()
+                        self._conns.remove(c)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    c.close()
+                    self._conns.remove(c)
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._stop = True

@@ -22,6 +22,7 @@ arrays whose codecs tensorstore does not know, which zarr-python reads.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass, replace
@@ -36,6 +37,9 @@ from .remote import MAX_METADATA_BYTES, HttpClient, RemoteOptions
 from .tensorstore_source import DEFAULT_CACHE_BYTES, kvstore_spec, make_context, open_array
 
 __all__ = ["StoredLayout", "open_location"]
+
+#: Most dask chunks an array is split into (beyond it, chunks grow past 16 MiB).
+MAX_DASK_CHUNKS = 2**18
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,17 @@ class StoredLayout:
 _NG_SUFFIX = {"zarr2": "zarr2", "zarr3": "zarr3", "n5": "n5", "precomputed": "neuroglancer-precomputed"}
 
 
+def _check_not_empty(arr, where: str) -> None:
+    if any(int(n) == 0 for n in arr.shape):
+        raise SourceError(f"{where}: the image is empty (shape {list(arr.shape)})")
+
+
 def _dask(arr, name: str, axes: str):
     """``arr`` as a dask array of whole stored chunks, grouped along the spatial axes only (channel and time axes
     keep the stored chunking, which the viewer's raw layer checks)."""
     import dask.array as da
+
+    _check_not_empty(arr, getattr(arr, "where", name))
 
     spatial = [a in "zyx" for a in axes]
     return da.from_array(
@@ -102,7 +113,9 @@ def dask_chunks(shape, chunks, itemsize: int, target: int = 16 * 2**20, grow=Non
     allowed = [True] * len(out) if grow is None else list(grow)
     while True:
         grow_axes = [i for i, (c, n) in enumerate(zip(out, shape)) if c < n and allowed[i]]
-        if not grow_axes or np.prod(out, dtype=np.float64) * itemsize * 2 > target:
+        n_chunks = math.prod(-(-int(n) // c) for n, c in zip(shape, out))
+        # past the byte target only while there would be too many tasks for dask's graph (a huge, sparse array)
+        if not grow_axes or (np.prod(out, dtype=np.float64) * itemsize * 2 > target and n_chunks <= MAX_DASK_CHUNKS):
             return tuple(out)
         i = max(grow_axes, key=lambda j: shape[j] / out[j])
         out[i] = min(out[i] * 2, int(shape[i]))

@@ -129,7 +129,7 @@ def _str(v: Any, where: str, name: str, choices: tuple | None = None) -> str:
 
 def _relative_path(v: Any, where: str, name: str) -> str:
     """A path inside the container: no absolute paths, no '..', no URLs (a crafted file must not read elsewhere)."""
-    p = _str(v, where, name).strip("/")
+    p = _str(v, where, name).rstrip("/")
     parts = p.split("/")
     if not p or any(s in ("", ".", "..") for s in parts) or "\\" in p or ":" in p or len(p) > 1024:
         _fail(where, f"{name} {v!r:.80} is not a relative path inside the image")

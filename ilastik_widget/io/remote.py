@@ -255,6 +255,7 @@ class HttpClient:
         except (ProtocolError, HTTPError) as exc:
             raise SourceError(f"the connection to {host_of(url)} broke while reading {label}{where}: {exc}") from None
         finally:
+            resp.drain_conn()  # an unread error body would break the next request on this connection
             resp.release_conn()
         if byte_range is not None and status == 200:  # the server ignored the range: cut the part asked for
             data = data[int(byte_range[0]) : int(byte_range[1])]
