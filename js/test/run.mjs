@@ -2,8 +2,8 @@
 //
 // Each test file is bundled by esbuild (already a devDependency) with the package conditions of build.mjs into a
 // temporary .mjs, then `node --test` runs them. The tests import only modules that load under Node (no WebGL, no
-// viewer): src/widget/transport.ts, src/data/* (Neuroglancer's kvstore registries load fine), src/panel/* and
-// src/brush/geometry.ts.
+// viewer): src/widget/transport.ts, src/data/* (Neuroglancer's kvstore registries load fine), src/panel/*,
+// src/brush/geometry.ts and src/viewer/layers.ts.
 //
 // Usage: node test/run.mjs [test/x.test.ts ...] [--test-name-pattern=...]   (npm test runs them all)
 

@@ -64,7 +64,7 @@ interface DrawnStroke {
 
 /** The brush tool of one viewer. */
 export class BrushTool {
-  settings: BrushSettings = { mode: "paint", size: 7, color: "#ff0000", label: 1 };
+  settings: BrushSettings = { mode: "paint", size: BRUSH_SIZE_MIN, color: "#ff0000", label: 1 };
   // Left drag paints; right drag pans (Neuroglancer's right click would move the view centre instead).
   private bindings = EventActionMap.fromObject({
     "at:mousedown0": { action: PAINT_ACTION, stopPropagation: true, preventDefault: true },
