@@ -127,6 +127,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # tensorstore opens dozens of connections at once; a short backlog drops their SYNs
     owner: LoopbackServer
 
     def handle_error(self, request, client_address):  # clients that reset or time out are part of the tests

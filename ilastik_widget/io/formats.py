@@ -134,7 +134,7 @@ class _Opener:
         self.axes = axes
         self._context = None
         self.forbidden: HttpStatusError | None = None  # a 403 met while probing for metadata
-        self.redirect: tuple[str, str] | None = None  # (asked, answered) of the first redirected metadata read
+        self.redirects: dict[str, str] = {}  # metadata URL asked -> URL that answered after redirects
         self.rebased: tuple[str, str] | None = None  # (user's root, root the server redirected to)
         self.objects: Any = None  # StagedObjects when every object is behind its own redirect
         self.clients: list[HttpClient] = []
@@ -150,8 +150,8 @@ class _Opener:
         try:
             if loc.remote and loc.client is not None:
                 resp = loc.client.get(loc.key_url(key), missing_ok=True, max_bytes=MAX_METADATA_BYTES, what="metadata")
-                if resp is not None and resp.redirected and self.redirect is None:
-                    self.redirect = (loc.key_url(key), resp.url)
+                if resp is not None and resp.redirected:
+                    self.redirects[loc.key_url(key)] = resp.url
                 data = None if resp is None else resp.data
             else:
                 data = loc.read(key, missing_ok=True, max_bytes=MAX_METADATA_BYTES, what="metadata")
@@ -169,8 +169,7 @@ class _Opener:
 
         from .staged import StagedObjects
 
-        asked, answered = self.redirect  # type: ignore[misc]
-        parts = urlsplit(answered)
+        parts = urlsplit(self.redirects[loc.key_url(key)])
         suffix = "/" + key
         if parts.path.endswith(suffix) and parts.query == loc.query:
             root = urlunsplit((parts.scheme, parts.netloc, parts.path[: -len(suffix)], "", ""))
@@ -293,11 +292,18 @@ def _detect_and_open(op: _Opener, loc: Location):
         "n5": ("attributes.json",),
         "precomputed": ("info",),
     }[fmt]
-    for key in probes:
-        doc = op.read_json(loc, key, probe=True)
+    if loc.remote and len(probes) > 1:  # one round trip for all the candidates instead of one each
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(probes), thread_name_prefix="ilastik-probe") as pool:
+            futures = [pool.submit(op.read_json, loc, key, probe=True) for key in probes]
+        found = [f.result() for f in futures]  # the first failure in probing order is raised
+    else:
+        found = [op.read_json(loc, key, probe=True) for key in probes]
+    for key, doc in zip(probes, found):
         if doc is None:
             continue
-        if op.redirect is not None and op.rebased is None and op.objects is None:
+        if loc.key_url(key) in op.redirects and op.rebased is None and op.objects is None:
             loc = op.follow_redirect(loc, key)
         if key == "zarr.json":
             return _open_zarr_node(op, loc, 3, doc)
