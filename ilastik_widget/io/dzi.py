@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import SourceError
+from . import metadata as md
+from .errors import SourceError, SourceNotFoundError
 from .location import Location
 from .metadata import DziInfo
+from .remote import MAX_METADATA_BYTES
 
-__all__ = ["DziLevel", "dzi_levels"]
+__all__ = ["DziLevel", "dzi_levels", "open_dzi"]
 
 #: Bound of the decoded tiles kept per image (all levels).
 DEFAULT_TILE_CACHE_BYTES = 128 * 2**20
@@ -248,3 +251,36 @@ def dzi_levels(files: Location, info: DziInfo, cache_bytes: int = DEFAULT_TILE_C
 def level_factor(info: DziInfo, level: int) -> int:
     """Downsampling factor of ``level`` relative to the full resolution."""
     return int(math.pow(2, info.max_level - level))
+
+
+def open_dzi(op, loc: Location):
+    from dataclasses import replace
+
+    from .opener import as_dask
+    from .sources import _axes_for, _build, _check_axes
+
+    if not loc.remote and not os.path.isfile(loc.root):
+        raise SourceNotFoundError(f"no such file: {loc.root!r}")
+    data = loc.read("", missing_ok=False, max_bytes=MAX_METADATA_BYTES, what="Deep Zoom descriptor")
+    info = md.parse_dzi(data, loc.where)
+    head, _, _ = loc.root.rpartition("/") if loc.remote else loc.root.rpartition(os.sep)
+    stem = loc.name
+    for suf in (".dzi.json", ".dzi", ".json", ".xml"):
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    files = replace(loc, root=f"{head}/{stem}_files" if loc.remote else os.path.join(head, f"{stem}_files"))
+    levels = dzi_levels(files, info)
+    n = levels[0].ndim
+    ax = _check_axes(op.axes, n) if op.axes else _axes_for(n, op.channel_axis, "yxc"[:n])
+    factors = [2 ** (info.max_level - lv.level) for lv in levels]
+    layout = op.layout(loc, "deepzoom", ("x", "y", "c^")[: n if n == 3 else 2], "xyc"[:n])
+    return _build(
+        as_dask(levels[0], "dzi", ax),
+        ax,
+        base=levels[0],
+        levels=[as_dask(lv, "dzi", ax) for lv in levels],
+        level_scales=[(float(f), float(f)) for f in factors],
+        storage=layout,
+        **{**op.source_meta(loc, "deepzoom", "deepzoom"), "name": stem or "image"},
+    )

@@ -570,7 +570,7 @@ def _open_zarr_python(node, *, channel_axis, axes, subpath, url, where) -> Image
     import zarr
 
     from . import metadata as md
-    from .formats import _check_levels
+    from .opener import check_levels
 
     name = _stem(where) if where else "image"
     if subpath:
@@ -609,7 +609,7 @@ def _open_zarr_python(node, *, channel_axis, axes, subpath, url, where) -> Image
     meta_axes = ome.axes if ome.axes is not None else ("tczyx"[5 - ndim :] if ndim <= 5 else "")
     if len(meta_axes) != ndim:
         raise SourceError(f"OME-Zarr image {where or ''!r}: the axes do not match the {ndim} dimensions")
-    _check_levels(where or "OME-Zarr image", ome.paths, [a.shape for a in arrays], meta_axes)
+    check_levels(where or "OME-Zarr image", ome.paths, [a.shape for a in arrays], meta_axes)
     ax = _check_axes(axes, ndim) if axes else _apply_channel_axis(_check_axes(meta_axes, ndim), channel_axis)
     level_scales = [tuple(v for a, v in zip(ax, s or (1.0,) * ndim) if a in "zyx") for s in ome.level_scales]
     units = tuple(u for a, u in zip(ax, ome.units or (None,) * ndim) if a in "zyx")
