@@ -97,6 +97,8 @@ def test_bad_arguments():
         open_source("http://127.0.0.1:9/x", token="abc\r\nX-Injected: 1")
     with pytest.raises(SourceError, match="contains credentials: pass them as token"):
         open_source("https://user:pw@example.org/a.zarr")
+    with pytest.raises(ValueError, match="storage_options apply to fsspec URLs"):
+        open_source("https://example.org/a.zarr", storage_options={"headers": {"Authorization": "Bearer x"}})
 
 
 # ---------------------------------------------------------------------- redirects

@@ -509,6 +509,11 @@ def _open_path(p: str, *, channel_axis, axes, path, series, storage_options, for
     loc = parse_location(p, format)
     if loc is None:  # s3://, gs://... : zarr through fsspec, as before
         return _open_fsspec_zarr(p, channel_axis=channel_axis, axes=axes, subpath=path, options=storage_options)
+    if storage_options:
+        raise ValueError(
+            "storage_options apply to fsspec URLs (s3://, gs://...); for paths and http(s) URLs pass token=... "
+            "(a bearer token) and timeout=..."
+        )
     low = loc.root.lower()
     if loc.format is None and low.endswith(_TIFF_SUFFIXES):
         if loc.remote:
