@@ -239,15 +239,35 @@ def test_rgb_image_served_with_a_channel_axis():
     assert "getDataValue(2)" in raw_spec["shader"]
 
 
-def test_volume_and_float_image():
+def test_volume_and_float_image_in_plane_shaped_chunks():
     vol = np.random.default_rng(2).random((40, 70, 90))  # float64 -> served as float32
-    server = _server(_Session(vol), "wid")
-    z = _json(server, "raw/0/.zarray")
-    assert z["chunks"] == [64, 64, 64] and z["dtype"] == "<f4"
-    attrs = _json(server, "raw/.zattrs")
-    assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
-    c = _chunk(server, "raw/0/0.1.0", z)
-    np.testing.assert_allclose(c[:40, :6, :64], vol[:, 64:70, :64].astype(np.float32))
+    server = _server(_Session(vol), "wid", chunk_shape=(64, 64, 64), plane_chunks=True)
+    assert server.store.format == "precomputed" and server.read(["raw/0/.zarray"]) == [None]
+    info = _json(server, "raw/info")
+    assert info["data_type"] == "float32" and info["num_channels"] == 1
+    assert info["scales"][0]["size"] == [90, 70, 40]  # x, y, z
+    assert info["scales"][0]["chunk_sizes"] == [[64, 64, 1], [64, 1, 64], [1, 64, 64]]  # flat along z, y, x
+    # an xy chunk of the plane z = 7, an xz chunk of the plane y = 69 (clipped at the volume's edges)
+    xy = np.frombuffer(server.read(["raw/0/64-90_0-64_7-8"])[0], np.float32).reshape(1, 64, 26)
+    np.testing.assert_array_equal(xy, vol[7:8, 0:64, 64:90].astype(np.float32))
+    xz = np.frombuffer(server.read(["raw/0/0-64_69-70_0-40"])[0], np.float32).reshape(40, 1, 64)
+    np.testing.assert_array_equal(xz, vol[0:40, 69:70, 0:64].astype(np.float32))
+    # cubes and boxes that are no chunk of any layout are not chunks
+    assert server.read(["raw/0/0-64_0-64_0-64", "raw/0/0-64_0-64_7-9", "raw/0/1.0.0"]) == [None, None, None]
+
+
+def test_plane_chunks_of_predictions_predict_one_plane_at_every_level_with_channels_first():
+    vol = np.random.default_rng(3).integers(0, 200, (12, 300, 260)).astype(np.uint8)
+    session = _Session(vol, n_classes=3)
+    session.is_trained = True
+    server = _server(session, "wid", chunk_shape=(128, 128, 128), plane_chunks=True)
+    info = _json(server, "predictions/0/info")
+    assert info["num_channels"] == 3 and len(info["scales"]) == server.store.predictions().n_levels == 3
+    data = server.read(["predictions/0/1/0-128_0-128_5-6"])[0]  # level 1: every second pixel of plane z = 5
+    assert session.predict_calls == [(slice(5, 6), slice(0, 256), slice(0, 256))]  # one plane, not 2 or 12
+    p = np.frombuffer(data, np.uint8).reshape(3, 1, 128, 128)  # channels first, x fastest
+    expected = session.predict((slice(5, 6), slice(0, 256, 2), slice(0, 256, 2)))
+    np.testing.assert_array_equal(p, np.clip(np.rint(np.moveaxis(expected, -1, 0) * 255), 0, 255).astype(np.uint8))
 
 
 def test_sources_and_layer_specs():
@@ -307,9 +327,9 @@ def test_coarse_raw_levels_read_from_the_source_pyramid():
 
 def test_anisotropic_volume_gets_relative_voxel_sizes():
     session = _Session(np.zeros((20, 64, 64), np.uint8))
-    server = _server(session, "wid")
+    server = _server(session, "wid", plane_chunks=True)
     assert server.display_scales() == (1.0, 1.0, 1.0)
-    assert server.layer_specs()[0]["source"] == "mem://wid/raw/|zarr2:"
+    assert server.layer_specs()[0]["source"]["url"] == "mem://wid/raw/|neuroglancer-precomputed:"
     session.source = type("Src", (), {"scale": (2.0, 0.5, 0.5)})()
     specs = {s["name"]: s for s in server.layer_specs()}
     assert server.display_scales() == (4.0, 1.0, 1.0)
@@ -317,20 +337,30 @@ def test_anisotropic_volume_gets_relative_voxel_sizes():
     assert specs["raw"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["labels"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["probabilities"]["source"]["transform"]["outputDimensions"] == {**dims, "c^": [1, ""]}
-    scales = [
-        d["coordinateTransformations"][0]["scale"] for d in _json(server, "raw/.zattrs")["multiscales"][0]["datasets"]
-    ]
-    assert scales[0] == [4.0, 1.0, 1.0]
+    assert _json(server, "raw/info")["scales"][0]["resolution"] == [1.0, 1.0, 4.0]  # x, y, z
+
+
+def test_precomputed_levels_place_voxel_i_of_every_level_at_i_times_its_factors():
+    session = _Session(np.zeros((20, 200, 300), np.uint8))
+    session.source = type("Src", (), {"scale": (2.0, 1.0, 1.0)})()
+    server = _server(session, "wid", chunk_shape=(64, 64, 64), plane_chunks=True)
+    scales = _json(server, "labels/info")["scales"]
+    assert len(scales) == len(server.labels.factors) > 1
+    for level, scale in enumerate(scales):
+        factors = server.labels.factors[level]
+        assert scale["voxel_offset"] == [0, 0, 0]  # precomputed: voxel i spans [i, i + 1) of its level
+        assert scale["resolution"] == [float(f) * v for f, v in zip(factors[::-1], (1.0, 1.0, 2.0))]
+        assert scale["size"] == list(server.labels.level_shape(level))[::-1]
 
 
 @pytest.mark.parametrize("name", ["raw", "labels", "predictions/0"])
 def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
     """Neuroglancer lets OME-Zarr voxel i span [(i - 1/2) * scale + t, (i + 1/2) * scale + t); the viewer works with
     voxel i spanning [i, i + 1) (in full-resolution voxels), so every level needs t = scale / 2 on the spatial axes
-    (without it the xy panel of a volume showed the labels of the next plane)."""
-    session = _Session(np.zeros((20, 200, 300), np.uint8))
-    session.source = type("Src", (), {"scale": (2.0, 1.0, 1.0)})()
-    server = _server(session, "wid", chunk_shape=(64, 64, 64))
+    (without it a cross-section at a voxel centre lay on the border between two voxels)."""
+    session = _Session(np.zeros((200, 300), np.uint8))
+    session.source = type("Src", (), {"scale": (2.0, 1.0)})()
+    server = _server(session, "wid", chunk_shape=(64, 64))
     (ms,) = _json(server, f"{name}/.zattrs")["multiscales"]
     channels = 1 if name.startswith("predictions") else 0
     # the predictions pyramid stops where a chunk would cover more than max_predict_pixels (here at level 1)
@@ -340,11 +370,11 @@ def test_levels_are_shifted_by_half_a_voxel_for_neuroglancer(name):
         scale_t, translation_t = dataset["coordinateTransformations"]
         assert scale_t["type"] == "scale" and translation_t["type"] == "translation"
         scale, translation = np.array(scale_t["scale"]), np.array(translation_t["translation"])
-        np.testing.assert_allclose(scale[:3], np.array(server.raw.factors[level]) * (2.0, 1.0, 1.0))
-        np.testing.assert_allclose(translation[:3], scale[:3] / 2)
-        assert list(translation[3:]) == [0.0] * channels  # the channel axis stays where Neuroglancer expects it
+        np.testing.assert_allclose(scale[:2], np.array(server.raw.factors[level]) * (2.0, 1.0))
+        np.testing.assert_allclose(translation[:2], scale[:2] / 2)
+        assert list(translation[2:]) == [0.0] * channels  # the channel axis stays where Neuroglancer expects it
         # Neuroglancer's placement: the first voxel of the level starts at 0 and voxel i at i * scale.
-        lower = translation[:3] - 0.5 * scale[:3]
+        lower = translation[:2] - 0.5 * scale[:2]
         np.testing.assert_allclose(lower, 0.0)
 
 
@@ -391,10 +421,13 @@ def test_prediction_pyramid_stops_where_chunks_get_too_costly():
     session = _Session(_image2d((2000, 3000)))
     session.is_trained = True
     server = ChunkServer(session, "wid", chunk_shape=(256, 256), max_predict_pixels=1024 * 1024)
-    # the 2D raw pyramid goes down to a level that fits a panel (3000 -> 1500 -> 750 px); a volume's to one chunk
+    # the raw pyramid goes down to a level that fits a panel (3000 -> 1500 -> 750 px) or to one chunk
     assert server.raw.factors == ((1, 1), (2, 2), (4, 4))
     assert ChunkServer(_Session(_image2d((1024, 1024))), "small").raw.factors == ((1, 1),)
+    # a volume's cubic chunks: down to one chunk; its plane chunks: down to a level that fits a panel
     assert ChunkServer(_Session(np.zeros((64, 300, 300), np.uint8)), "vol").raw.factors[-1] == (1, 8, 8)
+    flat = ChunkServer(_Session(np.zeros((64, 300, 300), np.uint8)), "vol", plane_chunks=True)
+    assert flat.raw.factors == ((1, 1, 1),)
     (ms,) = _json(server, "predictions/0/.zattrs")["multiscales"]
     assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]  # a level-2 chunk covers 1024 x 1024
     assert server.read(["predictions/0/3/0.0.0"]) == [None]
@@ -452,8 +485,9 @@ def test_push_predicts_its_full_resolution_chunks_ahead_in_batches_within_its_bu
     push = server.take_push("predictions")
     assert len(push.keys) == 21
     assert [len(b) for b in batches] == [8, 8, 4]  # level 0 only: the coarse chunk is assembled from them
+    store = server.store
     assert sorted(r for b in batches for r in b) == sorted(
-        server.store.predictions().chunk_region(0, (i, j, 0)) for i in range(4) for j in range(5)
+        store.prediction_region(store.predictions().chunk_region(0, (i, j, 0))) for i in range(4) for j in range(5)
     )
     # only the chunks that fit in the budget
     batches.clear()

@@ -13,6 +13,11 @@ OME-Zarr multiscale group whose levels are zarr v2 arrays:
 
 Metadata keys are ``<array>/.zgroup``, ``<array>/.zattrs`` and ``<array>/<level>/.zarray`` (``.zattrs``), with the
 ``<layout>`` after ``predictions``.
+
+Volumes are served in Neuroglancer's precomputed format instead, so that every level offers chunks flat along each
+axis and each panel reads the plane it shows (see :mod:`~ilastik_widget.serving.pyramid`): the metadata is
+``<array>/info`` and a chunk is ``<array>/<level>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` (:class:`BoxKey`; the box in the
+level's voxels, x first as precomputed writes it).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ METADATA_NAMES = (".zgroup", ".zattrs", ".zarray")
 MAX_KEY_LENGTH = 512
 
 _NUMBER = r"(0|[1-9][0-9]{0,8})"
+_BOX = rf"{_NUMBER}-{_NUMBER}_{_NUMBER}-{_NUMBER}_{_NUMBER}-{_NUMBER}"
 _KEY = re.compile(
     rf"^(?P<array>raw|labels|predictions)"
     rf"(?:/(?P<layout>{_NUMBER}))?"
     rf"(?:/(?P<level>{_NUMBER}))?"
-    rf"/(?P<leaf>\.zgroup|\.zattrs|\.zarray|{_NUMBER}(?:\.{_NUMBER}){{1,3}})$"
+    rf"/(?P<leaf>\.zgroup|\.zattrs|\.zarray|info|{_BOX}|{_NUMBER}(?:\.{_NUMBER}){{1,3}})$"
 )
 
 
@@ -55,8 +61,28 @@ class ChunkKey:
 
 
 @dataclass(frozen=True)
+class BoxKey:
+    """A chunk of a precomputed level, named by its box: ``box`` holds (start, stop) per spatial axis in array order
+    ((z, y, x)), in voxels of that level."""
+
+    array: str
+    level: int
+    box: tuple[tuple[int, int], ...]
+    layout: int | None = None
+
+    @property
+    def address(self) -> str:
+        """``"<level>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>"``: the key without array and layout."""
+        return f"{self.level}/" + "_".join(f"{a}-{b}" for a, b in reversed(self.box))
+
+    def __str__(self) -> str:
+        return f"{array_path(self.array, self.layout)}/{self.address}"
+
+
+@dataclass(frozen=True)
 class MetadataKey:
-    """A ``.zgroup`` / ``.zattrs`` / ``.zarray`` file of an array's group (``level`` None) or of one of its levels."""
+    """A ``.zgroup`` / ``.zattrs`` / ``.zarray`` file of an array's group (``level`` None) or of one of its levels, or
+    the ``info`` of a precomputed array."""
 
     array: str
     name: str
@@ -77,7 +103,7 @@ def array_path(array: str, layout: int | None = None) -> str:
     return array if layout is None else f"{array}/{layout}"
 
 
-def parse_key(key: object) -> ChunkKey | MetadataKey | None:
+def parse_key(key: object) -> ChunkKey | BoxKey | MetadataKey | None:
     """The chunk or metadata file a key names; None for anything else (malformed keys are not errors: the viewer
     reads them as missing)."""
     if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
@@ -96,10 +122,15 @@ def parse_key(key: object) -> ChunkKey | MetadataKey | None:
         if m["level"] is not None:
             return None
     leaf = m["leaf"]
-    if leaf.startswith("."):
-        if leaf == ".zgroup" and level is not None:
+    if leaf.startswith(".") or leaf == "info":
+        if leaf in (".zgroup", "info") and level is not None:
             return None
         return MetadataKey(array, leaf, level, layout)
     if level is None:
         return None
+    if "-" in leaf:
+        xyz = [tuple(int(v) for v in part.split("-")) for part in leaf.split("_")]
+        if any(b <= a for a, b in xyz):
+            return None
+        return BoxKey(array, level, tuple((a, b) for a, b in reversed(xyz)), layout)
     return ChunkKey(array, level, tuple(int(i) for i in leaf.split(".")), layout)

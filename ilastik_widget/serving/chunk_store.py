@@ -1,7 +1,8 @@
 """The zarr key space of one widget: answers the viewer's reads of the raw image, the labels and the predictions.
 
 Keys are parsed by :mod:`~ilastik_widget.serving.chunk_keys` (the layout of the three arrays is described there).
-Every array is an OME-Zarr multiscale group (:class:`~ilastik_widget.serving.pyramid.Pyramid`):
+Every array is a multiscale pyramid (:class:`~ilastik_widget.serving.pyramid.Pyramid`): an OME-Zarr group of a 2D
+image, a Neuroglancer precomputed volume with plane-shaped chunks of a 3D one (:attr:`ChunkStore.format`).
 
 ``raw``
     coarser levels are strided subsamples read per chunk when asked for (:class:`RawReader`), so a zoomed-out view of
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..core.cache import ByteLRU
-from .chunk_keys import ChunkKey, MetadataKey, array_path, parse_key
+from .chunk_keys import BoxKey, ChunkKey, MetadataKey, array_path, parse_key
 from .pyramid import Pyramid, pad_to, pyramid_factors
 from .raw_reader import RawReader
 
@@ -48,7 +49,8 @@ class ChunkStore:
     session : Session
         The session whose image, annotations and predictions are served.
     chunk_shape : sequence of int, optional
-        Chunk shape of every array (default 256 x 256 in 2D, 64^3 in 3D).
+        Chunk shape of every array in 2D (default 256 x 256); in 3D the in-plane size of the plane-shaped chunks
+        (default 256 along every axis).
     max_predict_pixels : int
         The most full-resolution pixels one prediction chunk may cover (see the module docstring).
     max_dense_label_pixels : int
@@ -57,6 +59,8 @@ class ChunkStore:
         The pyramid stops when a level's largest side is at most this (default 1024 in 2D, the chunk size in 3D).
     cache_bytes : int
         Bound of the cache of encoded chunks.
+    plane_chunks : bool
+        Serve a volume in the precomputed format with plane-shaped chunks (else as zarr with cubic chunks).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class ChunkStore:
         max_dense_label_pixels: int = 4096 * 4096,
         coarsest_size: int | None = None,
         cache_bytes: int = 256 * 2**20,
+        plane_chunks: bool = False,
     ):
         self.session = session
         shape = tuple(int(s) for s in session.spatial_shape)
@@ -75,19 +80,23 @@ class ChunkStore:
             raise ValueError(f"the viewer shows 2D or 3D images, not spatial shape {shape}")
         self.ndim = len(shape)
         self.spatial_shape = shape
-        chunk = tuple(int(c) for c in (chunk_shape or ((256, 256) if self.ndim == 2 else (64, 64, 64))))
+        #: "zarr" (zarr v2 / OME-Zarr groups), or "precomputed" (plane-shaped chunks) for volumes.
+        self.format = "precomputed" if plane_chunks and self.ndim == 3 else "zarr"
+        default = (64,) * 3 if self.ndim == 3 and self.format == "zarr" else (256,) * self.ndim
+        chunk = tuple(int(c) for c in (chunk_shape or default))
         if len(chunk) != self.ndim or any(c < 1 for c in chunk):
             raise ValueError(f"chunk_shape must be {self.ndim} positive sizes, not {chunk_shape!r}")
         self.chunk_shape = chunk
         self.max_predict_pixels = int(max_predict_pixels)
         self.max_dense_label_pixels = int(max_dense_label_pixels)
         self.raw_reader = RawReader(session)
-        # Neuroglancer draws every level from the coarsest up to the one a view needs, each under the next: a 2D level
+        # Neuroglancer draws every level from the coarsest up to the one a view needs, each under the next: a level
         # that fits in about one panel (1024 px) is as coarse as a view needs, and coarser ones only cost drawing
-        # (software WebGL: a 1024x1024 view drew in half the time without its two extra levels). A volume's chunks
-        # are 3D, so there each level still halves what a zoomed-out plane reads.
+        # (software WebGL: a 1024x1024 view drew in half the time without its two extra levels).
+        # Cubic chunks of a volume are read whole for every plane they cross, so there each level still halves
+        # what a zoomed-out plane reads.
         if coarsest_size is None:
-            coarsest_size = 1024 if self.ndim == 2 else min(chunk)
+            coarsest_size = min(chunk) if self.ndim == 3 and self.format == "zarr" else 1024
         factors = pyramid_factors(shape, chunk, min_size=int(coarsest_size))
         self.raw = Pyramid(shape, chunk, factors, self.raw_reader.dtype, self.raw_reader.channels)
         self.labels = Pyramid(shape, chunk, factors, np.dtype(np.uint8), None)
@@ -113,12 +122,14 @@ class ChunkStore:
             return self._layout
 
     def predictions(self) -> Pyramid:
-        """The predictions pyramid: the raw levels whose chunks cover at most ``max_predict_pixels`` pixels."""
-        affordable = tuple(
-            f
-            for f in self.raw.factors
-            if math.prod(c * fi for c, fi in zip(self.chunk_shape, f)) <= self.max_predict_pixels
-        )
+        """The predictions pyramid: the raw levels whose chunks need at most ``max_predict_pixels`` full-resolution
+        pixels predicted (a plane-shaped chunk of a volume is predicted on its sample plane only)."""
+        chunks = [self.chunk_shape] if self.format == "zarr" else self.raw.flat_chunks()
+
+        def cost(factors: tuple[int, ...]) -> int:
+            return max(math.prod(c * f for c, f in zip(chunk, factors) if c > 1) for chunk in chunks)
+
+        affordable = tuple(f for f in self.raw.factors if cost(f) <= self.max_predict_pixels)
         return Pyramid(
             self.spatial_shape, self.chunk_shape, affordable or self.raw.factors[:1], np.dtype(np.uint8), self.n_classes
         )
@@ -135,6 +146,9 @@ class ChunkStore:
         widget sends these with the layer specs, so the viewer needs no round trip before asking for chunks."""
         out: dict[str, str | None] = {}
         for path, pyramid in self.pyramids().items():
+            if self.format == "precomputed":
+                out[f"{path}/info"] = json.dumps(pyramid.precomputed_info(self.display_scales()))
+                continue
             keys = [f"{path}/.zarray", f"{path}/.zattrs"]
             keys += [f"{path}/{level}/{name}" for level in range(pyramid.n_levels) for name in (".zarray", ".zattrs")]
             for key in keys:
@@ -165,8 +179,12 @@ class ChunkStore:
         """Bytes of one key (raises what computing it raises; :meth:`read` never does)."""
         return self._read(parse_key(key), key)
 
-    def _read(self, key: ChunkKey | MetadataKey | None, text: str) -> bytes | None:
-        if key is None:
+    def _read(self, key: ChunkKey | BoxKey | MetadataKey | None, text: str) -> bytes | None:
+        if (
+            key is None
+            or isinstance(key, BoxKey) != (self.format == "precomputed")
+            and not isinstance(key, MetadataKey)
+        ):
             log.warning("chunk_store: malformed key %r", text)
             return None
         if key.layout is not None and key.layout != self.layout:
@@ -175,18 +193,37 @@ class ChunkStore:
         if isinstance(key, MetadataKey):
             return self._metadata(key)
         pyramid = self.pyramid(key.array)
-        region = pyramid.chunk_region(key.level, key.index)
+        region = self.chunk_region(pyramid, key)
         if region is None:
             log.warning("chunk_store: chunk out of range %r", text)
             return None
         if key.array == "raw":
-            return self._cache.get_or_compute(("raw", key.level, key.index), lambda: self._raw_chunk(region))
+            return self._cache.get_or_compute(("raw", key.level, _where(key)), lambda: self._raw_chunk(region))
         if key.array == "labels":
             return self._labels_chunk(key, region)
         return self._prediction_chunk(pyramid, key, region)
 
+    def chunk_region(self, pyramid: Pyramid, key: ChunkKey | BoxKey) -> tuple[slice, ...] | None:
+        """The full-resolution region (with the level's steps) a chunk key covers; None if it is not a chunk."""
+        if isinstance(key, BoxKey):
+            return pyramid.box_region(key.level, key.box)
+        return pyramid.chunk_region(key.level, key.index)
+
+    def encode(self, block: np.ndarray, pyramid: Pyramid) -> bytes:
+        """A chunk's bytes: zarr pads edge chunks to the chunk shape (C order, channels last); precomputed's raw
+        encoding is the chunk as it is, channels first and x fastest."""
+        if self.format == "zarr":
+            return pad_to(block, pyramid.chunk_shape).tobytes()
+        if pyramid.channels is not None:
+            block = np.moveaxis(block, -1, 0)
+        return np.ascontiguousarray(block).tobytes()
+
     def _metadata(self, key: MetadataKey) -> bytes | None:
         pyramid = self.pyramid(key.array)
+        if (key.name == "info") != (self.format == "precomputed"):
+            return None
+        if key.name == "info":
+            return json.dumps(pyramid.precomputed_info(self.display_scales())).encode()
         if key.level is None:
             if key.name == ".zgroup":
                 return json.dumps({"zarr_format": 2}).encode()
@@ -200,19 +237,19 @@ class ChunkStore:
         return b"{}" if key.name == ".zattrs" else None
 
     def _raw_chunk(self, region: tuple[slice, ...]) -> bytes:
-        return pad_to(self.raw_reader.read(region), self.raw.chunk_shape).tobytes()
+        return self.encode(self.raw_reader.read(region), self.raw)
 
     # ------------------------------------------------------------------ labels
-    def _labels_chunk(self, key: ChunkKey, region: tuple[slice, ...]) -> bytes | None:
+    def _labels_chunk(self, key: ChunkKey | BoxKey, region: tuple[slice, ...]) -> bytes | None:
         version = int(self.session.annotations.version)
-        cache_key = ("labels", version, key.level, key.index)
+        cache_key = ("labels", version, key.level, _where(key))
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
         block = self._labels_block(key.level, region)
         if not block.any():
             return None  # nothing painted here: a missing chunk is the fill value 0 (transparent)
-        data = pad_to(block.astype(np.uint8, copy=False), self.labels.chunk_shape).tobytes()
+        data = self.encode(block.astype(np.uint8, copy=False), self.labels)
         self._cache.put(cache_key, data)
         return data
 
@@ -254,25 +291,36 @@ class ChunkStore:
             self._coarse_labels[(version, level)] = image
         return image
 
-    def labels_chunk_exists(self, key: ChunkKey) -> bool:
+    def labels_chunk_exists(self, key: ChunkKey | BoxKey) -> bool:
         """Whether ``key`` is a chunk of the labels array (painted or not)."""
-        return key.array == "labels" and self.labels.chunk_region(key.level, key.index) is not None
+        return key.array == "labels" and self.chunk_region(self.labels, key) is not None
 
     # ------------------------------------------------------------------ predictions
-    def _prediction_chunk(self, pyramid: Pyramid, key: ChunkKey, region: tuple[slice, ...]) -> bytes | None:
+    @staticmethod
+    def prediction_region(region: tuple[slice, ...]) -> tuple[slice, ...]:
+        """The full-resolution region predicted for a chunk's (strided) region: along an axis where the chunk is one
+        voxel thick only its sample plane, so a plane-shaped chunk costs one plane at any level."""
+        return tuple(
+            slice(s.start, s.start + 1) if len(range(s.start, s.stop, s.step)) == 1 else slice(s.start, s.stop)
+            for s in region
+        )
+
+    def _prediction_chunk(self, pyramid: Pyramid, key: ChunkKey | BoxKey, region: tuple[slice, ...]) -> bytes | None:
         if not self.session.is_trained:
             return None
         generation = int(self.session.generation)
-        cache_key = ("predictions", generation, pyramid.channels, key.level, key.index)
+        cache_key = ("predictions", generation, pyramid.channels, key.level, _where(key))
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
-        assembled = self._assemble_from_finer(pyramid, generation, key.level, key.index)
+        assembled = None
+        if isinstance(key, ChunkKey):
+            assembled = self._assemble_from_finer(pyramid, generation, key.level, key.index)
         if assembled is not None:
             data = assembled.tobytes()
         else:
-            probabilities = np.asarray(self.session.predict(tuple(slice(s.start, s.stop) for s in region)))
-            steps = tuple(s.step for s in region)
+            probabilities = np.asarray(self.session.predict(self.prediction_region(region)))
+            steps = tuple(s.step if len(range(s.start, s.stop, s.step)) > 1 else 1 for s in region)
             if any(st != 1 for st in steps):
                 probabilities = probabilities[tuple(slice(None, None, st) for st in steps)]
             n = int(pyramid.channels or 1)
@@ -282,7 +330,7 @@ class ChunkStore:
                 fixed[..., :k] = probabilities[..., :k]
                 probabilities = fixed
             scaled = np.clip(np.rint(probabilities * 255.0), 0, 255).astype(np.uint8)
-            data = pad_to(scaled, pyramid.chunk_shape).tobytes()
+            data = self.encode(scaled, pyramid)
         self._cache.put(cache_key, data)
         return data
 
@@ -305,7 +353,9 @@ class ChunkStore:
         for child in itertools.product(*(range(i * r, (i + 1) * r) for i, r in zip(spatial, ratios))):
             if any(ci * c >= n for ci, c, n in zip(child, pyramid.chunk, finer_shape)):
                 continue  # beyond the image
-            data = self._cache.get(("predictions", generation, pyramid.channels, level - 1, (*child, 0)))
+            data = self._cache.get(
+                ("predictions", generation, pyramid.channels, level - 1, ".".join(map(str, (*child, 0))))
+            )
             if data is None:
                 return None
             block = np.frombuffer(data, np.uint8).reshape(out.shape)[tuple(slice(None, None, r) for r in ratios)]
@@ -320,8 +370,8 @@ class ChunkStore:
         """Every prediction chunk of the current layout, finest level first; empty when the image has more than
         ``max_pixels`` (default ``max_predict_pixels``) pixels, where only what a view asks for is worth computing."""
         limit = self.max_predict_pixels if max_pixels is None else int(max_pixels)
-        if math.prod(self.spatial_shape) > limit or not self.session.is_trained:
-            return []
+        if self.format != "zarr" or math.prod(self.spatial_shape) > limit or not self.session.is_trained:
+            return []  # a volume's views ask for planes: which ones is not known ahead
         pyramid, layout = self.predictions(), self.layout
         return [
             ChunkKey("predictions", level, index, layout)
@@ -352,3 +402,8 @@ class ChunkStore:
         if "labels" in arrays:
             with self._lock:
                 self._coarse_labels.clear()
+
+
+def _where(key: ChunkKey | BoxKey) -> str:
+    """A chunk's place within its level, as a cache key: its grid index or its box."""
+    return key.address.split("/", 1)[1]

@@ -101,20 +101,22 @@ def uncertainty_shader(n: int) -> str:
 
 
 def source_urls(widget_id: str, store: ChunkStore) -> dict[str, str]:
-    """Neuroglancer source URL per layer name: the widget's ``mem://`` kvstore with the zarr v2 data source."""
+    """Neuroglancer source URL per layer name: the widget's ``mem://`` kvstore with the zarr v2 data source (2D) or
+    the precomputed one (volumes)."""
+    scheme = "zarr2" if store.format == "zarr" else "neuroglancer-precomputed"
     raw, labels, predictions = (
-        f"mem://{widget_id}/{path}/|zarr2:" for path in ("raw", "labels", array_path("predictions", store.layout))
+        f"mem://{widget_id}/{path}/|{scheme}:" for path in ("raw", "labels", array_path("predictions", store.layout))
     )
     return {"raw": raw, "labels": labels, **dict.fromkeys(PREDICTION_LAYERS, predictions)}
 
 
 def _source(store: ChunkStore, url: str, channels: bool = False) -> str | dict:
-    """The layer source: the URL, or URL plus a transform that renames the OME channel axis (Neuroglancer's local
-    dimension ``c'``) to the channel dimension ``c^`` (so shaders read every channel with ``getDataValue(i)``). The
-    spatial output dimensions repeat the relative voxel sizes the .zattrs give (an identity; the viewer reads the
-    global dimensions from the raw layer's)."""
+    """The layer source: the URL plus a transform whose output dimensions are named by the array's axes with the
+    relative voxel sizes as scales and no unit, as every layer of the viewer shares them; a zarr channel axis (OME's
+    ``c``, Neuroglancer's local dimension ``c'``) becomes the channel dimension ``c^``, so shaders read every channel
+    with ``getDataValue(i)`` (precomputed names its channel dimension ``c^`` already)."""
     scales = store.display_scales()
-    if not channels and all(v == 1.0 for v in scales):
+    if store.format == "zarr" and not channels and all(v == 1.0 for v in scales):
         return url
     out: dict[str, list] = {name: [v, ""] for name, v in zip(AXIS_NAMES[store.ndim], scales)}
     if channels:

@@ -1,4 +1,10 @@
-"""Geometry of one multiscale zarr group the viewer reads: levels, chunk grid, zarr v2 and OME-Zarr 0.4 metadata."""
+"""Geometry of one multiscale array the viewer reads: levels, chunk grid, and its metadata as a zarr v2 / OME-Zarr 0.4
+group (2D images) or as Neuroglancer precomputed (volumes).
+
+A volume is served in the precomputed format because it lets every level offer several chunk layouts: chunks flat
+along z, along y and along x, each one voxel thick. Neuroglancer's slice views pick, per panel, the layout whose chunks
+cover the most of the panel's plane, so each panel reads (and the kernel computes) the plane it shows, not the cubes
+around it."""
 
 from __future__ import annotations
 
@@ -122,6 +128,52 @@ class Pyramid:
                 return None
             region.append(slice(i * c * f, min(s, (i + 1) * c * f), f))
         return tuple(region)
+
+    # ------------------------------------------------------------------ precomputed (volumes)
+    def flat_chunks(self) -> list[tuple[int, ...]]:
+        """The chunk shapes of a volume's levels in array order: flat along z, along y, along x (one voxel thick)."""
+        return [tuple(1 if a == flat else c for a, c in enumerate(self.chunk)) for flat in range(self.ndim)]
+
+    def precomputed_info(self, voxel_scale: Sequence[float] | None = None) -> dict:
+        """The ``info`` of the array as a Neuroglancer precomputed multiscale volume (x, y, z order, raw encoding).
+
+        Voxel i of a level spans [i, i + 1) of that level's voxels, as the viewer's other layers place voxels.
+        """
+        voxel_scale = list(voxel_scale) if voxel_scale is not None else [1.0] * self.ndim
+        scales = []
+        for level, factors in enumerate(self.factors):
+            scales.append(
+                {
+                    "key": str(level),
+                    "size": list(reversed(self.level_shape(level))),
+                    "resolution": [float(f) * v for f, v in zip(reversed(factors), reversed(voxel_scale))],
+                    "voxel_offset": [0, 0, 0],
+                    "chunk_sizes": [list(reversed(c)) for c in self.flat_chunks()],
+                    "encoding": "raw",
+                }
+            )
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": "image",
+            "data_type": self.dtype.name,
+            "num_channels": self.channels or 1,
+            "scales": scales,
+        }
+
+    def box_region(self, level: int, box: Sequence[tuple[int, int]]) -> tuple[slice, ...] | None:
+        """Full-resolution region (with the level's step) of the precomputed chunk ``box`` ((start, stop) per axis,
+        array order, level voxels); None unless it is exactly a chunk of one of the flat layouts."""
+        if not 0 <= level < self.n_levels or len(box) != self.ndim:
+            return None
+        shape = self.level_shape(level)
+        for chunk in self.flat_chunks():
+            if all(a % c == 0 and b == min(a + c, n) and a < n for (a, b), c, n in zip(box, chunk, shape)):
+                break
+        else:
+            return None
+        return tuple(
+            slice(a * f, min(s, b * f), f) for (a, b), f, s in zip(box, self.factors[level], self.spatial_shape)
+        )
 
     def chunk_indices(self, level: int) -> list[tuple[int, ...]]:
         """Every chunk index of a level, C order (with the channel index 0 when there is a channel axis)."""

@@ -9,13 +9,14 @@ user has left drop out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from .chunk_keys import ChunkKey, parse_key
+from .chunk_keys import BoxKey, ChunkKey, parse_key
 from .chunk_store import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class WorkingSet:
 
     def __init__(self, store: ChunkStore):
         self.store = store
-        self._chunks: dict[str, OrderedDict[str, ChunkKey]] = {a: OrderedDict() for a in PUSHED_ARRAYS}
+        self._chunks: dict[str, OrderedDict[str, ChunkKey | BoxKey]] = {a: OrderedDict() for a in PUSHED_ARRAYS}
         self._lock = threading.Lock()
 
     def note(self, keys: Iterable[str]) -> None:
@@ -53,7 +54,7 @@ class WorkingSet:
         with self._lock:
             for text in keys:
                 key = parse_key(text)
-                if not isinstance(key, ChunkKey) or key.array not in self._chunks:
+                if not isinstance(key, (ChunkKey, BoxKey)) or key.array not in self._chunks:
                     continue
                 chunks = self._chunks[key.array]
                 chunks.pop(key.address, None)
@@ -67,7 +68,7 @@ class WorkingSet:
         on_screen = []
         for text, found in zip(keys, data):
             key = parse_key(text)
-            if found is not None or (isinstance(key, ChunkKey) and self.store.labels_chunk_exists(key)):
+            if found is not None or (isinstance(key, (ChunkKey, BoxKey)) and self.store.labels_chunk_exists(key)):
                 on_screen.append(text)
         self.note(on_screen)
 
@@ -93,7 +94,7 @@ class WorkingSet:
             if not self.store.session.is_trained:
                 return nothing
             layout = self.store.layout
-            wanted = [ChunkKey(k.array, k.level, k.index, layout) for k in wanted]
+            wanted = [dataclasses.replace(k, layout=layout) for k in wanted]
         # coarse chunks are assembled from the finer ones (a stable sort keeps the newest first within a level)
         wanted.sort(key=lambda k: k.level)
         if array == "predictions":
@@ -119,7 +120,7 @@ class WorkingSet:
             total += len(chunk)
         return push
 
-    def _predict_ahead(self, wanted: list[ChunkKey], max_bytes: int, cancelled: Callable[[], bool]) -> None:
+    def _predict_ahead(self, wanted: list[ChunkKey | BoxKey], max_bytes: int, cancelled: Callable[[], bool]) -> None:
         """Predict the full-resolution chunks of a push that fit in its budget in parallel, a batch at a time, so that
         take_push reads them from the session's cache: one chunk after another, each predicted with the forest's
         threads splitting its rows, is slower. What fails here is predicted and reported by take_push itself."""
@@ -128,9 +129,9 @@ class WorkingSet:
         for key in wanted[: max(1, max_bytes // max(1, pyramid.chunk_nbytes))]:
             if key.level != 0:
                 break  # finest level first: the coarse chunks are assembled from these
-            region = pyramid.chunk_region(key.level, key.index)
+            region = self.store.chunk_region(pyramid, key)
             if region is not None:
-                regions.append(region)
+                regions.append(self.store.prediction_region(region))
         for i in range(0, len(regions), PREDICT_AHEAD_BATCH):
             if cancelled():
                 return
