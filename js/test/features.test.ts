@@ -4,8 +4,6 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { allFeatures, channelText, featureEnabled, featureTable, scaleText, withFeature } from "../src/panel/features.js";
 
-
-
 const TABLE = {
   scales: [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0],
   features: [

@@ -25,6 +25,7 @@ import type { ArrayName } from "./chunk_keys.js";
 import { ChunkKey, MetadataKey, parseKey } from "./chunk_keys.js";
 import { MEM_SCHEME, memUrl, parseMemUrl } from "./mem_url.js";
 
+/** A binary buffer of a widget message, as anywidget hands it over. */
 export type Buffer = DataView | ArrayBuffer | Uint8Array;
 
 /** What the fetcher needs from the widget's message transport (widget/transport.ts `Transport` has it). */

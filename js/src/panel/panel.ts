@@ -3,7 +3,7 @@
 // The panel only reads traits and writes traits or sends requests; the kernel is the source of truth and its
 // answer (a trait change) re-renders the panel. Every control carries a data-testid (the e2e tests find them by it).
 
-import type { LayerName, Mode } from "../protocol.js";
+import type { LayerName, Mode, RequestBody } from "../protocol.js";
 import {
   BRUSH_SIZE_MAX,
   BRUSH_SIZE_MIN,
@@ -13,7 +13,6 @@ import {
   MAX_NAME_LENGTH,
   MODES,
 } from "../protocol.js";
-import type { Question } from "../widget/transport.js";
 import { h } from "./dom.js";
 import { allFeatures, channelText, featureEnabled, featureTable, sameScale, scaleText, withFeature } from "./features.js";
 import { LAYER_KEYS, MODE_KEYS } from "./shortcuts.js";
@@ -45,9 +44,15 @@ export interface StrokeSummary {
   erase?: boolean;
 }
 
+/** The requests the panel's controls send. */
+export type PanelRequest = Extract<
+  RequestBody,
+  { type: "undo" | "redo" | "update-now" | "add-class" | "remove-class" | "rename-class" | "recolor-class" | "remove-stroke" }
+>;
+
 export interface PanelActions {
   /** Sends a request to the kernel; errors are shown by the caller. */
-  request(body: Question): Promise<unknown>;
+  request(body: PanelRequest): Promise<unknown>;
   goToStroke(stroke: StrokeSummary): void;
   toggleHelp(show?: boolean): void;
 }
@@ -134,7 +139,7 @@ export class Panel {
     this.model.save_changes();
   }
 
-  private send(body: Question) {
+  private send(body: PanelRequest) {
     this.actions.request(body).catch(() => {
       // The kernel also puts the error into the status line; nothing else to do here.
     });

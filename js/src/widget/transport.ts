@@ -14,8 +14,9 @@ import type {
   RequestBody,
   StrokeReply,
 } from "../protocol.js";
+import type { Buffer } from "../data/kvstore_frontend.js";
 
-export type Buffer = DataView | ArrayBuffer | Uint8Array;
+export type { Buffer } from "../data/kvstore_frontend.js";
 
 /** The subset of the anywidget model the transport uses. */
 export interface MessageModel {
