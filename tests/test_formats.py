@@ -118,6 +118,27 @@ def test_neuroglancer_spellings(where, spelling, fmt):
     assert src.data_format == fmt
 
 
+def test_json_deep_zoom_descriptor(data_dir, tmp_path):
+    root, _ = data_dir
+    shutil.copytree(root / "slide_files", tmp_path / "slide_files")
+    image = {"TileSize": "64", "Overlap": "2", "Format": "png", "Size": {"Width": "200", "Height": "300"}}
+    (tmp_path / "slide.dzi.json").write_text(json.dumps({"Image": image}))
+    np.testing.assert_array_equal(open_source(str(tmp_path / "slide.dzi.json"))[...], SLIDE)
+
+
+def test_zarr_codecs_tensorstore_lacks_are_read_by_zarr_python(tmp_path):
+    import numcodecs
+    import zarr
+
+    a = np.arange(400, dtype="u2").reshape(20, 20)
+    z = zarr.open_array(str(tmp_path / "delta.zarr"), mode="w", shape=a.shape, chunks=(10, 10), dtype="u2",
+                        zarr_format=2, filters=[numcodecs.Delta(dtype="u2")])  # fmt: skip
+    z[...] = a
+    src = open_source(str(tmp_path / "delta.zarr"))
+    assert isinstance(src._base, zarr.Array)  # tensorstore: "filters are not supported"
+    np.testing.assert_array_equal(src[...], a)
+
+
 def test_file_urls_and_format_mismatch(data_dir):
     root, _ = data_dir
     assert open_source(f"file://{root}/pc").data_format == "precomputed"
