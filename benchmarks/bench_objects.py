@@ -9,7 +9,8 @@ Prints, as medians over the repeats of one run:
    same components) + ``regionprops_table`` (area, centroid, bbox, intensity mean/min/max) of ``p >= 0.5``; both
    find the same objects with the same areas (checked);
 2. the same with ilastik's defaults (Gaussian sigma 1, min_size 10), with hysteresis, with ``split=True``, and
-   block by block (512 x 512 blocks merged), each beside the baseline's time.
+   block by block (512 x 512 blocks merged; with ``split=True`` too, objects cut by blocks split once merged), each
+   beside the baseline's time; the block results are checked equal to the whole-image ones.
 """
 
 from __future__ import annotations
@@ -89,11 +90,17 @@ def main() -> None:
         "block by block (512 x 512), same mask": lambda: objects_blockwise(
             prob, 2, block_shape=(512, 512), smooth=0, min_size=0, image=image
         ),
+        "split=True block by block (512 x 512)": lambda: objects_blockwise(
+            prob, 2, block_shape=(512, 512), smooth=0, min_size=0, image=image, split=True
+        ),
     }
     times, results = interleaved(fns, repeats)
     base, same = results["skimage label + regionprops_table"], results["objects_from_probabilities, same mask"]
     assert len(same.table) == len(base["label"]) and sorted(same.table["area"]) == sorted(base["area"])
     assert np.array_equal(results["block by block (512 x 512), same mask"].labels, same.labels)
+    assert np.array_equal(
+        results["split=True block by block (512 x 512)"].labels, results["split=True (same mask)"].labels
+    )
     t_base = times["skimage label + regionprops_table"]
     for name, t in times.items():
         table = base if name.startswith("skimage") else results[name].table

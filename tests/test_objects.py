@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from ilastik_widget.core.class_fractions import class_fractions, predicted_class_counts
-from ilastik_widget.core.object_blocks import block_objects, objects_blockwise
-from ilastik_widget.core.objects import check_object_params, objects_from_probabilities
+from ilastik_widget.core.class_fractions import block_class_totals, class_fractions, predicted_class_counts
+from ilastik_widget.core.object_blocks import (
+    block_objects,
+    block_read_region,
+    merge_blocks,
+    objects_blockwise,
+    split_merged,
+)
+from ilastik_widget.core.objects import (
+    _distance_to_background,
+    check_object_params,
+    object_box,
+    objects_from_probabilities,
+    split_object,
+)
 
 
 def _distance_to_nearest(shape, centres):
@@ -250,15 +264,137 @@ def test_bad_parameters_name_the_problem(kwargs, match):
         objects_from_probabilities(prob, label, **kwargs)
 
 
-def test_bad_probability_arrays_and_blockwise_split_are_refused():
+def test_bad_probability_arrays_are_refused():
     with pytest.raises(ValueError, match="float array"):
         objects_from_probabilities(np.zeros((10, 12, 2), np.uint8), 1)
     with pytest.raises(ValueError, match="float array"):
         objects_from_probabilities(np.zeros((10, 12), np.float32), 1)
-    params = check_object_params(2, 2, 1, split=True)
-    region = (slice(0, 4), slice(0, 4))
-    with pytest.raises(ValueError, match="split=True needs the whole image"):
-        block_objects(np.zeros((4, 4, 2), np.float32), params, region, region, (10, 12))
+    with pytest.raises(ValueError, match="image_shape must be 2 sizes holding"):
+        objects_from_probabilities(np.zeros((10, 12, 2), np.float32), 1, offset=(5, 0), image_shape=(12, 12))
+
+
+# ---------------------------------------------------------------------- split: exact and the same everywhere
+def test_distances_are_exact_and_the_same_on_every_call(discs):
+    """OpenCV's transform of an object's box varies in its last bits (from call to call, with the memory's
+    alignment); the split's maxima must not: the distances are scipy's exact ones on every call."""
+    rng = np.random.default_rng(5)
+    noisy = np.clip(discs[..., 1] + ndi.gaussian_filter(rng.normal(0, 0.3, discs.shape[:2]), 1), 0, 1)
+    n_boxes = 0
+    for mask in (discs[..., 1] >= 0.5, noisy >= 0.5, rng.random((300, 310)) < 0.9):
+        labels, _ = ndi.label(mask)
+        for i, box in enumerate(ndi.find_objects(labels), start=1):
+            inside = labels[object_box(box, labels.shape)] == i
+            exact = ndi.distance_transform_edt(inside).astype(np.float32)
+            for _ in range(3):
+                np.testing.assert_array_equal(_distance_to_background(inside, None), exact)
+            n_boxes += 1
+    assert n_boxes > 20
+
+
+def test_an_object_splits_the_same_alone_as_among_others(discs):
+    whole = objects_from_probabilities(discs, 2, smooth=0)
+    split = objects_from_probabilities(discs, 2, smooth=0, split=True)
+    for i, box in enumerate(ndi.find_objects(whole.labels), start=1):
+        box = object_box(box, whole.labels.shape)
+        inside = whole.labels[box] == i
+        pieces, k = split_object(inside, 2.0, None)
+        assert len(np.unique(split.labels[box][inside])) == k
+        # the same partition of the object's voxels
+        pairs = np.unique(np.stack([pieces[inside], split.labels[box][inside]]), axis=1)
+        assert pairs.shape[1] == k
+
+
+SPLIT_CASES = [
+    ((32, 45), dict(smooth=0, min_size=0)),
+    ((64, 50), dict()),
+    ((37, 41), dict(threshold=0.7, low=0.3, smooth=1.5, min_size=50)),
+    ((100, 20), dict(min_size=200, max_size=700, smooth=(2.0, 0.5))),
+    ((11, 13), dict(split=3.0)),
+    ((270, 260), dict()),  # one block: every object is split inside its block
+]
+
+
+@pytest.mark.parametrize("block_shape,kwargs", SPLIT_CASES)
+def test_blockwise_split_equals_the_whole_image_2d(discs, block_shape, kwargs):
+    kwargs = {"split": True, **kwargs}
+    image = np.random.default_rng(0).random(discs.shape[:-1] + (2,)).astype(np.float32)
+    whole = objects_from_probabilities(discs, 2, image=image, voxel_size=(0.3, 0.3), **kwargs)
+    blocks = objects_blockwise(discs, 2, block_shape=block_shape, image=image, voxel_size=(0.3, 0.3), **kwargs)
+    assert len(whole) > len(objects_from_probabilities(discs, 2, **{**kwargs, "split": False}))  # pairs were cut
+    np.testing.assert_array_equal(blocks.labels, whole.labels)
+    pd.testing.assert_frame_equal(blocks.table, whole.table, check_exact=False, rtol=1e-12)
+
+
+def test_blockwise_split_equals_the_whole_image_3d():
+    rng = np.random.default_rng(3)
+    centres = [tuple(rng.integers(3, n - 3) for n in (30, 44, 52)) for _ in range(40)]  # many touch
+    prob = _probabilities((30, 44, 52), centres, radius=4.5)
+    image = rng.integers(0, 4000, (30, 44, 52), dtype=np.uint16)
+    for voxel_size, kwargs in (
+        (None, dict(smooth=1.0)),
+        ((2.0, 1.0, 1.0), dict(threshold=0.8, low=0.4, smooth=(0.0, 1.0, 1.0), min_size=20)),
+    ):
+        whole = objects_from_probabilities(prob, 2, image=image, split=True, voxel_size=voxel_size, **kwargs)
+        assert len(whole) > len(objects_from_probabilities(prob, 2, voxel_size=voxel_size, **kwargs)) + 5
+        for block_shape in ((8, 16, 13), (7, 7, 7)):
+            blocks = objects_blockwise(
+                prob, 2, block_shape=block_shape, image=image, split=True, voxel_size=voxel_size, **kwargs
+            )
+            np.testing.assert_array_equal(blocks.labels, whole.labels)
+            pd.testing.assert_frame_equal(blocks.table, whole.table, check_exact=False, rtol=1e-12)
+
+
+def test_split_merged_reads_only_the_boxes_of_objects_cut_by_blocks(discs, tmp_path):
+    """As a batch run would: block labels written to a zarr array on disk, objects cut by blocks split from it."""
+    import zarr
+
+    shape, block_shape = discs.shape[:-1], (64, 64)
+    params = check_object_params(2, 2, 2, smooth=0, split=True)
+    regions = [(slice(y, min(y + 64, shape[0])), slice(x, min(x + 64, shape[1]))) for y in range(0, shape[0], 64)
+               for x in range(0, shape[1], 64)]  # fmt: skip
+    local, summaries = [], []
+    for region in regions:
+        outer = block_read_region(region, shape, params.smooth)
+        labels, summary = block_objects(discs[outer], params, region, outer, shape)
+        local.append(labels)
+        summaries.append(summary)
+    merge = merge_blocks(summaries, params)
+    store = zarr.open_array(tmp_path / "labels.zarr", mode="w", shape=shape, chunks=block_shape, dtype="int32")
+    for i, region in enumerate(regions):
+        store[region] = merge.relabel(i, local[i])
+    boxes = []
+
+    def read(box):
+        boxes.append(box)
+        return store[box], discs[box + (1,)], None
+
+    final = split_merged(merge, shape, read)
+    out = np.zeros(shape, np.int32)
+    for i, region in enumerate(regions):
+        out[region] = final.relabel(i, local[i])
+    whole = objects_from_probabilities(discs, 2, smooth=0, split=True)
+    np.testing.assert_array_equal(out, whole.labels)
+    pd.testing.assert_frame_equal(final.table, whole.table, check_exact=False, rtol=1e-12)
+    # One read per object cut by a block face, of its bounding box grown by one voxel; the others split in blocks.
+    t = merge.table.set_index("label")
+    expected = [object_box([slice(t.at[k, "bbox-0"], t.at[k, "bbox-2"]), slice(t.at[k, "bbox-1"], t.at[k, "bbox-3"])],
+                           shape) for k in merge.to_split]  # fmt: skip
+    assert boxes == expected and 0 < len(boxes) < len(merge.table)
+
+
+def test_regions_mark_the_objects_they_clip(discs):
+    part = discs[25:235, 20:225]  # cuts discs on every side
+    offset, image_shape = (40, 30), (400, 400)
+    objects = objects_from_probabilities(part, 2, smooth=0, offset=offset, image_shape=image_shape)
+    t = objects.table
+    lo, hi = np.array(offset), np.array(offset) + part.shape[:2]
+    starts = (t["bbox-0"] == lo[0]) | (t["bbox-1"] == lo[1])
+    touch = starts | (t["bbox-2"] == hi[0]) | (t["bbox-3"] == hi[1])
+    assert starts.sum() >= 2 and touch.sum() > starts.sum() and (t["clipped"] == touch).all()
+    at_image_end = objects_from_probabilities(part, 2, smooth=0, offset=offset)  # the region ends with the image
+    assert (at_image_end.table["clipped"] == starts).all()
+    assert not objects_from_probabilities(discs, 2, smooth=0).table["clipped"].any()
+    assert json.loads(json.dumps(objects.params.to_dict()))["smooth"] == [0.0, 0.0]
 
 
 # ---------------------------------------------------------------------- class fractions
@@ -279,3 +415,5 @@ def test_predicted_fractions_and_counts_add_over_blocks():
         class_fractions(prob, method="median")
     with pytest.raises(ValueError, match="float array"):
         class_fractions(winner)
+    sums = block_class_totals(prob[:17], "mean") + block_class_totals(prob[17:], "mean")
+    np.testing.assert_allclose(sums / sums.sum(), mean)

@@ -2,7 +2,8 @@
 
 Counts add up over blocks (a view made of tiles, a whole image computed block by block); fractions are counts over
 their total. Labelled voxels per class (what the user painted) are
-:meth:`ilastik_widget.core.annotations.Annotations.count_per_class`.
+:meth:`ilastik_widget.core.annotations.Annotations.count_per_class`; a session's tables of both are in
+:mod:`ilastik_widget.core.insight`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["predicted_class_counts", "class_fractions"]
+__all__ = ["predicted_class_counts", "block_class_totals", "class_fractions", "FRACTION_METHODS"]
+
+#: The ways of measuring a class's share: voxels of the most probable class, or mean probability.
+FRACTION_METHODS = ("argmax", "mean")
 
 
 def _probabilities(probabilities: Any) -> np.ndarray:
@@ -34,6 +38,18 @@ def predicted_class_counts(probabilities: Any) -> np.ndarray:
     return np.bincount(winner, minlength=n_classes).astype(np.int64)
 
 
+def block_class_totals(probabilities: Any, method: str = "argmax") -> np.ndarray:
+    """What :func:`class_fractions` divides by its total, per class, for one block: voxels whose most probable
+    class it is (int64, ``"argmax"``) or the sum of its probabilities (float64, ``"mean"``). Sums over blocks
+    give the totals of their union."""
+    prob = _probabilities(probabilities)
+    if method == "argmax":
+        return predicted_class_counts(prob)
+    if method == "mean":
+        return prob.reshape(-1, prob.shape[-1]).astype(np.float64).sum(axis=0)
+    raise ValueError(f"method must be one of {', '.join(map(repr, FRACTION_METHODS))}, got {method!r}")
+
+
 def class_fractions(probabilities: Any, *, method: str = "argmax") -> np.ndarray:
     """Predicted fraction of each class in a block: (n_classes,) float64 summing to 1 (index 0 = class 1).
 
@@ -45,12 +61,6 @@ def class_fractions(probabilities: Any, *, method: str = "argmax") -> np.ndarray
         ``"argmax"``: the share of voxels assigned to each class (as the segmentation colours them);
         ``"mean"``: the mean probability of each class (soft shares; differs where the classifier hesitates).
     """
-    prob = _probabilities(probabilities)
-    if method == "argmax":
-        counts = predicted_class_counts(prob)
-        return counts / max(int(counts.sum()), 1)
-    if method == "mean":
-        flat = prob.reshape(-1, prob.shape[-1]).astype(np.float64)
-        total = flat.sum()
-        return flat.sum(axis=0) / total if total > 0 else np.zeros(prob.shape[-1])
-    raise ValueError(f'method must be "argmax" or "mean", got {method!r}')
+    totals = block_class_totals(probabilities, method)
+    total = totals.sum()
+    return totals / total if total > 0 else np.zeros(len(totals))

@@ -21,12 +21,14 @@ the same probabilities give the same numbering, whole or block by block (:mod:`i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage as ndi
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Objects", "ObjectParams", "objects_from_probabilities", "check_object_params", "smoothing_halo"]
 
@@ -49,6 +51,10 @@ class ObjectParams:
     split: float | None
     voxel_size: tuple[float, ...] | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as JSON-able data (``split`` is the depth used, or None)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
 
 @dataclass(frozen=True)
 class Objects:
@@ -61,19 +67,23 @@ class Objects:
     table : pandas.DataFrame
         One row per object, columns ``label``, ``class``, ``area`` (voxels), ``area_physical`` (with voxel
         sizes), ``centroid-<axis>`` (array order, voxels, image coordinates), ``centroid_physical-<axis>``,
-        ``bbox-<k>`` (scikit-image order: starts then stops, image coordinates), ``probability_mean`` (of the class,
-        before smoothing), and with an
+        ``bbox-<k>`` (scikit-image order: starts then stops, image coordinates), ``clipped`` (the object touches
+        a side of the region computed inside the image: only its part in the region is labelled and measured;
+        always False for a whole image), ``probability_mean`` (of the class, before smoothing), and with an
         image ``intensity_mean``, ``intensity_min``, ``intensity_max`` (suffix ``-<channel>`` for several channels).
     params : ObjectParams
-        The parameters used.
+        The parameters used (with the voxel sizes of the physical columns).
     offset : tuple of int
         Image index of ``labels[0, 0(, 0)]``.
+    units : tuple of str or None, optional
+        Unit of each axis's voxel size when known (e.g. ``"micrometer"``).
     """
 
     labels: np.ndarray
     table: pd.DataFrame
     params: ObjectParams
     offset: tuple[int, ...]
+    units: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -173,6 +183,11 @@ def smoothing_halo(smooth: Sequence[float]) -> tuple[int, ...]:
     return tuple(int(_TRUNCATE * s + 0.5) if s >= 0.1 else 0 for s in smooth)
 
 
+def grown_region(region: Sequence[slice], halo: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    """``region`` grown by ``halo`` voxels per axis, clipped to ``shape``."""
+    return tuple(slice(max(s.start - h, 0), min(s.stop + h, n)) for s, h, n in zip(region, halo, shape))
+
+
 def smoothed_map(probabilities: np.ndarray, params: ObjectParams) -> np.ndarray:
     """The class's probability map (float32), smoothed as ilastik does (axes with sigma < 0.1 are not smoothed)."""
     p = np.asarray(probabilities[..., params.label - 1], dtype=np.float32)
@@ -198,6 +213,11 @@ def size_ok(area: np.ndarray, params: ObjectParams) -> np.ndarray:
 
 def renumber(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Keep the labels flagged in ``keep`` (indexed by label, ``keep[0]`` ignored), numbered 1..n in raster order."""
+    return raster_lookup(labels, keep)[labels]
+
+
+def raster_lookup(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The renumbering of :func:`renumber` as a lookup table (old label -> new label, int32; 0 = dropped)."""
     flat = labels.reshape(-1)
     fg = np.flatnonzero(flat)
     lab = flat[fg]
@@ -208,7 +228,7 @@ def renumber(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     order = kept[np.argsort(first[kept], kind="stable")]
     lookup = np.zeros(len(keep), np.int32)
     lookup[order] = np.arange(1, len(order) + 1, dtype=np.int32)
-    return lookup[labels]
+    return lookup
 
 
 def _distance_to_background(mask: np.ndarray, voxel_size: Sequence[float] | None) -> np.ndarray:
@@ -220,41 +240,80 @@ def _distance_to_background(mask: np.ndarray, voxel_size: Sequence[float] | None
     if mask.ndim == 2 and (sampling is None or np.all(sampling == 1)):
         import cv2
 
-        # OpenCV's exact 2D transform: the same distances as scipy's (to float32), several times faster.
-        return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        # OpenCV's exact 2D transform is several times faster than scipy's, but its float32 results vary in the
+        # last bits from call to call (with the memory's alignment): squared distances are whole numbers, so
+        # rounding them gives scipy's exact values, the same on every call (for distances up to 1,000 voxels, where
+        # the error stays far below 0.5).
+        d = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        if d.size == 0 or d.max() <= 1000:
+            return np.sqrt(np.rint(np.square(d, dtype=np.float64))).astype(np.float32)
     return ndi.distance_transform_edt(mask, sampling=sampling).astype(np.float32)
 
 
-def split_touching(labels: np.ndarray, depth: float, voxel_size: Sequence[float] | None) -> np.ndarray:
-    """Separate touching objects: watershed of the negated distance transform from its h-maxima.
+def split_object(inside: np.ndarray, depth: float, voxel_size: Sequence[float] | None) -> tuple[np.ndarray, int]:
+    """Pieces of one object: a watershed of its negated distance transform from the transform's h-maxima.
 
-    The Euclidean distance to the background (in voxels of the finest axis when voxel sizes differ) has one
-    maximum per roundish object; two objects touching through a neck give two maxima. Maxima at least ``depth``
-    higher than the saddle between them (h-maxima) seed a watershed of the negated distance inside the object,
-    which cuts along the neck. Shallower bumps (rough outlines) do not split. Each object is processed in its
-    bounding box, and only objects with two or more seeds are cut. New pieces get new numbers (not in raster order).
+    Parameters
+    ----------
+    inside : np.ndarray
+        bool mask of the object in its bounding box grown by one voxel on every side (clipped to the image).
+    depth : float
+        h of the h-maxima: maxima at least this much higher than the saddle between them seed a piece.
+    voxel_size : sequence of float, optional
+        Voxel sizes (the distance is measured in voxels of the finest axis).
+
+    Returns
+    -------
+    pieces : np.ndarray
+        int32, 1..k on the object's voxels (0 elsewhere); all 1 when the object is not cut.
+    k : int
+        Number of pieces.
+
+    Notes
+    -----
+    The result depends on the object's voxels only, not on what surrounds it: for a voxel ``v`` of the object at
+    distance ``r`` from the background, every voxel closer than ``r`` to ``v`` is foreground and (a lattice ball
+    being 4/6-connected) belongs to the same component, and the nearest background voxel is a direct neighbour of
+    the object. So the distance transform of ``inside`` alone equals, on the object, that of the whole image, and
+    an object is split identically whether it is found in a whole image, a region or blocks.
     """
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    dist = _distance_to_background(labels > 0, voxel_size)
+    d = np.where(inside, _distance_to_background(inside, voxel_size), 0.0)
+    full = np.ones((3,) * inside.ndim, bool)
+    markers, k = ndi.label((h_maxima(d, depth) > 0) & inside, structure=full)
+    if k < 2:
+        return inside.astype(np.int32), 1
+    return watershed(-d, markers, mask=inside, connectivity=1).astype(np.int32), int(k)
+
+
+def object_box(box: Sequence[slice], shape: Sequence[int]) -> tuple[slice, ...]:
+    """A bounding box grown by one voxel on every side, clipped to ``shape`` (the box :func:`split_object` reads)."""
+    return tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, shape))
+
+
+def split_touching(labels: np.ndarray, depth: float, voxel_size: Sequence[float] | None) -> np.ndarray:
+    """Separate touching objects: :func:`split_object` on every object, in its bounding box.
+
+    The Euclidean distance to the background (in voxels of the finest axis when voxel sizes differ) has one
+    maximum per roundish object; two objects touching through a neck give two maxima. Maxima at least ``depth``
+    higher than the saddle between them (h-maxima) seed a watershed of the negated distance inside the object,
+    which cuts along the neck; shallower bumps (rough outlines) do not split. New pieces get new numbers.
+    """
     out = labels.astype(np.int32, copy=True)
     next_label = int(labels.max()) + 1
-    full = np.ones((3,) * labels.ndim, bool)
     for i, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
-        # One voxel of margin: the object's outline meets background (distance 0) inside the box.
-        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, labels.shape))
+        box = object_box(box, labels.shape)
         inside = labels[box] == i
-        d = np.where(inside, dist[box], 0.0)
-        markers, n_seeds = ndi.label((h_maxima(d, depth) > 0) & inside, structure=full)
-        if n_seeds < 2:
+        pieces, k = split_object(inside, depth, voxel_size)
+        if k < 2:
             continue
-        pieces = watershed(-d, markers, mask=inside, connectivity=1)
         target = out[box]
-        target[inside & (pieces > 1)] = pieces[inside & (pieces > 1)] + (next_label - 2)
-        next_label += n_seeds - 1
+        target[pieces > 1] = pieces[pieces > 1] + (next_label - 2)
+        next_label += k - 1
     return out
 
 
@@ -313,10 +372,32 @@ def object_stats(
     return stats
 
 
+def clipped_objects(
+    stats: dict[str, np.ndarray], origin: Sequence[int], shape: Sequence[int], image_shape: Sequence[int]
+) -> np.ndarray:
+    """Which objects 1..n of a region (at ``origin``, of ``shape``) touch a side of the region inside the image.
+
+    Such an object may go on outside the region: only its part inside is labelled and measured.
+    """
+    lo, hi = stats["bbox_min"][1:], stats["bbox_max"][1:] + 1
+    out = np.zeros(len(lo), bool)
+    for k, (o, n, size) in enumerate(zip(origin, shape, image_shape)):
+        if o > 0:
+            out |= lo[:, k] == o
+        if o + n < size:
+            out |= hi[:, k] == o + n
+    return out
+
+
 def object_table(
-    stats: dict[str, np.ndarray], params: ObjectParams, n_channels: int | None, multichannel: bool
+    stats: dict[str, np.ndarray],
+    params: ObjectParams,
+    n_channels: int | None,
+    multichannel: bool,
+    clipped: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The table of objects 1..n from :func:`object_stats` (row 0 dropped)."""
+    """The table of objects 1..n from :func:`object_stats` (row 0 dropped); ``clipped`` from
+    :func:`clipped_objects` (none by default)."""
     area = stats["area"][1:]
     ndim = stats["coord_sum"].shape[1]
     cols: dict[str, Any] = {
@@ -337,6 +418,7 @@ def object_table(
         cols[f"bbox-{k}"] = stats["bbox_min"][1:, k]
     for k in range(ndim):
         cols[f"bbox-{ndim + k}"] = stats["bbox_max"][1:, k] + 1
+    cols["clipped"] = np.zeros(len(area), bool) if clipped is None else np.asarray(clipped, bool)
     cols["probability_mean"] = stats["prob_sum"][1:] / np.maximum(area, 1)
     if n_channels:
         for name, values in (
@@ -346,10 +428,56 @@ def object_table(
         ):
             for ch in range(n_channels):
                 cols[f"{name}-{ch}" if multichannel else name] = values[:, ch]
+    import pandas as pd  # imported when needed: it takes a while
+
     return pd.DataFrame(cols)
 
 
 # ---------------------------------------------------------------------- the whole pipeline
+def keep_components(labels: np.ndarray, n: int, p: np.ndarray, params: ObjectParams) -> np.ndarray:
+    """Which components 1..n of the (smoothed) map ``p`` pass the size filter and, with hysteresis, hold a seed
+    (a component of ``p >= threshold``) that passes it too; bool (n+1,), entry 0 False."""
+    keep = size_ok(np.bincount(labels.reshape(-1), minlength=n + 1), params)
+    if params.low is not None:
+        cores, n_cores = label_components(p >= params.threshold)
+        core_ok = size_ok(np.bincount(cores.reshape(-1), minlength=n_cores + 1), params)
+        core_ok[0] = False
+        seeded = np.zeros(n + 1, bool)
+        seeded[labels[core_ok[cores]]] = True
+        keep &= seeded
+    keep[0] = False
+    return keep
+
+
+def extract_objects(
+    p: np.ndarray,
+    prob: np.ndarray,
+    params: ObjectParams,
+    image: np.ndarray | None,
+    origin: Sequence[int],
+    image_shape: Sequence[int],
+    units: tuple | None = None,
+) -> Objects:
+    """Steps 2-5 and the table, on the smoothed map ``p`` of a region at ``origin`` in an image of ``image_shape``;
+    ``prob`` is the class's probability before smoothing and ``image`` the intensities, both of the region."""
+    ndim = p.ndim
+    labels, n = label_components(p >= (params.low if params.low is not None else params.threshold))
+    keep = keep_components(labels, n, p, params)
+    if not keep[1:].all():
+        labels = renumber(labels, keep)
+    if params.split is not None:
+        labels = split_touching(labels, params.split, params.voxel_size)
+        n = int(labels.max())
+        labels = renumber(labels, size_ok(np.bincount(labels.reshape(-1), minlength=n + 1), params))
+    n = int(labels.max())
+    origin = tuple(int(o) for o in origin)
+    stats = object_stats(labels, n, origin, image_shape, prob, image)
+    n_ch = None if image is None else (1 if image.ndim == ndim else image.shape[-1])
+    clipped = clipped_objects(stats, origin, labels.shape, image_shape)
+    table = object_table(stats, params, n_ch, image is not None and image.ndim == ndim + 1, clipped)
+    return Objects(labels, table, params, origin, units)
+
+
 def objects_from_probabilities(
     probabilities: Any,
     label: int,
@@ -363,6 +491,7 @@ def objects_from_probabilities(
     image: Any = None,
     voxel_size: Sequence[float] | None = None,
     offset: Sequence[int] | None = None,
+    image_shape: Sequence[int] | None = None,
 ) -> Objects:
     """Objects of one class from class probabilities, with their table.
 
@@ -389,6 +518,11 @@ def objects_from_probabilities(
         Physical size of a voxel per axis (array order) for the physical columns.
     offset : sequence of int, optional
         Image index of the first voxel of these arrays (when they are a region): table coordinates are the image's.
+    image_shape : sequence of int, optional
+        Spatial shape of the whole image when these arrays are a region of it (default: the region ends where
+        the image ends); objects touching a side of the region inside the image are ``clipped``. Note that
+        smoothing mirrors at the sides of these arrays: :meth:`Session.objects` reads a margin around a region so
+        that its map equals the whole image's.
 
     Returns
     -------
@@ -417,26 +551,10 @@ def objects_from_probabilities(
     origin = (0,) * ndim if offset is None else tuple(int(o) for o in offset)
     if len(origin) != ndim or min(origin) < 0:
         raise ValueError(f"offset must be {ndim} whole numbers >= 0, got {offset!r}")
-    p = smoothed_map(prob, params)
-    labels, n = label_components(p >= (params.low if params.low is not None else params.threshold))
-    area = np.bincount(labels.reshape(-1), minlength=n + 1)
-    keep = size_ok(area, params)
-    if params.low is not None:
-        cores, n_cores = label_components(p >= params.threshold)
-        core_ok = size_ok(np.bincount(cores.reshape(-1), minlength=n_cores + 1), params)
-        core_ok[0] = False
-        seeded = np.zeros(n + 1, bool)
-        seeded[labels[core_ok[cores]]] = True
-        keep &= seeded
-    if not keep[1:].all():
-        labels = renumber(labels, keep)
-    if params.split is not None:
-        labels = split_touching(labels, params.split, params.voxel_size)
-        n = int(labels.max())
-        labels = renumber(labels, size_ok(np.bincount(labels.reshape(-1), minlength=n + 1), params))
-    n = int(labels.max())
-    shape = tuple(o + s for o, s in zip(origin, labels.shape))
-    stats = object_stats(labels, n, origin, shape, prob[..., params.label - 1], img)
-    n_ch = None if img is None else (1 if img.ndim == ndim else img.shape[-1])
-    table = object_table(stats, params, n_ch, img is not None and img.ndim == ndim + 1)
-    return Objects(labels, table, params, origin)
+    end = tuple(o + n for o, n in zip(origin, prob.shape[:-1]))
+    full = end if image_shape is None else tuple(int(n) for n in image_shape)
+    if len(full) != ndim or any(f < e for f, e in zip(full, end)):
+        raise ValueError(
+            f"image_shape must be {ndim} sizes holding offset + the arrays' shape {end}, got {image_shape!r}"
+        )
+    return extract_objects(smoothed_map(prob, params), prob[..., params.label - 1], params, img, origin, full)
