@@ -40,6 +40,7 @@ from .annotations import normalize_region
 from .classifier import ACCURATE, INTERACTIVE, PixelClassifier
 from .feature_store import FeatureSpec, FeatureStore
 from .features import FeatureSelection, check_voxel_size
+from .insight import SessionInsight
 from .training import BackgroundTrainer, TrainingCancelled, TrainingJob
 
 __all__ = ["Session", "TrainingCancelled"]
@@ -74,7 +75,7 @@ def _as_selection(features: Any) -> FeatureSelection:
     raise ValueError(f"features must be a FeatureSelection, a dict or None, got {type(features).__name__}")
 
 
-class Session(AnnotatedImage):
+class Session(AnnotatedImage, SessionInsight):
     """Interactive pixel classification of one image.
 
     Parameters
