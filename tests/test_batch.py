@@ -188,6 +188,42 @@ def test_several_inputs_tiff_and_time_series(tmp_path, s2d):
     assert not [p for p in (tmp_path / "tifs").iterdir() if "partial" in p.name]
 
 
+def test_tiff_inputs_of_the_same_name_in_different_folders_get_their_own_files(tmp_path, s2d):
+    img, s = s2d
+    other, _ = synthetic_cells((150, 170), seed=9)
+    for folder, image in (("day1", img), ("day2", other)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "cells.tif", image)
+    inputs = [str(tmp_path / "day1/cells.tif"), str(tmp_path / "day2/cells.tif")]
+    res = predict_batch(s, inputs, tmp_path / "out", format="tiff", outputs=("segmentation",), progress=False)
+    assert [r["input"] for r in res] == ["cells", "cells_1"]
+    paths = [r["segmentation"] for r in res]
+    assert paths[0] != paths[1] and all(os.path.isfile(p) for p in paths)
+    so = Session(other, features=SEL)
+    so.set_model(s.model)
+    # each result names the file holding its own input's prediction
+    np.testing.assert_array_equal(tifffile.imread(paths[0]), s.segmentation())
+    np.testing.assert_array_equal(tifffile.imread(paths[1]), so.segmentation())
+
+
+def test_trained_model_fields_fit_together(s2d):
+    from ilastik_widget.core.model import TrainedModel
+
+    _, s = s2d
+    model = TrainedModel.from_session(s)
+    assert (
+        model.n_classes == 2 and model.n_features == s.n_features and model.class_names == ("Background", "Foreground")
+    )
+    with pytest.raises(ValueError, match="feature channels"):
+        TrainedModel(s.model, FeatureSelection.all(), "3d", 2, 1, ("a", "b"), ("#000000", "#ffffff"))
+    with pytest.raises(ValueError, match="only 1 are named"):
+        TrainedModel(s.model, SEL, "3d", 2, 1, ("a",), ("#000000",))
+    with pytest.raises(ValueError, match="one colour per class"):
+        TrainedModel(s.model, SEL, "3d", 2, 1, ("a", "b"), ("#000000",))
+    with pytest.raises(ValueError, match="fitted"):
+        TrainedModel(Session(np.zeros((8, 8), np.float32)).classifier, SEL, "3d", 2, 1, ("a",), ("#000000",))
+
+
 def test_interrupted_run_leaves_nothing_presented_as_complete(tmp_path, s2d):
     img, s = s2d
 

@@ -120,3 +120,138 @@ def test_prediction_independent_of_threads_with_fractional_leaves():
     ref = clf.forest.predict_proba(Xt).astype(np.float32)
     np.testing.assert_allclose(p1, ref, atol=1e-6)
     assert len(np.unique(p1[:, 0])) > 20  # really fractional
+
+
+# ---------------------------------------------------------------------- forest arrays from an untrusted file
+@pytest.fixture(scope="module")
+def forest_arrays():
+    X, y = _data(400, n_features=5)
+    y[:20] = 3
+    clf = PixelClassifier(n_estimators=3, max_depth=6, seed=1).fit(X, y, 3)
+    return clf.to_arrays(), clf.params()
+
+
+def _inner(a, i=0):
+    """Index of an inner node of tree ``i`` (one with children)."""
+    return int(np.flatnonzero(a[f"tree{i}/left_child"] != -1)[0])
+
+
+def _inner_not_root(a):
+    left = a["tree0/left_child"]
+    return int(np.flatnonzero((left != -1) & (np.arange(len(left)) > 0))[0])
+
+
+def _leaf(a, i=0):
+    return int(np.flatnonzero(a[f"tree{i}/left_child"] == -1)[0])
+
+
+def _set(key, index, value):
+    def edit(a):
+        arr = a[key].copy()
+        arr[index(a) if callable(index) else index] = value
+        a[key] = arr
+
+    return edit
+
+
+CRAFTED = {
+    "child far out of range": (_set("tree0/left_child", _inner, 10**9), "children .* must be later nodes"),
+    "child negative": (_set("tree0/right_child", _inner, -7), "children"),
+    "child pointing back (cycle)": (_set("tree0/right_child", _inner_not_root, 0), "must be later nodes"),
+    "child is the node itself": (_set("tree0/left_child", 0, 0), "must be later nodes"),
+    "one child": (_set("tree0/right_child", _inner, -1), "has one child"),
+    "feature out of range": (_set("tree0/feature", _inner, 5), r"feature 5, expected in 0\.\.4"),
+    "feature huge": (_set("tree0/feature", _inner, 2**62), "splits on feature"),
+    "feature negative": (_set("tree0/feature", _inner, -1), "splits on feature"),
+    "leaf with a feature": (_set("tree0/feature", _leaf, 0), r"expected -2 \(a leaf\)"),
+    "threshold NaN": (_set("tree0/threshold", _inner, np.nan), "threshold of node .* is not finite"),
+    "threshold infinite": (_set("tree0/threshold", _inner, np.inf), "threshold"),
+    "value NaN": (_set("tree0/values", (0, 0, 0), np.nan), "values must be finite"),
+    "value negative": (_set("tree0/values", (0, 0, 0), -1.0), "not negative"),
+    "missing_go_to_left not 0/1": (_set("tree0/missing_go_to_left", 0, 7), "missing_go_to_left"),
+    "max_depth wrong": (_set("tree0/max_depth", 0, 10**6), "max_depth is 1000000 but the tree is"),
+    "n_trees more than stored": (_set("meta", 2, 4), "'tree3/.*' is missing"),
+    "n_features zero": (_set("meta", 1, 0), "n_features must be in"),
+    "n_classes smaller than classes": (_set("meta", 0, 2), "classes must be increasing labels in 1..2"),
+    "classes out of order": (_set("classes", 0, 3), "classes must be increasing"),
+}
+
+
+def _crafted_cases():
+    def drop(key):
+        return lambda a: a.pop(key)
+
+    def retype(key, dtype):
+        def edit(a):
+            a[key] = a[key].astype(dtype)
+
+        return edit
+
+    def reshape_values(a):
+        a["tree1/values"] = a["tree1/values"][:, :, :2].copy()
+
+    def shared_child(a):
+        # node 0's right child is also another node's child: a graph, not a tree
+        left, right = a["tree0/left_child"].copy(), a["tree0/right_child"].copy()
+        k = int(np.flatnonzero((left != -1) & (np.arange(len(left)) > 0))[0])
+        right[0] = left[k]
+        a["tree0/right_child"] = right
+
+    def empty_tree(a):
+        for name in list(a):
+            if name.startswith("tree0/") and name not in ("tree0/max_depth",):
+                a[name] = a[name][:0].copy()
+
+    cases = dict(CRAFTED)
+    cases.update(
+        {
+            "missing node array": (drop("tree2/threshold"), "'tree2/threshold' is missing"),
+            "missing meta": (drop("meta"), "'meta' is missing"),
+            "extra array": (lambda a: a.update({"tree9/values": np.zeros(3)}), "unexpected forest arrays"),
+            "children int32": (retype("tree0/left_child", np.int32), "must be int64 1D, got int32"),
+            "threshold float32": (retype("tree0/threshold", np.float32), "must be float64"),
+            "values float32": (retype("tree1/values", np.float32), "values' must be float64 3D"),
+            "values of the wrong shape": (reshape_values, r"values must have shape"),
+            "two parents": (shared_child, "parents"),
+            "no nodes": (empty_tree, "one equal length >= 1"),
+        }
+    )
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_crafted_cases()))
+def test_from_arrays_refuses_crafted_trees_before_scikit_learn_sees_them(forest_arrays, case):
+    arrays, params = forest_arrays
+    edit, match = _crafted_cases()[case]
+    crafted = dict(arrays)
+    edit(crafted)
+    with pytest.raises(ValueError, match=match):
+        PixelClassifier.from_arrays(crafted, params)
+    # the untouched arrays still load and predict as before
+    X, _ = _data(50, n_features=5)
+    PixelClassifier.from_arrays(dict(arrays), params).predict_proba(X)
+
+
+def test_parameters_are_checked_not_converted():
+    for bad in (
+        {"n_estimators": 2.5},
+        {"n_estimators": "10"},
+        {"n_estimators": True},
+        {"n_estimators": 10**9},
+        {"max_depth": 0},
+        {"seed": -1},
+        {"seed": 2**40},
+        {"n_jobs": 0},
+        {"n_jobs": 10**9},
+        {"max_samples_per_class": 0.5},
+        {"max_features": "all"},
+        {"max_features": 1.5},
+        {"max_features": 0},
+        {"min_samples_leaf": 0},
+        {"bootstrap": "yes"},
+    ):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=name):
+            PixelClassifier.from_params(bad)
+    ok = PixelClassifier.from_params({"max_features": None, "n_jobs": -1, "max_depth": np.int64(5), "seed": 2**32 - 1})
+    assert ok.max_depth == 5 and isinstance(ok.max_depth, int)

@@ -17,6 +17,7 @@ from ilastik_widget import cli
 from ilastik_widget.core.features import FeatureSelection
 from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
+from ilastik_widget.io.project import load_session, save_session  # noqa: F401
 from ilastik_widget.io.sources import open_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def project(tmp_path_factory):
     for st in simulated_strokes(truth, n_per_class=3, seed=2):
         s.add_stroke(**st)
     s.train()
-    s.save(d / "proj.ilastikw")
+    save_session(s, d / "proj.ilastikw")
     other, _ = synthetic_cells((90, 130), seed=12)
     z = zarr.open_group(str(d / "other.ome.zarr"), mode="w", zarr_format=2)
     z.create_array("0", shape=other.shape, dtype=other.dtype, chunks=(32, 32))[...] = other
@@ -172,7 +173,7 @@ def test_errors_and_exit_codes(project, tmp_path):
     r = run("predict", d / "proj.ilastikw", tmp_path / "vol.tif", "-o", tmp_path / "o", "--no-progress")
     assert r.returncode == 1 and "3D" in r.stderr and "2D" in r.stderr
     untrained = Session(np.zeros((20, 20), np.float32))
-    untrained.save(tmp_path / "untrained.ilastikw")
+    save_session(untrained, tmp_path / "untrained.ilastikw")
     r = run("predict", tmp_path / "untrained.ilastikw", d / "train.tif", "-o", tmp_path / "o")
     assert r.returncode == 1 and "untrained" in r.stderr
     r = run(
@@ -200,3 +201,81 @@ def test_demo_dispatch(monkeypatch):
     assert cli.main(["demo", "--no-browser", "--port", "8899"]) == 0
     assert seen == {"no_browser": True, "port": 8899}
     assert cli.main(["demo"]) == 0 and seen == {"no_browser": False, "port": None}
+
+
+def _one_line_error(r, *words):
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+def test_expected_failures_are_one_line_without_traceback(project, tmp_path):
+    import json
+    import socket
+    import zipfile
+
+    d, s, _ = project
+    out = tmp_path / "o"
+    # a refused connection to an input URL
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/img.ome.zarr"
+    _one_line_error(run("predict", d / "proj.ilastikw", url, "-o", out, "--no-progress"), "cannot open input", url)
+    # a damaged project: "model" of the wrong type, and a project that is a directory
+    bad = tmp_path / "bad.ilastikw"
+    with zipfile.ZipFile(d / "proj.ilastikw") as zin, zipfile.ZipFile(bad, "w") as zout:
+        for n in zin.namelist():
+            data = zin.read(n)
+            if n == "project.json":
+                doc = json.loads(data)
+                doc["model"] = "abc"
+                data = json.dumps(doc)
+            zout.writestr(n, data)
+    _one_line_error(run("predict", bad, d / "train.tif", "-o", out), "cannot use project", "model must be an object")
+    _one_line_error(run("predict", tmp_path, d / "train.tif", "-o", out), "is a directory")
+    # missing files, bad arguments
+    _one_line_error(run("predict", tmp_path / "nope.ilastikw", d / "train.tif", "-o", out), "not found")
+    _one_line_error(run("predict", d / "proj.ilastikw", tmp_path / "nope.tif", "-o", out), "input not found")
+    r = run("predict", d / "proj.ilastikw", d / "train.tif")
+    _one_line_error(r, "--output")
+    assert r.returncode == 2
+    r = run("predict", d / "proj.ilastikw", d / "train.tif", "-o", out, "--chunks", "0")
+    _one_line_error(r, "chunks must be positive")
+    assert r.returncode == 2
+    _one_line_error(run("bogus"), "invalid choice")
+
+
+def test_an_unexpected_error_is_one_line_unless_debugging(project, tmp_path, monkeypatch, capsys):
+    import ilastik_widget.io.project as project_module
+
+    d, _, _ = project
+
+    def broken(path):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(project_module, "load_model", broken)
+    args = ["predict", str(d / "proj.ilastikw"), str(d / "train.tif"), "-o", str(tmp_path / "o")]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "unexpected ZeroDivisionError: a bug" in err and "--debug" in err and len(err.splitlines()) == 1
+    with pytest.raises(ZeroDivisionError):
+        cli.main([*args, "--debug"])
+
+
+def test_inputs_of_the_same_name_are_reported_with_their_own_files(project, tmp_path):
+    d, s, _ = project
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "img.tif", tifffile.imread(d / "train.tif"))
+    r = run(
+        "predict", d / "proj.ilastikw", tmp_path / "a/img.tif", tmp_path / "b/img.tif", "-o", tmp_path / "out",
+        "--format", "tiff", "--outputs", "segmentation", "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines == [
+        f"img: segmentation: {tmp_path / 'out/img_segmentation.tif'}",
+        f"img_1: segmentation: {tmp_path / 'out/img_1_segmentation.tif'}",
+    ]

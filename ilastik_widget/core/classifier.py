@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
 
-__all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE", "import_sklearn_soon"]
+__all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE", "import_sklearn_soon", "check_forest_arrays"]
 
 # scikit-learn is imported where a forest is made, not with this module: the import takes about 0.8 s, and a widget
 # needs no forest until two classes are painted. `import_sklearn_soon` does it in the background meanwhile.
@@ -73,6 +73,43 @@ _PARAMS = (
     "min_samples_leaf",
     "bootstrap",
 )
+
+
+#: Limits of the parameters (a forest beyond them is a mistake or a crafted file, not a classifier).
+MAX_TREES = 10_000
+MAX_DEPTH = 10_000
+MAX_JOBS = 1024
+#: Limits of a forest rebuilt from arrays (:meth:`PixelClassifier.from_arrays`).
+MAX_CLASSES = 255  # labels are uint8
+MAX_FEATURES = 100_000
+MAX_NODES = 2**31 - 1
+
+
+def _int_param(name: str, value: Any, lo: int, hi: int, kind: str = "an integer") -> int:
+    """``value`` as an int in [lo, hi]; bools, floats and strings are refused rather than converted."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+    return int(value)
+
+
+def _optional_int_param(name: str, value: Any, lo: int, hi: int) -> int | None:
+    return None if value is None else _int_param(name, value, lo, hi, "None or an integer")
+
+
+def _check_max_features(value: Any) -> str | int | float | None:
+    """scikit-learn's choices: "sqrt", "log2", None (all), an int >= 1, or a fraction in (0, 1]."""
+    if value is None or (isinstance(value, str) and value in ("sqrt", "log2")):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if 1 <= int(value) <= MAX_FEATURES:
+            return int(value)
+    elif isinstance(value, (float, np.floating)) and 0.0 < float(value) <= 1.0:
+        return float(value)
+    raise ValueError(
+        f'max_features must be "sqrt", "log2", None, an integer >= 1 or a fraction in (0, 1], got {value!r}'
+    )
 
 
 def _as_features(X: Any) -> np.ndarray:
@@ -138,19 +175,17 @@ class PixelClassifier:
         min_samples_leaf: int = 1,
         bootstrap: bool = True,
     ) -> None:
-        if int(n_estimators) < 1:
-            raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
-        if max_depth is not None and int(max_depth) < 1:
-            raise ValueError(f"max_depth must be None or >= 1, got {max_depth}")
-        if max_samples_per_class is not None and int(max_samples_per_class) < 1:
-            raise ValueError(f"max_samples_per_class must be None or >= 1, got {max_samples_per_class}")
-        self.n_estimators = int(n_estimators)
-        self.max_depth = None if max_depth is None else int(max_depth)
-        self.seed = int(seed)
-        self.n_jobs = None if n_jobs is None else int(n_jobs)
-        self.max_samples_per_class = None if max_samples_per_class is None else int(max_samples_per_class)
-        self.max_features = max_features
-        self.min_samples_leaf = int(min_samples_leaf)
+        self.n_estimators = _int_param("n_estimators", n_estimators, 1, MAX_TREES)
+        self.max_depth = _optional_int_param("max_depth", max_depth, 1, MAX_DEPTH)
+        self.seed = _int_param("seed", seed, 0, 2**32 - 1)  # scikit-learn's range of random_state
+        self.n_jobs = _optional_int_param("n_jobs", n_jobs, -MAX_JOBS, MAX_JOBS)
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must not be 0 (None or 1: one thread; -1: all cores)")
+        self.max_samples_per_class = _optional_int_param("max_samples_per_class", max_samples_per_class, 1, 2**62)
+        self.max_features = _check_max_features(max_features)
+        self.min_samples_leaf = _int_param("min_samples_leaf", min_samples_leaf, 1, 2**62)
+        if not isinstance(bootstrap, (bool, np.bool_)):
+            raise ValueError(f"bootstrap must be True or False, got {bootstrap!r}")
         self.bootstrap = bool(bootstrap)
         self.n_classes: int | None = None
         self.n_features: int | None = None
@@ -227,7 +262,7 @@ class PixelClassifier:
             Threads for this call (default: the classifier's ``n_jobs``; the session passes 1 when it
             predicts blocks in parallel).  The result does not depend on it.
         """
-        if self.forest is None:
+        if self.forest is None or self.n_classes is None:
             raise RuntimeError("the classifier is not trained yet")
         X = _as_features(X)
         if X.shape[1] != self.n_features:
@@ -255,10 +290,13 @@ class PixelClassifier:
     def _mean_of_trees(self, X: np.ndarray) -> np.ndarray:
         # Sum in tree order and float64, as scikit-learn's sequential predict_proba does; the trees'
         # own prediction releases the GIL, so row chunks in threads run in parallel.
-        acc = np.zeros((len(X), len(self._columns)), np.float64)
-        for tree in self.forest.estimators_:
+        forest, columns = self.forest, self._columns
+        if forest is None or columns is None:
+            raise RuntimeError("the classifier is not trained yet")
+        acc = np.zeros((len(X), len(columns)), np.float64)
+        for tree in forest.estimators_:
             acc += tree.predict_proba(X, check_input=False)
-        acc /= len(self.forest.estimators_)
+        acc /= len(forest.estimators_)
         return acc
 
     # ------------------------------------------------------------------ export without pickle
@@ -281,30 +319,30 @@ class PixelClassifier:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> PixelClassifier:
-        """Rebuild a fitted classifier from :meth:`to_arrays` output (and :meth:`params`)."""
+        """Rebuild a fitted classifier from :meth:`to_arrays` output (and :meth:`params`).
+
+        The arrays may come from a file someone else made: they are checked completely (:func:`check_forest_arrays`)
+        before scikit-learn's compiled tree code sees them, which trusts its node arrays.
+
+        Raises
+        ------
+        ValueError
+            Naming the first array or value that is not a valid forest.
+        """
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.tree import DecisionTreeClassifier
         from sklearn.tree._tree import NODE_DTYPE, Tree
 
         clf = cls.from_params(params or {})
-        n_classes, n_features, n_trees = (int(v) for v in arrays["meta"])
-        classes = np.asarray(arrays["classes"], np.int64)
+        n_classes, n_features, classes, trees_arrays = check_forest_arrays(arrays)
         n_outputs = 1
         trees = []
-        for i in range(n_trees):
-            values = np.ascontiguousarray(arrays[f"tree{i}/values"], np.float64)
+        for fields, values, max_depth in trees_arrays:
             nodes = np.zeros(len(values), dtype=NODE_DTYPE)
             for name in NODE_DTYPE.names:
-                nodes[name] = arrays[f"tree{i}/{name}"]
+                nodes[name] = fields[name]
             tree = Tree(n_features, np.array([len(classes)], np.intp), n_outputs)
-            tree.__setstate__(
-                {
-                    "max_depth": int(arrays[f"tree{i}/max_depth"][0]),
-                    "node_count": len(nodes),
-                    "nodes": nodes,
-                    "values": values,
-                }
-            )
+            tree.__setstate__({"max_depth": max_depth, "node_count": len(nodes), "nodes": nodes, "values": values})
             est = DecisionTreeClassifier()
             est.tree_ = tree
             est.n_outputs_ = n_outputs
@@ -312,7 +350,7 @@ class PixelClassifier:
             est.n_classes_ = len(classes)
             est.n_features_in_ = n_features
             trees.append(est)
-        forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=clf.n_jobs)
+        forest = RandomForestClassifier(n_estimators=len(trees), n_jobs=clf.n_jobs)
         forest.estimators_ = trees
         forest.classes_ = classes
         forest.n_classes_ = len(classes)
@@ -328,3 +366,132 @@ class PixelClassifier:
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "unfitted"
         return f"PixelClassifier({', '.join(f'{k}={v!r}' for k, v in self.params().items())}) [{state}]"
+
+
+# ---------------------------------------------------------------------- checking forest arrays
+def _array(arrays: dict[str, np.ndarray], key: str, dtype: Any, ndim: int) -> np.ndarray:
+    a = arrays.get(key)
+    if a is None:
+        raise ValueError(f"forest array {key!r} is missing")
+    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or a.ndim != ndim:
+        got = f"{a.dtype} {a.ndim}D" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"forest array {key!r} must be {np.dtype(dtype)} {ndim}D, got {got}")
+    return a
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_tree(i: int, arrays: dict[str, np.ndarray], n_features: int, n_values: int) -> tuple:
+    """One tree's node fields, values and depth, checked: a tree rooted at node 0 whose children come after their
+    parent, features in range, finite numbers."""
+    from sklearn.tree._tree import NODE_DTYPE, TREE_LEAF, TREE_UNDEFINED
+
+    p = f"tree{i}/"
+    fields = {name: _array(arrays, p + name, NODE_DTYPE.fields[name][0], 1) for name in NODE_DTYPE.names}
+    n = len(fields["left_child"])
+    if not 1 <= n <= MAX_NODES or any(len(a) != n for a in fields.values()):
+        raise ValueError(
+            f"tree {i}: its node arrays must have one equal length >= 1, got {[len(a) for a in fields.values()]}"
+        )
+    values = _array(arrays, p + "values", np.float64, 3)
+    if values.shape != (n, 1, n_values):
+        raise ValueError(f"tree {i}: values must have shape {(n, 1, n_values)}, got {values.shape}")
+    depth_arr = _array(arrays, p + "max_depth", np.int64, 1)
+    if depth_arr.shape != (1,):
+        raise ValueError(f"tree {i}: max_depth must hold one number, got shape {depth_arr.shape}")
+    left, right, feature = fields["left_child"], fields["right_child"], fields["feature"]
+    leaf = left == TREE_LEAF
+    if np.any(leaf != (right == TREE_LEAF)):
+        raise ValueError(f"tree {i}: node {_first(leaf != (right == TREE_LEAF))} has one child (0 or 2 are allowed)")
+    inner = ~leaf
+    idx = np.arange(n)
+    bad = inner & ((left <= idx) | (left >= n) | (right <= idx) | (right >= n))
+    if bad.any():
+        k = _first(bad)
+        raise ValueError(
+            f"tree {i}: node {k} has children {int(left[k])}, {int(right[k])}; they must be later nodes of the "
+            f"{n} (or {TREE_LEAF} for a leaf)"
+        )
+    # Children after parents rule out cycles; one parent per node (and none for the root) makes it a tree.
+    parents = np.bincount(np.concatenate([left[inner], right[inner]]), minlength=n)
+    if parents[0] != 0 or np.any(parents[1:] != 1):
+        k = 0 if parents[0] else 1 + _first(parents[1:] != 1)
+        raise ValueError(f"tree {i}: node {k} has {int(parents[k])} parents (the root none, every other node one)")
+    bad = np.where(inner, (feature < 0) | (feature >= n_features), feature != TREE_UNDEFINED)
+    if bad.any():
+        k = _first(bad)
+        want = f"in 0..{n_features - 1}" if inner[k] else f"{TREE_UNDEFINED} (a leaf)"
+        raise ValueError(f"tree {i}: node {k} splits on feature {int(feature[k])}, expected {want}")
+    for name in ("threshold", "impurity", "weighted_n_node_samples"):
+        if not np.all(np.isfinite(fields[name])):
+            raise ValueError(f"tree {i}: {name} of node {_first(~np.isfinite(fields[name]))} is not finite")
+    if np.any(fields["n_node_samples"] < 0) or np.any(fields["missing_go_to_left"] > 1):
+        raise ValueError(f"tree {i}: negative n_node_samples or missing_go_to_left other than 0/1")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"tree {i}: values must be finite and not negative")
+    depth = _tree_depth(left, right, inner)
+    if int(depth_arr[0]) != depth:
+        raise ValueError(f"tree {i}: max_depth is {int(depth_arr[0])} but the tree is {depth} deep")
+    return fields, np.ascontiguousarray(values), depth
+
+
+def _tree_depth(left: np.ndarray, right: np.ndarray, inner: np.ndarray) -> int:
+    """Depth of a checked tree, by pointer jumping (log2(depth) vector steps, also for a chain-shaped tree)."""
+    n = len(left)
+    parent = np.zeros(n, np.int64)
+    parent[left[inner]] = np.flatnonzero(inner)
+    parent[right[inner]] = np.flatnonzero(inner)
+    dist = (np.arange(n) != 0).astype(np.int64)
+    while np.any(parent != 0):
+        dist = dist + dist[parent]
+        parent = parent[parent]
+    return int(dist.max())
+
+
+def check_forest_arrays(arrays: dict[str, np.ndarray]) -> tuple[int, int, np.ndarray, list[tuple]]:
+    """Check :meth:`PixelClassifier.to_arrays` output from an untrusted source.
+
+    Every array must have exactly the dtype and shape scikit-learn's tree uses; every tree must be a tree rooted at
+    node 0 whose children come after their parent (so no cycles), with feature indices in range for inner nodes and
+    the leaf marker for leaves, and finite thresholds and values; ``max_depth`` must be the tree's depth; no array
+    may be missing or left over.
+
+    Returns
+    -------
+    n_classes, n_features, classes, trees
+        ``classes``: the fitted classes (int64, increasing, in 1..n_classes); ``trees``: (node fields, values,
+        depth) per tree.
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem found.
+    """
+    if not isinstance(arrays, dict):
+        raise ValueError(f"forest arrays must be a dict of arrays, got {type(arrays).__name__}")
+    meta = _array(arrays, "meta", np.int64, 1)
+    if meta.shape != (3,):
+        raise ValueError(f"forest array 'meta' must hold (n_classes, n_features, n_trees), got shape {meta.shape}")
+    n_classes, n_features, n_trees = (int(v) for v in meta)
+    for name, value, hi in (
+        ("n_classes", n_classes, MAX_CLASSES),
+        ("n_features", n_features, MAX_FEATURES),
+        ("n_trees", n_trees, MAX_TREES),
+    ):
+        if not 1 <= value <= hi:
+            raise ValueError(f"forest {name} must be in 1..{hi}, got {value}")
+    classes = _array(arrays, "classes", np.int64, 1)
+    if not 1 <= len(classes) <= n_classes or classes[0] < 1 or classes[-1] > n_classes or np.any(np.diff(classes) <= 0):
+        raise ValueError(f"forest classes must be increasing labels in 1..{n_classes}, got {classes[:20].tolist()}")
+    from sklearn.tree._tree import NODE_DTYPE
+
+    expected = {"meta", "classes"}
+    for i in range(n_trees):
+        expected.update(f"tree{i}/{name}" for name in (*NODE_DTYPE.names, "values", "max_depth"))
+    extra = sorted(set(arrays) - expected)
+    if extra:
+        raise ValueError(f"unexpected forest arrays {extra[:5]} (a forest of {n_trees} trees has {len(expected)})")
+    trees = [_check_tree(i, arrays, n_features, len(classes)) for i in range(n_trees)]
+    return n_classes, n_features, classes.copy(), trees

@@ -52,64 +52,22 @@ import os
 import shutil
 import sys
 import uuid
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..core.model import TrainedModel
 from .sources import ImageSource, open_source
 
-__all__ = ["predict_batch", "predict_dask", "OUTPUTS", "BatchModel", "model_from_session", "read_output"]
+__all__ = ["predict_batch", "predict_dask", "OUTPUTS", "read_output"]
 
 OUTPUTS = ("probabilities", "segmentation", "uncertainty")
 _DEFAULT_BLOCK_BYTES = 2**30  # feature memory per block used to choose the default chunks
 
 
-@dataclass
-class BatchModel:
-    """What batch prediction needs from a trained session (small and picklable for workers)."""
-
-    classifier: Any  # PixelClassifier, fitted
-    selection: Any  # FeatureSelection
-    mode: str  # "3d" or "2d"
-    ndim: int  # spatial dims
-    n_input_channels: int
-    n_classes: int
-    class_names: list
-    class_colors: list
-
-
-def model_from_session(session) -> BatchModel:
-    """Extract the fitted classifier and feature settings from a trained :class:`~ilastik_widget.Session`."""
-    clf = getattr(session, "model", None)
-    if clf is None or not getattr(session, "is_trained", False):
-        raise RuntimeError(
-            "the session is not trained: paint labels of at least two classes and call session.train() first"
-        )
-    if getattr(session, "needs_training", False):
-        warnings.warn(
-            "the session's labels or settings changed since its last training; batch prediction uses "
-            "the last trained classifier (call session.train() to include the newest labels)",
-            stacklevel=3,
-        )
-    classes = list(session.classes)
-    return BatchModel(
-        classifier=clf,
-        selection=session.feature_selection,
-        mode=session.feature_mode,
-        ndim=int(session.ndim),
-        n_input_channels=int(session.n_input_channels),
-        n_classes=int(session.n_classes),
-        class_names=[c.name for c in classes],
-        class_colors=[c.color for c in classes],
-    )
-
-
 # ---------------------------------------------------------------------- the block function
-def _feature_groups(model: BatchModel) -> list:
+def _feature_groups(model: TrainedModel) -> list:
     """Selected cells grouped by the halo they need, with their channel positions in the full feature vector.
 
     Small scales then read only a small halo around the block instead of the halo of the largest scale: the same
@@ -118,7 +76,7 @@ def _feature_groups(model: BatchModel) -> list:
     from ..core.features import FeatureSelection, halo
 
     sel = model.selection
-    fdim = 2 if (model.mode == "2d" or model.ndim == 2) else 3
+    fdim = model.feature_ndim
     full = sel.channel_names(fdim, model.n_input_channels)
     pos = {n: i for i, n in enumerate(full)}
     by_halo: dict[int, set] = {}
@@ -177,7 +135,7 @@ def _tune_malloc() -> None:
         pass
 
 
-def _predict_block(block, *, model: BatchModel, depth: tuple, chunks: tuple, block_id=None):
+def _predict_block(block, *, model: TrainedModel, depth: tuple, chunks: tuple, block_id=None):
     """Features of the overlapped block (channel last), cropped to the block's own pixels, then classified."""
     from ..core.features import features_for_region
 
@@ -216,7 +174,7 @@ def _uncertainty(p):
 
 
 # ---------------------------------------------------------------------- chunk choice
-def _halo_depth(model: BatchModel) -> tuple[int, ...]:
+def _halo_depth(model: TrainedModel) -> tuple[int, ...]:
     from ..core.features import halo
 
     h = int(halo(model.selection))
@@ -264,7 +222,7 @@ def _as_source(obj, channel_axis=None) -> ImageSource:
     return open_source(obj, channel_axis=channel_axis)
 
 
-def _check_compatible(src: ImageSource, model: BatchModel) -> None:
+def _check_compatible(src: ImageSource, model: TrainedModel) -> None:
     """Same spatial dimensionality and number of channels as the training image (time axis aside)."""
     n_sp = len(src.spatial_shape)
     if n_sp != model.ndim:
@@ -278,7 +236,7 @@ def _check_compatible(src: ImageSource, model: BatchModel) -> None:
         )
 
 
-def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
+def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks):
     """dask array (*spatial, C) with the processing chunks, for one time point."""
 
     _check_compatible(src, model)
@@ -293,17 +251,17 @@ def _spatial_channel_last(src: ImageSource, model: BatchModel, proc_chunks):
     return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
 
 
-def _plan(src: ImageSource, model: BatchModel, chunks, block_bytes) -> tuple:
+def _plan(src: ImageSource, model: TrainedModel, chunks, block_bytes) -> tuple:
     """Processing blocks (dask chunks per spatial axis) and the halo depth per axis for one source."""
     depth = _halo_depth(model)
-    n_feat = model.selection.n_channels(2 if model.mode == "2d" else model.ndim, model.n_input_channels)
+    n_feat = model.n_features
     sp_axes = [src.axes.index(a) for a in src.axes if a in "zyx"]
     in_chunks = [src.array.chunks[i][0] for i in sp_axes]
     _, proc = _choose_chunks(src.spatial_shape, in_chunks, depth, n_feat, chunks, block_bytes)
     return proc, depth
 
 
-def _lazy_one(src: ImageSource, model: BatchModel, classifier_ref, chunks, block_bytes, targets=None, t_index=None):
+def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, block_bytes, targets=None, t_index=None):
     """Probabilities (*spatial, K) as a dask array for a source without a time axis.
 
     With ``targets`` ({output name: zarr array}), every block task writes its own results straight into the zarr
@@ -364,12 +322,14 @@ def predict_dask(
     Probabilities are (*spatial, n_classes) float32 (with a leading time axis for time series). Nothing is computed
     until you call ``.compute()``, ``.store(...)`` or :func:`predict_batch`.
     """
-    model = session_or_model if isinstance(session_or_model, BatchModel) else model_from_session(session_or_model)
+    model = (
+        session_or_model if isinstance(session_or_model, TrainedModel) else TrainedModel.from_session(session_or_model)
+    )
     src = _as_source(source, channel_axis)
     return _predict_dask_with_ref(model, src, _classifier_ref(model, client), chunks, block_bytes)
 
 
-def _classifier_ref(model: BatchModel, client):
+def _classifier_ref(model: TrainedModel, client):
     """The model as one object in the graph: scattered to every worker once, or one delayed value locally."""
     import dask
 
@@ -503,9 +463,9 @@ def predict_batch(
 
     Parameters
     ----------
-    session : Session or BatchModel
+    session : Session or TrainedModel
         A trained session (its classifier, feature selection and feature mode are used), or the
-        :class:`BatchModel` of a saved project (``ilastik_widget.io.project.load_model(path)``).
+        :class:`~ilastik_widget.core.model.TrainedModel` of a saved project (``ilastik_widget.io.project.load_model(path)``).
     source_or_list : image-like or list of them
         Anything :func:`~ilastik_widget.io.sources.open_source` opens: arrays, zarr/OME-Zarr paths or URLs, TIFF files.
         Time series are predicted time point by time point (the outputs keep the ``t`` axis).
@@ -542,7 +502,7 @@ def predict_batch(
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad or not outputs:
         raise ValueError(f"unknown outputs {bad}; choose from {OUTPUTS}")
-    model = session if isinstance(session, BatchModel) else model_from_session(session)
+    model = session if isinstance(session, TrainedModel) else TrainedModel.from_session(session)
     sources = [_as_source(s, channel_axis) for s in inputs]
     for src in sources:  # before anything is written
         _check_compatible(src, model)
@@ -677,7 +637,7 @@ def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress
     import tifffile
 
     arrays, keys = [], []
-    for src, lz, tg in zip(sources, lazy, targets):
+    for i, (src, lz, tg) in enumerate(zip(sources, lazy, targets)):
         for o in outputs:
             a = lz[o]
             nbytes = int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
@@ -687,10 +647,11 @@ def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress
                     f"written from memory; use format='zarr'"
                 )
             arrays.append(a)
-            keys.append((src, tg[o], o))
+            keys.append((i, src, tg[o], o))
     values = _progress_compute(arrays, client, progress)
-    results: dict[str, dict] = {}
-    for (src, path, o), v in zip(keys, values):
+    # One result per input, by position: inputs of the same name (from different folders) have their own files.
+    results = [{"input": name} for name in names]
+    for (i, src, path, o), v in zip(keys, values):
         v = np.asarray(v)
         time = src.time_axis is not None
         sp = src.spatial_axes.upper()
@@ -715,9 +676,8 @@ def _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        results.setdefault(src.name, {"input": src.name})[o] = str(path)
-    res = [results[s.name] for s in sources]
-    return res[0] if single else res
+        results[i][o] = str(path)
+    return results[0] if single else results
 
 
 def read_output(path, output: str = "segmentation"):

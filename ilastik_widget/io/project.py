@@ -5,30 +5,38 @@ A project is a zip archive (suggested suffix ``.ilastikw``) holding
 - ``project.json``: format name and version, classes (names, colours), stroke records (id, class, radius, plane
   axes, erase flag), the feature selection and mode, the classifier settings and seed, whether the session was
   trained, and a reference to the image (path or URL, shape, dtype, axes, channel axis);
-- ``arrays/*.npy``: the stroke points (one concatenated float64 array plus offsets) and, for in-memory images
-  without a file behind them (and not larger than ``embed_limit``), the image itself.
+- ``arrays/*.npy``: the stroke points (one concatenated float64 array plus offsets), for in-memory images without a
+  file behind them (and not larger than ``EMBED_LIMIT``) the image itself, and optionally the fitted classifier's
+  trees as plain arrays.
 
 Loading rebuilds the session with exactly these strokes and, if it was trained, retrains it: training is
-deterministic for a seed, so predictions are the same as before saving. Arrays are read with
-``allow_pickle=False``; damaged, foreign or newer files raise :class:`ProjectError` naming the problem.
+deterministic for a seed, so predictions are the same as before saving.
 
-Autosave for the widget: ``autosave(session, path)`` writes atomically (temporary file, fsync, ``os.replace``), so
-a crash at any moment leaves either the previous or the new complete file. ``enable_autosave(session, path)`` calls
-it after every change of labels, classes or features; ``load_session(path)`` reopens it.
+A project file may come from someone else, so loading trusts nothing in it: the archive is read under size limits
+(:mod:`ilastik_widget.io.archive`), every field is checked (:mod:`ilastik_widget.io.project_schema`), the stroke
+records go through the annotations' own checks, and the stored trees through the classifier's
+(:func:`~ilastik_widget.core.classifier.check_forest_arrays`) before scikit-learn's compiled code sees them. A file
+that fails gets :class:`ProjectError` naming what is wrong. Arrays are plain numbers; nothing is unpickled or executed.
+A project can refer to an image by path or URL: loading opens that path or URL (nothing else).
+
+Autosave (:mod:`ilastik_widget.io.autosave`): ``enable_autosave(session, path)`` keeps ``path`` up to date after
+every change of labels, classes or features, appending each change to a journal next to the file and folding it into
+the file in a background thread; ``load_session(path)`` reads both.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import tempfile
-import threading
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .archive import ArchiveReader, ProjectError, commit, remove_stale_temporaries, stage_archive
+from .journal import apply_records, journal_path, read_journal
+from .project_schema import check_document, check_stroke_arrays
 
 __all__ = [
     "FORMAT",
@@ -38,9 +46,6 @@ __all__ = [
     "load_session",
     "load_model",
     "read_project",
-    "autosave",
-    "enable_autosave",
-    "AutoSaver",
 ]
 
 FORMAT = "ilastik-widget-project"
@@ -60,10 +65,17 @@ _REQUIRED = (
     "seed",
     "trained",
 )
+# The small state an autosave journal record carries in full.
+STATE_KEYS = ("classes", "next_stroke_id", "features", "feature_mode", "classifier", "seed", "block_shape", "trained")
 
 
-class ProjectError(ValueError):
-    """A project file that cannot be read: damaged, not a project, or made by a newer version."""
+def __getattr__(name: str) -> Any:
+    # The autosaver builds on this module; it is reachable from here for the code that imported it from here.
+    if name in ("autosave", "enable_autosave", "AutoSaver"):
+        from . import autosave as _autosave
+
+        return getattr(_autosave, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------- image reference
@@ -128,14 +140,64 @@ def _zarr_local_path(image) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------- save
-def _document(session, ref: dict, embedded: bool) -> tuple[dict, dict]:
-    strokes = list(session.annotations.strokes)
-    points = [np.asarray(s.points, np.float64).reshape(-1, session.ndim) for s in strokes]
+# ---------------------------------------------------------------------- what is saved
+@dataclass(frozen=True)
+class Snapshot:
+    """A session's saved state at one moment: its strokes (immutable objects) and the small state (JSON-able)."""
+
+    strokes: tuple
+    state: dict
+
+
+def take_snapshot(session) -> Snapshot:
+    """The strokes and small state of ``session``, consistent with each other (taken under its locks)."""
+    ann = session.annotations
+    with getattr(session, "_lock", _nullcontext()), getattr(ann, "_lock", _nullcontext()):
+        strokes = tuple(ann.strokes)
+        state = {
+            "classes": [{"name": c.name, "color": c.color} for c in ann.classes],
+            "next_stroke_id": int(getattr(ann, "_next_id", 0) or 0),
+            "features": session.feature_selection.to_dict(),
+            "feature_mode": session.feature_mode,
+            "classifier": session.classifier.params(),
+            "seed": int(session.seed),
+            "block_shape": [int(b) for b in session.block_shape],
+            "trained": bool(session.is_trained),
+        }
+    return Snapshot(strokes, state)
+
+
+def _is_import(entry: Any) -> bool:
+    return getattr(entry, "kind", "stroke") == "import"
+
+
+def project_document(snap: Snapshot, ref: dict, ndim: int) -> tuple[dict, dict]:
+    """The project document and its arrays for a snapshot (the caller adds image, model and ``arrays``).
+
+    Stroke points go into one concatenated array with offsets per entry (none for imported labels, whose runs are
+    arrays of their own named in their record).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    records, points = [], []
+    for s in snap.strokes:
+        if _is_import(s):
+            records.append(s.to_dict(arrays))
+            points.append(np.zeros((0, ndim), np.float64))
+            continue
+        records.append(
+            {
+                "id": int(s.id),
+                "label": int(s.label),
+                "radius": float(s.radius),
+                "axes": [int(a) for a in s.axes],
+                "erase": bool(s.erase),
+            }
+        )
+        points.append(np.asarray(s.points, np.float64).reshape(-1, ndim))
     offsets = np.zeros(len(points) + 1, np.int64)
     if points:
         offsets[1:] = np.cumsum([len(p) for p in points])
-    all_points = np.concatenate(points) if points else np.zeros((0, session.ndim), np.float64)
+    all_points = np.concatenate(points) if points else np.zeros((0, ndim), np.float64)
     from .. import __version__
 
     doc = {
@@ -144,55 +206,39 @@ def _document(session, ref: dict, embedded: bool) -> tuple[dict, dict]:
         "created_by": f"ilastik_widget {__version__}",
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "image": ref,
-        "classes": [{"name": c.name, "color": c.color} for c in session.classes],
-        "strokes": [
-            {
-                "id": int(s.id),
-                "label": int(s.label),
-                "radius": float(s.radius),
-                "axes": [int(a) for a in s.axes],
-                "erase": bool(s.erase),
-            }
-            for s in strokes
-        ],
-        "next_stroke_id": int(getattr(session.annotations, "_next_id", 0) or 0),
-        "features": session.feature_selection.to_dict(),
-        "feature_mode": session.feature_mode,
-        "classifier": session.classifier.params(),
-        "seed": int(session.seed),
-        "block_shape": [int(b) for b in session.block_shape],
-        "trained": bool(session.is_trained),
+        **snap.state,
+        "strokes": records,
     }
-    return doc, {"stroke_points": all_points, "stroke_offsets": offsets}
+    return doc, {"stroke_points": all_points, "stroke_offsets": offsets, **arrays}
 
 
-def _write_atomic(path: Path, doc: dict, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr(_JSON, json.dumps(doc, indent=1, allow_nan=False), compress_type=zipfile.ZIP_DEFLATED)
-                for name, arr in arrays.items():
-                    with zf.open(f"arrays/{name}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(str(path.parent), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+def stage_project(
+    session,
+    path: Path,
+    snap: Snapshot,
+    *,
+    embed_image: Any = "auto",
+    include_model: bool = True,
+    autosave: dict | None = None,
+) -> Path:
+    """Write the project of ``snap`` to a temporary file next to ``path`` (see archive.commit); returns its path."""
+    ref, data = _image_reference(session, path.resolve().parent, embed_image)
+    doc, arrays = project_document(snap, ref, len(session.spatial_shape))
+    model = getattr(session, "model", None)
+    if include_model and model is not None and not getattr(session, "needs_training", True):
+        for k, v in model.to_arrays().items():
+            arrays[f"model/{k}"] = v
+        doc["model"] = {
+            "params": model.params(),
+            "n_classes": int(model.n_classes),
+            "n_features": int(model.n_features),
+        }
+    if data is not None:
+        arrays["image"] = data
+    if autosave is not None:
+        doc["autosave"] = autosave
+    doc["arrays"] = list(arrays)
+    return stage_archive(path, doc, _JSON, {f"arrays/{k}.npy": v for k, v in arrays.items()})
 
 
 def save_session(session, path, *, embed_image: Any = "auto", include_model: bool = True) -> Path:
@@ -210,22 +256,10 @@ def save_session(session, path, *, embed_image: Any = "auto", include_model: boo
         retraining. Loading a session still retrains (the same predictions, as training is deterministic).
     """
     path = Path(os.fspath(path))
-    with session._lock if hasattr(session, "_lock") else _nullcontext():
-        ref, data = _image_reference(session, path.resolve().parent, embed_image)
-        doc, arrays = _document(session, ref, data is not None)
-        model = getattr(session, "model", None)
-        if include_model and model is not None and not getattr(session, "needs_training", True):
-            for k, v in model.to_arrays().items():
-                arrays[f"model/{k}"] = v
-            doc["model"] = {
-                "params": model.params(),
-                "n_classes": int(model.n_classes),
-                "n_features": int(model.n_features),
-            }
-    if data is not None:
-        arrays["image"] = data
-    doc["arrays"] = list(arrays)
-    _write_atomic(path, doc, arrays)
+    with getattr(session, "_lock", _nullcontext()):
+        snap = take_snapshot(session)
+        tmp = stage_project(session, path, snap, embed_image=embed_image, include_model=include_model)
+    commit(tmp, path)
     return path
 
 
@@ -238,115 +272,176 @@ class _nullcontext:
 
 
 # ---------------------------------------------------------------------- load
+def _check_header(path: Path, doc: Any) -> None:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ProjectError(f"{path} is not an ilastik-widget project (format {got!r}, expected {FORMAT!r})")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProjectError(f"{path} is damaged: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ProjectError(
+            f"{path} was written by a newer ilastik-widget (project format version {version}; "
+            f"this version reads up to {FORMAT_VERSION}): please upgrade ilastik-widget"
+        )
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        raise ProjectError(f"{path} is damaged: missing key(s) {missing} in {_JSON}")
+
+
+def _with_journal(path: Path, doc: dict, arrays: dict) -> tuple[dict, dict]:
+    """Apply the autosave journal next to the file, if it belongs to this file and has newer changes."""
+    auto = doc.get("autosave")
+    if not auto:
+        return doc, arrays
+    try:
+        records = read_journal(path, auto["id"], auto["journal_seq"])
+        if not records:
+            return doc, arrays
+        ndim = len(doc["image"]["spatial_shape"])
+        strokes = _with_points(doc, arrays)
+        state = {k: doc[k] for k in STATE_KEYS if k in doc}
+        strokes, state = apply_records(path, strokes, state, records)
+        none = np.zeros((0, ndim), np.float64)
+        per_entry = [s.get("points", none) for s in strokes]
+        bad = [s["id"] for s, p in zip(strokes, per_entry) if p.ndim != 2 or p.shape[1] != ndim]
+        if bad:
+            raise ProjectError(f"{path}: the points of journal stroke {bad[0]} are not {ndim}D coordinates")
+    except ProjectError as exc:
+        raise ProjectError(f"{exc} (remove {journal_path(path)} to open the project without those changes)") from exc
+    doc = {**doc, **state, "strokes": [{k: v for k, v in s.items() if k != "points"} for s in strokes]}
+    doc["autosave"] = {**auto, "journal_seq": records[-1]["seq"]}
+    offsets = np.zeros(len(strokes) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in per_entry])
+    points = np.concatenate(per_entry) if per_entry else np.zeros((0, ndim), np.float64)
+    check_document(path, doc)
+    _check_core_fields(path, doc)
+    return doc, {**arrays, "stroke_points": points, "stroke_offsets": offsets}
+
+
+def _check_core_fields(path: Path, doc: dict) -> None:
+    """The fields only the core can judge, through its own constructors; their errors name the field."""
+    from ..core.annotations import Annotations
+    from ..core.classifier import PixelClassifier
+    from ..core.features import FeatureSelection
+
+    checks = {
+        "features": lambda: FeatureSelection.from_dict(doc["features"]),
+        "classifier": lambda: PixelClassifier.from_params({"seed": doc["seed"], **doc["classifier"]}),
+        "classes": lambda: Annotations(doc["image"]["spatial_shape"], classes=doc["classes"]),
+    }
+    if "model" in doc:
+        checks["model.params"] = lambda: PixelClassifier.from_params(doc["model"]["params"])
+    for field, check in checks.items():
+        try:
+            check()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ProjectError(f"{path} is damaged: field {field}: {exc}") from exc
+
+
+def _with_points(doc: dict, arrays: dict) -> list[dict]:
+    """The entry records with their stroke points (imported labels have none)."""
+    pts, off = arrays["stroke_points"], arrays["stroke_offsets"]
+    return [
+        s if s.get("kind") == "import" else {**s, "points": pts[off[i] : off[i + 1]]}
+        for i, s in enumerate(doc["strokes"])
+    ]
+
+
 def read_project(path) -> tuple[dict, dict]:
-    """Read and validate a project file: returns (document, arrays). Raises ProjectError."""
+    """Read and check a project file (with the changes of its autosave journal): returns (document, arrays).
+
+    Raises
+    ------
+    ProjectError
+        Damaged, foreign or newer-version files, naming what is wrong.
+    FileNotFoundError
+        No file at ``path``.
+    """
     path = Path(os.fspath(path))
     if not path.exists():
         raise FileNotFoundError(f"project file not found: {path}")
     if path.is_dir():
         raise ProjectError(f"{path} is a directory, not an ilastik-widget project file")
-    try:
-        zf = zipfile.ZipFile(path, "r")
-    except zipfile.BadZipFile as exc:
-        raise ProjectError(
-            f"{path} is not an ilastik-widget project (not a zip archive, or truncated/damaged: {exc})"
-        ) from exc
-    with zf:
-        names = set(zf.namelist())
-        if _JSON not in names:
+    with ArchiveReader(path) as zf:
+        if _JSON not in zf.names:
             raise ProjectError(f"{path} is not an ilastik-widget project (a zip archive without {_JSON})")
-        try:
-            raw = zf.read(_JSON)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise ProjectError(f"{path} is damaged: cannot read {_JSON} ({exc})") from exc
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProjectError(f"{path} is damaged: {_JSON} is not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise ProjectError(f"{path} is not an ilastik-widget project (format {got!r}, expected {FORMAT!r})")
-        version = doc.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ProjectError(f"{path} is damaged: invalid format_version {version!r}")
-        if version > FORMAT_VERSION:
+        doc = zf.read_json(_JSON)
+        _check_header(path, doc)
+        check_document(path, doc)
+        _check_core_fields(path, doc)
+        arrays = {name: zf.read_array(f"arrays/{name}.npy") for name in doc.get("arrays", [])}
+    ndim = len(doc["image"]["spatial_shape"])
+    check_stroke_arrays(path, len(doc["strokes"]), ndim, arrays.get("stroke_points"), arrays.get("stroke_offsets"))
+    ref = doc["image"]
+    if ref.get("embedded"):
+        img = arrays.get("image")
+        if img is None:
+            raise ProjectError(f"{path} is damaged: the embedded image is missing")
+        if list(img.shape) != ref["shape"] or img.dtype != np.dtype(ref["dtype"]):
             raise ProjectError(
-                f"{path} was written by a newer ilastik-widget (project format version {version}; "
-                f"this version reads up to {FORMAT_VERSION}): please upgrade ilastik-widget"
+                f"{path} is damaged: the embedded image is {img.dtype} {list(img.shape)}, "
+                f"the document says {ref['dtype']} {ref['shape']}"
             )
-        missing = [k for k in _REQUIRED if k not in doc]
-        if missing:
-            raise ProjectError(f"{path} is damaged: missing key(s) {missing} in {_JSON}")
-        arrays = {}
-        for name in doc.get("arrays", []):
-            member = f"arrays/{name}.npy"
-            if member not in names:
-                raise ProjectError(f"{path} is damaged: missing {member}")
-            try:
-                with zf.open(member) as fh:
-                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise ProjectError(f"{path} is damaged: cannot read {member} ({exc})") from exc
-    for name in ("stroke_points", "stroke_offsets"):
-        if name not in arrays:
-            raise ProjectError(f"{path} is damaged: missing array {name!r}")
-    pts, off = arrays["stroke_points"], arrays["stroke_offsets"]
-    n = len(doc["strokes"])
-    if (
-        off.ndim != 1
-        or len(off) != n + 1
-        or pts.ndim != 2
-        or (n and (off[0] != 0 or off[-1] != len(pts)))
-        or np.any(np.diff(off) < 0)
-    ):
-        raise ProjectError(f"{path} is damaged: stroke points do not match the {n} stroke records")
-    return doc, arrays
+    return _with_journal(path, doc, arrays)
 
 
 def load_model(path):
-    """What batch prediction needs from a project (:class:`~ilastik_widget.io.batch.BatchModel`).
+    """The trained model of a project (:class:`~ilastik_widget.core.model.TrainedModel`), for batch prediction.
 
     Uses the stored classifier when the project has one (no image needed); otherwise loads the session, which
     needs the training image, and trains it.
+
+    Raises
+    ------
+    ProjectError
+        Damaged files (including a stored classifier that is not a valid forest), and untrained projects.
     """
     from ..core.classifier import PixelClassifier
     from ..core.features import FeatureSelection
-    from .batch import BatchModel, model_from_session
+    from ..core.model import TrainedModel
 
     path = Path(os.fspath(path))
     doc, arrays = read_project(path)
     if "model" in doc:
+        stored = doc["model"]
+        forest = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
         try:
-            clf = PixelClassifier.from_arrays(
-                {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}, doc["model"].get("params")
+            clf = PixelClassifier.from_arrays(forest, stored["params"])
+        except (ValueError, TypeError) as exc:
+            raise ProjectError(f"{path} is damaged: the stored classifier is not valid ({exc})") from exc
+        if (clf.n_classes, clf.n_features) != (stored["n_classes"], stored["n_features"]):
+            raise ProjectError(
+                f"{path} is damaged: the stored classifier has {clf.n_classes} classes and {clf.n_features} "
+                f"features, the document says {stored['n_classes']} and {stored['n_features']}"
             )
-            ref = doc["image"]
-            return BatchModel(
+        try:
+            selection = FeatureSelection.from_dict(doc["features"])
+        except (ValueError, TypeError) as exc:
+            raise ProjectError(f"{path} is damaged: field features is not a feature selection ({exc})") from exc
+        ref = doc["image"]
+        try:
+            return TrainedModel(
                 classifier=clf,
-                selection=FeatureSelection.from_dict(doc["features"]),
+                selection=selection,
                 mode=doc["feature_mode"],
                 ndim=len(ref["spatial_shape"]),
                 n_input_channels=int(ref.get("n_channels") or 1),
-                n_classes=len(doc["classes"]),
-                class_names=[c["name"] for c in doc["classes"]],
-                class_colors=[c["color"] for c in doc["classes"]],
+                class_names=tuple(c["name"] for c in doc["classes"]),
+                class_colors=tuple(c["color"] for c in doc["classes"]),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ProjectError(f"{path} is damaged: the stored classifier cannot be read ({exc})") from exc
-    if not doc.get("trained"):
+        except ValueError as exc:
+            raise ProjectError(f"{path} is damaged: {exc}") from exc
+    if not doc["trained"]:
         raise ProjectError(f"{path} holds an untrained session: train it (session.train()) and save it again")
-    return model_from_session(load_session(path, train=True))
+    return TrainedModel.from_session(load_session(path, train=True))
 
 
 def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
     ref = doc["image"]
-    if not isinstance(ref, dict):
-        raise ProjectError(f"{project_path} is damaged: invalid image reference")
     if image is not None:
         return image, None
     if ref.get("embedded"):
-        if "image" not in arrays:
-            raise ProjectError(f"{project_path} is damaged: the embedded image is missing")
         return arrays["image"], None
     from .sources import open_source
 
@@ -371,8 +466,32 @@ def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
     )
 
 
+def _annotations(path: Path, doc: dict, arrays: dict, shape: tuple):
+    """The project's classes and strokes through the annotations' own checks; a stroke they refuse is named."""
+    from ..core.annotations import Annotations
+
+    strokes = _with_points(doc, arrays)
+    ann = {"shape": list(shape), "classes": doc["classes"], "strokes": strokes}
+    next_id = doc.get("next_stroke_id")
+    ann["next_id"] = 1 if next_id is None else next_id
+    try:
+        return Annotations.from_dict(ann, shape, arrays)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        error = exc
+    # Name the culprit: the classes alone, then each entry alone.
+    for i, s in enumerate([None, *strokes]):
+        try:
+            Annotations.from_dict({**ann, "strokes": [] if s is None else [s]}, shape, arrays)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            what = "the classes" if s is None else f"strokes[{i - 1}] (id {s['id']})"
+            raise ProjectError(f"{path} is damaged: {what}: {exc}") from exc
+    raise ProjectError(f"{path} is damaged: the strokes cannot be rebuilt ({error})") from error
+
+
 def load_session(path, image: Any = None, *, train: bool | None = None, **session_kwargs):
     """Load a project file into a new :class:`~ilastik_widget.Session`.
+
+    Temporary files that interrupted saves of this project left behind (a killed kernel) are removed.
 
     Parameters
     ----------
@@ -392,11 +511,11 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
     ValueError
         ``image`` does not match the project (shape, channels).
     """
-    from ..core.annotations import Annotations
     from ..core.session import Session
 
     path = Path(os.fspath(path))
     doc, arrays = read_project(path)
+    remove_stale_temporaries(path)
     ref = doc["image"]
     img, src = _open_image(doc, arrays, path, image)
     channel_axis = ref.get("channel_axis")
@@ -411,103 +530,30 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
             channel_axis=channel_axis,
             classes=[c["name"] for c in doc["classes"]],
             features=doc["features"],
-            seed=int(doc["seed"]),
+            seed=doc["seed"],
             feature_mode=doc["feature_mode"],
             classifier=dict(doc["classifier"]),
             block_shape=session_kwargs.pop("block_shape", doc.get("block_shape")),
             **session_kwargs,
         )
-    except (KeyError, TypeError) as exc:
-        raise ProjectError(f"{path} is damaged: {exc}") from exc
-    want = tuple(int(n) for n in ref.get("spatial_shape", session.spatial_shape))
+    except (KeyError, TypeError, ValueError) as exc:
+        if image is not None:
+            raise
+        raise ProjectError(f"{path}: cannot make a session from the project's settings ({exc})") from exc
+    want = tuple(ref["spatial_shape"])
     if tuple(session.spatial_shape) != want:
         raise ValueError(
             f"the image has spatial shape {tuple(session.spatial_shape)} but the project was made for {want}"
         )
     n_ch = ref.get("n_channels")
-    if n_ch is not None and session.n_input_channels != int(n_ch):
+    if n_ch is not None and session.n_input_channels != n_ch:
         raise ValueError(f"the image has {session.n_input_channels} channel(s) but the project was made for {n_ch}")
-    pts, off = arrays["stroke_points"], arrays["stroke_offsets"]
-    strokes = []
-    for i, s in enumerate(doc["strokes"]):
-        try:
-            strokes.append(
-                {
-                    "id": int(s["id"]),
-                    "label": int(s["label"]),
-                    "points": pts[off[i] : off[i + 1]],
-                    "radius": float(s["radius"]),
-                    "axes": s.get("axes"),
-                    "erase": bool(s.get("erase")),
-                }
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProjectError(f"{path} is damaged: stroke record {i} is invalid ({exc})") from exc
-    ann_doc = {
-        "shape": list(session.spatial_shape),
-        "classes": doc["classes"],
-        "strokes": strokes,
-        "next_id": int(doc.get("next_stroke_id", 1) or 1),
-    }
-    try:
-        session.annotations = Annotations.from_dict(ann_doc, session.spatial_shape)
-    except (KeyError, TypeError) as exc:
-        raise ProjectError(f"{path} is damaged: {exc}") from exc
+    session.annotations = _annotations(path, doc, arrays, session.spatial_shape)
     if train is None:
-        train = bool(doc.get("trained"))
+        train = doc["trained"]
     if train:
-        session.train()
-    session.project_path = path
+        try:
+            session.train()
+        except ValueError as exc:
+            raise ProjectError(f"{path}: the saved session cannot be retrained ({exc})") from exc
     return session
-
-
-# ---------------------------------------------------------------------- autosave
-def autosave(session, path, **kw) -> Path:
-    """Save now, atomically (the previous file stays intact until the new one is complete)."""
-    return save_session(session, path, **kw)
-
-
-class AutoSaver:
-    """Saves a session to ``path`` after every change of labels, classes or features (see enable_autosave)."""
-
-    EVENTS = ("labels", "classes", "features")
-
-    def __init__(self, session, path, **save_kwargs) -> None:
-        self.session = session
-        self.path = Path(os.fspath(path))
-        save_kwargs.setdefault("include_model", False)  # keep saves after every stroke small and fast
-        self.save_kwargs = save_kwargs
-        self.n_saves = 0
-        self.last_error: Exception | None = None
-        self._lock = threading.Lock()
-        session.add_listener(self._on_event)
-        self.save()
-
-    def _on_event(self, event: str, **info: Any) -> None:
-        if event in self.EVENTS:
-            self.save()
-
-    def save(self) -> None:
-        with self._lock:
-            try:
-                autosave(self.session, self.path, **self.save_kwargs)
-                self.n_saves += 1
-                self.last_error = None
-            except Exception as exc:  # reported, never raised into the session's change
-                self.last_error = exc
-                raise
-
-    def close(self) -> None:
-        self.session.remove_listener(self._on_event)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-        return False
-
-
-def enable_autosave(session, path, **save_kwargs) -> AutoSaver:
-    """Save ``session`` to ``path`` now and after every change; returns the AutoSaver (``.close()`` stops it)."""
-    return AutoSaver(session, path, **save_kwargs)
