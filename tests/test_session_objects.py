@@ -16,11 +16,12 @@ import pytest
 from scipy import ndimage as ndi
 
 from ilastik_widget.core.insight import FRACTION_BATCH
+from ilastik_widget.core.object_blocks import objects_blockwise
 from ilastik_widget.core.objects import smoothing_halo
 from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import synthetic_cells
 from ilastik_widget.io.sources import open_source
-from ilastik_widget.io.tables import read_table, sidecar_path, write_table
+from ilastik_widget.io.tables import objects_metadata, read_table, sidecar_path, table_metadata, write_table
 from ilastik_widget.io.writers import write_ome_zarr
 
 AREA_TOLERANCE, MEDIAN_AREA_TOLERANCE, CENTROID_TOLERANCE, MEDIAN_CENTROID_TOLERANCE = 0.12, 0.05, 3.0, 0.6
@@ -324,3 +325,17 @@ def test_tables_refuse_unknown_formats_and_metadata_that_is_not_json(tmp_path):
     table, meta = read_table(tmp_path / "plain.pq")
     pd.testing.assert_frame_equal(table, frame)
     assert meta == {"dtypes": {"label": "int64", "area": "int64"}}
+
+
+def test_a_table_made_block_by_block_carries_the_same_metadata(cells_2d, tmp_path):
+    session, image, _ = cells_2d
+    whole = session.objects(2, split=True)
+    blocks = objects_blockwise(session.predict(), 2, block_shape=(40, 70), split=True, image=image)
+    meta = table_metadata(blocks.table, blocks.params, shape=image.shape, batch="block by block")
+    write_table(blocks.table, tmp_path / "cells.parquet", metadata=meta)
+    table, read_meta = read_table(tmp_path / "cells.parquet")
+    pd.testing.assert_frame_equal(table, whole.table, check_exact=False, rtol=1e-12)
+    expected = objects_metadata(whole)
+    for key in ("params", "columns", "shape", "n_objects", "voxel_size", "units"):
+        assert read_meta[key] == expected[key], key
+    assert read_meta["offset"] is None and read_meta["batch"] == "block by block"

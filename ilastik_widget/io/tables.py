@@ -20,15 +20,15 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..core.objects import Objects
+from ..core.objects import ObjectParams, Objects
 
-__all__ = ["write_table", "read_table", "objects_metadata", "sidecar_path", "TABLE_FORMATS"]
+__all__ = ["write_table", "read_table", "objects_metadata", "table_metadata", "sidecar_path", "TABLE_FORMATS"]
 
 #: File suffixes and the format they select.
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -96,19 +96,35 @@ def _column_info(columns: list[str], ndim: int, units: list | None) -> dict[str,
 def objects_metadata(objects: Objects, **extra: Any) -> dict[str, Any]:
     """The metadata written with an :class:`~ilastik_widget.core.objects.Objects` table (see the module doc);
     ``extra`` entries (e.g. ``image="cells.tif"``, ``class_name="Nuclei"``) are added as they are (JSON-able)."""
-    params = objects.params.to_dict()
-    units = list(objects.units) if objects.units is not None else None
-    ndim = objects.labels.ndim
+    return table_metadata(
+        objects.table, objects.params, offset=objects.offset, shape=objects.labels.shape, units=objects.units, **extra
+    )
+
+
+def table_metadata(
+    table: pd.DataFrame,
+    params: ObjectParams,
+    *,
+    offset: Sequence[int] | None = None,
+    shape: Sequence[int] | None = None,
+    units: Sequence[str | None] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """:func:`objects_metadata` of a table made without an ``Objects`` (e.g. block by block: ``BlockMerge.table``
+    and its ``params``); ``offset``/``shape`` of the region computed (None: not recorded)."""
+    p = params.to_dict()
+    unit_list = list(units) if units is not None else None
+    ndim = len(p["smooth"])
     meta = {
         "format": _FORMAT,
         "format_version": 1,
-        "params": params,
-        "voxel_size": params["voxel_size"],
-        "units": units,
-        "offset": list(objects.offset),
-        "shape": list(objects.labels.shape),
-        "n_objects": len(objects.table),
-        "columns": _column_info(list(objects.table.columns), ndim, units),
+        "params": p,
+        "voxel_size": p["voxel_size"],
+        "units": unit_list,
+        "offset": None if offset is None else [int(o) for o in offset],
+        "shape": None if shape is None else [int(n) for n in shape],
+        "n_objects": len(table),
+        "columns": _column_info([str(c) for c in table.columns], ndim, unit_list),
     }
     meta.update(extra)
     return meta
