@@ -7,12 +7,13 @@
 // re-upload their textures, and draw in the next frame: no worker round trip and no frame held back. That saves
 // about a tenth of a second per live update on a software-rendered page (benchmarks/bench_browser.py).
 //
-// It is only done when nothing can be left stale; otherwise the caller invalidates as before:
+// It is only done when nothing can be left stale; otherwise the caller reloads:
 // - every chunk the page holds (on the GPU or not) has pushed bytes or is pushed as missing (`planChunkUpdate`);
 // - every chunk read since the last invalidation is among them (anything else may sit, old, in the worker's memory);
 // - no read of the array is waiting for the kernel (its answer could be the old data).
-// The last two are checked by the caller with the fetcher's records (kvstore_frontend.ts). And it is not done while the
-// page holds many chunks out of view (`heldOutOfView`): the kernel would have to compute them all on every update.
+// The last two are checked by the caller (viewer/refresh.ts) with the fetcher's records (kvstore_frontend.ts). And it
+// is not done while the page holds many chunks out of view (`heldOutOfView`): the kernel would have to compute them
+// all on every update.
 
 import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DATA_TYPE_ARRAY_CONSTRUCTOR, DATA_TYPE_BYTES } from "neuroglancer/unstable/util/data_type.js";
