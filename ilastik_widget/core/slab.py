@@ -26,6 +26,20 @@ TILE_PIXELS = 1 << 15
 STACK = 4
 
 
+def planes_buffer(n: int, plane_shape: tuple[int, ...], owned: list[np.ndarray]) -> np.ndarray:
+    """``n`` planes of work space from the kept buffers, ``(n, *plane_shape)``; ``owned`` gets the buffer.
+
+    The count is rounded up to 8, 12, 16, 24, 32, 48, ... so that calls with different counts share kept
+    buffers instead of each keeping its own shape.
+    """
+    size = 8
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    a = workspace.ARENA.get((size, *plane_shape))
+    owned.append(a)
+    return a[:n]
+
+
 def mirror_index(p: np.ndarray, n: int) -> np.ndarray:
     """Positions ``p`` on an axis of length ``n`` mirrored like scipy ``mode="mirror"`` (repeatedly)."""
     if n == 1:
@@ -71,8 +85,7 @@ class Slab:
         mat = np.zeros((len(rows), c1 - c0), np.float32)
         for m, (lo, w) in enumerate(rows):
             mat[m, lo - c0 : lo - c0 + len(w)] = w
-        res = workspace.ARENA.get((len(rows), self.n_pix))
-        owned.append(res)
+        res = planes_buffer(len(rows), (self.n_pix,), owned)
         np.matmul(mat, self.data[c0 - self.origin : c1 - self.origin], out=res)
         return res.reshape(len(rows), *self.plane_shape)
 
@@ -94,12 +107,13 @@ class Slab:
             for m, i in enumerate(gemm):
                 lo, w = rows[i]
                 mat[m, lo - c0 : lo - c0 + len(w)] = w
-            res = workspace.ARENA.get((len(gemm), self.n_pix))
+            mine: list[np.ndarray] = []
+            res = planes_buffer(len(gemm), (self.n_pix,), mine)
             if lock is None:
-                owned.append(res)
+                owned.extend(mine)
             else:
                 with lock:
-                    owned.append(res)
+                    owned.extend(mine)
             np.matmul(mat, self.data[c0 - self.origin : c1 - self.origin], out=res)
             for m, i in enumerate(gemm):
                 out[i] = res[m].reshape(1, *self.plane_shape)
@@ -278,22 +292,24 @@ class PlaneJob:
             sums = slab.product(rows + (self.rows if with_linear else []), mine)
             if with_linear:
                 # copied out: the gradient sums are dropped at the end of this task, these live to phase 4
-                kept = arena.get((len(self.rows), *shape))
+                held: list[np.ndarray] = []
+                kept = planes_buffer(len(self.rows), shape, held)
                 kept[...] = sums[len(rows) :]
                 with self.lock:
-                    self.owned.append(kept)
+                    self.owned.extend(held)
                 self._keep_linear([x[None] for x in kept])
             m, n_axes = len(run), len(sc.axes)
+            tmp_all = arena.get((STACK, *shape))
+            mine.append(tmp_all)
+            if scaled:
+                g_all = arena.get((n_axes, STACK, *shape))
+                mine.append(g_all)
             for c0 in range(0, m, STACK):
                 c1 = min(m, c0 + STACK)
                 n = c1 - c0
-                if scaled:
-                    g = arena.get((n_axes, n, *shape))
-                    mine.append(g)
-                else:
-                    g = np.empty((n_axes, n, *shape), np.float32)
-                tmp = arena.get((n, *shape))
-                mine.append(tmp)
+                # stored in the cache: fresh memory; otherwise the same buffers for every stack
+                g = g_all[:, :n] if scaled else np.empty((n_axes, n, *shape), np.float32)
+                tmp = tmp_all[:n]
                 for i, b in enumerate(sc.axes):
                     src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
                     k1, k2 = sc.kernel(1, int(b == 1)), sc.kernel(2, int(b == 2))
