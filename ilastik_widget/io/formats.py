@@ -88,14 +88,7 @@ def detect_and_open(op: Opener, loc: Location):
         "n5": ("attributes.json",),
         "precomputed": ("info",),
     }[fmt]
-    if loc.remote and len(probes) > 1:  # one round trip for all the candidates instead of one each
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(probes), thread_name_prefix="ilastik-probe") as pool:
-            futures = [pool.submit(op.read_json, loc, key, probe=True) for key in probes]
-        found = [f.result() for f in futures]  # the first failure in probing order is raised
-    else:
-        found = [op.read_json(loc, key, probe=True) for key in probes]
+    found = op.read_all([(loc, key) for key in probes], probe=True)
     for key, doc in zip(probes, found):
         if doc is None:
             continue

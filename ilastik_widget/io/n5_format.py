@@ -43,7 +43,9 @@ def open_n5(op: Opener, loc: Location, attrs: Any):
         meta = md.parse_n5_array(a, sub.key_where("attributes.json"))
         metas.append(meta)
         staging = (["attributes.json"], lambda box: box[::-1], lambda idx, *_: "/".join(map(str, idx)))
-        arrays.append(op.open_ts(sub, {"driver": "n5"}, where=sub.where, attrs=a, view=lambda s: s.T, staging=staging))
+        arrays.append(
+            op.open_ts(sub, {"driver": "n5"}, where=sub.where, attrs=a, view=lambda s: s.T, staging=staging, metadata=a)
+        )
     n = len(metas[0].shape)
     if any(len(m.shape) != n for m in metas):
         raise SourceError(f"{where}: the datasets {list(paths)} have different numbers of dimensions")

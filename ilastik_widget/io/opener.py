@@ -144,6 +144,17 @@ class Opener:
             raise
         return None if data is None else md.load_json(data, loc.key_where(key))
 
+    def read_all(self, where: list[tuple[Location, str]], *, probe: bool = False) -> list[Any]:
+        """:meth:`read_json` of each ``(location, key)``; over http all at once (one round trip, not one each).
+        The first failure, in the order given, is raised."""
+        if len(where) < 2 or not any(loc.remote for loc, _ in where):
+            return [self.read_json(loc, key, probe=probe) for loc, key in where]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(16, len(where)), thread_name_prefix="ilastik-metadata") as pool:
+            futures = [pool.submit(self.read_json, loc, key, probe=probe) for loc, key in where]
+        return [f.result() for f in futures]
+
     def follow_redirect(self, loc: Location, key: str) -> Location:
         """After metadata at ``loc/key`` came through a redirect: read from the redirect's base URL when the server
         moved the whole tree there, else fetch objects one by one through their redirects."""
@@ -167,12 +178,13 @@ class Opener:
     def kv(self, loc: Location) -> dict:
         return kvstore_spec(loc.url or loc.root, loc.remote, self.options)
 
-    def open_ts(self, loc: Location, spec: dict, *, where: str, attrs=None, view=None, staging=None):
-        """Open one tensorstore array at ``loc``; ``staging`` (``meta_keys, to_stored, key_of``) says how to read it
-        object by object when the server redirects each object."""
+    def open_ts(self, loc: Location, spec: dict, *, where: str, attrs=None, view=None, staging=None, metadata=None):
+        """Open one tensorstore array at ``loc`` (``metadata``: its document, already read); ``staging``
+        (``meta_keys, to_stored, key_of``) says how to read it object by object when the server redirects each
+        object."""
         if self.objects is None:
             return open_array({**spec, "kvstore": self.kv(loc)}, where=where, context=self.context,
-                              options=self.options, attrs=attrs, view=view)  # fmt: skip
+                              options=self.options, attrs=attrs, view=view, metadata=metadata)  # fmt: skip
         from .staged import open_staged
 
         if staging is None:

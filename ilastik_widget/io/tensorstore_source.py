@@ -73,8 +73,12 @@ def open_array(
     options: remote.RemoteOptions | None = None,
     attrs: dict | None = None,
     view=None,
+    metadata: dict | None = None,
 ) -> TensorStoreArray:
     """Open the tensorstore ``spec`` read-only; ``view`` (a function of the store) can transpose, translate or index.
+
+    ``metadata``, the array's metadata document already read and checked, saves tensorstore reading it again (a
+    round trip per array over http).
 
     Raises
     ------
@@ -84,12 +88,16 @@ def open_array(
     ts = _ts()
     token = options.token if options is not None else None
     spec = {**spec, "recheck_cached_data": "open", "recheck_cached_metadata": "open"}
-    future = ts.open(spec, context=context, read=True, write=False)
+    if metadata is not None:
+        spec["metadata"] = metadata
     limit = 30.0 if options is None else sum(options.timeout) * (options.retries + 1)
-    try:
+    future = None
+    try:  # (a spec tensorstore cannot parse raises at once, before any future)
+        future = ts.open(spec, context=context, read=True, write=False, assume_metadata=metadata is not None)
         store = future.result(timeout=limit)
     except TimeoutError:
-        future.cancel()
+        if future is not None:
+            future.cancel()
         raise SourceError(f"{where}: no answer within {limit:g} s while opening it") from None
     except Exception as exc:  # tensorstore raises ValueError for every kind of failure
         raise SourceError(f"{where}: {_reason(exc, token)}") from None

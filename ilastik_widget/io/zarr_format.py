@@ -22,7 +22,7 @@ def open_zarr_node(op: Opener, loc: Location, zarr_format: int, doc: Any):
     attrs = op.read_json(loc, ".zattrs") if zarr_format == 2 else None
     where = loc.key_where("zarr.json" if zarr_format == 3 else ".zarray")
     meta = md.parse_zarr_array(doc, where, attrs)
-    arr = _zarr_array(op, loc, meta)
+    arr = _zarr_array(op, loc, meta, doc)
     ax = _check_axes(op.axes, arr.ndim) if op.axes else _axes_for(arr.ndim, op.channel_axis, _named_axes(meta))
     fmt = f"zarr{zarr_format}"
     names = meta.dimension_names or tuple(f"d{i}" for i in range(arr.ndim))
@@ -46,7 +46,7 @@ def _named_axes(meta: md.ZarrArray) -> str | None:
     return None
 
 
-def _zarr_array(op: Opener, loc: Location, meta: md.ZarrArray):
+def _zarr_array(op: Opener, loc: Location, meta: md.ZarrArray, doc: dict):
     """The array at ``loc`` through tensorstore, or zarr-python for codecs tensorstore does not read."""
     driver = "zarr3" if meta.zarr_format == 3 else "zarr"
     try:
@@ -55,7 +55,9 @@ def _zarr_array(op: Opener, loc: Location, meta: md.ZarrArray):
             lambda box: box,
             lambda idx, *_: meta.key_prefix + meta.key_separator.join(map(str, idx)),
         )
-        return op.open_ts(loc, {"driver": driver}, where=loc.where, attrs=meta.attributes, staging=staging)
+        return op.open_ts(
+            loc, {"driver": driver}, where=loc.where, attrs=meta.attributes, staging=staging, metadata=doc
+        )
     except SourceError as exc:
         text = str(exc).lower()
         if not any(w in text for w in ("codec", "compressor", "filter", "not supported", "unsupported")):
@@ -131,15 +133,17 @@ def _v3_node(path: str) -> str | None:
 def _open_ome(op: Opener, loc: Location, zarr_format: int, ome: md.OmeImage):
     from .sources import _apply_channel_axis, _build, _check_axes
 
+    key = "zarr.json" if zarr_format == 3 else ".zarray"
+    docs = op.read_all(
+        [(loc.child(p), k) for p in ome.paths for k in ([key] if zarr_format == 3 else [key, ".zattrs"])]
+    )
     arrays = []
-    for p in ome.paths:
+    for i, p in enumerate(ome.paths):
         sub = loc.child(p)
-        key = "zarr.json" if zarr_format == 3 else ".zarray"
-        doc = op.read_json(sub, key)
+        doc, attrs = (docs[i], None) if zarr_format == 3 else (docs[2 * i], docs[2 * i + 1])
         if doc is None:
             raise SourceError(f"OME-Zarr image {loc.where}: dataset {p!r} is missing ({sub.key_where(key)})")
-        attrs = op.read_json(sub, ".zattrs") if zarr_format == 2 else None
-        arrays.append(_zarr_array(op, sub, md.parse_zarr_array(doc, sub.key_where(key), attrs)))
+        arrays.append(_zarr_array(op, sub, md.parse_zarr_array(doc, sub.key_where(key), attrs), doc))
     ndim = arrays[0].ndim
     meta_axes = ome.axes if ome.axes is not None else "tczyx"[5 - ndim :] if ndim <= 5 else None
     where = loc.key_where("zarr.json" if zarr_format == 3 else ".zattrs")
