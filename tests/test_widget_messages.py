@@ -819,3 +819,89 @@ def test_imported_labels_train_the_widget_and_are_listed_and_undone_like_strokes
     assert rec.reply(7)[0] == {"type": "undo-reply", "id": 7, "changed": True}
     assert w.strokes == [] and not w.session.labels().any()
     w.close()
+
+
+# --------------------------------------------------------------------------------------------- progress and stop
+
+
+@pytest.fixture(scope="module")
+def large():
+    """An image of 3 x 3 prediction chunks (256 x 256 each)."""
+    image, truth = synthetic_cells(shape=(768, 768), seed=4)
+    return image, truth, simulated_strokes(truth, n_per_class=2, radius=2, seed=4)
+
+
+def _slow_predictions(w, seconds):
+    import time
+
+    predict = w.session.predict
+
+    def slow(region=None):
+        time.sleep(seconds)
+        return predict(region)
+
+    w.session.predict = slow
+
+
+def test_progress_counts_prediction_chunks_and_the_status_says_how_many_are_left(large):
+    import time
+
+    image, _, strokes = large
+    w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
+    w.live = False
+    for s in (strokes[0], strokes[-1]):
+        w.session.add_stroke(**s)
+    w.session.train()
+    w.wait(60)
+    _slow_predictions(w, 0.15)
+    layout = w.chunk_server.store.layout
+    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]
+    seen = []
+    w.observe(lambda change: seen.append(dict(change["new"])), names="progress")
+    w.handle_message({"type": "chunks", "id": 5, "keys": keys})
+    time.sleep(0.5)
+    assert w.busy and w.status.startswith("Predicting ") and " of 9 chunks" in w.status
+    w.wait(60)
+    assert rec.reply(5)[0]["type"] == "chunks-reply"
+    assert seen[0]["total"] == 9 and seen[0]["done"] < 9 and seen[-1] == {}
+    assert any(0 < p.get("done", 0) < 9 and p["seconds_left"] is not None for p in seen)
+    assert w.progress == {} and not w.busy and w.status == "Ready"
+    w.close()
+
+
+def test_stop_ends_a_long_prediction_and_a_training(large):
+    import time
+
+    image, _, strokes = large
+    w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
+    w.live = False
+    for s in (strokes[0], strokes[-1]):
+        w.session.add_stroke(**s)
+    w.session.train()
+    w.wait(60)
+    _slow_predictions(w, 0.3)
+    layout = w.chunk_server.store.layout
+    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]  # 9 x 0.3 s if not stopped
+    started = time.monotonic()
+    w.handle_message({"type": "chunks", "id": 5, "keys": keys})
+    time.sleep(0.4)
+    w.handle_message({"type": "stop", "id": 6})
+    assert rec.reply(6)[0] == {"type": "stop-reply", "id": 6}
+    w.wait(60)
+    assert time.monotonic() - started < 2.0  # stopped after the chunk under way, not after all nine
+    reply = rec.reply(5)[0]
+    assert reply["type"] == "error" and "Stopped" in reply["message"]
+    assert not w.busy and w.status.startswith("Stopped") and w.progress == {}
+    # the widget keeps working: a new request is answered
+    w.session.predict = type(w.session).predict.__get__(w.session)
+    w.handle_message({"type": "chunks", "id": 7, "keys": keys[:1]})
+    w.wait(60)
+    assert rec.reply(7)[0]["found"] == [True]
+    # a training under way is stopped too: its model is not installed
+    w.session.add_stroke(**strokes[1])
+    gen = w.session.generation
+    w.update_now()
+    w.stop()
+    w.wait(60)
+    assert w.session.generation == gen and w.session.needs_training
+    w.close()

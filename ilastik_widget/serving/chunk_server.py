@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .chunk_store import ChunkStore
+from .chunk_store import ChunkStore, ReadStopped
 from .layer_specs import layer_specs, source_urls
 from .pyramid import Pyramid
 from .remote_raw import browser_raw_source, check_raw_from, raw_layer_spec
 from .working_set import ChunkPush, WorkingSet
 
-__all__ = ["ChunkPush", "ChunkServer"]
+__all__ = ["ChunkPush", "ChunkServer", "ReadStopped"]
 
 
 class ChunkServer:
@@ -66,10 +66,11 @@ class ChunkServer:
         return self.store.labels
 
     # ------------------------------------------------------------------ reads and pushes
-    def read(self, keys: Iterable[str]) -> list[bytes | None]:
-        """Bytes of each key (None where missing); what was found joins the working set."""
+    def read(self, keys: Iterable[str], after_each: Callable[[str], bool] | None = None) -> list[bytes | None]:
+        """Bytes of each key (None where missing); what was found joins the working set. See
+        :meth:`~ilastik_widget.serving.chunk_store.ChunkStore.read` for ``after_each``."""
         keys = list(keys)
-        data = self.store.read(keys)
+        data = self.store.read(keys, after_each)
         self.working_set.note_read(keys, data)
         return data
 
@@ -81,10 +82,14 @@ class ChunkServer:
         return self.working_set.pending(array)
 
     def take_push(
-        self, array: str, max_bytes: int = 16 * 2**20, cancelled: Callable[[], bool] = lambda: False
+        self,
+        array: str,
+        max_bytes: int = 16 * 2**20,
+        cancelled: Callable[[], bool] = lambda: False,
+        after_each: Callable[[str], object] | None = None,
     ) -> ChunkPush:
         """See :meth:`~ilastik_widget.serving.working_set.WorkingSet.take_push`."""
-        return self.working_set.take_push(array, max_bytes, cancelled)
+        return self.working_set.take_push(array, max_bytes, cancelled, after_each)
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
         return [str(k) for k in self.store.prediction_keys(max_pixels)]

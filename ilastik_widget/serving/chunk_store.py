@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,10 @@ from .pyramid import Pyramid, pad_to, pyramid_factors
 from .raw_reader import RawReader
 
 log = logging.getLogger(__name__)
+
+
+class ReadStopped(Exception):
+    """A read was stopped before its last key (see :meth:`ChunkStore.read`)."""
 
 
 class ChunkStore:
@@ -157,22 +161,28 @@ class ChunkStore:
         return out
 
     # ------------------------------------------------------------------ reading
-    def read(self, keys: Iterable[str]) -> list[bytes | None]:
+    def read(self, keys: Iterable[str], after_each: Callable[[str], bool] | None = None) -> list[bytes | None]:
         """Bytes of each key, None where the key is missing, malformed or out of range. Finest levels are read first:
-        coarse prediction chunks are then assembled from the finer ones."""
+        coarse prediction chunks are then assembled from the finer ones.
+
+        ``after_each(key)`` is called after each key; when it returns False the remaining keys are not read and
+        :class:`ReadStopped` is raised.
+        """
         keys = list(keys)
         out: list[bytes | None] = [None] * len(keys)
         parsed = [parse_key(k) for k in keys]
 
         def order(i: int) -> int:
             key = parsed[i]
-            return key.level if isinstance(key, ChunkKey) and key.array == "predictions" else -1
+            return key.level if isinstance(key, (ChunkKey, BoxKey)) and key.array == "predictions" else -1
 
         for i in sorted(range(len(keys)), key=order):
             try:
                 out[i] = self._read(parsed[i], keys[i])
             except Exception:  # never let one bad key (or a failing prediction) break the batch
                 log.exception("chunk_store: failed to read key %r", keys[i])
+            if after_each is not None and not after_each(keys[i]):
+                raise ReadStopped(f"stopped after {keys[i]!r}")
         return out
 
     def read_one(self, key: str) -> bytes | None:

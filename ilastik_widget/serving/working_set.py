@@ -78,13 +78,18 @@ class WorkingSet:
             return len(self._chunks[array])
 
     def take_push(
-        self, array: str, max_bytes: int = 16 * 2**20, cancelled: Callable[[], bool] = lambda: False
+        self,
+        array: str,
+        max_bytes: int = 16 * 2**20,
+        cancelled: Callable[[], bool] = lambda: False,
+        after_each: Callable[[str], object] | None = None,
     ) -> ChunkPush:
         """The current chunks of ``array`` in its working set, finest level first and newest first within a level,
         up to ``max_bytes``, and the working-set keys that are now missing; the working set starts anew.
 
         Predictions are computed here (the slow part), nothing when the session is not trained. ``cancelled()`` is
         checked between chunks: then nothing is returned and the working set is kept for the next push.
+        ``after_each(key)`` is called after each chunk is computed (for progress).
         """
         nothing = ChunkPush([], [], [])
         with self._lock:
@@ -110,6 +115,9 @@ class WorkingSet:
             except Exception:
                 log.exception("working_set: failed to compute %s for a push", key)
                 continue
+            finally:
+                if after_each is not None:
+                    after_each(str(key))
             if chunk is None:
                 push.missing.append(str(key))
                 continue

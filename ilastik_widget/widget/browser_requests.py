@@ -24,6 +24,7 @@ from .protocol import (
     Request,
     SeenRequest,
     SourceFallbackRequest,
+    StopRequest,
     StrokeReply,
     StrokeRequest,
     UndoRequest,
@@ -65,6 +66,7 @@ class BrowserRequests:
         )
         d.register(RemoveStrokeRequest, self._on_remove_stroke)
         d.register(UpdateNowRequest, lambda r, b: (self.widget.update_now(), self._reply(r)))
+        d.register(StopRequest, lambda r, b: (self.widget.stop(), self._reply(r)))
         d.register(AddClassRequest, self._on_add_class)
         d.register(RemoveClassRequest, self._on_remove_class)
         d.register(RenameClassRequest, lambda r, b: (self.widget.rename_class(r.label, r.name), self._reply(r)))

@@ -1,7 +1,8 @@
 """Answers the browser's ``chunks`` requests in worker threads, so the comm stays responsive while chunks are made.
 
 Two lanes: image and label chunks are quick and must not wait behind prediction chunks being computed. A request the
-browser cancelled before it started is skipped.
+browser cancelled before it started is skipped. :meth:`ChunkRequests.stop` (the user's Stop) answers every request
+not yet finished with an error: its remaining chunks are not computed.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..serving.chunk_keys import ChunkKey, parse_key
-from ..serving.chunk_server import ChunkServer
+from ..serving.chunk_keys import BoxKey, ChunkKey, parse_key
+from ..serving.chunk_server import ChunkServer, ReadStopped
 from .protocol import CancelRequest, ChunksReply, ChunksRequest, ErrorReply, KernelMessage, describe_exception
 
 log = logging.getLogger("ilastik_widget")
 
 #: Ids of cancelled requests remembered (those of requests already served are forgotten first).
 MAX_CANCELLED = 10_000
+STOPPED = "Stopped by the user: these chunks were not computed."
 
 
 def _is_prediction_chunk(key: str) -> bool:
     parsed = parse_key(key)
-    return isinstance(parsed, ChunkKey) and parsed.array == "predictions"
+    return isinstance(parsed, (ChunkKey, BoxKey)) and parsed.array == "predictions"
 
 
 class ChunkRequests:
@@ -34,9 +36,8 @@ class ChunkRequests:
     server : ChunkServer
     send : callable
         ``send(message, buffers)`` sends the reply.
-    prediction_work : callable
-        ``prediction_work(n)`` is told +n when a request with n prediction chunks arrives and -n when it is answered
-        (the status line says "Predicting n chunks" meanwhile).
+    predictions_asked, prediction_done : callable
+        Told ``n`` when a request with n prediction chunks arrives, and as its chunks are done (for progress).
     name : str
         Prefix of the worker threads' names.
     """
@@ -45,18 +46,21 @@ class ChunkRequests:
         self,
         server: ChunkServer,
         send: Callable[[KernelMessage, list], None],
-        prediction_work: Callable[[int], None],
+        predictions_asked: Callable[[int], None],
+        prediction_done: Callable[[int], None],
         name: str = "ilastik",
     ):
         self.server = server
         self._send = send
-        self._prediction_work = prediction_work
+        self._asked = predictions_asked
+        self._done = prediction_done
         self._name = name
         self._lock = threading.Lock()
         self._predictions: ThreadPoolExecutor | None = None
         self._data: ThreadPoolExecutor | None = None
         self._futures: set[Future] = set()
         self._cancelled: set[int] = set()
+        self._stops = 0
 
     def _lanes(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         with self._lock:
@@ -69,11 +73,11 @@ class ChunkRequests:
         n_predictions = sum(1 for key in request.keys if _is_prediction_chunk(key))
         predictions, data = self._lanes()
         if n_predictions:
-            self._prediction_work(n_predictions)
-        future = (predictions if n_predictions else data).submit(self._serve, request, n_predictions)
+            self._asked(n_predictions)
+        future = (predictions if n_predictions else data).submit(self._serve, request, n_predictions, self._stops)
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(self._done)
+        future.add_done_callback(self._forget)
         return future
 
     def cancel(self, request: CancelRequest) -> None:
@@ -82,7 +86,12 @@ class ChunkRequests:
             if len(self._cancelled) > MAX_CANCELLED:
                 self._cancelled = set(sorted(self._cancelled)[-MAX_CANCELLED // 2 :])
 
-    def _done(self, future: Future) -> None:
+    def stop(self) -> None:
+        """Answer every request not finished yet with an error, computing none of its remaining chunks."""
+        with self._lock:
+            self._stops += 1
+
+    def _forget(self, future: Future) -> None:
         with self._lock:
             self._futures.discard(future)
 
@@ -90,23 +99,38 @@ class ChunkRequests:
         with self._lock:
             return list(self._futures)
 
-    def _serve(self, request: ChunksRequest, n_predictions: int) -> None:
+    def _serve(self, request: ChunksRequest, n_predictions: int, stops: int) -> None:
+        done = 0
+
+        def after_each(key: str) -> bool:
+            nonlocal done
+            if n_predictions and _is_prediction_chunk(key):
+                done += 1
+                self._done(1)
+            return self._stops == stops
+
         try:
             with self._lock:
                 cancelled = request.id in self._cancelled
                 self._cancelled.discard(request.id)
             if cancelled:
                 return
+            if self._stops != stops:
+                self._send(ErrorReply(request.id, STOPPED), [])
+                return
             try:
-                data = self.server.read(list(request.keys))
+                data = self.server.read(list(request.keys), after_each)
+            except ReadStopped:
+                self._send(ErrorReply(request.id, STOPPED), [])
+                return
             except Exception as exc:
                 log.exception("ilastik_widget: chunk request %s failed", request.id)
                 self._send(ErrorReply(request.id, f"Could not read chunks: {describe_exception(exc)}"), [])
                 return
             self._send(ChunksReply(request.id, tuple(d is not None for d in data)), [d for d in data if d is not None])
         finally:
-            if n_predictions:
-                self._prediction_work(-n_predictions)
+            if n_predictions > done:
+                self._done(n_predictions - done)
 
     def close(self) -> None:
         with self._lock:

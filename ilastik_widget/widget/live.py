@@ -21,6 +21,7 @@ import numpy as np
 
 from ..serving.chunk_server import ChunkPush, ChunkServer
 from ..serving.layer_specs import PREDICTION_LAYERS
+from .progress import PredictionProgress
 from .protocol import KernelMessage, Refresh, describe_exception
 
 log = logging.getLogger("ilastik_widget")
@@ -31,6 +32,7 @@ PUSH_BYTES = 16 * 2**20
 LABELS_WAIT_FOR_PREDICTIONS = 0.4
 PAINT_HINT = "Paint at least one stroke in each of two classes to see predictions."
 LIVE_OFF_HINT = "Live update is off: press “Update now” to train on the new labels."
+STOPPED = "Stopped. Paint, or press “Update now”, to train and predict again."
 
 
 class StatusLine(Protocol):
@@ -41,6 +43,8 @@ class StatusLine(Protocol):
     def error(self, text: str) -> None: ...
 
     def clear_error(self) -> None: ...
+
+    def progress(self, values: dict) -> None: ...
 
 
 class LiveUpdater:
@@ -69,8 +73,9 @@ class LiveUpdater:
         self._training: Future | None = None
         self._trained_version: Any = None
         self._pushes: set[Future] = set()
-        self._pending_predictions = 0  # prediction chunks being computed (pushes and browser requests)
-        self._showing_predictions = False
+        self.progress = PredictionProgress()  # prediction chunks asked for and done (pushes and browser requests)
+        self._stops = 0  # bumped by stop(): pushes started before it give up
+        self._stopped = False  # the status says so until the next training
         self._published = int(session.generation)
         self._held_labels: threading.Timer | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -91,6 +96,7 @@ class LiveUpdater:
 
     def trained(self) -> None:
         """A model was installed (by this updater's training or by a call in a cell): publish its predictions."""
+        self._stopped = False
         self.publish_predictions()
         if not self.training:
             self.update_status()
@@ -128,7 +134,7 @@ class LiveUpdater:
         if self.session.feature_selection.is_empty:
             self.status.show("No features are selected: pick at least one in the feature matrix.", busy=False)
             return None
-        self._showing_predictions = False
+        self._stopped = False
         self.status.show(f"Training on {n_pixels:,} labelled pixels…", busy=True)
         with self._lock:  # the newest training is the one tracked, whichever thread asked first
             try:
@@ -179,8 +185,8 @@ class LiveUpdater:
                 return
             self._published = generation
             n = self.server.pending_push("predictions")
-            self._pending_predictions += n
-            future = self._executor_().submit(self._push_predictions, generation, n)
+            self.progress.add(n)
+            future = self._executor_().submit(self._push_predictions, generation, n, self._stops)
             self._pushes.add(future)
         future.add_done_callback(self._push_done)
 
@@ -188,24 +194,32 @@ class LiveUpdater:
         with self._lock:
             self._pushes.discard(future)
 
-    def _push_predictions(self, generation: int, n: int) -> None:
+    def _push_predictions(self, generation: int, n: int, stops: int) -> None:
+        done = 0
+
+        def superseded() -> bool:
+            return self.closed or int(self.session.generation) != generation or self._stops != stops
+
+        def after_each(_key: str) -> bool:
+            nonlocal done
+            if done < n:
+                done += 1
+                self.progress.finish()
+                self.update_status()
+            return True
+
         try:
-
-            def superseded() -> bool:
-                return self.closed or int(self.session.generation) != generation
-
-            push = self.server.take_push("predictions", PUSH_BYTES, cancelled=superseded)
+            push = self.server.take_push("predictions", PUSH_BYTES, cancelled=superseded, after_each=after_each)
             if superseded():
-                return  # the newer predictions send their own refresh
+                return  # the newer predictions send their own refresh (or the user stopped the work)
             layers = list(PREDICTION_LAYERS)
             if self._take_held_labels():
                 push = self.server.take_push("labels", PUSH_BYTES).then(push)
                 layers.insert(0, "labels")
             self._send_refresh(layers, push)
         finally:
-            with self._lock:
-                self._pending_predictions -= n
-            self.update_status()
+            self.progress.finish(n - done)
+            self.update_status(force=True)
         # A small image: compute the rest of its prediction chunks now, so panning finds them ready.
         self.server.warm_predictions()
 
@@ -239,29 +253,44 @@ class LiveUpdater:
         self._send_refresh(["labels"], self.server.take_push("labels", PUSH_BYTES))
 
     # ------------------------------------------------------------------ status
-    def prediction_work(self, delta: int) -> None:
-        """Prediction chunks asked for by the browser: +n when their request arrives, -n when it is answered."""
-        with self._lock:
-            self._pending_predictions += delta
+    def predictions_asked(self, n: int) -> None:
+        """The browser asked for ``n`` prediction chunks."""
+        self.progress.add(n)
+        self.update_status(force=True)
+
+    def prediction_done(self, n: int = 1) -> None:
+        """``n`` prediction chunks are answered (or abandoned)."""
+        self.progress.finish(n)
         self.update_status()
 
     def idle_text(self) -> str:
+        if self._stopped:
+            return STOPPED
         return "Ready" if self.session.is_trained else PAINT_HINT
 
-    def update_status(self) -> None:
-        with self._lock:
-            if self.training:
-                return
-            n = self._pending_predictions
-        if n > 0:
-            # Only the change idle -> busy goes to the browser: a status message per chunk request competes with the
-            # chunk replies for the browser's main thread.
-            if not self._showing_predictions:
-                self._showing_predictions = True
-                self.status.show(f"Predicting {n} chunk{'s' if n != 1 else ''}…", busy=True)
+    def update_status(self, force: bool = False) -> None:
+        """Say what the kernel does: training, predicting (done of total chunks, time left) or ready. While chunks
+        are predicted the line changes at most twice a second: every change is a message to the browser."""
+        if self.training:
+            return
+        now = self.progress.snapshot()
+        if now.pending > 0:
+            if force or self.progress.due():
+                self.status.progress(now.to_json())
+                self.status.show(now.text(), busy=True)
         else:
-            self._showing_predictions = False
+            self.status.progress({})
             self.status.show(self.idle_text(), busy=False)
+
+    def stop(self) -> None:
+        """Stop the work under way: the training (its model is not installed) and the pushes of predictions; the
+        browser's chunk requests are stopped by the widget's request lanes."""
+        self._stops += 1
+        self.session.cancel_training()
+        self.progress.reset()
+        self.status.progress({})
+        self._stopped = True
+        self.status.show(STOPPED, busy=False)
 
     # ------------------------------------------------------------------ life cycle
     def futures(self) -> list[Future]:

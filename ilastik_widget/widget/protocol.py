@@ -318,6 +318,13 @@ class UpdateNowRequest(Request):
 
 
 @dataclass(frozen=True)
+class StopRequest(Request):
+    """Stop the work under way (training, predictions being computed): the panel's Stop button."""
+
+    TYPE: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True)
 class AddClassRequest(Request):
     TYPE: ClassVar[str] = "add-class"
     name: str | None = _field(OPTIONAL_NAME, default=None)
@@ -365,6 +372,7 @@ REQUESTS: tuple[type[Request], ...] = (
     RedoRequest,
     RemoveStrokeRequest,
     UpdateNowRequest,
+    StopRequest,
     AddClassRequest,
     RemoveClassRequest,
     RenameClassRequest,

@@ -12,6 +12,15 @@ edits of classes and strokes arrive as messages (:mod:`~ilastik_widget.widget.pr
 and the resulting state is synced back as traits (:mod:`~ilastik_widget.widget.state`). The live update cycle
 (train -> push -> status) is :class:`~ilastik_widget.widget.live.LiveUpdater`; chunk requests are answered by
 :class:`~ilastik_widget.widget.chunk_requests.ChunkRequests`.
+
+Traits (synced with the browser; invalid values raise ``TraitError`` in Python and are rejected, with the reason
+in ``error``, when they come from the browser): ``active_class`` (1-based), ``brush_size`` (the brush's diameter
+in pixels, 1..61), ``mode`` ("paint", "erase", "navigate"), ``live``, ``feature_selection``
+(``FeatureSelection.to_dict()``), ``layers`` (name -> ``{visible, opacity}``), ``viewer_state`` (position in
+array index order, crossSectionScale, layout...), ``height`` (CSS px). ``classes`` (list of ``{name, color}``)
+may be set from Python; the browser edits classes with messages. Set by the kernel only: ``status``, ``error``,
+``busy``, ``progress`` (``{task, done, total, seconds_left}`` while chunks are predicted), ``strokes``
+(summaries), ``source_info``, ``widget_id``.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ STATIC = Path(__file__).parent.parent / "static"
 #: Traits a user may also give to the constructor.
 INIT_TRAITS = ("height", "live", "brush_size", "mode", "active_class", "layers", "viewer_state")
 #: Traits only the kernel writes; the browser's attempts are rejected and reverted.
-KERNEL_ONLY = ("status", "error", "busy", "strokes", "source_info", "widget_id", "classes")
+KERNEL_ONLY = ("status", "error", "busy", "progress", "strokes", "source_info", "widget_id", "classes")
 
 _FALLBACK_ESM = """
 export default { render({ model, el }) {
@@ -94,6 +103,9 @@ class _TraitStatus:
         log.warning("ilastik_widget: %s", text)
         self.widget._set_traits(error=text, status=f"Error: {text}")
 
+    def progress(self, values: dict) -> None:
+        self.widget._set_traits(progress=values)
+
     def clear_error(self) -> None:
         saver = self.widget._autosaver
         if saver is not None and saver.last_error is not None:
@@ -135,15 +147,7 @@ class IlastikWidget(anywidget.AnyWidget):
     **session_kwargs
         Passed to :class:`~ilastik_widget.Session` (``features``, ``seed``, ``classifier``...).
 
-    Notes
-    -----
-    Traits (synced with the browser; invalid values raise ``TraitError`` in Python and are rejected, with the reason
-    in ``error``, when they come from the browser): ``active_class`` (1-based), ``brush_size`` (the brush's diameter
-    in pixels, 1..61), ``mode`` ("paint", "erase", "navigate"), ``live``, ``feature_selection``
-    (``FeatureSelection.to_dict()``), ``layers`` (name -> ``{visible, opacity}``), ``viewer_state`` (position in
-    array index order, crossSectionScale, layout...), ``height`` (CSS px). ``classes`` (list of ``{name, color}``)
-    may be set from Python; the browser edits classes with messages. Set by the kernel only: ``status``, ``error``,
-    ``busy``, ``strokes`` (summaries), ``source_info``, ``widget_id``.
+    See the module docstring for the traits.
     """
 
     # anywidget reads these when an instance is created, so a rebuilt bundle is picked up by the next widget
@@ -169,6 +173,7 @@ class IlastikWidget(anywidget.AnyWidget):
     busy = t.Bool(False).tag(sync=True)
     strokes = t.List(t.Dict()).tag(sync=True)
     source_info = t.Dict().tag(sync=True)
+    progress = t.Dict().tag(sync=True)
     height = t.Int(600).tag(sync=True)
 
     def __init__(
@@ -202,7 +207,11 @@ class IlastikWidget(anywidget.AnyWidget):
         self.raw_fallback: str | None = None
         self._live = LiveUpdater(session, self._server, self._send_message, _TraitStatus(self))
         self._requests = ChunkRequests(
-            self._server, self._send_message, self._live.prediction_work, name=f"ilastik-{widget_id}"
+            self._server,
+            self._send_message,
+            self._live.predictions_asked,
+            self._live.prediction_done,
+            name=f"ilastik-{widget_id}",
         )
         super().__init__(
             widget_id=widget_id,
@@ -403,6 +412,12 @@ class IlastikWidget(anywidget.AnyWidget):
     def update_now(self) -> Future | None:
         """Train on the current labels now (also when live update is off); returns the training future."""
         return self._live.train(force=True)
+
+    def stop(self) -> None:
+        """Stop the work under way: the training and the predictions being computed (what is not computed yet stays
+        empty until the next training, or until the view asks again)."""
+        self._requests.stop()
+        self._live.stop()
 
     def wait(self, timeout: float | None = 60.0) -> None:
         """Block until the current training, the pushes and all chunk requests are done (for scripts and tests)."""

@@ -103,6 +103,12 @@ export interface UpdateNowRequest {
   id: number;
 }
 
+/** Stop the work under way (training, predictions being computed): the panel's Stop button. */
+export interface StopRequest {
+  type: "stop";
+  id: number;
+}
+
 export interface AddClassRequest {
   type: "add-class";
   id: number;
@@ -139,7 +145,7 @@ export interface SourceFallbackRequest {
   message: string;
 }
 
-export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest;
+export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | StopRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest;
 /** A request as the browser code writes it: the transport adds the id. */
 export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
 
