@@ -39,7 +39,7 @@ def as_json(parsed: ChunkKey | MetadataKey | None) -> dict | None:
 
 def _case_param(case: dict):
     key = case["key"]
-    marks = ()
+    marks: tuple = ()
     if isinstance(key, str) and key in KNOWN_DIFFERENCES:
         marks = (pytest.mark.xfail(reason=KNOWN_DIFFERENCES[key], strict=True),)
     return pytest.param(key, case["parsed"], id=repr(key)[:60], marks=marks)

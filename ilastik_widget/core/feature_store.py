@@ -220,11 +220,11 @@ class FeatureStore:
             else:
                 out[unit] = cached
         if missing:
-            requests = [
-                (axis, index, tuple(s for a, s in enumerate(self.unit_region(u)) if a != axis))
-                for u in missing
-                for (_, axis, index, _t) in [u]
-            ]
+            requests: list[tuple[int, int, tuple[slice, slice] | None]] = []
+            for unit in missing:
+                axis, index = unit[1], unit[2]
+                rows, cols = (s for a, s in enumerate(self.unit_region(unit)) if a != axis)
+                requests.append((axis, index, (rows, cols)))
             try:
                 computed = planes_features(
                     self.image,
@@ -259,7 +259,7 @@ class FeatureStore:
             tiles = np.take_along_axis(coords, inplane, axis=1) // PLANE_TILE
             keys = np.column_stack([axis_of, index_of, tiles])
             rows, inverse = np.unique(keys, axis=0, return_inverse=True)
-            units = [("plane", int(r[0]), int(r[1]), (int(r[2]), int(r[3]))) for r in rows]
+            units: list[Unit] = [("plane", int(r[0]), int(r[1]), (int(r[2]), int(r[3]))) for r in rows]
         else:
             keys = coords // np.array(self.block_shape)
             rows, inverse = np.unique(keys, axis=0, return_inverse=True)
