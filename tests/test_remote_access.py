@@ -192,8 +192,10 @@ def _open_fds() -> int:
 
 
 def _client_threads() -> int:
-    """Threads other than the test servers' (whose per-connection threads end when the client has hung up)."""
-    return sum("process_request_thread" not in t.name for t in threading.enumerate())
+    """Threads other than the test servers' (whose per-connection threads end when the client has hung up) and the
+    readers' bounded pools (checked separately)."""
+    pools = ("ilastik-metadata", "ilastik-dzi")
+    return sum("process_request_thread" not in t.name and not t.name.startswith(pools) for t in threading.enumerate())
 
 
 def _settled(count, limit: int) -> bool:
@@ -227,6 +229,9 @@ def test_failed_opens_leave_no_threads_or_connections(root):
             failures()
         assert _settled(_client_threads, threads), [t.name for t in threading.enumerate()]
         assert _settled(_open_fds, fds)
+        from ilastik_widget.io.opener import METADATA_THREADS
+
+        assert sum(t.name.startswith("ilastik-metadata") for t in threading.enumerate()) <= METADATA_THREADS
 
 
 def test_http_client_byte_ranges_and_size_limits(root):

@@ -59,6 +59,8 @@ def open_location(
         keep_clients = src.source_kind == "deepzoom" or op.objects is not None
         return src
     finally:
+        if op is not None:
+            op.wait()
         if not keep_clients:  # tensorstore has its own connections; nothing half-open stays behind
             for c in [client, *(op.clients if op is not None else [])]:
                 if c is not None:
@@ -88,7 +90,7 @@ def detect_and_open(op: Opener, loc: Location):
         "n5": ("attributes.json",),
         "precomputed": ("info",),
     }[fmt]
-    found = op.read_all([(loc, key) for key in probes], probe=True)
+    found = op.iter_json([(loc, key) for key in probes], probe=True)
     for key, doc in zip(probes, found):
         if doc is None:
             continue

@@ -6,7 +6,9 @@ format builds its :class:`~ilastik_widget.io.sources.ImageSource` from (dask arr
 from __future__ import annotations
 
 import math
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,6 +105,21 @@ def dask_chunks(shape, chunks, itemsize: int, target: int = 16 * 2**20, grow=Non
         out[i] = min(out[i] * 2, int(shape[i]))
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+#: Threads that fetch metadata documents in parallel (kept: starting threads for every open costs more than the
+#: requests on a near server).
+METADATA_THREADS = 16
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(METADATA_THREADS, thread_name_prefix="ilastik-metadata")
+        return _POOL
+
+
 class Opener:
     """State of one :func:`open_location` call: location, user options, tensorstore context, and how the server is
     reached (directly, at another base URL it redirects to, or object by object through redirects)."""
@@ -120,6 +137,7 @@ class Opener:
         self.rebased: tuple[str, str] | None = None  # (user's root, root the server redirected to)
         self.objects: Any = None  # StagedObjects when every object is behind its own redirect
         self.clients: list[HttpClient] = []
+        self.pending: list[Any] = []  # metadata requests submitted to the pool
 
     @property
     def context(self):
@@ -147,13 +165,25 @@ class Opener:
     def read_all(self, where: list[tuple[Location, str]], *, probe: bool = False) -> list[Any]:
         """:meth:`read_json` of each ``(location, key)``; over http all at once (one round trip, not one each).
         The first failure, in the order given, is raised."""
-        if len(where) < 2 or not any(loc.remote for loc, _ in where):
-            return [self.read_json(loc, key, probe=probe) for loc, key in where]
-        from concurrent.futures import ThreadPoolExecutor
+        return list(self.iter_json(where, probe=probe))
 
-        with ThreadPoolExecutor(min(16, len(where)), thread_name_prefix="ilastik-metadata") as pool:
-            futures = [pool.submit(self.read_json, loc, key, probe=probe) for loc, key in where]
-        return [f.result() for f in futures]
+    def iter_json(self, where: list[tuple[Location, str]], *, probe: bool = False):
+        """:meth:`read_json` of each ``(location, key)`` in order, all requested at once over http: the caller can
+        stop at the first it needs without waiting for the others (:meth:`wait` does, before the clients close)."""
+        if len(where) < 2 or not any(loc.remote for loc, _ in where):
+            for loc, key in where:
+                yield self.read_json(loc, key, probe=probe)
+            return
+        futures = [_pool().submit(self.read_json, loc, key, probe=probe) for loc, key in where]
+        self.pending.extend(futures)
+        for f in futures:
+            yield f.result()
+
+    def wait(self) -> None:
+        """Let requests still under way end (each within the timeout) before their connections are closed."""
+        for f in self.pending:
+            f.exception()
+        self.pending.clear()
 
     def follow_redirect(self, loc: Location, key: str) -> Location:
         """After metadata at ``loc/key`` came through a redirect: read from the redirect's base URL when the server
