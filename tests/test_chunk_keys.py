@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from ilastik_widget.serving.chunk_keys import ChunkKey, MetadataKey, array_path, parse_key
+from ilastik_widget.serving.chunk_keys import BoxKey, ChunkKey, MetadataKey, array_path, parse_key
 
 CASES = json.loads((pathlib.Path(__file__).parent / "chunk_key_cases.json").read_text(encoding="utf-8"))["cases"]
 #: Keys the Python parser reads differently from the cases (and from the browser's parser), with the reason.
@@ -17,7 +17,7 @@ KNOWN_DIFFERENCES = {
 }
 
 
-def as_json(parsed: ChunkKey | MetadataKey | None) -> dict | None:
+def as_json(parsed: ChunkKey | BoxKey | MetadataKey | None) -> dict | None:
     if parsed is None:
         return None
     if isinstance(parsed, ChunkKey):
@@ -28,6 +28,9 @@ def as_json(parsed: ChunkKey | MetadataKey | None) -> dict | None:
             "index": list(parsed.index),
             "layout": parsed.layout,
         }
+    if isinstance(parsed, BoxKey):
+        box = [list(r) for r in parsed.box]
+        return {"type": "box", "array": parsed.array, "level": parsed.level, "box": box, "layout": parsed.layout}
     return {
         "type": "metadata",
         "array": parsed.array,
@@ -45,10 +48,10 @@ def _case_param(case: dict):
     return pytest.param(key, case["parsed"], id=repr(key)[:60], marks=marks)
 
 
-def test_the_cases_cover_every_array_and_both_kinds_and_malformed_keys():
+def test_the_cases_cover_every_array_and_kind_and_malformed_keys():
     parsed = [c["parsed"] for c in CASES]
     assert {(p["type"], p["array"]) for p in parsed if p} == {
-        (kind, array) for kind in ("chunk", "metadata") for array in ("raw", "labels", "predictions")
+        (kind, array) for kind in ("chunk", "box", "metadata") for array in ("raw", "labels", "predictions")
     }
     assert sum(p is None for p in parsed) >= 30
 

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import shared from "../../tests/chunk_key_cases.json";
 import {
+  BoxKey,
   ChunkKey,
   MetadataKey,
   arrayPath,
@@ -20,10 +21,14 @@ interface Case {
 
 const cases = shared.cases as Case[];
 
-function asJson(parsed: ChunkKey | MetadataKey | null): Record<string, unknown> | null {
+function asJson(parsed: ChunkKey | BoxKey | MetadataKey | null): Record<string, unknown> | null {
   if (parsed === null) return null;
   if (parsed instanceof ChunkKey) {
     return { type: "chunk", array: parsed.array, level: parsed.level, index: [...parsed.index], layout: parsed.layout };
+  }
+  if (parsed instanceof BoxKey) {
+    const box = parsed.box.map((range) => [...range]);
+    return { type: "box", array: parsed.array, level: parsed.level, box, layout: parsed.layout };
   }
   return { type: "metadata", array: parsed.array, name: parsed.name, level: parsed.level, layout: parsed.layout };
 }
@@ -42,17 +47,22 @@ test("parseKey reads every shared case as expected, and a parsed key written bac
   assert.deepEqual(wrong, []);
 });
 
-test("the shared cases have chunks and metadata of every array, and malformed keys", () => {
+test("the shared cases have chunks, boxes and metadata of every array, and malformed keys", () => {
   const kinds = new Set(cases.filter((c) => c.parsed !== null).map((c) => `${c.parsed!.type} ${c.parsed!.array}`));
-  assert.equal(kinds.size, 6, [...kinds].join(", "));
+  assert.equal(kinds.size, 9, [...kinds].join(", "));
   assert.ok(cases.filter((c) => c.parsed === null).length >= 30);
 });
 
-test("ChunkKey.address is the key without array and layout", () => {
+test("ChunkKey.address and BoxKey.address are the key without array and layout", () => {
   const key = parseKey("predictions/4/1/2.3.0");
   assert.ok(key instanceof ChunkKey);
   assert.equal(key.address, "1/2.3.0");
   assert.equal(String(new ChunkKey("predictions", 1, [2, 3, 0], 5)), "predictions/5/1/2.3.0");
+  const box = parseKey("labels/2/0-32_32-64_5-6");
+  assert.ok(box instanceof BoxKey);
+  assert.deepEqual(box.box, [[5, 6], [32, 64], [0, 32]], "array order, z first");
+  assert.equal(box.address, "2/0-32_32-64_5-6");
+  assert.equal(String(new BoxKey("predictions", 0, [[0, 1], [2, 4], [6, 9]], 3)), "predictions/3/0/6-9_2-4_0-1");
 });
 
 test("arrayPath: raw, labels, predictions/<layout>; anything else is refused", () => {

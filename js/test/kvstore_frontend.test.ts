@@ -461,11 +461,12 @@ test("readSinceReload: label and prediction chunks read since forgetReads, whate
   f.receivePush(["labels"], push(["labels/0/0.0"], [bytes(1)]));
   await f.fetch("labels/0/0.0"); // from the push
   const reads = [f.fetch("labels/0/0.1"), f.fetch("predictions/3/0/0.0.0"), f.fetch("raw/0/0.0"),
-    f.fetch("labels/.zattrs"), f.fetch("labels/0/x.0")];
+    f.fetch("labels/.zattrs"), f.fetch("labels/0/x.0"), f.fetch("labels/1/0-8_0-8_2-3"), f.fetch("labels/info")];
   await flushed();
   for (const r of t.requests) answerAll(r);
   await Promise.all(reads);
-  assert.deepEqual([...f.readSinceReload("labels")].sort(), ["labels/0/0.0", "labels/0/0.1"], "no metadata, no malformed key");
+  assert.deepEqual([...f.readSinceReload("labels")].sort(), ["labels/0/0.0", "labels/0/0.1", "labels/1/0-8_0-8_2-3"],
+    "chunks of zarr and precomputed levels; no metadata, no malformed key");
   assert.deepEqual([...f.readSinceReload("predictions")], ["predictions/3/0/0.0.0"]);
   assert.deepEqual([...f.readSinceReload("raw")], [], "only arrays a refresh changes are recorded");
   f.forgetReads("labels");

@@ -9,6 +9,8 @@
 //                                                      `layout` changes when the number of classes does, so the
 //                                                      prediction layers get a new URL exactly then
 // Metadata keys are `<array>/.zgroup`, `<array>/.zattrs` and `<array>/<level>/.zarray` (`.zattrs`).
+// Volumes may be served in Neuroglancer's precomputed format instead (flat chunks along each axis at every level): the
+// metadata is `<array>/info` and a chunk is `<array>/<level>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>` (a `BoxKey`).
 
 import { MAX_KEY_LENGTH } from "../protocol.js";
 
@@ -17,12 +19,15 @@ export const ARRAYS = ["raw", "labels", "predictions"] as const;
 export type ArrayName = (typeof ARRAYS)[number];
 /** Metadata files of a zarr v2 group or array. */
 export const METADATA_NAMES = [".zgroup", ".zattrs", ".zarray"] as const;
-export type MetadataName = (typeof METADATA_NAMES)[number];
+export type MetadataName = (typeof METADATA_NAMES)[number] | "info";
 
-// The same expression as the Python parser's: numbers without leading zeros, at most 9 digits; 2 to 4 chunk indices.
+// The same expression as the Python parser's: numbers without leading zeros, at most 9 digits; a box of three
+// start-stop ranges, or 2 to 4 chunk indices.
 const NUMBER = "(0|[1-9][0-9]{0,8})";
+const BOX = `${NUMBER}-${NUMBER}_${NUMBER}-${NUMBER}_${NUMBER}-${NUMBER}`;
 const KEY = new RegExp(
-  `^(raw|labels|predictions)(?:/${NUMBER})?(?:/${NUMBER})?/(\\.zgroup|\\.zattrs|\\.zarray|${NUMBER}(?:\\.${NUMBER}){1,3})$`,
+  `^(raw|labels|predictions)(?:/${NUMBER})?(?:/${NUMBER})?` +
+    `/(\\.zgroup|\\.zattrs|\\.zarray|info|${BOX}|${NUMBER}(?:\\.${NUMBER}){1,3})$`,
 );
 
 /**
@@ -47,7 +52,32 @@ export class ChunkKey {
   }
 }
 
-/** A `.zgroup` / `.zattrs` / `.zarray` file of an array's group (`level` null) or of one of its levels. */
+/**
+ * A chunk of a precomputed level, named by its box: `box` holds [start, stop) per spatial axis in array order
+ * ((z, y, x)), in voxels of that level.
+ */
+export class BoxKey {
+  constructor(
+    readonly array: ArrayName,
+    readonly level: number,
+    readonly box: readonly (readonly [number, number])[],
+    readonly layout: number | null = null,
+  ) {}
+
+  /** `<level>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`: the key without array and layout (x first, as precomputed writes it). */
+  get address(): string {
+    return `${this.level}/${[...this.box].reverse().map(([a, b]) => `${a}-${b}`).join("_")}`;
+  }
+
+  toString(): string {
+    return `${arrayPath(this.array, this.layout)}/${this.address}`;
+  }
+}
+
+/**
+ * A `.zgroup` / `.zattrs` / `.zarray` file of an array's group (`level` null) or of one of its levels, or the `info`
+ * of a precomputed array.
+ */
 export class MetadataKey {
   constructor(
     readonly array: ArrayName,
@@ -77,7 +107,7 @@ export function arrayPath(array: ArrayName, layout: number | null = null): strin
  * The chunk or metadata file a key names; null for anything else (malformed keys are not errors: the viewer reads
  * them as missing).
  */
-export function parseKey(key: unknown): ChunkKey | MetadataKey | null {
+export function parseKey(key: unknown): ChunkKey | BoxKey | MetadataKey | null {
   if (typeof key !== "string" || key.length > MAX_KEY_LENGTH) return null;
   const m = KEY.exec(key);
   if (m === null) return null;
@@ -91,11 +121,16 @@ export function parseKey(key: unknown): ChunkKey | MetadataKey | null {
     [layout, level] = [null, layout];
   }
   const leaf = m[4];
-  if (leaf.startsWith(".")) {
-    if (leaf === ".zgroup" && level !== null) return null;
+  if (leaf.startsWith(".") || leaf === "info") {
+    if ((leaf === ".zgroup" || leaf === "info") && level !== null) return null;
     return new MetadataKey(array, leaf as MetadataName, level, layout);
   }
   if (level === null) return null;
+  if (leaf.includes("-")) {
+    const xyz = leaf.split("_").map((part) => part.split("-").map(Number) as [number, number]);
+    if (xyz.some(([a, b]) => b <= a)) return null;
+    return new BoxKey(array, level, xyz.reverse(), layout);
+  }
   return new ChunkKey(array, level, leaf.split(".").map(Number), layout);
 }
 

@@ -22,7 +22,7 @@ import type { UrlWithParsedScheme } from "neuroglancer/unstable/kvstore/url.js";
 import type { ChunksReply, ChunksRequest, SeenRequest } from "../protocol.js";
 import { MAX_KEYS } from "../protocol.js";
 import type { ArrayName } from "./chunk_keys.js";
-import { ChunkKey, MetadataKey, parseKey } from "./chunk_keys.js";
+import { BoxKey, ChunkKey, MetadataKey, parseKey } from "./chunk_keys.js";
 import { MEM_SCHEME, memUrl, parseMemUrl } from "./mem_url.js";
 
 /** A binary buffer of a widget message, as anywidget hands it over. */
@@ -189,7 +189,7 @@ export class ChunkFetcher {
     }, 50);
   }
 
-  private noteRead(key: ChunkKey): void {
+  private noteRead(key: ChunkKey | BoxKey): void {
     if (key.array === "raw") return; // a refresh changes only labels and predictions
     let chunks = this.reads.get(key.array);
     if (chunks === undefined) this.reads.set(key.array, (chunks = new Set()));
@@ -232,7 +232,7 @@ export class ChunkFetcher {
         return data;
       });
     }
-    if (parsed instanceof ChunkKey) this.noteRead(parsed);
+    if (parsed instanceof ChunkKey || parsed instanceof BoxKey) this.noteRead(parsed);
     const pushed = this.pushed.get(key);
     if (pushed !== undefined) {
       this.stats.pushed++;
