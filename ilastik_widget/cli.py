@@ -3,7 +3,8 @@
 ``ilastik-widget predict PROJECT INPUT... --output DIR``
     Apply a saved, trained project to images (OME-Zarr/zarr paths or URLs, TIFF files), locally or on a Dask
     scheduler (``--scheduler tcp://host:8786`` or a scheduler file), writing one ``<name>.ome.zarr`` per input
-    (or TIFF files with ``--format tiff``) into DIR.
+    (or TIFF files with ``--format tiff``) into DIR. ``--outputs objects --objects-label 2 --threshold 0.5`` adds
+    the objects of class 2 (a label image and a table as CSV and Parquet per input).
 
 ``ilastik-widget demo [FOLDER] [--no-browser] [--port P]``
     Start the demo notebook, copied into FOLDER (see :mod:`ilastik_widget.demo`).
@@ -65,9 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="NAME",
         default=["probabilities", "segmentation", "uncertainty"],
-        choices=["probabilities", "segmentation", "uncertainty"],
-        help="what to write (default: all three)",
+        choices=["probabilities", "segmentation", "uncertainty", "objects"],
+        help="what to write (default: the first three; objects needs --objects-label)",
     )
+    o = p.add_argument_group("objects (with --outputs objects; as Session.objects and ilastik's Thresholding)")
+    o.add_argument("--objects-label", type=int, metavar="CLASS", help="the class whose objects are found (1..n)")
+    o.add_argument("--threshold", type=float, default=0.5, help="probability from which a voxel is in an object")
+    o.add_argument(
+        "--low", type=float, metavar="P", help="hysteresis: objects grow from seeds down to this probability"
+    )
+    o.add_argument("--min-size", type=int, default=10, metavar="N", help="smallest object in voxels (default 10)")
+    o.add_argument("--max-size", type=int, metavar="N", help="largest object in voxels (default: no limit)")
+    o.add_argument("--smooth", type=float, default=1.0, metavar="SIGMA", help="Gaussian sigma in voxels (default 1)")
+    o.add_argument("--split", action="store_true", help="separate touching objects")
     p.add_argument(
         "--format",
         choices=["zarr", "tiff"],
@@ -139,6 +150,19 @@ def _run_predict(args) -> int:
     from .io.batch import predict_batch
     from .io.sources import is_url, open_source
 
+    objects = None
+    if "objects" in args.outputs:
+        if args.objects_label is None:
+            return _error("--outputs objects needs --objects-label CLASS (the class whose objects are found)")
+        keys = ("threshold", "low", "min_size", "max_size", "smooth", "split")
+        objects = {"label": args.objects_label, **{k: getattr(args, k) for k in keys}}
+        try:
+            from .io.batch_objects import objects_params
+
+            objects_params(objects, model.n_classes, model.ndim)
+        except ValueError as exc:
+            return _error(f"bad objects options: {_one_line(exc)}")
+
     sources = []
     for inp in args.inputs:
         if not is_url(inp) and not os.path.exists(inp):
@@ -177,6 +201,7 @@ def _run_predict(args) -> int:
             format=args.format,
             overwrite=args.overwrite,
             zarr_format=args.zarr_format,
+            objects=objects,
         )
     except FileExistsError as exc:
         return _error(_one_line(exc))
@@ -188,7 +213,9 @@ def _run_predict(args) -> int:
         if cluster is not None:
             cluster.close()
     for r in results:
-        written = ", ".join(f"{k}: {v}" for k, v in r.items() if k != "input")
+        written = ", ".join(
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in r.items() if k != "input"
+        )
         print(f"{r['input']}: {written}")
     return EXIT_OK
 

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.model import TrainedModel
+from .batch_objects import objects_stage  # the "objects" output (a stage that does nothing without it)
 from .sources import ImageSource, open_source
 
 __all__ = ["predict_batch", "predict_dask", "OUTPUTS", "read_output"]
@@ -458,6 +459,7 @@ def predict_batch(
     zarr_format: int = 2,
     max_tiff_bytes: int = 2**31,
     block_bytes: int = _DEFAULT_BLOCK_BYTES,
+    objects: dict | None = None,
 ):
     """Predict whole images or volumes with a trained session and write the results.
 
@@ -473,7 +475,7 @@ def predict_batch(
         For one input: the ``.zarr`` container to write (or a directory). For several inputs, or ``format="tiff"``:
         a directory; each input ``name`` gets ``<dir>/<name>.ome.zarr`` or ``<dir>/<name>_<output>.tif``.
     outputs : sequence of str
-        Any of ``"probabilities"``, ``"segmentation"``, ``"uncertainty"``.
+        Any of ``"probabilities"``, ``"segmentation"``, ``"uncertainty"``, ``"objects"`` (see ``io/batch_objects.py``).
     client : dask.distributed.Client, optional
         Run on this cluster; default: the local threaded scheduler.
     chunks : int or tuple, optional
@@ -486,6 +488,8 @@ def predict_batch(
         ``output`` directory; they are computed in memory (refused above ``max_tiff_bytes`` per file).
     overwrite : bool
         Replace existing outputs (otherwise an existing output is an error, raised before any computation).
+    objects : dict, optional
+        The parameters of the ``"objects"`` output (``{"label": 2, "threshold": 0.5, ...}``, as ``Session.objects``).
 
     Returns
     -------
@@ -499,13 +503,15 @@ def predict_batch(
     if not inputs:
         raise ValueError("no input images given")
     outputs = tuple(outputs)
-    bad = [o for o in outputs if o not in OUTPUTS]
+    bad = [o for o in outputs if o not in (*OUTPUTS, "objects")]
     if bad or not outputs:
-        raise ValueError(f"unknown outputs {bad}; choose from {OUTPUTS}")
+        raise ValueError(f"unknown outputs {bad}; choose from {(*OUTPUTS, 'objects')}")
     model = session if isinstance(session, TrainedModel) else TrainedModel.from_session(session)
+    stage, outputs = objects_stage(model, outputs, objects, client, chunks, block_bytes, progress)
     sources = [_as_source(s, channel_axis) for s in inputs]
     for src in sources:  # before anything is written
         _check_compatible(src, model)
+        stage.check_source(src)
     names = _unique_names(sources)
     out = Path(os.fspath(output))
     fmt = (format or "zarr").lower()
@@ -523,7 +529,7 @@ def predict_batch(
         else:
             targets = [out / f"{n}.ome.zarr" for n in names]
     else:
-        targets = [{o: out / f"{n}_{o}.tif" for o in outputs} for n in names]
+        targets = [{**{o: out / f"{n}_{o}.tif" for o in outputs}, **stage.tiff_paths(out, n)} for n in names]
     existing = [str(p) for t in targets for p in (t.values() if isinstance(t, dict) else [t]) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"output already exists: {', '.join(existing)} (pass overwrite=True to replace)")
@@ -534,7 +540,8 @@ def predict_batch(
     ref = _classifier_ref(model, client)
     if fmt == "tiff":
         lazy = [_predict_dask_with_ref(model, s, ref, chunks, block_bytes) for s in sources]
-        return _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_tiff_bytes, single)
+        found = _write_tiffs(sources, names, lazy, targets, outputs, model, client, progress, max_tiff_bytes, False)
+        return stage.add_tiffs(found, sources, targets, max_tiff_bytes, ref, single)
 
     import zarr
 
@@ -584,7 +591,7 @@ def predict_batch(
                     }
                 zarrs[o] = _write_ome_group(root, o, shape, dtype, zchunks, axes, scale, zarr_format, extra)
                 res[o] = str(final / o)
-            for t in range(src.n_times) if time else [None]:
+            for t in (range(src.n_times) if time else [None]) if zarrs else ():  # nothing to predict for objects alone
                 ph = _lazy_one(
                     src.at_time(t) if time else src, model, ref, chunks, block_bytes, targets=zarrs, t_index=t
                 )
@@ -600,6 +607,7 @@ def predict_batch(
         done = _progress_compute(counters, client, progress)
         if done is not None and sum(int(d) for d in done) != expected:
             raise RuntimeError(f"only {sum(int(d) for d in done)} of {expected} blocks were written")
+        stage.add_zarr(results, sources, partials, targets, zarr_format, ref)
         for part, final in zip(partials, targets):
             root = zarr.open_group(str(part), mode="r+")
             info = dict(root.attrs["ilastik_widget"])
