@@ -1,6 +1,6 @@
 """The zarr keys the viewer reads from the kernel, parsed in one place (mirrored by ``js/src/data/chunk_keys.ts``).
 
-The browser's ``mem://<widget>/`` kvstore asks for keys relative to the widget's root. Three arrays exist, each an
+The browser's ``mem://<widget>/`` kvstore asks for keys relative to the widget's root. Four arrays exist, each an
 OME-Zarr multiscale group whose levels are zarr v2 arrays:
 
 ``raw/<level>/<i>.<j>[.<k>][.0]``
@@ -10,9 +10,12 @@ OME-Zarr multiscale group whose levels are zarr v2 arrays:
 ``predictions/<layout>/<level>/<i>.<j>[.<k>].0``
     the class probabilities, the classes as a trailing channel axis. ``layout`` numbers the array's shape: it changes
     when the number of classes changes, so the viewer's layer gets a new URL (and new metadata) exactly then.
+``objects/<version>/<level>/<i>.<j>[.<k>]``
+    the label image of the widget's last objects (``uint32``, 0 = no object). ``version`` numbers the result: every
+    new result has a new URL, so the viewer never mixes chunks of two results.
 
 Metadata keys are ``<array>/.zgroup``, ``<array>/.zattrs`` and ``<array>/<level>/.zarray`` (``.zattrs``), with the
-``<layout>`` after ``predictions``.
+``<layout>`` after ``predictions`` and the ``<version>`` after ``objects``.
 
 Volumes are served in Neuroglancer's precomputed format instead, so that every level offers chunks flat along each
 axis and each panel reads the plane it shows (see :mod:`~ilastik_widget.serving.pyramid`): the metadata is
@@ -26,7 +29,9 @@ import re
 from dataclasses import dataclass
 
 #: The arrays of a widget, in the order of their layers.
-ARRAYS = ("raw", "labels", "predictions")
+ARRAYS = ("raw", "labels", "predictions", "objects")
+#: The arrays whose path carries a number (the predictions' layout, the objects' version): a new number is a new URL.
+NUMBERED_ARRAYS = ("predictions", "objects")
 #: Metadata files of a zarr v2 group or array.
 METADATA_NAMES = (".zgroup", ".zattrs", ".zarray")
 MAX_KEY_LENGTH = 512
@@ -34,7 +39,7 @@ MAX_KEY_LENGTH = 512
 _NUMBER = r"(0|[1-9][0-9]{0,8})"
 _BOX = rf"{_NUMBER}-{_NUMBER}_{_NUMBER}-{_NUMBER}_{_NUMBER}-{_NUMBER}"
 _KEY = re.compile(
-    rf"^(?P<array>raw|labels|predictions)"
+    rf"^(?P<array>raw|labels|predictions|objects)"
     rf"(?:/(?P<layout>{_NUMBER}))?"
     rf"(?:/(?P<level>{_NUMBER}))?"
     rf"/(?P<leaf>\.zgroup|\.zattrs|\.zarray|info|{_BOX}|{_NUMBER}(?:\.{_NUMBER}){{1,3}})$"
@@ -95,11 +100,12 @@ class MetadataKey:
 
 
 def array_path(array: str, layout: int | None = None) -> str:
-    """The path of an array's group below the widget's root: ``raw``, ``labels`` or ``predictions/<layout>``."""
+    """The path of an array's group below the widget's root: ``raw``, ``labels``, ``predictions/<layout>`` or
+    ``objects/<version>`` (``layout`` is the number of a numbered array)."""
     if array not in ARRAYS:
         raise ValueError(f"unknown array {array!r}; the arrays are {', '.join(ARRAYS)}")
-    if (array == "predictions") != (layout is not None):
-        raise ValueError("the predictions array, and only it, has a layout number")
+    if (array in NUMBERED_ARRAYS) != (layout is not None):
+        raise ValueError(f"the {' and '.join(NUMBERED_ARRAYS)} arrays, and only they, have a number in their path")
     return array if layout is None else f"{array}/{layout}"
 
 
@@ -114,9 +120,9 @@ def parse_key(key: object) -> ChunkKey | BoxKey | MetadataKey | None:
     array = m["array"]
     layout = None if m["layout"] is None else int(m["layout"])
     level = None if m["level"] is None else int(m["level"])
-    if array == "predictions" and layout is None:
+    if array in NUMBERED_ARRAYS and layout is None:
         return None
-    if array != "predictions" and layout is not None:
+    if array not in NUMBERED_ARRAYS and layout is not None:
         # `raw/0/.zarray` matches layout=0, level=None: for raw and labels the number is the level
         layout, level = None, layout
         if m["level"] is not None:

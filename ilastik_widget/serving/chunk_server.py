@@ -12,6 +12,7 @@ from typing import Any
 
 from .chunk_store import ChunkStore, ReadStopped
 from .layer_specs import layer_specs, source_urls
+from .objects_layer import ObjectsArray
 from .pyramid import Pyramid
 from .remote_raw import browser_raw_source, check_raw_from, raw_layer_spec
 from .working_set import ChunkPush, WorkingSet
@@ -64,6 +65,11 @@ class ChunkServer:
     @property
     def labels(self) -> Pyramid:
         return self.store.labels
+
+    @property
+    def objects(self) -> ObjectsArray:
+        """The label image of the last objects, served as the ``objects`` layer (``objects.show(labels, offset)``)."""
+        return self.store.objects
 
     # ------------------------------------------------------------------ reads and pushes
     def read(self, keys: Iterable[str], after_each: Callable[[str], bool] | None = None) -> list[bytes | None]:

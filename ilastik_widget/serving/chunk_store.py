@@ -17,6 +17,8 @@ image, a Neuroglancer precomputed volume with plane-shaped chunks of a 3D one (:
     The pyramid stops at the coarsest level whose chunks cover at most ``max_predict_pixels`` full-resolution pixels:
     zoomed out further the viewer shows that level and asks only for the chunks in view, so predictions fill in chunk
     by chunk instead of one chunk costing the whole image.
+``objects/<version>``
+    the label image of the widget's last objects, when there is one (:class:`ObjectsArray`).
 
 :meth:`ChunkStore.read` never raises: a malformed, unknown or out-of-range key gives None and a log line.
 """
@@ -35,6 +37,7 @@ import numpy as np
 
 from ..core.cache import ByteLRU
 from .chunk_keys import BoxKey, ChunkKey, MetadataKey, array_path, parse_key
+from .objects_layer import ObjectsArray
 from .pyramid import Pyramid, pad_to, pyramid_factors
 from .raw_reader import RawReader
 
@@ -109,6 +112,8 @@ class ChunkStore:
         self._lock = threading.Lock()
         self._layout = 0
         self._layout_classes = self.n_classes
+        #: The label image of the last objects (see :class:`~ilastik_widget.serving.objects_layer.ObjectsArray`).
+        self.objects = ObjectsArray(self)
 
     # ------------------------------------------------------------------ the arrays
     @property
@@ -139,10 +144,16 @@ class ChunkStore:
         )
 
     def pyramids(self) -> dict[str, Pyramid]:
-        """The arrays by their path below the widget's root (``raw``, ``labels``, ``predictions/<layout>``)."""
-        return {"raw": self.raw, "labels": self.labels, array_path("predictions", self.layout): self.predictions()}
+        """The arrays by their path below the widget's root (``raw``, ``labels``, ``predictions/<layout>``, and
+        ``objects/<version>`` when there are objects)."""
+        out = {"raw": self.raw, "labels": self.labels, array_path("predictions", self.layout): self.predictions()}
+        if self.objects.present:
+            out[array_path("objects", self.objects.version)] = self.objects.pyramid()
+        return out
 
     def pyramid(self, array: str) -> Pyramid:
+        if array == "objects":
+            return self.objects.pyramid()
         return self.raw if array == "raw" else self.labels if array == "labels" else self.predictions()
 
     def metadata(self) -> dict[str, str | None]:
@@ -151,7 +162,7 @@ class ChunkStore:
         out: dict[str, str | None] = {}
         for path, pyramid in self.pyramids().items():
             if self.format == "precomputed":
-                out[f"{path}/info"] = json.dumps(pyramid.precomputed_info(self.display_scales()))
+                out[f"{path}/info"] = json.dumps(self._precomputed_info(path.split("/")[0], pyramid))
                 continue
             keys = [f"{path}/.zarray", f"{path}/.zattrs"]
             keys += [f"{path}/{level}/{name}" for level in range(pyramid.n_levels) for name in (".zarray", ".zattrs")]
@@ -197,8 +208,10 @@ class ChunkStore:
         ):
             log.warning("chunk_store: malformed key %r", text)
             return None
-        if key.layout is not None and key.layout != self.layout:
-            log.debug("chunk_store: key of an earlier predictions layout %r", text)
+        if key.array == "objects" and not self.objects.present:
+            return None
+        if key.layout is not None and key.layout != (self.objects.version if key.array == "objects" else self.layout):
+            log.debug("chunk_store: key of an earlier predictions layout or objects version %r", text)
             return None
         if isinstance(key, MetadataKey):
             return self._metadata(key)
@@ -211,6 +224,9 @@ class ChunkStore:
             return self._cache.get_or_compute(("raw", key.level, _where(key)), lambda: self._raw_chunk(region))
         if key.array == "labels":
             return self._labels_chunk(key, region)
+        if key.array == "objects":
+            block = self.objects.block(region)
+            return None if block is None else self.encode(block, pyramid)
         return self._prediction_chunk(pyramid, key, region)
 
     def chunk_region(self, pyramid: Pyramid, key: ChunkKey | BoxKey) -> tuple[slice, ...] | None:
@@ -233,7 +249,7 @@ class ChunkStore:
         if (key.name == "info") != (self.format == "precomputed"):
             return None
         if key.name == "info":
-            return json.dumps(pyramid.precomputed_info(self.display_scales())).encode()
+            return json.dumps(self._precomputed_info(key.array, pyramid)).encode()
         if key.level is None:
             if key.name == ".zgroup":
                 return json.dumps({"zarr_format": 2}).encode()
@@ -245,6 +261,12 @@ class ChunkStore:
         if key.name == ".zarray":
             return json.dumps(pyramid.zarray(key.level)).encode()
         return b"{}" if key.name == ".zattrs" else None
+
+    def _precomputed_info(self, array: str, pyramid: Pyramid) -> dict:
+        info = pyramid.precomputed_info(self.display_scales())
+        if array == "objects":
+            info["type"] = "segmentation"  # Neuroglancer shows its values as object ids in random colours
+        return info
 
     def _raw_chunk(self, region: tuple[slice, ...]) -> bytes:
         return self.encode(self.raw_reader.read(region), self.raw)

@@ -23,6 +23,10 @@ DEFAULT_LAYER_SETTINGS: dict[str, dict[str, Any]] = {
     "segmentation": {"visible": False, "opacity": 0.5},
     "uncertainty": {"visible": False, "opacity": 0.7},
 }
+#: The layer of the last objects (a Neuroglancer segmentation layer, present once objects were computed) and its
+#: settings in a new widget; its opacity is the segmentation layer's ``selectedAlpha``.
+OBJECTS_LAYER = "objects"
+OBJECTS_LAYER_SETTINGS: dict[str, Any] = {"visible": True, "opacity": 0.5}
 
 
 def _vec3(rgb: Sequence[float]) -> str:
@@ -102,12 +106,15 @@ def uncertainty_shader(n: int) -> str:
 
 def source_urls(widget_id: str, store: ChunkStore) -> dict[str, str]:
     """Neuroglancer source URL per layer name: the widget's ``mem://`` kvstore with the zarr v2 data source (2D) or
-    the precomputed one (volumes)."""
+    the precomputed one (volumes); ``objects`` only when there are objects."""
     scheme = "zarr2" if store.format == "zarr" else "neuroglancer-precomputed"
     raw, labels, predictions = (
         f"mem://{widget_id}/{path}/|{scheme}:" for path in ("raw", "labels", array_path("predictions", store.layout))
     )
-    return {"raw": raw, "labels": labels, **dict.fromkeys(PREDICTION_LAYERS, predictions)}
+    urls = {"raw": raw, "labels": labels, **dict.fromkeys(PREDICTION_LAYERS, predictions)}
+    if store.objects.present:
+        urls[OBJECTS_LAYER] = f"mem://{widget_id}/{array_path('objects', store.objects.version)}/|{scheme}:"
+    return urls
 
 
 def _source(store: ChunkStore, url: str, channels: bool = False) -> str | dict:
@@ -124,9 +131,23 @@ def _source(store: ChunkStore, url: str, channels: bool = False) -> str | dict:
     return {"url": url, "transform": {"outputDimensions": out}}
 
 
+def objects_layer_spec(url: str, store: ChunkStore) -> dict:
+    """The objects layer: a Neuroglancer segmentation layer (every object in its own random colour, 0 transparent;
+    with no segment selected, Neuroglancer shows them all at ``selectedAlpha``)."""
+    return {
+        "type": "segmentation",
+        "name": OBJECTS_LAYER,
+        "source": _source(store, url),
+        "selectedAlpha": OBJECTS_LAYER_SETTINGS["opacity"],
+        "notSelectedAlpha": 0.0,
+        "hideSegmentZero": True,
+        "segments": [],
+    }
+
+
 def layer_specs(widget_id: str, store: ChunkStore, raw_spec: Any = None) -> list[dict]:
-    """Neuroglancer layer JSON for raw, probabilities, segmentation, uncertainty and labels, in drawing order (image
-    layers are drawn in list order: raw, then predictions, labels on top).
+    """Neuroglancer layer JSON for raw, probabilities, segmentation, uncertainty, objects (when there are any) and
+    labels, in drawing order (layers are drawn in list order: raw, then predictions and objects, labels on top).
 
     ``raw_spec(kernel_spec)`` may replace the raw layer's spec (the browser loading an image from its URL).
     """
@@ -168,4 +189,5 @@ def layer_specs(widget_id: str, store: ChunkStore, raw_spec: Any = None) -> list
         "opacity": DEFAULT_LAYER_SETTINGS["labels"]["opacity"],
         "shader": labels_shader(colors),
     }
-    return [raw, *predictions, labels]
+    objects = [objects_layer_spec(urls[OBJECTS_LAYER], store)] if OBJECTS_LAYER in urls else []
+    return [raw, *predictions, *objects, labels]
