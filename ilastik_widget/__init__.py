@@ -23,6 +23,10 @@ _LAZY = {
     "load_session": "ilastik_widget.io.project",
     "features_for_region": "ilastik_widget.core.features",
     "PixelClassifier": "ilastik_widget.core.classifier",
+    "export_session": "ilastik_widget.io.export",
+    "export_ilp": "ilastik_widget.io.export",
+    "load_ilp": "ilastik_widget.io.export",
+    "read_table": "ilastik_widget.io.tables",
 }
 
 __all__ = sorted(_LAZY)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import objects as results
 from .protocol import (
     AddClassReply,
     AddClassRequest,
@@ -72,6 +73,7 @@ class BrowserRequests:
         d.register(RenameClassRequest, lambda r, b: (self.widget.rename_class(r.label, r.name), self._reply(r)))
         d.register(RecolorClassRequest, lambda r, b: (self.widget.recolor_class(r.label, r.color), self._reply(r)))
         d.register(SourceFallbackRequest, self._on_source_fallback)
+        results.register(d, self.widget)  # objects, object-row, export
 
     def _reply(self, request: Any) -> None:
         self.widget._send_message(Reply(request.id, request.TYPE), [])

@@ -232,6 +232,37 @@ AXES = Check(_axes, "[number, number]", optional=True)
 POINTS = Check(_points, "number[][]")
 
 
+def _region(value: Any, name: str, id: int, context: Context) -> tuple[tuple[int, int], ...]:
+    """``[[start, stop], ...]``: one half-open voxel range per spatial axis, array order."""
+    ndim = context.ndim or (len(value) if isinstance(value, list) else 0)
+    if not isinstance(value, list) or len(value) != ndim or ndim not in (2, 3):
+        raise MessageError(f"'{name}' must be one [start, stop] per spatial axis, not {_short(value)}", id)
+    spans = [_list(v, name, id, 2) for v in value]
+    out = tuple((check_int(a, name, 0, MAX_ID, id), check_int(b, name, 1, MAX_ID, id)) for a, b in spans)
+    if any(b <= a for a, b in out):
+        raise MessageError(f"'{name}' needs start < stop on every axis, not {_short(value)}", id)
+    return out
+
+
+def _position(value: Any, name: str, id: int, context: Context) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) != (context.ndim or len(value)) or len(value) not in (2, 3):
+        raise MessageError(f"'{name}' must be one coordinate per spatial axis, not {_short(value)}", id)
+    return tuple(check_float(v, name, -MAX_COORDINATE, MAX_COORDINATE, id) for v in value)
+
+
+UNIT = Check(lambda v, n, i, c: check_float(v, n, 0.0, 1.0, i), "number")
+OPTIONAL_UNIT = Check(UNIT.parse, "number", optional=True)
+OPTIONAL_COUNT = Check(lambda v, n, i, c: check_int(v, n, 0, MAX_ID, i), "number", optional=True)
+OPTIONAL_SIGMA = Check(lambda v, n, i, c: check_float(v, n, 0.0, 100.0, i), "number", optional=True)
+OPTIONAL_REGION = Check(_region, "[number, number][]", optional=True)
+OPTIONAL_POSITION = Check(_position, "number[]", optional=True)
+OPTIONAL_OBJECT = Check(lambda v, n, i, c: check_int(v, n, 1, 2**32 - 1, i), "number", optional=True)
+PATH = Check(_text(4096), "string")
+OPTIONAL_NAMES = Check(_keys, "string[]", optional=True)
+OPTIONAL_TEXT = Check(_text(MAX_NAME_LENGTH), "string", optional=True)
+OPTIONAL_FLAG = Check(ERASE.parse, "boolean", optional=True)
+
+
 # ----------------------------------------------------------------------------------------------- browser -> kernel
 
 
@@ -363,6 +394,42 @@ class SourceFallbackRequest(Request):
     message: str = _field(Check(_text(1000), "string"))
 
 
+@dataclass(frozen=True)
+class ObjectsRequest(Request):
+    """Find the objects of class ``label`` as ``IlastikWidget.objects`` does (sizes and sigma in voxels, ``region``
+    [[start, stop], ...] in array order); the reply comes when they are computed."""
+
+    TYPE: ClassVar[str] = "objects"
+    label: int = _field(LABEL)
+    threshold: float = _field(UNIT)
+    low: float | None = _field(OPTIONAL_UNIT, default=None)
+    min_size: int | None = _field(OPTIONAL_COUNT, default=None)
+    max_size: int | None = _field(OPTIONAL_COUNT, default=None)
+    smooth: float | None = _field(OPTIONAL_SIGMA, default=None)
+    split: bool = _field(OPTIONAL_FLAG, default=False)
+    region: tuple[tuple[int, int], ...] | None = _field(OPTIONAL_REGION, default=None)
+
+
+@dataclass(frozen=True)
+class ObjectRowRequest(Request):
+    """The table row of the last objects' object at ``position`` (array order, voxels) or numbered ``object``."""
+
+    TYPE: ClassVar[str] = "object-row"
+    position: tuple[float, ...] | None = _field(OPTIONAL_POSITION, default=None)
+    object: int | None = _field(OPTIONAL_OBJECT, default=None)
+
+
+@dataclass(frozen=True)
+class ExportRequest(Request):
+    """Write the results for the image to ``path`` as ``IlastikWidget.export`` does; the reply comes when done."""
+
+    TYPE: ClassVar[str] = "export"
+    path: str = _field(PATH)
+    outputs: tuple[str, ...] | None = _field(OPTIONAL_NAMES, default=None)
+    format: str | None = _field(OPTIONAL_TEXT, default=None)
+    overwrite: bool = _field(OPTIONAL_FLAG, default=False)
+
+
 REQUESTS: tuple[type[Request], ...] = (
     ChunksRequest,
     SeenRequest,
@@ -378,6 +445,9 @@ REQUESTS: tuple[type[Request], ...] = (
     RenameClassRequest,
     RecolorClassRequest,
     SourceFallbackRequest,
+    ObjectsRequest,
+    ObjectRowRequest,
+    ExportRequest,
 )
 _BY_TYPE = {r.TYPE: r for r in REQUESTS}
 REQUEST_TYPES = tuple(_BY_TYPE)
@@ -502,6 +572,35 @@ class AddClassReply(KernelMessage):
     TYPE: ClassVar[str] = "add-class-reply"
     id: int
     label: int
+
+
+@dataclass(frozen=True)
+class ObjectsReply(KernelMessage):
+    """``count`` objects, served as version ``version`` of the objects array."""
+
+    TYPE: ClassVar[str] = "objects-reply"
+    id: int
+    count: int
+    version: int
+
+
+@dataclass(frozen=True)
+class ObjectRowReply(KernelMessage):
+    """The object asked for (0 and ``row`` null when there is none) and its table row (column -> value)."""
+
+    TYPE: ClassVar[str] = "object-row-reply"
+    id: int
+    object: int
+    row: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ExportReply(KernelMessage):
+    """The paths of the files and folders written."""
+
+    TYPE: ClassVar[str] = "export-reply"
+    id: int
+    written: tuple[str, ...]
 
 
 @dataclass(frozen=True)

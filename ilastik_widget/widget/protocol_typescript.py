@@ -29,6 +29,9 @@ from .protocol import (
     ChangedReply,
     ChunksReply,
     ErrorReply,
+    ExportReply,
+    ObjectRowReply,
+    ObjectsReply,
     Refresh,
     Reply,
     StrokeReply,
@@ -45,6 +48,8 @@ def _ts_type(annotation: Any) -> str:
         return _TS_TYPES[annotation]
     if hint is tuple and len(args) == 2 and args[1] is Ellipsis:
         return f"{_ts_type(args[0])}[]"
+    if hint is dict:  # a table row: column -> value
+        return "Record<string, number | string | boolean | null>"
     if args and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return " | ".join([*(_ts_type(a) for a in rest), "null"])
@@ -128,6 +133,9 @@ def typescript() -> str:
             '"remove-stroke-reply" | "update-now-reply" | "remove-class-reply" | "rename-class-reply" | '
             '"recolor-class-reply"',
         ),
+        (ObjectsReply, '"objects-reply"'),
+        (ObjectRowReply, '"object-row-reply"'),
+        (ExportReply, '"export-reply"'),
         (ErrorReply, '"error"'),
         (Refresh, '"refresh"'),
     ]

@@ -20,7 +20,8 @@ in pixels, 1..61), ``mode`` ("paint", "erase", "navigate"), ``live``, ``feature_
 array index order, crossSectionScale, layout...), ``height`` (CSS px). ``classes`` (list of ``{name, color}``)
 may be set from Python; the browser edits classes with messages. Set by the kernel only: ``status``, ``error``,
 ``busy``, ``progress`` (``{task, done, total, seconds_left}`` while chunks are predicted), ``strokes``
-(summaries), ``source_info``, ``widget_id``.
+(summaries), ``source_info``, ``widget_id``, ``objects_info`` and ``class_insight`` (objects, class insight and
+export are :mod:`~ilastik_widget.widget.objects`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from . import trait_checks as checks
 from .browser_requests import BrowserRequests
 from .chunk_requests import ChunkRequests
 from .live import PAINT_HINT, LiveUpdater
+from .objects import RESULT_TRAITS, WidgetResults
 from .protocol import KernelMessage, describe_exception
 
 log = logging.getLogger("ilastik_widget")
@@ -57,7 +59,7 @@ STATIC = Path(__file__).parent.parent / "static"
 #: Traits a user may also give to the constructor.
 INIT_TRAITS = ("height", "live", "brush_size", "mode", "active_class", "layers", "viewer_state")
 #: Traits only the kernel writes; the browser's attempts are rejected and reverted.
-KERNEL_ONLY = ("status", "error", "busy", "progress", "strokes", "source_info", "widget_id", "classes")
+KERNEL_ONLY = ("status", "error", "busy", "progress", "strokes", "source_info", "widget_id", "classes", *RESULT_TRAITS)
 
 _FALLBACK_ESM = """
 export default { render({ model, el }) {
@@ -118,7 +120,7 @@ class _TraitStatus:
             w._set_traits(**values)
 
 
-class IlastikWidget(anywidget.AnyWidget):
+class IlastikWidget(WidgetResults, anywidget.AnyWidget):
     """Interactive pixel classification on ``image`` (or on an existing ``Session``).
 
     Parameters

@@ -145,7 +145,39 @@ export interface SourceFallbackRequest {
   message: string;
 }
 
-export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | StopRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest;
+/** Find the objects of class ``label`` as ``IlastikWidget.objects`` does (sizes and sigma in voxels, ``region`` [[start, stop], ...] in array order); the reply comes when they are computed. */
+export interface ObjectsRequest {
+  type: "objects";
+  id: number;
+  label: number;
+  threshold: number;
+  low?: number;
+  min_size?: number;
+  max_size?: number;
+  smooth?: number;
+  split?: boolean;
+  region?: [number, number][];
+}
+
+/** The table row of the last objects' object at ``position`` (array order, voxels) or numbered ``object``. */
+export interface ObjectRowRequest {
+  type: "object-row";
+  id: number;
+  position?: number[];
+  object?: number;
+}
+
+/** Write the results for the image to ``path`` as ``IlastikWidget.export`` does; the reply comes when done. */
+export interface ExportRequest {
+  type: "export";
+  id: number;
+  path: string;
+  outputs?: string[];
+  format?: string;
+  overwrite?: boolean;
+}
+
+export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | StopRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest | ObjectsRequest | ObjectRowRequest | ExportRequest;
 /** A request as the browser code writes it: the transport adds the id. */
 export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
 
@@ -182,6 +214,29 @@ export interface Reply {
   id: number;
 }
 
+/** ``count`` objects, served as version ``version`` of the objects array. */
+export interface ObjectsReply {
+  type: "objects-reply";
+  id: number;
+  count: number;
+  version: number;
+}
+
+/** The object asked for (0 and ``row`` null when there is none) and its table row (column -> value). */
+export interface ObjectRowReply {
+  type: "object-row-reply";
+  id: number;
+  object: number;
+  row: Record<string, number | string | boolean | null> | null;
+}
+
+/** The paths of the files and folders written. */
+export interface ExportReply {
+  type: "export-reply";
+  id: number;
+  written: string[];
+}
+
 /** A request failed (``id`` is null when the message had no valid id); ``message`` is in words. */
 export interface ErrorReply {
   type: "error";
@@ -197,4 +252,4 @@ export interface Refresh {
   missing: string[];
 }
 
-export type KernelMessage = ChunksReply | StrokeReply | ChangedReply | AddClassReply | Reply | ErrorReply | Refresh;
+export type KernelMessage = ChunksReply | StrokeReply | ChangedReply | AddClassReply | Reply | ObjectsReply | ObjectRowReply | ExportReply | ErrorReply | Refresh;
