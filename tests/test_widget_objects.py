@@ -97,6 +97,8 @@ def test_objects_layer_chunks_are_the_label_image(widget):
     assert info["params"]["threshold"] == 0.5 and info["params"]["min_size"] == 5
     assert info["region"] == [[0, 300], [0, 520]] and info["stale"] is False
     assert info["total_area"] == int(objects.table["area"].sum())
+    json.dumps(w.objects_info, allow_nan=False)  # traits travel to the browser as JSON
+    json.dumps(w.class_insight, allow_nan=False)
     spec = [s for s in w.source_info["layer_specs"] if s["name"] == "objects"]
     assert len(spec) == 1 and spec[0]["type"] == "segmentation"
     assert spec[0]["source"] == w.source_info["sources"]["objects"] == f"mem://{w.widget_id}/objects/1/|zarr2:"
@@ -170,6 +172,37 @@ def test_objects_of_a_volume_are_served_as_zarr_chunks():
         np.testing.assert_array_equal(out[:24, :70, :80], objects.labels)
     finally:
         w.close()
+
+
+def test_objects_of_a_volume_in_precomputed_plane_chunks():
+    s = _session((20, 70, 80), seed=3)
+    s.train()
+    from ilastik_widget.serving.chunk_server import ChunkServer
+
+    server = ChunkServer(s, "w3", plane_chunks=True)
+    objects = s.objects(2, 0.5, min_size=20)
+    version = server.objects.show(objects.labels, objects.offset)
+    info = json.loads(server.read([f"objects/{version}/info"])[0])
+    assert info["type"] == "segmentation" and info["data_type"] == "uint32" and info["num_channels"] == 1
+    assert json.loads(server.metadata()[f"objects/{version}/info"]) == info
+    spec = [x for x in server.layer_specs() if x["name"] == "objects"][0]
+    assert spec["type"] == "segmentation" and spec["source"]["url"].endswith(
+        f"/objects/{version}/|neuroglancer-precomputed:"
+    )
+    z = int(np.argmax((objects.labels > 0).sum(axis=(1, 2))))
+    data = server.read([f"objects/{version}/0/0-80_0-70_{z}-{z + 1}"])[0]  # one xy plane, x fastest
+    np.testing.assert_array_equal(np.frombuffer(data, np.uint32).reshape(70, 80), objects.labels[z])
+    s.close()
+
+
+def test_objects_in_view(widget):
+    w, _ = widget
+    w.viewer_state = {**w.viewer_state, "view_region": [[20, 180], [100, 400]]}
+    objects = w.objects(2, 0.5, region="view")
+    assert objects.offset == (20, 100) and objects.labels.shape == (160, 300)
+    np.testing.assert_array_equal(
+        objects.labels, w.session.objects(2, 0.5, region=(slice(20, 180), slice(100, 400))).labels
+    )
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -337,6 +370,17 @@ def test_class_insight_of_a_large_region_is_sampled(widget, monkeypatch):
     assert value["in_view"] is True and value["region_voxels"] == 300 * 520
     assert 0 < value["measured_voxels"] < value["region_voxels"]
     assert sum(_by_label(value, "predicted_fraction")) == pytest.approx(1.0)
+
+
+def test_class_insight_of_a_large_image_waits_for_the_region_in_view(widget, monkeypatch):
+    w, _ = widget
+    monkeypatch.setattr(insight, "MAX_BLOCKS", 2)  # the image has 6 blocks
+    w.add_stroke(2, [[150, 300]], radius=2)  # a new training: a new measurement
+    w.wait(60)
+    w._results.wait()
+    value = w.class_insight
+    assert _by_label(value, "predicted_fraction") == [None, None] and value["region"] is None
+    assert _by_label(value, "labelled") == w.session.annotations.count_per_class().tolist()
 
 
 def test_class_insight_before_training_has_labels_only():

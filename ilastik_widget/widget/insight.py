@@ -21,9 +21,10 @@ have mostly computed already. A region of more than :data:`MAX_BLOCKS` blocks is
 evenly over it (an estimate; ``measured_voxels`` says how much was predicted).
 
 The region in view is ``viewer_state["view_region"]``: ``[[start, stop], ...]`` voxels per spatial axis in array
-order (half-open), the box the browser's panels show (for a single 2D panel of a volume, one voxel thick along
-the axis it cuts). The browser adds it to ``viewer_state`` when the view changes; without it (or when it is not
-a valid box) the whole image is measured.
+order (half-open), the box the browser's panels show (for a volume, the plane of its first cross-section panel, one
+voxel thick along the axis it cuts). The browser adds it to ``viewer_state`` when the view changes. Without it (or
+when it is not a valid box) the whole image is measured when it has at most :data:`MAX_BLOCKS` blocks, and nothing
+otherwise (``predicted_fraction`` null): predicting a large image only for this would not be cheap.
 """
 
 from __future__ import annotations
@@ -192,6 +193,11 @@ class InsightUpdater:
         region = self.view_region()
         in_view = region is not None
         if region is None:
+            if len(session.blocks_for(None)) > MAX_BLOCKS:
+                with self._lock:  # what is in view is not known: no fractions rather than a costly guess
+                    self._predicted, self._last_request = None, None
+                self._publish()
+                return None
             region = tuple(slice(0, int(n)) for n in session.spatial_shape)
         generation = int(session.generation)
         request = (generation, region)

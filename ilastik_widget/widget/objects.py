@@ -123,7 +123,8 @@ class WidgetResults(t.HasTraits):
         :meth:`~ilastik_widget.core.session.Session.objects` for the parameters and the result).
 
         The result is kept (:attr:`last_objects`, :attr:`objects_table`) and summarised in the ``objects_info``
-        trait; the layer shows every object in its own colour.
+        trait; the layer shows every object in its own colour. ``region="view"`` computes the region in view (see
+        :mod:`~ilastik_widget.widget.insight`; the whole image when the browser has not said what it shows).
 
         Raises
         ------
@@ -133,6 +134,8 @@ class WidgetResults(t.HasTraits):
             Bad parameters (thresholds outside [0, 1], low > threshold, min_size > max_size, a label beyond the
             classes or without prediction, a region outside the image). The widget then keeps its last objects.
         """
+        if isinstance(region, str) and region == "view":
+            region = self._results.insight.view_region()
         options = dict(low=low, min_size=min_size, max_size=max_size, smooth=smooth, split=split, region=region)
         return self._results.compute(label, threshold, **options)
 
