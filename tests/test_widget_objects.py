@@ -195,6 +195,21 @@ def test_objects_of_a_volume_in_precomputed_plane_chunks():
     s.close()
 
 
+def test_the_objects_array_refuses_what_is_no_label_image_of_the_image():
+    s = Session(np.zeros((50, 60), np.float32))
+    from ilastik_widget.serving.chunk_server import ChunkServer
+
+    array = ChunkServer(s, "w4").objects
+    with pytest.raises(ValueError, match="2D integer label image"):
+        array.show(np.zeros((50, 60), np.float32))
+    with pytest.raises(ValueError, match="do not fit in the image of shape \\(50, 60\\)"):
+        array.show(np.ones((20, 20), np.int32), offset=(40, 0))
+    with pytest.raises(ValueError, match=">= 0"):
+        array.show(-np.ones((5, 5), np.int32))
+    assert array.version == 0 and not array.present
+    s.close()
+
+
 def test_objects_in_view(widget):
     w, _ = widget
     w.viewer_state = {**w.viewer_state, "view_region": [[20, 180], [100, 400]]}

@@ -64,8 +64,8 @@ class ObjectsArray:
         return self._labels is not None
 
     def show(self, labels: Any, offset: Sequence[int] | None = None) -> int:
-        """Serve ``labels`` (an integer label image of the region starting at ``offset``, default the whole image);
-        returns the new version.
+        """Serve ``labels`` (an integer label image of the region starting at ``offset``, default the whole image;
+        int32 labels are shared, not copied); returns the new version.
 
         Raises
         ------
@@ -83,7 +83,9 @@ class ObjectsArray:
             raise ValueError(f"objects of shape {array.shape} at {start} do not fit in the image of shape {shape}")
         if array.size and int(array.min()) < 0:
             raise ValueError("object labels must be >= 0")
-        served = array.astype(np.uint32, copy=True)  # the caller may change its array afterwards
+        # int32 labels >= 0 are their uint32 values: served without a copy (the caller must not change them later;
+        # Session.objects gives a fresh array)
+        served = array.view(np.uint32) if array.dtype == np.int32 else array.astype(np.uint32)
         with self._lock:
             self._labels, self._offset = served, start
             self._version += 1
