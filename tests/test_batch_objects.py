@@ -280,3 +280,24 @@ def test_cli_objects_errors_are_one_line(cells, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
     r = _cli(*base, "--objects-label", "5")
     assert r.returncode == 1 and "label must be a class 1..2" in r.stderr
+
+
+def test_objects_of_a_multichannel_image(tmp_path):
+    image, truth = synthetic_cells((150, 170), seed=9)
+    rgb = np.stack([image, 1.0 - image, image * 0.5], axis=-1).astype(np.float32)
+    zarr.open_array(str(tmp_path / "rgb.zarr"), mode="w", shape=rgb.shape, dtype=rgb.dtype, chunks=(64, 64, 3))[...] = (
+        rgb
+    )
+    src = open_source(str(tmp_path / "rgb.zarr"), channel_axis=2)
+    s = Session(src, features=SEL, classifier={"n_estimators": 12})
+    for st in simulated_strokes(truth, n_per_class=3, radius=2, seed=1):
+        s.add_stroke(**st)
+    s.train()
+    expected = s.objects(2, 0.5)
+    assert {"intensity_mean-0", "intensity_max-2"} <= set(expected.table.columns)
+    result = predict_batch(
+        s, str(tmp_path / "rgb.zarr"), tmp_path / "o.ome.zarr", outputs=("objects",), objects={"label": 2},
+        channel_axis=2, chunks=40, progress=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "o.ome.zarr"))["objects/0"][...], expected.labels)
+    _check_table(result["objects_table"][1], expected)

@@ -291,3 +291,16 @@ def test_widget_writes_an_ilp(widget, tmp_path):
     w, _ = widget
     path = w.export_ilp(tmp_path / "w.ilp", embed=True)
     _same_session(load_ilp(path), w.session)
+
+
+def test_export_of_a_volume(tmp_path):
+    image, truth = synthetic_cells((20, 60, 70), seed=10)
+    s = _session(image, truth, block_shape=(8, 32, 32)).train()
+    params = {"label": 2, "threshold": 0.5, "min_size": 15, "split": True}
+    result = export_session(s, tmp_path / "vol.ome.zarr", ("uncertainty", "objects"), objects=params)
+    root = zarr.open_group(str(tmp_path / "vol.ome.zarr"), mode="r")
+    expected = s.objects(**params)
+    np.testing.assert_array_equal(root["objects/0"][...], expected.labels)
+    np.testing.assert_allclose(root["uncertainty/0"][...], s.uncertainty(), atol=1e-6)
+    assert [a["name"] for a in root["objects"].attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    _same_table(result["objects_table"][0], expected)
