@@ -329,6 +329,19 @@ test("requests, replies and handlers have the protocol's types", async () => {
   model.receive({ type: "undo-reply", id: model.last.id, changed: false });
   const changed: boolean = (await undone).content.changed;
   assert.equal(changed, false);
+  const chunks = t.request({ type: "chunks", keys: ["labels/0/0.0"] });
+  model.receive({ type: "chunks-reply", id: model.last.id, found: [false] });
+  const found: boolean[] = (await chunks).content.found;
+  assert.deepEqual(found, [false]);
+  // a request added to the protocol gets its typed reply without a change here
+  const objects = t.request({ type: "objects", label: 2, threshold: 0.5 });
+  model.receive({ type: "objects-reply", id: model.last.id, count: 12, version: 1 });
+  const count: number = (await objects).content.count;
+  assert.equal(count, 12);
+  const renamed = t.request({ type: "rename-class", label: 1, name: "Background" });
+  model.receive({ type: "rename-class-reply", id: model.last.id });
+  // @ts-expect-error: a plain reply carries nothing but its type and id
+  assert.equal((await renamed).content.label, undefined);
   // what tsc refuses (tests/test_js.py type-checks these lines): each also goes out as is, the kernel would refuse it
   // @ts-expect-error: no such request
   void t.request({ type: "ping" }).catch(() => undefined);
@@ -344,6 +357,6 @@ test("requests, replies and handlers have the protocol's types", async () => {
     const keys: string[] = content.keys;
     assert.ok(Array.isArray(keys));
   });
-  assert.deepEqual(model.sent.slice(2).map((m) => m.content.type), ["ping", "stroke", "seen", "undo"]);
+  assert.deepEqual(model.sent.slice(5).map((m) => m.content.type), ["ping", "stroke", "seen", "undo"]);
   t.dispose();
 });

@@ -5,15 +5,7 @@
 // the kernel never answers, and dispatches the kernel's own messages ("refresh", an "error" without a pending
 // request) to handlers registered with `on(type, handler)`.
 
-import type {
-  AddClassReply,
-  ChangedReply,
-  ChunksReply,
-  KernelMessage,
-  Reply,
-  RequestBody,
-  StrokeReply,
-} from "../protocol.js";
+import type { KernelMessage, Reply, RequestBody } from "../protocol.js";
 import type { Buffer } from "../data/kvstore_frontend.js";
 
 export type { Buffer } from "../data/kvstore_frontend.js";
@@ -30,19 +22,16 @@ export type Notification = Extract<RequestBody, { type: "seen" | "cancel" | "sou
 /** The requests the kernel answers, with a reply or an error. */
 export type Question = Exclude<RequestBody, Notification>;
 
-/** The kernel's reply to a request of type `T`. */
-export type ReplyTo<T extends Question["type"]> = T extends "chunks"
-  ? ChunksReply
-  : T extends "stroke"
-    ? StrokeReply
-    : T extends "undo" | "redo"
-      ? ChangedReply
-      : T extends "add-class"
-        ? AddClassReply
-        : Reply;
+/**
+ * The kernel's reply to a request of type `T`: the kernel message of type `<T>-reply`, or a plain `Reply` when the
+ * protocol names no reply of that type.
+ */
+export type ReplyTo<T extends Question["type"]> = [KernelMessageOf<`${T}-reply`>] extends [never]
+  ? Reply
+  : KernelMessageOf<`${T}-reply`>;
 
 /** A kernel message of type `T` (a message type may be one of several literals, as "undo-reply" | "redo-reply"). */
-export type KernelMessageOf<T extends KernelMessage["type"]> = KernelMessage extends infer M
+export type KernelMessageOf<T extends string> = KernelMessage extends infer M
   ? M extends { type: infer U }
     ? T extends U
       ? M
