@@ -51,7 +51,7 @@ def _case_param(case: dict):
 def test_the_cases_cover_every_array_and_kind_and_malformed_keys():
     parsed = [c["parsed"] for c in CASES]
     assert {(p["type"], p["array"]) for p in parsed if p} == {
-        (kind, array) for kind in ("chunk", "box", "metadata") for array in ("raw", "labels", "predictions")
+        (kind, array) for kind in ("chunk", "box", "metadata") for array in ("raw", "labels", "predictions", "objects")
     }
     assert sum(p is None for p in parsed) >= 30
 
@@ -64,7 +64,9 @@ def test_parse_key_reads_each_case_as_expected(key, expected):
         assert str(parsed) == key  # written back, a parsed key is the key
 
 
-@pytest.mark.parametrize(("array", "layout"), [("predictions", None), ("labels", 1), ("image", None)])
+@pytest.mark.parametrize(
+    ("array", "layout"), [("predictions", None), ("objects", None), ("labels", 1), ("image", None)]
+)
 def test_array_path_refuses_what_names_no_array(array, layout):
     with pytest.raises(ValueError):
         array_path(array, layout)

@@ -49,7 +49,7 @@ test("parseKey reads every shared case as expected, and a parsed key written bac
 
 test("the shared cases have chunks, boxes and metadata of every array, and malformed keys", () => {
   const kinds = new Set(cases.filter((c) => c.parsed !== null).map((c) => `${c.parsed!.type} ${c.parsed!.array}`));
-  assert.equal(kinds.size, 9, [...kinds].join(", "));
+  assert.equal(kinds.size, 12, [...kinds].join(", "));
   assert.ok(cases.filter((c) => c.parsed === null).length >= 30);
 });
 
@@ -65,11 +65,13 @@ test("ChunkKey.address and BoxKey.address are the key without array and layout",
   assert.equal(String(new BoxKey("predictions", 0, [[0, 1], [2, 4], [6, 9]], 3)), "predictions/3/0/6-9_2-4_0-1");
 });
 
-test("arrayPath: raw, labels, predictions/<layout>; anything else is refused", () => {
+test("arrayPath: raw, labels, predictions/<layout>, objects/<version>; anything else is refused", () => {
   assert.equal(arrayPath("raw"), "raw");
   assert.equal(arrayPath("predictions", 0), "predictions/0");
-  assert.throws(() => arrayPath("predictions"), /layout/);
-  assert.throws(() => arrayPath("labels", 1), /layout/);
+  assert.equal(arrayPath("objects", 4), "objects/4");
+  assert.throws(() => arrayPath("predictions"), /number in their path/);
+  assert.throws(() => arrayPath("objects"), /number in their path/);
+  assert.throws(() => arrayPath("labels", 1), /number in their path/);
   assert.throws(() => arrayPath("image" as "raw"), /unknown array "image"/);
 });
 

@@ -19,6 +19,7 @@ const SPECS: LayerSpec[] = [
   { name: "segmentation", type: "image", source: { url: "mem://abc/predictions/3/|zarr2:", transform } },
   { name: "uncertainty", type: "image", source: { url: "mem://abc/predictions/3/|zarr2:", transform } },
   { name: "labels", type: "image", source: "mem://abc/labels/|zarr2:" },
+  { name: "objects", type: "segmentation", source: "mem://abc/objects/2/|zarr2:" },
 ];
 
 test("layerArrays: the array of each layer the kernel serves, read from its source URL", () => {
@@ -27,6 +28,7 @@ test("layerArrays: the array of each layer the kernel serves, read from its sour
     segmentation: "predictions",
     uncertainty: "predictions",
     labels: "labels",
+    objects: "objects",
   });
   const kernelRaw = layerArrays([{ name: "raw", type: "image", source: "mem://abc/raw/|zarr2:" }]);
   assert.equal(kernelRaw.get("raw"), "raw");

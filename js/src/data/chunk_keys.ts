@@ -1,22 +1,27 @@
 // The zarr keys the viewer reads from the kernel, parsed in one place (mirrors ilastik_widget/serving/chunk_keys.py;
 // both parsers are tested on the cases of tests/chunk_key_cases.json).
 //
-// Keys are relative to the widget's root `mem://<widget-id>/`. Three arrays, each an OME-Zarr multiscale group whose
+// Keys are relative to the widget's root `mem://<widget-id>/`. Four arrays, each an OME-Zarr multiscale group whose
 // levels are zarr v2 arrays:
 //   raw/<level>/<i>.<j>[.<k>][.0]                      the image (a trailing channel index when shown in colour)
 //   labels/<level>/<i>.<j>[.<k>]                       the painted labels
 //   predictions/<layout>/<level>/<i>.<j>[.<k>].0       the class probabilities, classes as a trailing channel axis;
 //                                                      `layout` changes when the number of classes does, so the
 //                                                      prediction layers get a new URL exactly then
-// Metadata keys are `<array>/.zgroup`, `<array>/.zattrs` and `<array>/<level>/.zarray` (`.zattrs`).
+//   objects/<version>/<level>/<i>.<j>[.<k>]            the label image of the last objects; every result has a new
+//                                                      `version`, so the layer never mixes chunks of two results
+// Metadata keys are `<array>/.zgroup`, `<array>/.zattrs` and `<array>/<level>/.zarray` (`.zattrs`), the number of a
+// numbered array after its name.
 // Volumes may be served in Neuroglancer's precomputed format instead (flat chunks along each axis at every level): the
 // metadata is `<array>/info` and a chunk is `<array>/<level>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>` (a `BoxKey`).
 
 import { MAX_KEY_LENGTH } from "../protocol.js";
 
 /** The arrays of a widget, in the order of their layers. */
-export const ARRAYS = ["raw", "labels", "predictions"] as const;
+export const ARRAYS = ["raw", "labels", "predictions", "objects"] as const;
 export type ArrayName = (typeof ARRAYS)[number];
+/** The arrays whose path carries a number (the predictions' layout, the objects' version): a new number is a new URL. */
+export const NUMBERED_ARRAYS: readonly ArrayName[] = ["predictions", "objects"];
 /** Metadata files of a zarr v2 group or array. */
 export const METADATA_NAMES = [".zgroup", ".zattrs", ".zarray"] as const;
 export type MetadataName = (typeof METADATA_NAMES)[number] | "info";
@@ -26,7 +31,7 @@ export type MetadataName = (typeof METADATA_NAMES)[number] | "info";
 const NUMBER = "(0|[1-9][0-9]{0,8})";
 const BOX = `${NUMBER}-${NUMBER}_${NUMBER}-${NUMBER}_${NUMBER}-${NUMBER}`;
 const KEY = new RegExp(
-  `^(raw|labels|predictions)(?:/${NUMBER})?(?:/${NUMBER})?` +
+  `^(raw|labels|predictions|objects)(?:/${NUMBER})?(?:/${NUMBER})?` +
     `/(\\.zgroup|\\.zattrs|\\.zarray|info|${BOX}|${NUMBER}(?:\\.${NUMBER}){1,3})$`,
 );
 
@@ -92,13 +97,16 @@ export class MetadataKey {
   }
 }
 
-/** The path of an array's group below the widget's root: `raw`, `labels` or `predictions/<layout>`. */
+/**
+ * The path of an array's group below the widget's root: `raw`, `labels`, `predictions/<layout>` or
+ * `objects/<version>` (`layout` is the number of a numbered array).
+ */
 export function arrayPath(array: ArrayName, layout: number | null = null): string {
   if (!(ARRAYS as readonly string[]).includes(array)) {
     throw new Error(`unknown array ${JSON.stringify(array)}; the arrays are ${ARRAYS.join(", ")}`);
   }
-  if ((array === "predictions") !== (layout !== null)) {
-    throw new Error("the predictions array, and only it, has a layout number");
+  if (NUMBERED_ARRAYS.includes(array) !== (layout !== null)) {
+    throw new Error(`the ${NUMBERED_ARRAYS.join(" and ")} arrays, and only they, have a number in their path`);
   }
   return layout === null ? array : `${array}/${layout}`;
 }
@@ -114,8 +122,9 @@ export function parseKey(key: unknown): ChunkKey | BoxKey | MetadataKey | null {
   const array = m[1] as ArrayName;
   let layout = m[2] === undefined ? null : Number(m[2]);
   let level = m[3] === undefined ? null : Number(m[3]);
-  if (array === "predictions" && layout === null) return null;
-  if (array !== "predictions" && layout !== null) {
+  const numbered = NUMBERED_ARRAYS.includes(array);
+  if (numbered && layout === null) return null;
+  if (!numbered && layout !== null) {
     // `raw/0/.zarray` matches with a layout and no level: for raw and labels that number is the level
     if (level !== null) return null;
     [layout, level] = [null, layout];

@@ -81,6 +81,9 @@ function toUint8Array(buffer: Buffer): Uint8Array {
 /** Keys are sent in two lanes so that slow, computed chunks (predictions) never hold up image and label data. */
 type Lane = "data" | "predictions";
 
+/** The arrays a refresh changes (serving/working_set.py PUSHED_ARRAYS). */
+export const PUSHED_ARRAYS: readonly ArrayName[] = ["labels", "predictions"];
+
 function arrayOf(key: string): ArrayName | undefined {
   return parseKey(key)?.array;
 }
@@ -190,7 +193,7 @@ export class ChunkFetcher {
   }
 
   private noteRead(key: ChunkKey | BoxKey): void {
-    if (key.array === "raw") return; // a refresh changes only labels and predictions
+    if (!PUSHED_ARRAYS.includes(key.array)) return;
     let chunks = this.reads.get(key.array);
     if (chunks === undefined) this.reads.set(key.array, (chunks = new Set()));
     chunks.add(String(key));
