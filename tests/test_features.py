@@ -627,6 +627,63 @@ def test_kept_buffers_are_dropped_when_idle(monkeypatch):
     assert workspace.ARENA._bytes == 0 and not workspace.RESULTS._owners
 
 
+def _thp_eligible(a: np.ndarray) -> bool:
+    """Whether the kernel may back the memory of ``a`` with transparent huge pages (its mapping in smaps)."""
+    address = a.ctypes.data + a.nbytes // 2  # mid-array: an advice may start at an aligned boundary
+    eligible = None
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "THPeligible:":
+                eligible = line.split()[1] == "1"
+    assert eligible is not None, "the array's mapping is not in smaps"
+    return eligible
+
+
+def test_large_buffers_on_small_pages():
+    """Work and result buffers are mapped on small pages (first touch of huge pages cost 7x more on the VMs here),
+    and the buffer pools still recognise and recycle them."""
+    import os
+    import sys
+
+    from ilastik_widget.core import workspace
+
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        pytest.skip("no transparent huge pages here")
+    if "[madvise]" not in mode or not os.path.exists("/proc/self/smaps"):
+        pytest.skip(f"transparent huge pages are not in madvise mode here ({mode.strip()})")
+    big = (3, 1024, 1024)  # 12 MiB: numpy advises huge pages from 4 MiB on
+    if np.lib.NumpyVersion(np.__version__) >= "1.22.0":
+        assert _thp_eligible(np.empty(big, np.float32))  # what the workspace avoids
+    work = workspace.empty(big)
+    assert work.shape == big and work.dtype == np.float32 and work.flags.c_contiguous
+    assert not _thp_eligible(work)
+    assert workspace.empty((10, 10)).base is None  # small arrays from numpy as before
+    workspace.clear_workspace()
+    a = workspace.ARENA.get(big)
+    assert not _thp_eligible(a)
+    workspace.ARENA.put(a)
+    assert workspace.ARENA.get(big) is a  # kept and handed out again
+    workspace.ARENA.put(a[:1])  # a view is never kept
+    assert workspace.ARENA._bytes == 0
+    out = workspace.new_output((512, 512, 10))
+    assert not _thp_eligible(out)
+    out[...] = 1.0
+    owner = id(workspace.RESULTS._owners[-1])
+    assert sys.getrefcount(workspace.RESULTS._owners[-1]) > 3  # the live result references its buffer
+    assert id(workspace.new_output((512, 512, 10)).base) != owner  # so it is never handed out again
+    del out
+    assert id(workspace.new_output((512, 512, 10)).base) == owner  # free again: recycled
+    workspace.clear_workspace()
+
+
 # ---------------------------------------------------------------------------------------------
 # anisotropic voxels
 

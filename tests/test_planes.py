@@ -231,6 +231,21 @@ def test_gradient_cache_bound():
         plane_features(vol, 0, 4, sel, gradient_cache={})
 
 
+def test_default_gradient_cache_holds_what_a_slice_needs():
+    """Scrolling reuses gradient planes only if the cache holds what one slice asks for: all 61 features of a
+    512 x 512 slice and of the two other planes through it (a cache that falls short drops, slice after slice,
+    planes that the next slice asks for again)."""
+    from ilastik_widget.core.features import check_request
+
+    lay = check_request((120, 512, 512), np.uint16, FeatureSelection.all(), None, "3d", None)
+    need = 0
+    for axis, index in ((0, 60), (1, 256), (2, 256)):
+        plane = planes_module._Plane(lay, (axis, index))
+        n_pixels = plane.plane_shape[0] * plane.plane_shape[1]
+        need += sum(len(job.positions) * len(job.scale.axes) * 4 * n_pixels for job in plane.jobs)
+    assert 300 << 20 < need <= GradientCache().max_bytes
+
+
 def test_concurrent_calls_and_single_thread(volume_and_features, monkeypatch):
     """Sessions compute planes from several threads; batch workers run the filter bank on one thread."""
     from concurrent.futures import ThreadPoolExecutor

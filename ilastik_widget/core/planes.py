@@ -23,19 +23,13 @@ output, and a few planes per task; nothing of the size of the volume.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import cv2
 import numpy as np
-
-try:  # installed with scikit-learn
-    import threadpoolctl
-except ImportError:  # pragma: no cover
-    threadpoolctl = None
 
 from . import filters as _filters
 from . import workspace
@@ -43,35 +37,6 @@ from .features import FeatureSelection, Layout, axis_halo, channels_last, check_
 from .slab import GradientCache, PlaneJob, Slab, frame
 
 __all__ = ["GradientCache", "plane_features", "plane_slab", "planes_features"]
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter: Any = None
-_blas_controller: Any = None
-
-
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while planes are computed: the matrix products run on the pool's threads
-    already, and BLAS threads spinning beside them cost ~30% on two cores. Counted, so that concurrent
-    calls restore the original setting only when the last one ends.
-    """
-    global _blas_users, _blas_limiter, _blas_controller
-    with _blas_lock:
-        if _blas_users == 0 and threadpoolctl is not None:
-            if _blas_controller is None:
-                _blas_controller = threadpoolctl.ThreadpoolController()
-            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:
@@ -292,7 +257,11 @@ class _Plane:
         if planar.shape[1:] != self.plane_shape:
             planar = np.ascontiguousarray(planar)
         out = _filters.new_output((*planar.shape[1:], n_total))
-        _filters.interleave(planar.reshape(n_total, -1), out.reshape(-1, n_total))
+        src, dst = planar.reshape(n_total, -1), out.reshape(-1, n_total)
+        bounds = np.linspace(0, len(dst), _filters.N_THREADS + 1).astype(int) // 4096 * 4096
+        bounds[-1] = len(dst)
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        _filters._run(lambda sl: _filters.interleave(src[:, sl], dst[sl]), parts)
         return out
 
     def _get(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -316,7 +285,7 @@ def _compute_planes(image: Any, planes: list[_Plane]) -> list[np.ndarray]:
     workspace.touch(+1)
     pending: list[Future] = []
     try:
-        with _single_threaded_blas():
+        with workspace.single_threaded_blas():
             for p in planes:
                 if not p.empty:
                     tasks = p.tasks(p.read(image))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from functools import partial
 
 import cv2
 import numpy as np
@@ -126,10 +127,13 @@ class GradientCache:
     The tensor at a plane needs the gradient on every plane its outer smoothing reaches (37 planes at
     sigma 10); the next slice needs all but one of them again. Pass one cache per volume to
     :func:`plane_features` / :func:`planes_features` (``gradient_cache=``) when scrolling; a cache must not
-    outlive a change of the volume's values. Least recently used planes are dropped beyond ``max_bytes``.
+    outlive a change of the volume's values. Least recently used planes are dropped beyond ``max_bytes``: the
+    default holds what all 61 features of a 512 x 512 slice use (88 gradient planes of 3 MiB) and of the two
+    other planes through it, since a cache that falls short of one slice's needs drops, slice after slice,
+    planes the next slice asks for again.
     """
 
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
         self.max_bytes = int(max_bytes)
         self.nbytes = 0
         self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
@@ -235,24 +239,26 @@ class PlaneJob:
             runs = [self.missing[a : a + per] for a in range(0, n, per)]
         with_linear = next((k for k, run in enumerate(runs) if any(p == self.index for p, _ in run)), None)
         known = [(p, w) for p, w in self.positions if p in self.cached]
+        # the cached planes' products in one share per thread: scrolling computes little else
+        shares = [known[a :: _filters.N_THREADS] for a in range(min(len(known), _filters.N_THREADS))]
         self.needs_linear = with_linear is None
-        self.remaining = len(runs) + self.needs_linear + bool(known)
+        self.remaining = len(runs) + self.needs_linear + len(shares)
         self.buf = buf
 
         def tensor(k: int) -> None:
             self._tensor(slab, runs[k], k == with_linear)
             self._done()
 
-        def cached() -> None:
+        def cached(share: list[tuple[int, float]]) -> None:
             acc = Accumulator(self, slab.plane_shape)
             try:
-                acc.add_many(known, [self.cached[p] for p, _ in known])
+                acc.add_many(share, [self.cached[p] for p, _ in share])
                 acc.merge()
             finally:
                 acc.free()
             self._done()
 
-        return [lambda k=k: tensor(k) for k in range(len(runs))] + ([cached] if known else [])
+        return [lambda k=k: tensor(k) for k in range(len(runs))] + [partial(cached, share) for share in shares]
 
     def linear_done(self, sums: list[np.ndarray]) -> None:
         """The sums at the output plane (``self.rows``), computed by the caller."""
@@ -308,7 +314,7 @@ class PlaneJob:
                 c1 = min(m, c0 + STACK)
                 n = c1 - c0
                 # stored in the cache: fresh memory; otherwise the same buffers for every stack
-                g = g_all[:, :n] if scaled else np.empty((n_axes, n, *shape), np.float32)
+                g = g_all[:, :n] if scaled else workspace.empty((n_axes, n, *shape))
                 tmp = tmp_all[:n]
                 for i, b in enumerate(sc.axes):
                     src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
