@@ -169,17 +169,42 @@ def test_only_needed_chunks_are_fetched(data_dir):
         assert srv.chunk_requests() == []  # the second read comes from the cache pool
 
 
-def test_stored_layout_for_the_viewer(data_dir):
+def test_stored_layout_for_the_viewer(data_dir, tmp_path):
+    """The layout names the dimensions exactly as Neuroglancer 2.41 does (lib/datasource/*/frontend.js): a
+    precomputed volume of one channel has no channel dimension there, Deep Zoom always three colour channels, an N5
+    dataset without ``axes`` x, y, z, t, c."""
     root, _ = data_dir
     with LoopbackServer(root) as srv:
         pc = open_source(f"{srv.url}/pc").storage
         assert pc.source == f"{srv.url}/pc|neuroglancer-precomputed:"
-        assert (pc.dimensions, pc.axes, pc.fixed) == (("x", "y", "z", "c^"), "xyzc", ((3, 0),))
-        assert pc.voxel_offset == (3.0, 5.0, 7.0, 0.0) and pc.resolution == (4.0, 4.0, 40.0, None)
+        assert (pc.dimensions, pc.axes, pc.fixed) == (("x", "y", "z"), "xyz", ())
+        assert pc.voxel_offset == (3.0, 5.0, 7.0) and pc.resolution == (4.0, 4.0, 40.0)
+        assert pc.encodings == ("raw", "raw") and not pc.needs_token
         n5 = open_source(f"{srv.url}/n5_scales").storage
-        assert (n5.dimensions, n5.axes, n5.resolution) == (("x", "y", "z"), "xyz", (0.5, 0.5, 2.0))
+        assert (n5.source, n5.dimensions, n5.axes) == (f"{srv.url}/n5_scales|n5:", ("x", "y", "z"), "xyz")
+        assert n5.resolution == (0.5, 0.5, 2.0) and n5.voxel_offset == (0.0, 0.0, 0.0)
         dzi = open_source(f"{srv.url}/slide.dzi").storage
-        assert (dzi.source, dzi.axes, dzi.needs_token) == (f"deepzoom://{srv.url}/slide.dzi", "xyc", False)
+        assert (dzi.source, dzi.dimensions, dzi.axes) == (f"{srv.url}/slide.dzi|deepzoom:", ("x", "y", "c^"), "xyc")
+        assert (dzi.fixed, dzi.encodings, dzi.needs_token) == ((), ("png-rgb8",), False)
+    # N5 without axes: Neuroglancer's default names; with axes: as written (not lowercased)
+    vol = VOLUME[:, :8, :8]
+    write_n5(tmp_path / "plain.n5", vol)
+    attrs = json.loads((tmp_path / "plain.n5" / "attributes.json").read_text())
+    del attrs["axes"]
+    (tmp_path / "plain.n5" / "attributes.json").write_text(json.dumps(attrs))
+    assert open_source(str(tmp_path / "plain.n5")).storage.dimensions == ("x", "y", "z")
+    attrs["axes"] = ["X", "Y", "Z"]
+    (tmp_path / "plain.n5" / "attributes.json").write_text(json.dumps(attrs))
+    assert open_source(str(tmp_path / "plain.n5")).storage.dimensions == ("X", "Y", "Z")
+    # tiles that are not 8-bit RGB are named: Neuroglancer decodes only those
+    grey = RNG.integers(0, 255, (70, 90), dtype=np.uint8)
+    write_dzi(tmp_path, "grey", grey, tile=64, fmt="png")
+    g = open_source(str(tmp_path / "grey.dzi")).storage
+    assert (g.axes, g.fixed, g.encodings) == ("xyc", ((2, 0),), ("png-grey8",))
+    write_dzi(tmp_path, "rgba", np.dstack([SLIDE[:70, :90], grey]), tile=64, fmt="png")
+    assert open_source(str(tmp_path / "rgba.dzi")).storage.encodings == ("png-rgba8",)
+    write_dzi(tmp_path, "jpeg", SLIDE[:70, :90], tile=64, fmt="jpg")
+    assert open_source(str(tmp_path / "jpeg.dzi")).storage.encodings == ("jpg-rgb8",)
 
 
 def test_precomputed_channels_and_flat_volumes(tmp_path):
@@ -193,7 +218,9 @@ def test_precomputed_channels_and_flat_volumes(tmp_path):
     src = open_source(str(tmp_path / "flat"))
     assert src.axes == "yx" and src.shape == (64, 48) and src.scale == (4.0, 4.0)
     np.testing.assert_array_equal(src[...], flat[0])
-    assert src.storage.fixed == ((3, 0), (2, 0))
+    assert (src.storage.dimensions, src.storage.axes, src.storage.fixed) == (("x", "y", "z"), "xyz", ((2, 0),))
+    two_layout = open_source(str(tmp_path / "two")).storage
+    assert (two_layout.dimensions, two_layout.axes) == (("x", "y", "z", "c^"), "xyzc")
 
 
 def test_sources_pickle_for_worker_processes(data_dir):

@@ -65,14 +65,22 @@ class _Pyramid:
         self.files = files
         self.info = info
         self.mode = "RGB"
+        self.pixels = "rgb8"  # how the tiles store their pixels (see tile_pixels)
         self.cache = _TileCache(cache_bytes)
 
     def __getstate__(self):
-        return {"files": self.files, "info": self.info, "mode": self.mode, "cache_bytes": self.cache.max_bytes}
+        return {
+            "files": self.files,
+            "info": self.info,
+            "mode": self.mode,
+            "pixels": self.pixels,
+            "cache_bytes": self.cache.max_bytes,
+        }
 
     def __setstate__(self, state):
         _Pyramid.__init__(self, state["files"], state["info"], state["cache_bytes"])
         self.mode = state["mode"]
+        self.pixels = state.get("pixels", "other")
 
     def tile_key(self, level: int, col: int, row: int) -> str:
         return f"{level}/{col}_{row}.{self.info.format}"
@@ -131,7 +139,19 @@ class _Pyramid:
             self.mode = "RGBA"
         else:
             self.mode = "RGB"
+        self.pixels = tile_pixels(data, mode)
         self.decode(data, level, 0, 0)  # the tile itself must be right
+
+
+def tile_pixels(data: bytes, mode: str) -> str:
+    """How a tile stores its pixels: ``rgb8``, ``rgba8``, ``grey8``, ``grey16``, ``palette8`` or ``other``; from a
+    PNG's header (Pillow reads 16-bit colour as 8-bit ``RGB``), else from Pillow's ``mode``."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26:
+        depth, color = data[24], data[25]
+        kinds = {(0, 8): "grey8", (0, 16): "grey16", (2, 8): "rgb8", (3, 8): "palette8", (6, 8): "rgba8"}
+        return kinds.get((color, depth), "other")
+    kinds = {"RGB": "rgb8", "RGBA": "rgba8", "L": "grey8", "I;16": "grey16", "I;16B": "grey16", "P": "palette8"}
+    return kinds.get(mode, "other")
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -274,7 +294,15 @@ def open_dzi(op, loc: Location):
     n = levels[0].ndim
     ax = _check_axes(op.axes, n) if op.axes else _axes_for(n, op.channel_axis, "yxc"[:n])
     factors = [2 ** (info.max_level - lv.level) for lv in levels]
-    layout = op.layout(loc, "deepzoom", ("x", "y", "c^")[: n if n == 3 else 2], "xyc"[:n])
+    # Neuroglancer's model is always x, y and three colour channels; a grey image has no channel axis here
+    layout = op.layout(
+        loc,
+        "deepzoom",
+        ("x", "y", "c^"),
+        ax[1] + ax[0] + (ax[2] if n == 3 else "c"),
+        fixed=[] if n == 3 else [(2, 0)],
+        encodings=[f"{info.format}-{levels[0]._p.pixels}"],
+    )
     return _build(
         as_dask(levels[0], "dzi", ax),
         ax,

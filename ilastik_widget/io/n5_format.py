@@ -65,9 +65,8 @@ def open_n5(op: Opener, loc: Location, attrs: Any):
     level_scales = [tuple(r * f for r, f in zip(res[::-1], fs[::-1])) for fs in factors]
     level_scales = [tuple(v for a, v in zip(ax, s) if a in "zyx") for s in level_scales]
     units = tuple(u for a, u in zip(ax, (ms.units or (None,) * n)[::-1]) if a in "zyx")
-    layout = op.layout(
-        loc, "n5", file_axes or [f"d{i}" for i in range(n)], ax[::-1], resolution=ms.resolution, units=ms.units
-    )
+    names = _neuroglancer_names(attrs.get("axes"), n)
+    layout = op.layout(loc, "n5", names, ax[::-1], resolution=ms.resolution, units=ms.units)
     return _build(
         as_dask(arrays[0], "n5", ax),
         ax,
@@ -88,6 +87,13 @@ def _n5_axes(attrs: dict, where: str) -> tuple[str, ...] | None:
     if not isinstance(axes, list) or not all(isinstance(a, str) for a in axes):
         raise SourceError(f"{where}: 'axes' must be a list of names")
     return tuple(a.lower() for a in axes)
+
+
+def _neuroglancer_names(axes: Any, n: int) -> tuple[str, ...]:
+    """The dimension names Neuroglancer gives an N5 dataset: its ``axes`` as written, else x, y, z, t, c, d6..."""
+    if isinstance(axes, list) and len(axes) == n and all(isinstance(a, str) for a in axes):
+        return tuple(axes)
+    return tuple(["x", "y", "z", "t", "c"][:n] + [f"d{i + 1}" for i in range(5, n)])
 
 
 def _letters(names) -> str | None:

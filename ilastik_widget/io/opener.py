@@ -37,12 +37,14 @@ class StoredLayout:
     format : str
         ``"zarr2"``, ``"zarr3"``, ``"n5"``, ``"precomputed"`` or ``"deepzoom"``.
     dimensions : tuple[str, ...]
-        Neuroglancer's name of each stored dimension, in stored order (``("x", "y", "z", "c^")`` for precomputed).
+        The name Neuroglancer gives each dimension of the stored data, in stored order: ``("x", "y", "z")`` for a
+        precomputed volume of one channel, ``("x", "y", "z", "c^")`` with more; ``("x", "y", "c^")`` for Deep Zoom
+        (always three colour channels there); an N5 dataset's ``axes`` as written (``x, y, z, t, c, d6...`` without).
     axes : str
         The source's axis letter (``tczyx``) of each stored dimension, in stored order.
     fixed : tuple[tuple[int, int], ...]
-        ``(stored dimension, index)`` of the dimensions the source's array does not have (the one channel of a
-        precomputed volume, the z of a one-voxel-deep volume): the source shows that index.
+        ``(stored dimension, index)`` of the dimensions the source's array does not have (the z of a one-voxel-deep
+        precomputed volume, the colour channel of a grey Deep Zoom image): the source shows that index.
     voxel_offset : tuple[float, ...]
         Where Neuroglancer puts the lower corner of voxel 0, per stored dimension, in voxels (precomputed
         ``voxel_offset``; 0 elsewhere): voxel ``i`` of the source is stored voxel ``i`` spanning
@@ -51,6 +53,11 @@ class StoredLayout:
         The stored voxel size and unit of each stored dimension (``None`` where not given).
     needs_token : bool
         The source was opened with a bearer token: a browser without it cannot load the URL.
+    encodings : tuple[str, ...]
+        How the chunks or tiles are encoded where a viewer's decoders may not cover every case: the precomputed
+        ``encoding`` of each scale; for Deep Zoom ``"<format>-<pixels>"`` of the tile read to learn the pixel type,
+        ``pixels`` one of ``rgb8``, ``rgba8``, ``grey8``, ``grey16``, ``palette8``, ``other`` (e.g. ``"png-rgb8"``).
+        Empty for zarr and N5 (a codec a viewer lacks shows in their metadata).
     """
 
     source: str
@@ -62,9 +69,16 @@ class StoredLayout:
     resolution: tuple[float | None, ...]
     units: tuple[str | None, ...]
     needs_token: bool
+    encodings: tuple[str, ...] = ()
 
 
-_NG_SUFFIX = {"zarr2": "zarr2", "zarr3": "zarr3", "n5": "n5", "precomputed": "neuroglancer-precomputed"}
+_NG_SUFFIX = {
+    "zarr2": "zarr2",
+    "zarr3": "zarr3",
+    "n5": "n5",
+    "precomputed": "neuroglancer-precomputed",
+    "deepzoom": "deepzoom",
+}
 
 
 def check_not_empty(arr, where: str) -> None:
@@ -245,10 +259,12 @@ class Opener:
         url = replace(loc, root=root).url
         return dict(url=url, path=url if loc.remote else root, name=stem(loc.name), source_kind=kind, data_format=fmt)
 
-    def layout(self, loc: Location, fmt: str, dims, axes, fixed=(), offset=None, resolution=None, units=None):
+    def layout(
+        self, loc: Location, fmt: str, dims, axes, fixed=(), offset=None, resolution=None, units=None, encodings=()
+    ):
         n = len(dims)
         base = self.source_meta(loc, "", fmt)["path"]
-        source = f"{base}|{_NG_SUFFIX[fmt]}:" if fmt in _NG_SUFFIX else f"deepzoom://{base}"
+        source = f"{base}|{_NG_SUFFIX[fmt]}:"
         return StoredLayout(
             source,
             fmt,
@@ -259,6 +275,7 @@ class Opener:
             tuple(resolution or (None,) * n),
             tuple(units or (None,) * n),
             self.with_token,
+            tuple(encodings),
         )
 
 

@@ -48,16 +48,19 @@ def open_precomputed(op: Opener, loc: Location, doc: Any):
         return tuple(v for a, v in zip(ax, vals) if a in "zyx")
 
     level_scales = [spatial(sc.resolution) for sc in info.scales]
-    fixed = ([(3, 0)] if single else []) + ([(2, 0)] if flat else [])
+    # Neuroglancer's model: x, y, z and a channel dimension only with more than one channel; the view's letter of
+    # each (a flat z, which the view drops, stays z)
+    letters = "xyz" if single else "xyzc"
     layout = op.layout(
         loc,
         "precomputed",
-        ("x", "y", "z", "c^"),
-        "xyzc",
-        fixed=fixed,
-        offset=(*info.scales[0].voxel_offset, 0),
-        resolution=(*info.scales[0].resolution, None),
-        units=("nanometer",) * 3 + (None,),
+        ("x", "y", "z") if single else ("x", "y", "z", "c^"),
+        "".join(ax[meta_axes.index(a)] if a in meta_axes else a for a in letters),
+        fixed=[(2, 0)] if flat else [],
+        offset=info.scales[0].voxel_offset + ((0,) if not single else ()),
+        resolution=info.scales[0].resolution + ((None,) if not single else ()),
+        units=("nanometer",) * 3 + ((None,) if not single else ()),
+        encodings=[sc.encoding for sc in info.scales],
     )
     return _build(
         as_dask(arrays[0], "precomputed", ax),
