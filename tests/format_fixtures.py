@@ -153,9 +153,10 @@ def write_ome_zarr3_sharded(path, a: np.ndarray, axes: str, scale, n_levels=2, s
     return path
 
 
-def write_dzi(directory, name: str, image: np.ndarray, tile=64, overlap=1, fmt="png"):
+def write_dzi(directory, name: str, image: np.ndarray, tile=64, overlap=1, fmt="png", jpeg_options=None):
     """A Deep Zoom pyramid ``<name>.dzi`` + ``<name>_files/`` of ``image`` (h, w) or (h, w, 3|4), every level down
-    to 1 x 1 (each level the previous one resized with Pillow's default filter)."""
+    to 1 x 1 (each level the previous one resized with Pillow's default filter); JPEG tiles of quality 95, or as
+    ``jpeg_options`` (Pillow's save options, e.g. ``subsampling=0`` for full-resolution colour) say."""
     from PIL import Image
 
     os.makedirs(directory, exist_ok=True)
@@ -178,7 +179,7 @@ def write_dzi(directory, name: str, image: np.ndarray, tile=64, overlap=1, fmt="
                 if fmt in ("jpg", "jpeg") and tile_im.mode == "RGBA":
                     tile_im = tile_im.convert("RGB")
                 if fmt in ("jpg", "jpeg"):
-                    tile_im.save(os.path.join(d, f"{col}_{row}.{fmt}"), quality=95)
+                    tile_im.save(os.path.join(d, f"{col}_{row}.{fmt}"), **(jpeg_options or {"quality": 95}))
                 else:
                     tile_im.save(os.path.join(d, f"{col}_{row}.{fmt}"))
     with open(os.path.join(directory, f"{name}.dzi"), "w") as fh:

@@ -4,7 +4,8 @@ It answers GET and HEAD with byte ranges (``Range: bytes=a-b`` and suffix ranges
 require a bearer token (401 without one, 403 with a wrong one), redirect every request to a second server (as
 object stores redirect to signed URLs), send CORS headers or not, fail a number of requests with 503 or by
 resetting the connection, and accept connections but never answer. Every request is recorded (path, whether an
-Authorization header came, the range) so tests can check what was fetched.
+Authorization header came, the range) so tests can check what was fetched; requests that carry an ``Origin`` header
+(a browser's cross-origin fetches; the kernel's readers send none) are listed apart in ``from_browser``.
 
 >>> with LoopbackServer(root) as srv:                 # doctest: +SKIP
 ...     url = srv.url + "/image.zarr"
@@ -65,6 +66,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization")
         with srv.lock:
             srv.requests.append((path, auth, self.headers.get("Range")))
+            if self.headers.get("Origin") is not None:
+                srv.from_browser.append(path)
             hang = srv.hang
             fail = srv.fail_next > 0 and not path.endswith(srv.never_fail)
             if fail:
@@ -155,6 +158,7 @@ class LoopbackServer:
         self.never_fail: tuple[str, ...] = ()
         self.hang = False
         self.requests: list[tuple[str, str | None, str | None]] = []
+        self.from_browser: list[str] = []  # paths of the requests that came with an Origin header
         self.lock = threading.Lock()
         self._hanging = threading.Event()
         self._srv = _Server((host, 0), _Handler)
@@ -172,6 +176,7 @@ class LoopbackServer:
     def clear(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.from_browser.clear()
 
     def close(self) -> None:
         self._hanging.set()

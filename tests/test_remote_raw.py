@@ -1,10 +1,14 @@
 """The raw layer of an image on a web server, read by the browser straight from its URL (ChunkServer.layer_specs).
 
 The spec's source transform is checked by placing voxels the way Neuroglancer 2.41 does (re-stated here from
-lib/datasource/zarr/ome.js and lib/coordinate_transform.js): an OME-Zarr's model coordinate of voxel index ``v`` is
-``v - 1/2 + translation / scale`` (in full-resolution voxels, the multiscale transform applied after the dataset's),
-a plain zarr array's is ``v``; an output coordinate is ``matrix @ (model * input scale / output scale) + offset``. The
-mem:// raw layer puts voxel i at [i, i + 1) of the global dimension named after its axis; so must the URL's.
+lib/datasource/zarr/ome.js, precomputed/frontend.js, n5/frontend.js, deepzoom/frontend.js and
+lib/coordinate_transform.js): an OME-Zarr's model coordinate of voxel index ``v`` is ``v - 1/2 + translation /
+scale`` (in full-resolution voxels, the multiscale transform applied after the dataset's), a plain zarr array's is
+``v``; a precomputed volume's voxel ``v`` spans ``[voxel_offset + v, voxel_offset + v + 1)`` of its model dimensions
+x, y, z (and c^ with more than one channel), an N5 dataset's and a Deep Zoom image's ``[v, v + 1)`` (N5 dimensions
+named by its ``axes``, else x, y, z, t, c; Deep Zoom x, y, c^); an output coordinate is ``matrix @ (model * input
+scale / output scale) + offset``. The mem:// raw layer puts voxel i at [i, i + 1) of the global dimension named
+after its axis; so must the URL's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import zarr
+from format_fixtures import write_dzi, write_n5, write_precomputed, write_zarr3_sharded
+from loopback_http import LoopbackServer
 
 from ilastik_widget.core.session import Session
 from ilastik_widget.io.sources import open_source
@@ -150,7 +156,7 @@ def test_rgb_channels_become_the_channel_dimension(tmp_path):
     transform = raw["source"]["transform"]
     assert list(transform["outputDimensions"]) == ["c^", "y", "x"]
     assert list(transform["inputDimensions"]) == ["c'", "y", "x"]
-    assert "localPosition" not in raw and "getDataValue(2)" in raw["shader"]
+    assert "localPosition" not in raw and "contrast2()" in raw["shader"]
     got = global_position(raw, source, (2, 10, 20))
     assert got == pytest.approx({"c^": 2.5, "y": 10.5, "x": 20.5})  # channel 2 spans [2, 3), as the mem:// layer's
 
@@ -165,14 +171,23 @@ def test_rgb_stored_one_channel_per_chunk_is_served_by_the_kernel(tmp_path):
     }
 
 
-def test_other_channels_show_the_first_one_as_the_kernel_does(tmp_path):
+def test_channels_stored_one_per_chunk_are_served_by_the_kernel(tmp_path):
+    """The composite of all channels needs Neuroglancer's channel dimension, which must lie whole in each chunk."""
     data = np.random.default_rng(3).integers(0, 255, (2, 5, 20, 30), dtype=np.uint8)
     write_ome(tmp_path / "c.ome.zarr", data, "czyx", (1.0, 1.0, 1.0, 1.0), chunks=(1, 5, 20, 30))
     source = remote(tmp_path / "c.ome.zarr")
     raw = specs(source)[1]["raw"]
-    assert list(raw["source"]["transform"]["outputDimensions"]) == ["c'", "z", "y", "x"]
-    assert raw["localPosition"] == [0.5]  # inside channel 0, which spans [0, 1)
-    assert global_position(raw, source, (0, 1, 2, 3)) == pytest.approx({"c'": 0.5, "z": 1.5, "y": 2.5, "x": 3.5})
+    assert raw["source"]["url"] == "mem://wid/raw/|zarr2:" and "contrast1()" in raw["shader"]
+
+
+def test_channels_in_one_chunk_become_the_channel_dimension(tmp_path):
+    data = np.random.default_rng(3).integers(0, 255, (2, 5, 20, 30), dtype=np.uint8)
+    write_ome(tmp_path / "c.ome.zarr", data, "czyx", (1.0, 1.0, 1.0, 1.0), chunks=(2, 5, 20, 30))
+    source = remote(tmp_path / "c.ome.zarr")
+    raw = specs(source)[1]["raw"]
+    assert list(raw["source"]["transform"]["outputDimensions"]) == ["c^", "z", "y", "x"]
+    assert "localPosition" not in raw
+    assert global_position(raw, source, (1, 1, 2, 3)) == pytest.approx({"c^": 1.5, "z": 1.5, "y": 2.5, "x": 3.5})
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -182,11 +197,12 @@ def test_a_time_point_is_a_local_position(tmp_path, zarr_format):
     source = remote(tmp_path / "t.ome.zarr", t=2)
     server, s = specs(source)
     raw = s["raw"]
-    assert list(raw["source"]["transform"]["outputDimensions"]) == ["t'", "c'", "y", "x"]
-    assert raw["localPosition"] == [2.5, 0.5]  # time point 2, channel 0
-    assert global_position(raw, source, (2, 0, 3, 4)) == pytest.approx({"t'": 2.5, "c'": 0.5, "y": 3.5, "x": 4.5})
-    # the kernel reads the same time point and channel
-    np.testing.assert_array_equal(server.store.raw_reader.read((slice(0, 20), slice(0, 30))), data[2, 0])
+    assert list(raw["source"]["transform"]["outputDimensions"]) == ["t'", "c^", "y", "x"]
+    assert raw["localPosition"] == [2.5]  # time point 2
+    assert global_position(raw, source, (2, 1, 3, 4)) == pytest.approx({"t'": 2.5, "c^": 1.5, "y": 3.5, "x": 4.5})
+    # the kernel reads the same time point, every channel
+    read = server.store.raw_reader.read((slice(0, 20), slice(0, 30)))
+    np.testing.assert_array_equal(read, np.moveaxis(data[2], 0, -1))
 
 
 def test_plain_zarr_array(tmp_path):
@@ -280,3 +296,167 @@ def test_widget_opens_a_url_string_over_http(http_root):
     assert raw["source"]["transform"]["outputDimensions"]["z"] == [4.0, ""]
     np.testing.assert_array_equal(w.session.image[1].compute(), vol[1])
     w.close()
+
+
+# ------------------------------------------------------------------------------------ precomputed, N5, Deep Zoom
+VOLUME = np.random.default_rng(9).integers(0, 250, (6, 20, 30), dtype=np.uint8)  # z, y, x
+SLIDE = np.random.default_rng(10).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Every format on a real loopback http server."""
+    root = tmp_path_factory.mktemp("served")
+    write_precomputed(root / "pc", VOLUME, offset=(3, 5, 7))
+    write_precomputed(root / "pc_sharded", VOLUME, sharded=True, offset=(3, 5, 7))
+    write_precomputed(root / "flat", VOLUME[:1], offset=(3, 5, 7))
+    write_precomputed(root / "two", np.stack([VOLUME, 255 - VOLUME], -1), channels_last=True)
+    write_precomputed(root / "rgb", np.stack([VOLUME, VOLUME // 2, 255 - VOLUME], -1), channels_last=True)
+    write_n5(root / "n5", VOLUME)
+    write_zarr3_sharded(root / "z3", VOLUME, (4, 16, 16), (2, 8, 8))
+    write_dzi(root, "slide", SLIDE, tile=32, overlap=1, fmt="jpg")
+    write_dzi(root, "png", SLIDE, tile=32, overlap=1)
+    write_dzi(root, "grey", SLIDE[..., 0], tile=32)
+    write_dzi(root, "rgba", np.dstack([SLIDE, SLIDE[..., :1]]), tile=32)
+    with LoopbackServer(root) as srv:
+        yield root, srv.url
+
+
+def source_url(spec) -> str:
+    return spec["source"] if isinstance(spec["source"], str) else spec["source"]["url"]
+
+
+def placed(spec, model_voxel) -> dict:
+    """Where Neuroglancer puts the centre of the voxel at ``model_voxel`` (its lower corner in the source's model
+    coordinates, one entry per input dimension), by output dimension."""
+    transform = spec["source"]["transform"]
+    in_scale = np.array([v[0] for v in transform["inputDimensions"].values()])
+    out_names = list(transform["outputDimensions"])
+    out_scale = np.array([transform["outputDimensions"][n][0] for n in out_names])
+    m = np.asarray(transform["matrix"], float)
+    rank = len(in_scale)
+    out = m[:, :rank] @ ((np.asarray(model_voxel, float) + 0.5) * in_scale) / out_scale + m[:, rank]
+    return dict(zip(out_names, out))
+
+
+@pytest.mark.parametrize("name", ["pc", "pc_sharded"])
+def test_precomputed_voxel_offset_is_undone(served, name):
+    _, base = served
+    source = open_source(f"{base}/{name}")
+    server, s = specs(source)
+    raw = s["raw"]
+    assert raw["source"]["url"] == f"{base}/{name}|neuroglancer-precomputed:"
+    transform = raw["source"]["transform"]
+    assert list(transform["inputDimensions"]) == ["x", "y", "z"]  # one channel: no channel dimension
+    # 4 x 4 x 40 nm: z voxels ten times as deep, as the kernel's layers say
+    assert {n: v[0] for n, v in transform["outputDimensions"].items()} == {"x": 1.0, "y": 1.0, "z": 10.0}
+    assert transform["outputDimensions"]["z"] == raw["fallback"]["source"]["transform"]["outputDimensions"]["z"]
+    for z, y, x in [(0, 0, 0), (5, 19, 29), (2, 11, 4)]:
+        # the kernel's voxel (z, y, x) is the stored voxel (x + 3, y + 5, z + 7) of the model
+        assert placed(raw, (x + 3, y + 5, z + 7)) == pytest.approx({"x": x + 0.5, "y": y + 0.5, "z": z + 0.5})
+    # the kernel's copy comes along for a browser that cannot reach the URL; labels stay kernel-served
+    assert raw["fallback"] == specs(source, raw_from="kernel")[1]["raw"]
+    assert source_url(raw["fallback"]) == server.sources()["raw"] and source_url(s["labels"]).startswith("mem://")
+
+
+def test_a_one_voxel_deep_precomputed_volume(served):
+    _, base = served
+    source = open_source(f"{base}/flat")
+    assert source.axes == "yx"
+    raw = specs(source)[1]["raw"]
+    transform = raw["source"]["transform"]
+    assert list(transform["inputDimensions"]) == ["x", "y", "z"]
+    assert list(transform["outputDimensions"]) == ["x", "y", "z'"]  # the flat z held in a local dimension
+    assert raw["localPosition"] == [0.5]
+    assert placed(raw, (3 + 9, 5 + 4, 7)) == pytest.approx({"x": 9.5, "y": 4.5, "z'": 0.5})
+
+
+def test_precomputed_channels(served):
+    _, base = served
+    two = specs(open_source(f"{base}/two"))[1]["raw"]
+    transform = two["source"]["transform"]
+    assert list(transform["inputDimensions"]) == ["x", "y", "z", "c^"]
+    assert list(transform["outputDimensions"]) == ["x", "y", "z", "c^"] and "localPosition" not in two
+    assert placed(two, (4, 3, 2, 1)) == pytest.approx({"x": 4.5, "y": 3.5, "z": 2.5, "c^": 1.5})
+    rgb = specs(open_source(f"{base}/rgb"))[1]["raw"]
+    assert list(rgb["source"]["transform"]["outputDimensions"]) == ["x", "y", "z", "c^"]
+    assert "localPosition" not in rgb and "contrast2()" in rgb["shader"]
+    assert placed(rgb, (4, 3, 2, 2)) == pytest.approx({"x": 4.5, "y": 3.5, "z": 2.5, "c^": 2.5})
+
+
+def test_n5_dimensions_by_their_names(served, tmp_path):
+    _, base = served
+    raw = specs(open_source(f"{base}/n5"))[1]["raw"]
+    assert raw["source"]["url"] == f"{base}/n5|n5:"
+    transform = raw["source"]["transform"]
+    assert list(transform["inputDimensions"]) == ["x", "y", "z"]  # the group's axes
+    assert {n: v[0] for n, v in transform["outputDimensions"].items()} == {"x": 1.0, "y": 1.0, "z": 4.0}
+    for z, y, x in [(0, 0, 0), (5, 19, 29), (3, 7, 21)]:
+        assert placed(raw, (x, y, z)) == pytest.approx({"x": x + 0.5, "y": y + 0.5, "z": z + 0.5})
+
+
+def test_an_n5_time_point(tmp_path):
+    import tensorstore as ts
+
+    data = np.random.default_rng(11).integers(0, 255, (3, 4, 10, 12), dtype=np.uint8)  # t, z, y, x
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "t.n5") + "/"}}
+    meta = {"dimensions": list(data.T.shape), "blockSize": [8, 8, 4, 1], "dataType": "uint8",
+            "compression": {"type": "raw"}}  # fmt: skip
+    ts.open({**spec, "metadata": meta}, create=True).result().write(data.T).result()
+    attrs = tmp_path / "t.n5" / "attributes.json"
+    attrs.write_text(attrs.read_text()[:-1] + ', "axes": ["x", "y", "z", "t"]}')
+    with LoopbackServer(tmp_path) as srv:
+        source = open_source(f"{srv.url}/t.n5", t=2)
+        raw = specs(source)[1]["raw"]
+    assert list(raw["source"]["transform"]["inputDimensions"]) == ["x", "y", "z", "t"]
+    assert list(raw["source"]["transform"]["outputDimensions"]) == ["x", "y", "z", "t'"]
+    assert raw["localPosition"] == [2.5]  # inside time point 2, as the kernel reads
+    assert placed(raw, (5, 6, 1, 2)) == pytest.approx({"x": 5.5, "y": 6.5, "z": 1.5, "t'": 2.5})
+
+
+def test_deep_zoom_rgb_jpeg(served):
+    _, base = served
+    source = open_source(f"{base}/slide.dzi")
+    raw = specs(source)[1]["raw"]
+    assert raw["source"]["url"] == f"{base}/slide.dzi|deepzoom:"
+    transform = raw["source"]["transform"]
+    assert list(transform["inputDimensions"]) == ["x", "y", "c^"]
+    assert list(transform["outputDimensions"]) == ["x", "y", "c^"] and "contrast2()" in raw["shader"]
+    for y, x in [(0, 0), (69, 89), (31, 32)]:  # across a tile border too
+        assert placed(raw, (x, y, 1)) == pytest.approx({"x": x + 0.5, "y": y + 0.5, "c^": 1.5})
+
+
+def test_sharded_zarr3_array(served):
+    _, base = served
+    raw = specs(open_source(f"{base}/z3"))[1]["raw"]
+    assert raw["source"]["url"] == f"{base}/z3/|zarr3:"
+    assert global_position(raw, open_source(f"{base}/z3"), (2, 3, 4)) == pytest.approx({"z": 2.5, "y": 3.5, "x": 4.5})
+
+
+@pytest.mark.parametrize("case", ["png-tiles", "grey-tiles", "rgba-tiles", "jxl", "token", "token-zarr", "other-axes"])
+def test_what_neuroglancer_cannot_decode_is_served_by_the_kernel(served, case):
+    _, base = served
+    name = {"png-tiles": "png.dzi", "grey-tiles": "grey.dzi", "rgba-tiles": "rgba.dzi", "token-zarr": "z3"}.get(
+        case, "pc"
+    )
+    source = open_source(f"{base}/{name}")
+    if case == "jxl":
+        source = replace(source, storage=replace(source.storage, encodings=("jxl", "raw")))
+    elif case.startswith("token"):  # opened with a token (only sent over https): the browser has none
+        source = replace(source, storage=replace(source.storage, needs_token=True))
+    elif case == "other-axes":  # the stored axes no longer match the image's
+        source = replace(source, storage=replace(source.storage, axes="xyc"))
+    server, s = specs(source)
+    assert source_url(s["raw"]).startswith("mem://wid/raw/") and "fallback" not in s["raw"]
+    server.raw_from = "browser"
+    tiles = "8-bit RGB JPEG only, not png"
+    why = {
+        "png-tiles": tiles,
+        "grey-tiles": tiles,
+        "rgba-tiles": tiles,
+        "jxl": "jxl",
+        "token": "token",
+        "token-zarr": "token",
+    }
+    with pytest.raises(ValueError, match=why.get(case, "axes")):
+        server.layer_specs()

@@ -114,15 +114,16 @@ def servers(tmp_path_factory, volume):
 
 
 def widget_cell(var: str, image: str) -> str:
-    """Creates widget ``var`` on ``image`` (code) and records in ``{var}_served`` every key its chunk server reads."""
+    """Creates widget ``var`` on ``image`` (code) and records in ``{var}_served`` every key its chunk server reads
+    (``read`` keeps its signature: the chunk requests pass a callback after the keys)."""
     return f"""\
 from ilastik_widget import IlastikWidget, open_source
 {var} = IlastikWidget({image})
 {var}_served = []
-def _recording_read(keys, read={var}.chunk_server.read, served={var}_served):
+def _recording_read(keys, *args, read={var}.chunk_server.read, served={var}_served):
     keys = list(keys)
     served.extend(keys)
-    return read(keys)
+    return read(keys, *args)
 {var}.chunk_server.read = _recording_read
 {var}"""
 
