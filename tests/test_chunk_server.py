@@ -236,7 +236,7 @@ def test_rgb_image_served_with_a_channel_axis():
     c = _chunk(server, "raw/0/1.0.0", z)
     np.testing.assert_array_equal(c[:26, :64], np.moveaxis(rgb, 0, -1)[64:90, 0:64])
     raw_spec = server.layer_specs()[0]
-    assert "getDataValue(2)" in raw_spec["shader"]
+    assert "contrast2()" in raw_spec["shader"]
 
 
 def test_volume_and_float_image_in_plane_shaped_chunks():
@@ -292,7 +292,7 @@ def test_sources_and_layer_specs():
         shader = specs[name]["shader"]
         assert "vec3(1.0000, 0.0000, 0.0000)" in shader and "vec3(0.0000, 0.0000, 1.0000)" in shader
     assert "getDataValue(2)" in specs["probabilities"]["shader"]
-    lo, hi = specs["raw"]["shaderControls"]["normalized"]["range"]
+    lo, hi = specs["raw"]["shaderControls"]["contrast0"]["range"]
     assert 0 <= lo < hi <= 255
 
 

@@ -706,3 +706,23 @@ def test_values_too_large_for_float32_are_named_before_the_classifier_sees_them(
     s.add_stroke(2, [[28, 28]], radius=2)
     with pytest.raises(ValueError, match="too large for 32-bit"):
         s.train()
+
+
+def test_the_classifier_uses_the_channels_chosen_and_the_choice_is_checked():
+    image, truth = synthetic_cells((96, 96), seed=5)
+    noise = np.random.default_rng(0).random(image.shape).astype(np.float32)
+    two = np.stack([image, noise], axis=-1)
+    s = _session(two, channel_axis=-1)
+    one = _session(image)
+    _paint(s, truth)
+    _paint(one, truth)
+    assert s.n_features == 2 * one.n_features
+    s.channels = [0]  # the noise channel no longer feeds the classifier
+    assert s.channels == (0,) and s.n_features == one.n_features and not s.is_trained
+    np.testing.assert_allclose(s.train().predict(), one.train().predict(), atol=1e-6)
+    s.channels = [0, 1]
+    assert s.channels is None  # all channels
+    for bad in ([], [2], [-1], [0.5], "0", [True]):
+        with pytest.raises(ValueError, match="channel"):
+            s.channels = bad
+    assert s.channels is None

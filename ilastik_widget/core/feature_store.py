@@ -49,6 +49,25 @@ class FeatureSpec:
     selection: FeatureSelection
     mode: str
     voxel_size: tuple[float, ...] | None = None
+    #: the input channels features are computed on (None: all)
+    channels: tuple[int, ...] | None = None
+
+
+class ChannelSubset:
+    """Some channels of an image, read lazily: what the filter bank sees when the classifier uses only those."""
+
+    def __init__(self, image: Any, channel_axis: int, channels: tuple[int, ...]):
+        self.image, self.channel_axis, self.channels = image, channel_axis, list(channels)
+        shape = list(image.shape)
+        shape[channel_axis] = len(channels)
+        self.shape, self.dtype, self.ndim = tuple(shape), image.dtype, len(shape)
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        index = tuple(index)
+        block = np.asarray(self.image[index[: self.channel_axis] + (slice(None),) + index[self.channel_axis + 1 :]])
+        return np.take(block, self.channels, axis=self.channel_axis)[
+            (slice(None),) * self.channel_axis + (index[self.channel_axis],)
+        ]
 
 
 def plane_cover(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,10 +139,17 @@ class FeatureStore:
         """Bytes held by the feature cache."""
         return self._features.nbytes
 
+    def _input(self, spec: FeatureSpec) -> Any:
+        """The image the features of ``spec`` are computed on."""
+        if spec.channels is None or self.channel_axis is None:
+            return self.image
+        return ChannelSubset(self.image, self.channel_axis, spec.channels)
+
     def n_features(self, spec: FeatureSpec) -> int:
         """Feature channels per pixel of ``spec``."""
+        image = self._input(spec)
         return check_request(
-            self.image.shape, self.image.dtype, spec.selection, self.channel_axis, spec.mode, spec.voxel_size
+            image.shape, image.dtype, spec.selection, self.channel_axis, spec.mode, spec.voxel_size
         ).n_channels
 
     # ------------------------------------------------------------------ units
@@ -192,7 +218,7 @@ class FeatureStore:
         def compute() -> np.ndarray:
             try:
                 feats = features_for_region(
-                    self.image,
+                    self._input(spec),
                     region,
                     spec.selection,
                     channel_axis=self.channel_axis,
@@ -227,7 +253,7 @@ class FeatureStore:
                 requests.append((axis, index, (rows, cols)))
             try:
                 computed = planes_features(
-                    self.image,
+                    self._input(spec),
                     requests,
                     spec.selection,
                     channel_axis=self.channel_axis,
@@ -366,8 +392,10 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ cache control
     def features_changed(self) -> None:
-        """Drop the cached features and rows (the selection, mode or voxel size changed)."""
+        """Drop the cached features, rows and gradient planes (the selection, mode, voxel size or channels
+        changed: the gradient planes are kept per input channel number, which changes with the channels)."""
         self._features.clear()
+        self._gradients = GradientCache()
         with self._lock:
             self._rows.clear()
 

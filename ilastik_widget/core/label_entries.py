@@ -35,21 +35,20 @@ __all__ = [
     "without_class",
 ]
 
-# Saturated colours that stand out over grey-scale data and from each other (order: the first two
-# are the default Background / Foreground classes).
+# The Okabe-Ito colours, which people with the common colour-vision deficiencies tell apart, ordered so that the first
+# classes avoid the hues of common stains: sky blue and bluish green first, away from haematoxylin and eosin's purples
+# and pinks and from DAB's browns; vermillion, orange, reddish purple and yellow later. (Background, Foreground) take
+# the first two.
 DEFAULT_COLORS: list[str] = [
-    "#ffd400",  # yellow
-    "#1f78ff",  # blue
-    "#ff3b30",  # red
-    "#2ecc40",  # green
-    "#ff00ff",  # magenta
-    "#00e5ff",  # cyan
-    "#ff8c00",  # orange
-    "#8a2be2",  # violet
-    "#a0522d",  # brown
-    "#7fff00",  # chartreuse
-    "#ff69b4",  # pink
-    "#008080",  # teal
+    "#56b4e9",  # sky blue
+    "#009e73",  # bluish green
+    "#f0e442",  # yellow
+    "#d55e00",  # vermillion
+    "#0072b2",  # blue
+    "#cc79a7",  # reddish purple
+    "#e69f00",  # orange
+    "#f5f5f5",  # near white (dark data)
+    "#7f7f7f",  # grey
 ]
 
 

@@ -38,16 +38,15 @@ import numpy as np
 from .annotated_image import AnnotatedImage
 from .annotations import normalize_region
 from .classifier import ACCURATE, INTERACTIVE, PixelClassifier
+from .feature_settings import FEATURE_MODES, FeatureSettings, as_selection
 from .feature_store import FeatureSpec, FeatureStore
-from .features import FeatureSelection, check_voxel_size
+from .features import check_voxel_size
 from .insight import SessionInsight
 from .training import BackgroundTrainer, TrainingCancelled, TrainingJob
 
 __all__ = ["Session", "TrainingCancelled"]
 
 log = logging.getLogger(__name__)
-
-FEATURE_MODES = ("3d", "2d")
 
 
 def _classifier_template(classifier: Any, seed: int) -> PixelClassifier:
@@ -65,17 +64,7 @@ def _classifier_template(classifier: Any, seed: int) -> PixelClassifier:
     )
 
 
-def _as_selection(features: Any) -> FeatureSelection:
-    if features is None:
-        return FeatureSelection.default()
-    if isinstance(features, FeatureSelection):
-        return features
-    if isinstance(features, dict):
-        return FeatureSelection.from_dict(features)
-    raise ValueError(f"features must be a FeatureSelection, a dict or None, got {type(features).__name__}")
-
-
-class Session(AnnotatedImage, SessionInsight):
+class Session(AnnotatedImage, FeatureSettings, SessionInsight):
     """Interactive pixel classification of one image.
 
     Parameters
@@ -108,6 +97,8 @@ class Session(AnnotatedImage, SessionInsight):
         Physical size of a voxel along each spatial axis; default the source's (e.g. OME-Zarr scale), else
         isotropic. Filter scales are in units of the smallest voxel size, so filters are isotropic in space (see
         :mod:`~ilastik_widget.core.features`).
+    channels : sequence of int, optional
+        The input channels whose features the classifier uses (default: all).
     """
 
     def __init__(
@@ -123,8 +114,9 @@ class Session(AnnotatedImage, SessionInsight):
         cache_bytes: int = 2**30,
         n_threads: int | None = None,
         voxel_size: Sequence[float] | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(image, channel_axis, classes)
+        AnnotatedImage.__init__(self, image, channel_axis, classes)
         if feature_mode not in FEATURE_MODES:
             raise ValueError(f'feature_mode must be "2d" or "3d", got {feature_mode!r}')
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -142,9 +134,10 @@ class Session(AnnotatedImage, SessionInsight):
             except ValueError:
                 voxel_size = None  # metadata without usable voxel sizes: isotropic
         self._voxel_size = check_voxel_size(voxel_size, self.ndim)
+        self._channels = self._check_channels(channels)
         self._feature_mode = feature_mode
         self.seed = int(seed)
-        self._selection = _as_selection(features)
+        self._selection = as_selection(features)
         self._selection.check_for(self.ndim)
         self._template = _classifier_template(classifier, self.seed)
         self._store = FeatureStore(
@@ -218,75 +211,10 @@ class Session(AnnotatedImage, SessionInsight):
         with self._lock:
             return self._model is None or self._model_key != self._state_key()
 
-    @property
-    def feature_selection(self) -> FeatureSelection:
-        return self._selection
-
-    @feature_selection.setter
-    def feature_selection(self, value: Any) -> None:
-        selection = _as_selection(value)
-        selection.check_for(self.ndim)
-        with self._lock:
-            if selection == self._selection:
-                return
-            self._selection = selection
-            self._features_changed()
-        self._notify("features", selection=selection.to_dict(), generation=self._generation)
-
-    @property
-    def feature_mode(self) -> str:
-        return self._feature_mode
-
-    @feature_mode.setter
-    def feature_mode(self, mode: str) -> None:
-        if mode not in FEATURE_MODES:
-            raise ValueError(f'feature_mode must be "2d" or "3d", got {mode!r}')
-        with self._lock:
-            if mode == self._feature_mode:
-                return
-            self._feature_mode = mode
-            self._features_changed()
-        self._notify("features", selection=self._selection.to_dict(), generation=self._generation)
-
-    def _features_changed(self) -> None:
-        self._epoch += 1
-        self._store.features_changed()
-        self._invalidate_model("the feature selection changed")
-        self._bump_generation()
-
     def _invalidate_model(self, reason: str) -> None:
         self._model = None
         self._model_key = None
         self._model_invalid_reason = reason
-
-    def _feature_spec(self) -> FeatureSpec:
-        with self._lock:
-            return FeatureSpec(self._epoch, self._selection, self._feature_mode, self._voxel_size)
-
-    @property
-    def n_features(self) -> int:
-        """Feature channels per pixel for the current selection."""
-        return self._store.n_features(self._feature_spec())
-
-    @property
-    def voxel_size(self) -> tuple[float, ...] | None:
-        """Physical size of a voxel per spatial axis (None: isotropic); setting it changes the features."""
-        return self._voxel_size
-
-    @voxel_size.setter
-    def voxel_size(self, value: Sequence[float] | None) -> None:
-        checked = check_voxel_size(value, self.ndim)
-        with self._lock:
-            if checked == self._voxel_size:
-                return
-            self._voxel_size = checked
-            self._features_changed()
-        self._notify("features", selection=self._selection.to_dict(), generation=self._generation)
-
-    @property
-    def cache_nbytes(self) -> int:
-        """Bytes currently held by the feature cache."""
-        return self._store.nbytes
 
     # ------------------------------------------------------------------ blocks
     @property

@@ -33,16 +33,47 @@ def _vec3(rgb: Sequence[float]) -> str:
     return "vec3(" + ", ".join(f"{v:.4f}" for v in rgb) + ")"
 
 
-def raw_shader(channels: int | None, display_range: tuple[float, float]) -> str:
-    lo, hi = display_range
-    control = "#uicontrol invlerp normalized(range=[%s, %s])\n" % (lo, hi)
-    if channels == 3:
-        return control + (
-            "void main() {\n"
-            "  emitRGB(vec3(normalized(getDataValue(0)), normalized(getDataValue(1)), normalized(getDataValue(2))));\n"
-            "}\n"
-        )
-    return control + "void main() { emitGrayscale(normalized()); }\n"
+#: Colours of the channels of a multichannel image, in order (magenta and green for two, as fluorescence viewers do).
+CHANNEL_COLORS = ("#ff00ff", "#00ff00", "#00ffff", "#ffff00", "#ff8000", "#0080ff", "#ff0080", "#80ff00")
+
+
+def raw_shader(channels: int | None, rgb: bool = False) -> str:
+    """The raw layer's shader: grey for one channel, RGB colour, or a composite where channel i adds ``color<i>``
+    scaled by its window ``contrast<i>`` when ``visible<i>``. Windows, colours and visibility are shader controls,
+    so the panel changes them without a new shader."""
+    if channels is None:
+        return "#uicontrol invlerp contrast0\nvoid main() { emitGrayscale(contrast0()); }\n"
+    lines = [f"#uicontrol invlerp contrast{i}(channel=[{i}])" for i in range(channels)]
+    if rgb:
+        lines += ["void main() {", "  emitRGB(vec3(contrast0(), contrast1(), contrast2()));", "}"]
+        return "\n".join(lines) + "\n"
+    for i in range(channels):
+        lines += [
+            f'#uicontrol vec3 color{i} color(default="{CHANNEL_COLORS[i % len(CHANNEL_COLORS)]}")',
+            f"#uicontrol bool visible{i} checkbox(default=true)",
+        ]
+    lines += ["void main() {", "  vec3 rgb = vec3(0.0);"]
+    lines += [f"  if (visible{i}) rgb += color{i} * contrast{i}();" for i in range(channels)]
+    lines += ["  emitRGB(min(rgb, vec3(1.0)));", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def raw_controls(
+    channels: int | None,
+    ranges: Sequence[Sequence[float]],
+    rgb: bool = False,
+    colors: Sequence[str] | None = None,
+    visible: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """The raw shader's control values: each channel's window (``ranges``), and for a composite its colour and
+    visibility."""
+    out: dict[str, Any] = {}
+    for i, (lo, hi) in enumerate(ranges):
+        out[f"contrast{i}"] = {"range": [float(lo), float(hi)], **({} if channels is None else {"channel": [i]})}
+        if channels is not None and not rgb:
+            out[f"color{i}"] = (colors or CHANNEL_COLORS)[i % len(colors or CHANNEL_COLORS)]
+            out[f"visible{i}"] = True if visible is None else bool(visible[i])
+    return out
 
 
 def labels_shader(colors: Sequence[Sequence[float]]) -> str:
@@ -155,14 +186,13 @@ def layer_specs(widget_id: str, store: ChunkStore, raw_spec: Any = None) -> list
     colors = [rgb01(c.color) for c in store.session.classes] or [(1.0, 1.0, 1.0)]
     n = store.n_classes
     reader = store.raw_reader
-    display_range = reader.display_range()
     raw = {
         "type": "image",
         "name": "raw",
-        "source": _source(store, urls["raw"], channels=reader.channels == 3),
+        "source": _source(store, urls["raw"], channels=reader.channels is not None),
         "opacity": 1.0,
-        "shader": raw_shader(reader.channels, display_range),
-        "shaderControls": {"normalized": {"range": list(display_range)}},
+        "shader": raw_shader(reader.channels, reader.rgb),
+        "shaderControls": raw_controls(reader.channels, reader.display_ranges(), reader.rgb),
     }
     if raw_spec is not None:
         raw = raw_spec(raw)

@@ -1,27 +1,30 @@
 """Reads the image for the viewer's raw layer: strided regions for coarse levels, from the source's own pyramid when
-it has one, channels reduced to what the layer shows, dtypes Neuroglancer renders."""
+it has one, the channels the layer shows, dtypes Neuroglancer renders, and each channel's automatic display range."""
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
 
+from .contrast import auto_range
 from .pyramid import pad_to
 
 log = logging.getLogger(__name__)
 
 #: dtypes Neuroglancer reads from zarr and renders; anything else is shown as float32.
 NATIVE_DTYPES = frozenset(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32"))
+#: The most channels the raw layer shows (each in its own colour); further channels are used by the classifier only.
+MAX_SHOWN_CHANNELS = 8
 
 
 class RawReader:
     """The session's image as the raw layer shows it.
 
-    The layer shows the first channel of a multichannel image, or the three colour channels of an RGB(A) image (a
-    trailing channel axis of length 3).
+    A single-channel image is shown in grey. Of a multichannel image the layer gets every channel (up to
+    :data:`MAX_SHOWN_CHANNELS`) as a trailing channel axis: an 8-bit image of 3 or 4 channels is shown as RGB colour
+    (:attr:`rgb`), any other as a composite, each channel in its own colour.
 
     Parameters
     ----------
@@ -38,9 +41,12 @@ class RawReader:
         ca = session.channel_axis
         self.channel_axis: int | None = ca
         self.n_input_channels: int | None = None if ca is None else int(image.shape[ca])
-        #: 3 when the image is shown in colour (RGB or RGBA input), else None.
-        self.channels: int | None = 3 if self.n_input_channels in (3, 4) else None
         source_dtype = np.dtype(image.dtype)
+        n = self.n_input_channels
+        #: Whether the image is shown as RGB colour: 8-bit, 3 or 4 channels (an alpha channel is not shown).
+        self.rgb = n in (3, 4) and source_dtype == np.uint8
+        #: Channels the layer shows (None for a single-channel image).
+        self.channels: int | None = None if n is None or n == 1 else 3 if self.rgb else min(n, MAX_SHOWN_CHANNELS)
         if source_dtype == np.bool_:
             self.dtype = np.dtype(np.uint8)
         elif source_dtype in NATIVE_DTYPES:
@@ -48,7 +54,7 @@ class RawReader:
         else:
             self.dtype = np.dtype(np.float32)
         self._levels: list[tuple[tuple[int, ...], Any]] | None = None
-        self._display_range: tuple[float, float] | None = None
+        self._display_ranges: list[tuple[float, float]] | None = None
 
     def source_levels(self) -> list[tuple[tuple[int, ...], Any]]:
         """(spatial factors, array) of the source's own pyramid levels (OME-Zarr), full resolution first."""
@@ -95,33 +101,26 @@ class RawReader:
         else:
             index.insert(ca, slice(None))
             block = np.moveaxis(np.asarray(array[tuple(index)]), ca, -1)
-            block = block[..., :3] if self.channels == 3 else block[..., 0]
+            block = block[..., : self.channels] if self.channels is not None else block[..., 0]
         if block.shape[: self.ndim] != expected:  # a pyramid level rounded its shape the other way
             block = pad_to(block[tuple(slice(0, n) for n in expected)], expected + block.shape[self.ndim :])
         return block.astype(self.dtype, copy=False)
 
-    def display_range(self) -> tuple[float, float]:
-        """Display range of the raw layer: the 0.5 and 99.5 percentiles of a strided sample of about 256 pixels per
-        axis (never the whole image)."""
-        if self._display_range is None:
+    def display_ranges(self) -> list[tuple[float, float]]:
+        """Automatic display range of each channel shown (see :mod:`~ilastik_widget.serving.contrast`), from a
+        strided sample of about 256 pixels per axis (never the whole image)."""
+        if self._display_ranges is None:
             steps = tuple(max(1, s // 256) for s in self.spatial_shape)
-            sample = np.asarray(
-                self.read(tuple(slice(0, s, st) for s, st in zip(self.spatial_shape, steps))), dtype=np.float64
-            )
-            finite = sample[np.isfinite(sample)]
-            if finite.size == 0:
-                lo, hi = 0.0, 1.0
-            else:
-                lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
-                if hi <= lo:
-                    lo, hi = float(finite.min()), float(finite.max())
-                if hi <= lo:
-                    hi = lo + 1.0
-            if self.dtype.kind in "iu":
-                lo, hi = math.floor(lo), math.ceil(hi)
-            self._display_range = (lo, hi)
-        return self._display_range
+            sample = np.asarray(self.read(tuple(slice(0, s, st) for s, st in zip(self.spatial_shape, steps))))
+            planes = [sample] if self.channels is None else [sample[..., c] for c in range(self.channels)]
+            integer = self.dtype.kind in "iu"
+            self._display_ranges = [auto_range(plane, integer) for plane in planes]
+        return self._display_ranges
+
+    def display_range(self) -> tuple[float, float]:
+        """The display range of the first channel shown."""
+        return self.display_ranges()[0]
 
     def forget(self) -> None:
-        """Drop the cached display range (the image changed)."""
-        self._display_range = None
+        """Drop the cached display ranges (the image changed)."""
+        self._display_ranges = None
