@@ -11,8 +11,10 @@ import pytest
 import tifffile
 import zarr
 
-from ilastik_widget.core.features import FeatureSelection, compute_features
+from ilastik_widget.core.features import FeatureSelection, compute_features, halo
+from ilastik_widget.core.model import TrainedModel
 from ilastik_widget.core.session import Session
+from ilastik_widget.core.stream import stream_bytes
 from ilastik_widget.datasets import simulated_strokes, synthetic_cells
 from ilastik_widget.io.batch import predict_batch, predict_dask, read_output
 from ilastik_widget.io.sources import open_source
@@ -93,6 +95,30 @@ def test_parity_3d_random_chunkings(s3d):
         np.testing.assert_allclose(p, expected, atol=1e-5, err_msg=f"chunks={chunks}")
     # default chunking (one block here) too
     np.testing.assert_allclose(predict_dask(s, img)["probabilities"].compute(), expected, atol=1e-5)
+
+
+def test_volumes_stream_whole_planes_by_default(s3d, monkeypatch):
+    """Default blocks of a volume are ranges of whole planes (features streamed along z, each plane once); a task's
+    blocks do not grow with the depth of the volume; planes too large to stream at once are tiled."""
+    from ilastik_widget.io import batch_blocks
+
+    img, s = s3d
+    model = TrainedModel.from_session(s)
+    monkeypatch.setattr(batch_blocks, "Z_BLOCK", 12)  # several z ranges in this small volume
+    proc, depth = batch_blocks.plan_chunks(model, img.shape, (8, 8, 8), None, batch_blocks.BLOCK_BYTES)
+    assert proc[1:] == ((img.shape[1],), (img.shape[2],)) and len(proc[0]) > 1
+    assert depth[0] == halo(SEL, 3)[0]
+    deep, _ = batch_blocks.plan_chunks(model, (4 * img.shape[0], *img.shape[1:]), (8, 8, 8), None, 2**30)
+    assert deep[0][0] == proc[0][0] and max(deep[0]) < 2 * proc[0][0] and deep[1:] == proc[1:]
+    p = predict_dask(s, da.from_array(img, chunks=(8, 8, 8)))["probabilities"].compute()
+    np.testing.assert_allclose(p, s.predict(), atol=1e-5)
+    # a plane whose stream does not fit the budget is cut into tiles (whole input chunks), still exact
+    budget = stream_bytes((40, 40), SEL)
+    tiled, _ = batch_blocks.plan_chunks(model, img.shape, (8, 8, 8), None, budget)
+    assert len(tiled[1]) > 1 or len(tiled[2]) > 1
+    assert all(c % 8 == 0 for axis in tiled[1:] for c in axis[:-1])
+    p = predict_dask(s, da.from_array(img, chunks=(8, 8, 8)), block_bytes=budget)["probabilities"].compute()
+    np.testing.assert_allclose(p, s.predict(), atol=1e-5)
 
 
 def test_parity_multichannel_and_2d_mode():

@@ -1,9 +1,10 @@
 """Batch prediction: apply a trained session to whole images and volumes with Dask.
 
-Each block is computed from the block plus the feature halo (``dask.array.map_overlap`` with
-``features.halo(selection)`` pixels per side, no padding at the image border, where the filters mirror exactly as
-for the whole image), so the result equals ``session.predict()`` to float rounding whatever the chunking. Only the
-block's own pixels go through the classifier; the trained classifier is sent to the workers once.
+Each block is read with the feature halo around it (``dask.array.map_overlap``, no padding at the image border, where
+the filters mirror exactly as for the whole image); a volume's blocks are ranges of planes whose features are streamed
+along z, each plane filtered once (:mod:`ilastik_widget.io.batch_blocks`). The result equals ``session.predict()``
+to float rounding whatever the chunking. Only the block's own pixels go through the classifier; the trained
+classifier is sent to the workers once.
 
 Local (threads of this process)::
 
@@ -47,7 +48,6 @@ temporary name (``.<name>.partial-<id>``) and renamed when complete; its root at
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -58,109 +58,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.model import TrainedModel
+from .batch_blocks import BLOCK_BYTES, plan_chunks
+from .batch_blocks import predict_block as _predict_block
 from .batch_objects import objects_stage  # the "objects" output (a stage that does nothing without it)
 from .sources import ImageSource, open_source
 
 __all__ = ["predict_batch", "predict_dask", "OUTPUTS", "read_output"]
 
 OUTPUTS = ("probabilities", "segmentation", "uncertainty")
-_DEFAULT_BLOCK_BYTES = 2**30  # feature memory per block used to choose the default chunks
-
-
-# ---------------------------------------------------------------------- the block function
-def _feature_groups(model: TrainedModel) -> list:
-    """Selected cells grouped by the halo they need, with their channel positions in the full feature vector.
-
-    Small scales then read only a small halo around the block instead of the halo of the largest scale: the same
-    values (each channel depends only on its own feature and scale), much less work and memory per block.
-    """
-    from ..core.features import FeatureSelection, halo
-
-    sel = model.selection
-    fdim = model.feature_ndim
-    full = sel.channel_names(fdim, model.n_input_channels)
-    pos = {n: i for i, n in enumerate(full)}
-    by_halo: dict[int, set] = {}
-    for cell in sel.selected:
-        by_halo.setdefault(halo(FeatureSelection(frozenset([cell]))), set()).add(cell)
-    groups = []
-    for h in sorted(by_halo):
-        sub = FeatureSelection(frozenset(by_halo[h]))
-        idx = np.array([pos[n] for n in sub.channel_names(fdim, model.n_input_channels)], np.intp)
-        groups.append((sub, idx))
-    return groups, len(full)
-
-
-_THREADS_LIMITED = False
-
-
-def _limit_threads_in_workers() -> None:
-    """In a Dask worker process, blocks run in parallel already: one filter thread per task."""
-    global _THREADS_LIMITED
-    if _THREADS_LIMITED:
-        return
-    _THREADS_LIMITED = True
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except Exception:
-        return  # local threaded scheduler: the filter bank's shared pool is fine
-    try:
-        from ..core import filters as _filters
-
-        if hasattr(_filters, "N_THREADS"):
-            _filters.N_THREADS = 1
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:
-        pass
-    _tune_malloc()
-
-
-def _tune_malloc() -> None:
-    """Dask workers start with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map every buffer over 128 KiB
-    afresh: ~800k page faults and 2-3 s of system time per 64x128x128 block with all features (measured here).
-    Working buffers up to 32 MiB then come from the heap again and stay there (up to 256 MiB kept untrimmed)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
-        libc.mallopt(M_TRIM_THRESHOLD, 256 * 2**20)
-    except Exception:
-        pass
-
-
-def _predict_block(block, *, model: TrainedModel, depth: tuple, chunks: tuple, block_id=None):
-    """Features of the overlapped block (channel last), cropped to the block's own pixels, then classified."""
-    from ..core.features import features_for_region
-
-    _limit_threads_in_workers()
-    region = []
-    for ax, (d, ch) in enumerate(zip(depth, chunks)):
-        i = block_id[ax]
-        start = sum(ch[:i])
-        off = start - max(0, start - d)
-        region.append(slice(off, off + ch[i]))
-    region = tuple(region)
-    groups, n_feat = _feature_groups(model)
-    if len(groups) == 1:
-        feats = features_for_region(block, region, model.selection, channel_axis=-1, mode=model.mode)
-    else:
-        feats = np.empty(tuple(r.stop - r.start for r in region) + (n_feat,), np.float32)
-        for sub, idx in groups:
-            feats[..., idx] = features_for_region(block, region, sub, channel_axis=-1, mode=model.mode)
-    size = feats.shape[:-1]
-    probs = model.classifier.predict_proba(feats.reshape(-1, feats.shape[-1]), n_jobs=1)
-    del feats
-    if probs.shape[1] < model.n_classes:  # classes added since training: zero columns, as Session.predict
-        probs = np.concatenate([probs, np.zeros((len(probs), model.n_classes - probs.shape[1]), np.float32)], 1)
-    return probs.reshape(*size, model.n_classes)
+_DEFAULT_BLOCK_BYTES = BLOCK_BYTES  # feature memory per block used to choose the default chunks
 
 
 def _segmentation(p):
@@ -172,48 +78,6 @@ def _uncertainty(p):
         return (1.0 - p[..., 0]).astype(np.float32)
     top2 = np.partition(p, p.shape[-1] - 2, axis=-1)[..., -2:]
     return np.clip(1.0 - (top2[..., 1] - top2[..., 0]), 0.0, 1.0).astype(np.float32)
-
-
-# ---------------------------------------------------------------------- chunk choice
-def _halo_depth(model: TrainedModel) -> tuple[int, ...]:
-    from ..core.features import halo
-
-    h = int(halo(model.selection))
-    d = [h] * model.ndim
-    if model.mode == "2d" and model.ndim == 3:
-        d[0] = 0
-    return tuple(d)
-
-
-def _choose_chunks(spatial_shape, input_chunks, depth, n_features, chunks, block_bytes) -> tuple[tuple, tuple]:
-    """Processing chunk shape per spatial axis -> (regular chunk shape, dask chunks tuple)."""
-    nd = len(spatial_shape)
-    if chunks is None:
-        per_vox = max(1, n_features) * 4 * 2  # the block's features + working copies
-        side = int((block_bytes / per_vox) ** (1.0 / nd))
-        side = max(side, 32, max(depth) if depth else 0)
-        side = 1 << int(math.log2(side)) if side >= 64 else side
-        want = []
-        for n, k in zip(spatial_shape, input_chunks):
-            c = side
-            if k and k < c:
-                c = max(k, (c // k) * k)  # whole input chunks per block
-            want.append(min(n, c))
-    else:
-        want = [int(chunks)] * nd if np.isscalar(chunks) else [int(c) for c in chunks]
-        if len(want) != nd:
-            raise ValueError(f"chunks={chunks!r} must give {nd} spatial sizes")
-        want = [min(n, max(1, c)) for n, c in zip(spatial_shape, want)]
-    out = []
-    for n, c, d in zip(spatial_shape, want, depth):
-        if n > c and c < d:
-            c = d  # dask needs neighbours at least as large as the overlap
-        blocks = [c] * (n // c) + ([n % c] if n % c else [])
-        if len(blocks) > 1 and blocks[-1] < d:
-            last = blocks.pop()
-            blocks[-1] += last  # merge a too-small last block (keeps zarr chunk alignment)
-        out.append(tuple(blocks))
-    return tuple(want), tuple(out)
 
 
 # ---------------------------------------------------------------------- lazy prediction
@@ -254,12 +118,9 @@ def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks):
 
 def _plan(src: ImageSource, model: TrainedModel, chunks, block_bytes) -> tuple:
     """Processing blocks (dask chunks per spatial axis) and the halo depth per axis for one source."""
-    depth = _halo_depth(model)
-    n_feat = model.n_features
     sp_axes = [src.axes.index(a) for a in src.axes if a in "zyx"]
     in_chunks = [src.array.chunks[i][0] for i in sp_axes]
-    _, proc = _choose_chunks(src.spatial_shape, in_chunks, depth, n_feat, chunks, block_bytes)
-    return proc, depth
+    return plan_chunks(model, src.spatial_shape, in_chunks, chunks, block_bytes)
 
 
 def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, block_bytes, targets=None, t_index=None):
