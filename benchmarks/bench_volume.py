@@ -1,50 +1,63 @@
-"""Volume benchmark (kernel, no browser): features of the planes a viewer shows, against the 2D filter bank.
+"""Volume benchmark (kernel, no browser): the interactive path through ``Session``, against the 2D filter bank.
 
-Run: ``python benchmarks/bench_volume.py [--repeats N] [--shape Z Y X]``
+Run: ``python benchmarks/bench_volume.py [--repeats N] [--shape Z Y X] [--rss-depths Z1 Z2 ...] [--cache-dir D]``
 
 On a synthetic uint16 volume (default 120x512x512, ``ilastik_widget.datasets.synthetic_cells``) with all 61
-features, each row prints a figure beside its baseline measured in the same run (median of N repeats, the two
-timed alternately so that load on this shared machine hits both alike; process CPU time beside wall time):
+features and the default classifier, as the widget uses a session: strokes painted on the xy plane through the
+centre, ``train()``, then ``predict`` of the xy, xz and yz planes through the centre (what the three panels show).
+Each row prints a figure beside its baseline measured in the same run (median of N repeats, the two timed
+alternately so that load on this shared machine hits both alike; process CPU time beside wall time):
 
-* ``three planes``: ``planes_features`` of the xy, xz and yz planes through the centre (one call, as after a
-  stroke) vs the project's 2D filter bank (``compute_features`` on the same three 2D images). Target <= 4x.
-* ``next slice``: the xy plane one slice further, with a ``GradientCache`` kept from the slices before (as
-  when scrolling), vs the 2D filter bank on one xy image. Target <= 4x. ``next slice, no cache``: the same
-  without the cache, for the record.
-* ``old blocks`` (for the record, timed once): ``features_for_region`` of one interior 64^3 block, times the
-  number of distinct 64^3 blocks the three planes touch (an upper bound: border blocks read less halo).
-* ``peak RSS`` of the three-planes row above the process's RSS before it (volume loaded).
+* ``stroke, cold``: a fresh session, 8 strokes on the xy plane, train, predict the three planes, vs the
+  project's 2D filter bank (``compute_features``) on the same three 2D images. Target <= 6x.
+* ``stroke, warm``: one more stroke on the same plane of that session (its plane features are cached), train,
+  predict the three planes; same baseline. Target <= 6x.
+* ``next slice``: ``predict`` of the next xy slice of that session (as when scrolling), vs the 2D filter bank on
+  one xy image. Target <= 4x.
+* ``engine, three planes`` and ``engine, next slice uncached`` (for the record): ``planes_features`` alone.
+* ``old blocks`` (for the record, an estimate): ``features_for_region`` of one interior 64^3 block timed once,
+  times the number of distinct 64^3 blocks the three planes touch (what the block path computed; features
+  only, an upper bound since border blocks read less halo).
+* ``peak RSS``: the high-water mark of a fresh process (imports included) that opens the volume from an
+  OME-Zarr-like zarr array on disk and runs cold stroke, warm stroke and four next slices; once per depth of
+  ``--rss-depths`` (the volume repeated along z), to show that it does not grow with the volume. Target <= 3 GiB.
 
-Rows are functions in :data:`ROWS` taking the shared :class:`Context` and returning a :class:`Row`; add a row by
-appending a function (e.g. session prediction of the three planes against the same baseline).
+Rows are functions in :data:`ROWS` taking the shared :class:`Context` and returning a :class:`Row`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ilastik_widget.core.features import FeatureSelection, compute_features, features_for_region
-from ilastik_widget.core.planes import GradientCache, plane_features, planes_features
+from ilastik_widget.core.planes import plane_features, planes_features
 
 BLOCK = 64
+#: strokes per class painted for the cold row (two classes: 8 strokes, as in the issue's measurement)
+STROKES_PER_CLASS = 4
 
 
 @dataclass
 class Context:
-    """What every row shares: the volume, the selection, the point the planes go through, repeats."""
+    """What every row shares: the volume, its ground truth, the selection, the point the planes go through."""
 
     volume: np.ndarray
+    truth: np.ndarray
     selection: FeatureSelection
     point: tuple[int, int, int]
     repeats: int
@@ -54,6 +67,12 @@ class Context:
         """The three 2D images through ``point`` (xy, xz, yz), as the 2D baseline sees them."""
         z, y, x = self.point
         return [self.volume[z], self.volume[:, y], self.volume[:, :, x]]
+
+    def regions(self) -> list[tuple[slice, ...]]:
+        """The three planes through ``point`` as regions of the volume (what the panels ask ``predict`` for)."""
+        z, y, x = self.point
+        full = slice(None)
+        return [(slice(z, z + 1), full, full), (full, slice(y, y + 1), full), (full, full, slice(x, x + 1))]
 
 
 @dataclass
@@ -90,9 +109,12 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def alternate(ours: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[float, ...]:
-    """Medians (wall ours, wall baseline, cpu ours, cpu baseline) of ``repeats`` alternating runs after a warm-up."""
-    ours(), baseline()
+def alternate(
+    ours: Callable[[], object], baseline: Callable[[], object], repeats: int, warm_up: bool = True
+) -> tuple[float, ...]:
+    """Medians (wall ours, wall baseline, cpu ours, cpu baseline) of ``repeats`` alternating runs."""
+    if warm_up:
+        ours(), baseline()
     runs = []
     for _ in range(repeats):
         b = timed(baseline)
@@ -106,67 +128,125 @@ def bank_2d(ctx: Context, images: list[np.ndarray]) -> None:
         compute_features(im, ctx.selection)
 
 
-def row_three_planes(ctx: Context) -> Row:
+# ------------------------------------------------------------------------------------------------
+# the session path
+
+
+def plane_strokes(truth: np.ndarray, z: int, n_per_class: int, seed: int) -> list[dict]:
+    """Simulated strokes inside each class of the xy plane ``z`` of ``truth``, as ``add_stroke`` keywords."""
+    from ilastik_widget.datasets import simulated_strokes
+
+    out = []
+    for st in simulated_strokes(truth[z], n_per_class=n_per_class, radius=2, seed=seed):
+        out.append({**st, "points": [[z, *p] for p in st["points"]], "axes": [1, 2]})
+    return out
+
+
+def new_session(volume, selection: FeatureSelection):
+    from ilastik_widget.core.session import Session
+
+    return Session(volume, features=selection, seed=0)
+
+
+def stroke_cycle(session, strokes: list[dict], regions: list[tuple[slice, ...]]) -> dict[str, float]:
+    """Paint ``strokes``, train, predict every region (as the panels ask); the wall time of each step."""
+    t0 = time.perf_counter()
+    for st in strokes:
+        session.add_stroke(**st)
+    session.train()
+    steps = {"train": time.perf_counter() - t0}
+    for name, region in zip(("xy", "xz", "yz"), regions):
+        t1 = time.perf_counter()
+        session.predict(region)
+        steps[name] = time.perf_counter() - t1
+    return steps
+
+
+def _steps(parts: list[dict[str, float]]) -> str:
+    return ", ".join(f"{k} {statistics.median(p[k] for p in parts):.3f}" for k in parts[0])
+
+
+def row_cold(ctx: Context) -> Row:
+    z = ctx.point[0]
+    strokes = plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0)
+    parts: list[dict[str, float]] = []
+    sessions: list = []
+
+    def ours() -> None:
+        if sessions:
+            sessions.pop().close()
+        s = new_session(ctx.volume, ctx.selection)
+        sessions.append(s)
+        parts.append(stroke_cycle(s, strokes, ctx.regions()))
+
+    o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats)
+    ctx.cache["session"] = sessions.pop()  # trained on the strokes: the warm and next-slice rows go on with it
+    what = f"fresh Session, {len(strokes)} strokes on xy, train, predict xy+xz+yz ({_steps(parts[1:])} s)"
+    return Row("stroke, cold", o, b, what, "2D bank on the same 3 images", 6.0, oc, bc)
+
+
+def row_warm(ctx: Context) -> Row:
+    z = ctx.point[0]
+    session = ctx.cache["session"]
+    extra = iter(plane_strokes(ctx.truth, z, 4 * (ctx.repeats + 1), seed=1))
+    parts: list[dict[str, float]] = []
+
+    def ours() -> None:  # one more stroke each repeat: a new model each time
+        parts.append(stroke_cycle(session, [next(extra)], ctx.regions()))
+
+    o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats)
+    what = f"1 more stroke on the same xy plane, train, predict xy+xz+yz ({_steps(parts[1:])} s)"
+    return Row("stroke, warm", o, b, what, "2D bank on the same 3 images", 6.0, oc, bc)
+
+
+def row_next_slice(ctx: Context) -> Row:
+    session = ctx.cache["session"]
+    z, nz = ctx.point[0], ctx.volume.shape[0]
+    step = iter(range(1, 10**9))
+
+    def ours() -> None:  # each repeat the slice after the one before, as when scrolling
+        k = (z + next(step)) % nz
+        session.predict((slice(k, k + 1), slice(None), slice(None)))
+
+    o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
+    return Row("next slice", o, b, "Session.predict of the next xy slice", "2D bank on one xy image", 4.0, oc, bc)
+
+
+# ------------------------------------------------------------------------------------------------
+# the engine alone and the old block path, for the record
+
+
+def row_engine_three(ctx: Context) -> Row:
     z, y, x = ctx.point
 
     def ours() -> None:
         planes_features(ctx.volume, [(0, z), (1, y), (2, x)], ctx.selection)
 
     o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats)
-    from ilastik_widget.core.filters import clear_workspace
-
-    clear_workspace()  # from no kept buffers: the peak is everything one call needs
-    rss0 = rss_bytes()
-    reset_peak_rss()
-    ours()
-    ctx.cache["peak_rss"] = (peak_rss_bytes() - rss0, rss0)
     ctx.cache["three_planes"] = o
     shape = "x".join(map(str, ctx.volume.shape))
     return Row(
-        "three planes", o, b, f"planes_features xy+xz+yz of {shape}", "2D bank on the same 3 images", 4.0, oc, bc
+        "engine, three planes", o, b, f"planes_features xy+xz+yz of {shape}", "2D bank on the 3 images", None, oc, bc
     )
 
 
-def _next_slice(ctx: Context, cache: GradientCache | None) -> tuple[float, ...]:
-    z, _, _ = ctx.point
-    nz = ctx.volume.shape[0]
+def row_engine_next_uncached(ctx: Context) -> Row:
+    z, nz = ctx.point[0], ctx.volume.shape[0]
     step = iter(range(1, 10**9))
-    if cache is not None:  # the slices before, as after scrolling there
-        for k in range(-3, 1):
-            plane_features(ctx.volume, 0, (z + k) % nz, ctx.selection, gradient_cache=cache)
 
-    def ours() -> None:  # each repeat a slice not computed before, one further
-        plane_features(ctx.volume, 0, (z + next(step)) % nz, ctx.selection, gradient_cache=cache)
+    def ours() -> None:
+        plane_features(ctx.volume, 0, (z - next(step)) % nz, ctx.selection)
 
-    return alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
-
-
-def row_next_slice(ctx: Context) -> Row:
-    cache = GradientCache(512 << 20)
-    o, b, oc, bc = _next_slice(ctx, cache)
-    what = f"plane_features of the next xy slice, GradientCache ({cache.nbytes / 2**20:.0f} MiB)"
-    return Row("next slice", o, b, what, "2D bank on one xy image", 4.0, oc, bc)
-
-
-def row_next_slice_uncached(ctx: Context) -> Row:
-    o, b, oc, bc = _next_slice(ctx, None)
-    return Row(
-        "next slice, no cache", o, b, "plane_features of the next xy slice", "2D bank on one xy image", None, oc, bc
-    )
+    o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
+    return Row("engine, one xy plane", o, b, "plane_features, no cache", "2D bank on one xy image", None, oc, bc)
 
 
 def blocks_touched(shape: tuple[int, ...], point: tuple[int, int, int]) -> int:
     """Distinct BLOCK^3 blocks that the three planes through ``point`` intersect."""
     n = [math.ceil(s / BLOCK) for s in shape]
-    p = [c // BLOCK for c in point]
-    blocks = set()
-    for axis in range(3):
-        for i in range(n[0]):
-            for j in range(n[1]):
-                for k in range(n[2]):
-                    if (i, j, k)[axis] == p[axis]:
-                        blocks.add((i, j, k))
-    return len(blocks)
+    total = n[0] * n[1] * n[2]
+    # blocks off all three planes: every index differs from the point's on each axis
+    return total - (n[0] - 1) * (n[1] - 1) * (n[2] - 1)
 
 
 def row_old_blocks(ctx: Context) -> Row:
@@ -179,7 +259,7 @@ def row_old_blocks(ctx: Context) -> Row:
     if ours is None:
         ours = timed(lambda: planes_features(ctx.volume, [(0, z), (1, y), (2, x)], ctx.selection))[0]
     return Row(
-        "old blocks",
+        "old blocks (estimate)",
         n * t,
         ours,
         f"features_for_region of one 64^3 block ({t:.2f} s, cpu {c:.2f} s) x {n} blocks the planes touch",
@@ -188,25 +268,18 @@ def row_old_blocks(ctx: Context) -> Row:
 
 
 #: the rows, in order; each takes the shared context and returns a Row
-ROWS: list[Callable[[Context], Row]] = [row_three_planes, row_next_slice, row_next_slice_uncached, row_old_blocks]
+ROWS: list[Callable[[Context], Row]] = [
+    row_cold,
+    row_warm,
+    row_next_slice,
+    row_engine_three,
+    row_engine_next_uncached,
+    row_old_blocks,
+]
 
 
 # ------------------------------------------------------------------------------------------------
-# memory
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's high-water mark of this process's RSS (Linux >= 4.0), so that it measures from now."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+# memory: a fresh process per volume depth
 
 
 def peak_rss_bytes() -> int:
@@ -219,36 +292,111 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def make_volume(shape: tuple[int, int, int]) -> np.ndarray:
+def rss_child(path: str, strokes_file: str) -> None:
+    """In a fresh process: the session flow on the zarr volume at ``path``; prints a JSON line of peaks."""
+    import zarr
+
+    volume = zarr.open_array(path, mode="r")
+    with open(strokes_file) as f:
+        info = json.load(f)
+    z, y, x = info["point"]
+    full = slice(None)
+    regions = [(slice(z, z + 1), full, full), (full, slice(y, y + 1), full), (full, full, slice(x, x + 1))]
+    session = new_session(volume, FeatureSelection.all())
+    t0 = time.perf_counter()
+    stroke_cycle(session, info["cold"], regions)
+    stroke_cycle(session, info["warm"], regions)
+    for k in range(1, 5):
+        session.predict((slice(z + k, z + k + 1), full, full))
+    print(json.dumps({"peak": peak_rss_bytes(), "seconds": time.perf_counter() - t0, "shape": list(volume.shape)}))
+
+
+def rss_rows(ctx: Context, depths: list[int]) -> None:
+    """Peak RSS of a fresh process running the session flow, per volume depth (the volume repeated along z)."""
+    import zarr
+
+    z = ctx.point[0]
+    info = {
+        "point": list(ctx.point),
+        "cold": plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0),
+        "warm": plane_strokes(ctx.truth, z, 1, seed=1)[:1],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_volume_") as tmp:
+        strokes_file = str(Path(tmp) / "strokes.json")
+        with open(strokes_file, "w") as f:
+            json.dump(info, f)
+        peaks = []
+        for depth in depths:
+            reps = -(-depth // ctx.volume.shape[0])
+            # mirrored copies along z: no seams, the same content near the planes
+            stack = np.concatenate([ctx.volume if k % 2 == 0 else ctx.volume[::-1] for k in range(reps)])[:depth]
+            path = str(Path(tmp) / f"vol{depth}.zarr")
+            arr = zarr.create_array(
+                store=path, shape=stack.shape, dtype=stack.dtype, chunks=(64, 64, 64), overwrite=True
+            )
+            arr[...] = stack
+            del stack
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--rss-child", path, strokes_file],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            peaks.append(res["peak"])
+            shape = "x".join(map(str, res["shape"]))
+            base = f" | ratio to the first {res['peak'] / peaks[0]:.2f} (target ~1)" if len(peaks) > 1 else ""
+            ok = "OK" if res["peak"] <= 3 << 30 else "MISSED"
+            print(
+                f"peak RSS, zarr volume {shape} ({np.prod(res['shape']) * 2 / 2**20:.0f} MiB on disk uncompressed): "
+                f"{res['peak'] / 2**30:.2f} GiB for a fresh process (imports included) running cold stroke, warm "
+                f"stroke, 4 next slices ({res['seconds']:.1f} s) (target <= 3 GiB) {ok}{base}",
+                flush=True,
+            )
+
+
+def make_volume(shape: tuple[int, int, int], cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic volume and its ground truth (kept in ``cache_dir`` if given: making them takes ~30 s)."""
     from ilastik_widget.datasets import synthetic_cells
 
-    img, _ = synthetic_cells(shape, seed=3)
-    return (np.clip(img, 0, None) * 4000 + 100).astype(np.uint16)
+    name = "x".join(map(str, shape))
+    if cache_dir is not None and os.path.exists(os.path.join(cache_dir, f"volume_{name}.npy")):
+        return tuple(np.load(os.path.join(cache_dir, f"{k}_{name}.npy")) for k in ("volume", "truth"))  # type: ignore[return-value]
+    img, truth = synthetic_cells(shape, seed=3)
+    vol = (np.clip(img, 0, None) * 4000 + 100).astype(np.uint16)
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+        np.save(os.path.join(cache_dir, f"volume_{name}.npy"), vol)
+        np.save(os.path.join(cache_dir, f"truth_{name}.npy"), truth)
+    return vol, truth
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median)")
     p.add_argument("--shape", type=int, nargs=3, default=(120, 512, 512), metavar=("Z", "Y", "X"))
+    p.add_argument("--rss-depths", type=int, nargs="*", default=None, help="volume depths of the RSS rows")
+    p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", help="keep the synthetic volume in this directory between runs")
     args = p.parse_args(argv)
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return 0
     import cv2
 
     t0 = time.perf_counter()
-    vol = make_volume(tuple(args.shape))
+    vol, truth = make_volume(tuple(args.shape), args.cache_dir)
     print(
         f"cores: {os.cpu_count()}, OpenCV {cv2.__version__}, volume {vol.shape} {vol.dtype} made in "
         f"{time.perf_counter() - t0:.0f} s, repeats {args.repeats}, load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    ctx = Context(vol, FeatureSelection.all(), tuple(s // 2 for s in vol.shape), args.repeats)
+    ctx = Context(vol, truth, FeatureSelection.all(), tuple(s // 2 for s in vol.shape), args.repeats)
     ok = True
     for row in ROWS:
         ok &= row(ctx).print()
-        if "peak_rss" in ctx.cache:
-            peak, before = ctx.cache.pop("peak_rss")
-            print(
-                f"peak RSS: +{peak / 2**20:.0f} MiB during the three planes (process before: {before / 2**20:.0f} MiB)"
-            )
+    depths = args.rss_depths if args.rss_depths is not None else [vol.shape[0], 2 * vol.shape[0]]
+    rss_rows(ctx, depths)
     print(f"load avg {os.getloadavg()[0]:.1f}")
     return 0 if ok else 1
 
