@@ -49,6 +49,7 @@ from . import state
 from . import trait_checks as checks
 from .browser_requests import BrowserRequests
 from .chunk_requests import ChunkRequests
+from .display import WidgetDisplay
 from .live import PAINT_HINT, LiveUpdater
 from .objects import RESULT_TRAITS, WidgetResults
 from .protocol import KernelMessage, describe_exception
@@ -120,7 +121,7 @@ class _TraitStatus:
             w._set_traits(**values)
 
 
-class IlastikWidget(WidgetResults, anywidget.AnyWidget):
+class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
     """Interactive pixel classification on ``image`` (or on an existing ``Session``).
 
     Parameters
