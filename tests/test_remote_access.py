@@ -75,6 +75,30 @@ def test_token_needed_refused_and_accepted(root, tmp_path, caplog, monkeypatch):
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
 
 
+def test_widget_and_project_take_a_token_and_keep_it_out(root, tmp_path):
+    from ilastik_widget.io.project import load_session, save_session
+    from ilastik_widget.widget.widget import IlastikWidget
+
+    with LoopbackServer(root, token=TOKEN) as srv:
+        w = IlastikWidget(f"{srv.url}/pc", token=TOKEN, timeout=5)
+        np.testing.assert_array_equal(w.session.image[3].compute(), VOLUME[3])
+        raw = w.source_info["layer_specs"][0]
+        assert raw["source"]["url"].startswith("mem://") and "fallback" not in raw  # the browser has no token
+        assert TOKEN not in str(w.source_info)
+        save_session(w.session, tmp_path / "p.ilastikw")
+        w.close()
+        assert TOKEN.encode() not in (tmp_path / "p.ilastikw").read_bytes()
+        with pytest.raises(SourceError, match="HTTP 401"):
+            load_session(tmp_path / "p.ilastikw")
+        s = load_session(tmp_path / "p.ilastikw", token=TOKEN, timeout=5)
+        np.testing.assert_array_equal(s.image[5].compute(), VOLUME[5])
+        w = IlastikWidget.from_project(tmp_path / "p.ilastikw", token=TOKEN, autosave=False)
+        np.testing.assert_array_equal(w.session.image[7].compute(), VOLUME[7])
+        w.close()
+    with pytest.raises(ValueError, match="token apply to an image given as a path or URL"):
+        IlastikWidget(VOLUME, token=TOKEN)
+
+
 def test_chunk_reads_after_a_token_is_revoked_name_the_problem(root):
     with LoopbackServer(root, token=TOKEN) as srv:
         src = open_source(f"{srv.url}/z3", token=TOKEN)

@@ -437,7 +437,7 @@ def load_model(path):
     return TrainedModel.from_session(load_session(path, train=True))
 
 
-def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
+def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any, *, token=None, timeout=None):
     ref = doc["image"]
     if image is not None:
         return image, None
@@ -458,7 +458,7 @@ def _open_image(doc: dict, arrays: dict, project_path: Path, image: Any):
         if not (c.startswith(("http://", "https://")) or os.path.exists(c)):
             continue
         t = ref.get("time_index")
-        src = open_source(c, axes=ref.get("axes") if t is None else None, t=t)
+        src = open_source(c, axes=ref.get("axes") if t is None else None, t=t, token=token, timeout=timeout)
         return src, src
     where = " or ".join(tried) if tried else "nowhere (the image was in memory and not embedded)"
     raise FileNotFoundError(
@@ -488,7 +488,10 @@ def _annotations(path: Path, doc: dict, arrays: dict, shape: tuple):
     raise ProjectError(f"{path} is damaged: the strokes cannot be rebuilt ({error})") from error
 
 
-def load_session(path, image: Any = None, *, train: bool | None = None, **session_kwargs):
+def load_session(
+    path, image: Any = None, *, train: bool | None = None, token: str | None = None, timeout: Any = None,
+    **session_kwargs,
+):  # fmt: skip
     """Load a project file into a new :class:`~ilastik_widget.Session`.
 
     Temporary files that interrupted saves of this project left behind (a killed kernel) are removed.
@@ -499,6 +502,9 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
         The image to use; default: the embedded image, or the file/URL the project refers to.
     train : bool, optional
         Retrain after loading (default: if the session was trained when saved).
+    token, timeout : optional
+        For an image the project refers to by URL: the bearer token and timeout to open it with, as
+        :func:`~ilastik_widget.open_source` takes them. A project file never holds a token.
     session_kwargs
         Passed to ``Session`` (e.g. ``cache_bytes``, ``n_threads``).
 
@@ -517,7 +523,7 @@ def load_session(path, image: Any = None, *, train: bool | None = None, **sessio
     doc, arrays = read_project(path)
     remove_stale_temporaries(path)
     ref = doc["image"]
-    img, src = _open_image(doc, arrays, path, image)
+    img, src = _open_image(doc, arrays, path, image, token=token, timeout=timeout)
     channel_axis = ref.get("channel_axis")
     if image is not None:
         channel_axis = session_kwargs.pop("channel_axis", channel_axis)

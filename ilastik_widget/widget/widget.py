@@ -80,8 +80,11 @@ def _read_static(name: str, fallback: str) -> str:
 
 def _session_for(image_or_session: Any, channel_axis: int | None, classes: Any, options: dict) -> Session:
     """The session a widget shows: the one given, or a new one on the image (a path or URL is opened first)."""
+    remote = {k: options.pop(k) for k in ("token", "timeout") if k in options}
     if isinstance(image_or_session, (str, os.PathLike)):
-        image_or_session, channel_axis = open_source(image_or_session, channel_axis=channel_axis), None
+        image_or_session, channel_axis = open_source(image_or_session, channel_axis=channel_axis, **remote), None
+    elif remote:
+        raise ValueError(f"{' and '.join(remote)} apply to an image given as a path or URL (see open_source)")
     if isinstance(image_or_session, Session):
         if channel_axis is not None or classes is not None or options:
             raise ValueError(
@@ -137,8 +140,12 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
     autosave : str or os.PathLike, optional
         A project file to save to after every change of strokes, classes or features, so a kernel crash loses
         nothing; reopen it with :meth:`IlastikWidget.from_project`.
+    token, timeout : optional
+        For an image given as a URL: the bearer token (never saved, never sent to the browser) and the timeout, as
+        :func:`~ilastik_widget.open_source` takes them.
     raw_from : {"auto", "browser", "kernel"}
-        Where the browser reads the image of a zarr / OME-Zarr on a web server: ``"auto"`` straight from the URL,
+        Where the browser reads the image on a web server (zarr, OME-Zarr, precomputed, N5, Deep Zoom; not one
+        opened with a token, which the browser does not have): ``"auto"`` straight from the URL,
         falling back to the kernel's copy if the browser cannot load it (``raw_fallback`` then says why);
         ``"browser"`` from the URL only (``ValueError`` if the source cannot be shown that way); ``"kernel"`` always
         through the widget's comm. Labels, predictions and features are computed in the kernel either way.
@@ -477,7 +484,9 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         return save_session(self._session, path, **options)
 
     @classmethod
-    def from_project(cls, path: str | os.PathLike, image: Any = None, *, autosave: bool = True) -> IlastikWidget:
+    def from_project(
+        cls, path: str | os.PathLike, image: Any = None, *, autosave: bool = True, token: str | None = None
+    ) -> IlastikWidget:
         """Reopen a saved or autosaved project: every class and stroke comes back, and the model is retrained.
 
         Parameters
@@ -488,8 +497,10 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             The image, when the project only references it (a file that moved, an array from a cell).
         autosave : bool
             Keep saving every change back to ``path`` (default), so the reopened widget is as safe as the first.
+        token : str, optional
+            The bearer token for an image the project refers to by URL (a project file never holds one).
         """
-        return cls(load_session(path, image=image), autosave=path if autosave else None)
+        return cls(load_session(path, image=image, token=token), autosave=path if autosave else None)
 
     def close(self) -> None:
         """Stop serving the browser: cancel training, stop the chunk threads, detach from the session."""
