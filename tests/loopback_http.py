@@ -3,7 +3,8 @@
 It answers GET and HEAD with byte ranges (``Range: bytes=a-b`` and suffix ranges, as sharded formats need) and can:
 require a bearer token (401 without one, 403 with a wrong one), redirect every request to a second server (as
 object stores redirect to signed URLs), send CORS headers or not, fail a number of requests with 503 or by
-resetting the connection, and accept connections but never answer. Every request is recorded (path, whether an
+resetting the connection, accept connections but never answer, and look paths up as an object store does
+(``object_store``: a doubled slash is not collapsed). Every request is recorded (path, whether an
 Authorization header came, the range) so tests can check what was fetched; requests that carry an ``Origin`` header
 (a browser's cross-origin fetches; the kernel's readers send none) are listed apart in ``from_browser``.
 
@@ -101,6 +102,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._status(403)
             return
         file = os.path.normpath(os.path.join(srv.root, path.lstrip("/")))
+        if srv.object_store and "//" in path:  # a key, not a file path: "a//b" is not "a/b"
+            self._status(404)
+            return
         if not file.startswith(os.path.normpath(srv.root)) or not os.path.isfile(file):
             self._status(404)
             return
@@ -157,6 +161,7 @@ class LoopbackServer:
         self.fail_mode = "503"
         self.never_fail: tuple[str, ...] = ()
         self.hang = False
+        self.object_store = False  # paths as keys: a doubled slash is not collapsed (404)
         self.requests: list[tuple[str, str | None, str | None]] = []
         self.from_browser: list[str] = []  # paths of the requests that came with an Origin header
         self.lock = threading.Lock()

@@ -186,6 +186,11 @@ def test_stored_layout_for_the_viewer(data_dir, tmp_path):
         dzi = open_source(f"{srv.url}/slide.dzi").storage
         assert (dzi.source, dzi.dimensions, dzi.axes) == (f"{srv.url}/slide.dzi|deepzoom:", ("x", "y", "c^"), "xyc")
         assert (dzi.fixed, dzi.encodings, dzi.needs_token) == ((), ("png-rgb8",), False)
+        assert dzi.doubled_slashes is True  # the server collapses slashes: a tile at <level>//<tile> is found
+        assert "/slide_files/0//0_0.png" in srv.chunk_requests()  # the 1 x 1 tile, asked for so
+        srv.object_store = True  # keys, not file paths
+        assert open_source(f"{srv.url}/slide.dzi").storage.doubled_slashes is False
+    assert open_source(f"{root}/slide.dzi").storage.doubled_slashes is None  # on disk: not asked
     # N5 without axes: Neuroglancer's default names; with axes: as written (not lowercased)
     vol = VOLUME[:, :8, :8]
     write_n5(tmp_path / "plain.n5", vol)

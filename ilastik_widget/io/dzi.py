@@ -9,6 +9,7 @@ in bytes. Every tile is checked against the size the descriptor implies; a missi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -66,6 +67,7 @@ class _Pyramid:
         self.info = info
         self.mode = "RGB"
         self.pixels = "rgb8"  # how the tiles store their pixels (see tile_pixels)
+        self.probe_digest = b""  # of the tile probe_mode read
         self.cache = _TileCache(cache_bytes)
 
     def __getstate__(self):
@@ -115,13 +117,27 @@ class _Pyramid:
         except Exception as exc:  # Pillow raises many kinds for a damaged file
             raise SourceError(f"the Deep Zoom tile {where} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
+    def probe_level(self) -> int:
+        """The coarsest level that fits in one tile (its tile is read to learn the pixel mode)."""
+        return next(
+            lv for lv in range(self.info.max_level + 1) if max(self.info.level_shape(lv)) <= self.info.tile_size
+        )
+
+    def serves_doubled_slashes(self) -> bool:
+        """Whether the server answers ``<level>//<col>_<row>.<format>`` with the tile at the plain path (file
+        servers collapse the slashes; object stores look up another key); asks for the probed tile so."""
+        key = self.tile_key(self.probe_level(), 0, 0)
+        try:
+            doubled = self.files.read(key.replace("/", "//", 1), what="Deep Zoom tile", max_bytes=64 * 2**20)
+        except SourceError:
+            return False
+        return doubled is not None and hashlib.sha256(doubled).digest() == self.probe_digest
+
     def probe_mode(self) -> None:
         """Decode the coarsest level that fits one tile to learn the pixel mode (grey, 16-bit, RGB or RGBA)."""
         from PIL import Image
 
-        level = next(
-            lv for lv in range(self.info.max_level + 1) if max(self.info.level_shape(lv)) <= self.info.tile_size
-        )
+        level = self.probe_level()
         key = self.tile_key(level, 0, 0)
         data = self.files.read(key, what="Deep Zoom tile")
         if data is None:
@@ -140,6 +156,7 @@ class _Pyramid:
         else:
             self.mode = "RGB"
         self.pixels = tile_pixels(data, mode)
+        self.probe_digest = hashlib.sha256(data).digest()
         self.decode(data, level, 0, 0)  # the tile itself must be right
 
 
@@ -302,6 +319,7 @@ def open_dzi(op, loc: Location):
         ax[1] + ax[0] + (ax[2] if n == 3 else "c"),
         fixed=[] if n == 3 else [(2, 0)],
         encodings=[f"{info.format}-{levels[0]._p.pixels}"],
+        doubled_slashes=levels[0]._p.serves_doubled_slashes() if loc.remote and not op.with_token else None,
     )
     return _build(
         as_dask(levels[0], "dzi", ax),

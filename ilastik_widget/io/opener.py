@@ -58,6 +58,10 @@ class StoredLayout:
         ``encoding`` of each scale; for Deep Zoom ``"<format>-<pixels>"`` of the tile read to learn the pixel type,
         ``pixels`` one of ``rgb8``, ``rgba8``, ``grey8``, ``grey16``, ``palette8``, ``other`` (e.g. ``"png-rgb8"``).
         Empty for zarr and N5 (a codec a viewer lacks shows in their metadata).
+    doubled_slashes : bool or None
+        For Deep Zoom on a server (opened without a token): whether the server answers a tile's path with its
+        level's slash doubled (``<name>_files/<level>//<col>_<row>.<format>``) as the plain path; file servers do,
+        object stores do not. ``None`` where not asked.
     """
 
     source: str
@@ -70,6 +74,7 @@ class StoredLayout:
     units: tuple[str | None, ...]
     needs_token: bool
     encodings: tuple[str, ...] = ()
+    doubled_slashes: bool | None = None
 
 
 _NG_SUFFIX = {
@@ -260,7 +265,17 @@ class Opener:
         return dict(url=url, path=url if loc.remote else root, name=stem(loc.name), source_kind=kind, data_format=fmt)
 
     def layout(
-        self, loc: Location, fmt: str, dims, axes, fixed=(), offset=None, resolution=None, units=None, encodings=()
+        self,
+        loc: Location,
+        fmt: str,
+        dims,
+        axes,
+        fixed=(),
+        offset=None,
+        resolution=None,
+        units=None,
+        encodings=(),
+        doubled_slashes=None,
     ):
         n = len(dims)
         base = self.source_meta(loc, "", fmt)["path"]
@@ -276,6 +291,7 @@ class Opener:
             tuple(units or (None,) * n),
             self.with_token,
             tuple(encodings),
+            doubled_slashes,
         )
 
 

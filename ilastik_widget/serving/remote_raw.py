@@ -164,6 +164,10 @@ def _check_encodings(layout: Any) -> None:
         raise ValueError(
             f"Neuroglancer shows Deep Zoom tiles of 8-bit RGB JPEG only, not {', '.join(layout.encodings)}"
         )
+    if layout.format == "deepzoom" and layout.doubled_slashes is not True:
+        # Neuroglancer asks for <name>_files/<level>//<col>_<row>.<format> (lib/datasource/deepzoom/backend.js) and
+        # takes a missing tile for an empty one: no error, no fallback, a black image
+        raise ValueError("the server does not answer tile paths with a doubled slash, as Neuroglancer asks for them")
     if layout.format == "precomputed" and not set(layout.encodings) <= set(_PRECOMPUTED_ENCODINGS):
         raise ValueError(f"the widget's Neuroglancer does not decode {', '.join(layout.encodings)} chunks")
 
