@@ -365,7 +365,9 @@ def open_source(
         source, its ``repr`` or a project file.
     timeout : float or (float, float), optional
         Seconds to wait for a connection and for each answer (default
-        :data:`ilastik_widget.io.remote.DEFAULT_TIMEOUT`, 30 s, or ``$ILASTIK_WIDGET_TIMEOUT``).
+        :data:`ilastik_widget.io.remote.DEFAULT_TIMEOUT`, 30 s, or ``$ILASTIK_WIDGET_TIMEOUT``). It bounds opening
+        the image and reading metadata and Deep Zoom tiles; tensorstore's chunk reads (zarr, N5, precomputed) wait
+        for a silent server as long as the process-wide default says (tensorstore has no timeout per store).
     cache_bytes : int, optional
         Bound of the decoded-chunk cache of this image (default 256 MiB).
     storage_options : dict, optional
