@@ -24,7 +24,8 @@ on the largest scale, not on the depth of the volume (:func:`stream_bytes`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,16 @@ from .slab import normal_row
 __all__ = ["stream_bytes", "stream_features"]
 
 #: output planes per step by default (several planes share each matrix product over a ring)
-STEP = 4
+STEP = 8
+#: columns per task of the matrix products over a ring (few enough tasks, and each keeps its rows in cache)
+COLUMNS = 1 << 16
+
+
+def _columns(n: int) -> list[slice]:
+    """Column ranges of a matrix product with ``n`` columns: about :data:`COLUMNS` each, at least one per thread."""
+    parts = max(_filters.N_THREADS, -(-n // COLUMNS))
+    bounds = [n * i // parts // 16 * 16 for i in range(parts)] + [n]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 class Ring:
@@ -77,9 +87,9 @@ class Ring:
     def view(self, slot: int, n: int) -> np.ndarray:
         return self.data[slot : slot + n]
 
-    def sums(self, rows: list[tuple[int, np.ndarray]], out: np.ndarray) -> np.ndarray:
+    def sums(self, rows: list[tuple[int, np.ndarray]], out: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
         """``out[m] = sum_k w[k] * plane[lo + k]`` for each row ``(lo, w)`` (positions held); ``out`` is
-        ``(len(rows), features of a plane)`` float32."""
+        ``(len(rows), values of a plane)`` float32. ``columns``: only these values of each plane."""
         c0 = min(lo for lo, _ in rows)
         c1 = max(lo + len(w) for lo, w in rows)
         if c0 < self.lo or c1 > self.hi:
@@ -87,14 +97,14 @@ class Ring:
         mat = np.zeros((len(rows), c1 - c0), np.float32)
         for m, (lo, w) in enumerate(rows):
             mat[m, lo - c0 : lo - c0 + len(w)] = w
-        first = True
+        first, dst = True, out[:, columns]
         for a, s, n in self.runs(c0, c1):
             part = mat[:, a - c0 : a - c0 + n]
             if first:
-                np.matmul(part, self.flat[s : s + n], out=out)
+                np.matmul(part, self.flat[s : s + n, columns], out=dst)
                 first = False
             else:
-                out += part @ self.flat[s : s + n]
+                dst += part @ self.flat[s : s + n, columns]
         return out
 
     def release(self) -> None:
@@ -122,69 +132,89 @@ class _Job:
         self.owned.append(a)
         return a
 
-    def gradients(self, inputs: Ring, stop: int, plane_shape: tuple[int, int]) -> None:
-        """Gradient products of the planes from :attr:`next` up to ``stop`` into the product ring."""
+    def gradient_tasks(self, inputs: Ring, stop: int, plane_shape: tuple[int, int]) -> list[Callable[[], None]]:
+        """Tasks computing the gradient products of the planes from :attr:`next` up to ``stop`` into the product
+        ring, a few planes each."""
         if not self.st or stop <= self.next:
-            return
+            return []
         npix = plane_shape[0] * plane_shape[1]
         if self.products is None:
             self.products = Ring(self.ring_size, (len(self.job.pairs), npix))
             self.products.lo = self.products.hi = self.next
+        self.products.reserve(self.next, stop)
         positions = list(range(self.next, stop))
+        self.next = stop
+        per = max(1, -(-len(positions) // (2 * _filters.N_THREADS)))
+        return [
+            partial(self._gradients, inputs, positions[a : a + per], plane_shape) for a in range(0, len(positions), per)
+        ]
+
+    def _gradients(self, inputs: Ring, positions: list[int], plane_shape: tuple[int, int]) -> None:
+        """Gradient products of ``positions`` (the filter bank's phase 2: z sums, in-plane passes, products)."""
+        m, along_z = len(positions), self.scale.sigmas[0] is not None
         rows = [normal_row(self.scale, 0, p, self.n) for p in positions]
-        if self.scale.sigmas[0] is not None:
+        if along_z:
             rows += [normal_row(self.scale, 1, p, self.n) for p in positions]
-        m = len(positions)
-        sums = workspace.ARENA.get((len(rows), npix))
+        sums = workspace.ARENA.get((len(rows), plane_shape[0] * plane_shape[1]))
         try:
             inputs.sums(rows, sums)
+            p = {0: sums[:m].reshape(m, *plane_shape)}
+            if along_z:
+                p[1] = sums[m:].reshape(m, *plane_shape)
             g = self.gjob
-            g.p = {0: sums[:m].reshape(m, *plane_shape)}
-            if self.scale.sigmas[0] is not None:
-                g.p[1] = sums[m:].reshape(m, *plane_shape)
-            self.products.reserve(self.next, stop)
-            done = 0
-            for _, s, k in self.products.runs(self.next, stop):
-                ring = self.products.view(s, k).reshape(k, len(self.job.pairs), *plane_shape)
-                g.j = [ring[:, i] for i in range(len(self.job.pairs))]
-                for t in range(k):
-                    _phase2_at(g, done + t, t)
-                done += k
+            index = {a: i for i, a in enumerate(g.scale.axes)}
+            assert self.products is not None
+            for t, position in enumerate(positions):
+                ((_, slot, _),) = self.products.runs(position, position + 1)
+                out = self.products.data[slot].reshape(len(g.pairs), 1, *plane_shape)
+                cache: dict[tuple[int, ...], np.ndarray] = {}
+                grad = [g.derivative(p, cache, slice(t, t + 1), o) for o in g.grads]
+                for k, (a, b) in enumerate(g.pairs):
+                    np.multiply(grad[index[a]], grad[index[b]], out=out[k])
         finally:
-            g.p, g.j = {}, []
             workspace.ARENA.put(sums)
-        self.next = stop
 
-    def prepare(self, inputs: Ring, z0: int, z1: int, plane_shape: tuple[int, int]) -> None:
-        """The z sums, the tensor and the gradient magnitude at the output planes ``[z0, z1)`` for phase 4."""
+    def prepare_tasks(self, inputs: Ring, z0: int, z1: int, plane_shape: tuple[int, int]) -> list[Callable[[], None]]:
+        """Tasks computing the z sums and the tensor at the output planes ``[z0, z1)`` for phase 4 (the matrix
+        products split by columns), after setting up where they go."""
         b, npix = z1 - z0, plane_shape[0] * plane_shape[1]
         job = self.job
+        tasks: list[Callable[[], None]] = []
         rows = [normal_row(self.scale, o, z, self.n) for o in self.lin for z in range(z0, z1)]
         if job.dog:
             rows += [normal_row(job.inner, 0, z, self.n) for z in range(z0, z1)]
         if rows:
-            sums = inputs.sums(rows, self._buffer((len(rows), npix))).reshape(len(rows), *plane_shape)
-            job.p = {o: sums[i * b : (i + 1) * b] for i, o in enumerate(self.lin)}
+            sums = self._buffer((len(rows), npix))
+            tasks += [partial(inputs.sums, rows, sums, cols) for cols in _columns(npix)]
+            planes = sums.reshape(len(rows), *plane_shape)
+            job.p = {o: planes[i * b : (i + 1) * b] for i, o in enumerate(self.lin)}
             if job.dog:
-                job.pd = sums[len(self.lin) * b :]
+                job.pd = planes[len(self.lin) * b :]
         if self.st and self.products is not None:
             n_pairs = len(job.pairs)
             rows = [normal_row(job.outer, 0, z, self.n) for z in range(z0, z1)]
-            tensor = self.products.sums(rows, self._buffer((b, n_pairs * npix)))
-            tensor = tensor.reshape(b, n_pairs, *plane_shape)
-            job.j = [tensor[:, i] for i in range(n_pairs)]
+            tensor = self._buffer((b, n_pairs * npix))
+            tasks += [partial(self.products.sums, rows, tensor, cols) for cols in _columns(n_pairs * npix)]
+            planes = tensor.reshape(b, n_pairs, *plane_shape)
+            job.j = [planes[:, i] for i in range(n_pairs)]
             if "gaussian_gradient_magnitude" in job.want:
-                # as the filter bank's phase 2: the root of the unsmoothed products' trace at the plane
-                diag = [i for i, (a, c) in enumerate(job.pairs) if a == c]
-                ggm = self._buffer((b, *plane_shape))
-                for t, z in enumerate(range(z0, z1)):
-                    ((_, s, _),) = self.products.runs(z, z + 1)
-                    here = self.products.data[s].reshape(n_pairs, *plane_shape)
-                    np.add(here[diag[0]], here[diag[1]], out=ggm[t])
-                    for i in diag[2:]:
-                        ggm[t] += here[i]
-                    np.sqrt(ggm[t], out=ggm[t])
-                job.ggm = ggm
+                job.ggm = self._buffer((b, *plane_shape))
+                tasks.append(partial(self._magnitude, z0, z1, plane_shape))
+        return tasks
+
+    def _magnitude(self, z0: int, z1: int, plane_shape: tuple[int, int]) -> None:
+        """As the filter bank's phase 2: the root of the unsmoothed products' trace at each output plane."""
+        job, ring = self.job, self.products
+        assert ring is not None and job.ggm is not None
+        diag = [i for i, (a, c) in enumerate(job.pairs) if a == c]
+        for t, z in enumerate(range(z0, z1)):
+            ((_, s, _),) = ring.runs(z, z + 1)
+            here = ring.data[s].reshape(len(job.pairs), *plane_shape)
+            out = job.ggm[t]
+            np.add(here[diag[0]], here[diag[1]], out=out)
+            for i in diag[2:]:
+                out += here[i]
+            np.sqrt(out, out=out)
 
     def phase4(self, t: int, buf: np.ndarray) -> None:
         self.job.phase4(slice(t, t + 1), buf)
@@ -201,16 +231,6 @@ class _Job:
         if self.products is not None:
             self.products.release()
             self.products = None
-
-
-def _phase2_at(g: ScaleJob, source: int, target: int) -> None:
-    """The filter bank's phase 2 for one plane: the gradient of the sums at index ``source`` of ``g.p`` and its
-    products into index ``target`` of ``g.j``."""
-    cache: dict[tuple[int, ...], np.ndarray] = {}
-    grad = [g.derivative(g.p, cache, slice(source, source + 1), o) for o in g.grads]
-    index = {a: i for i, a in enumerate(g.scale.axes)}
-    for (a, b), j in zip(g.pairs, g.j):
-        np.multiply(grad[index[a]], grad[index[b]], out=j[target : target + 1])
 
 
 def _check_range(z: Any, n: int) -> tuple[int, int]:
@@ -317,7 +337,7 @@ def _stream(image: Any, lay: Layout, start: int, stop: int, reg: tuple[slice, ..
                     if planar.shape[1:] != plane_shape:
                         planar = np.ascontiguousarray(planar)
                     out = _filters.new_output((*out_shape, n_total))
-                    _filters.interleave(planar.reshape(n_total, -1), out.reshape(-1, n_total))
+                    _interleave(planar.reshape(n_total, -1), out.reshape(-1, n_total))
                     yield z0 + t, out
             finally:
                 for buf in bufs:
@@ -337,9 +357,20 @@ def _compute_step(
     each stage's jobs on the filter bank's pool."""
     n = jobs[0].n
     with workspace.single_threaded_blas():
-        _filters._run(lambda j: j.gradients(inputs[j.image], min(n, z1 + j.reach), plane_shape), jobs)
-        _filters._run(lambda j: j.prepare(inputs[j.image], z0, z1, plane_shape), jobs)
+        _filters._run(
+            _call, [t for j in jobs for t in j.gradient_tasks(inputs[j.image], min(n, z1 + j.reach), plane_shape)]
+        )
+        _filters._run(_call, [t for j in jobs for t in j.prepare_tasks(inputs[j.image], z0, z1, plane_shape)])
     _filters._run(lambda tj: tj[1].phase4(tj[0], bufs[tj[0]]), [(t, j) for t in range(z1 - z0) for j in jobs])
+
+
+def _call(task: Callable[[], None]) -> None:
+    task()
+
+
+def _interleave(planar: np.ndarray, out: np.ndarray) -> None:
+    """``(C, n)`` planes into the ``(n, C)`` rows of ``out``, in pixel ranges on the pool."""
+    _filters._run(lambda sl: _filters.interleave(planar[:, sl], out[sl]), _columns(len(out)))
 
 
 def _read(image: Any, lay: Layout, inputs: list[Ring], stop: int, window: list[slice]) -> None:

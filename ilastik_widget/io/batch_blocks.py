@@ -118,8 +118,8 @@ def predict_block(block, *, model: TrainedModel, depth: tuple, chunks: tuple, bl
     return _classify(model, feats.reshape(-1, n_feat)).reshape(*feats.shape[:-1], model.n_classes)
 
 
-def _classify(model: TrainedModel, rows: np.ndarray) -> np.ndarray:
-    probs = model.classifier.predict_proba(rows, n_jobs=1)
+def _classify(model: TrainedModel, rows: np.ndarray, n_jobs: int = 1) -> np.ndarray:
+    probs = model.classifier.predict_proba(rows, n_jobs=n_jobs)
     if probs.shape[1] < model.n_classes:  # classes added since training: zero columns, as Session.predict
         probs = np.concatenate([probs, np.zeros((len(probs), model.n_classes - probs.shape[1]), np.float32)], 1)
     return probs
@@ -131,6 +131,7 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
     Tiles of planes (the block does not span its planes) stream each halo group of features on its own in-plane
     window, in step, so that small scales do not compute the in-plane halo of the largest.
     """
+    from ..core import filters as _filters
     from ..core.stream import stream_features
 
     size = tuple(r.stop - r.start for r in region)
@@ -152,7 +153,9 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
             for (_, idx), (_, part) in zip(groups, planes):
                 rows[:, idx] = part.reshape(len(rows), -1)
             features = rows
-        out[index - z[0]] = _classify(model, features).reshape(size[1], size[2], model.n_classes)
+        # a plane at a time: the filter threads would idle meanwhile (one in a worker process)
+        probs = _classify(model, features, _filters.N_THREADS)
+        out[index - z[0]] = probs.reshape(size[1], size[2], model.n_classes)
     return out
 
 
