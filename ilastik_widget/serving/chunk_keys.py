@@ -114,7 +114,7 @@ def parse_key(key: object) -> ChunkKey | BoxKey | MetadataKey | None:
     reads them as missing)."""
     if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         return None
-    m = _KEY.match(key)
+    m = _KEY.fullmatch(key)
     if m is None:
         return None
     array = m["array"]

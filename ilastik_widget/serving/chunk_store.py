@@ -323,9 +323,12 @@ class ChunkStore:
             self._coarse_labels[(version, level)] = image
         return image
 
-    def labels_chunk_exists(self, key: ChunkKey | BoxKey) -> bool:
-        """Whether ``key`` is a chunk of the labels array (painted or not)."""
-        return key.array == "labels" and self.chunk_region(self.labels, key) is not None
+    def chunk_exists(self, key: ChunkKey | BoxKey) -> bool:
+        """Whether ``key`` is a chunk of the labels or the current predictions array, with data or not: the browser
+        holds it either way (a missing chunk is shown as its fill value)."""
+        if key.array == "predictions" and key.layout != self.layout:
+            return False
+        return key.array in ("labels", "predictions") and self.chunk_region(self.pyramid(key.array), key) is not None
 
     # ------------------------------------------------------------------ predictions
     @staticmethod

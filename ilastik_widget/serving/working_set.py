@@ -63,12 +63,12 @@ class WorkingSet:
                     chunks.popitem(last=False)
 
     def note_read(self, keys: list[str], data: list[bytes | None]) -> None:
-        """Note what a read answered: found chunks, and labels chunks that are empty but on screen (a stroke there is
-        pushed like any other)."""
+        """Note what a read answered: found chunks, and chunks that are empty but on screen (a stroke there, or the
+        first predictions, are pushed like any other)."""
         on_screen = []
         for text, found in zip(keys, data):
             key = parse_key(text)
-            if found is not None or (isinstance(key, (ChunkKey, BoxKey)) and self.store.labels_chunk_exists(key)):
+            if found is not None or (isinstance(key, (ChunkKey, BoxKey)) and self.store.chunk_exists(key)):
                 on_screen.append(text)
         self.note(on_screen)
 

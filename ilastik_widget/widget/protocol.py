@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..core.limits import MAX_CLASSES, MAX_NAME_LENGTH
+from ..serving.chunk_keys import MAX_KEY_LENGTH
 
 log = logging.getLogger("ilastik_widget")
 
@@ -38,7 +39,6 @@ log = logging.getLogger("ilastik_widget")
 MAX_ID = 2**53 - 1
 #: Chunk keys in one ``chunks`` or ``seen`` request.
 MAX_KEYS = 1024
-MAX_KEY_LENGTH = 512
 MAX_CANCEL_IDS = 4096
 #: Points in one stroke (the browser thins longer strokes to this many).
 MAX_STROKE_POINTS = 50_000
@@ -619,7 +619,7 @@ class Refresh(KernelMessage):
     refresh, so the browser updates what it shows without asking."""
 
     TYPE: ClassVar[str] = "refresh"
-    layers: tuple[str, ...]
+    layers: tuple[str, ...] = field(metadata={"ts_type": "LayerName[]"})
     keys: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
 

@@ -90,7 +90,7 @@ def typescript() -> str:
         ("DEFAULT_LAYER_SETTINGS", DEFAULT_LAYER_SETTINGS, "Visibility and opacity of each layer in a new widget."),
     ]
     out = [
-        "// Generated from ilastik_widget/widget/protocol.py by `python -m ilastik_widget.widget.protocol`: do not edit.",
+        "// Generated from ilastik_widget/widget/protocol.py by `python -m ilastik_widget.widget.protocol_typescript`: do not edit.",
         "// The browser <-> kernel messages and the constants the browser shares with the kernel.",
         "",
     ]
@@ -116,6 +116,9 @@ def typescript() -> str:
         out += _ts_interface(name, json.dumps(request.TYPE), fields, doc)
         out.append("")
     out.append(f"export type Request = {' | '.join(names)};")
+    silent = [json.dumps(r.TYPE) for r in REQUESTS if not r.REPLIED]
+    out.append("/** The requests the kernel does not answer. */")
+    out.append(f"export const NO_REPLY_TYPES = [{', '.join(silent)}] as const;")
     out.append("/** A request as the browser code writes it: the transport adds the id. */")
     out.append(
         'export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;'
@@ -123,27 +126,28 @@ def typescript() -> str:
     out.append("")
     out.append("// ---- kernel -> browser")
     hints_module = vars(protocol)
-    kernel_types = [
+    specific = [
         (ChunksReply, '"chunks-reply"'),
         (StrokeReply, '"stroke-reply"'),
         (ChangedReply, '"undo-reply" | "redo-reply"'),
         (AddClassReply, '"add-class-reply"'),
-        (
-            Reply,
-            '"remove-stroke-reply" | "update-now-reply" | "remove-class-reply" | "rename-class-reply" | '
-            '"recolor-class-reply"',
-        ),
         (ObjectsReply, '"objects-reply"'),
         (ObjectRowReply, '"object-row-reply"'),
         (ExportReply, '"export-reply"'),
-        (ErrorReply, '"error"'),
-        (Refresh, '"refresh"'),
     ]
+    # every other request that is answered gets the plain Reply
+    named = {part.strip() for _, literal in specific for part in literal.split("|")}
+    plain = [
+        json.dumps(f"{r.TYPE}-reply") for r in REQUESTS if r.REPLIED and json.dumps(f"{r.TYPE}-reply") not in named
+    ]
+    kernel_types = [*specific, (Reply, " | ".join(plain)), (ErrorReply, '"error"'), (Refresh, '"refresh"')]
     kernel_names = []
     for cls, literal in kernel_types:
         hints = typing.get_type_hints(cls, hints_module)
         fields = [
-            (f.name, _ts_type(hints[f.name]), False) for f in dataclasses.fields(cls) if f.metadata.get("ts", True)
+            (f.name, f.metadata.get("ts_type") or _ts_type(hints[f.name]), False)
+            for f in dataclasses.fields(cls)
+            if f.metadata.get("ts", True)
         ]
         out += _ts_interface(cls.__name__, literal, fields, _doc(cls))
         out.append("")

@@ -1,4 +1,4 @@
-// Generated from ilastik_widget/widget/protocol.py by `python -m ilastik_widget.widget.protocol`: do not edit.
+// Generated from ilastik_widget/widget/protocol.py by `python -m ilastik_widget.widget.protocol_typescript`: do not edit.
 // The browser <-> kernel messages and the constants the browser shares with the kernel.
 
 /** Most label classes of a session. */
@@ -178,6 +178,8 @@ export interface ExportRequest {
 }
 
 export type Request = ChunksRequest | SeenRequest | CancelRequest | StrokeRequest | UndoRequest | RedoRequest | RemoveStrokeRequest | UpdateNowRequest | StopRequest | AddClassRequest | RemoveClassRequest | RenameClassRequest | RecolorClassRequest | SourceFallbackRequest | ObjectsRequest | ObjectRowRequest | ExportRequest;
+/** The requests the kernel does not answer. */
+export const NO_REPLY_TYPES = ["seen", "cancel", "source-fallback"] as const;
 /** A request as the browser code writes it: the transport adds the id. */
 export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
 
@@ -208,12 +210,6 @@ export interface AddClassReply {
   label: number;
 }
 
-/** The reply to a request without a result of its own (``type`` is ``"<request type>-reply"``). */
-export interface Reply {
-  type: "remove-stroke-reply" | "update-now-reply" | "remove-class-reply" | "rename-class-reply" | "recolor-class-reply";
-  id: number;
-}
-
 /** ``count`` objects, served as version ``version`` of the objects array. */
 export interface ObjectsReply {
   type: "objects-reply";
@@ -237,6 +233,12 @@ export interface ExportReply {
   written: string[];
 }
 
+/** The reply to a request without a result of its own (``type`` is ``"<request type>-reply"``). */
+export interface Reply {
+  type: "remove-stroke-reply" | "update-now-reply" | "stop-reply" | "remove-class-reply" | "rename-class-reply" | "recolor-class-reply";
+  id: number;
+}
+
 /** A request failed (``id`` is null when the message had no valid id); ``message`` is in words. */
 export interface ErrorReply {
   type: "error";
@@ -247,9 +249,9 @@ export interface ErrorReply {
 /** New data of ``layers``: ``keys[i]`` is the chunk in buffer i; the ``missing`` keys now have no data (their fill value). Together they cover every chunk of those layers the browser read or reported as seen since the last refresh, so the browser updates what it shows without asking. */
 export interface Refresh {
   type: "refresh";
-  layers: string[];
+  layers: LayerName[];
   keys: string[];
   missing: string[];
 }
 
-export type KernelMessage = ChunksReply | StrokeReply | ChangedReply | AddClassReply | Reply | ObjectsReply | ObjectRowReply | ExportReply | ErrorReply | Refresh;
+export type KernelMessage = ChunksReply | StrokeReply | ChangedReply | AddClassReply | ObjectsReply | ObjectRowReply | ExportReply | Reply | ErrorReply | Refresh;
