@@ -58,18 +58,18 @@ PUSHED = []     # (time sent, layers, n keys, nbytes) per refresh message
 
 def instrument(w):
     w.session.add_listener(lambda event, **info: EVENTS.append((event, time.time())))
-    send = w._send_message
-    def timed_send(content, buffers, _send=send):
+    send = w.send  # every kernel -> browser message goes through the widget's comm here
+    def timed_send(content, buffers=None, _send=send):
         _send(content, buffers)
         if content.get("type") == "refresh":
             PUSHED.append((time.time(), content["layers"], len(content.get("keys", [])),
                            sum(len(b) for b in buffers or [])))
-    w._send_message = timed_send
+    w.send = timed_send
     cs = w.chunk_server
     read = cs.read
-    def timed_read(keys, _read=read):
+    def timed_read(keys, after_each=None, _read=read):
         t0 = time.time()
-        out = _read(keys)
+        out = _read(keys, after_each)
         SERVED.append((t0, time.time(), list(keys), [0 if b is None else len(b) for b in out]))
         return out
     cs.read = timed_read
