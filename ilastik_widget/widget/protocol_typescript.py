@@ -14,13 +14,13 @@ import typing
 from typing import Any
 
 from ..core.limits import MAX_CLASSES, MAX_NAME_LENGTH
+from ..serving.chunk_keys import MAX_KEY_LENGTH
 from ..serving.layer_specs import DEFAULT_LAYER_SETTINGS, LAYER_NAMES
 from . import protocol
 from .protocol import (
     BRUSH_SIZE_MAX,
     BRUSH_SIZE_MIN,
     MAX_CANCEL_IDS,
-    MAX_KEY_LENGTH,
     MAX_KEYS,
     MAX_STROKE_POINTS,
     MODES,
