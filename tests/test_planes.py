@@ -246,6 +246,27 @@ def test_default_gradient_cache_holds_what_a_slice_needs():
     assert 300 << 20 < need <= GradientCache().max_bytes
 
 
+def test_cached_gradient_planes_are_recycled_only_when_unused(rng):
+    """The cache's gradient planes live in recycled result buffers (no fresh memory per slice), which are never
+    handed out again while a cached plane uses them."""
+    from ilastik_widget.core import workspace
+
+    vol = structured_volume(rng, (20, 24, 26))
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 1.6, True)
+    cache = GradientCache()
+    plane_features(vol, 0, 8, sel, gradient_cache=cache)
+    owners = {id(o) for o in workspace.RESULTS._owners}
+    assert len(cache) and all(id(g.base) in owners for g in cache._data.values())
+    kept = {k: g.copy() for k, g in cache._data.items()}
+    for _ in range(3):  # results and other caches' planes are taken from the same buffers meanwhile
+        compute_features(rng.random((9, 30, 31)).astype(np.float32), sel)
+        plane_features(vol, 1, 5, sel, gradient_cache=GradientCache())
+    for k, g in cache._data.items():
+        np.testing.assert_array_equal(g, kept[k])
+    whole = compute_features(vol, sel)
+    assert_plane_close(plane_features(vol, 0, 9, sel, gradient_cache=cache), whole[9], sel.channel_names(3), 400.0)
+
+
 def test_concurrent_calls_and_single_thread(volume_and_features, monkeypatch):
     """Sessions compute planes from several threads; batch workers run the filter bank on one thread."""
     from concurrent.futures import ThreadPoolExecutor

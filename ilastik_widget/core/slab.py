@@ -313,8 +313,9 @@ class PlaneJob:
             for c0 in range(0, m, STACK):
                 c1 = min(m, c0 + STACK)
                 n = c1 - c0
-                # stored in the cache: fresh memory; otherwise the same buffers for every stack
-                g = g_all[:, :n] if scaled else workspace.empty((n_axes, n, *shape))
+                # stored in the cache: a buffer of its own (recycled once no cached plane uses it); otherwise the
+                # same buffers for every stack
+                g = g_all[:, :n] if scaled else workspace.new_output((n_axes, n, *shape))
                 tmp = tmp_all[:n]
                 for i, b in enumerate(sc.axes):
                     src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
