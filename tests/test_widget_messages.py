@@ -905,3 +905,14 @@ def test_stop_ends_a_long_prediction_and_a_training(large):
     w.wait(60)
     assert w.session.generation == gen and w.session.needs_training
     w.close()
+
+
+def test_a_chunk_read_that_returns_nonsense_is_answered_with_an_error_not_silence(data):
+    image, _, _ = data
+    w, rec = make_widget(image)
+    w.chunk_server.read = lambda keys, after_each=None: True  # a broken reader (not a list of bytes)
+    w.handle_message({"type": "chunks", "id": 9, "keys": ["raw/0/0.0"]})
+    w.wait(30)
+    content, _ = rec.reply(9)
+    assert content["type"] == "error" and "Could not read chunks" in content["message"]
+    w.close()

@@ -120,14 +120,18 @@ class ChunkRequests:
                 return
             try:
                 data = self.server.read(list(request.keys), after_each)
+                reply = ChunksReply(request.id, tuple(d is not None for d in data))
+                buffers = [bytes(d) for d in data if d is not None]
             except ReadStopped:
                 self._send(ErrorReply(request.id, STOPPED), [])
                 return
-            except Exception as exc:
+            except Exception as exc:  # whatever fails, the browser gets an answer instead of waiting for ever
                 log.exception("ilastik_widget: chunk request %s failed", request.id)
                 self._send(ErrorReply(request.id, f"Could not read chunks: {describe_exception(exc)}"), [])
                 return
-            self._send(ChunksReply(request.id, tuple(d is not None for d in data)), [d for d in data if d is not None])
+            self._send(reply, buffers)
+        except Exception:  # the comm is gone, or sending failed: nothing more can be told to the browser
+            log.exception("ilastik_widget: could not answer chunk request %s", request.id)
         finally:
             if n_predictions > done:
                 self._done(n_predictions - done)
