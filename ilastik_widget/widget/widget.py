@@ -13,6 +13,12 @@ and the resulting state is synced back as traits (:mod:`~ilastik_widget.widget.s
 (train -> push -> status) is :class:`~ilastik_widget.widget.live.LiveUpdater`; chunk requests are answered by
 :class:`~ilastik_widget.widget.chunk_requests.ChunkRequests`.
 
+Where the browser reads an image on a web server (``raw_from``): zarr, OME-Zarr, precomputed, N5 and Deep Zoom are
+loaded by the browser straight from their URL (not an image opened with a token, which the browser does not have),
+falling back to the kernel's copy if the browser cannot load it; labels, predictions and features are computed in the
+kernel either way. Zoomed out beyond the pyramid level ``max_predict_pixels`` allows, the viewer shows that level's
+prediction chunks, computed as they come into view.
+
 Traits (synced with the browser; invalid values raise ``TraitError`` in Python and are rejected, with the reason
 in ``error``, when they come from the browser): ``active_class`` (1-based), ``brush_size`` (the brush's diameter
 in pixels, 1..61), ``mode`` ("paint", "erase", "navigate"), ``live``, ``feature_selection``
@@ -144,14 +150,10 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         For an image given as a URL: the bearer token (never saved, never sent to the browser) and the timeout, as
         :func:`~ilastik_widget.open_source` takes them.
     raw_from : {"auto", "browser", "kernel"}
-        Where the browser reads the image on a web server (zarr, OME-Zarr, precomputed, N5, Deep Zoom; not one
-        opened with a token, which the browser does not have): ``"auto"`` straight from the URL,
-        falling back to the kernel's copy if the browser cannot load it (``raw_fallback`` then says why);
-        ``"browser"`` from the URL only (``ValueError`` if the source cannot be shown that way); ``"kernel"`` always
-        through the widget's comm. Labels, predictions and features are computed in the kernel either way.
+        Where the browser reads an image on a web server: ``"auto"`` from its URL, else the kernel's copy
+        (``raw_fallback`` says why); ``"browser"`` from the URL only; ``"kernel"`` always through the comm.
     max_predict_pixels : int, optional
-        The most full-resolution pixels one prediction chunk of the viewer may cover (default 1024 x 1024): zoomed
-        out further, the viewer shows that level's chunks, computed as they come into view.
+        The most full-resolution pixels one prediction chunk may cover (default 1024 x 1024).
     height, live, brush_size, mode, active_class, layers, viewer_state
         Initial values of these traits.
     **session_kwargs
