@@ -489,19 +489,10 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
     def from_project(
         cls, path: str | os.PathLike, image: Any = None, *, autosave: bool = True, token: str | None = None
     ) -> IlastikWidget:
-        """Reopen a saved or autosaved project: every class and stroke comes back, and the model is retrained.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            A project file written by :func:`~ilastik_widget.save_session` or by a widget's autosave.
-        image : array-like, optional
-            The image, when the project only references it (a file that moved, an array from a cell).
-        autosave : bool
-            Keep saving every change back to ``path`` (default), so the reopened widget is as safe as the first.
-        token : str, optional
-            The bearer token for an image the project refers to by URL (a project file never holds one).
-        """
+        """Reopen a saved or autosaved project (:func:`~ilastik_widget.save_session`, or a widget's autosave):
+        every class and stroke comes back, and the model is retrained. ``image`` replaces the image the project
+        refers to (a file that moved, an array from a cell); ``autosave`` keeps saving every change back to ``path``;
+        ``token`` is the bearer token for an image the project refers to by URL (a project file never holds one)."""
         return cls(load_session(path, image=image, token=token), autosave=path if autosave else None)
 
     def close(self) -> None:
