@@ -470,3 +470,23 @@ def test_loading_a_project_does_not_import_the_batch_code(tmp_path, trained):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.stdout.split() == ["ilastik_widget.core.model", "False"], r.stderr
+
+
+def test_voxel_size_and_classifier_channels_are_saved_and_the_model_carries_them(tmp_path):
+    from ilastik_widget.core.model import TrainedModel
+    from ilastik_widget.io.project import load_model
+
+    image, truth = synthetic_cells((40, 48), seed=7)
+    two = np.stack([image, np.random.default_rng(0).random(image.shape)], axis=-1).astype(np.float32)
+    s = Session(two, channel_axis=-1, voxel_size=(2.0, 1.0), channels=[0], classifier={"n_estimators": 5})
+    s.add_stroke(1, [[5, 5]], radius=2)
+    s.add_stroke(2, [[30, 30]], radius=2)
+    s.train()
+    path = save_session(s, tmp_path / "v.ilastikw", embed_image=True)
+    again = load_session(path)
+    assert again.voxel_size == (2.0, 1.0) and again.channels == (0,)
+    np.testing.assert_array_equal(again.segmentation(), s.segmentation())
+    model = load_model(path)
+    assert (model.voxel_size, model.channels) == ((2.0, 1.0), (0,))
+    assert TrainedModel.from_session(s).channels == (0,)
+    assert model.n_features == s.n_features

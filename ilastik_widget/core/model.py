@@ -1,8 +1,8 @@
 """A trained model: what applying a classifier to new images needs, in one immutable value.
 
 A :class:`TrainedModel` holds the fitted :class:`~ilastik_widget.core.classifier.PixelClassifier`, the feature
-selection and feature mode it was trained with, the dimensionality and channel count of the images it applies to,
-and the classes (names and colours). A session makes one (:meth:`TrainedModel.from_session`), a project file stores
+selection and feature mode it was trained with, the voxel size its filters were scaled for and the input channels
+that fed it, the dimensionality and channel count of the images it applies to, and the classes (names and colours). A session makes one (:meth:`TrainedModel.from_session`), a project file stores
 one (``ilastik_widget.io.project.load_model``), and batch prediction applies one (``ilastik_widget.io.batch``).
 
 Its fields are checked against each other when it is made: the classifier must be fitted on exactly the number of
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .classifier import PixelClassifier
-from .features import FeatureSelection
+from .features import FeatureSelection, check_voxel_size
 
 __all__ = ["TrainedModel"]
 
@@ -40,6 +40,10 @@ class TrainedModel:
     class_names, class_colors : tuple of str
         One entry per class. There may be more classes than the classifier predicts (classes added after training);
         their probabilities are zero.
+    voxel_size : tuple of float, optional
+        The voxel size the filters were scaled for (None: isotropic); images it applies to are filtered the same way.
+    channels : tuple of int, optional
+        The input channels whose features fed the classifier (None: all).
 
     Raises
     ------
@@ -54,6 +58,8 @@ class TrainedModel:
     n_input_channels: int
     class_names: tuple[str, ...]
     class_colors: tuple[str, ...]
+    voxel_size: tuple[float, ...] | None = None
+    channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -70,15 +76,23 @@ class TrainedModel:
             raise ValueError(f"n_input_channels must be an integer, got {self.n_input_channels!r}")
         if self.n_input_channels < 1:
             raise ValueError(f"n_input_channels must be at least 1, got {self.n_input_channels}")
+        object.__setattr__(self, "voxel_size", check_voxel_size(self.voxel_size, self.ndim))
+        if self.channels is not None:
+            channels = tuple(self.channels)
+            if not channels or any(
+                isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.n_input_channels for c in channels
+            ):
+                raise ValueError(f"channels {self.channels!r} are not input channels of {self.n_input_channels}")
+            object.__setattr__(self, "channels", tuple(sorted(set(channels))))
         if not self.class_names or len(self.class_names) != len(self.class_colors):
             raise ValueError(
                 f"one colour per class is needed: {len(self.class_names)} names, {len(self.class_colors)} colours"
             )
-        want = self.selection.n_channels(self.feature_ndim, self.n_input_channels)
+        want = self.n_features
         if self.classifier.n_features != want:
             raise ValueError(
                 f"the classifier was fitted on {self.classifier.n_features} feature channels, but the feature "
-                f"selection gives {want} for {self.ndim}D images with {self.n_input_channels} channel(s) "
+                f"selection gives {want} for {self.ndim}D images with {self.n_used_channels} channel(s) "
                 f"in mode {self.mode!r}"
             )
         if (self.classifier.n_classes or 0) > self.n_classes:
@@ -97,9 +111,15 @@ class TrainedModel:
         return 2 if (self.mode == "2d" or self.ndim == 2) else 3
 
     @property
+    def n_used_channels(self) -> int:
+        """Input channels whose features feed the classifier."""
+        return self.n_input_channels if self.channels is None else len(self.channels)
+
+    @property
     def n_features(self) -> int:
         """Feature channels per pixel."""
-        return self.selection.n_channels(self.feature_ndim, self.n_input_channels)
+        selection = self.selection.all_in_2d() if self.mode == "2d" and self.ndim == 3 else self.selection
+        return selection.n_channels(self.ndim, self.n_used_channels)
 
     @classmethod
     def from_session(cls, session: Any) -> TrainedModel:
@@ -133,4 +153,6 @@ class TrainedModel:
             n_input_channels=int(session.n_input_channels),
             class_names=tuple(c.name for c in classes),
             class_colors=tuple(c.color for c in classes),
+            voxel_size=session.voxel_size,
+            channels=session.channels,
         )

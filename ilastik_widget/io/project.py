@@ -66,7 +66,18 @@ _REQUIRED = (
     "trained",
 )
 # The small state an autosave journal record carries in full.
-STATE_KEYS = ("classes", "next_stroke_id", "features", "feature_mode", "classifier", "seed", "block_shape", "trained")
+STATE_KEYS = (
+    "classes",
+    "next_stroke_id",
+    "features",
+    "feature_mode",
+    "classifier",
+    "seed",
+    "block_shape",
+    "trained",
+    "voxel_size",
+    "channels",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -163,6 +174,8 @@ def take_snapshot(session) -> Snapshot:
             "seed": int(session.seed),
             "block_shape": [int(b) for b in session.block_shape],
             "trained": bool(session.is_trained),
+            "voxel_size": None if session.voxel_size is None else [float(v) for v in session.voxel_size],
+            "channels": None if session.channels is None else [int(c) for c in session.channels],
         }
     return Snapshot(strokes, state)
 
@@ -429,6 +442,8 @@ def load_model(path):
                 n_input_channels=int(ref.get("n_channels") or 1),
                 class_names=tuple(c["name"] for c in doc["classes"]),
                 class_colors=tuple(c["color"] for c in doc["classes"]),
+                voxel_size=None if doc.get("voxel_size") is None else tuple(doc["voxel_size"]),
+                channels=None if doc.get("channels") is None else tuple(doc["channels"]),
             )
         except ValueError as exc:
             raise ProjectError(f"{path} is damaged: {exc}") from exc
@@ -540,6 +555,8 @@ def load_session(
             feature_mode=doc["feature_mode"],
             classifier=dict(doc["classifier"]),
             block_shape=session_kwargs.pop("block_shape", doc.get("block_shape")),
+            voxel_size=session_kwargs.pop("voxel_size", doc.get("voxel_size")),
+            channels=session_kwargs.pop("channels", doc.get("channels")),
             **session_kwargs,
         )
     except (KeyError, TypeError, ValueError) as exc:

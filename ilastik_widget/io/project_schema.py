@@ -212,6 +212,16 @@ def check_document(path: Any, doc: Mapping[str, Any]) -> None:
     f.integer("seed", doc["seed"], 0, 2**32 - 1)
     if doc.get("block_shape") is not None:
         f.sizes("block_shape", doc["block_shape"], ndim, ndim)
+    if doc.get("voxel_size") is not None:
+        sizes = f.items("voxel_size", doc["voxel_size"], ndim, ndim)
+        for i, v in enumerate(sizes):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise f.fail(f"voxel_size[{i}]", "a positive finite number", v)
+    if doc.get("channels") is not None:
+        n_in = int(doc["image"].get("n_channels") or 1)
+        channels = f.items("channels", doc["channels"], 1, n_in)
+        for i, c in enumerate(channels):
+            f.integer(f"channels[{i}]", c, 0, n_in - 1)
     f.flag("trained", doc["trained"])
     if "model" in doc:
         model = f.obj("model", doc["model"])
