@@ -74,3 +74,61 @@ def test_a_grey_image_has_one_window_and_no_composite():
     w = IlastikWidget(image)
     assert len(w.contrast_limits) == 1 and w.channel_colors == [] and w.channel_visible == []
     w.close()
+
+
+def _debris_image():
+    image, truth = synthetic_cells((256, 256), seed=0)
+    image = (np.clip(image, 0, None) / image.max() * 3000 + 100).astype(np.uint16)
+    rng = np.random.default_rng(1)
+    debris = rng.random(image.shape) < 0.01
+    image[debris] = 60000
+    return image, debris
+
+
+def test_the_panel_gets_each_channels_histogram_around_its_window():
+    image, debris = _debris_image()
+    w = IlastikWidget(image)
+    display = w.source_info["display"]
+    assert display["dtype"] == "uint16" and display["mode"] == "grey" and display["channels"] == 1
+    assert display["auto"] == w.contrast_limits
+    (hist,) = display["histograms"]
+    lo, hi = w.contrast_limits[0]
+    start, stop = hist["range"]
+    # the span reaches past the window, not up to the debris: the nuclei's values fill most of the bins
+    assert start <= lo < hi <= stop < 20000
+    counts = np.asarray(hist["counts"])
+    assert len(counts) <= 128 and (counts > 0).mean() > 0.5
+    assert hist["max"] == 60000 and hist["above"] > 0
+    # the counts are those of the sample the window came from: every sampled pixel counted once
+    assert counts.sum() + hist["above"] + hist["below"] == image.size
+    clean = image[~debris]
+    width = (stop - start) / len(counts)
+    inside = (clean >= start - 0.5) & (clean < stop - 0.5)
+    assert counts.sum() == pytest.approx(inside.sum(), abs=width)  # whole-number bins centred on integers
+    w.close()
+
+
+def test_a_composite_and_an_rgb_image_say_how_the_channels_are_shown(two_channels):
+    image, _ = two_channels
+    w = IlastikWidget(image, channel_axis=0)
+    display = w.source_info["display"]
+    assert display["mode"] == "composite" and display["channels"] == 2 and len(display["histograms"]) == 2
+    w.close()
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[..., 0] = 200
+    w = IlastikWidget(rgb, channel_axis=2)
+    display = w.source_info["display"]
+    assert display["mode"] == "rgb" and display["channels"] == 3 and len(w.contrast_limits) == 3
+    assert w.channel_colors == [] and w.channel_visible == []
+    w.close()
+
+
+def test_the_objects_layer_has_settings_like_every_other_layer():
+    image, _ = synthetic_cells((64, 64), seed=1)
+    w = IlastikWidget(image)
+    assert w.layers["objects"] == {"visible": True, "opacity": 0.5}
+    w.set_layer("objects", visible=False, opacity=0.3)
+    assert w.layers["objects"] == {"visible": False, "opacity": 0.3}
+    with pytest.raises(traitlets.TraitError, match="unknown layer 'object'"):
+        w.set_layer("object", opacity=0.3)
+    w.close()

@@ -64,3 +64,60 @@ def auto_range(values: np.ndarray, integer: bool = False) -> tuple[float, float]
         if hi <= lo:
             hi = lo + 1
     return lo, hi
+
+
+#: Bins of a channel's histogram for the panel's contrast sliders.
+HISTOGRAM_BINS = 128
+
+
+def histogram(
+    values: np.ndarray, window: tuple[float, float], integer: bool = False, bins: int = HISTOGRAM_BINS
+) -> dict:
+    """Histogram of a sample of one channel's values over the span a contrast slider offers.
+
+    The span reaches from the window one window-width further on each side, but not beyond the sample's own
+    extremes (nor inside the window): debris 20 times brighter than the nuclei does not squash their part of the
+    histogram into one bin, and the values beyond the span are counted in ``below`` and ``above``.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The sample the automatic window was computed from (NaN and infinities ignored).
+    window : (float, float)
+        The automatic display window (low < high).
+    integer : bool
+        Whole-number bin edges (integer images), so no bin holds more distinct values than its neighbours.
+    bins : int
+        At most this many bins.
+
+    Returns
+    -------
+    dict
+        ``{"range": [start, stop], "counts": [...], "below": int, "above": int, "min": float, "max": float}``
+        (``min`` and ``max`` of the sample; 0 and 1 for a sample without finite values).
+    """
+    finite = np.asarray(values, dtype=np.float64).ravel()
+    finite = finite[np.isfinite(finite)]
+    lo, hi = float(window[0]), float(window[1])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    width = hi - lo
+    start, stop = min(lo, max(vmin, lo - width)), max(hi, min(vmax, hi + width))
+    n = max(1, int(bins))
+    if integer:
+        start, stop = math.floor(start), math.ceil(stop)
+        step = max(1, math.ceil((stop - start + 1) / n))
+        n = max(1, math.ceil((stop - start + 1) / step))
+        stop = start + n * step  # bins of whole numbers [start + i * step, start + (i + 1) * step)
+    elif stop <= start:
+        stop = start + 1.0
+    # integer bins are centred on whole numbers: the values start .. stop - 1 fall inside, none on an edge
+    edges = np.linspace(start, stop, n + 1) - (0.5 if integer else 0.0)
+    counts = np.histogram(finite, bins=edges)[0]
+    return {
+        "range": [float(start), float(stop)],
+        "counts": [int(c) for c in counts],
+        "below": int((finite < edges[0]).sum()),
+        "above": int((finite > edges[-1]).sum()),
+        "min": vmin,
+        "max": vmax,
+    }

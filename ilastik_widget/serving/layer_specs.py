@@ -11,22 +11,23 @@ from .chunk_keys import array_path
 from .chunk_store import ChunkStore
 from .pyramid import AXIS_NAMES
 
+#: The layer of the last objects (a Neuroglancer segmentation layer, present once objects were computed).
+OBJECTS_LAYER = "objects"
 #: The viewer's layers, in the order the panel lists them.
-LAYER_NAMES = ("raw", "labels", "probabilities", "segmentation", "uncertainty")
+LAYER_NAMES = ("raw", "labels", "probabilities", "segmentation", "uncertainty", OBJECTS_LAYER)
 #: The layers that show the predictions array.
 PREDICTION_LAYERS = ("probabilities", "segmentation", "uncertainty")
-#: Visibility and opacity of each layer in a new widget.
+#: Visibility and opacity of each layer in a new widget (the objects layer's opacity is its segments' alpha,
+#: Neuroglancer's ``selectedAlpha``).
 DEFAULT_LAYER_SETTINGS: dict[str, dict[str, Any]] = {
     "raw": {"visible": True, "opacity": 1.0},
     "labels": {"visible": True, "opacity": 0.8},
     "probabilities": {"visible": True, "opacity": 0.5},
     "segmentation": {"visible": False, "opacity": 0.5},
     "uncertainty": {"visible": False, "opacity": 0.7},
+    OBJECTS_LAYER: {"visible": True, "opacity": 0.5},
 }
-#: The layer of the last objects (a Neuroglancer segmentation layer, present once objects were computed) and its
-#: settings in a new widget; its opacity is the segmentation layer's ``selectedAlpha``.
-OBJECTS_LAYER = "objects"
-OBJECTS_LAYER_SETTINGS: dict[str, Any] = {"visible": True, "opacity": 0.5}
+OBJECTS_LAYER_SETTINGS = DEFAULT_LAYER_SETTINGS[OBJECTS_LAYER]
 
 
 def _vec3(rgb: Sequence[float]) -> str:
@@ -154,7 +155,15 @@ def _source(store: ChunkStore, url: str, channels: bool = False) -> str | dict:
     ``c``, Neuroglancer's local dimension ``c'``) becomes the channel dimension ``c^``, so shaders read every channel
     with ``getDataValue(i)`` (precomputed names its channel dimension ``c^`` already)."""
     scales = store.display_scales()
-    if store.format == "zarr" and not channels and all(v == 1.0 for v in scales):
+    if store.format == "precomputed":
+        # Neuroglancer's precomputed model is x, y, z (then c^) in metres (the info's nanometres): input dimensions
+        # in that order with the output's scales and no unit make one model unit (one full-resolution voxel) one
+        # output unit, and the identity matrix keeps voxel i on [i, i + 1), as the zarr layers place it.
+        names = tuple(reversed(AXIS_NAMES[store.ndim])) + (("c^",) if channels else ())
+        values = tuple(reversed(scales)) + ((1.0,) if channels else ())
+        dims = {name: [v, ""] for name, v in zip(names, values)}
+        return {"url": url, "transform": {"inputDimensions": dims, "outputDimensions": dict(dims)}}
+    if not channels and all(v == 1.0 for v in scales):
         return url
     out: dict[str, list] = {name: [v, ""] for name, v in zip(AXIS_NAMES[store.ndim], scales)}
     if channels:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .contrast import auto_range
+from .contrast import auto_range, histogram
 from .pyramid import pad_to
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RawReader:
             self.dtype = np.dtype(np.float32)
         self._levels: list[tuple[tuple[int, ...], Any]] | None = None
         self._display_ranges: list[tuple[float, float]] | None = None
+        self._histograms: list[dict] | None = None
 
     def source_levels(self) -> list[tuple[tuple[int, ...], Any]]:
         """(spatial factors, array) of the source's own pyramid levels (OME-Zarr), full resolution first."""
@@ -115,7 +116,15 @@ class RawReader:
             planes = [sample] if self.channels is None else [sample[..., c] for c in range(self.channels)]
             integer = self.dtype.kind in "iu"
             self._display_ranges = [auto_range(plane, integer) for plane in planes]
+            # the panel's contrast sliders draw them: from the same sample, read once
+            self._histograms = [histogram(p, r, integer) for p, r in zip(planes, self._display_ranges)]
         return self._display_ranges
+
+    def histograms(self) -> list[dict]:
+        """Histogram of each channel shown, from the sample of :meth:`display_ranges` (see
+        :func:`~ilastik_widget.serving.contrast.histogram`)."""
+        self.display_ranges()
+        return self._histograms or []
 
     def display_range(self) -> tuple[float, float]:
         """The display range of the first channel shown."""
@@ -124,3 +133,4 @@ class RawReader:
     def forget(self) -> None:
         """Drop the cached display ranges (the image changed)."""
         self._display_ranges = None
+        self._histograms = None

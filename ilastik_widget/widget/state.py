@@ -84,4 +84,21 @@ def source_info(session: Any, server: ChunkServer) -> dict[str, Any]:
         "metadata": server.metadata(),
         "feature_table": feature_table(),
         "brush_size": {"min": BRUSH_SIZE_MIN, "max": BRUSH_SIZE_MAX},
+        "display": display_info(server),
+    }
+
+
+def display_info(server: ChunkServer) -> dict[str, Any]:
+    """What the panel's contrast and channel controls are built from: the raw layer's data type, how it shows the
+    channels (``"grey"``, ``"rgb"`` or ``"composite"``), how many it shows, each one's automatic window (``auto``,
+    what ``reset_contrast()`` restores) and histogram (:func:`~ilastik_widget.serving.contrast.histogram`, from the
+    sample of the automatic window)."""
+    reader = server.store.raw_reader
+    mode = "grey" if reader.channels is None else "rgb" if reader.rgb else "composite"
+    return {
+        "dtype": str(reader.dtype),
+        "mode": mode,
+        "channels": reader.channels or 1,
+        "auto": [[float(lo), float(hi)] for lo, hi in reader.display_ranges()],
+        "histograms": reader.histograms(),
     }

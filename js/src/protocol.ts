@@ -20,7 +20,7 @@ export const BRUSH_SIZE_MAX = 61;
 /** What the mouse does: paint, erase, or pan and zoom. */
 export const MODES = ["paint", "erase", "navigate"] as const;
 /** The viewer's layers, in the order the panel lists them. */
-export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty"] as const;
+export const LAYER_NAMES = ["raw", "labels", "probabilities", "segmentation", "uncertainty", "objects"] as const;
 /** Visibility and opacity of each layer in a new widget. */
 export const DEFAULT_LAYER_SETTINGS = {
   "raw": {
@@ -42,6 +42,10 @@ export const DEFAULT_LAYER_SETTINGS = {
   "uncertainty": {
     "visible": false,
     "opacity": 0.7
+  },
+  "objects": {
+    "visible": true,
+    "opacity": 0.5
   }
 } as const;
 
