@@ -3,7 +3,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ShortcutActions } from "../src/panel/shortcuts.js";
-import { LAYER_KEYS, MODE_KEYS, SHORTCUTS, isEditable, matchShortcut, nextBrushSize } from "../src/panel/shortcuts.js";
+import {
+  FIT_KEY,
+  LAYER_KEYS,
+  MODE_KEYS,
+  SHORTCUTS,
+  SLICE_KEYS,
+  isEditable,
+  matchShortcut,
+  nextBrushSize,
+} from "../src/panel/shortcuts.js";
 import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN, LAYER_NAMES, MODES } from "../src/protocol.js";
 
 // ------------------------------------------------------------------------------------------ nextBrushSize
@@ -82,6 +91,8 @@ function recorder(helpShown = false) {
     toggleLayer: (name) => calls.push(`layer ${name}`),
     toggleHelp: (show) => calls.push(`help ${show}`),
     helpVisible: () => helpShown,
+    fitView: () => calls.push("fit"),
+    stepSlice: (delta) => calls.push(`slice ${delta}`),
   };
   /** What the key does, or undefined if the widget does not handle it. */
   const run = (event: KeyboardEvent): string | undefined => {
@@ -109,6 +120,12 @@ test("matchShortcut: the keys of the help overlay do what it says", () => {
   assert.equal(run(key("u")), "layer uncertainty");
   assert.equal(run(key("?", { shift: true })), "help undefined");
   assert.equal(run(key("B", { shift: true })), "mode paint", "caps lock or shift still picks the tool");
+  assert.equal(run(key("f")), "fit");
+  assert.equal(run(key("Home")), "fit");
+  assert.equal(run(key(",")), "slice -1");
+  assert.equal(run(key(".")), "slice 1");
+  assert.equal(run(key("<", { shift: true })), "slice -10");
+  assert.equal(run(key(">", { shift: true })), "slice 10");
 });
 
 test("matchShortcut: undo and redo with Ctrl or Cmd, on any keyboard layout", () => {
@@ -152,13 +169,23 @@ test("every mode has a key, every layer key names a layer of the protocol, and n
     assert.ok((LAYER_NAMES as readonly string[]).includes(layer), layer);
     assert.equal(run(key(k!)), `layer ${layer}`);
   }
-  const keys = [...MODES.map((m) => MODE_KEYS[m].key), ...Object.values(LAYER_KEYS), "l", "[", "]", "?"];
+  const keys = [
+    ...MODES.map((m) => MODE_KEYS[m].key),
+    ...Object.values(LAYER_KEYS),
+    ...Object.keys(SLICE_KEYS),
+    FIT_KEY,
+    "l",
+    "[",
+    "]",
+    "?",
+  ];
   assert.equal(new Set(keys).size, keys.length, keys.join(" "));
 });
 
 test("the help overlay lists every key that matchShortcut handles", () => {
   const listed = SHORTCUTS.map(([k]) => k).join(" ");
-  for (const k of ["b", "e", "n", "l", "p", "s", "u", "?", "Esc", "[", "]", "Ctrl+Z", "Ctrl+Shift+Z", "Ctrl+Y"]) {
+  for (const k of ["b", "e", "n", "l", "p", "s", "u", "?", "Esc", "[", "]", "Ctrl+Z", "Ctrl+Shift+Z", "Ctrl+Y", "f",
+    "Home", ",", ".", "<", ">"]) {
     assert.ok(listed.includes(k), `${k} is missing from the help`);
   }
 });

@@ -64,6 +64,26 @@ export class PanelGeometry {
     return [left + width / 2 + px, top + height / 2 + py];
   }
 
+  /** The panel's drawing area in pixels. */
+  size(): { width: number; height: number } {
+    const { width, height } = this.params;
+    return { width, height };
+  }
+
+  /** Pixels (right, down) on the panel of a displacement in global coordinates (ignoring the off-plane part). */
+  offsetToPixels(delta: ArrayLike<number>): [number, number] {
+    const { viewMatrix, displayDimensionRenderInfo } = this.params;
+    const { displayDimensionIndices, displayRank } = displayDimensionRenderInfo;
+    let px = 0;
+    let py = 0;
+    for (let i = 0; i < displayRank; ++i) {
+      const d = delta[displayDimensionIndices[i]];
+      px += viewMatrix[4 * i] * d;
+      py += viewMatrix[4 * i + 1] * d;
+    }
+    return [px, py];
+  }
+
   /** Signed distance (global units, along the plane's normal) of `position` from the plane the panel shows. */
   distanceFromPlane(position: ArrayLike<number>): number {
     const { globalPosition, displayDimensionRenderInfo } = this.params;

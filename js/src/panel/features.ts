@@ -16,6 +16,8 @@ export interface FeatureInfo {
 /** The feature matrix the kernel sends in `source_info.feature_table`; the panel keeps no copy of it. */
 export interface FeatureTable {
   scales: number[];
+  /** The scales that may be computed "in 2D" (slice-wise) on volumes: ilastik's "in 2D" column. */
+  scales2d: number[];
   features: FeatureInfo[];
 }
 
@@ -49,7 +51,9 @@ export function featureTable(sourceInfo: any): FeatureTable | undefined {
       channels: typeof f.channels === "object" && f.channels !== null ? f.channels : undefined,
     });
   }
-  return { scales: table.scales, features };
+  // an older kernel without the column: no scale can be switched to 2D
+  const scales2d = isNumberList(table.scales_2d) ? table.scales_2d : [];
+  return { scales: table.scales, scales2d, features };
 }
 
 /** Whether `selection` (FeatureSelection.to_dict()) has (feature, scale) switched on. */
@@ -58,24 +62,47 @@ export function featureEnabled(selection: any, feature: string, scale: number): 
   return Array.isArray(scales) && scales.some((s) => sameScale(Number(s), scale));
 }
 
-/** A copy of `selection` with (feature, scale) switched `on`; the kernel validates the result. */
-export function withFeature(selection: any, feature: string, scale: number, on: boolean): any {
+/** The scales of `selection` computed in 2D on volumes (`FeatureSelection.in_2d`; none when it does not say). */
+export function in2d(selection: any): number[] {
+  const scales: unknown = selection?.in_2d;
+  return Array.isArray(scales) ? scales.map(Number).filter((s) => Number.isFinite(s)) : [];
+}
+
+/** Whether `selection` computes the filters at `scale` in 2D. */
+export function scaleIn2d(selection: any, scale: number): boolean {
+  return in2d(selection).some((s) => sameScale(s, scale));
+}
+
+function copyFeatures(selection: any): Record<string, number[]> {
   const features: Record<string, number[]> = {};
   const current: unknown = selection?.features;
   if (typeof current === "object" && current !== null) {
     for (const [f, scales] of Object.entries(current)) features[f] = Array.isArray(scales) ? scales.map(Number) : [];
   }
+  return features;
+}
+
+/** A copy of `selection` with (feature, scale) switched `on` (its 2D scales kept); the kernel validates the result. */
+export function withFeature(selection: any, feature: string, scale: number, on: boolean): any {
+  const features = copyFeatures(selection);
   const rest = (features[feature] ?? []).filter((s) => !sameScale(s, scale));
   if (on) rest.push(scale);
   features[feature] = rest.sort((a, b) => a - b);
-  return { features };
+  return { features, in_2d: in2d(selection) };
 }
 
-/** Every cell of `table` switched on, or none. */
-export function allFeatures(table: FeatureTable, on: boolean): any {
+/** A copy of `selection` with the filters at `scale` computed in 2D on volumes (`on`) or in 3D. */
+export function with2d(selection: any, scale: number, on: boolean): any {
+  const rest = in2d(selection).filter((s) => !sameScale(s, scale));
+  if (on) rest.push(scale);
+  return { features: copyFeatures(selection), in_2d: rest.sort((a, b) => a - b) };
+}
+
+/** Every cell of `table` switched on, or none; the 2D scales of `selection` are kept. */
+export function allFeatures(table: FeatureTable, on: boolean, selection?: any): any {
   const features: Record<string, number[]> = {};
   for (const f of table.features) features[f.name] = on ? [...f.scales] : [];
-  return { features };
+  return { features, in_2d: in2d(selection) };
 }
 
 /** The channels a feature adds, in words for a tooltip ("" when the table does not say). */

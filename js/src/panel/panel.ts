@@ -1,4 +1,5 @@
-// The control panel beside the viewer: classes, tools, layers, feature matrix, stroke list, status.
+// The control panel beside the viewer: status and progress, tools, classes, class insight, display (contrast and
+// channels), layers, feature matrix, objects, export, stroke list.
 //
 // The panel only reads traits and writes traits or sends requests; the kernel is the source of truth and its
 // answer (a trait change) re-renders the panel. Every control carries a data-testid (the e2e tests find them by it).
@@ -13,9 +14,23 @@ import {
   MAX_NAME_LENGTH,
   MODES,
 } from "../protocol.js";
+import { DisplaySection } from "./display.js";
 import { h } from "./dom.js";
-import { allFeatures, channelText, featureEnabled, featureTable, sameScale, scaleText, withFeature } from "./features.js";
-import { LAYER_KEYS, MODE_KEYS } from "./shortcuts.js";
+import {
+  allFeatures,
+  channelText,
+  featureEnabled,
+  featureTable,
+  sameScale,
+  scaleIn2d,
+  scaleText,
+  with2d,
+  withFeature,
+} from "./features.js";
+import { progressFraction, progressOf, progressText } from "./progress.js";
+import type { ObjectRow } from "./results.js";
+import { ResultsSections } from "./results.js";
+import { FIT_KEY, LAYER_KEYS, MODE_KEYS } from "./shortcuts.js";
 
 /** The subset of the anywidget model the panel uses. */
 export interface PanelModel {
@@ -42,12 +57,29 @@ export interface StrokeSummary {
   center: number[];
   bounds: number[][];
   erase?: boolean;
+  /** "stroke" or "import" (an imported label image: no brush size). */
+  kind?: string;
+  n_voxels?: number;
 }
 
 /** The requests the panel's controls send. */
 export type PanelRequest = Extract<
   RequestBody,
-  { type: "undo" | "redo" | "update-now" | "add-class" | "remove-class" | "rename-class" | "recolor-class" | "remove-stroke" }
+  {
+    type:
+      | "undo"
+      | "redo"
+      | "update-now"
+      | "stop"
+      | "add-class"
+      | "remove-class"
+      | "rename-class"
+      | "recolor-class"
+      | "remove-stroke"
+      | "objects"
+      | "object-row"
+      | "export";
+  }
 >;
 
 export interface PanelActions {
@@ -55,6 +87,8 @@ export interface PanelActions {
   request(body: PanelRequest): Promise<unknown>;
   goToStroke(stroke: StrokeSummary): void;
   toggleHelp(show?: boolean): void;
+  /** Brings the whole image back into view, centred. */
+  fitView(): void;
 }
 
 // Titles of the layer rows, in the words of the panel; an unknown layer shows its own name.
@@ -64,17 +98,32 @@ const LAYER_TITLES: Readonly<Record<LayerName, string>> = {
   probabilities: "Probabilities",
   segmentation: "Segmentation",
   uncertainty: "Uncertainty",
+  objects: "Objects",
 };
 
-/** A live update (train + predict the view) usually takes well under this; only a longer job gets the moving bar,
- * whose every-frame repaints cost a software-rendered page real CPU (see style.css). */
-const PROGRESS_ANIMATION_DELAY_MS = 800;
+/** A position in array order with the image's axis names: "z 12, y 40, x 87". */
+export function positionText(position: readonly number[], axes: readonly string[]): string {
+  return position.map((v, i) => `${axes[i] ?? `axis ${i}`} ${Math.round(v)}`).join(", ");
+}
+
+/** A stroke as its row in the stroke list says it (class, brush diameter, where). */
+export function strokeText(s: StrokeSummary, className: string, axes: readonly string[]): string {
+  const who = s.erase ? "Eraser" : className;
+  const where = positionText(s.center, axes);
+  if (s.kind === "import") return `${who} · imported, ${Number(s.n_voxels ?? 0).toLocaleString("en-US")} px · at ${where}`;
+  return `${who} · ⌀ ${s.size} px · at ${where}`;
+}
 
 export class Panel {
   readonly element: HTMLElement;
   private statusEl!: HTMLElement;
   private errorEl!: HTMLElement;
   private progressEl!: HTMLElement;
+  private progressFill!: HTMLElement;
+  private progressText!: HTMLElement;
+  private stopButton!: HTMLButtonElement;
+  private display: DisplaySection;
+  private results: ResultsSections;
   private classesEl!: HTMLElement;
   private addClassButton!: HTMLButtonElement;
   private strokesEl!: HTMLElement;
@@ -90,14 +139,14 @@ export class Panel {
   private liveInput!: HTMLInputElement;
   private updateButton!: HTMLButtonElement;
   private listeners: Array<[string, () => void]> = [];
-  /** Starts the moving progress bar once the kernel has been busy for PROGRESS_ANIMATION_DELAY_MS. */
-  private progressTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private model: PanelModel,
     private actions: PanelActions,
   ) {
     this.element = h("div", { class: "ilastik-panel" });
+    this.display = new DisplaySection(model);
+    this.results = new ResultsSections(model, { request: (body) => actions.request(body) });
     this.build();
     const watch = (names: string[], fn: () => void) => {
       for (const name of names) {
@@ -109,6 +158,7 @@ export class Panel {
     watch(["classes", "active_class"], () => {
       this.renderClasses();
       this.renderStrokes();
+      this.results.renderObjects();
     });
     watch(["strokes"], () => this.renderStrokes());
     watch(["feature_selection"], () => this.renderFeatures());
@@ -118,17 +168,27 @@ export class Panel {
         this.renderFeatures();
       }
       this.renderBrush();
+      this.display.render();
+    });
+    watch(["contrast_limits", "channel_colors", "channel_visible", "classifier_channels"], () => this.display.update());
+    watch(["objects_info"], () => {
+      this.results.renderObjects();
+      this.renderLayers();
+    });
+    watch(["class_insight"], () => {
+      this.results.renderInsight();
+      this.results.renderObjects();
     });
     watch(["layers"], () => this.renderLayers());
     watch(["brush_size"], () => this.renderBrush());
     watch(["mode"], () => this.renderMode());
     watch(["live"], () => this.renderLive());
-    watch(["status", "error", "busy"], () => this.renderStatus());
+    watch(["status", "error", "busy", "progress"], () => this.renderStatus());
     this.renderAll();
   }
 
   dispose(): void {
-    clearTimeout(this.progressTimer);
+    this.display.dispose();
     for (const [event, fn] of this.listeners) this.model.off(event, fn);
     this.listeners = [];
     this.element.remove();
@@ -137,6 +197,11 @@ export class Panel {
   private setTrait(name: string, value: any) {
     this.model.set(name, value);
     this.model.save_changes();
+  }
+
+  /** Shows the row of an object clicked in the viewer. */
+  showObjectRow(object: number, row: ObjectRow | null): void {
+    this.results.showObjectRow(object, row);
   }
 
   private send(body: PanelRequest) {
@@ -148,11 +213,18 @@ export class Panel {
   // ------------------------------------------------------------------------------------------- layout
 
   private build() {
-    this.progressEl = h("div", { class: "ilastik-progress", role: "progressbar", "aria-hidden": "true" });
+    this.progressFill = h("div", { class: "ilastik-progress-fill" });
+    this.progressEl = h("div", { class: "ilastik-progress", role: "progressbar", testid: "progress-bar",
+      "aria-valuemin": "0", "aria-valuemax": "100", "aria-hidden": "true" }, this.progressFill);
     this.statusEl = h("div", { class: "ilastik-status-text" });
+    this.progressText = h("div", { class: "ilastik-progress-text", testid: "progress-text" });
     this.errorEl = h("div", { class: "ilastik-error-text" });
+    this.stopButton = h("button", { type: "button", class: "ilastik-stop", testid: "stop",
+      title: "Stop the training, predictions or export under way", onclick: () => this.send({ type: "stop" }) },
+    "Stop") as HTMLButtonElement;
     const status = h("div", { class: "ilastik-status", testid: "status", "aria-live": "polite" }, this.progressEl,
-      this.statusEl, this.errorEl);
+      h("div", { class: "ilastik-status-line" }, h("div", { class: "ilastik-status-words" }, this.statusEl,
+        this.progressText), this.stopButton), this.errorEl);
 
     // Tools: mode, brush size, undo/redo.
     const modes = h("div", { class: "ilastik-modes", role: "group", "aria-label": "Mode" });
@@ -180,10 +252,13 @@ export class Panel {
       onclick: () => this.send({ type: "redo" }) }, "↷ Redo");
     const help = h("button", { type: "button", class: "ilastik-help-button", title: "Keyboard shortcuts (?)",
       testid: "help-button", onclick: () => this.actions.toggleHelp() }, "?");
+    const fit = h("button", { type: "button", testid: "fit-view", title: `Show the whole image, centred (${FIT_KEY})`,
+      onclick: () => this.actions.fitView() }, "⤢ Fit");
     const tools = h("div", { class: "ilastik-section ilastik-tools" },
       modes,
-      h("label", { class: "ilastik-brush" }, "Brush ", this.brushInput, this.brushValue),
-      h("div", { class: "ilastik-row" }, undo, redo, help));
+      h("label", { class: "ilastik-brush", title: "Brush size: its diameter in pixels ([ and ])" }, "Brush ⌀ ",
+        this.brushInput, this.brushValue),
+      h("div", { class: "ilastik-row" }, undo, redo, fit, help));
 
     // Live update
     this.liveInput = h("input", { type: "checkbox", testid: "live-toggle",
@@ -209,7 +284,7 @@ export class Panel {
     this.featuresEl = h("div", { class: "ilastik-features" });
     const setAll = (on: boolean) => {
       const table = featureTable(this.model.get("source_info"));
-      if (table !== undefined) this.setTrait("feature_selection", allFeatures(table, on));
+      if (table !== undefined) this.setTrait("feature_selection", allFeatures(table, on, this.model.get("feature_selection")));
     };
     this.featureButtons = [
       h("button", { type: "button", testid: "features-all", title: "Select every feature at every scale",
@@ -228,7 +303,8 @@ export class Panel {
     const strokes = h("details", { class: "ilastik-section", open: true },
       h("summary", { class: "ilastik-heading" }, "Strokes ", this.strokeCountEl), this.strokesEl);
 
-    this.element.append(status, tools, live, classes, layers, features, strokes);
+    this.element.append(status, tools, live, classes, this.results.insight, this.display.element, layers, features,
+      this.results.objects, this.results.export, strokes);
   }
 
   renderAll() {
@@ -240,6 +316,9 @@ export class Panel {
     this.renderLayers();
     this.renderFeatures();
     this.renderStrokes();
+    this.display.render();
+    this.results.renderObjects();
+    this.results.renderInsight();
   }
 
   // ------------------------------------------------------------------------------------------- parts
@@ -248,21 +327,21 @@ export class Panel {
     const error = String(this.model.get("error") ?? "");
     const status = String(this.model.get("status") ?? "");
     const busy = Boolean(this.model.get("busy"));
+    const progress = progressOf(this.model.get("progress"));
     this.statusEl.textContent = status.startsWith("Error: ") && error ? "" : status;
     this.errorEl.textContent = error;
     this.errorEl.style.display = error ? "" : "none";
-    this.element.classList.toggle("ilastik-busy", busy);
-    if (!busy) {
-      clearTimeout(this.progressTimer);
-      this.progressTimer = undefined;
-      this.element.classList.remove("ilastik-busy-long");
-    } else if (this.progressTimer === undefined && !this.element.classList.contains("ilastik-busy-long")) {
-      this.progressTimer = setTimeout(() => {
-        this.progressTimer = undefined;
-        this.element.classList.add("ilastik-busy-long");
-      }, PROGRESS_ANIMATION_DELAY_MS);
-    }
-    this.progressEl.setAttribute("aria-hidden", busy ? "false" : "true");
+    this.element.classList.toggle("ilastik-busy", busy || progress !== undefined);
+    // A still bar: its width changes with each progress update (at most two a second), nothing moves in between.
+    const done = progress === undefined ? 0 : Math.round(progressFraction(progress) * 100);
+    this.element.classList.toggle("ilastik-has-progress", progress !== undefined);
+    this.progressFill.style.width = progress === undefined ? "" : `${done}%`;
+    this.progressEl.setAttribute("aria-valuenow", String(done));
+    this.progressEl.setAttribute("aria-hidden", busy || progress !== undefined ? "false" : "true");
+    // the kernel's status line usually says the same ("Predicting 3 of 12 chunks…"): then once is enough
+    const said = progress !== undefined && status.includes(`${progress.done} of ${progress.total}`);
+    this.progressText.textContent = progress === undefined || said ? "" : progressText(progress);
+    this.stopButton.style.display = busy || progress !== undefined ? "" : "none";
   }
 
   renderMode() {
@@ -365,7 +444,9 @@ export class Panel {
       const current = this.model.get("layers") ?? {};
       this.setTrait("layers", { ...current, [name]: { ...(current[name] ?? {}), ...patch } });
     };
-    const names = Object.keys(settings).length > 0 ? Object.keys(settings) : [...LAYER_NAMES];
+    const names = (Object.keys(settings).length > 0 ? Object.keys(settings) : [...LAYER_NAMES])
+      // the objects layer exists once objects were found
+      .filter((name) => name !== "objects" || typeof this.model.get("objects_info")?.count === "number");
     const rows = names.map((name) => {
       const known = (LAYER_NAMES as readonly string[]).includes(name) ? (name as LayerName) : undefined;
       const title = known === undefined ? name : LAYER_TITLES[known];
@@ -413,6 +494,20 @@ export class Panel {
           return h("td", {}, box);
         }));
     });
+    if (Number(info?.ndim) === 3 && table.scales2d.length > 0) {
+      // ilastik's "in 2D" column (here a row, scales being columns): filters of that scale run slice by slice
+      rows.push(h("tr", { class: "ilastik-in-2d" }, h("th", { class: "ilastik-feature-name",
+        title: "Compute the filters of this scale in 2D, slice by slice (nothing along z): for anisotropic " +
+          "volumes or structures that change from slice to slice" }, "in 2D"),
+      ...table.scales.map((scale) => {
+        if (!table.scales2d.some((s) => sameScale(s, scale))) return h("td", { class: "ilastik-cell-na" });
+        return h("td", {}, h("input", { type: "checkbox", checked: scaleIn2d(selection, scale),
+          testid: `feature-2d-${scaleText(scale)}`, title: `σ = ${scaleText(scale)} in 2D (slice by slice)`,
+          onchange: (e: Event) => this.setTrait("feature_selection",
+            with2d(this.model.get("feature_selection"), scale, (e.target as HTMLInputElement).checked)),
+        }));
+      })));
+    }
     this.featuresEl.replaceChildren(h("table", {}, h("thead", {}, head), h("tbody", {}, ...rows)));
   }
 
@@ -425,10 +520,10 @@ export class Panel {
       return;
     }
     // Newest first.
+    const axes: string[] = this.model.get("source_info")?.axes ?? ["z", "y", "x"].slice(-(strokes[0]?.center.length ?? 2));
     const items = strokes.slice().reverse().map((s) => {
       const cls = classes[s.label - 1];
-      const where = s.center.map((c) => Math.round(c)).join(", ");
-      const text = `${s.erase ? "Eraser" : (cls?.name ?? `Class ${s.label}`)} · ${s.size} px · at (${where})`;
+      const text = strokeText(s, s.label === 0 ? "Imported labels" : (cls?.name ?? `Class ${s.label}`), axes);
       return h("li", {
         class: "ilastik-stroke", testid: `stroke-row-${s.id}`, title: "Click to move the view here",
         onclick: (e: Event) => {

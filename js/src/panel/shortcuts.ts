@@ -18,7 +18,16 @@ export interface ShortcutActions {
   toggleLayer(name: LayerName): void;
   toggleHelp(show?: boolean): void;
   helpVisible(): boolean;
+  /** Shows the whole image, centred. */
+  fitView(): void;
+  /** Moves the panel under the pointer (else the xy panel) `delta` slices along its normal (volumes). */
+  stepSlice(delta: number): void;
 }
+
+/** The key that brings the whole image back into view (also Home). */
+export const FIT_KEY = "f";
+/** Keys that step through the slices of a volume, and by how many slices. */
+export const SLICE_KEYS: Readonly<Record<string, number>> = { ",": -1, ".": 1, "<": -10, ">": 10 };
 
 /** The key of each mode, and what the mode does (the panel's mode buttons show them too). */
 export const MODE_KEYS: Readonly<Record<Mode, { key: string; title: string; help: string }>> = {
@@ -42,6 +51,9 @@ export const SHORTCUTS: ReadonlyArray<readonly [string, string]> = [
   ["Ctrl+Z", "undo"],
   ["Ctrl+Shift+Z  or  Ctrl+Y", "redo"],
   ["l", "live update on / off"],
+  [`${FIT_KEY}  or  Home`, "fit: the whole image, centred"],
+  [",  /  .", "previous / next slice (volumes; also the wheel)"],
+  ["<  /  >", "10 slices back / forward (volumes; also Shift+wheel)"],
   ...Object.entries(LAYER_KEYS).map(([layer, key]) => [key, `show / hide ${layer}`] as const),
   ["?", "show / hide this help"],
   ["Esc", "close this help"],
@@ -90,6 +102,8 @@ export function matchShortcut(event: KeyboardEvent, actions: ShortcutActions): (
   if (event.altKey || event.metaKey) return undefined;
   if (key === "Escape") return actions.helpVisible() ? () => actions.toggleHelp(false) : undefined;
   if (key === "?") return () => actions.toggleHelp();
+  if (key === "Home") return () => actions.fitView();
+  if (key in SLICE_KEYS) return () => actions.stepSlice(SLICE_KEYS[key]);
   if (key.length === 1 && key >= "1" && key <= "9") return () => actions.pickClass(Number(key));
   const k = key.toLowerCase();
   const mode = MODES.find((m) => MODE_KEYS[m].key === k);
@@ -103,6 +117,8 @@ export function matchShortcut(event: KeyboardEvent, actions: ShortcutActions): (
       return () => actions.brushStep(1);
     case "l":
       return () => actions.toggleLive();
+    case FIT_KEY:
+      return () => actions.fitView();
   }
   return undefined;
 }

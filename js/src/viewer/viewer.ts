@@ -5,10 +5,13 @@
 //
 // `layers` are serving/layer_specs.py `layer_specs()`; `shape` is the spatial shape in array order ((y, x) or (z, y, x)).
 // A 2D image opens in one xy panel fitted to the image, a volume in the four-panel layout. Mouse: in paint/erase mode
-// left drag paints, right drag pans; the wheel zooms on 2D images and steps through slices in volumes (ctrl+wheel
-// zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not installed (the
-// widget's own panel/shortcuts.ts handles keys). Coordinates in this API are array index order, voxel units, the
-// centre of voxel i at i. `refresh(layers, push)` shows new data without blanking (refresh.ts).
+// left drag paints, right drag pans; the wheel zooms on 2D images (about 1.2x a notch) and steps through slices in
+// volumes (ctrl+wheel zooms); navigate mode is plain Neuroglancer. Neuroglancer's global keyboard shortcuts are not
+// installed (the widget's own panel/shortcuts.ts handles keys); nor are its internals shown (the dimension pop-up, the
+// layout buttons of a 2D image): the cursor readout and the panel titles speak in the image's axes (overlays.ts).
+// The raw layer's display (contrast, channel colours and visibility) follows `setDisplay` (raw_display.ts).
+// Coordinates in this API are array index order, voxel units, the centre of voxel i at i. `refresh(layers, push)`
+// shows new data without blanking (refresh.ts).
 // The handle is also `window.__ilastikWidgets[widgetId]` (the newest view of the widget; all its views are in
 // `window.__ilastikWidgetViews[widgetId]`).
 
@@ -28,11 +31,19 @@ import type { ChunkPush, ChunkTransport } from "../data/kvstore_frontend.js";
 import { ChunkFetcher, registerChunkFetcher } from "../data/kvstore_frontend.js";
 import type { FallbackListener, LayerSettings, LayerSpec } from "./layers.js";
 import { SourceFallbacks, applyLayerSetting, applyLayerSpecs, getLayerSettings, layerArrays } from "./layers.js";
+import type { VoxelClick } from "./navigation.js";
+import { Navigation } from "./navigation.js";
+import { Overlays } from "./overlays.js";
+import type { RawDisplay } from "./raw_display.js";
+import { RawDisplayControl } from "./raw_display.js";
 import type { RefreshStats } from "./refresh.js";
 import { Refresher } from "./refresh.js";
+import { viewRegion } from "./view_math.js";
 
 export type { BrushSettings, Stroke, StrokeCallback } from "../brush/brush.js";
 export type { LayerSettings, LayerSpec } from "./layers.js";
+export type { VoxelClick } from "./navigation.js";
+export type { RawDisplay } from "./raw_display.js";
 
 /** View state in the image's terms (array index order), as the `viewer_state` traitlet holds it. */
 export interface ViewerState {
@@ -46,6 +57,11 @@ export interface ViewerState {
   /** Quaternions [x, y, z, w]. */
   crossSectionOrientation?: number[];
   projectionOrientation?: number[];
+  /**
+   * The voxels the (first) cross-section panel shows, `[[start, stop], ...]` in array order, clipped to the image; on a
+   * volume the plane it cuts, one voxel thick. Reported by the viewer; the kernel measures class shares there.
+   */
+  view_region?: [number, number][];
 }
 
 export interface CreateViewerOptions {
@@ -88,6 +104,14 @@ export interface ViewerHandle {
   onStateChange(callback: (state: ViewerState) => void): () => void;
   /** Moves the view centre to `point` (array order, voxels). */
   moveTo(point: number[]): void;
+  /** The raw layer's display: windows, and a composite's colours and visibility (the widget's display traits). */
+  setDisplay(display: RawDisplay): void;
+  /** Shows the whole image, centred (a volume keeps its slice along z). */
+  fit(): void;
+  /** Moves the panel under the pointer (else the first) `delta` slices along its normal (volumes). */
+  stepSlice(delta: number): void;
+  /** Calls `listener` for every click (press and release without a drag) on a cross-section panel. */
+  onClick(listener: (click: VoxelClick) => void): () => void;
   dispose(): void;
   // Test hooks (tests/e2e/widget_driver.py). `plane` names the cross-section panel by its (nearest axis-aligned) plane: "xy"
   // (default), "xz" or "yz".
@@ -111,6 +135,26 @@ declare global {
 }
 
 const AXES: Record<number, string[]> = { 2: ["y", "x"], 3: ["z", "y", "x"] };
+
+/**
+ * A layer spec with the user's visibility and opacity; a segmentation layer (the objects) has no opacity of its own:
+ * the setting is its segments' alpha.
+ */
+function withSetting(spec: LayerSpec, setting: LayerSettings[string] | undefined): LayerSpec {
+  if (setting === undefined) return spec;
+  if (spec.type !== "segmentation") return { ...spec, ...setting };
+  const { opacity, ...rest } = setting;
+  return { ...spec, ...rest, ...(opacity === undefined ? {} : { selectedAlpha: opacity }) };
+}
+
+/** The opacity of a segmentation layer's segments (Neuroglancer's selectedAlpha); other layers are left alone. */
+function applySegmentsOpacity(viewer: Viewer, name: string, opacity: number | undefined): void {
+  const layer = viewer.layerManager.getLayerByName(name)?.layer as any;
+  const alpha = layer?.displayState?.selectedAlpha;
+  if (opacity === undefined || alpha === undefined) return;
+  const value = Math.min(1, Math.max(0, opacity));
+  if (alpha.value !== value) alpha.value = value;
+}
 
 function defaultLayout(ndim: number): string {
   return ndim === 2 ? "xy" : "4panel";
@@ -140,7 +184,8 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   fetcher.preloadMetadata(opts.metadata);
 
   const container = document.createElement("div");
-  container.className = "ilastik-viewer";
+  // ilastik-2d: no layout buttons (they would turn a 2D image into a 3D layout)
+  container.className = `ilastik-viewer ilastik-${ndim}d`;
   Object.assign(container.style, { position: "relative", width: "100%", height: "100%", minHeight: "300px" });
   // Right-drag pans: no JupyterLab or browser context menu over the viewer.
   container.setAttribute("data-jp-suppress-context-menu", "true");
@@ -212,10 +257,7 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     crossSectionScale: opts.state?.crossSectionScale ?? fitScale(shape, rect.width, rect.height, layout),
     projectionScale: opts.state?.projectionScale ?? Math.max(...shape) * 1.6,
     layout,
-    layers: fallbacks.resolve(opts.layers).map((spec) => {
-      const setting = opts.layerSettings?.[spec.name];
-      return setting === undefined ? spec : { ...spec, ...setting };
-    }),
+    layers: fallbacks.resolve(opts.layers).map((spec) => withSetting(spec, opts.layerSettings?.[spec.name])),
     showDefaultAnnotations: false,
     showAxisLines: ndim === 3,
     showScaleBar: false,
@@ -275,9 +317,30 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     if (pendingPosition !== undefined) setPosition(pendingPosition);
   };
 
+  /** The voxels the first cross-section panel shows (see ViewerState.view_region). */
+  const shownRegion = (): [number, number][] | undefined => {
+    if (!axisMap.ready) return undefined;
+    let geometry: PanelGeometry;
+    try {
+      geometry = panelShowing("xy");
+    } catch {
+      return undefined;
+    }
+    if (!geometry.valid) return undefined;
+    const r = geometry.rect();
+    const corners = [[r.left, r.top], [r.right, r.top], [r.left, r.bottom], [r.right, r.bottom]].map(([x, y]) =>
+      axisMap.toArray(geometry.clientToGlobal(x, y)));
+    const planeAxes = geometry.planeGlobalDims().map((d) => axisMap.arrayAxisOfGlobal(d));
+    const offPlane = ndim === 3 ? [0, 1, 2].find((a) => !planeAxes.includes(a)) : undefined;
+    const slice = offPlane === undefined ? undefined : axisMap.toArray(viewer.position.value)[offPlane];
+    return viewRegion(corners, shape, offPlane, slice);
+  };
+
   const getState = (): ViewerState => {
     const position = pendingPosition ?? (axisMap.ready ? axisMap.toArray(viewer.position.value) : []);
+    const region = pendingPosition === undefined ? shownRegion() : undefined;
     return {
+      ...(region === undefined ? {} : { view_region: region }),
       position: position.map((v) => Math.round(v * 1000) / 1000),
       crossSectionScale: viewer.crossSectionScale.value,
       projectionScale: viewer.projectionScale.value,
@@ -335,6 +398,26 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
   ];
   applyPendingPosition();
 
+  const navigation = new Navigation(viewer, container, axisMap, shape, setPosition);
+  const overlays = new Overlays(viewer, container, axisMap, shape, arrayAxes);
+  const rawDisplay = new RawDisplayControl(viewer);
+  if (opts.state?.crossSectionScale === undefined) {
+    // The first zoom was a guess made before the panel had its size: fit the image once the panels are laid out.
+    const unlistenFit = viewer.display.updateFinished.add(() => {
+      if (spaceReady() && navigation.fitZoom()) unlistenFit();
+    });
+    disposers.push(unlistenFit);
+  }
+  // the panel's "Fit" as a button on the viewer too
+  const fitButton = document.createElement("button");
+  fitButton.type = "button";
+  fitButton.className = "ilastik-fit-button";
+  fitButton.title = "Show the whole image, centred (f)";
+  fitButton.textContent = "⤢";
+  fitButton.setAttribute("data-testid", "fit-view-overlay");
+  fitButton.addEventListener("click", () => navigation.fit());
+  container.appendChild(fitButton);
+
   const handle: ViewerHandle = {
     viewer,
     widgetId,
@@ -345,7 +428,10 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
       applyLayerSpecs(viewer, fallbacks.resolve(specs), {});
     },
     setLayerSettings(settings) {
-      for (const [name, setting] of Object.entries(settings ?? {})) applyLayerSetting(viewer, name, setting);
+      for (const [name, setting] of Object.entries(settings ?? {})) {
+        applyLayerSetting(viewer, name, setting);
+        applySegmentsOpacity(viewer, name, setting.opacity);
+      }
     },
     getLayerSettings() {
       return getLayerSettings(viewer);
@@ -388,7 +474,23 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     moveTo(point) {
       setState({ position: point });
     },
+    setDisplay(display) {
+      rawDisplay.set(display);
+    },
+    fit() {
+      navigation.fit();
+    },
+    stepSlice(delta) {
+      navigation.stepSlice(delta);
+    },
+    onClick(listener) {
+      return navigation.onClick(listener);
+    },
     dispose() {
+      rawDisplay.dispose();
+      overlays.dispose();
+      navigation.dispose();
+      fitButton.remove();
       refresher.dispose();
       fallbacks.dispose();
       fetcher.dispose();

@@ -116,6 +116,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       if (handle !== undefined) applyState(handle, { position: stroke.center }, stroke.center.length);
     },
     toggleHelp,
+    fitView: () => handle?.fit(),
   });
   root.append(panel.element);
   cleanups.push(() => panel.dispose());
@@ -154,6 +155,14 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
 
     // traits -> viewer
     onModel("change:layers", () => h.setLayerSettings(model.get("layers") ?? {}));
+    // the raw layer's display: a change made by the panel shows at once, before the kernel has heard of it
+    const display = () => h.setDisplay({
+      contrast: model.get("contrast_limits") ?? [],
+      colors: model.get("channel_colors") ?? [],
+      visible: model.get("channel_visible") ?? [],
+    });
+    display();
+    onModel("change:contrast_limits change:channel_colors change:channel_visible", display);
     onModel("change:mode change:brush_size change:active_class change:classes", () => h.setBrush(brushSettings()));
     onModel("change:source_info", () => {
       const specs = model.get("source_info")?.layer_specs;
@@ -236,6 +245,16 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       }),
     );
 
+    // a click on an object (navigate mode) shows its row in the panel
+    cleanups.push(
+      h.onClick(({ voxel }) => {
+        if (model.get("mode") !== "navigate" || typeof model.get("objects_info")?.count !== "number") return;
+        transport.request({ type: "object-row", position: voxel })
+          .then(({ content }) => panel.showObjectRow(content.object, content.row))
+          .catch(() => undefined);
+      }),
+    );
+
     // kernel -> viewer
     cleanups.push(transport.on("refresh", (content, buffers) => {
       if (!Array.isArray(content.layers)) return;
@@ -266,6 +285,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
       toggleLayer,
       toggleHelp,
       helpVisible: () => helpShown,
+      fitView: () => handle?.fit(),
+      stepSlice: (delta) => handle?.stepSlice(delta),
     }),
   );
 
