@@ -206,3 +206,35 @@ def test_bad_input(rng):
     bad[3, 2, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         list(stream_features(bad, sel))
+
+
+def test_blas_on_one_thread_from_any_thread(rng, monkeypatch):
+    """The matrix products run on the filter threads with BLAS held at one thread (OpenBLAS's own threads would
+    spin beside them), also when streams run in threads other than the main one (threadpoolctl lets only the thread
+    that last set OpenBLAS's count set it again, and silently ignores the others)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from ilastik_widget.core import stream as stream_module
+
+    def blas_threads() -> int:
+        return max((i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"), default=0)
+
+    before = blas_threads()
+    if before < 2:
+        pytest.skip("BLAS runs on one thread here anyway")
+    seen = []
+    sums = stream_module.Ring.sums
+
+    def recording_sums(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return sums(self, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module.Ring, "sums", recording_sums)
+    vol = structured_volume(rng, (12, 20, 22))
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 1.0, True)
+    list(stream_features(vol, sel))  # the main thread first, as a session's first training would
+    with ThreadPoolExecutor(1) as other:
+        other.submit(lambda: list(stream_features(vol, sel))).result()
+    assert seen and set(seen) == {1}
+    assert blas_threads() == before  # given back afterwards

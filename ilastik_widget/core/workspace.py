@@ -232,6 +232,7 @@ def single_threaded_blas() -> Iterator[None]:
         if _blas_users == 0 and threadpoolctl is not None:
             if _blas_controller is None:
                 _blas_controller = threadpoolctl.ThreadpoolController()
+            _release_openblas()
             _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
@@ -240,5 +241,16 @@ def single_threaded_blas() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
+                _release_openblas()
                 _blas_limiter.restore_original_limits()
                 _blas_limiter = None
+                _release_openblas()
+
+
+def _release_openblas() -> None:
+    """Let this thread set OpenBLAS's thread count: threadpoolctl (>= 3.6) lets only the first thread that set it
+    change it again, silently, until released, so limits taken in the widget's or Dask's threads (or in the
+    background training) did nothing and OpenBLAS's threads spun beside the filter threads."""
+    controller = getattr(threadpoolctl, "OpenBLASController", None)
+    if controller is not None and hasattr(controller, "clear_controlling_thread"):
+        controller.clear_controlling_thread(force=True)
