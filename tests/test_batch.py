@@ -110,6 +110,9 @@ def test_volumes_stream_whole_planes_by_default(s3d, monkeypatch):
     assert depth[0] == halo(SEL, 3)[0]
     deep, _ = batch_blocks.plan_chunks(model, (4 * img.shape[0], *img.shape[1:]), (8, 8, 8), None, 2**30)
     assert deep[0][0] == proc[0][0] and max(deep[0]) < 2 * proc[0][0] and deep[1:] == proc[1:]
+    # input chunks deeper than a block are tiled by blocks, not read whole
+    whole_chunk, _ = batch_blocks.plan_chunks(model, (160, *img.shape[1:]), (160, 56, 64), None, 2**30)
+    assert whole_chunk[0][0] == 16 and 160 % whole_chunk[0][0] == 0  # the first divisor of 160 from 12 and the halo
     p = predict_dask(s, da.from_array(img, chunks=(8, 8, 8)))["probabilities"].compute()
     np.testing.assert_allclose(p, s.predict(), atol=1e-5)
     # a plane whose stream does not fit the budget is cut into tiles (whole input chunks), still exact

@@ -182,7 +182,8 @@ def plan_chunks(model: TrainedModel, spatial_shape, input_chunks, chunks, block_
 
 def _volume_blocks(model: TrainedModel, shape, input_chunks, depth, block_bytes) -> tuple[int, int, int]:
     """Default blocks of a volume: whole planes if streaming them fits ``block_bytes``, else the largest square
-    tiles (whole input chunks) that fit; :data:`Z_BLOCK` planes along z (whole input chunks)."""
+    tiles (whole input chunks) that fit; about :data:`Z_BLOCK` planes along z (whole input chunks, or parts that tile
+    a deeper input chunk: the memory of a task does not follow the input's chunking either)."""
     from ..core.stream import stream_bytes
 
     def cost(side_y: int, side_x: int) -> int:
@@ -199,7 +200,10 @@ def _volume_blocks(model: TrainedModel, shape, input_chunks, depth, block_bytes)
         side_y, side_x = (min(n, max(k, side // k * k)) for n, k in zip(shape[1:], (ky, kx)))
     kz = max(1, int(input_chunks[0] or 1))
     side_z = max(Z_BLOCK, depth[0])
-    side_z = max(kz, -(-side_z // kz) * kz) if kz < side_z else kz
+    if kz < side_z:  # whole input chunks
+        side_z = -(-side_z // kz) * kz
+    else:  # parts of an input chunk that tile it, so that deep input chunks do not make deep blocks
+        side_z = min(k for k in range(side_z, kz + 1) if kz % k == 0)
     return min(shape[0], side_z), side_y, side_x
 
 
