@@ -132,3 +132,26 @@ def test_the_objects_layer_has_settings_like_every_other_layer():
     with pytest.raises(traitlets.TraitError, match="unknown layer 'object'"):
         w.set_layer("object", opacity=0.3)
     w.close()
+
+
+def test_a_strokes_listed_size_is_the_diameter_it_painted():
+    w = IlastikWidget(np.zeros((64, 64), np.float32))
+    rng = np.random.default_rng(0)
+    cases = [([[20, 20]], 2.5, 5), ([[20, 20]], 2.0, 5), ([[20.5, 20]], 2.5, 6), ([[20.3, 20.4]], 2.0, 4)]
+    cases += [
+        ([list(rng.uniform(15, 45, 2).round(2))], float(rng.choice([0.5, 1.5, 3, 4.5, 10])), None) for _ in range(60)
+    ]
+    for points, radius, expected in cases:
+        w.add_stroke(1, points, radius=radius)
+        ys, xs = np.nonzero(w.session.labels())
+        painted = max(np.ptp(ys) + 1, np.ptp(xs) + 1)
+        assert w.strokes[-1]["size"] == painted, (points, radius)
+        assert expected is None or painted == expected
+        assert w.strokes[-1]["radius"] == radius
+        w.undo()
+    # the browser's brush: odd sizes on voxel centres, (size - 1) / 2 as the radius (half a voxel for size 1)
+    for size in (1, 3, 5, 9, 61):
+        w.add_stroke(1, [[32, 32]], radius=max(0.5, (size - 1) / 2))
+        assert w.strokes[-1]["size"] == size
+        w.undo()
+    w.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -31,15 +32,25 @@ def apply_class_list(session: Any, new: list[dict[str, str]]) -> None:
         session.remove_class(label)
 
 
-def brush_size_of(radius: float) -> float:
-    """The brush size (diameter in pixels) that paints with ``radius``."""
-    return 2.0 * float(radius) + 1.0
+def footprint_size(point: Any, radius: float, axes: Any) -> int:
+    """Voxels across the footprint of one point of a stroke, the diameter it paints: the kernel paints the voxels of
+    the stroke's plane (``axes``) whose centres (whole array coordinates) lie within ``radius`` of the point. The
+    widest row or column of that disc. The browser's brush of odd size ``s`` (radius ``(s - 1) / 2``, its points on
+    voxel centres) paints ``s``; a Python stroke of radius 2.5 through whole coordinates paints 5 across, not 6."""
+    eps = 1e-6  # the rasteriser's tolerance of rounding
+    p, q = (float(point[a]) for a in axes)
+    widest = 0
+    for centre, other in ((p, q), (q, p)):
+        for row in range(math.ceil(centre - radius - eps), math.floor(centre + radius + eps) + 1):
+            half = math.sqrt(max(0.0, radius * radius - (row - centre) ** 2))
+            widest = max(widest, math.floor(other + half + eps) - math.ceil(other - half - eps) + 1)
+    return max(1, widest)
 
 
 def stroke_summaries(session: Any) -> list[dict[str, Any]]:
     """The ``strokes`` trait: per label entry its id, kind ("stroke" or "import"), class (0 when an import holds
-    several), centre and bounds (array order); strokes also their brush radius and size, imports their source and
-    voxel count."""
+    several), centre and bounds (array order); strokes also their brush radius and size (the diameter painted, see
+    :func:`footprint_size`), imports their source and voxel count."""
     annotations = session.annotations
     out = []
     for s in annotations.strokes:
@@ -55,10 +66,12 @@ def stroke_summaries(session: Any) -> list[dict[str, Any]]:
         if s.kind == "import":
             summary.update(source=str(s.source), n_voxels=int(s.n_voxels))
         else:
-            points = np.asarray(s.points, dtype=np.float64).reshape(-1, len(session.spatial_shape))
+            ndim = len(session.spatial_shape)
+            points = np.asarray(s.points, dtype=np.float64).reshape(-1, ndim)
+            axes = tuple(s.axes) if s.axes else tuple(range(ndim))[-2:]
             summary.update(
                 radius=float(s.radius),
-                size=brush_size_of(s.radius),
+                size=footprint_size(points[0], float(s.radius), axes),
                 n_points=len(points),
                 center=[round(float(c), 2) for c in points.mean(axis=0)],
                 axes=[int(a) for a in (s.axes or ())],

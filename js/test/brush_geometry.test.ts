@@ -11,6 +11,7 @@ import {
   brushRadius,
   decimateStroke,
   gapFill,
+  snapToGrid,
   strokeToArray,
 } from "../src/brush/geometry.js";
 import { MAX_STROKE_POINTS } from "../src/protocol.js";
@@ -256,12 +257,13 @@ test("strokeToArray: a 2D image", () => {
   ]);
 });
 
-test("brushRadius: a brush size (diameter in pixels) as a radius in voxels", () => {
-  assert.equal(brushRadius(1), 0);
+test("brushRadius: a brush size (diameter in pixels) as a radius in voxels, never 0 (the kernel refuses it)", () => {
+  assert.equal(brushRadius(1), 0.5);
   assert.equal(brushRadius(2), 0.5);
+  assert.equal(brushRadius(3), 1);
   assert.equal(brushRadius(5), 2);
   assert.equal(brushRadius(61), 30);
-  assert.equal(brushRadius(0), 0);
+  assert.equal(brushRadius(0), 0.5);
 });
 
 test("decimateStroke: short strokes unchanged, long ones thinned evenly keeping both ends", () => {
@@ -291,4 +293,22 @@ test("decimateStroke: a stroke message never has more points than the kernel tak
     const out = decimateStroke(Array.from({ length: n }, (_, i) => [i]), max);
     assert.ok(out.length <= max && out.length >= 2, `${n} points, at most ${max}: ${out.length}`);
   }
+});
+
+test("snapToGrid: points on voxel centres, from where an odd brush paints exactly its size across", () => {
+  // the kernel paints voxel centres within (size - 1) / 2 of a point: count them along one axis
+  const across = (p: number, size: number) => {
+    let n = 0;
+    for (let i = Math.floor(p) - 40; i <= Math.floor(p) + 40; ++i) if (Math.abs(i + 0.5 - p) <= (size - 1) / 2) ++n;
+    return n;
+  };
+  for (const size of [1, 3, 5, 9, 61]) {
+    for (const g of [20.0, 20.3, 20.5, 20.77, 20.99]) {
+      const snapped = snapToGrid(Float32Array.of(g, 7.25, 3.3), [0, 1]);
+      assert.equal(across(snapped[0], size), size, `size ${size} at ${g}`);
+      assert.equal(snapped[2], Float32Array.of(3.3)[0], "the off-plane dimension is left alone");
+    }
+    assert.equal(across(20.3, size), size - 1, "off a centre the footprint is narrower: why points are snapped");
+  }
+  assert.deepEqual(Array.from(snapToGrid([20.3, 4.9], [0, 1])), [20.5, 4.5]);
 });

@@ -17,24 +17,27 @@ import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN, LAYER_NAMES, MODES } from "../src/proto
 
 // ------------------------------------------------------------------------------------------ nextBrushSize
 
-test("nextBrushSize: steps of 1 below 8, about 15% above", () => {
+test("nextBrushSize: odd sizes, steps of 2 below 9, about 15% above", () => {
   const limits = [1, 61] as const;
-  assert.equal(nextBrushSize(5, 1, limits), 6);
-  assert.equal(nextBrushSize(5, -1, limits), 4);
-  assert.equal(nextBrushSize(7, 1, limits), 8);
-  assert.equal(nextBrushSize(8, 1, limits), 9); // round(1.2) = 1
-  assert.equal(nextBrushSize(10, -1, limits), 8); // round(1.5) = 2
-  assert.equal(nextBrushSize(20, 1, limits), 23);
-  assert.equal(nextBrushSize(40, -1, limits), 34);
-  assert.equal(nextBrushSize(5.4, 1, limits), 6, "a fractional size comes back whole");
+  assert.equal(nextBrushSize(5, 1, limits), 7);
+  assert.equal(nextBrushSize(5, -1, limits), 3);
+  assert.equal(nextBrushSize(7, 1, limits), 9);
+  assert.equal(nextBrushSize(9, 1, limits), 11);
+  assert.equal(nextBrushSize(21, 1, limits), 25); // 2 * round(1.575)
+  assert.equal(nextBrushSize(41, -1, limits), 35); // 2 * round(3.075)
+  assert.equal(nextBrushSize(6, 1, limits), 7, "an even size set from Python goes to the odd size above");
+  assert.equal(nextBrushSize(6, -1, limits), 5, "... or below");
+  assert.equal(nextBrushSize(5.4, 1, limits), 7, "a fractional size comes back whole and odd");
 });
 
-test("nextBrushSize: stays within the kernel's limits", () => {
+test("nextBrushSize: stays within the kernel's limits, on odd sizes", () => {
   assert.equal(nextBrushSize(1, -1, [1, 61]), 1);
   assert.equal(nextBrushSize(61, 1, [1, 61]), 61);
-  assert.equal(nextBrushSize(58, 1, [1, 61]), 61, "a step past the maximum stops at it");
+  assert.equal(nextBrushSize(57, 1, [1, 61]), 61, "a step past the maximum stops at it");
   assert.equal(nextBrushSize(3, -1, [3, 9]), 3);
   assert.equal(nextBrushSize(9, 1, [3, 9]), 9);
+  assert.equal(nextBrushSize(9, 1, [2, 10]), 9, "even limits: the odd size within them");
+  assert.equal(nextBrushSize(3, -1, [2, 10]), 3);
   assert.equal(nextBrushSize(100, -1, [1, 61]), 61, "a size beyond the limits comes back within them");
 });
 
@@ -42,7 +45,7 @@ test("nextBrushSize: by default within the protocol's brush sizes, the kernel's"
   assert.equal(nextBrushSize(BRUSH_SIZE_MIN, -1), BRUSH_SIZE_MIN);
   assert.equal(nextBrushSize(BRUSH_SIZE_MAX, 1), BRUSH_SIZE_MAX);
   assert.equal(nextBrushSize(BRUSH_SIZE_MAX + 40, -1), BRUSH_SIZE_MAX);
-  assert.equal(nextBrushSize(5, 1), 6);
+  assert.equal(nextBrushSize(5, 1), 7);
 });
 
 test("nextBrushSize: ] walks from the smallest to the largest size and [ back, every step moving", () => {
@@ -63,6 +66,7 @@ test("nextBrushSize: ] walks from the smallest to the largest size and [ back, e
     assert.ok(++steps < 100);
   }
   assert.ok(up.length <= 25, `${up.length} key presses from 1 to 61 is too many`);
+  assert.ok(up.every((v) => v % 2 === 1), `an even size on the way: ${up.join(" ")}`);
 });
 
 // ------------------------------------------------------------------------------------------ matchShortcut

@@ -197,3 +197,41 @@ def test_layer_checkboxes_sliders_and_keys_show_the_prediction_layers(wd):
     assert d.testid("layer-visible-uncertainty").is_checked()
     d.press("u")
     d.lab.wait_for(lambda: d.k("w.layers['uncertainty']['visible']") is False, 20, "'u' to hide the uncertainty")
+
+
+def _unlabelled_spot(d: WidgetDriver) -> tuple[int, int]:
+    labels = np.asarray(d.k("(w.session.labels() > 0).tolist()"), bool)
+    for y in range(40, SIZE - 40, 16):
+        for x in range(40, SIZE - 40, 16):
+            if not labels[y - 8 : y + 9, x - 8 : x + 9].any():
+                return y, x
+    raise AssertionError("no unlabelled spot")
+
+
+def test_the_brush_size_is_the_diameter_painted_and_listed(wd):
+    d = wd
+    d.kexec("w.viewer_state = {k: _first_view[k] for k in ('position', 'crossSectionScale')}")
+    d.settle(pixels=False)
+    for size in (5, 1):
+        d.kexec(f"w.brush_size = {size}")
+        d.lab.wait_for(lambda: d.js("h.getBrush().size") == size, 20, f"brush size {size} in the browser")
+        y, x = _unlabelled_spot(d)
+        n = d.k("len(w.strokes)")
+        # a click off the voxel's centre (a whole pixel: press and release at one place), the brush paints from the
+        # voxel's centre, `size` voxels across
+        at = np.floor(d.to_screen([[y + 0.3, x - 0.35]])[0])
+        d.page.mouse.move(*at)
+        d.page.mouse.down()
+        d.page.mouse.up()
+        d.lab.wait_for(lambda: d.k("len(w.strokes)") == n + 1, 30, "the dot in the kernel")
+        stroke = d.k("w.strokes[-1]")
+        box = np.asarray(d.k(f"w.session.labels()[{y - 8}:{y + 9}, {x - 8}:{x + 9}].tolist()")) > 0
+        ys, xs = np.nonzero(box)
+        assert (np.ptp(ys) + 1, np.ptp(xs) + 1) == (size, size), f"a size-{size} brush painted {box.astype(int)}"
+        assert stroke["size"] == size
+        cy, cx = y - 8 + round(ys.mean()), x - 8 + round(xs.mean())  # the voxel the dot is centred on
+        assert abs(cy - y) <= 1 and abs(cx - x) <= 1
+        row = d.testid(f"stroke-row-{stroke['id']}").inner_text()
+        assert f"⌀ {size} px · at y {cy}, x {cx}" in row, row
+        d.kexec("w.undo()")
+    d.kexec("w.brush_size = 5")

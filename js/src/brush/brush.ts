@@ -14,7 +14,7 @@ import { startRelativeMouseDrag } from "neuroglancer/unstable/util/mouse_drag.js
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 import type { Mode } from "../protocol.js";
 import { BRUSH_SIZE_MAX, BRUSH_SIZE_MIN } from "../protocol.js";
-import { AxisMap, PanelGeometry, brushRadius, gapFill, strokeToArray } from "./geometry.js";
+import { AxisMap, PanelGeometry, brushRadius, gapFill, snapToGrid, strokeToArray } from "./geometry.js";
 
 export { AxisMap, PanelGeometry } from "./geometry.js";
 
@@ -31,7 +31,7 @@ export interface BrushSettings {
 export interface Stroke {
   /** Sampled centres, array index order of the spatial axes ((y, x) or (z, y, x)), voxel units (centre = index). */
   points: number[][];
-  /** The brush's radius in pixels, as the kernel takes it: (size - 1) / 2. */
+  /** The brush's radius in pixels, as the kernel takes it: (size - 1) / 2 (half a pixel for size 1). */
   radius: number;
   /** The two array axes of the (nearest axis-aligned) plane the stroke was drawn in, ascending. */
   axes: [number, number];
@@ -57,6 +57,8 @@ interface DrawnStroke {
   /** Global positions. */
   positions: Float32Array[];
   radius: number;
+  /** The brush size: the footprint is drawn `size` voxels across, as the kernel paints it. */
+  size: number;
   color: string;
   erase: boolean;
   expires?: number;
@@ -179,15 +181,23 @@ export class BrushTool {
     event.stopPropagation();
     const { size, color, mode } = this.settings;
     const radius = brushRadius(size);
-    const stroke: DrawnStroke = { geometry, positions: [], radius, color, erase: mode === "erase" };
+    const stroke: DrawnStroke = { geometry, positions: [], radius, size, color, erase: mode === "erase" };
     this.active = stroke;
     const step = Math.max(0.5, radius / 2);
+    const dims = geometry.planeGlobalDims();
     const add = (clientX: number, clientY: number) => {
       const last = stroke.positions[stroke.positions.length - 1];
       const samples = gapFill(last, geometry.clientToGlobal(clientX, clientY), step);
-      if (samples.length === 0) return;
-      for (const sample of samples) stroke.positions.push(sample);
-      this.requestRedraw();
+      let added = false;
+      for (const sample of samples) {
+        // on the voxel grid, so the footprint is `size` voxels across wherever the pointer is within a voxel
+        const snapped = snapToGrid(sample, dims);
+        const previous = stroke.positions[stroke.positions.length - 1];
+        if (previous !== undefined && previous.every((v, i) => v === snapped[i])) continue;
+        stroke.positions.push(snapped);
+        added = true;
+      }
+      if (added) this.requestRedraw();
     };
     add(mouseEvent.clientX, mouseEvent.clientY);
     startRelativeMouseDrag(
@@ -248,8 +258,13 @@ export class BrushTool {
     const strokes = this.active === undefined ? this.drawn : [...this.drawn, this.active];
     for (const stroke of strokes) this.drawStroke(ctx, stroke);
     if (this.cursor !== undefined && this.settings.mode !== "navigate") {
-      const { geometry, x, y } = this.cursor;
-      const r = (brushRadius(this.settings.size) + 0.5) / geometry.voxelsPerPixel();
+      const { geometry } = this.cursor;
+      // the outline where the brush paints: on the voxel grid, as the stroke's points are
+      const [x, y] = geometry.valid
+        ? geometry.globalToClient(snapToGrid(geometry.clientToGlobal(this.cursor.x, this.cursor.y),
+          geometry.planeGlobalDims()))
+        : [this.cursor.x, this.cursor.y];
+      const r = this.settings.size / 2 / geometry.voxelsPerPixel();
       ctx.save();
       this.clipToPanel(ctx, geometry);
       ctx.beginPath();
@@ -274,8 +289,8 @@ export class BrushTool {
     if (!geometry.valid || !geometry.panel.visible || stroke.positions.length === 0) return;
     // In a volume, only while the panel still shows the stroke's plane (not after moving to another slice).
     if (Math.abs(geometry.distanceFromPlane(stroke.positions[0])) > 0.5) return;
-    // voxels within `radius` of a point are painted: they reach half a voxel further
-    const r = Math.max(0.5, (stroke.radius + 0.5) / geometry.voxelsPerPixel());
+    // `size` voxels across: the voxels within `radius` of a point are painted, and they reach half a voxel further
+    const r = Math.max(0.5, stroke.size / 2 / geometry.voxelsPerPixel());
     ctx.save();
     this.clipToPanel(ctx, geometry);
     ctx.globalAlpha = stroke.erase ? 0.5 : 0.6;

@@ -214,9 +214,25 @@ export function strokeToArray(
   };
 }
 
-/** The radius (pixels of the panel's plane) of a brush size, the footprint's diameter: (size - 1) / 2. */
+/**
+ * `position` (global coordinates, voxel i spanning [i, i + 1)) moved in the plane's dimensions `dims` to the centre
+ * of its voxel. The kernel paints the voxels whose centres lie within the radius, (size - 1) / 2, of each point: from
+ * a voxel's centre a brush of odd size paints exactly `size` voxels across (from anywhere else one less), an even
+ * size one less (so the panel offers odd sizes). A new array.
+ */
+export function snapToGrid(position: ArrayLike<number>, dims: readonly number[]): Float32Array {
+  const out = Float32Array.from(position);
+  for (const d of dims) out[d] = Math.floor(out[d]) + 0.5;
+  return out;
+}
+
+/**
+ * The radius (pixels of the panel's plane) the kernel paints a brush size with: (size - 1) / 2, the voxels whose
+ * centres lie within it of the stroke's points; for size 1 half a voxel (the kernel takes no radius 0, and from a
+ * voxel's centre half a voxel reaches that voxel alone).
+ */
 export function brushRadius(size: number): number {
-  return Math.max(0, (size - 1) / 2);
+  return Math.max(0.5, (size - 1) / 2);
 }
 
 /**

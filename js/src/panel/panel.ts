@@ -238,7 +238,8 @@ export class Panel {
       modes.append(button);
     }
     this.brushInput = h("input", {
-      type: "range", step: "1", min: String(BRUSH_SIZE_MIN), max: String(BRUSH_SIZE_MAX), testid: "brush-size",
+      // odd sizes: from a voxel's centre, where the brush's points are, an odd brush paints exactly its size across
+      type: "range", step: "2", min: String(BRUSH_SIZE_MIN), max: String(BRUSH_SIZE_MAX), testid: "brush-size",
       title: "Brush size: its diameter in pixels ([ and ])",
       oninput: () => {
         this.brushValue.textContent = `${this.brushInput.value} px`;

@@ -74,16 +74,27 @@ export function isEditable(el: Element | null): boolean {
 }
 
 /**
- * Next brush size (the footprint's diameter) for `[` / `]`: steps of 1 for small brushes, about 15% for larger ones,
- * within [min, max] (by default the protocol's BRUSH_SIZE_MIN and BRUSH_SIZE_MAX, the kernel's limits).
+ * Next brush size (the footprint's diameter) for `[` / `]`: odd sizes only (from a voxel's centre, where the brush's
+ * points are, an odd brush paints exactly its size across; an even one a voxel less), steps of 2 for small brushes,
+ * about 15% for larger ones, within [min, max] (by default the protocol's BRUSH_SIZE_MIN and BRUSH_SIZE_MAX, the
+ * kernel's limits). An even size (set from Python) goes to the odd size next to it.
  */
 export function nextBrushSize(
   size: number,
   direction: 1 | -1,
   [min, max]: readonly [number, number] = [BRUSH_SIZE_MIN, BRUSH_SIZE_MAX],
 ): number {
-  const step = size < 8 ? 1 : Math.max(1, Math.round(size * 0.15));
-  return Math.min(max, Math.max(min, Math.round(size + direction * step)));
+  const lo = min % 2 === 1 ? min : min + 1;
+  const hi = max % 2 === 1 ? max : max - 1;
+  const whole = Math.round(size);
+  let next: number;
+  if (whole % 2 === 0) {
+    next = whole + direction;
+  } else {
+    const step = whole < 9 ? 2 : Math.max(2, 2 * Math.round(whole * 0.075));
+    next = whole + direction * step;
+  }
+  return Math.min(hi, Math.max(lo, next));
 }
 
 /**
