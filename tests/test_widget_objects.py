@@ -146,7 +146,7 @@ def test_coarse_levels_of_the_objects_are_strided_labels():
     s.close()
 
 
-def test_objects_of_a_volume_are_served_as_zarr_chunks():
+def test_objects_of_a_volume_are_served_in_plane_chunks():
     s = _session((24, 70, 80), seed=3)
     s.train()
     w = IlastikWidget(s)
@@ -156,20 +156,16 @@ def test_objects_of_a_volume_are_served_as_zarr_chunks():
         objects = w.objects(2, 0.5, min_size=20)
         assert len(objects) > 0
         path = f"objects/{w.objects_info['version']}"
-        zarray = json.loads(w.source_info["metadata"][f"{path}/0/.zarray"])
-        chunks = zarray["chunks"]
-        grid = [range(-(-n // c)) for n, c in zip(zarray["shape"], chunks)]
-        keys = [(i, j, k) for i in grid[0] for j in grid[1] for k in grid[2]]
-        found, buffers = _read(w, rec, [f"{path}/0/{i}.{j}.{k}" for i, j, k in keys], 9)
-        out = np.zeros([len(g) * c for g, c in zip(grid, chunks)], np.uint32)
+        info = json.loads(w.source_info["metadata"][f"{path}/info"])
+        assert info["type"] == "segmentation" and info["scales"][0]["size"] == [80, 70, 24]
+        # every xy plane of level 0, as the xy panel reads them (x fastest)
+        found, buffers = _read(w, rec, [f"{path}/0/0-80_0-70_{z}-{z + 1}" for z in range(24)], 9)
+        out = np.zeros((24, 70, 80), np.uint32)
         data = iter(buffers)
-        for (i, j, k), ok in zip(keys, found):
+        for z, ok in enumerate(found):
             if ok:
-                block = np.frombuffer(next(data), np.uint32).reshape(chunks)
-                out[i * chunks[0] : (i + 1) * chunks[0], j * chunks[1] : (j + 1) * chunks[1], k * chunks[2] :][
-                    :, :, : chunks[2]
-                ] = block
-        np.testing.assert_array_equal(out[:24, :70, :80], objects.labels)
+                out[z] = np.frombuffer(next(data), np.uint32).reshape(70, 80)
+        np.testing.assert_array_equal(out, objects.labels)
     finally:
         w.close()
 

@@ -209,7 +209,7 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         self._syncing = False  # True while the widget writes session state into traits
         widget_id = uuid.uuid4().hex[:12]
         options = {} if max_predict_pixels is None else {"max_predict_pixels": int(max_predict_pixels)}
-        self._server = ChunkServer(session, widget_id, raw_from=raw_from, **options)
+        self._server = ChunkServer(session, widget_id, raw_from=raw_from, plane_chunks=True, **options)
         if raw_from == "browser":
             try:
                 self._server.browser_raw_source()

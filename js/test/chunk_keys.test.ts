@@ -9,6 +9,7 @@ import {
   ChunkKey,
   MetadataKey,
   arrayPath,
+  boxKeyAt,
   chunkKeyAt,
   parseArrayPath,
   parseKey,
@@ -89,4 +90,15 @@ test("chunkKeyAt: the chunk at a grid index of a level's path (a chunk source's 
   assert.equal(chunkKeyAt("labels/", [3, 4]), null, "no level");
   assert.equal(chunkKeyAt("predictions/0/", [0, 0, 0]), null, "a layout but no level");
   assert.equal(chunkKeyAt("raw/0/", [1]), null, "one index is no chunk of a 2D or 3D array");
+});
+
+test("boxKeyAt: the precomputed chunk covering a box ((z, y, x) ranges) of a level's path", () => {
+  const key = boxKeyAt("predictions/2/1/", [[5, 6], [0, 256], [256, 300]]);
+  assert.ok(key instanceof BoxKey);
+  assert.equal(String(key), "predictions/2/1/256-300_0-256_5-6", "written x first");
+  assert.equal(String(boxKeyAt("labels/0", [[0, 120], [7, 8], [0, 256]])), "labels/0/0-256_7-8_0-120");
+  assert.equal(boxKeyAt("labels/", [[0, 1], [0, 1], [0, 1]]), null, "no level");
+  assert.equal(boxKeyAt("predictions/0/", [[0, 1], [0, 1], [0, 1]]), null, "a layout but no level");
+  assert.equal(boxKeyAt("labels/0/", [[3, 3], [0, 1], [0, 1]]), null, "an empty range");
+  assert.equal(boxKeyAt("labels/0/", [[0, 1], [0, 1]]), null, "a box of a volume has three ranges");
 });

@@ -6,9 +6,12 @@ import { test } from "node:test";
 import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DataType } from "neuroglancer/unstable/util/data_type.js";
 import {
+  PRECOMPUTED_SOURCE_TYPE,
   applyChunkUpdate,
+  chunkKeyOf,
   heldOutOfView,
   planChunkUpdate,
+  precomputedChunkKey,
   zarrChunkKey,
   type PushedLookup,
   type UpdatableChunk,
@@ -70,7 +73,7 @@ test("zarrChunkKey: the source's path plus Neuroglancer's grid position reversed
 test("no plan for a source whose URL names no level of a widget array", () => {
   const plan = planChunkUpdate([source("mem://w/labels/", { "0,0": new FakeChunk(bytes(1, 1, 1, 1)) })],
     lookupFrom({ "labels/0/0.0": bytes(2, 2, 2, 2) }));
-  assert.match(String(plan), /chunk 0,0 of mem:\/\/w\/labels\/ has no zarr key/);
+  assert.match(String(plan), /chunk 0,0 of mem:\/\/w\/labels\/ has no key of the widget/);
 });
 
 test("a plan covers every chunk the page holds, on the GPU or not, and names the chunks by key", () => {
@@ -160,4 +163,89 @@ test("heldOutOfView: at most 2 chunks held per chunk in view, plus 8", () => {
   assert.equal(heldOutOfView([a, b], new Map<unknown, Set<string>>([[a, keys("0,0", "1,0")]])),
     "the page holds 14 chunks, 2 in view");
   assert.equal(heldOutOfView([b], new Map()), undefined, "a few chunks held, none in view: within the slack");
+});
+
+/**
+ * A precomputed source of one chunk layout of a level, as Neuroglancer makes it from the kernel's info: sizes in
+ * (x, y, z[, channels]) order, the channels stored whole in every chunk.
+ */
+function precomputedSource(
+  url: string,
+  chunkDataSize: number[],
+  upperVoxelBound: number[],
+  chunks: Record<string, FakeChunk>,
+): UpdatableSource {
+  return {
+    chunks: new Map(Object.entries(chunks)),
+    parameters: { url },
+    spec: { dataType: DataType.UINT8, chunkDataSize, upperVoxelBound, baseVoxelOffset: chunkDataSize.map(() => 0) },
+    chunkFormatHandler: { fillValueChunk: FILL },
+    gl: "gl",
+    RPC_TYPE_ID: PRECOMPUTED_SOURCE_TYPE,
+  };
+}
+
+test("precomputedChunkKey: the chunk's box in its level's voxels, clipped at the level's size, x first", () => {
+  // a 120 x 512 x 300 (z, y, x) level with two classes: chunks flat along z, along y, along x
+  const size = [300, 512, 120, 2];
+  const url = "mem://w1/predictions/3/0/";
+  const flatZ = { chunkDataSize: [256, 256, 1, 2], upperVoxelBound: size };
+  assert.equal(precomputedChunkKey(url, flatZ, "0,1,5,0"), "predictions/3/0/0-256_256-512_5-6");
+  assert.equal(precomputedChunkKey(url, flatZ, "1,0,119,0"), "predictions/3/0/256-300_0-256_119-120", "an edge chunk");
+  const flatY = { chunkDataSize: [256, 1, 256, 2], upperVoxelBound: size };
+  assert.equal(precomputedChunkKey(url, flatY, "1,7,0,0"), "predictions/3/0/256-300_7-8_0-120");
+  const flatX = { chunkDataSize: [1, 256, 256, 2], upperVoxelBound: size };
+  assert.equal(precomputedChunkKey(url, flatX, "299,1,0,0"), "predictions/3/0/299-300_256-512_0-120");
+  // one channel: no channel dimension
+  const labels = { chunkDataSize: [256, 256, 1], upperVoxelBound: [300, 512, 120] };
+  assert.equal(precomputedChunkKey("mem://w1/labels/2", labels, "1,1,3"), "labels/2/256-300_256-512_3-4");
+  const offset = { ...labels, baseVoxelOffset: [10, 0, 0] };
+  assert.equal(precomputedChunkKey("mem://w1/labels/2", offset, "0,0,0"), "labels/2/10-266_0-256_0-1");
+  assert.equal(precomputedChunkKey(url, flatZ, "0,0,5,1"), null, "channels are stored whole");
+  assert.equal(precomputedChunkKey(url, flatZ, "0,0,5"), null, "a key of another rank");
+  assert.equal(precomputedChunkKey(url, flatZ, "0,x,5,0"), null);
+  assert.equal(precomputedChunkKey("mem://w1/predictions/3/", flatZ, "0,0,5,0"), null, "a layout without a level");
+});
+
+test("chunkKeyOf: a precomputed source's chunks by box, a zarr source's by grid index", () => {
+  const pre = precomputedSource("mem://w/labels/0/", [4, 4, 1], [6, 4, 3], {});
+  assert.equal(chunkKeyOf(pre, "1,0,2"), "labels/0/4-6_0-4_2-3");
+  const zarr = source("mem://w/labels/0/", {});
+  assert.equal(chunkKeyOf(zarr, "1,0,2"), "labels/0/2.0.1");
+  assert.equal(chunkKeyOf({ ...pre, spec: undefined }, "1,0,2"), null, "a precomputed source without its spec");
+  assert.equal(chunkKeyOf({ ...pre, parameters: {} }, "1,0,2"), null, "a source without a URL");
+});
+
+test("a plan over the three plane-shaped layouts of a precomputed level: each chunk by its box, edge chunks sized", () => {
+  // 3 x 4 x 6 (z, y, x) volume, chunks of 4 in-plane: x splits into 4 + 2
+  const size = [6, 4, 3];
+  const xy = new FakeChunk(bytes(...Array(16).fill(1)), ChunkState.GPU_MEMORY, [4, 4, 1]);
+  const xyEdge = new FakeChunk(bytes(...Array(8).fill(1)), ChunkState.GPU_MEMORY, [2, 4, 1]);
+  const xz = new FakeChunk(null, ChunkState.GPU_MEMORY, [4, 1, 3]);
+  const yz = new FakeChunk(bytes(...Array(12).fill(1)), ChunkState.SYSTEM_MEMORY, [1, 4, 3]);
+  const sources = [
+    precomputedSource("mem://w/labels/0/", [4, 4, 1], size, { "0,0,1": xy, "1,0,1": xyEdge }),
+    precomputedSource("mem://w/labels/0/", [4, 1, 4], size, { "0,2,0": xz }),
+    precomputedSource("mem://w/labels/0/", [1, 4, 4], size, { "5,0,0": yz }),
+  ];
+  const pushed = {
+    "labels/0/0-4_0-4_1-2": bytes(...Array(16).fill(2)),
+    "labels/0/4-6_0-4_1-2": bytes(...Array(8).fill(3)),
+    "labels/0/0-4_2-3_0-3": bytes(...Array(12).fill(4)),
+    "labels/0/5-6_0-4_0-3": null,
+  };
+  const plan = planChunkUpdate(sources, lookupFrom(pushed));
+  if (typeof plan === "string") assert.fail(plan);
+  assert.deepEqual([...plan.held].sort(), Object.keys(pushed).sort());
+  applyChunkUpdate(plan);
+  assert.deepEqual(xy.data, bytes(...Array(16).fill(2)));
+  assert.deepEqual(xyEdge.data, bytes(...Array(8).fill(3)));
+  assert.deepEqual(xz.data, bytes(...Array(12).fill(4)), "a missing chunk gets data");
+  assert.equal(yz.data, null, "an erased chunk is missing again");
+  assert.equal(yz.texture, FILL.texture);
+
+  const wrongSize = planChunkUpdate(sources, lookupFrom({ ...pushed, "labels/0/4-6_0-4_1-2": bytes(...Array(16).fill(3)) }));
+  assert.match(String(wrongSize), /labels\/0\/4-6_0-4_1-2: 16 bytes do not fit the chunk/);
+  const { "labels/0/0-4_2-3_0-3": _, ...withoutXz } = pushed;
+  assert.match(String(planChunkUpdate(sources, lookupFrom(withoutXz))), /labels\/0\/0-4_2-3_0-3 was not pushed/);
 });

@@ -1,7 +1,7 @@
 """A live update changes the viewer's chunks in place, and what the page then holds and shows is the kernel's data.
 
 A refresh that carries every chunk the page holds is applied to Neuroglancer's chunks directly
-(js/src/chunk_update.ts), without the worker reloading them. This checks that path on a 512 x 512 image in 256 x 256
+(js/src/data/chunk_update.ts), without the worker reloading them. This checks that path on a 512 x 512 image in 256 x 256
 chunks: a stroke painted with the mouse in a chunk that had no labels (a missing chunk gets data), then the same
 stroke deleted (the chunk is missing again). After each, every labels and predictions chunk the page holds must
 equal the kernel's bytes, the screen must show the labels as they now are, and the refresh must have been applied
@@ -44,8 +44,10 @@ w""",
     "_E2E_DONE = True",
 ]
 
-# Per chunk the page holds: its zarr key and [sum, index-weighted sum] of its bytes, or None
-# for a missing chunk. Sums of the whole chunk, exact in doubles for 256 x 256 x 2 bytes.
+# Per chunk the page holds: its key and [sum, index-weighted sum] of its bytes, or None for a missing chunk. Sums of
+# the whole chunk, exact in doubles for 256 x 256 x 2 bytes. A zarr chunk (2D) is named by its grid index (the
+# reverse of Neuroglancer's grid position), a precomputed one (volumes) by its box in the level's voxels, x first:
+# the grid position times the chunk size, clipped to the level's size.
 PAGE_CHUNKS = """(() => {
   const out = {};
   for (const source of h.viewer.chunkManager.memoize.map.values()) {
@@ -53,8 +55,13 @@ PAGE_CHUNKS = """(() => {
     if (typeof url !== "string" || !url.startsWith(`mem://${h.widgetId}/`) || !(source.chunks instanceof Map)) continue;
     const m = /^mem:\\/\\/[^/]+\\/(labels|predictions\\/\\d+)\\/(\\d+)\\/?$/.exec(url);
     if (m === null) continue;
+    const precomputed = source.RPC_TYPE_ID === "precomputed/VolumeChunkSource";
+    const { chunkDataSize, upperVoxelBound } = source.spec;
     for (const [key, chunk] of source.chunks) {
-      const index = key.split(",").reverse().join(".");
+      const grid = key.split(",").map(Number);
+      const index = precomputed
+        ? [0, 1, 2].map((i) => `${grid[i] * chunkDataSize[i]}-${Math.min(upperVoxelBound[i], (grid[i] + 1) * chunkDataSize[i])}`).join("_")
+        : key.split(",").reverse().join(".");
       let sum = 0, weighted = 0;
       if (chunk.data !== null) chunk.data.forEach((v, i) => { sum += v; weighted += i * v; });
       out[`${m[1]}/${m[2]}/${index}`] = chunk.data === null ? null : [sum, weighted];
@@ -283,6 +290,10 @@ def test_a_volume_is_updated_in_place_too(open_notebook):
     assert d.k("w.viewer_state['layout']") == "4panel" and d.k("w.session.is_trained")
     d.kexec("w.add_stroke(**strokes[6])")  # the first update may reload (chunks Neuroglancer prefetched)
     d.settle()
-    page_matches_kernel(d)
+    page = page_matches_kernel(d)
+    # plane-shaped chunks: each panel holds chunks one voxel thick along its normal, named by their box
+    boxes = [[int(v) for v in key.rsplit("/", 1)[1].replace("_", "-").split("-")] for key in page]
+    thickness = sorted({min(b - a for a, b in zip(box[::2], box[1::2])) for box in boxes})
+    assert thickness == [1], f"chunks {sorted(page)} are not planes"
     stroke_updates_in_place(d, "w.add_stroke(**strokes[7])")
     stroke_updates_in_place(d, "w.remove_stroke(w.session.annotations.strokes[-1].id)")

@@ -161,6 +161,17 @@ export function chunkKeyAt(path: string, index: readonly number[]): ChunkKey | n
   return key instanceof ChunkKey ? key : null;
 }
 
+/**
+ * The precomputed chunk of the level whose path is `path` ("labels/0/", a chunk source's URL path) covering `box`
+ * ([start, stop) per spatial axis in array order, (z, y, x)), or null if `path` names no level of a widget array or
+ * `box` is no box.
+ */
+export function boxKeyAt(path: string, box: readonly (readonly [number, number])[]): BoxKey | null {
+  const leaf = [...box].reverse().map(([a, b]) => `${a}-${b}`).join("_");
+  const key = parseKey(`${trimSlash(path)}/${leaf}`);
+  return key instanceof BoxKey ? key : null;
+}
+
 function trimSlash(path: string): string {
   return path.endsWith("/") ? path.slice(0, -1) : path;
 }

@@ -17,7 +17,7 @@
 
 import { ChunkState } from "neuroglancer/unstable/chunk_manager/base.js";
 import { DATA_TYPE_ARRAY_CONSTRUCTOR, DATA_TYPE_BYTES } from "neuroglancer/unstable/util/data_type.js";
-import { chunkKeyAt } from "./chunk_keys.js";
+import { boxKeyAt, chunkKeyAt } from "./chunk_keys.js";
 import { parseMemUrl } from "./mem_url.js";
 
 /** What the update uses of a frontend volume chunk (sliceview/uncompressed_chunk_format.js, no exported type). */
@@ -31,14 +31,28 @@ export interface UpdatableChunk {
   freeGPUMemory(gl: unknown): void;
 }
 
-/** What the update uses of a frontend zarr chunk source served from `mem://`. */
+/** What the update uses of a chunk source's spec (sliceview/volume/base.js `VolumeChunkSpecification`). */
+export interface UpdatableSpec {
+  dataType?: number;
+  chunkDataSize?: ArrayLike<number>;
+  /** Exclusive upper bound of the chunk grid in voxels (precomputed: the level's size), Neuroglancer's axis order. */
+  upperVoxelBound?: ArrayLike<number>;
+  baseVoxelOffset?: ArrayLike<number>;
+}
+
+/** What the update uses of a frontend zarr or precomputed chunk source served from `mem://`. */
 export interface UpdatableSource {
   chunks: Map<string, UpdatableChunk>;
   parameters?: { url?: unknown };
-  spec?: { dataType?: number; chunkDataSize?: ArrayLike<number> };
+  spec?: UpdatableSpec;
   chunkFormatHandler?: { fillValueChunk?: { texture: unknown; textureLayout: unknown } };
   gl?: unknown;
+  /** The shared-object type of the source (on its prototype): which data source made it. */
+  RPC_TYPE_ID?: unknown;
 }
+
+/** The shared-object type of Neuroglancer's precomputed volume chunk sources (datasource/precomputed/base.js). */
+export const PRECOMPUTED_SOURCE_TYPE = "precomputed/VolumeChunkSource";
 
 /** `chunk`'s new content: bytes, or null for missing (the fill value). */
 interface ChunkChange {
@@ -65,6 +79,44 @@ export function zarrChunkKey(sourceUrl: string, neuroglancerKey: string): string
   return chunkKeyAt(parseMemUrl(sourceUrl).path, index)?.toString() ?? null;
 }
 
+/**
+ * The precomputed key of a chunk of a `mem://` chunk source: its box `<x0>-<x1>_<y0>-<y1>_<z0>-<z1>` in the level's
+ * voxels, found as Neuroglancer's worker finds the path it reads (sliceview/volume/backend.js `computeChunkBounds`):
+ * the grid position (x, y, z[, channel]) times the chunk size, clipped to the level's size, plus the base offset.
+ * Each chunk layout of a level (flat along z, y or x) is its own source with its own chunk size. Null if the URL
+ * names no level of a widget array or the key is not a grid position of the source (a channel position other than
+ * 0: channels are stored whole).
+ */
+export function precomputedChunkKey(sourceUrl: string, spec: UpdatableSpec, neuroglancerKey: string): string | null {
+  const { chunkDataSize: size, upperVoxelBound: upper, baseVoxelOffset: base } = spec;
+  const position = neuroglancerKey.split(",").map(Number);
+  if (size === undefined || upper === undefined || position.length !== size.length || position.length < 3) return null;
+  const box: [number, number][] = [];
+  for (let i = 0; i < position.length; ++i) {
+    const g = position[i];
+    if (!Number.isInteger(g) || g < 0) return null;
+    if (i >= 3) {
+      if (g !== 0) return null;
+      continue;
+    }
+    const start = g * size[i];
+    const stop = Math.min(upper[i], start + size[i]);
+    const offset = base?.[i] ?? 0;
+    box.push([start + offset, stop + offset]);
+  }
+  return boxKeyAt(parseMemUrl(sourceUrl).path, box.reverse())?.toString() ?? null;
+}
+
+/** The widget's key of a chunk of a `mem://` chunk source (zarr or precomputed), or null if it has none. */
+export function chunkKeyOf(source: UpdatableSource, neuroglancerKey: string): string | null {
+  const url = source.parameters?.url;
+  if (typeof url !== "string") return null;
+  if (source.RPC_TYPE_ID === PRECOMPUTED_SOURCE_TYPE) {
+    return source.spec === undefined ? null : precomputedChunkKey(url, source.spec, neuroglancerKey);
+  }
+  return zarrChunkKey(url, neuroglancerKey);
+}
+
 function chunkBytes(source: UpdatableSource, chunk: UpdatableChunk): number | undefined {
   const size = chunk.chunkDataSize ?? source.spec?.chunkDataSize;
   const dataType = source.spec?.dataType;
@@ -86,8 +138,8 @@ export function planChunkUpdate(sources: UpdatableSource[], lookup: PushedLookup
     const url = source.parameters?.url;
     if (typeof url !== "string") return "a chunk source without a URL";
     for (const [ngKey, chunk] of source.chunks) {
-      const key = zarrChunkKey(url, ngKey);
-      if (key === null) return `chunk ${ngKey} of ${url} has no zarr key of the widget`;
+      const key = chunkKeyOf(source, ngKey);
+      if (key === null) return `chunk ${ngKey} of ${url} has no key of the widget`;
       plan.held.add(key);
       const data = lookup(key);
       if (data === undefined) return `${key} was not pushed`;
