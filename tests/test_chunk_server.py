@@ -516,3 +516,37 @@ def test_push_respects_its_byte_budget_and_keeps_the_working_set_when_cancelled(
     server.read(keys[:3])
     session.is_trained = False
     assert server.take_push("predictions") == ([], [], [])
+
+
+def test_a_volume_push_after_scrolling_holds_the_planes_in_view_only():
+    vol = np.random.default_rng(4).integers(0, 200, (30, 100, 100)).astype(np.uint8)
+    session = _Session(vol)
+    session.is_trained = True
+    session.precompute = lambda regions: None
+    server = _server(session, "wid", chunk_shape=(64, 64, 64), plane_chunks=True, coarsest_size=1000)
+
+    def xy(z):  # the four chunks of an xy plane
+        return [f"predictions/0/0/{x}_{y}_{z}-{z + 1}" for y in ("0-64", "64-100") for x in ("0-64", "64-100")]
+
+    xz, yz = (
+        ["predictions/0/0/0-64_50-51_0-30", "predictions/0/0/64-100_50-51_0-30"],
+        ["predictions/0/0/50-51_0-64_0-30"],
+    )
+    # the three panels at z = 10, then one slice down: both xy planes are pushed (the browser updates them in place)
+    server.read(xz + yz + xy(10))
+    server.read(xy(11))
+    assert sorted(server.take_push("predictions").keys) == sorted(xz + yz + xy(10) + xy(11))
+    # scrolled through 10 slices: the xy plane shown last, and the xz and yz planes
+    server.read(xz + yz)
+    for z in range(12, 22):
+        server.read(xy(z))
+    session.predict_calls.clear()
+    session.generation += 1  # a new model: every chunk pushed is predicted again
+    push = server.take_push("predictions")
+    assert sorted(push.keys) == sorted(xz + yz + xy(21))
+    assert len(session.predict_calls) == 7, "no plane the user has left is predicted"
+    assert server.pending_push("predictions") == 0
+    # labels alike; the 2D zarr chunks of an image are all pushed (an image has no planes to leave)
+    server.read([k.replace("predictions/0", "labels") for z in range(5) for k in xy(z)])
+    session.annotations.paint((slice(0, 5), slice(0, 100), slice(0, 100)), 1)
+    assert sorted(server.take_push("labels").keys) == sorted(k.replace("predictions/0", "labels") for k in xy(4))

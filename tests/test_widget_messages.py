@@ -907,6 +907,32 @@ def test_stop_ends_a_long_prediction_and_a_training(large):
     w.close()
 
 
+def test_a_request_cancelled_while_it_runs_computes_no_further_chunk(large):
+    import time
+
+    image, _, strokes = large
+    w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
+    w.live = False
+    for s in (strokes[0], strokes[-1]):
+        w.session.add_stroke(**s)
+    w.session.train()
+    w.wait(60)
+    _slow_predictions(w, 0.3)
+    layout = w.chunk_server.store.layout
+    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]  # 9 x 0.3 s if not cancelled
+    started = time.monotonic()
+    w.handle_message({"type": "chunks", "id": 5, "keys": keys})
+    time.sleep(0.4)
+    w.handle_message({"type": "cancel", "id": 6, "ids": [5]})  # the browser left the view of these chunks
+    w.wait(60)
+    assert time.monotonic() - started < 2.0  # stopped after the chunk under way, not after all nine
+    assert not w.busy and w.progress == {} and w.status == "Ready"
+    w.handle_message({"type": "chunks", "id": 7, "keys": keys[:1]})  # other requests are answered
+    w.wait(60)
+    assert rec.reply(7)[0]["found"] == [True]
+    w.close()
+
+
 def test_a_chunk_read_that_returns_nonsense_is_answered_with_an_error_not_silence(data):
     image, _, _ = data
     w, rec = make_widget(image)

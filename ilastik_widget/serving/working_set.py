@@ -5,6 +5,12 @@ every read the store answered and by the browser's ``seen`` reports of chunks it
 new model, :meth:`WorkingSet.take_push` computes those chunks, names the ones that are now empty, and starts a new
 working set: pushed chunks join it again only when the browser reports it still shows them, so chunks of a view the
 user has left drop out.
+
+A volume's chunks are planes (see :mod:`~ilastik_widget.serving.pyramid`): scrolling through a volume reads a plane
+per slice passed, and every one of them would be predicted again after the next stroke. A push of a volume therefore
+holds the newest plane of each chunk layout and level only (what axis-aligned panels show) when the working set has
+more chunks than the browser updates in place (:data:`MAX_HELD_PER_SHOWN`): the browser then reloads what it shows,
+its reads answered from the push, instead of the kernel predicting planes the user has left.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import NamedTuple
 
 from .chunk_keys import BoxKey, ChunkKey, parse_key
 from .chunk_store import ChunkStore
+from .pyramid import Pyramid
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,10 @@ PREDICT_AHEAD_BATCH = 8
 #: The most chunks remembered per array (the oldest are forgotten).
 MAX_WORKING_CHUNKS = 4096
 PUSHED_ARRAYS = ("labels", "predictions")
+#: The browser updates its chunks of an array in place only while it holds at most this many per chunk in view, plus
+#: the slack; else it reloads them (js/src/data/chunk_update.ts, the same numbers).
+MAX_HELD_PER_SHOWN = 2
+MAX_HELD_SLACK = 8
 
 
 class ChunkPush(NamedTuple):
@@ -100,6 +111,7 @@ class WorkingSet:
                 return nothing
             layout = self.store.layout
             wanted = [dataclasses.replace(k, layout=layout) for k in wanted]
+        wanted = self._newest_planes(array, wanted)
         # coarse chunks are assembled from the finer ones (a stable sort keeps the newest first within a level)
         wanted.sort(key=lambda k: k.level)
         if array == "predictions":
@@ -128,6 +140,22 @@ class WorkingSet:
             total += len(chunk)
         return push
 
+    def _newest_planes(self, array: str, wanted: list[ChunkKey | BoxKey]) -> list[ChunkKey | BoxKey]:
+        """``wanted`` (newest first), or only its chunks in the newest plane of each chunk layout and level when it
+        holds more than the browser would update in place with those in view (see the module docstring)."""
+        if self.store.format != "precomputed":
+            return wanted
+        pyramid = self.store.pyramid(array)
+        newest: dict[tuple[int, int], int] = {}
+        shown = []
+        for key in wanted:
+            plane = _plane(pyramid, key)
+            if plane is not None and newest.setdefault(plane[0], plane[1]) == plane[1]:
+                shown.append(key)
+        if len(wanted) <= MAX_HELD_PER_SHOWN * len(shown) + MAX_HELD_SLACK:
+            return wanted
+        return shown
+
     def _predict_ahead(self, wanted: list[ChunkKey | BoxKey], max_bytes: int, cancelled: Callable[[], bool]) -> None:
         """Predict the full-resolution chunks of a push that fit in its budget in parallel, a batch at a time, so that
         take_push reads them from the session's cache: one chunk after another, each predicted with the forest's
@@ -148,3 +176,14 @@ class WorkingSet:
             except Exception:
                 log.debug("working_set: predicting ahead failed", exc_info=True)
                 return
+
+
+def _plane(pyramid: Pyramid, key: ChunkKey | BoxKey) -> tuple[tuple[int, int], int] | None:
+    """((level, flat axis), plane index) of a plane-shaped chunk of ``pyramid``; None for any other key."""
+    if not isinstance(key, BoxKey) or not 0 <= key.level < pyramid.n_levels or len(key.box) != pyramid.ndim:
+        return None
+    shape = pyramid.level_shape(key.level)
+    for axis, chunk in enumerate(pyramid.flat_chunks()):
+        if all(a % c == 0 and b == min(a + c, n) and a < n for (a, b), c, n in zip(key.box, chunk, shape)):
+            return (key.level, axis), key.box[axis][0]
+    return None

@@ -1,8 +1,9 @@
 """Answers the browser's ``chunks`` requests in worker threads, so the comm stays responsive while chunks are made.
 
 Two lanes: image and label chunks are quick and must not wait behind prediction chunks being computed. A request the
-browser cancelled before it started is skipped. :meth:`ChunkRequests.stop` (the user's Stop) answers every request
-not yet finished with an error: its remaining chunks are not computed.
+browser cancelled before it started is skipped, one cancelled while it runs stops after its current chunk.
+:meth:`ChunkRequests.stop` (the user's Stop) answers every request not yet finished with an error: its remaining
+chunks are not computed.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class ChunkRequests:
             if n_predictions and _is_prediction_chunk(key):
                 done += 1
                 self._done(1)
-            return self._stops == stops
+            with self._lock:  # a request the browser cancelled meanwhile computes no further chunk
+                return self._stops == stops and request.id not in self._cancelled
 
         try:
             with self._lock:

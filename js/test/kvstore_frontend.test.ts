@@ -1,6 +1,6 @@
-// Unit tests of data/kvstore_frontend.ts: `ChunkFetcher` with a fake transport, the per-view fetcher registry and
-// `MemKvStore` reads (byte ranges), and of data/mem_url.ts. Importing the module also registers the mem:// scheme
-// with Neuroglancer's kvstore registry, which runs under Node.
+// Unit tests of data/chunk_fetcher.ts (`ChunkFetcher` with a fake transport), data/kvstore_frontend.ts (the per-view
+// fetcher registry and `MemKvStore` reads, byte ranges) and data/mem_url.ts. Importing kvstore_frontend also
+// registers the mem:// scheme with Neuroglancer's kvstore registry, which runs under Node.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -14,6 +14,7 @@ import {
   registerChunkFetcher,
 } from "../src/data/kvstore_frontend.js";
 import { MEM_SCHEME, memSource, memUrl, parseMemUrl } from "../src/data/mem_url.js";
+import { RequestError } from "../src/widget/transport.js";
 import type { ChunksReply, ChunksRequest, SeenRequest } from "../src/protocol.js";
 
 interface SentRequest {
@@ -95,7 +96,7 @@ test("keys read in one burst go out in one chunks message; each read gets its ke
   t.requests[0].answer({ "raw/0/0.0": bytes(1), "raw/0/0.1": bytes(2, 2), "raw/1/0.0": bytes(4, 4, 4, 4) });
   const results = await Promise.all(reads);
   assert.deepEqual(results, [bytes(1), bytes(2, 2), undefined, bytes(4, 4, 4, 4)]);
-  assert.deepEqual(f.stats, { messages: 1, keys: 4, bytes: 7, dropped: 0, cancelled: 0, pushed: 0 });
+  assert.deepEqual(f.stats, { messages: 1, keys: 4, bytes: 7, dropped: 0, cancelled: 0, pushed: 0, waiting: 0, preempted: 0 });
   assert.equal(f.isIdle(), true);
 });
 
@@ -602,4 +603,183 @@ test("MemKvStore reads whole keys and byte ranges through the view's fetcher", a
     unregister();
     f.dispose();
   }
+});
+
+test("setViewFilter: prediction reads out of view wait unsent, and go once in view; other reads never wait", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const inView = new Set(["predictions/0/0/0-4_0-4_5-6"]);
+  let made = 0;
+  f.setViewFilter(() => {
+    made++;
+    return (key) => !inView.has(key);
+  });
+  const shown = f.fetch("predictions/0/0/0-4_0-4_5-6");
+  const left = f.fetch("predictions/0/0/0-4_0-4_2-3"); // a plane scrolled past
+  const labels = f.fetch("labels/0/0-4_0-4_2-3");
+  await flushed();
+  assert.deepEqual(t.sentKeys.sort(), [["labels/0/0-4_0-4_2-3"], ["predictions/0/0/0-4_0-4_5-6"]]);
+  assert.ok(made >= 1, "the filter is made per flush");
+  assert.equal(f.stats.waiting, 1);
+  answerAll(t.requests[0]);
+  answerAll(t.requests[1]);
+  await Promise.all([shown, labels]);
+  await flushed();
+  assert.equal(f.isIdle(), true, "a read waiting out of view does not keep the page busy");
+  assert.equal(f.hasPendingReads("predictions"), false, "nor does it hold back an in-place update");
+  assert.deepEqual([...f.readSinceReload("predictions")], ["predictions/0/0/0-4_0-4_5-6"],
+    "an unsent read is in no chunk of the worker");
+  assert.equal(await settled(left), "pending");
+  // back on that plane
+  inView.add("predictions/0/0/0-4_0-4_2-3");
+  f.viewChanged();
+  await flushed();
+  assert.deepEqual(t.sentKeys[2], ["predictions/0/0/0-4_0-4_2-3"]);
+  assert.equal(f.isIdle(), false);
+  answerAll(t.requests[2]);
+  assert.equal(text(await left), "predictions/0/0/0-4_0-4_2-3");
+  f.dispose();
+});
+
+test("a read waiting out of view is dropped when aborted, answered from a later push, or sent by the periodic check", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  f.waitingCheckMs = 20;
+  let inView = false;
+  f.setViewFilter(() => () => !inView);
+  const controller = new AbortController();
+  const aborted = f.fetch("predictions/0/0/0-4_0-4_1-2", controller.signal);
+  const pushedLater = f.fetch("predictions/0/0/0-4_0-4_2-3");
+  const sentLater = f.fetch("predictions/0/0/0-4_0-4_3-4");
+  await flushed();
+  assert.equal(t.requests.length, 0);
+  assert.equal(f.stats.waiting, 3);
+  controller.abort(new Error("evicted"));
+  await assert.rejects(aborted, /evicted/);
+  f.receivePush(["predictions"], push(["predictions/0/0/0-4_0-4_2-3"], [bytes(4)]));
+  await sleep(40); // the periodic check looks again
+  assert.deepEqual(await pushedLater, bytes(4), "answered from the push, nothing sent");
+  assert.equal(t.requests.length, 0);
+  assert.deepEqual(t.notes, [], "the seen report waits for its burst");
+  inView = true; // in view again without a view change the fetcher heard of (a panel resized)
+  await sleep(60);
+  assert.deepEqual(t.sentKeys, [["predictions/0/0/0-4_0-4_3-4"]]);
+  answerAll(t.requests[0]);
+  assert.equal(text(await sentLater), "predictions/0/0/0-4_0-4_3-4");
+  await sleep(80);
+  assert.deepEqual(t.notes, [{ type: "seen", keys: ["predictions/0/0/0-4_0-4_2-3"] }]);
+  f.dispose();
+});
+
+test("a view filter that throws sends every read", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    f.setViewFilter(() => {
+      throw new Error("no panels yet");
+    });
+    const read = f.fetch("predictions/0/0/0-4_0-4_1-2");
+    await flushed();
+    assert.deepEqual(t.sentKeys, [["predictions/0/0/0-4_0-4_1-2"]]);
+    answerAll(t.requests[0]);
+    await read;
+  } finally {
+    console.warn = warn;
+    f.dispose();
+  }
+});
+
+test("a prediction message whose chunks all went out of view is cancelled and its reads wait again", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t);
+  const inView = new Set(["predictions/0/0/0-4_0-4_1-2", "predictions/0/0/4-8_0-4_1-2", "predictions/0/0/0-4_0-4_7-8"]);
+  f.setViewFilter(() => (key) => !inView.has(key));
+  const plane1 = ["predictions/0/0/0-4_0-4_1-2", "predictions/0/0/4-8_0-4_1-2"].map((k) => f.fetch(k));
+  const other = f.fetch("predictions/0/0/0-4_0-4_7-8");
+  await flushed();
+  assert.equal(t.requests.length, 1);
+  const [sent] = t.requests;
+  assert.deepEqual(sent.keys.length, 3);
+  // scrolled on: plane 1 leaves the view, the chunk of plane 7 stays; one chunk in view keeps the message
+  inView.delete("predictions/0/0/0-4_0-4_1-2");
+  inView.delete("predictions/0/0/4-8_0-4_1-2");
+  f.viewChanged();
+  await flushed();
+  assert.equal(sent.signal?.aborted, false);
+  sent.answer(Object.fromEntries(sent.keys.map((k) => [k, chunk(k)])));
+  assert.equal(text(await other), "predictions/0/0/0-4_0-4_7-8");
+  await Promise.all(plane1);
+
+  // a message of plane 2 alone, then plane 2 leaves the view
+  inView.add("predictions/0/0/0-4_0-4_2-3");
+  const plane2 = f.fetch("predictions/0/0/0-4_0-4_2-3");
+  await flushed();
+  const second = t.requests[1];
+  assert.deepEqual(second.keys, ["predictions/0/0/0-4_0-4_2-3"]);
+  inView.delete("predictions/0/0/0-4_0-4_2-3");
+  f.viewChanged();
+  await flushed();
+  assert.equal(second.signal?.aborted, true, "the kernel is told to skip it");
+  assert.equal(f.stats.preempted, 1);
+  assert.equal(await settled(plane2), "pending", "the reader still waits, unanswered");
+  assert.equal(f.isIdle(), true);
+  assert.ok(!f.readSinceReload("predictions").has("predictions/0/0/0-4_0-4_2-3"), "never answered: not in the worker");
+  // back on plane 2: sent again
+  inView.add("predictions/0/0/0-4_0-4_2-3");
+  f.viewChanged();
+  await flushed();
+  assert.deepEqual(t.requests[2].keys, ["predictions/0/0/0-4_0-4_2-3"]);
+  answerAll(t.requests[2]);
+  assert.equal(text(await plane2), "predictions/0/0/0-4_0-4_2-3");
+  f.dispose();
+});
+
+test("after the user's Stop, prediction reads wait unsent until the view changes or new data comes", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t, { maxInFlight: 1, maxPredictionKeysPerMessage: 2 });
+  f.waitingCheckMs = 20;
+  const keys = Array.from({ length: 6 }, (_, i) => `predictions/0/0/0-4_0-4_${i}-${i + 1}`);
+  const reads = keys.map((k) => f.fetch(k));
+  await flushed();
+  assert.deepEqual(t.sentKeys, [keys.slice(0, 2)], "one message in flight, the others queued");
+  t.requests[0].fail(new RequestError("Stopped by the user: these chunks were not computed.", "error"));
+  await flushed();
+  assert.equal(t.requests.length, 1, "the queued reads do not start the work again");
+  await sleep(2 * f.waitingCheckMs);
+  assert.equal(t.requests.length, 1, "not when the fetcher looks at waiting reads again either");
+  assert.deepEqual(await Promise.all(reads.map(settled)), Array(6).fill("pending"), "no read fails: none is lost");
+  assert.equal(f.isIdle(), true);
+  const image = f.fetch("raw/0/0-4_0-4_0-1");
+  await flushed();
+  assert.deepEqual(t.sentKeys[1], ["raw/0/0-4_0-4_0-1"], "image and labels are not held back");
+  answerAll(t.requests[1]);
+  await image;
+  // the user moves the view: what is asked for goes again
+  f.viewChanged();
+  for (let i = 2; i < 5; ++i) {
+    await flushed();
+    assert.equal(t.requests.length, i + 1);
+    answerAll(t.requests[i]);
+  }
+  assert.deepEqual((await Promise.all(reads)).map(text), keys);
+  assert.deepEqual(t.sentKeys.slice(2).flat().sort(), keys, "each sent once more");
+  // another error is an error
+  const failed = f.fetch("predictions/0/0/0-4_0-4_9-10");
+  await flushed();
+  t.requests[5].fail(new RequestError("Could not read chunks: out of memory", "error"));
+  await assert.rejects(failed, /out of memory/);
+  // and after a Stop, a refresh's data lets the reads go too
+  const again = f.fetch("predictions/0/0/0-4_0-4_8-9");
+  await flushed();
+  t.requests[6].fail(new RequestError("Stopped by the user: these chunks were not computed.", "error"));
+  await flushed();
+  assert.equal(t.requests.length, 7);
+  f.receivePush(["labels"], push([], []));
+  await flushed();
+  assert.deepEqual(t.sentKeys[7], ["predictions/0/0/0-4_0-4_8-9"]);
+  answerAll(t.requests[7]);
+  assert.equal(text(await again), "predictions/0/0/0-4_0-4_8-9");
+  f.dispose();
 });

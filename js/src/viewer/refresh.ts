@@ -5,9 +5,16 @@
 import { getNormalizedChunkLayout } from "neuroglancer/unstable/sliceview/base.js";
 import type { Viewer } from "neuroglancer/unstable/viewer.js";
 import type { ArrayName } from "../data/chunk_keys.js";
-import { applyChunkUpdate, heldOutOfView, planChunkUpdate, type UpdatableSource } from "../data/chunk_update.js";
-import type { ChunkFetcher, ChunkPush } from "../data/kvstore_frontend.js";
-import { memUrl } from "../data/mem_url.js";
+import {
+  PRECOMPUTED_SOURCE_TYPE,
+  applyChunkUpdate,
+  chunkKeyOf,
+  heldOutOfView,
+  planChunkUpdate,
+  type UpdatableSource,
+} from "../data/chunk_update.js";
+import type { ChunkFetcher, ChunkPush } from "../data/chunk_fetcher.js";
+import { memUrl, parseMemUrl } from "../data/mem_url.js";
 
 /** How refreshes were shown: arrays updated in place or reloaded, and why the last reload was needed. */
 export interface RefreshStats {
@@ -21,12 +28,47 @@ export class Refresher {
   readonly reloader: Reloader;
   readonly stats: RefreshStats = { updatedInPlace: 0, reloaded: 0, lastReloadReason: "" };
 
+  private readonly unlisten: Array<() => void>;
+
   constructor(
     private viewer: Viewer,
     private widgetId: string,
     private fetcher: ChunkFetcher,
   ) {
     this.reloader = new Reloader(viewer, memUrl(widgetId));
+    // A volume's prediction planes are read only while in view (see `outOfView`); a view change may bring them back.
+    fetcher.setViewFilter(() => this.outOfView());
+    const viewChanged = () => fetcher.viewChanged();
+    this.unlisten = [
+      viewer.position.changed,
+      viewer.crossSectionScale.changed,
+      viewer.crossSectionOrientation.changed,
+      viewer.layout.changed,
+      viewer.layerManager.layersChanged,
+    ].map((signal) => signal.add(viewChanged));
+  }
+
+  /**
+   * A test of whether a prediction chunk of a volume is out of view: its read waits (data/kvstore_frontend.ts).
+   * Neuroglancer keeps asking for the planes a scroll passed until it needs their download slots for others, and
+   * each is a plane the kernel predicts. Only chunks of a level that is in view with other chunks count as out of
+   * view, so a view this cannot see (a panel of another kind) is never held back.
+   */
+  outOfView(): (key: string) => boolean {
+    const prefix = memUrl(this.widgetId, "predictions/");
+    const inView = new Set<string>();
+    const levels = new Set<string>();
+    for (const [source, ngKeys] of chunksInView(this.viewer)) {
+      const s = source as UpdatableSource;
+      const url = s.parameters?.url;
+      if (typeof url !== "string" || !url.startsWith(prefix) || s.RPC_TYPE_ID !== PRECOMPUTED_SOURCE_TYPE) continue;
+      levels.add(levelPath(parseMemUrl(url).path));
+      for (const ngKey of ngKeys) {
+        const key = chunkKeyOf(s, ngKey);
+        if (key !== null) inView.add(key);
+      }
+    }
+    return (key) => levels.has(levelPath(key)) && !inView.has(key);
   }
 
   /** Shows the new data of `arrays` with the chunks of `push`; returns the arrays that had to be reloaded. */
@@ -75,8 +117,15 @@ export class Refresher {
   }
 
   dispose(): void {
+    for (const unlisten of this.unlisten) unlisten();
+    this.fetcher.setViewFilter(undefined);
     this.reloader.dispose();
   }
+}
+
+/** The path of a chunk's level (`predictions/3/0/` of `predictions/3/0/0-256_0-256_5-6`); a level's path as it is. */
+function levelPath(path: string): string {
+  return path.endsWith("/") ? path : path.slice(0, path.lastIndexOf("/") + 1);
 }
 
 /** What a refresh uses of a Neuroglancer chunk source (chunk_manager/frontend.js ships no types). */
@@ -107,14 +156,21 @@ export function chunkSourcesWithUrl(viewer: Viewer, prefix: string): ChunkSource
 }
 
 /**
- * Keys of the chunks each chunk source has in view in some cross-section panel, counted the way Neuroglancer's
- * `SliceView.isReady` counts them (the chunks a draw uses).
+ * Keys of the chunks each chunk source has in view in some cross-section panel (or slice drawn in a 3D panel),
+ * counted the way Neuroglancer's `SliceView.isReady` counts them (the chunks a draw uses).
  */
 export function chunksInView(viewer: Viewer): Map<unknown, Set<string>> {
   const out = new Map<unknown, Set<string>>();
+  // the cross-section panels' slice views, and those a 3D panel draws (in the four-panel layout the same ones)
+  const sliceViews = new Set<any>();
   for (const panel of viewer.display.panels) {
-    const sliceView = (panel as unknown as { sliceView?: any }).sliceView;
-    if (sliceView === undefined || !(panel as unknown as { visible: boolean }).visible) continue;
+    // a 3D panel's `sliceViews` is a WatchableMap of slice view -> shown unconditionally
+    const p = panel as unknown as { sliceView?: unknown; sliceViews?: Iterable<[unknown, boolean]>; visible: boolean };
+    if (!p.visible) continue;
+    if (p.sliceView !== undefined) sliceViews.add(p.sliceView);
+    if (typeof p.sliceViews?.[Symbol.iterator] === "function") for (const [sliceView] of p.sliceViews) sliceViews.add(sliceView);
+  }
+  for (const sliceView of sliceViews) {
     for (const { visibleSources } of sliceView.visibleLayers.values()) {
       for (const tsource of visibleSources) {
         const layout = getNormalizedChunkLayout(sliceView.projectionParameters.value, tsource.chunkLayout);

@@ -263,6 +263,14 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     showScaleBar: false,
     showSlices: true,
     selectedLayer: { visible: false },
+    // Scrolling through a volume, Neuroglancer fetches the planes ahead of the view (up to 2 s ahead at the scroll
+    // speed): for the prediction layers each is a plane the kernel predicts, most never shown (scrolling 10 slices
+    // made the kernel predict 29 planes).
+    prefetch: ndim === 2,
+    // Reads of prediction planes wait in the page while out of view or stopped (data/kvstore_frontend.ts), each
+    // holding one of Neuroglancer's download slots (100 by default): an oblique view of a volume held them all, and
+    // the image's chunks got none. The page's own lanes bound what goes to the kernel.
+    ...(ndim === 3 ? { concurrentDownloads: 2000 } : {}),
   };
   if (opts.state?.crossSectionOrientation) stateJson.crossSectionOrientation = opts.state.crossSectionOrientation;
   if (opts.state?.projectionOrientation) stateJson.projectionOrientation = opts.state.projectionOrientation;
