@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def new_session(volume, selection: FeatureSelection):
     return Session(volume, features=selection, seed=0)
 
 
-def stroke_cycle(session, strokes: list[dict], regions: list[tuple[slice, ...]]) -> dict[str, float]:
+def stroke_cycle(session, strokes: list[dict], regions: Sequence[tuple[slice, ...]]) -> dict[str, float]:
     """Paint ``strokes``, train, predict every region (as the panels ask); the wall time of each step."""
     t0 = time.perf_counter()
     for st in strokes:
@@ -361,7 +361,9 @@ def make_volume(shape: tuple[int, int, int], cache_dir: str | None = None) -> tu
 
     name = "x".join(map(str, shape))
     if cache_dir is not None and os.path.exists(os.path.join(cache_dir, f"volume_{name}.npy")):
-        return tuple(np.load(os.path.join(cache_dir, f"{k}_{name}.npy")) for k in ("volume", "truth"))  # type: ignore[return-value]
+        return np.load(os.path.join(cache_dir, f"volume_{name}.npy")), np.load(
+            os.path.join(cache_dir, f"truth_{name}.npy")
+        )
     img, truth = synthetic_cells(shape, seed=3)
     vol = (np.clip(img, 0, None) * 4000 + 100).astype(np.uint16)
     if cache_dir is not None:

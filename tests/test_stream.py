@@ -82,7 +82,9 @@ def test_z_ranges_and_regions(volume_and_features, z):
         assert [i for i, _ in items] == list(range(start, stop))
         if items:
             crop = (slice(None), slice(None)) if region is None else region
-            assert_close(np.stack([f for _, f in items]), whole[start:stop][(slice(None), *crop)], names, data_max)
+            assert_close(
+                np.stack([f for _, f in items]), whole[start:stop][(slice(None),) + tuple(crop)], names, data_max
+            )
 
 
 def test_integer_volume_and_anisotropic_voxels(rng):

@@ -258,7 +258,8 @@ class PlaneJob:
                 acc.free()
             self._done()
 
-        return [lambda k=k: tensor(k) for k in range(len(runs))] + [partial(cached, share) for share in shares]
+        tasks: list[Callable[[], None]] = [partial(tensor, k) for k in range(len(runs))]
+        return tasks + [partial(cached, share) for share in shares]
 
     def linear_done(self, sums: list[np.ndarray]) -> None:
         """The sums at the output plane (``self.rows``), computed by the caller."""

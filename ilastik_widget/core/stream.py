@@ -174,12 +174,12 @@ class _Job:
         finally:
             workspace.ARENA.put(sums)
 
-    def prepare_tasks(self, inputs: Ring, z0: int, z1: int, plane_shape: tuple[int, int]) -> list[Callable[[], None]]:
+    def prepare_tasks(self, inputs: Ring, z0: int, z1: int, plane_shape: tuple[int, int]) -> list[Callable[[], object]]:
         """Tasks computing the z sums and the tensor at the output planes ``[z0, z1)`` for phase 4 (the matrix
         products split by columns), after setting up where they go."""
         b, npix = z1 - z0, plane_shape[0] * plane_shape[1]
         job = self.job
-        tasks: list[Callable[[], None]] = []
+        tasks: list[Callable[[], object]] = []
         rows = [normal_row(self.scale, o, z, self.n) for o in self.lin for z in range(z0, z1)]
         if job.dog:
             rows += [normal_row(job.inner, 0, z, self.n) for z in range(z0, z1)]
@@ -195,8 +195,8 @@ class _Job:
             rows = [normal_row(job.outer, 0, z, self.n) for z in range(z0, z1)]
             tensor = self._buffer((b, n_pairs * npix))
             tasks += [partial(self.products.sums, rows, tensor, cols) for cols in _columns(n_pairs * npix)]
-            planes = tensor.reshape(b, n_pairs, *plane_shape)
-            job.j = [planes[:, i] for i in range(n_pairs)]
+            pairs = tensor.reshape(b, n_pairs, *plane_shape)
+            job.j = [pairs[:, i] for i in range(n_pairs)]
             if "gaussian_gradient_magnitude" in job.want:
                 job.ggm = self._buffer((b, *plane_shape))
                 tasks.append(partial(self._magnitude, z0, z1, plane_shape))
@@ -373,7 +373,7 @@ def _compute_step(
     _filters._run(lambda tj: tj[1].phase4(tj[0], bufs[tj[0]]), [(t, j) for t in range(z1 - z0) for j in jobs])
 
 
-def _call(task: Callable[[], None]) -> None:
+def _call(task: Callable[[], object]) -> None:
     task()
 
 

@@ -141,7 +141,8 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
         groups = [(model.selection, None)]
     z = (region[0].start, region[0].stop)
     streams = [
-        stream_features(block, sub, z=z, region=region[1:], channel_axis=-1, mode=model.mode) for sub, _ in groups
+        stream_features(block, sub, z=z, region=(region[1], region[2]), channel_axis=-1, mode=model.mode)
+        for sub, _ in groups
     ]
     out = np.empty((*size, model.n_classes), np.float32)
     rows = None if len(groups) == 1 else np.empty((size[1] * size[2], n_feat), np.float32)
@@ -161,14 +162,14 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
 
 def halo_depth(model: TrainedModel) -> tuple[int, ...]:
     """Voxels per side that a block reads around itself, per spatial axis."""
-    from ..core.features import halo
+    from ..core.features import axis_halo, halo
 
     h = int(halo(model.selection))
     d = [h] * model.ndim
     if model.mode == "2d" and model.ndim == 3:
         d[0] = 0
     elif model.ndim == 3:
-        d[0] = int(halo(model.selection, 3)[0])  # scales in 2D reach no plane along z
+        d[0] = axis_halo(model.selection, (1.0, 1.0, 1.0))[0]  # scales in 2D reach no plane along z
     return tuple(d)
 
 
@@ -222,7 +223,7 @@ def _choose_chunks(spatial_shape, input_chunks, depth, n_features, chunks, block
                 c = max(k, (c // k) * k)  # whole input chunks per block
             want.append(min(n, c))
     else:
-        want = [int(chunks)] * nd if np.isscalar(chunks) else [int(c) for c in chunks]
+        want = [int(chunks)] * nd if np.ndim(chunks) == 0 else [int(c) for c in chunks]
         if len(want) != nd:
             raise ValueError(f"chunks={chunks!r} must give {nd} spatial sizes")
         want = [min(n, max(1, c)) for n, c in zip(spatial_shape, want)]
