@@ -1,6 +1,7 @@
 """The widget in a real browser: what the browser path adds on top of the kernel's own work.
 
     python benchmarks/bench_browser.py [--repeats 3]
+    python benchmarks/bench_browser.py --volume [--repeats 3]
 
 Runs JupyterLab and headless Chromium through the e2e harness (tests/e2e/e2e_harness.py) on a 1024x1024 synthetic
 image shown whole at about one screen pixel per image pixel, and prints each figure beside its baseline from the
@@ -14,6 +15,12 @@ same run:
    widget message (kernel -> browser, acknowledged back).
 3. Time to first image after display(w): from Run Cell to the first screen frame where the image is recognisable;
    baseline: the same image as a PNG in an ipywidgets.Image, displayed the same way.
+
+With ``--volume``: a 120x512x512 uint16 synthetic volume in the four-panel layout (plane-shaped chunks), strokes
+painted on the xy panel; from the mouse release to the first screen frame from which all three slice panels show
+their settled view with the new prediction, against the kernel's own stroke -> three planes time (a second Session on
+the same volume with warm caches: add the stroke, train, predict the xy, xz and yz planes the panels show). Target:
+the browser adds <= 0.3 s, as in 2D.
 
 Screen times come from Chromium's screencast frames (CDP), stamped by the browser with the same wall clock as the
 kernel's time.time().
@@ -108,6 +115,55 @@ NOTEBOOK = [
 ]
 
 
+VOLUME = (120, 512, 512)
+VOLUME_VIEW_HEIGHT = 1000  # CSS px of the widget: four panels of about 420 x 480
+
+# The same instrumentation as in 2D; the volume is 2 x 2 tiles of a 120 x 256 x 256 synthetic volume (a quarter of
+# the time to make), strokes in the xy plane the view opens on.
+VOLUME_SETUP = (
+    SETUP[: SETUP.index("image, truth = ")]  # the imports
+    + SETUP[SETUP.index("EVENTS = []") : SETUP.index("def kernel_reference")]  # the instrumentation
+    + f"""\
+Z, Y, X = {VOLUME[0] // 2}, {VOLUME[1] // 2}, {VOLUME[2] // 2}
+tile, tile_truth = synthetic_cells(({VOLUME[0]}, {VOLUME[1] // 2}, {VOLUME[2] // 2}), seed=5)
+image = (np.clip(np.tile(tile, (1, 2, 2)), 0, 1) * 4000).astype(np.uint16)
+truth = np.tile(tile_truth, (1, 2, 2))
+
+def at_z(strokes):
+    for s in strokes:
+        s["points"] = [[Z, p[1], p[2]] for p in s["points"]]
+        s["axes"] = [1, 2]
+    return strokes
+
+initial = at_z(simulated_strokes(truth[Z : Z + 1], n_per_class=2, radius=3, seed=0))
+measured = at_z(simulated_strokes(truth[Z : Z + 1], n_per_class=5, radius=3, seed=1))
+# the planes the three slice panels show
+PLANES = [(slice(Z, Z + 1), slice(None), slice(None)), (slice(None), slice(Y, Y + 1), slice(None)),
+          (slice(None), slice(None), slice(X, X + 1))]
+
+def kernel_reference(stroke):
+    # the kernel alone: stroke -> trained -> the three planes predicted, features cached as in the widget
+    t = time.perf_counter()
+    REF.add_stroke(**stroke)
+    REF.train()
+    for plane in PLANES:
+        REF.predict(plane)
+    return time.perf_counter() - t
+
+REF = Session(image)
+for s in initial:
+    REF.add_stroke(**s)
+REF.train()
+for plane in PLANES:
+    REF.predict(plane)
+"""
+)
+VOLUME_NOTEBOOK = [
+    VOLUME_SETUP,
+    f"w = IlastikWidget(image, height={VOLUME_VIEW_HEIGHT})\nw.brush_size = 7\ninstrument(w)\nw",
+]
+
+
 def pattern_points(step: int = 32) -> np.ndarray:
     yy, xx = np.mgrid[step // 2 : SIZE : step, step // 2 : SIZE : step]
     return np.stack([yy.ravel(), xx.ravel()], 1)
@@ -159,6 +215,148 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def measure_strokes(d: WidgetDriver, browser: Browser, cast: Screencast, args, planes: tuple[str, ...]) -> list[dict]:
+    """Paints the notebook's ``measured`` strokes with the mouse (after its ``initial`` ones, added from Python) and
+    times each from the mouse release to the screen showing the settled view on the panels showing ``planes``,
+    beside the kernel's own ``kernel_reference(stroke)``."""
+    lab, page, k = d.lab, d.page, cast.scale
+    # page-side times (wall clock, as the kernel's): refresh messages received, frames drawn by Neuroglancer
+    d.js("""(() => {
+      const T = window.__benchTimes = { refresh: [], draw: [] };
+      h.transport.on("refresh", (c) => T.refresh.push([Date.now() / 1000, c.layers, (c.keys || []).length]));
+      h.viewer.display.updateFinished.add(() => T.draw.push(Date.now() / 1000));
+      return true;
+    })()""")
+    d.kexec("for s in initial:\n    w.add_stroke(**s)")
+    d.settle(timeout=300)
+    strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
+    rows = []
+    if args.trace:
+        browser.browser.start_tracing(
+            page=page,
+            path=args.trace,
+            screenshots=False,
+            categories=[
+                "devtools.timeline",
+                "disabled-by-default-devtools.timeline",
+                "v8.execute",
+                "blink",
+                "gpu",
+                "cc",
+                "viz",
+                "toplevel",
+                "disabled-by-default-devtools.timeline.frame",
+            ],
+        )
+    for i in range(args.repeats):
+        stroke = strokes[i % len(strokes)]
+        d.press(str(stroke["label"]))
+        lab.wait_for(lambda: d.k("w.active_class") == stroke["label"], 20, "the active class")
+        d.kexec("EVENTS.clear(); SERVED.clear(); PUSHED.clear()")
+        d.js("(() => { window.__benchTimes.refresh.length = 0; window.__benchTimes.draw.length = 0; })()")
+        d.scroll_into_view()
+        if not args.no_screencast:
+            cast.start()
+        xy_s = d.to_screen(stroke["points"])
+        m = page.mouse
+        m.move(*xy_s[0])
+        m.down()
+        for p in xy_s[1:]:
+            m.move(*p, steps=3)
+        m.up()
+        t_up = time.time()
+        t_idle = d.settle(timeout=300, quiet=1.0, pixels=False)
+        if args.no_screencast:
+            t_screen = t_idle
+        else:
+            lab.pause(0.5)
+            cast.stop()
+            frames = cast.decoded()
+            t_screen = max(first_final_frame(frames, d.panel_rect(plane), t_up, k) for plane in planes)
+        events = d.k("EVENTS")
+        served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
+        pushed = d.k("PUSHED")
+        page_times = d.js("window.__benchTimes")
+        t_sent = next((t for t, layers, _, _ in pushed if "probabilities" in layers), float("nan"))
+        n_pushed = sum(n for _, layers, n, _ in pushed)
+        push_bytes = sum(b for *_, b in pushed)
+        t_recv = next((t for t, layers, _ in page_times["refresh"] if "probabilities" in layers), float("nan"))
+        t_drawn = max((t for t in page_times["draw"] if t >= t_recv), default=float("nan"))
+        t_labels = next((t for e, t in events if e == "labels"), float("nan"))
+        t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
+        pred_reads = [
+            (a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key)) for a, b, k, n in served
+        ]
+        pred_reads = [r for r in pred_reads if r[2]]
+        pred_first = min((b for a, b, _ in pred_reads), default=float("nan"))
+        pred_chunks = sum(c for _, _, c in pred_reads)
+        pred_busy = sum(b - a for a, b, _ in pred_reads)
+        pred_bytes = sum(sum(n for key, n in zip(k, ns) if key.startswith("predictions/")) for a, b, k, ns in served)
+        # the kernel alone, same stroke, warm caches
+        d.kexec("_st = measured[%d]" % (i % len(strokes)))
+        kernel_s = d.k("kernel_reference(_st)")
+        rows.append(
+            dict(
+                total=t_screen - t_up,
+                idle=t_idle - t_up,
+                kernel=kernel_s,
+                to_kernel=t_labels - t_up,
+                trained=t_trained - t_up,
+                sent=t_sent - t_up,
+                recv=t_recv - t_up,
+                drawn=t_drawn - t_up,
+                pushed=n_pushed,
+                push_bytes=push_bytes,
+                pred_bytes=pred_bytes,
+                first=pred_first - t_up,
+                chunks=pred_chunks,
+                reads=len(pred_reads),
+                busy=pred_busy,
+            )
+        )
+    return rows
+
+
+def report_strokes(rows: list[dict], refresh_stats: dict, args, title: str, predicted: str, short: str) -> None:
+    """Prints the strokes measured by :func:`measure_strokes`: ``predicted`` says what the kernel-only baseline
+    predicts (``short`` in the median line)."""
+    print(title)
+    print(
+        f"   {'repeat':>6} {'screen':>7} {'kernel-only':>11} {'added':>7} | {'labels':>6} {'trained':>7} "
+        f"{'sent':>6} {'recv':>6} {'drawn':>6} {'pushed':>14} {'asked':>14}"
+    )
+    for i, r in enumerate(rows):
+        print(
+            f"   {i:>6} {r['total']:7.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:7.3f} | "
+            f"{r['to_kernel']:6.3f} {r['trained']:7.3f} {r['sent']:6.3f} {r['recv']:6.3f} {r['drawn']:6.3f} "
+            f"{r['pushed']:>3} ({mb(r['push_bytes']):>8}) {r['chunks']:>3} ({mb(r['pred_bytes']):>8})"
+        )
+    how = (
+        "browser idle after the release (--no-screencast)"
+        if args.no_screencast
+        else "first screencast frame equal to the settled view"
+    )
+    print(
+        f"   screen: {how}; kernel-only: the same stroke on a second Session with warm caches (add, train,\n"
+        f"   {predicted}); labels/trained: the session's events; sent/recv: the refresh with the new\n"
+        "   predictions leaves the kernel / reaches the page; drawn: Neuroglancer's last frame after it; pushed: chunks\n"
+        "   sent with refreshes; asked: prediction chunks the browser still asked for"
+    )
+    med_total = statistics.median(r["total"] for r in rows)
+    med_kernel = statistics.median(r["kernel"] for r in rows)
+    added = med_total - med_kernel
+    print(
+        f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> {short}, "
+        f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
+        f"{'met' if added <= 0.3 else 'NOT met'})"
+    )
+    print(
+        f"   refreshes (whole run): {refresh_stats['updatedInPlace']} arrays updated in place, "
+        f"{refresh_stats['reloaded']} reloaded"
+        + (f" (last because {refresh_stats['lastReloadReason']})" if refresh_stats["reloaded"] else "")
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="measured strokes (default 3)")
@@ -181,7 +379,14 @@ def main(argv=None) -> int:
         help="write a Chrome performance trace of the measured strokes (open it in chrome://tracing or "
         "https://ui.perfetto.dev) to see which thread of the page spends the time",
     )
+    ap.add_argument(
+        "--volume",
+        action="store_true",
+        help="measure strokes on a 120x512x512 volume in the four-panel layout instead (section 1 only)",
+    )
     args = ap.parse_args(argv)
+    if args.volume:
+        return main_volume(args)
 
     with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
         server.write_notebook("bench.ipynb", NOTEBOOK)
@@ -252,103 +457,7 @@ def main(argv=None) -> int:
         one_msg_mbps = max(raw_bytes, 1) / one_msg_s / 1e6
 
         # ---- 1. stroke -> prediction on screen --------------------------------------------------------------------
-        # page-side times (wall clock, as the kernel's): refresh messages received, frames drawn by Neuroglancer
-        d.js("""(() => {
-          const T = window.__benchTimes = { refresh: [], draw: [] };
-          h.transport.on("refresh", (c) => T.refresh.push([Date.now() / 1000, c.layers, (c.keys || []).length]));
-          h.viewer.display.updateFinished.add(() => T.draw.push(Date.now() / 1000));
-          return true;
-        })()""")
-        d.kexec("for s in initial:\n    w.add_stroke(**s)")
-        d.settle(timeout=300)
-        strokes = d.k("[dict(s, points=np.asarray(s['points']).tolist()) for s in measured]")
-        rows = []
-        if args.trace:
-            browser.browser.start_tracing(
-                page=page,
-                path=args.trace,
-                screenshots=False,
-                categories=[
-                    "devtools.timeline",
-                    "disabled-by-default-devtools.timeline",
-                    "v8.execute",
-                    "blink",
-                    "gpu",
-                    "cc",
-                    "viz",
-                    "toplevel",
-                    "disabled-by-default-devtools.timeline.frame",
-                ],
-            )
-        for i in range(args.repeats):
-            stroke = strokes[i % len(strokes)]
-            d.press(str(stroke["label"]))
-            lab.wait_for(lambda: d.k("w.active_class") == stroke["label"], 20, "the active class")
-            d.kexec("EVENTS.clear(); SERVED.clear(); PUSHED.clear()")
-            d.js("(() => { window.__benchTimes.refresh.length = 0; window.__benchTimes.draw.length = 0; })()")
-            d.scroll_into_view()
-            if not args.no_screencast:
-                cast.start()
-            xy_s = d.to_screen(stroke["points"])
-            m = page.mouse
-            m.move(*xy_s[0])
-            m.down()
-            for p in xy_s[1:]:
-                m.move(*p, steps=3)
-            m.up()
-            t_up = time.time()
-            t_idle = d.settle(timeout=300, quiet=1.0, pixels=False)
-            if args.no_screencast:
-                t_screen = t_idle
-            else:
-                lab.pause(0.5)
-                cast.stop()
-                t_screen = first_final_frame(cast.decoded(), d.panel_rect(), t_up, k)
-            events = d.k("EVENTS")
-            served = d.k("[(a, b, k, n) for a, b, k, n in SERVED]")
-            pushed = d.k("PUSHED")
-            page_times = d.js("window.__benchTimes")
-            t_sent = next((t for t, layers, _, _ in pushed if "probabilities" in layers), float("nan"))
-            n_pushed = sum(n for _, layers, n, _ in pushed)
-            push_bytes = sum(b for *_, b in pushed)
-            t_recv = next((t for t, layers, _ in page_times["refresh"] if "probabilities" in layers), float("nan"))
-            t_drawn = max((t for t in page_times["draw"] if t >= t_recv), default=float("nan"))
-            t_labels = next((t for e, t in events if e == "labels"), float("nan"))
-            t_trained = max((t for e, t in events if e == "trained"), default=float("nan"))
-            pred_reads = [
-                (a, b, sum(1 for key in k if key.startswith("predictions/") and "/." not in key))
-                for a, b, k, n in served
-            ]
-            pred_reads = [r for r in pred_reads if r[2]]
-            pred_first = min((b for a, b, _ in pred_reads), default=float("nan"))
-            pred_chunks = sum(c for _, _, c in pred_reads)
-            pred_busy = sum(b - a for a, b, _ in pred_reads)
-            pred_bytes = sum(
-                sum(n for key, n in zip(k, ns) if key.startswith("predictions/")) for a, b, k, ns in served
-            )
-            # the kernel alone, same stroke, warm caches
-            d.kexec("_st = measured[%d]" % (i % len(strokes)))
-            kernel_s = d.k("kernel_reference(_st)")
-            rows.append(
-                dict(
-                    total=t_screen - t_up,
-                    idle=t_idle - t_up,
-                    kernel=kernel_s,
-                    to_kernel=t_labels - t_up,
-                    trained=t_trained - t_up,
-                    sent=t_sent - t_up,
-                    recv=t_recv - t_up,
-                    drawn=t_drawn - t_up,
-                    pushed=n_pushed,
-                    push_bytes=push_bytes,
-                    pred_bytes=pred_bytes,
-                    first=pred_first - t_up,
-                    chunks=pred_chunks,
-                    reads=len(pred_reads),
-                    busy=pred_busy,
-                )
-            )
-
+        rows = measure_strokes(d, browser, cast, args, ("xy",))
         if args.trace:
             browser.browser.stop_tracing()
             print(f"trace of the strokes written to {args.trace}")
@@ -385,40 +494,13 @@ def main(argv=None) -> int:
         f"zoom state {shown.get('crossSectionScale')})"
     )
     print()
-    print("1. stroke -> new prediction visible (whole 1024x1024 view), seconds after the mouse release")
-    print(
-        f"   {'repeat':>6} {'screen':>7} {'kernel-only':>11} {'added':>7} | {'labels':>6} {'trained':>7} "
-        f"{'sent':>6} {'recv':>6} {'drawn':>6} {'pushed':>14} {'asked':>14}"
-    )
-    for i, r in enumerate(rows):
-        print(
-            f"   {i:>6} {r['total']:7.3f} {r['kernel']:11.3f} {r['total'] - r['kernel']:7.3f} | "
-            f"{r['to_kernel']:6.3f} {r['trained']:7.3f} {r['sent']:6.3f} {r['recv']:6.3f} {r['drawn']:6.3f} "
-            f"{r['pushed']:>3} ({mb(r['push_bytes']):>8}) {r['chunks']:>3} ({mb(r['pred_bytes']):>8})"
-        )
-    how = (
-        "browser idle after the release (--no-screencast)"
-        if args.no_screencast
-        else "first screencast frame equal to the settled view"
-    )
-    print(
-        f"   screen: {how}; kernel-only: the same stroke on a second Session with warm caches (add, train,\n"
-        "   predict the whole image); labels/trained: the session's events; sent/recv: the refresh with the new\n"
-        "   predictions leaves the kernel / reaches the page; drawn: Neuroglancer's last frame after it; pushed: chunks\n"
-        "   sent with refreshes; asked: prediction chunks the browser still asked for"
-    )
-    med_total = statistics.median(r["total"] for r in rows)
-    med_kernel = statistics.median(r["kernel"] for r in rows)
-    added = med_total - med_kernel
-    print(
-        f"   median: mouse release -> screen {med_total:.3f} s; kernel alone (stroke -> train -> predict all, "
-        f"baseline) {med_kernel:.3f} s; browser path adds {added:.3f} s (target <= 0.3 s: "
-        f"{'met' if added <= 0.3 else 'NOT met'})"
-    )
-    print(
-        f"   refreshes (whole run): {refresh_stats['updatedInPlace']} arrays updated in place, "
-        f"{refresh_stats['reloaded']} reloaded"
-        + (f" (last because {refresh_stats['lastReloadReason']})" if refresh_stats["reloaded"] else "")
+    report_strokes(
+        rows,
+        refresh_stats,
+        args,
+        "1. stroke -> new prediction visible (whole 1024x1024 view), seconds after the mouse release",
+        "predict the whole image",
+        "predict all",
     )
     print()
     print("2. raw data kernel -> screen")
@@ -436,6 +518,48 @@ def main(argv=None) -> int:
     print(f"   baseline, ipywidgets.Image of the same image as PNG ({mb(png_bytes)}): {fmt(png_first)}")
     print(
         f"   ratio widget/baseline: {'n/a' if not (widget_first and png_first) else f'{widget_first / png_first:.2f}'}"
+    )
+    return 0
+
+
+def main_volume(args) -> int:
+    """Section 1 on a volume: strokes on the xy panel -> the new prediction on all three slice panels."""
+    planes = ("xy", "xz", "yz")
+    with LabServer() as server, Browser(viewport=(1720, 1250)) as browser:
+        server.write_notebook("bench_volume.ipynb", VOLUME_NOTEBOOK)
+        lab = browser.open_notebook(server, "bench_volume.ipynb")
+        lab.run_cell(0)
+        lab.kernel_exec("print('setup done')", timeout=600)
+        if lab.cell_errors():
+            raise RuntimeError("\n".join(lab.cell_errors()))
+        lab.run_cell(1)
+        d = WidgetDriver(lab, "w", timeout=300)
+        d.settle(timeout=300, quiet=1.0, pixels=False)
+        cast = Screencast(lab.page, quality=args.cast_quality, scale=args.cast_scale)
+        rows = measure_strokes(d, browser, cast, args, planes)
+        if args.trace:
+            browser.browser.stop_tracing()
+            print(f"trace of the strokes written to {args.trace}")
+        refresh_stats = d.js("h.stats()")
+        rects = {plane: d.panel_rect(plane) for plane in planes}
+        state = d.k("w.viewer_state")
+        shape = d.k("list(w.session.spatial_shape)")
+        dtype = d.k("str(w.session.image.dtype)")
+        chunks = d.k("list(w.chunk_server.chunk_shape)")
+    panels = ", ".join(f"{p} {r['width']:.0f}x{r['height']:.0f}" for p, r in rects.items())
+    print(
+        f"bench_browser --volume: JupyterLab + headless Chromium (SwiftShader), volume {shape} {dtype}, "
+        f"layout {state.get('layout')}, panels (CSS px) {panels}, zoom {state.get('crossSectionScale', 0):.2f} "
+        f"voxels per px, plane-shaped chunks of {chunks[1]}x{chunks[2]}"
+    )
+    print()
+    report_strokes(
+        rows,
+        refresh_stats,
+        args,
+        "1. stroke on the xy panel -> new prediction on all three slice panels, seconds after the mouse release",
+        "predict the xy, xz and yz planes the panels show",
+        "predict the 3 planes",
     )
     return 0
 
