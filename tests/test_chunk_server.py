@@ -337,6 +337,12 @@ def test_anisotropic_volume_gets_relative_voxel_sizes():
     assert specs["raw"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["labels"]["source"]["transform"]["outputDimensions"] == dims
     assert specs["probabilities"]["source"]["transform"]["outputDimensions"] == {**dims, "c^": [1, ""]}
+    # Neuroglancer's precomputed model (x, y, z, then c^, in metres) renamed in its own order with the output's scales
+    # and no unit: the identity matrix maps input i to output i, so both are listed x first
+    for name, order in (("raw", ["x", "y", "z"]), ("probabilities", ["x", "y", "z", "c^"])):
+        transform = specs[name]["source"]["transform"]
+        assert list(transform["inputDimensions"]) == list(transform["outputDimensions"]) == order
+        assert transform["inputDimensions"] == transform["outputDimensions"] and "matrix" not in transform
     assert _json(server, "raw/info")["scales"][0]["resolution"] == [1.0, 1.0, 4.0]  # x, y, z
 
 
