@@ -332,27 +332,31 @@ def _stream(image: Any, lay: Layout, start: int, stop: int, reg: tuple[slice, ..
     # OpenBLAS threads woken at every step spin after their work (1.5 s of CPU in 4 s beside Dask's threads)
     blas = workspace.single_threaded_blas()
     blas.__enter__()
+    # phase 4 of a few planes at a time (one per thread), each yielded when done: the planar buffers of a whole step
+    # would hold as much as the rings
+    group = max(1, min(step, _filters.N_THREADS))
+    bufs = [workspace.ARENA.get((n_total, 1, *plane_shape)) for _ in range(group)]
     try:
         for z0 in range(start, stop, step):
             z1 = min(stop, z0 + step)
             _read(image, lay, inputs, min(n, z1 + h[0]), window)
-            bufs = [workspace.ARENA.get((n_total, 1, *plane_shape)) for _ in range(z1 - z0)]
-            try:
-                _compute_step(jobs, inputs, z0, z1, plane_shape, bufs)
-                for j in jobs:
-                    j.end_step()
-                for t, buf in enumerate(bufs):
-                    planar = buf[:, 0, crop[0], crop[1]]
+            _prepare_step(jobs, inputs, z0, z1, plane_shape)
+            for t0 in range(0, z1 - z0, group):
+                ts = range(t0, min(z1 - z0, t0 + group))
+                _filters._run(_phase4, [(j, t, bufs[t - t0]) for t in ts for j in jobs])
+                for t in ts:
+                    planar = bufs[t - t0][:, 0, crop[0], crop[1]]
                     if planar.shape[1:] != plane_shape:
                         planar = np.ascontiguousarray(planar)
                     out = _filters.new_output((*out_shape, n_total))
                     _interleave(planar.reshape(n_total, -1), out.reshape(-1, n_total))
                     yield z0 + t, out
-            finally:
-                for buf in bufs:
-                    workspace.ARENA.put(buf)
+            for j in jobs:
+                j.end_step()
     finally:
         blas.__exit__(None, None, None)
+        for buf in bufs:
+            workspace.ARENA.put(buf)
         for j in jobs:
             j.release()
         for r in inputs:
@@ -360,21 +364,23 @@ def _stream(image: Any, lay: Layout, start: int, stop: int, reg: tuple[slice, ..
         workspace.touch(-1)
 
 
-def _compute_step(
-    jobs: list[_Job], inputs: list[Ring], z0: int, z1: int, plane_shape: tuple[int, int], bufs: list[np.ndarray]
-) -> None:
-    """Phase 4 of the output planes ``[z0, z1)`` into ``bufs``, after the gradient products and the sums they need;
-    each stage's jobs on the filter bank's pool."""
+def _prepare_step(jobs: list[_Job], inputs: list[Ring], z0: int, z1: int, plane_shape: tuple[int, int]) -> None:
+    """The gradient products and the sums that phase 4 of the output planes ``[z0, z1)`` needs, each stage's tasks
+    on the filter bank's pool."""
     n = jobs[0].n
     _filters._run(
         _call, [t for j in jobs for t in j.gradient_tasks(inputs[j.image], min(n, z1 + j.reach), plane_shape)]
     )
     _filters._run(_call, [t for j in jobs for t in j.prepare_tasks(inputs[j.image], z0, z1, plane_shape)])
-    _filters._run(lambda tj: tj[1].phase4(tj[0], bufs[tj[0]]), [(t, j) for t in range(z1 - z0) for j in jobs])
 
 
 def _call(task: Callable[[], object]) -> None:
     task()
+
+
+def _phase4(item: tuple[_Job, int, np.ndarray]) -> None:
+    job, t, buf = item
+    job.phase4(t, buf)
 
 
 def _interleave(planar: np.ndarray, out: np.ndarray) -> None:
@@ -428,5 +434,5 @@ def stream_bytes(
         if job.st:
             pairs = len(job.pairs)
             planes += pairs * (step + 2 * scale.scaled(0.5).radius(0)) + step * (pairs + 1) + 2 * step
-    planes += 2 * step * n_total  # the planar buffers and the outputs
+    planes += (min(step, _filters.N_THREADS) + 1) * n_total  # the planar buffers and an output
     return 4 * planes * plane_shape[0] * plane_shape[1]

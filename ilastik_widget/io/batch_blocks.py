@@ -3,8 +3,8 @@
 2D images: each block is computed from the block plus the feature halo (read by ``dask.array.map_overlap``, no
 padding at the image border, where the filters mirror exactly as for the whole image).
 
-Volumes: a block is a range of z planes (whole planes when their features fit :data:`BLOCK_BYTES`, else tiles of
-them with an in-plane halo) read with the z halo, and its features are streamed plane after plane
+Volumes: a block is a range of z planes (whole planes when streaming them fits :data:`VOLUME_BLOCK_BYTES`, else
+tiles of them with an in-plane halo) read with the z halo, and its features are streamed plane after plane
 (:func:`~ilastik_widget.core.stream.stream_features`): every plane of the range is filtered once, instead of once per
 block whose halo reaches it, and the memory of a task depends on the size of a plane, not on the depth of the
 volume or of the range. Each plane goes through the classifier as soon as its features are ready.
@@ -23,6 +23,10 @@ from ..core.model import TrainedModel
 
 #: feature memory per block used to choose the default chunks
 BLOCK_BYTES = 2**30
+#: memory of a volume's streamed planes (:func:`~ilastik_widget.core.stream.stream_bytes`) that the default blocks
+#: may take: whole 512 x 512 planes with all features need 1.7 GiB, and tiles of them cost an in-plane halo (tiles
+#: of 128 with a halo of 53 compute 3.3x their own pixels); a ``block_bytes`` given by the caller is used instead
+VOLUME_BLOCK_BYTES = 2**31
 #: planes per block along z by default for volumes (the z halo is read, not computed, so few are needed)
 Z_BLOCK = 64
 
@@ -177,7 +181,8 @@ def plan_chunks(model: TrainedModel, spatial_shape, input_chunks, chunks, block_
     """Processing blocks (dask chunks per spatial axis) and the halo depth per axis of an image."""
     depth = halo_depth(model)
     if chunks is None and len(spatial_shape) == 3 == model.ndim:
-        chunks = _volume_blocks(model, spatial_shape, input_chunks, depth, block_bytes)
+        budget = VOLUME_BLOCK_BYTES if block_bytes == BLOCK_BYTES else block_bytes
+        chunks = _volume_blocks(model, spatial_shape, input_chunks, depth, budget)
     return _choose_chunks(spatial_shape, input_chunks, depth, model.n_features, chunks, block_bytes)[1], depth
 
 
