@@ -40,11 +40,14 @@ class FeatureSettings:
     _lock: Any
     _store: Any
 
-    def _invalidate_model(self, reason: str) -> None: ...
+    def _invalidate_model(self, reason: str) -> None:
+        raise NotImplementedError  # the session's
 
-    def _bump_generation(self) -> int: ...
+    def _bump_generation(self) -> int:
+        raise NotImplementedError  # the session's
 
-    def _notify(self, event: str, **info: Any) -> None: ...
+    def _notify(self, event: str, **info: Any) -> None:
+        raise NotImplementedError  # the session's
 
     @property
     def feature_selection(self) -> FeatureSelection:

@@ -277,7 +277,8 @@ class Session(AnnotatedImage, FeatureSettings, SessionInsight):
         gathered = self._store.training_rows(flat, lab, spec, stale)
         if gathered is None:
             return False
-        model = template.clone().fit(*gathered, n_classes)
+        features, labels = gathered
+        model = template.clone().fit(features, labels, n_classes)
         with self._lock:
             if stale():
                 return False  # fitted on stale labels: never installed

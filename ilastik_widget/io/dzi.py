@@ -167,8 +167,8 @@ def tile_pixels(data: bytes, mode: str) -> str:
         depth, color = data[24], data[25]
         kinds = {(0, 8): "grey8", (0, 16): "grey16", (2, 8): "rgb8", (3, 8): "palette8", (6, 8): "rgba8"}
         return kinds.get((color, depth), "other")
-    kinds = {"RGB": "rgb8", "RGBA": "rgba8", "L": "grey8", "I;16": "grey16", "I;16B": "grey16", "P": "palette8"}
-    return kinds.get(mode, "other")
+    modes = {"RGB": "rgb8", "RGBA": "rgba8", "L": "grey8", "I;16": "grey16", "I;16B": "grey16", "P": "palette8"}
+    return modes.get(mode, "other")
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -71,7 +71,7 @@ class WidgetDisplay(t.HasTraits):
     whose features the classifier uses (all by default).
     """
 
-    contrast_limits = t.List().tag(sync=True)
+    contrast_limits: t.List[list[float]] = t.List().tag(sync=True)
     channel_colors = t.List(t.Unicode()).tag(sync=True)
     channel_visible = t.List(t.Bool()).tag(sync=True)
     classifier_channels = t.List(t.Int()).tag(sync=True)

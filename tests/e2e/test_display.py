@@ -217,13 +217,14 @@ def wd2(lab) -> WidgetDriver:
 
 def _board_points() -> tuple[np.ndarray, np.ndarray]:
     """Centres of the checkerboard's on and off squares outside the disc."""
-    on, off = [], []
+    on: list[tuple[int, int]] = []
+    off: list[tuple[int, int]] = []
     for i in range(12):
         for j in range(12):
             y, x = 16 * i + 8, 16 * j + 8
             if np.hypot(y - 96, x - 96) < 75:
                 continue
-            (on if (i + j) % 2 else off).append([y, x])
+            (on if (i + j) % 2 else off).append((y, x))
     return np.array(on), np.array(off)
 
 
