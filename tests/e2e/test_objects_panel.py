@@ -191,7 +191,10 @@ def test_the_progress_display_costs_the_page_no_cpu(wd):
     width = d.root.locator(".ilastik-progress-fill").evaluate("(e) => e.style.width")
     assert width == "25%", f"3 of 12 chunks drawn as {width}"
     assert "3 of 12 chunks" in d.testid("status").inner_text()
-    shown = _page_cpu(d)
+    # Showing the bar is allowed one redraw (the status box grows); what must not exist is a cost that goes on. So
+    # the viewer idle first, then the quieter of two windows (one CI run measured 0.107 cores in a single window).
+    d.lab.wait_for(d.is_idle, 20, "the viewer idle with the progress shown")
+    shown = min(_page_cpu(d, 3.0), _page_cpu(d, 3.0))
     d.page.add_style_tag(content=FORMER_MOVING_BAR)
     d.root.locator(".ilastik-panel").evaluate("(e) => e.classList.add('ilastik-moving')")
     moving = _page_cpu(d)
