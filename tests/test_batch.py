@@ -336,3 +336,27 @@ def test_notebook_runs_top_to_bottom(name, monkeypatch):
         assert "exit code 0" in text and "complete': True" in text
     else:
         assert "same segmentation after loading: True" in text
+
+
+@pytest.mark.parametrize("chunks", [None, (9, 30, 33)])
+def test_batch_uses_the_voxel_size_channels_and_2d_scales_the_session_trained_with(chunks):
+    """A session trained with anisotropic voxels, a subset of its input channels and a scale in 2D predicts in batch
+    what it predicts itself (batch once filtered with isotropic voxels of every channel: other features, or an error
+    about their number)."""
+    img, truth = synthetic_cells((30, 64, 70), seed=5)
+    two = np.stack([img, img[:, ::-1]], axis=-1)
+    sel = SEL.with_2d(3.5, True)
+    s = Session(two, channel_axis=-1, features=sel, voxel_size=(3.0, 1.0, 1.0), seed=0, classifier={"n_estimators": 20})
+    s.channels = [1]
+    for st in simulated_strokes(truth[:, ::-1], n_per_class=4, radius=2, seed=0):
+        s.add_stroke(**st)
+    s.train()
+    expected = s.predict()
+    p = predict_dask(s, two, channel_axis=-1, chunks=chunks)["probabilities"].compute()
+    np.testing.assert_allclose(p, expected, atol=1e-5)
+    model = TrainedModel.from_session(s)
+    assert model.voxel_size == (3.0, 1.0, 1.0) and model.channels == (1,)
+    from ilastik_widget.io import batch_blocks
+
+    _, depth = batch_blocks.plan_chunks(model, img.shape, (8, 8, 8), chunks, batch_blocks.BLOCK_BYTES)
+    assert depth == halo(sel, 3, voxel_size=(3.0, 1.0, 1.0))  # a thinner halo along the coarse axis

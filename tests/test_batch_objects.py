@@ -290,6 +290,7 @@ def test_objects_of_a_multichannel_image(tmp_path):
     )
     src = open_source(str(tmp_path / "rgb.zarr"), channel_axis=2)
     s = Session(src, features=SEL, classifier={"n_estimators": 12})
+    s.channels = [0, 2]  # the classifier sees two channels; the table measures all three
     for st in simulated_strokes(truth, n_per_class=3, radius=2, seed=1):
         s.add_stroke(**st)
     s.train()

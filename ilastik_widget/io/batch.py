@@ -101,8 +101,9 @@ def _check_compatible(src: ImageSource, model: TrainedModel) -> None:
         )
 
 
-def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks):
-    """dask array (*spatial, C) with the processing chunks, for one time point."""
+def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks, classifier_input: bool = False):
+    """dask array (*spatial, C) with the processing chunks, for one time point; with ``classifier_input`` only the
+    channels whose features feed the classifier (``model.channels``), else every channel (objects' intensities)."""
 
     _check_compatible(src, model)
     arr = src.array
@@ -113,6 +114,8 @@ def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks):
     arr = arr.transpose(order) if order != list(range(arr.ndim)) else arr
     if "c" not in axes:
         arr = arr[..., None]
+    elif classifier_input and model.channels is not None and len(model.channels) < arr.shape[-1]:
+        arr = arr[..., list(model.channels)]
     return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
 
 
@@ -133,7 +136,7 @@ def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, blo
     import dask.array as da
 
     proc, depth = _plan(src, model, chunks, block_bytes)
-    x = _spatial_channel_last(src, model, proc)
+    x = _spatial_channel_last(src, model, proc, classifier_input=True)
     depth_eff = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, proc))
     if targets is None:
         out_chunks = tuple(proc) + ((model.n_classes,),)

@@ -41,7 +41,7 @@ def feature_groups(model: TrainedModel) -> tuple[list, int]:
 
     sel = model.selection
     fdim = model.feature_ndim
-    full = sel.channel_names(fdim, model.n_input_channels)
+    full = sel.channel_names(fdim, model.n_used_channels)
     pos = {n: i for i, n in enumerate(full)}
     by_halo: dict[int, set] = {}
     for cell in sel.selected:
@@ -49,7 +49,7 @@ def feature_groups(model: TrainedModel) -> tuple[list, int]:
     groups = []
     for h in sorted(by_halo):
         sub = FeatureSelection(frozenset(by_halo[h]), sel.in_2d)
-        idx = np.array([pos[n] for n in sub.channel_names(fdim, model.n_input_channels)], np.intp)
+        idx = np.array([pos[n] for n in sub.channel_names(fdim, model.n_used_channels)], np.intp)
         groups.append((sub, idx))
     return groups, len(full)
 
@@ -114,11 +114,15 @@ def predict_block(block, *, model: TrainedModel, depth: tuple, chunks: tuple, bl
 
     groups, n_feat = feature_groups(model)
     if len(groups) == 1:
-        feats = features_for_region(block, tuple(region), model.selection, channel_axis=-1, mode=model.mode)
+        feats = features_for_region(
+            block, tuple(region), model.selection, channel_axis=-1, mode=model.mode, voxel_size=model.voxel_size
+        )
     else:
         feats = np.empty(tuple(r.stop - r.start for r in region) + (n_feat,), np.float32)
         for sub, idx in groups:
-            feats[..., idx] = features_for_region(block, tuple(region), sub, channel_axis=-1, mode=model.mode)
+            feats[..., idx] = features_for_region(
+                block, tuple(region), sub, channel_axis=-1, mode=model.mode, voxel_size=model.voxel_size
+            )
     return _classify(model, feats.reshape(-1, n_feat)).reshape(*feats.shape[:-1], model.n_classes)
 
 
@@ -145,7 +149,9 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
         groups = [(model.selection, None)]
     z = (region[0].start, region[0].stop)
     streams = [
-        stream_features(block, sub, z=z, region=(region[1], region[2]), channel_axis=-1, mode=model.mode)
+        stream_features(
+            block, sub, z=z, region=(region[1], region[2]), channel_axis=-1, mode=model.mode, voxel_size=model.voxel_size
+        )
         for sub, _ in groups
     ]
     out = np.empty((*size, model.n_classes), np.float32)
@@ -166,15 +172,10 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
 
 def halo_depth(model: TrainedModel) -> tuple[int, ...]:
     """Voxels per side that a block reads around itself, per spatial axis."""
-    from ..core.features import axis_halo, halo
+    from ..core.features import halo
 
-    h = int(halo(model.selection))
-    d = [h] * model.ndim
-    if model.mode == "2d" and model.ndim == 3:
-        d[0] = 0
-    elif model.ndim == 3:
-        d[0] = axis_halo(model.selection, (1.0, 1.0, 1.0))[0]  # scales in 2D reach no plane along z
-    return tuple(d)
+    # per axis: thinner along coarse axes of anisotropic voxels, 0 along z for scales in 2D
+    return tuple(halo(model.selection, model.ndim, voxel_size=model.voxel_size, mode=model.mode))
 
 
 def plan_chunks(model: TrainedModel, spatial_shape, input_chunks, chunks, block_bytes) -> tuple[tuple, tuple]:
@@ -194,7 +195,9 @@ def _volume_blocks(model: TrainedModel, shape, input_chunks, depth, block_bytes)
 
     def cost(side_y: int, side_x: int) -> int:
         window = (min(shape[1], side_y + 2 * depth[1]), min(shape[2], side_x + 2 * depth[2]))
-        return stream_bytes(window, model.selection, n_channels=model.n_input_channels, mode=model.mode)
+        return stream_bytes(
+            window, model.selection, n_channels=model.n_used_channels, mode=model.mode, voxel_size=model.voxel_size
+        )
 
     ky, kx = (max(1, int(k or 1)) for k in input_chunks[1:])
     if cost(shape[1], shape[2]) <= block_bytes:
