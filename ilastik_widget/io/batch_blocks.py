@@ -150,7 +150,13 @@ def _predict_planes(block: np.ndarray, model: TrainedModel, region: tuple[slice,
     z = (region[0].start, region[0].stop)
     streams = [
         stream_features(
-            block, sub, z=z, region=(region[1], region[2]), channel_axis=-1, mode=model.mode, voxel_size=model.voxel_size
+            block,
+            sub,
+            z=z,
+            region=(region[1], region[2]),
+            channel_axis=-1,
+            mode=model.mode,
+            voxel_size=model.voxel_size,
         )
         for sub, _ in groups
     ]
