@@ -289,6 +289,7 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
     distributed = pytest.importorskip("distributed")
     img, s = s3d
     write_ome(tmp_path / "vol.ome.zarr", img, "zyx", [1.0, 0.5, 0.5])
+    tifffile.imwrite(tmp_path / "vol.tif", img, tile=(32, 32))  # an open file handle must not travel to workers
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     with (
         distributed.LocalCluster(
@@ -298,7 +299,7 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
     ):
         res = predict_batch(
             s,
-            [str(tmp_path / "vol.ome.zarr"), img[:20]],
+            [str(tmp_path / "vol.ome.zarr"), img[:20], str(tmp_path / "vol.tif")],
             tmp_path / "out",
             client=client,
             chunks=(20, 28, 32),
@@ -309,8 +310,9 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
         # both workers did part of the work
         tasks = client.run(lambda dask_worker: len(dask_worker.state.log))
         assert all(n > 0 for n in tasks.values())
-    p = open_source(res[0]["probabilities"])
-    np.testing.assert_allclose(np.moveaxis(p[...], 0, -1), s.predict(), atol=1e-5)
+    for r in (res[0], res[2]):
+        p = open_source(r["probabilities"])
+        np.testing.assert_allclose(np.moveaxis(p[...], 0, -1), s.predict(), atol=1e-5)
     s20 = Session(img[:20], features=SEL)
     s20.set_model(s.model)
     np.testing.assert_array_equal(open_source(res[1]["segmentation"])[...], s20.segmentation())

@@ -183,6 +183,23 @@ def test_tiff_lazy_zyx_and_channels(tmp_path):
     np.testing.assert_array_equal(s[...], czyx)
 
 
+def test_tiff_pyramid_levels_and_a_graph_that_travels_to_other_processes(tmp_path):
+    import pickle
+
+    a = _img((128, 96), seed=8)
+    p = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(p) as tw:
+        tw.write(a, tile=(32, 32), subifds=1)
+        tw.write(a[::2, ::2], tile=(32, 32), subfiletype=1)
+    s = open_source(str(p))
+    assert [lv.shape for lv in s.levels] == [(128, 96), (64, 48)]
+    np.testing.assert_array_equal(s.levels[1][...], a[::2, ::2])
+    # what Dask sends to worker processes: the graph pickled (an open file handle and its lock cannot be)
+    for level, expected in zip(s.levels, (a, a[::2, ::2])):
+        copy = pickle.loads(pickle.dumps(level))  # a dask array
+        np.testing.assert_array_equal(copy.compute(), expected)
+
+
 def test_missing_and_foreign_paths(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_source(str(tmp_path / "nope.zarr"))

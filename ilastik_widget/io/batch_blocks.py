@@ -181,7 +181,9 @@ def halo_depth(model: TrainedModel) -> tuple[int, ...]:
     from ..core.features import halo
 
     # per axis: thinner along coarse axes of anisotropic voxels, 0 along z for scales in 2D
-    return tuple(halo(model.selection, model.ndim, voxel_size=model.voxel_size, mode=model.mode))
+    depth = halo(model.selection, model.ndim, voxel_size=model.voxel_size, mode=model.mode)
+    assert isinstance(depth, tuple)  # per axis when ndim is given
+    return depth
 
 
 def plan_chunks(model: TrainedModel, spatial_shape, input_chunks, chunks, block_bytes) -> tuple[tuple, tuple]:

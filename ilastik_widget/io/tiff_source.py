@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+
+import numpy as np
 
 from .sources import ImageSource, _apply_channel_axis, _build, _check_axes, _stem
 
@@ -30,11 +33,11 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
         raise ValueError(f"{p!r} is not a readable TIFF file: {exc}") from exc
     store = tifffile.imread(p, aszarr=True, series=series)
     node = zarr.open(store, mode="r")
+    keys: list[str | None] = [None]
+    zlevels: list = [node]
     if isinstance(node, zarr.Group):  # pyramidal TIFF: levels "0", "1", ...
-        keys = sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-        zlevels = [node[k] for k in keys]
-    else:
-        zlevels = [node]
+        names = sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
+        keys, zlevels = list(names), [node[k] for k in names]
     # squeeze leading singleton axes the metadata does not name as one of ours
     meta = []
     for a in tiff_axes:
@@ -45,7 +48,10 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
     else:
         ax = _tiff_guess_axes(meta, shape)
         ax = _apply_channel_axis(_check_axes(ax, ndim), channel_axis)
-    levels = [da.from_zarr(z) for z in zlevels]
+    levels = [
+        da.from_array(TiffLevel(p, series, key, z.shape, z.dtype), chunks=z.chunks, asarray=False, fancy=False)
+        for key, z in zip(keys, zlevels)
+    ]
     sp = [a for a in ax if a in "zyx"]
     scale0 = tuple(scale_map.get(a, 1.0) for a in sp)
     level_scales = [
@@ -62,6 +68,35 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
         name=_stem(p),
         source_kind="tiff",
     )
+
+
+class TiffLevel:
+    """One level of a TIFF series as Dask reads it: the path and where the level is, the file opened on first read
+    in each process. Dask sends the graph to worker processes, and an open tifffile store (a file handle and its
+    lock) cannot travel there."""
+
+    def __init__(self, path: str, series: int, key: str | None, shape: tuple[int, ...], dtype) -> None:
+        self.path, self.series, self.key = path, series, key
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+        self._array = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "series": self.series, "key": self.key, "shape": self.shape, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __getitem__(self, index):
+        if self._array is None:
+            with self._lock:
+                if self._array is None:
+                    import tifffile
+                    import zarr
+
+                    node = zarr.open(tifffile.imread(self.path, aszarr=True, series=self.series), mode="r")
+                    self._array = node if self.key is None else node[self.key]
+        return self._array[index]
 
 
 def _tiff_guess_axes(meta: list[str], shape) -> str:
