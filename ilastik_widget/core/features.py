@@ -183,7 +183,9 @@ def halo(
 ) -> int | tuple[int, ...]: ...
 
 
-def halo(selection=None, ndim=None, *, voxel_size=None, mode="3d"):
+def halo(
+    selection: FeatureSelection | None = None, ndim: int | None = None, *, voxel_size: Any = None, mode: str = "3d"
+) -> int | tuple[int, ...]:
     """Voxels per side to read around a block for exact block-wise features.
 
     Parameters

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -228,7 +229,7 @@ def _run(fn: Callable, items: Sequence) -> None:
         pass
 
 
-def submit(fn: Callable, *args) -> Future:
+def submit(fn: Callable, *args: Any) -> Future:
     """Run ``fn(*args)`` on the pool (at once, inline, with a single thread)."""
     if N_THREADS == 1:
         f: Future = Future()

@@ -11,7 +11,7 @@ simplified to within 0.005 pixel, so the number of segments follows the stroke's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -94,7 +94,9 @@ def _row_intervals(p0: np.ndarray, p1: np.ndarray, radius: float, rows: np.ndarr
     return lo, hi
 
 
-def _merge_runs(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int):
+def _merge_runs(
+    key: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of integer intervals ``[lo, hi]`` per key: returns (key, start, stop_exclusive) of disjoint runs."""
     # Shift every key's columns into its own range, separated by a gap, so that one sort and one running
     # maximum merge the intervals of all keys at once.
@@ -159,7 +161,15 @@ def _segment_rows(q0: np.ndarray, q1: np.ndarray, radius: float, n_rows: int) ->
     return row_lo, np.maximum(row_hi - row_lo + 1, 0)
 
 
-def _intervals(q0, q1, radius, row_lo, counts, segs, n_cols):
+def _intervals(
+    q0: np.ndarray,
+    q1: np.ndarray,
+    radius: float,
+    row_lo: np.ndarray,
+    counts: np.ndarray,
+    segs: np.ndarray,
+    n_cols: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Integer column intervals ``(segment, row, lo, hi)`` of segments ``segs`` that hit the image."""
     c = counts[segs]
     seg_of_row = np.repeat(segs, c)
@@ -172,7 +182,7 @@ def _intervals(q0, q1, radius, row_lo, counts, segs, n_cols):
     return seg_of_row[hit], rows[hit], lo[hit].astype(np.int64), hi[hit].astype(np.int64)
 
 
-def _chunks(counts: np.ndarray, segs: np.ndarray):
+def _chunks(counts: np.ndarray, segs: np.ndarray) -> Iterator[np.ndarray]:
     """``segs`` in consecutive groups of about _CHUNK_ROWS rows (at least one segment each)."""
     ends = np.cumsum(counts[segs])
     start = 0
@@ -182,7 +192,16 @@ def _chunks(counts: np.ndarray, segs: np.ndarray):
         start = stop
 
 
-def _union_runs(q0, q1, pos_id, radius, row_lo, counts, n_rows, n_cols):
+def _union_runs(
+    q0: np.ndarray,
+    q1: np.ndarray,
+    pos_id: np.ndarray,
+    radius: float,
+    row_lo: np.ndarray,
+    counts: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of the capsules as merged runs ``(key, lo, hi)`` per (off-plane position, row); chunk by chunk, so
     memory holds one chunk and the runs merged so far (about the painted outline)."""
     run_key = run_lo = run_hi = np.zeros(0, np.int64)
@@ -196,7 +215,15 @@ def _union_runs(q0, q1, pos_id, radius, row_lo, counts, n_rows, n_cols):
     return run_key, run_lo, run_hi
 
 
-def _union_dense(q0, q1, radius, row_lo, counts, box, n_cols):
+def _union_dense(
+    q0: np.ndarray,
+    q1: np.ndarray,
+    radius: float,
+    row_lo: np.ndarray,
+    counts: np.ndarray,
+    box: tuple[tuple[int, int], tuple[int, int]],
+    n_cols: int,
+) -> np.ndarray:
     """Union of the capsules of one plane as a boolean mask over ``box`` (rows, columns of the plane).
 
     For strokes that paint over the same place many times: segments go in passes of doubling size, and a segment

@@ -308,7 +308,9 @@ def stream_features(
     return _stream(image, lay, start, stop, reg, int(step))
 
 
-def _stream(image: Any, lay: Layout, start: int, stop: int, reg: tuple[slice, ...], step: int):
+def _stream(
+    image: Any, lay: Layout, start: int, stop: int, reg: tuple[slice, ...], step: int
+) -> Iterator[tuple[int, np.ndarray]]:
     if stop <= start:
         return
     n = lay.spatial[0]
