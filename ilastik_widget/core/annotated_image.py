@@ -134,10 +134,12 @@ class AnnotatedImage:
 
     @property
     def classes(self) -> list[LabelClass]:
+        """The label classes, in label order (class 1 first)."""
         return self.annotations.classes
 
     @property
     def n_classes(self) -> int:
+        """Number of classes."""
         return self.annotations.n_classes
 
     @property
@@ -198,10 +200,12 @@ class AnnotatedImage:
         return label
 
     def rename_class(self, label: int, name: str) -> None:
+        """Rename class ``label``; listeners get a ``classes`` event."""
         self.annotations.rename_class(label, name)
         self._notify("classes", classes=self._class_dicts())
 
     def recolor_class(self, label: int, color: str) -> None:
+        """Change the colour (``"#rrggbb"``) of class ``label``; listeners get a ``classes`` event."""
         self.annotations.recolor_class(label, color)
         self._notify("classes", classes=self._class_dicts())
 

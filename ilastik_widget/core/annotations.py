@@ -338,10 +338,12 @@ class Annotations:
 
     @property
     def can_undo(self) -> bool:
+        """True when there is an action to undo."""
         return bool(self._undo)
 
     @property
     def can_redo(self) -> bool:
+        """True when there is an undone action to redo."""
         return bool(self._redo)
 
     def _changed(self, history: bool) -> None:

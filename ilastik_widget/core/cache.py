@@ -33,6 +33,7 @@ class ByteLRU(Generic[V]):
         return len(self._data)
 
     def get(self, key: Hashable) -> V | None:
+        """The value of ``key`` (now the most recently used), or None when it is not cached."""
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -40,6 +41,7 @@ class ByteLRU(Generic[V]):
             return value
 
     def put(self, key: Hashable, value: V) -> None:
+        """Keep ``value`` under ``key``, dropping the least recently used values beyond ``max_bytes``."""
         size = _nbytes(value)
         if size > self.max_bytes:
             return
@@ -86,10 +88,12 @@ class ByteLRU(Generic[V]):
                 self.nbytes -= _nbytes(self._data.pop(key))
 
     def clear(self) -> None:
+        """Drop every value."""
         with self._lock:
             self._data.clear()
             self.nbytes = 0
 
     def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first."""
         with self._lock:
             return list(self._data)

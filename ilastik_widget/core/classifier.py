@@ -211,6 +211,7 @@ class PixelClassifier:
 
     @property
     def is_fitted(self) -> bool:
+        """True once the forest has been trained."""
         return self.forest is not None
 
     # ------------------------------------------------------------------ fit / predict

@@ -51,6 +51,8 @@ class FeatureSettings:
 
     @property
     def feature_selection(self) -> FeatureSelection:
+        """The features computed for every pixel. Setting it (a :class:`~ilastik_widget.core.features.FeatureSelection`,
+        its dict form, or None for the default) changes the features."""
         return self._selection
 
     @feature_selection.setter
@@ -66,6 +68,8 @@ class FeatureSettings:
 
     @property
     def feature_mode(self) -> str:
+        """``"3d"`` (each scale as the selection says) or ``"2d"`` (every scale slice-wise on a volume); setting it
+        changes the features."""
         return self._feature_mode
 
     @feature_mode.setter

@@ -166,6 +166,7 @@ class FeatureStore:
         return list(itertools.product(*ranges))
 
     def unit_region(self, unit: Unit) -> tuple[slice, ...]:
+        """The region (slices, clipped to the image) of a unit: a block, or a tile of one plane."""
         if unit[0] == "block":
             return self.block_region(unit[1])
         _, axis, index, tile = unit
@@ -400,13 +401,16 @@ class FeatureStore:
             self._rows.clear()
 
     def labels_replaced(self) -> None:
+        """Drop the cached training rows (the labels were replaced)."""
         with self._lock:
             self._rows.clear()
 
     def model_changed(self) -> None:
+        """Drop the cached probabilities (the predictions changed: a new model, or a class added or removed)."""
         self._probabilities.clear()
 
     def close(self) -> None:
+        """Stop the worker threads; computations not yet started are cancelled."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -219,14 +219,17 @@ class Session(AnnotatedImage, FeatureSettings, SessionInsight):
     # ------------------------------------------------------------------ blocks
     @property
     def block_shape(self) -> tuple[int, ...]:
+        """Shape of the blocks features and predictions are computed in (clipped to the image)."""
         return self._store.block_shape
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
+        """Number of blocks along each spatial axis."""
         return self._store.grid_shape
 
     @property
     def n_blocks(self) -> int:
+        """Number of blocks of the image."""
         return math.prod(self.grid_shape)
 
     def block_region(self, block_index: Sequence[int]) -> tuple[slice, ...]:

@@ -143,6 +143,7 @@ class GradientCache:
         return len(self._data)
 
     def get(self, key: Hashable) -> np.ndarray | None:
+        """The gradient plane kept under ``key`` (now the most recently used), or None."""
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -150,6 +151,7 @@ class GradientCache:
             return value
 
     def put(self, key: Hashable, value: np.ndarray) -> None:
+        """Keep a gradient plane, dropping the least recently used beyond ``max_bytes``."""
         if value.nbytes > self.max_bytes:
             return
         with self._lock:
@@ -162,6 +164,7 @@ class GradientCache:
             self.nbytes += value.nbytes
 
     def clear(self) -> None:
+        """Drop every gradient plane."""
         with self._lock:
             self._data.clear()
             self.nbytes = 0
@@ -336,6 +339,7 @@ class PlaneJob:
                 arena.put(a)
 
     def release(self) -> None:
+        """Return the job's buffers to the work buffer arena and forget its partial results."""
         with self.lock:
             owned, self.owned = self.owned, []
             self.job.p, self.job.pd, self.job.j, self.job.ggm = {}, None, [], None
@@ -404,6 +408,7 @@ class Accumulator:
             pj.job.ggm = ggm
 
     def merge(self) -> None:
+        """Add this task's share into the job's tensor (the first share becomes the tensor)."""
         pj, shape = self.pj, self.shape
         with pj.lock:
             if not pj.job.j:  # the first share becomes the job's tensor
@@ -415,6 +420,7 @@ class Accumulator:
                     np.add(j.reshape(shape), a, out=j.reshape(shape))
 
     def free(self) -> None:
+        """Return this task's buffers to the work buffer arena."""
         for a in self.acc + self.tmp:
             workspace.ARENA.put(a)
         self.acc = self.tmp = []

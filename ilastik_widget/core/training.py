@@ -69,6 +69,7 @@ class BackgroundTrainer:
                 self._job = None
 
     def close(self) -> None:
+        """Cancel the training and stop the worker thread."""
         self.cancel()
         with self._lock:
             pool, self._pool = self._pool, None

@@ -80,6 +80,7 @@ class Arena:
         self._lock = threading.Lock()
 
     def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 work buffer of ``shape``: a kept one if there is one, else a new one (uninitialised)."""
         with self._lock:
             stack = self._free.get(shape)
             if stack:
@@ -89,6 +90,8 @@ class Arena:
         return empty(shape)
 
     def put(self, a: np.ndarray | None) -> None:
+        """Keep ``a`` for reuse while the arena stays within ``max_bytes`` (views and arrays not made by
+        :func:`empty` are not kept)."""
         if a is None or not _whole(a):
             return
         with self._lock:
@@ -97,6 +100,7 @@ class Arena:
                 self._bytes += a.nbytes
 
     def clear(self) -> None:
+        """Drop every kept buffer."""
         with self._lock:
             self._free.clear()
             self._bytes = 0
@@ -135,6 +139,8 @@ class OutputRecycler:
         self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised float32 array of ``shape``: a view of a kept buffer that no live
+        result uses, or a new array."""
         n = int(np.prod(shape))
         if n * 4 > self.max_bytes or n == 0:
             return empty(shape)
@@ -162,6 +168,7 @@ class OutputRecycler:
             return best[:n].reshape(shape)
 
     def clear(self) -> None:
+        """Drop every kept buffer (results still in use keep theirs)."""
         with self._lock:
             self._owners.clear()
 
