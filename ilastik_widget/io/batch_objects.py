@@ -302,6 +302,7 @@ class ObjectsStage:
 
     @property
     def class_name(self) -> str:
+        """Name of the class whose objects are found."""
         return self.model.class_names[self.params.label - 1]
 
     def check_source(self, src: ImageSource) -> None:

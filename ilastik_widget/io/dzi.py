@@ -291,6 +291,13 @@ def level_factor(info: DziInfo, level: int) -> int:
 
 
 def open_dzi(op, loc: Location):
+    """Open the Deep Zoom image whose descriptor (``.dzi`` XML or its JSON form) is at ``loc``.
+
+    Returns an :class:`~ilastik_widget.io.sources.ImageSource` (axes ``yx`` for grey, else ``yxc``, unless the
+    options name them) whose levels go from the full resolution down to the first that fits in one tile. Raises
+    :class:`~ilastik_widget.io.errors.SourceNotFoundError` when a local descriptor does not exist, and
+    :class:`~ilastik_widget.io.errors.SourceError` when the descriptor or the tile read to learn the pixel type is not
+    valid."""
     from dataclasses import replace
 
     from .opener import as_dask

@@ -134,6 +134,7 @@ class Journal:
             return False
 
     def close(self, remove: bool = False) -> None:
+        """Close the journal file; with ``remove`` also delete it."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -56,6 +56,7 @@ class Location:
 
     @property
     def name(self) -> str:
+        """The last part of the path or URL, unquoted (``"image"`` when there is none)."""
         return unquote(self.root.rstrip("/").rsplit("/", 1)[-1]) or "image"
 
     def child(self, key: str) -> Location:
@@ -72,6 +73,7 @@ class Location:
         return self.child(key).url or ""
 
     def key_where(self, key: str) -> str:
+        """Where ``key`` under this location is, for messages (no query string)."""
         return self.child(key).where
 
     def read(self, key: str = "", *, missing_ok: bool = True, max_bytes: int | None = None, what: str = ""):

@@ -15,6 +15,11 @@ __all__ = ["open_n5"]
 
 
 def open_n5(op: Opener, loc: Location, attrs: Any):
+    """Open the N5 dataset, or the multiscale group of datasets ``s0, s1, ...``, at ``loc``
+    (``attrs``: its ``attributes.json``, already read).
+
+    Returns an :class:`~ilastik_widget.io.sources.ImageSource` with one level per dataset. Raises
+    :class:`~ilastik_widget.io.errors.SourceError` when the metadata are not valid or the datasets do not agree."""
     from .sources import _axes_for, _build, _check_axes
 
     where = loc.key_where("attributes.json")

@@ -160,6 +160,7 @@ class Opener:
 
     @property
     def context(self):
+        """The tensorstore context of this image's arrays (made on first use with the cache bound and retries)."""
         if self._context is None:
             self._context = make_context(self.cache_bytes, self.options.retries)
         return self._context
@@ -225,6 +226,7 @@ class Opener:
         return loc
 
     def kv(self, loc: Location) -> dict:
+        """The tensorstore key-value store spec of ``loc`` (a local directory, or http(s) with the user's token)."""
         return kvstore_spec(loc.url or loc.root, loc.remote, self.options)
 
     def open_ts(self, loc: Location, spec: dict, *, where: str, attrs=None, view=None, staging=None, metadata=None):
@@ -258,6 +260,9 @@ class Opener:
         )
 
     def source_meta(self, loc: Location, kind: str, fmt: str) -> dict:
+        """The :class:`~ilastik_widget.io.sources.ImageSource` fields that say where the image came from (``url``,
+        ``path``, ``name``, ``source_kind``, ``data_format``), with the user's URL rather than the one a server
+        redirected to."""
         root = loc.root
         if self.rebased is not None and root.startswith(self.rebased[1]):  # the user's URL, not the redirect's
             root = self.rebased[0] + root[len(self.rebased[1]) :]
@@ -277,6 +282,8 @@ class Opener:
         encodings=(),
         doubled_slashes=None,
     ):
+        """The :class:`StoredLayout` of the data at ``loc`` in format ``fmt``; the other arguments are
+        its fields (``dims`` its ``dimensions``, ``offset`` its ``voxel_offset``)."""
         n = len(dims)
         base = self.source_meta(loc, "", fmt)["path"]
         source = f"{base}|{_NG_SUFFIX[fmt]}:"

@@ -14,6 +14,11 @@ __all__ = ["open_precomputed"]
 
 
 def open_precomputed(op: Opener, loc: Location, doc: Any):
+    """Open the Neuroglancer precomputed volume at ``loc`` (``doc``: its ``info``, already read).
+
+    Returns an :class:`~ilastik_widget.io.sources.ImageSource` of axes ``[c] z y x`` (``[c] y x`` for a volume one voxel
+    deep) with one level per scale. Raises :class:`~ilastik_widget.io.errors.SourceError` when the ``info`` is not
+    valid."""
     from .sources import _apply_channel_axis, _build, _check_axes
 
     where = loc.key_where("info")

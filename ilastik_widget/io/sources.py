@@ -108,14 +108,17 @@ class ImageSource:
     # ------------------------------------------------------------------ derived properties
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of ``array`` (every axis)."""
         return tuple(int(s) for s in self.array.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """Data type of the values."""
         return np.dtype(self.array.dtype)
 
     @property
     def ndim(self) -> int:
+        """Number of axes of ``array`` (channel and time axes included)."""
         return len(self.axes)
 
     @property
@@ -125,14 +128,17 @@ class ImageSource:
 
     @property
     def nbytes(self) -> int:
+        """Size of the full-resolution data in bytes (nothing is read to know it)."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     @property
     def spatial_axes(self) -> str:
+        """The spatial axes in array order: ``"yx"`` or ``"zyx"``."""
         return "".join(a for a in self.axes if a in "zyx")
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the spatial axes, in array order."""
         return tuple(s for a, s in zip(self.axes, self.shape) if a in "zyx")
 
     @property
@@ -142,15 +148,18 @@ class ImageSource:
 
     @property
     def time_axis(self) -> int | None:
+        """Position of the time axis in ``array`` (``None`` without one)."""
         return self.axes.index("t") if "t" in self.axes else None
 
     @property
     def n_channels(self) -> int:
+        """Number of channels (1 without a channel axis)."""
         c = self.channel_axis
         return 1 if c is None else self.shape[c]
 
     @property
     def n_times(self) -> int:
+        """Number of time points (1 without a time axis)."""
         t = self.time_axis
         return 1 if t is None else self.shape[t]
 

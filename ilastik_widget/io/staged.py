@@ -46,6 +46,7 @@ class StagedObjects:
         self._lock = threading.Lock()
 
     def kvstore_spec(self, sub: str = "") -> dict:
+        """The tensorstore spec of the memory key-value store of the objects under ``sub`` (a relative path)."""
         return {"driver": "memory", "path": self.prefix + (sub.strip("/") + "/" if sub.strip("/") else "")}
 
     def put_documents(self, keys: list[str]) -> None:

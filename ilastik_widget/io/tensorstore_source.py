@@ -162,10 +162,12 @@ class TensorStoreArray:
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Size of the whole array in bytes (nothing is read to know it)."""
         return self.size * self.dtype.itemsize
 
     def __array__(self, dtype=None, copy=None):

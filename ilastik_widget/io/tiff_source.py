@@ -15,6 +15,12 @@ _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 
 
 def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
+    """Open series ``series`` of the TIFF file ``p``, read lazily.
+
+    Returns an :class:`~ilastik_widget.io.sources.ImageSource` with one level per resolution of a pyramidal TIFF. The
+    axes are ``axes`` when given, else read from the TIFF metadata with ``channel_axis`` applied. Raises
+    FileNotFoundError when the file does not exist, and ValueError when it is not a readable TIFF or has no such
+    series."""
     import dask.array as da
     import tifffile
     import zarr

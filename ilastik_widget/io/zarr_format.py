@@ -15,6 +15,12 @@ __all__ = ["open_zarr_node"]
 
 
 def open_zarr_node(op: Opener, loc: Location, zarr_format: int, doc: Any):
+    """Open the zarr array or group at ``loc`` (``doc``: its ``zarr.json``, or ``.zarray`` for
+    zarr v2, already read).
+
+    Returns an :class:`~ilastik_widget.io.sources.ImageSource`: an OME-Zarr group as its multiscale image, a plain local
+    group as its only array. Raises :class:`~ilastik_widget.io.errors.SourceError` when the metadata are not valid or a
+    group holds no array or several (then ``path=`` names one)."""
     from .sources import _axes_for, _build, _check_axes
 
     if isinstance(doc, dict) and doc.get("node_type") == "group":
