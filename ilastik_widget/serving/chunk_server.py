@@ -56,14 +56,17 @@ class ChunkServer:
 
     @property
     def chunk_shape(self) -> tuple[int, ...]:
+        """The chunk shape of the served arrays (see :class:`~ilastik_widget.serving.chunk_store.ChunkStore`)."""
         return self.store.chunk_shape
 
     @property
     def raw(self) -> Pyramid:
+        """The raw image's pyramid: its levels and chunk grid."""
         return self.store.raw
 
     @property
     def labels(self) -> Pyramid:
+        """The labels' pyramid: its levels and chunk grid."""
         return self.store.labels
 
     @property
@@ -85,6 +88,7 @@ class ChunkServer:
         self.working_set.note(keys)
 
     def pending_push(self, array: str) -> int:
+        """Number of chunks of ``array`` in the working set, which the next push brings up to date."""
         return self.working_set.pending(array)
 
     def take_push(
@@ -98,6 +102,8 @@ class ChunkServer:
         return self.working_set.take_push(array, max_bytes, cancelled, after_each)
 
     def prediction_keys(self, max_pixels: int | None = None) -> list[str]:
+        """Every prediction chunk's key, finest level first; empty for an image of more
+        than ``max_pixels`` pixels (see :meth:`~ilastik_widget.serving.chunk_store.ChunkStore.prediction_keys`)."""
         return [str(k) for k in self.store.prediction_keys(max_pixels)]
 
     def warm_predictions(self, max_pixels: int | None = None) -> int:
@@ -118,6 +124,7 @@ class ChunkServer:
         return source_urls(self.widget_id, self.store)
 
     def metadata(self) -> dict[str, str | None]:
+        """Every metadata key the viewer reads before the first chunk, with its text (None where missing)."""
         return self.store.metadata()
 
     def layer_specs(self) -> list[dict]:
@@ -129,10 +136,13 @@ class ChunkServer:
         return browser_raw_source(self.store)
 
     def display_scales(self) -> Sequence[float]:
+        """Relative voxel size per spatial axis (smallest = 1) from the source's scale; all ones when unknown."""
         return self.store.display_scales()
 
     def raw_range(self) -> tuple[float, float]:
+        """The automatic display range (low, high) of the first channel of the raw image shown."""
         return self.store.raw_reader.display_range()
 
     def invalidate(self, arrays: Iterable[str] = ("labels", "predictions")) -> None:
+        """Drop the cached chunks of ``arrays``."""
         self.store.invalidate(arrays)

@@ -118,6 +118,7 @@ class ChunkStore:
     # ------------------------------------------------------------------ the arrays
     @property
     def n_classes(self) -> int:
+        """Number of classes (at least 1): the channels of the predictions array."""
         return max(1, len(self.session.classes))
 
     @property
@@ -152,6 +153,7 @@ class ChunkStore:
         return out
 
     def pyramid(self, array: str) -> Pyramid:
+        """The pyramid of ``array``: ``"raw"``, ``"labels"``, ``"objects"``, else the predictions."""
         if array == "objects":
             return self.objects.pyramid()
         return self.raw if array == "raw" else self.labels if array == "labels" else self.predictions()

@@ -78,6 +78,8 @@ def raw_controls(
 
 
 def labels_shader(colors: Sequence[Sequence[float]]) -> str:
+    """The labels layer's shader: label i in ``colors[i - 1]`` (RGB from 0 to 1), unlabelled pixels
+    transparent, a label without a colour white."""
     lines = ["void main() {", "  uint v = toRaw(getDataValue());", "  if (v == 0u) { emitTransparent(); return; }"]
     for i, rgb in enumerate(colors, start=1):
         lines.append(f"  if (v == {i}u) {{ emitRGBA(vec4({_vec3(rgb)}, 1.0)); return; }}")
@@ -86,6 +88,8 @@ def labels_shader(colors: Sequence[Sequence[float]]) -> str:
 
 
 def probabilities_shader(colors: Sequence[Sequence[float]], n: int) -> str:
+    """The probabilities layer's shader for ``n`` classes in ``colors`` (RGB from 0 to 1): a blend of the classes'
+    colours."""
     # Each class in its colour, weighted by its probability squared (a confident class shows its own colour rather than
     # a blend); opacity grows from 0 at chance level (1/n) to 1 at certainty.
     lines = ["void main() {", "  vec3 color = vec3(0.0);", "  float weight = 0.0;", "  float best = 0.0;"]
@@ -108,6 +112,8 @@ def probabilities_shader(colors: Sequence[Sequence[float]], n: int) -> str:
 
 
 def segmentation_shader(colors: Sequence[Sequence[float]], n: int) -> str:
+    """The segmentation layer's shader for ``n`` classes: every pixel in the colour of its most
+    probable class (transparent before any prediction)."""
     lines = ["void main() {", "  float best = 0.0;", "  vec3 color = vec3(0.0);"]
     for i in range(n):
         rgb = colors[i % len(colors)]
@@ -120,6 +126,8 @@ def segmentation_shader(colors: Sequence[Sequence[float]], n: int) -> str:
 
 
 def uncertainty_shader(n: int) -> str:
+    """The uncertainty layer's shader for ``n`` classes: one minus the margin between the two
+    most probable classes, violet (some doubt) to white (a toss-up), transparent where the classifier is sure."""
     lines = ["void main() {", "  float first = 0.0;", "  float second = 0.0;"]
     for i in range(n):
         lines += [

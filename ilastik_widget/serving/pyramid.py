@@ -41,10 +41,12 @@ class Pyramid:
 
     @property
     def ndim(self) -> int:
+        """Number of spatial axes."""
         return len(self.spatial_shape)
 
     @property
     def n_levels(self) -> int:
+        """Number of levels."""
         return len(self.factors)
 
     @property
@@ -54,12 +56,15 @@ class Pyramid:
 
     @property
     def chunk_nbytes(self) -> int:
+        """Size of one stored chunk in bytes."""
         return int(np.prod(self.chunk_shape)) * self.dtype.itemsize
 
     def level_shape(self, level: int) -> tuple[int, ...]:
+        """Spatial shape of ``level`` (the full shape divided by its factors, rounded up)."""
         return tuple(-(-s // f) for s, f in zip(self.spatial_shape, self.factors[level]))
 
     def grid_shape(self, level: int) -> tuple[int, ...]:
+        """Number of chunks along each spatial axis of ``level``."""
         return tuple(-(-s // c) for s, c in zip(self.level_shape(level), self.chunk))
 
     def zarray(self, level: int) -> dict:

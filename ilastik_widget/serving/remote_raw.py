@@ -38,6 +38,7 @@ _PRECOMPUTED_ENCODINGS = ("raw", "jpeg", "png")
 
 
 def check_raw_from(value: str) -> str:
+    """``value`` if it is one of :data:`RAW_FROM` (``"auto"``, ``"kernel"``, ``"browser"``), else ValueError."""
     if value not in RAW_FROM:
         raise ValueError(f"raw_from must be one of {', '.join(map(repr, RAW_FROM))}, not {value!r}")
     return value
