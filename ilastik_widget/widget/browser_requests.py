@@ -48,6 +48,8 @@ class BrowserRequests:
         self._register_handlers()
 
     def dispatch(self, content: Any, buffers: list | None = None) -> Request | None:
+        """Parse, check and handle one message from the browser; returns the request (None
+        when it was rejected with an error reply). Never raises."""
         return self.dispatcher.dispatch(content, buffers)
 
     def _context(self) -> Context:

@@ -71,6 +71,7 @@ class ChunkRequests:
             return self._predictions, self._data
 
     def submit(self, request: ChunksRequest) -> Future:
+        """Serve ``request`` in a worker thread (prediction chunks in a lane of their own); returns its future."""
         n_predictions = sum(1 for key in request.keys if _is_prediction_chunk(key))
         predictions, data = self._lanes()
         if n_predictions:
@@ -82,6 +83,8 @@ class ChunkRequests:
         return future
 
     def cancel(self, request: CancelRequest) -> None:
+        """The browser cancelled these requests: those not started are skipped, those running stop
+        after their current chunk."""
         with self._lock:
             self._cancelled.update(request.ids)
             if len(self._cancelled) > MAX_CANCELLED:
@@ -97,6 +100,7 @@ class ChunkRequests:
             self._futures.discard(future)
 
     def futures(self) -> list[Future]:
+        """The futures of the requests not yet answered."""
         with self._lock:
             return list(self._futures)
 
@@ -139,6 +143,7 @@ class ChunkRequests:
                 self._done(n_predictions - done)
 
     def close(self) -> None:
+        """Stop the worker threads; requests not yet started are dropped."""
         with self._lock:
             lanes = [self._predictions, self._data]
         for executor in lanes:

@@ -113,6 +113,8 @@ class ExportTask:
         return result
 
     def wait(self, timeout: float | None = 60.0) -> None:
+        """Block until the export under way, if any, is done (at most ``timeout`` seconds); its failure
+        is not raised here."""
         with self._lock:
             future = self._future
         if future is not None:
@@ -122,6 +124,7 @@ class ExportTask:
                 pass
 
     def close(self) -> None:
+        """Stop the export under way and the worker thread; no export starts after this."""
         with self._lock:
             self._closed = True
             executor = self._executor

@@ -138,6 +138,8 @@ class InsightUpdater:
         self._closed = False
 
     def view_region(self) -> tuple[slice, ...] | None:
+        """The region the viewer shows (``viewer_state["view_region"]``) as slices, or None
+        when there is no valid one."""
         return view_region(self.widget.viewer_state, tuple(self.widget.session.spatial_shape))
 
     def labels_changed(self) -> None:
@@ -150,9 +152,11 @@ class InsightUpdater:
         self._publish()
 
     def predictions_changed(self) -> None:
+        """Measure the predicted fractions again, a moment later in a worker thread."""
         self._schedule()
 
     def view_changed(self) -> None:
+        """The view changed: measure the predicted fractions in it a moment later (once trained)."""
         if self.widget.session.is_trained:
             self._schedule()
 
@@ -242,6 +246,7 @@ class InsightUpdater:
                 log.debug("ilastik_widget: class insight failed", exc_info=True)
 
     def close(self) -> None:
+        """Cancel the measurement not yet started and stop the worker thread."""
         with self._lock:
             self._closed = True
             timer, executor = self._timer, self._executor

@@ -38,13 +38,18 @@ STOPPED = "Stopped. Paint, or press “Update now”, to train and predict again
 class StatusLine(Protocol):
     """Where the updater says what happens (the widget's ``status``, ``busy`` and ``error`` traits)."""
 
-    def show(self, text: str, busy: bool | None = None) -> None: ...
+    def show(self, text: str, busy: bool | None = None) -> None:
+        """Show ``text``; ``busy`` says whether the kernel is busy (None: unchanged)."""
 
-    def error(self, text: str) -> None: ...
+    def error(self, text: str) -> None:
+        """Show an error; it stays until :meth:`clear_error`."""
 
-    def clear_error(self) -> None: ...
+    def clear_error(self) -> None:
+        """Remove the error shown, unless it still holds."""
 
-    def progress(self, values: dict) -> None: ...
+    def progress(self, values: dict) -> None:
+        """Show the progress of the work under way (``{"task", "done", "total", "seconds_left"}``;
+        ``{}`` for none)."""
 
 
 class LiveUpdater:
@@ -85,12 +90,15 @@ class LiveUpdater:
 
     # ------------------------------------------------------------------ events of the session
     def labels_changed(self) -> None:
+        """The labels changed: with live update on, train and hold the labels refresh for
+        the new predictions; else push the labels now."""
         if self.live and self.train() is not None:
             self._hold_labels()
         else:
             self._send_labels_refresh()
 
     def classes_or_features_changed(self) -> None:
+        """The classes or features changed: train again when live update is on."""
         if self.live:
             self.train()
 
@@ -104,6 +112,7 @@ class LiveUpdater:
     # ------------------------------------------------------------------ training
     @property
     def training(self) -> bool:
+        """True while a training started here is pending or running."""
         with self._lock:
             return self._training is not None and not self._training.done()
 
@@ -112,6 +121,7 @@ class LiveUpdater:
 
     @property
     def needs_training(self) -> bool:
+        """True when the session's model was not trained on the current labels and features."""
         return bool(self.session.needs_training)
 
     def labelled_classes(self) -> tuple[int, int]:
@@ -264,6 +274,7 @@ class LiveUpdater:
         self.update_status()
 
     def idle_text(self) -> str:
+        """The status line when no work is under way: stopped, ready, or the hint to paint."""
         if self._stopped:
             return STOPPED
         return "Ready" if self.session.is_trained else PAINT_HINT
@@ -294,6 +305,7 @@ class LiveUpdater:
 
     # ------------------------------------------------------------------ life cycle
     def futures(self) -> list[Future]:
+        """The futures of the pushes and of the training under way."""
         with self._lock:
             return [*self._pushes, *([self._training] if self._training is not None else [])]
 
@@ -317,6 +329,7 @@ class LiveUpdater:
                 raise TimeoutError("the widget is still busy")
 
     def close(self) -> None:
+        """Stop for good: drop the held labels refresh, cancel the training, stop the worker thread."""
         self.closed = True
         self._take_held_labels()
         with self._lock:

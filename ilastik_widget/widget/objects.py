@@ -200,6 +200,7 @@ class WidgetResults(t.HasTraits):
         return export_ilp(self._results.widget.session, path, **options)
 
     def close(self) -> None:
+        """Stop the objects, class insight and export work, then close the widget."""
         results = getattr(self, "_results", None)
         if results is not None:
             results.close()
@@ -224,6 +225,9 @@ class ResultsController:
 
     # ------------------------------------------------------------------ objects
     def compute(self, label: int, threshold: float, **options: Any) -> Objects:
+        """Find the objects of class ``label`` at ``threshold`` (see
+        :meth:`~ilastik_widget.core.session.Session.objects`), show them in the objects layer and keep them as the last
+        objects; returns them. What the session raises, it raises before anything changes."""
         w = self.widget
         objects = w.session.objects(label, threshold, **options)  # raises before anything changes
         version = w.chunk_server.objects.show(objects.labels, objects.offset)
@@ -237,6 +241,7 @@ class ResultsController:
         return objects
 
     def clear(self) -> None:
+        """Forget the last objects and empty the objects layer."""
         w = self.widget
         self.last = None
         w.chunk_server.objects.clear()
@@ -288,6 +293,8 @@ class ResultsController:
         self.widget._live.status.error(text)
 
     def on_objects(self, request: ObjectsRequest, _buffers: list) -> None:
+        """Handle the browser's ``objects`` request: find the objects in a worker thread,
+        then reply with their count and the objects array's version."""
         options: dict[str, Any] = {"low": request.low, "split": request.split, "max_size": request.max_size}
         if request.min_size is not None:
             options["min_size"] = request.min_size
@@ -308,6 +315,8 @@ class ResultsController:
         self._worker().submit(run)
 
     def on_object_row(self, request: ObjectRowRequest, _buffers: list) -> None:
+        """Handle the browser's ``object-row`` request: reply with the object at a
+        position (or of a number) and its table row."""
         if request.position is None and request.object is None:
             raise MessageError("an object-row request needs a 'position' or an 'object'", request.id)
         if self.last is None:
@@ -316,6 +325,8 @@ class ResultsController:
         self.widget._send_message(ObjectRowReply(request.id, number, row), [])
 
     def on_export(self, request: ExportRequest, _buffers: list) -> None:
+        """Handle the browser's ``export`` request: start the export, and reply with the
+        paths written once it is done."""
         options: dict[str, Any] = {"overwrite": request.overwrite}
         if request.format is not None:
             options["format"] = request.format
@@ -346,6 +357,7 @@ class ResultsController:
         self.export.wait(timeout)
 
     def close(self) -> None:
+        """Stop listening to the session; stop the class insight, the export and the worker thread."""
         try:
             self.widget.session.remove_listener(self._on_session_event)
         except ValueError:

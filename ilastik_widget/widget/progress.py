@@ -24,6 +24,7 @@ class Snapshot:
 
     @property
     def pending(self) -> int:
+        """Chunks asked for and not yet done."""
         return self.total - self.done
 
     def to_json(self) -> dict:
@@ -78,6 +79,7 @@ class PredictionProgress:
             self._total = self._done = 0
 
     def snapshot(self) -> Snapshot:
+        """The progress now, with the time left estimated from the pace so far."""
         with self._lock:
             done, total = self._done, self._total
             elapsed = self._clock() - self._started  # type: ignore[operator]

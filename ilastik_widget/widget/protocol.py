@@ -153,16 +153,22 @@ class StrokeRequest(Request):
 
 @dataclass(frozen=True)
 class UndoRequest(Request):
+    """Undo the last addition or removal of a stroke."""
+
     TYPE: ClassVar[str] = "undo"
 
 
 @dataclass(frozen=True)
 class RedoRequest(Request):
+    """Redo the last undone action."""
+
     TYPE: ClassVar[str] = "redo"
 
 
 @dataclass(frozen=True)
 class RemoveStrokeRequest(Request):
+    """Remove the stroke ``stroke_id`` (undoable)."""
+
     TYPE: ClassVar[str] = "remove-stroke"
     stroke_id: int = _field(STROKE_ID)
 
@@ -183,6 +189,8 @@ class StopRequest(Request):
 
 @dataclass(frozen=True)
 class AddClassRequest(Request):
+    """Add a class (the kernel names and colours it when ``name`` or ``color`` is missing)."""
+
     TYPE: ClassVar[str] = "add-class"
     name: str | None = _field(OPTIONAL_NAME, default=None)
     color: str | None = _field(OPTIONAL_COLOR, default=None)
@@ -190,12 +198,16 @@ class AddClassRequest(Request):
 
 @dataclass(frozen=True)
 class RemoveClassRequest(Request):
+    """Remove class ``label`` and its strokes; later classes are renumbered down."""
+
     TYPE: ClassVar[str] = "remove-class"
     label: int = _field(LABEL)
 
 
 @dataclass(frozen=True)
 class RenameClassRequest(Request):
+    """Rename class ``label``."""
+
     TYPE: ClassVar[str] = "rename-class"
     label: int = _field(LABEL)
     name: str = _field(NAME)
@@ -203,6 +215,8 @@ class RenameClassRequest(Request):
 
 @dataclass(frozen=True)
 class RecolorClassRequest(Request):
+    """Change the colour (``"#rrggbb"``) of class ``label``."""
+
     TYPE: ClassVar[str] = "recolor-class"
     label: int = _field(LABEL)
     color: str = _field(COLOR)
@@ -343,6 +357,7 @@ class KernelMessage:
     TYPE: ClassVar[str] = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The content to send: ``type`` and every field (tuples as lists)."""
         out: dict[str, Any] = {"type": self.TYPE}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -367,6 +382,7 @@ class Reply(KernelMessage):
     request: str = field(default="", metadata={"ts": False})
 
     def to_json(self) -> dict[str, Any]:
+        """The content to send, of type ``"<request type>-reply"``."""
         out = super().to_json()
         out["type"] = f"{out.pop('request')}-reply"
         return out
@@ -374,6 +390,8 @@ class Reply(KernelMessage):
 
 @dataclass(frozen=True)
 class StrokeReply(KernelMessage):
+    """The id of the stroke a ``stroke`` request added."""
+
     TYPE: ClassVar[str] = "stroke-reply"
     id: int
     stroke_id: int
@@ -388,6 +406,7 @@ class ChangedReply(KernelMessage):
     request: str = field(default="undo", metadata={"ts": False})
 
     def to_json(self) -> dict[str, Any]:
+        """The content to send, of type ``"undo-reply"`` or ``"redo-reply"``."""
         out = super().to_json()
         out["type"] = f"{out.pop('request')}-reply"
         return out
@@ -395,6 +414,8 @@ class ChangedReply(KernelMessage):
 
 @dataclass(frozen=True)
 class AddClassReply(KernelMessage):
+    """The label of the class an ``add-class`` request added."""
+
     TYPE: ClassVar[str] = "add-class-reply"
     id: int
     label: int
@@ -481,6 +502,7 @@ class Dispatcher:
         self._handlers: dict[type, Handler] = {}
 
     def register(self, request_type: type[Request], handler: Handler) -> None:
+        """Handle requests of ``request_type`` with ``handler(request, buffers)``."""
         self._handlers[request_type] = handler
 
     def dispatch(self, content: Any, buffers: list | None = None) -> Request | None:
@@ -502,6 +524,8 @@ class Dispatcher:
         return request
 
     def reply_error(self, id: int | None, text: str, content: Any = None) -> None:
+        """Answer request ``id`` with an error message saying ``text``, log it and pass it to
+        ``on_error``; never raises."""
         kind = content.get("type") if isinstance(content, dict) else None
         log.warning(
             "ilastik_widget: rejected %s message (id %s): %s", _short(kind) if kind is not None else "a", id, text

@@ -73,6 +73,7 @@ def check_float(value: Any, name: str, lo: float, hi: float, id: int | None = No
 
 
 def check_bool(value: Any, name: str, id: int | None = None) -> bool:
+    """``value`` if it is true or false, else MessageError naming the field ``name``."""
     if not isinstance(value, bool):
         raise MessageError(f"'{name}' must be true or false, not {_short(value)}", id)
     return value

@@ -25,12 +25,14 @@ def _whole(value: Any) -> bool:
 
 
 def height(value: Any) -> int:
+    """The widget's height: a whole number of pixels from :data:`HEIGHT_MIN` to :data:`HEIGHT_MAX`."""
     if not _whole(value) or not HEIGHT_MIN <= value <= HEIGHT_MAX:
         raise t.TraitError(f"height must be a number of pixels from {HEIGHT_MIN} to {HEIGHT_MAX}, not {value!r}")
     return int(value)
 
 
 def brush_size(value: Any) -> int:
+    """The brush's diameter: a whole number of pixels from ``BRUSH_SIZE_MIN`` to ``BRUSH_SIZE_MAX``."""
     if not _whole(value) or not BRUSH_SIZE_MIN <= value <= BRUSH_SIZE_MAX:
         raise t.TraitError(
             f"brush_size (the brush's diameter in pixels) must be a whole number from {BRUSH_SIZE_MIN} to "
@@ -40,18 +42,22 @@ def brush_size(value: Any) -> int:
 
 
 def active_class(value: Any, n_classes: int) -> int:
+    """The class the brush paints: a class number from 1 to ``n_classes``."""
     if not _whole(value) or not 1 <= value <= max(1, n_classes):
         raise t.TraitError(f"active_class must be a class number from 1 to {n_classes}, not {value!r}")
     return int(value)
 
 
 def mode(value: Any) -> str:
+    """What the mouse does: one of ``MODES`` (``"paint"``, ``"erase"``, ``"navigate"``)."""
     if value not in MODES:
         raise t.TraitError(f"mode must be one of {', '.join(MODES)}, not {value!r}")
     return str(value)
 
 
 def classes(value: Any) -> list[dict[str, str]]:
+    """The classes as ``[{"name", "color"}, ...]``: at least one and at most ``MAX_CLASSES``, each name and
+    colour checked."""
     if not isinstance(value, list) or not value:
         raise t.TraitError("there must be at least one class")
     if len(value) > MAX_CLASSES:
@@ -73,6 +79,8 @@ def classes(value: Any) -> list[dict[str, str]]:
 
 
 def feature_selection(value: Any) -> dict:
+    """A feature selection in its dict form, checked and normalised through
+    :class:`~ilastik_widget.core.features.FeatureSelection`."""
     try:
         selection = FeatureSelection.from_dict(value)
     except Exception as exc:
@@ -107,6 +115,8 @@ def layers(value: Any, current: dict[str, dict[str, Any]] | None) -> dict[str, d
 
 
 def viewer_state(value: Any, ndim: int) -> dict:
+    """The viewer's state: plain JSON of at most :data:`MAX_VIEWER_STATE_BYTES` whose ``position``
+    (at least ``ndim`` numbers), zoom scales (positive) and ``layout``, where present, are valid."""
     if not isinstance(value, dict):
         raise t.TraitError("viewer_state must be a dict")
     try:

@@ -397,9 +397,11 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         self._session.remove_class(self._check_label(label))
 
     def rename_class(self, label: int, name: str) -> None:
+        """Rename class ``label``; ValueError for a class that does not exist or a name that is not valid."""
         self._session.rename_class(self._check_label(label), name)
 
     def recolor_class(self, label: int, color: str) -> None:
+        """Change the colour (``"#rrggbb"``) of class ``label``; ValueError for a class or colour not valid."""
         self._session.recolor_class(self._check_label(label), color)
 
     def add_stroke(self, label: int, points: Any, radius: float = 2, axes: Any = None, erase: bool = False) -> int:
@@ -413,12 +415,15 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         )
 
     def remove_stroke(self, stroke_id: int) -> None:
+        """Remove a stroke (or imported labels) by id, undoably; KeyError when there is no such stroke."""
         self._session.remove_stroke(int(stroke_id))
 
     def undo(self) -> bool:
+        """Undo the last addition or removal of a stroke; False when there was nothing to undo."""
         return bool(self._session.undo())
 
     def redo(self) -> bool:
+        """Redo the last undone action; False when there was nothing to redo."""
         return bool(self._session.redo())
 
     def update_now(self) -> Future | None:

@@ -85,16 +85,19 @@ export interface StrokeRequest {
   axes?: [number, number];
 }
 
+/** Undo the last addition or removal of a stroke. */
 export interface UndoRequest {
   type: "undo";
   id: number;
 }
 
+/** Redo the last undone action. */
 export interface RedoRequest {
   type: "redo";
   id: number;
 }
 
+/** Remove the stroke ``stroke_id`` (undoable). */
 export interface RemoveStrokeRequest {
   type: "remove-stroke";
   id: number;
@@ -113,6 +116,7 @@ export interface StopRequest {
   id: number;
 }
 
+/** Add a class (the kernel names and colours it when ``name`` or ``color`` is missing). */
 export interface AddClassRequest {
   type: "add-class";
   id: number;
@@ -120,12 +124,14 @@ export interface AddClassRequest {
   color?: string;
 }
 
+/** Remove class ``label`` and its strokes; later classes are renumbered down. */
 export interface RemoveClassRequest {
   type: "remove-class";
   id: number;
   label: number;
 }
 
+/** Rename class ``label``. */
 export interface RenameClassRequest {
   type: "rename-class";
   id: number;
@@ -133,6 +139,7 @@ export interface RenameClassRequest {
   name: string;
 }
 
+/** Change the colour (``"#rrggbb"``) of class ``label``. */
 export interface RecolorClassRequest {
   type: "recolor-class";
   id: number;
@@ -195,6 +202,7 @@ export interface ChunksReply {
   found: boolean[];
 }
 
+/** The id of the stroke a ``stroke`` request added. */
 export interface StrokeReply {
   type: "stroke-reply";
   id: number;
@@ -208,6 +216,7 @@ export interface ChangedReply {
   changed: boolean;
 }
 
+/** The label of the class an ``add-class`` request added. */
 export interface AddClassReply {
   type: "add-class-reply";
   id: number;
