@@ -42,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``ilastik-widget`` command and its ``predict`` and ``demo`` subcommands
+    (bad usage: one line on stderr, exit code 2)."""
     from . import __version__
 
     parser = _Parser(prog="ilastik-widget", description="Interactive ilastik-style pixel classification: command line.")
@@ -230,6 +232,10 @@ def _demo(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ilastik-widget`` command line on ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit code: 0 success, 1 error (its message on stderr), 2 no command given, 130 interrupted. Bad usage,
+    ``--help`` and ``--version`` end in SystemExit (code 2, 0 and 0), as argparse does."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on bad usage
     if args.command is None:

@@ -68,6 +68,8 @@ def prepare(folder: Path) -> Path:
 
 
 def lab_command(folder: Path, *, port: int | None = None, no_browser: bool = False) -> list[str]:
+    """The command that starts JupyterLab in ``folder`` with the quickstart notebook open, on
+    ``port`` when given and without opening a browser with ``no_browser``."""
     cmd = [
         sys.executable,
         "-m",
