@@ -15,11 +15,16 @@ each time (a fresh open), by:
 Prints the median time and throughput of each, the ratio to the baseline (target >= 0.8x) and the number of http
 requests one read made (metadata included), alternating the readers repetition by repetition so that both see the
 same machine load.
+
+The server runs in its own process, as a real server does (``--server-in-process`` runs it on a thread of the
+benchmark's process instead: then every request it answers also holds the readers' interpreter lock, which charges
+format detection's parallel metadata probes, about 1 ms each, to the reader).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -39,6 +44,61 @@ from ilastik_widget.io.sources import open_source
 from ilastik_widget.io.tensorstore_source import DEFAULT_CACHE_BYTES
 
 SHAPE = (256, 256, 256)
+
+
+def _serve(root: str, conn) -> None:
+    """Child process: serve ``root`` until told to stop; answer "clear" and "count" for the request log."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from loopback_http import LoopbackServer
+
+    with LoopbackServer(root) as srv:
+        conn.send(srv.url)
+        while True:
+            command = conn.recv()
+            if command == "clear":
+                srv.clear()
+                conn.send(None)
+            elif command == "count":
+                with srv.lock:
+                    conn.send(len(srv.requests))
+            else:
+                return
+
+
+class ServerProcess:
+    """:class:`LoopbackServer` in a process of its own, with the same ``url``, ``clear()`` and request count."""
+
+    def __init__(self, root: Path) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(str(root), child), daemon=True)
+        self._proc.start()
+        self.url = self._conn.recv()
+
+    def clear(self) -> None:
+        self._conn.send("clear")
+        self._conn.recv()
+
+    @property
+    def n_requests(self) -> int:
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        self._proc.join(10)
+
+
+class ServerThread(LoopbackServer):
+    """:class:`LoopbackServer` on a thread of this process, with the request count of :class:`ServerProcess`."""
+
+    @property
+    def n_requests(self) -> int:
+        with self.lock:
+            return len(self.requests)
 
 
 def baseline_spec(fmt: str, url: str) -> dict:
@@ -75,13 +135,16 @@ def _readers(fmt: str, url: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--server-in-process", action="store_true", help="serve from a thread of this process")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 255, SHAPE, dtype=np.uint8)
     mib = volume.nbytes / 2**20
     print(f"volume {SHAPE} uint8 ({mib:.0f} MiB), {args.reps} cold reads each, medians")
     print("open + read: a new open each time (metadata requests and format detection included); read: the read alone")
-    print("(ratio: the baseline's time over the reader's; requests: http requests of one open + read)\n")
+    where = "a thread of this process" if args.server_in_process else "a process of its own"
+    print("(ratio: the baseline's time over the reader's; requests: http requests of one open + read)")
+    print(f"the http server runs in {where}\n")
     worst = {"open + read": 1e9, "read": 1e9}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -94,7 +157,8 @@ def main(argv=None) -> int:
         )
         print(header)
         print("-" * len(header))
-        with LoopbackServer(root) as srv:
+        server = ServerThread(root) if args.server_in_process else ServerProcess(root)
+        with server as srv:
             for fmt in ("precomputed", "zarr3", "n5"):
                 readers = _readers(fmt, f"{srv.url}/{fmt}")
                 names = list(readers)
@@ -110,7 +174,7 @@ def main(argv=None) -> int:
                         t1 = time.perf_counter()
                         got = read_(opened)
                         t2 = time.perf_counter()
-                        requests[name] = len(srv.requests)
+                        requests[name] = srv.n_requests
                         assert np.array_equal(got, volume)
                         total[name].append(t2 - t0)
                         read[name].append(t2 - t1)
