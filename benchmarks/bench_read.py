@@ -1,6 +1,7 @@
 """Reading a 256^3 volume over loopback http: ``open_source`` against tensorstore's own read of the same URL.
 
-Run: ``python benchmarks/bench_read.py`` (about a minute on 2 cores; ``--reps N`` for more repetitions).
+Run: ``python benchmarks/bench_read.py`` (about a minute on 2 cores; ``--reps N`` for more repetitions, ``--size N``
+for an N^3 volume).
 
 For each format (Neuroglancer precomputed with 64^3 chunks, sharded zarr v3 with 128^3 shards of 64^3 chunks, N5
 with 64^3 blocks) the volume is served by a threaded http server on 127.0.0.1 and read whole, from a cold cache
@@ -136,11 +137,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--server-in-process", action="store_true", help="serve from a thread of this process")
+    parser.add_argument("--size", type=int, default=SHAPE[0], help="side of the cubic volume (default 256)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    volume = rng.integers(0, 255, SHAPE, dtype=np.uint8)
+    shape = (args.size,) * 3
+    volume = rng.integers(0, 255, shape, dtype=np.uint8)
     mib = volume.nbytes / 2**20
-    print(f"volume {SHAPE} uint8 ({mib:.0f} MiB), {args.reps} cold reads each, medians")
+    print(f"volume {shape} uint8 ({mib:.0f} MiB), {args.reps} cold reads each, medians")
     print("open + read: a new open each time (metadata requests and format detection included); read: the read alone")
     where = "a thread of this process" if args.server_in_process else "a process of its own"
     print("(ratio: the baseline's time over the reader's; requests: http requests of one open + read)")
