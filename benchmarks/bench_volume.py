@@ -1,6 +1,7 @@
 """Volume benchmark (kernel, no browser): the interactive path through ``Session``, against the 2D filter bank.
 
 Run: ``python benchmarks/bench_volume.py [--repeats N] [--shape Z Y X] [--rss-depths Z1 Z2 ...] [--cache-dir D]``
+(``--per-feature``: instead, one plane's time for each feature and scale alone, to see where it goes)
 
 On a synthetic uint16 volume (default 120x512x512, ``ilastik_widget.datasets.synthetic_cells``) with all 61
 features and the default classifier, as the widget uses a session: strokes painted on the xy plane through the
@@ -373,6 +374,26 @@ def make_volume(shape: tuple[int, int, int], cache_dir: str | None = None) -> tu
     return vol, truth
 
 
+def per_feature_rows(ctx: Context) -> None:
+    """Where a plane's time goes: ``plane_features`` of one xy plane (no cache) for each selected (feature, scale)
+    alone, against the 2D filter bank of that cell on the same image; the whole selection first."""
+    z = ctx.point[0]
+
+    def row(sel: FeatureSelection, name: str) -> None:
+        o, b, oc, bc = alternate(
+            lambda: plane_features(ctx.volume, 0, z, sel), lambda: bank_2d_of(ctx, sel), ctx.repeats
+        )
+        Row(name, o, b, "plane_features, one xy plane", "2D bank on that image", None, oc, bc).print()
+
+    row(ctx.selection, "all features")
+    for feature, scale in sorted(ctx.selection.selected):
+        row(FeatureSelection(frozenset([(feature, scale)])), f"{feature} {scale:g}")
+
+
+def bank_2d_of(ctx: Context, sel: FeatureSelection) -> None:
+    compute_features(ctx.volume[ctx.point[0]], sel)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median)")
@@ -380,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-depths", type=int, nargs="*", default=None, help="volume depths of the RSS rows")
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help="keep the synthetic volume in this directory between runs")
+    p.add_argument(
+        "--per-feature", action="store_true", help="only: one xy plane per (feature, scale) vs the 2D bank of that cell"
+    )
     args = p.parse_args(argv)
     if args.rss_child:
         rss_child(*args.rss_child)
@@ -394,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     ctx = Context(vol, truth, FeatureSelection.all(), tuple(s // 2 for s in vol.shape), args.repeats)
+    if args.per_feature:
+        per_feature_rows(ctx)
+        return 0
     ok = True
     for row in ROWS:
         ok &= row(ctx).print()
