@@ -428,3 +428,28 @@ def test_duplicate_entry_ids_in_saved_data_are_refused():
     d["strokes"].append(dict(d["strokes"][0], label=2))
     with pytest.raises(ValueError, match="two entries have id 1"):
         Annotations.from_dict(d)
+
+
+# The Okabe-Ito colours (Okabe and Ito, "Color Universal Design"), told apart with the common colour-vision deficiencies.
+OKABE_ITO = {"#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000"}
+
+
+def test_the_first_class_colours_are_colour_blind_safe_and_away_from_stain_hues():
+    """The first classes' default colours are Okabe-Ito colours whose hues stay at least 40 degrees from those of
+    haematoxylin, eosin and DAB (each stain's colour at one unit of optical density, from scikit-image's stain
+    matrix): a stroke is not lost on a stained slide."""
+    import colorsys
+
+    from skimage.color import rgb_from_hed
+
+    def hue(rgb) -> float:
+        return colorsys.rgb_to_hsv(*rgb)[0] * 360
+
+    stains = {name: hue(np.exp(-od)) for name, od in zip(("haematoxylin", "eosin", "DAB"), rgb_from_hed)}
+    for color in DEFAULT_COLORS[:2]:
+        assert color in OKABE_ITO, color
+        h = hue([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+        for name, stain in stains.items():
+            gap = min(abs(h - stain), 360 - abs(h - stain))
+            assert gap >= 40, f"{color} (hue {h:.0f}) is {gap:.0f} degrees from {name} (hue {stain:.0f})"
+    assert len(set(DEFAULT_COLORS[:7])) == 7 and set(DEFAULT_COLORS[:7]) <= OKABE_ITO

@@ -4,7 +4,8 @@ hidden and recoloured per channel, channels chosen for the classifier), the curs
 Neuroglancer's pop-ups or layout buttons, the fit key and button, and on a volume the panel titles, the slice keys
 and the feature matrix's in-2D row.
 
-One notebook for the module (three widgets); the tests run in file order.
+One notebook for the module (four widgets: the last an RGB slide shown in its colours); the tests run in file
+order.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ w2""",
 volume, _ = synthetic_cells((24, 96, 96), seed=0)
 w3 = IlastikWidget(volume, height=420)
 w3""",
+    """\
+# RGB histology (scikit-image's immunohistochemistry crop): brown DAB and blue haematoxylin on white
+from skimage import data
+rgb = data.immunohistochemistry()[:192, :192]
+w4 = IlastikWidget(rgb, channel_axis=-1, height=380)
+w4""",
     "_E2E_DONE = True",
 ]
 
@@ -317,3 +324,29 @@ def test_the_in_2d_row_of_a_volume_survives_edits_of_the_matrix(wd3, wd):
     assert d.k("w3.feature_selection['in_2d']") == [3.5], "'All' dropped the in-2D choice"
     assert d.k("w3.session.feature_selection.is_2d(3.5)")
     assert wd.root.locator("[data-testid^='feature-2d-']").count() == 0, "a 2D image has an in-2D row"
+
+
+@pytest.fixture(scope="module")
+def wd4(lab) -> WidgetDriver:
+    d = WidgetDriver(lab, "w4")
+    d.settle()
+    return d
+
+
+def test_an_rgb_slide_is_shown_in_its_colours(wd4):
+    """Each screen channel follows the slide's own channel, and the stains keep their hues: brown DAB redder than
+    blue haematoxylin on screen as in the data (a grey or single-channel display fails both)."""
+    d = wd4
+    d.page.mouse.move(2, 2)
+    d.settle()
+    rgb = np.asarray(d.k("rgb.tolist()"), float)
+    yy, xx = np.mgrid[3:192:6, 3:192:6]
+    pts = np.stack([yy.ravel(), xx.ravel()], 1)
+    data = rgb[tuple(pts.T)]
+    shown = sample(d, pts)
+    for c in range(3):
+        r = np.corrcoef(shown[:, c], data[:, c])[0, 1]
+        assert r > 0.9, f"screen channel {c} follows the data's with r = {r:.2f}"
+    data_warmth, shown_warmth = data[:, 0] - data[:, 2], shown[:, 0] - shown[:, 2]
+    r = np.corrcoef(shown_warmth, data_warmth)[0, 1]
+    assert r > 0.8, f"red minus blue on screen follows the data's with r = {r:.2f} (colour lost)"
