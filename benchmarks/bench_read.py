@@ -101,6 +101,9 @@ class ServerThread(LoopbackServer):
         with self.lock:
             return len(self.requests)
 
+    def __enter__(self) -> ServerThread:
+        return self
+
 
 def baseline_spec(fmt: str, url: str) -> dict:
     """tensorstore's spec for the URL, with the caching open_source configures (cached data assumed unchanged
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
         )
         print(header)
         print("-" * len(header))
-        server = ServerThread(root) if args.server_in_process else ServerProcess(root)
+        server: ServerThread | ServerProcess = ServerThread(root) if args.server_in_process else ServerProcess(root)
         with server as srv:
             for fmt in ("precomputed", "zarr3", "n5"):
                 readers = _readers(fmt, f"{srv.url}/{fmt}")
