@@ -114,22 +114,7 @@ def _eigvals3(
     np.multiply(b, inv, out=bn)
     np.multiply(c, inv, out=cn)
     np.multiply(e, inv, out=en)
-    # r = a_ (d_ f_ - en^2) - bn (bn f_ - en cn) + cn (bn en - d_ cn), halved; phi holds the second temporary
-    np.multiply(d_, f_, out=r)
-    np.multiply(en, en, out=t)
-    r -= t
-    r *= a_
-    np.multiply(bn, f_, out=t)
-    np.multiply(en, cn, out=phi)
-    t -= phi
-    t *= bn
-    r -= t
-    np.multiply(bn, en, out=t)
-    np.multiply(d_, cn, out=phi)
-    t -= phi
-    t *= cn
-    r += t
-    r *= f32(0.5)
+    _half_det(a_, bn, cn, d_, en, f_, r, t, phi)  # phi holds the second temporary
     np.minimum(r, f32(1.0), out=r)
     np.maximum(r, f32(-1.0), out=r)
     np.arccos(r, out=phi)
@@ -154,6 +139,36 @@ def _eigvals3(
     out1 -= out2
     np.minimum(out1, out0, out=out1)
     np.maximum(out1, out2, out=out1)
+
+
+def _half_det(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    e: np.ndarray,
+    f: np.ndarray,
+    r: np.ndarray,
+    t: np.ndarray,
+    u: np.ndarray,
+) -> None:
+    """``r`` = det([[a, b, c], [b, d, e], [c, e, f]]) / 2 elementwise, in the arrays' own dtype, in this order:
+    (a (d f - e e) - b (b f - e c) + c (b e - d c)) / 2; ``t`` and ``u`` are temporaries."""
+    np.multiply(d, f, out=r)
+    np.multiply(e, e, out=t)
+    r -= t
+    r *= a
+    np.multiply(b, f, out=t)
+    np.multiply(e, c, out=u)
+    t -= u
+    t *= b
+    r -= t
+    np.multiply(b, e, out=t)
+    np.multiply(d, c, out=u)
+    t -= u
+    t *= c
+    r += t
+    r *= r.dtype.type(0.5)
 
 
 def _angle64(work: np.ndarray, ill: np.ndarray, *entries: np.ndarray) -> np.ndarray:
@@ -188,22 +203,7 @@ def _angle64(work: np.ndarray, ill: np.ndarray, *entries: np.ndarray) -> np.ndar
     np.divide(1.0, p2, out=p2)
     for x in (a, b, c, d, e, f):
         x *= p2
-    # r = (a (d f - e e) - b (b f - e c) + c (b e - d c)) / 2
-    np.multiply(d, f, out=r)
-    np.multiply(e, e, out=t)
-    r -= t
-    r *= a
-    np.multiply(b, f, out=t)
-    np.multiply(e, c, out=u)
-    t -= u
-    t *= b
-    r -= t
-    np.multiply(b, e, out=t)
-    np.multiply(d, c, out=u)
-    t -= u
-    t *= c
-    r += t
-    r *= 0.5
+    _half_det(a, b, c, d, e, f, r, t, u)
     np.clip(r, -1.0, 1.0, out=r)
     np.subtract(1.0, r, out=t)
     np.add(1.0, r, out=u)
