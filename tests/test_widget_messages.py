@@ -843,9 +843,9 @@ def _slow_predictions(w, seconds):
     w.session.predict = slow
 
 
-def test_progress_counts_prediction_chunks_and_the_status_says_how_many_are_left(large):
-    import time
-
+def _trained_widget_with_slow_chunks(large, seconds):
+    """A trained widget on the large image that predicts only the chunks asked for, each taking ``seconds`` more,
+    and the keys of nine full-resolution prediction chunks."""
     image, _, strokes = large
     w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
     w.live = False
@@ -853,9 +853,15 @@ def test_progress_counts_prediction_chunks_and_the_status_says_how_many_are_left
         w.session.add_stroke(**s)
     w.session.train()
     w.wait(60)
-    _slow_predictions(w, 0.15)
+    _slow_predictions(w, seconds)
     layout = w.chunk_server.store.layout
-    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]
+    return w, rec, [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]
+
+
+def test_progress_counts_prediction_chunks_and_the_status_says_how_many_are_left(large):
+    import time
+
+    w, rec, keys = _trained_widget_with_slow_chunks(large, 0.15)
     seen = []
     w.observe(lambda change: seen.append(dict(change["new"])), names="progress")
     w.handle_message({"type": "chunks", "id": 5, "keys": keys})
@@ -872,16 +878,7 @@ def test_progress_counts_prediction_chunks_and_the_status_says_how_many_are_left
 def test_stop_ends_a_long_prediction_and_a_training(large):
     import time
 
-    image, _, strokes = large
-    w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
-    w.live = False
-    for s in (strokes[0], strokes[-1]):
-        w.session.add_stroke(**s)
-    w.session.train()
-    w.wait(60)
-    _slow_predictions(w, 0.3)
-    layout = w.chunk_server.store.layout
-    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]  # 9 x 0.3 s if not stopped
+    w, rec, keys = _trained_widget_with_slow_chunks(large, 0.3)  # 9 x 0.3 s if not stopped
     started = time.monotonic()
     w.handle_message({"type": "chunks", "id": 5, "keys": keys})
     time.sleep(0.4)
@@ -898,7 +895,7 @@ def test_stop_ends_a_long_prediction_and_a_training(large):
     w.wait(60)
     assert rec.reply(7)[0]["found"] == [True]
     # a training under way is stopped too: its model is not installed
-    w.session.add_stroke(**strokes[1])
+    w.session.add_stroke(**large[2][1])
     gen = w.session.generation
     w.update_now()
     w.stop()
@@ -910,16 +907,7 @@ def test_stop_ends_a_long_prediction_and_a_training(large):
 def test_a_request_cancelled_while_it_runs_computes_no_further_chunk(large):
     import time
 
-    image, _, strokes = large
-    w, rec = make_widget(image, max_predict_pixels=256 * 256)  # too large to predict ahead: chunks when asked
-    w.live = False
-    for s in (strokes[0], strokes[-1]):
-        w.session.add_stroke(**s)
-    w.session.train()
-    w.wait(60)
-    _slow_predictions(w, 0.3)
-    layout = w.chunk_server.store.layout
-    keys = [f"predictions/{layout}/0/{i}.{j}.0" for i in range(3) for j in range(3)]  # 9 x 0.3 s if not cancelled
+    w, rec, keys = _trained_widget_with_slow_chunks(large, 0.3)  # 9 x 0.3 s if not cancelled
     started = time.monotonic()
     w.handle_message({"type": "chunks", "id": 5, "keys": keys})
     time.sleep(0.4)
