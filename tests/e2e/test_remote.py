@@ -203,7 +203,12 @@ def test_browser_reads_the_raw_image_from_the_url(direct, servers, volume):
 
 
 def test_a_stroke_lands_on_the_voxels_under_it(direct):
-    d = direct
+    check_a_stroke_lands_on_the_shown_plane(direct)
+
+
+def check_a_stroke_lands_on_the_shown_plane(d: WidgetDriver) -> None:
+    """A class-2 stroke along a row of the shown xy plane labels that row of that plane only, with the raw layer
+    read by the browser (no ``raw/`` key asked of the kernel)."""
     position = d.k("{w}.viewer_state['position']")
     z = int(round(position[0]))
     y = int(round(position[1])) - 8

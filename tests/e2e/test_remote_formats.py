@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_remote import widget_cell
+from test_remote import check_a_stroke_lands_on_the_shown_plane, widget_cell
 from widget_driver import WidgetDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the format writers, the loopback server
@@ -181,19 +181,7 @@ def test_browser_reads_a_volume(direct, servers, volume, var):
 def test_a_stroke_on_the_precomputed_volume_lands_on_its_voxels(direct):
     d = WidgetDriver(direct.lab, "w")
     d.scroll_into_view()
-    position = d.k("{w}.viewer_state['position']")
-    z, y = int(round(position[0])), int(round(position[1])) - 8
-    d.press("2")
-    d.lab.wait_for(lambda: d.k("w.active_class") == 2, 20, "class 2")
-    d.drag([[z, y, 10], [z, y, 38]])
-    d.lab.wait_for(lambda: d.k("len(w.session.annotations.strokes)") == 1, 30, "the stroke in the kernel")
-    labels = np.asarray(d.k("w.session.labels().tolist()"))
-    assert np.unique(np.nonzero(labels)[0]).tolist() == [z], "the stroke is not on the shown plane"
-    assert (labels[z, y, 12:37] == 2).all(), f"row {y} of plane {z}: {labels[z, y, 8:41]}"
-    rows = np.unique(np.nonzero(labels[z])[0])
-    assert abs(rows.mean() - y) < 0.5, f"the stroke covers rows {rows.tolist()}, drawn along row {y}"
-    d.settle()
-    assert not [k for k in d.k("{w}_served") if k.startswith("raw/")]
+    check_a_stroke_lands_on_the_shown_plane(d)
 
 
 def test_browser_reads_a_deep_zoom_slide(direct, servers, slide):
