@@ -271,33 +271,8 @@ def _part3(tmp, quick, sel, train_img, truth):
     ]
     for label, env in settings:
         for name, shp in (("small", small), ("large", large)):
-            cluster, client = _cluster(2, **env)
-            try:
-                predict_batch(
-                    msession,
-                    np.zeros((16, 32, 32), np.float32),
-                    tmp / f"memwarm_{name}.ome.zarr",
-                    client=client,
-                    progress=False,
-                    overwrite=True,
-                )
-                client.run(_reset_peak)
-                t0 = time.perf_counter()
-                predict_batch(
-                    msession,
-                    paths[name],
-                    tmp / f"mem_{name}_out.ome.zarr",
-                    client=client,
-                    chunks=chunks,
-                    progress=False,
-                    overwrite=True,
-                )
-                dt = time.perf_counter() - t0
-                mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
-                peaks[label, name] = (mem, dt, int(np.prod(shp)))
-            finally:
-                client.close()
-                cluster.close()
+            mem, dt = _peak_run(msession, paths[name], tmp / f"mem_{name}_out.ome.zarr", env, chunks)
+            peaks[label, name] = (mem, dt, int(np.prod(shp)))
     print(
         f"\n[3] peak RSS per worker process (2 workers x 1 thread, {msel.n_channels(3)} feature channels up to "
         f"scale 1.6, blocks {chunks}, VmHWM reset before the run)"
@@ -319,6 +294,23 @@ def _part3(tmp, quick, sel, train_img, truth):
     )
 
 
+def _peak_run(session, path: str, out: Path, env: dict, chunks=None) -> tuple[int, float]:
+    """Peak RSS of the busiest of 2 fresh worker processes (``env`` set) and the wall time of ``predict_batch`` of
+    ``path``: after a small warm-up run, with VmHWM reset before the timed one."""
+    cluster, client = _cluster(2, **env)
+    try:
+        warm = out.with_name("warm_" + out.name)
+        predict_batch(session, np.zeros((16, 32, 32), np.float32), warm, client=client, progress=False, overwrite=True)
+        client.run(_reset_peak)
+        t0 = time.perf_counter()
+        predict_batch(session, path, out, client=client, chunks=chunks, progress=False, overwrite=True)
+        dt = time.perf_counter() - t0
+        return max(m["VmHWM"] for m in client.run(_read_mem).values()), dt
+    finally:
+        client.close()
+        cluster.close()
+
+
 def _part4(tmp, quick, sel, session):
     # ---- 4. peak memory with the default blocks (whole planes streamed along z), all features: a volume 8x deeper
     # two blocks of whole planes (one per worker) against sixteen: the same blocks, 8x the volume
@@ -335,32 +327,8 @@ def _part4(tmp, quick, sel, session):
     peaks = {}
     for label, env in settings:
         for name, shp in (("small", small), ("deep", deep)):
-            cluster, client = _cluster(2, **env)
-            try:
-                predict_batch(
-                    session,
-                    np.zeros((16, 32, 32), np.float32),
-                    tmp / "mem4warm.ome.zarr",
-                    client=client,
-                    progress=False,
-                    overwrite=True,
-                )
-                client.run(_reset_peak)
-                t0 = time.perf_counter()
-                predict_batch(
-                    session,
-                    paths[name],
-                    tmp / f"mem4_{name}_out.ome.zarr",
-                    client=client,
-                    progress=False,
-                    overwrite=True,
-                )
-                dt = time.perf_counter() - t0
-                mem = max(m["VmHWM"] for m in client.run(_read_mem).values())
-                peaks[label, name] = (mem, dt, int(np.prod(shp)), _blocks(session, paths[name]))
-            finally:
-                client.close()
-                cluster.close()
+            mem, dt = _peak_run(session, paths[name], tmp / f"mem4_{name}_out.ome.zarr", env)
+            peaks[label, name] = (mem, dt, int(np.prod(shp)), _blocks(session, paths[name]))
     print(
         f"\n[4] peak RSS per worker process, default blocks (whole planes, features streamed along z), all "
         f"{sel.n_channels(3)} features, 2 workers x 1 thread, VmHWM reset before the run"
