@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
         ax = _tiff_guess_axes(meta, shape)
         ax = _apply_channel_axis(_check_axes(ax, ndim), channel_axis)
     levels = [
-        da.from_array(TiffLevel(p, series, key, z.shape, z.dtype), chunks=z.chunks, asarray=False, fancy=False)
+        da.from_array(TiffLevel(p, series, key, z.shape, z.dtype, z), chunks=z.chunks, asarray=False, fancy=False)
         for key, z in zip(keys, zlevels)
     ]
     sp = [a for a in ax if a in "zyx"]
@@ -78,13 +79,15 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
 
 class TiffLevel:
     """One level of a TIFF series as Dask reads it: the path and where the level is, the file opened on first read
-    in each process. Dask sends the graph to worker processes, and an open tifffile store (a file handle and its
-    lock) cannot travel there."""
+    in each process other than the one that opened it (``array``, the level already open there). Dask sends the
+    graph to worker processes, and an open tifffile store (a file handle and its lock) cannot travel there."""
 
-    def __init__(self, path: str, series: int, key: str | None, shape: tuple[int, ...], dtype) -> None:
+    def __init__(
+        self, path: str, series: int, key: str | None, shape: tuple[int, ...], dtype, array: Any = None
+    ) -> None:
         self.path, self.series, self.key = path, series, key
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
-        self._array = None
+        self._array = array
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
