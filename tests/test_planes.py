@@ -267,6 +267,53 @@ def test_cached_gradient_planes_are_recycled_only_when_unused(rng):
     assert_plane_close(plane_features(vol, 0, 9, sel, gradient_cache=cache), whole[9], sel.channel_names(3), 400.0)
 
 
+def test_scrolling_to_the_border_keeps_few_work_buffer_shapes(rng):
+    """Near the volume's border every slice's slab is a plane shorter than the last; the slabs share kept work
+    buffers instead of leaving one shape each in the arena (which filled it, and every later call then worked in
+    fresh memory at twice the time)."""
+    from ilastik_widget.core import workspace
+
+    vol = structured_volume(rng, (40, 24, 26))
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 3.5, True)
+    whole = compute_features(vol, sel)
+    cache = GradientCache()
+    workspace.clear_workspace()
+    slab_heights = set()
+    for z in range(12, 40):
+        got = plane_features(vol, 0, z, sel, gradient_cache=cache)
+        assert_plane_close(got, whole[z], sel.channel_names(3), 400.0)
+        slab_heights |= {s[0] for s, kept in workspace.ARENA._free.items() if kept and s[1:] == (24, 26)}
+    assert len(slab_heights) <= 6, sorted(slab_heights)
+
+
+def test_structure_tensor_alone_with_every_gradient_plane_cached(rng):
+    """A plane asked for again (or one whose mirrored neighbourhood is known) needs nothing from the slab."""
+    vol = structured_volume(rng, (16, 20, 22))
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 1.6, True)
+    cache = GradientCache()
+    whole = compute_features(vol, sel)[:, 7]
+    for _ in range(2):
+        assert_plane_close(plane_features(vol, 1, 7, sel, gradient_cache=cache), whole, sel.channel_names(3), 400.0)
+
+
+def test_work_buffers_beyond_the_bound_push_out_the_longest_kept():
+    from ilastik_widget.core import workspace
+
+    mib = 1 << 20
+    arena = workspace.Arena(48 * mib)
+    a, b, c = (workspace.empty((4, mib)) for _ in range(3))  # 16 MiB each
+    for x in (a, b, c):
+        arena.put(x)
+    assert arena._bytes == 48 * mib
+    d = workspace.empty((5, mib))  # 20 MiB: the two kept longest make room
+    arena.put(d)
+    assert arena._bytes == 36 * mib
+    assert arena.get((4, mib)) is c
+    assert arena.get((4, mib)) is not a and arena.get((5, mib)) is d and arena._bytes == 0
+    arena.put(workspace.empty((13, mib)))  # larger than the whole bound: not kept
+    assert arena._bytes == 0
+
+
 def test_concurrent_calls_and_single_thread(volume_and_features, monkeypatch):
     """Sessions compute planes from several threads; batch workers run the filter bank on one thread."""
     from concurrent.futures import ThreadPoolExecutor

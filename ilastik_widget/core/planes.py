@@ -34,7 +34,7 @@ import numpy as np
 from . import filters as _filters
 from . import workspace
 from .features import FeatureSelection, Layout, axis_halo, channels_last, check_finite, check_request, normalize_region
-from .slab import GradientCache, PlaneJob, Slab, frame
+from .slab import GradientCache, PlaneJob, Slab, frame, planes_buffer
 
 __all__ = ["GradientCache", "plane_features", "plane_slab", "planes_features"]
 
@@ -225,7 +225,9 @@ class _Plane:
         self.buf = self._get((self.lay.n_channels, 1, *self.plane_shape))
         tasks = []
         for c in range(self.lay.n_in):
-            data = self._get((self.hi - self.lo, *self.plane_shape))
+            # the plane count rounded (planes_buffer): slabs cut by the volume's border, one plane shorter at every
+            # slice, share kept buffers instead of each leaving one of its own
+            data = planes_buffer(self.hi - self.lo, self.plane_shape, self.buffers)
             _load(block[..., c], self.axis, data)
             slab = Slab(data.reshape(self.hi - self.lo, -1), self.lo, self.plane_shape)
             jobs = [j for j, i in zip(self.jobs, self.job_images) if i == c]
@@ -314,9 +316,10 @@ def _load(src: np.ndarray, axis: int, out: np.ndarray) -> None:
         return
     # the normal is the innermost axis: convert with the rows intact, then one blocked transpose
     rows = src.shape[0] * src.shape[1]
-    tmp = workspace.ARENA.get((rows, n))
+    owned: list[np.ndarray] = []
+    tmp = planes_buffer(n, (rows,), owned).reshape(rows, n)
     try:
         np.copyto(tmp, src.reshape(rows, n), casting="unsafe")
         cv2.transpose(tmp, out.reshape(n, rows))
     finally:
-        workspace.ARENA.put(tmp)
+        workspace.ARENA.put(owned[0])

@@ -216,6 +216,8 @@ class PlaneJob:
     def extent(self) -> tuple[int, int]:
         """Planes ``[lo, hi)`` that this job reads."""
         rows = self.rows + self._gradient_rows(self.missing)
+        if not rows:  # the structure tensor alone, every gradient plane it needs in the cache: nothing to read
+            return self.index, self.index + 1
         return min(lo for lo, _ in rows), max(lo + len(w) for lo, w in rows)
 
     def _gradient_rows(self, positions: list[tuple[int, float]], scaled: bool = False) -> list[tuple[int, np.ndarray]]:

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,13 +70,16 @@ class Arena:
     Fresh multi-megabyte arrays come from mmap and cost a page fault per page on first touch (and glibc
     returns them on free); a filter bank call needs dozens of them, so reusing them saves ~10-20% of a
     call. At most ``max_bytes`` are kept (env ``ILASTIK_WIDGET_FEATURE_WORKSPACE_MB``; default
-    min(2 GiB, RAM / 8)); they are dropped after :data:`IDLE_TRIM_SECONDS` without a call, or by
-    :func:`clear_workspace`.
+    min(2 GiB, RAM / 8)): a buffer given back beyond that pushes out the ones kept longest, so that buffers
+    of shapes no longer asked for (another image, a slab cut by the volume's border) do not fill the
+    arena and leave every later call with fresh memory. Everything is dropped after
+    :data:`IDLE_TRIM_SECONDS` without a call, or by :func:`clear_workspace`.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._kept: OrderedDict[int, np.ndarray] = OrderedDict()  # id -> buffer, the longest kept first
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -85,24 +89,31 @@ class Arena:
             stack = self._free.get(shape)
             if stack:
                 a = stack.pop()
+                del self._kept[id(a)]
                 self._bytes -= a.nbytes
                 return a
         return empty(shape)
 
     def put(self, a: np.ndarray | None) -> None:
-        """Keep ``a`` for reuse while the arena stays within ``max_bytes`` (views and arrays not made by
-        :func:`empty` are not kept)."""
-        if a is None or not _whole(a):
+        """Keep ``a`` for reuse, dropping the buffers kept longest beyond ``max_bytes`` (views and arrays not
+        made by :func:`empty` are not kept)."""
+        if a is None or a.nbytes > self.max_bytes or not _whole(a):
             return
         with self._lock:
-            if self._bytes + a.nbytes <= self.max_bytes:
-                self._free.setdefault(a.shape, []).append(a)
-                self._bytes += a.nbytes
+            while self._kept and self._bytes + a.nbytes > self.max_bytes:
+                _, old = self._kept.popitem(last=False)
+                stack = self._free[old.shape]
+                del stack[next(i for i, x in enumerate(stack) if x is old)]
+                self._bytes -= old.nbytes
+            self._free.setdefault(a.shape, []).append(a)
+            self._kept[id(a)] = a
+            self._bytes += a.nbytes
 
     def clear(self) -> None:
         """Drop every kept buffer."""
         with self._lock:
             self._free.clear()
+            self._kept.clear()
             self._bytes = 0
 
 
