@@ -36,6 +36,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # headers and body go out in two writes: without this, Nagle's algorithm holds the body back until the
         # client's delayed acknowledgement of the headers (40 ms per small answer)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.owner.lock:
+            self.server.owner.connections += 1
 
     def do_HEAD(self):
         self._answer(head=True)
@@ -164,6 +166,7 @@ class LoopbackServer:
         self.object_store = False  # paths as keys: a doubled slash is not collapsed (404)
         self.requests: list[tuple[str, str | None, str | None]] = []
         self.from_browser: list[str] = []  # paths of the requests that came with an Origin header
+        self.connections = 0  # connections accepted
         self.lock = threading.Lock()
         self._hanging = threading.Event()
         self._srv = _Server((host, 0), _Handler)

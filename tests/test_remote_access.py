@@ -16,7 +16,7 @@ from format_fixtures import write_dzi, write_n5, write_precomputed, write_zarr3_
 from loopback_http import LoopbackServer, SilentServer
 
 from ilastik_widget.io.errors import SourceError
-from ilastik_widget.io.remote import HttpClient, remote_options
+from ilastik_widget.io.remote import HttpClient, close_connections, remote_options
 from ilastik_widget.io.sources import open_source
 
 TOKEN = "tok-3f9a1c77-secret"
@@ -223,9 +223,11 @@ def _client_threads() -> int:
 
 
 def _settled(count, limit: int) -> bool:
-    """``count() <= limit`` within a few seconds (the servers notice closed connections asynchronously)."""
+    """``count() <= limit`` within a few seconds (the servers notice closed connections asynchronously), with the
+    idle connections that the clients keep alive for their next requests closed first."""
     deadline = time.monotonic() + 5
     while count() > limit and time.monotonic() < deadline:
+        close_connections()
         gc.collect()
         time.sleep(0.05)
     return count() <= limit
@@ -256,6 +258,28 @@ def test_failed_opens_leave_no_threads_or_connections(root):
         from ilastik_widget.io.opener import METADATA_THREADS
 
         assert sum(t.name.startswith("ilastik-metadata") for t in threading.enumerate()) <= METADATA_THREADS
+
+
+def test_clients_share_kept_alive_connections(root):
+    """Opening the next image on a server reuses the connections of the last (no connect, no TLS handshake per
+    metadata request); close_connections() closes the idle ones."""
+    with LoopbackServer(root) as srv:
+        close_connections()
+        for _ in range(3):
+            HttpClient(remote_options(timeout=5)).get(f"{srv.url}/pc/info")
+        assert srv.connections == 1
+        first = open_source(f"{srv.url}/pc")
+        first[...]
+        time.sleep(0.5)  # the probes the precomputed volume did not need end
+        before, n_requests = srv.connections, len(srv.requests)
+        second = open_source(f"{srv.url}/pc")
+        # six format probes and the volume's info, over connections kept from the first open
+        assert len(srv.requests) - n_requests >= 7 and srv.connections - before <= 1, srv.connections - before
+        np.testing.assert_array_equal(second[...], VOLUME)
+        close_connections()
+        before = srv.connections
+        HttpClient(remote_options(timeout=5)).get(f"{srv.url}/pc/info")
+        assert srv.connections == before + 1
 
 
 def test_http_client_byte_ranges_and_size_limits(root):

@@ -44,27 +44,16 @@ def open_location(
     subpath: str | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
 ):
-    """Open the image at ``loc`` (see the module docstring); ``subpath`` names an array inside a group."""
-    client = HttpClient(options) if loc.remote else None
-    if client is not None:
-        loc = replace(loc, client=client)
-    op = None
-    keep_clients = False
-    try:
-        if subpath:
-            loc = loc.child(md._relative_path(subpath, loc.where, "path"))
-        op = Opener(loc, options=options, cache_bytes=cache_bytes, channel_axis=channel_axis, axes=axes)
-        src = detect_and_open(op, loc)
-        # Deep Zoom tiles and objects behind redirects are read with these clients later
-        keep_clients = src.source_kind == "deepzoom" or op.objects is not None
-        return src
-    finally:
-        if op is not None:
-            op.wait()
-        if not keep_clients:  # tensorstore has its own connections; nothing half-open stays behind
-            for c in [client, *(op.clients if op is not None else [])]:
-                if c is not None:
-                    c.close()
+    """Open the image at ``loc`` (see the module docstring); ``subpath`` names an array inside a group.
+
+    Metadata probes that the detected format does not need are left to end on their own (within the timeout):
+    their connections go back to the process's shared pool (:mod:`~ilastik_widget.io.remote`)."""
+    if loc.remote:
+        loc = replace(loc, client=HttpClient(options))
+    if subpath:
+        loc = loc.child(md._relative_path(subpath, loc.where, "path"))
+    op = Opener(loc, options=options, cache_bytes=cache_bytes, channel_axis=channel_axis, axes=axes)
+    return detect_and_open(op, loc)
 
 
 def detect_and_open(op: Opener, loc: Location):

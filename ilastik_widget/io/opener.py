@@ -155,8 +155,6 @@ class Opener:
         self.redirects: dict[str, str] = {}  # metadata URL asked -> URL that answered after redirects
         self.rebased: tuple[str, str] | None = None  # (user's root, root the server redirected to)
         self.objects: Any = None  # StagedObjects when every object is behind its own redirect
-        self.clients: list[HttpClient] = []
-        self.pending: list[Any] = []  # metadata requests submitted to the pool
 
     @property
     def context(self):
@@ -189,21 +187,14 @@ class Opener:
 
     def iter_json(self, where: list[tuple[Location, str]], *, probe: bool = False):
         """:meth:`read_json` of each ``(location, key)`` in order, all requested at once over http: the caller can
-        stop at the first it needs without waiting for the others (:meth:`wait` does, before the clients close)."""
+        stop at the first it needs without waiting for the others."""
         if len(where) < 2 or not any(loc.remote for loc, _ in where):
             for loc, key in where:
                 yield self.read_json(loc, key, probe=probe)
             return
         futures = [_pool().submit(self.read_json, loc, key, probe=probe) for loc, key in where]
-        self.pending.extend(futures)
         for f in futures:
             yield f.result()
-
-    def wait(self) -> None:
-        """Let requests still under way end (each within the timeout) before their connections are closed."""
-        for f in self.pending:
-            f.exception()
-        self.pending.clear()
 
     def follow_redirect(self, loc: Location, key: str) -> Location:
         """After metadata at ``loc/key`` came through a redirect: read from the redirect's base URL when the server
@@ -219,7 +210,6 @@ class Opener:
             same = urlsplit(root)[:2] == urlsplit(loc.root)[:2]
             self.options = self.options if same else replace(self.options, token=None)  # never to another host
             client = HttpClient(self.options)
-            self.clients.append(client)
             self.rebased = (loc.root, root)
             return replace(loc, root=root, client=client)
         self.objects = StagedObjects(loc, self.context, self.cache_bytes)

@@ -12,13 +12,17 @@ through :class:`HttpClient`:
   ``Authorization: Bearer ...`` only over https (or to this machine), never logged or shown; redirects (e.g. to
   signed URLs of an object store) are followed and the token is dropped when one leads to another host or scheme;
 * errors that name the host and the problem: HTTP 401/403 (a token is needed, or was refused), 404, other statuses,
-  refused connections, TLS failures, responses larger than expected.
+  refused connections, TLS failures, responses larger than expected;
+* connections kept alive in one pool per process that every client shares (:func:`close_connections` closes the idle
+  ones): opening the next image on a server reuses them instead of connecting (and, over https, negotiating TLS)
+  for each of its metadata requests. Tokens, timeouts and retries are per request, never stored with a connection.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +30,15 @@ from urllib.parse import urlsplit
 
 from .errors import HttpStatusError, SourceError, SourceNotFoundError, display_url, host_of
 
-__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "TOKEN_ENV", "HttpClient", "RemoteOptions", "remote_options"]
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "TOKEN_ENV",
+    "HttpClient",
+    "RemoteOptions",
+    "close_connections",
+    "remote_options",
+]
 
 TOKEN_ENV = "ILASTIK_WIDGET_TOKEN"
 TIMEOUT_ENV = "ILASTIK_WIDGET_TIMEOUT"
@@ -132,6 +144,29 @@ class Response:
     redirected: bool
 
 
+_SHARED: tuple[int, Any] | None = None  # (process id, urllib3.PoolManager)
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_pool():
+    """The connection pool of this process (a new one after a fork: sockets must not be shared between processes).
+    At most 8 servers with at most 8 idle connections each are kept."""
+    import urllib3
+
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None or _SHARED[0] != os.getpid():
+            _SHARED = (os.getpid(), urllib3.PoolManager(num_pools=8, maxsize=8, block=False))
+        return _SHARED[1]
+
+
+def close_connections() -> None:
+    """Close the idle connections that the http clients of this process keep alive for their next requests."""
+    with _SHARED_LOCK:
+        if _SHARED is not None and _SHARED[0] == os.getpid():
+            _SHARED[1].clear()
+
+
 class HttpClient:
     """A small thread-safe http(s) client with the behaviour described in the module docstring.
 
@@ -146,14 +181,13 @@ class HttpClient:
 
         self.options = options or remote_options()
         self._timeout = urllib3.Timeout(connect=self.options.timeout[0], read=self.options.timeout[1])
-        self._pool = urllib3.PoolManager(num_pools=8, maxsize=16, block=False)
+        self._pool = _shared_pool()
 
     def __repr__(self) -> str:
         return f"HttpClient(timeout={self.options.timeout}, retries={self.options.retries})"
 
     def close(self) -> None:
-        """Close the pooled connections."""
-        self._pool.clear()
+        """Nothing to release: the connections are the process's shared pool (see :func:`close_connections`)."""
 
     def __enter__(self) -> HttpClient:
         return self
