@@ -97,6 +97,41 @@ def test_parity_3d_random_chunkings(s3d):
     np.testing.assert_allclose(predict_dask(s, img)["probabilities"].compute(), expected, atol=1e-5)
 
 
+def test_stored_volumes_are_read_by_the_block_tasks(tmp_path, s3d):
+    """A volume in a file is read by each block task itself (block and halo), not by read and halo tasks that Dask
+    could run ahead of the blocks, holding input in memory (a volume 8x deeper took 1.7x the memory per worker);
+    the results equal the session's for any chunking."""
+    from ilastik_widget.io import batch
+
+    img, s = s3d
+    path = str(tmp_path / "vol.ome.zarr")
+    write_ome(path, img, "zyx", [1.0, 1.0, 1.0])
+    expected = s.predict()
+    rng = np.random.default_rng(3)
+    for chunks in [tuple(int(c) for c in rng.integers(12, 50, size=3)) for _ in range(2)] + [None]:
+        probs = predict_dask(s, path, chunks=chunks)["probabilities"]
+        n_blocks = int(np.prod([len(c) for c in probs.chunks[:-1]]))
+        assert len(dict(probs.__dask_graph__())) <= n_blocks + 1, chunks  # the blocks and the model only
+        np.testing.assert_allclose(probs.compute(), expected, atol=1e-5, err_msg=f"chunks={chunks}")
+    reader = batch._stored_reader(open_source(path), TrainedModel.from_session(s))
+    assert reader is not None and reader.base._cache_bytes == batch.BATCH_READ_CACHE_BYTES
+    assert batch._stored_reader(open_source(img), TrainedModel.from_session(s)) is None  # in memory: in the graph
+
+
+def test_stored_multichannel_volume_with_a_channel_subset(tmp_path):
+    img, truth = synthetic_cells((24, 40, 44), seed=6)
+    two = np.stack([img[:, ::-1], img], axis=0)  # czyx, as OME-Zarr stores channels
+    s = Session(two, channel_axis=0, features=SEL, seed=0, classifier={"n_estimators": 10})
+    s.channels = [1]
+    for st in simulated_strokes(truth, n_per_class=4, radius=2, seed=0):
+        s.add_stroke(**st)
+    s.train()
+    path = str(tmp_path / "two.ome.zarr")
+    write_ome(path, two, "czyx", [1.0, 1.0, 1.0, 1.0])
+    p = predict_dask(s, path, chunks=(10, 40, 20))["probabilities"].compute()
+    np.testing.assert_allclose(p, s.predict(), atol=1e-5)
+
+
 def test_volumes_stream_whole_planes_by_default(s3d, monkeypatch):
     """Default blocks of a volume are ranges of whole planes (features streamed along z, each plane once); a task's
     blocks do not grow with the depth of the volume; planes too large to stream at once are tiled."""

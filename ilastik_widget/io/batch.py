@@ -58,10 +58,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core.model import TrainedModel
-from .batch_blocks import BLOCK_BYTES, plan_chunks
+from .batch_blocks import BLOCK_BYTES, StoredBlockReader, plan_chunks, read_and_predict_block
 from .batch_blocks import predict_block as _predict_block
 from .batch_objects import objects_stage  # the "objects" output (a stage that does nothing without it)
 from .sources import ImageSource, open_source
+from .tensorstore_source import TensorStoreArray
+
+#: decoded-chunk cache of the stored input while predicting (per process, or per task on a cluster)
+BATCH_READ_CACHE_BYTES = 32 * 2**20
 
 __all__ = ["predict_batch", "predict_dask", "OUTPUTS", "read_output"]
 
@@ -116,7 +120,27 @@ def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks, cl
         arr = arr[..., None]
     elif classifier_input and model.channels is not None and len(model.channels) < arr.shape[-1]:
         arr = arr[..., list(model.channels)]
-    return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),))
+    # "tasks": each block gathers the stored chunks it covers, and is dropped as soon as it is predicted (on a
+    # cluster dask would otherwise pick its all-to-all shuffle, which holds data in the workers' memory)
+    return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),), method="tasks")
+
+
+def _stored_reader(src: ImageSource, model: TrainedModel) -> StoredBlockReader | None:
+    """The reader of ``src``'s blocks for the classifier, when its data is stored (file or server); ``None`` for
+    in-memory arrays, which the graph carries in pieces."""
+    _check_compatible(src, model)
+    base = getattr(src, "_base", None)
+    if base is None or isinstance(base, np.ndarray):
+        return None
+    axes = src.axes
+    order = [axes.index(a) for a in axes if a in "zyx"] + ([axes.index("c")] if "c" in axes else [])
+    channels = None
+    if "c" in axes and model.channels is not None and len(model.channels) < src.n_channels:
+        channels = list(model.channels)
+    if isinstance(base, TensorStoreArray):
+        # every chunk is read about once (halos twice): a small cache (shard indices) instead of the viewer's
+        base = base.with_cache_bytes(BATCH_READ_CACHE_BYTES)
+    return StoredBlockReader(base, src._base_select, order, "c" in axes, channels)
 
 
 def _plan(src: ImageSource, model: TrainedModel, chunks, block_bytes) -> tuple:
@@ -136,7 +160,6 @@ def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, blo
     import dask.array as da
 
     proc, depth = _plan(src, model, chunks, block_bytes)
-    x = _spatial_channel_last(src, model, proc, classifier_input=True)
     depth_eff = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, proc))
     if targets is None:
         out_chunks = tuple(proc) + ((model.n_classes,),)
@@ -144,6 +167,21 @@ def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, blo
     else:
         out_chunks = tuple((1,) * len(c) for c in proc) + ((1,),)
         dtype = np.int64
+    reader = _stored_reader(src, model)
+    if reader is not None:  # every task reads its own block: nothing is read ahead of the blocks that need it
+        return da.map_blocks(
+            read_and_predict_block,
+            dtype=dtype,
+            chunks=out_chunks,
+            meta=np.empty((0,) * (model.ndim + 1), dtype),
+            reader=reader,
+            model=classifier_ref,
+            block_depth=depth_eff,
+            block_chunks=tuple(proc),
+            targets=targets,
+            t_index=t_index,
+        )
+    x = _spatial_channel_last(src, model, proc, classifier_input=True)
     depth_map = dict(enumerate(depth_eff))
     depth_map[len(depth_eff)] = 0
     return da.map_overlap(

@@ -183,6 +183,14 @@ class TensorStoreArray:
         out = np.asarray(out)
         return out[post] if post else out
 
+    def with_cache_bytes(self, cache_bytes: int) -> TensorStoreArray:
+        """The same array opened again with a decoded-chunk cache of ``cache_bytes`` (e.g. small, for a pass that
+        reads every chunk once)."""
+        if int(cache_bytes) == self._cache_bytes:
+            return self
+        spec = self._store.spec(retain_context=False).to_json()
+        return _reopen(spec, self.where, self._token, self.attrs, int(cache_bytes))
+
     # Pickled for Dask workers in other processes: the store is reopened there with a context like this one.
     def __reduce__(self):
         spec = self._store.spec(retain_context=False).to_json()

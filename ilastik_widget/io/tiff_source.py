@@ -55,10 +55,8 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
     else:
         ax = _tiff_guess_axes(meta, shape)
         ax = _apply_channel_axis(_check_axes(ax, ndim), channel_axis)
-    levels = [
-        da.from_array(TiffLevel(p, series, key, z.shape, z.dtype, z), chunks=z.chunks, asarray=False, fancy=False)
-        for key, z in zip(keys, zlevels)
-    ]
+    readers = [TiffLevel(p, series, key, z.shape, z.dtype, z) for key, z in zip(keys, zlevels)]
+    levels = [da.from_array(r, chunks=z.chunks, asarray=False, fancy=False) for r, z in zip(readers, zlevels)]
     sp = [a for a in ax if a in "zyx"]
     scale0 = tuple(scale_map.get(a, 1.0) for a in sp)
     level_scales = [
@@ -67,7 +65,7 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
     return _build(
         levels[0],
         ax,
-        base=zlevels[0],
+        base=readers[0],  # direct reads (and batch tasks, in any process) go through the picklable level
         levels=levels,
         scale=scale0,
         level_scales=level_scales,

@@ -130,7 +130,9 @@ def _store(arr, target: _Target, write_chunks: Sequence[int]) -> None:
     import dask.array as da
 
     blocks = tuple(max(1, int(c)) for c in write_chunks)
-    arr = arr.rechunk(tuple(min(b, n) for b, n in zip(blocks, arr.shape)))
+    # "tasks": a written chunk is cut from the blocks it overlaps, which are dropped once written (dask's shuffle on a
+    # cluster would hold them in the workers' memory)
+    arr = arr.rechunk(tuple(min(b, n) for b, n in zip(blocks, arr.shape)), method="tasks")
     da.store(arr, cast(Any, target), lock=False)  # any object with __setitem__ is a target
 
 
