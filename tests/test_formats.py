@@ -237,6 +237,20 @@ def test_sources_pickle_for_worker_processes(data_dir):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(dzi)).compute(), SLIDE)
 
 
+def test_a_stored_array_is_reopened_once_per_process(data_dir):
+    """A Dask worker unpickles the stored array once per task; it is opened once there (a store and a cache per task
+    added up over the blocks), while another array, or the same one with another cache size, opens its own."""
+    root, _ = data_dir
+    base = open_source(f"{root}/z3_sharded")._base
+    first, again = (pickle.loads(pickle.dumps(base)) for _ in range(2))
+    assert first is again and first is not base
+    np.testing.assert_array_equal(first[...], VOLUME)
+    assert pickle.loads(pickle.dumps(open_source(f"{root}/z3_sharded")._base)) is not first
+    small = base.with_cache_bytes(1 << 20)
+    assert small is not base and small._cache_bytes == 1 << 20 and pickle.loads(pickle.dumps(small)) is not first
+    np.testing.assert_array_equal(small[2:5], VOLUME[2:5])
+
+
 def test_session_and_predict_batch_on_precomputed_and_deep_zoom(data_dir, tmp_path):
     from ilastik_widget.core.features import FeatureSelection
     from ilastik_widget.core.session import Session

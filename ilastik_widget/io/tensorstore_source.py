@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -138,8 +141,11 @@ class TensorStoreArray:
         The array's path or URL (no query string), for messages.
     """
 
-    def __init__(self, store, *, where: str, token: str | None = None, attrs: dict | None = None, cache_bytes=None):
+    def __init__(
+        self, store, *, where: str, token: str | None = None, attrs: dict | None = None, cache_bytes=None, ident=None
+    ):
         self._store = store
+        self._ident = ident or uuid.uuid4().hex  # the same in every process this array is sent to
         self._token = token
         self.where = where
         self.attrs = dict(attrs or {})
@@ -189,21 +195,39 @@ class TensorStoreArray:
         if int(cache_bytes) == self._cache_bytes:
             return self
         spec = self._store.spec(retain_context=False).to_json()
-        return _reopen(spec, self.where, self._token, self.attrs, int(cache_bytes))
+        return _reopen(spec, self.where, self._token, self.attrs, int(cache_bytes), uuid.uuid4().hex)
 
     # Pickled for Dask workers in other processes: the store is reopened there with a context like this one.
     def __reduce__(self):
         spec = self._store.spec(retain_context=False).to_json()
-        return (_reopen, (spec, self.where, self._token, self.attrs, self._cache_bytes))
+        return (_reopen, (spec, self.where, self._token, self.attrs, self._cache_bytes, self._ident))
 
 
-def _reopen(spec, where, token, attrs, cache_bytes) -> TensorStoreArray:
+#: arrays reopened in this process, by the identity of the array they were sent as (least recently used first): a
+#: Dask worker unpickles an array once per task, and a store (and cache) opened anew for each task added up
+_REOPENED: OrderedDict[str, TensorStoreArray] = OrderedDict()
+_REOPENED_LOCK = threading.Lock()
+_REOPENED_MAX = 8
+
+
+def _reopen(spec, where, token, attrs, cache_bytes, ident=None) -> TensorStoreArray:
+    with _REOPENED_LOCK:
+        hit = _REOPENED.get(ident) if ident else None
+        if hit is not None:
+            _REOPENED.move_to_end(ident)
+            return hit
     ts = _ts()
     try:
         store = ts.open(spec, context=make_context(cache_bytes), read=True, write=False).result()
     except Exception as exc:
         raise SourceError(f"{where}: {_reason(exc, token)}") from None
-    return TensorStoreArray(store, where=where, token=token, attrs=attrs, cache_bytes=cache_bytes)
+    arr = TensorStoreArray(store, where=where, token=token, attrs=attrs, cache_bytes=cache_bytes, ident=ident)
+    if ident:
+        with _REOPENED_LOCK:
+            _REOPENED[ident] = arr
+            while len(_REOPENED) > _REOPENED_MAX:
+                _REOPENED.popitem(last=False)
+    return arr
 
 
 def _key_text(index: tuple) -> str:
@@ -230,7 +254,8 @@ def _split_key(key, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
     if n_ell:
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         key = key[:i] + (slice(None),) * (len(shape) - n_real) + key[i + 1 :]
-    key = key + (slice(None),) * (len(shape) - n_real)
+    else:
+        key = key + (slice(None),) * (len(shape) - n_real)
     index: list[int | slice] = []
     post: list[Any] = []
     dim, fancy = 0, False
