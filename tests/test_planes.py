@@ -283,7 +283,7 @@ def test_scrolling_to_the_border_keeps_few_work_buffer_shapes(rng):
         got = plane_features(vol, 0, z, sel, gradient_cache=cache)
         assert_plane_close(got, whole[z], sel.channel_names(3), 400.0)
         slab_heights |= {s[0] for s, kept in workspace.ARENA._free.items() if kept and s[1:] == (24, 26)}
-    assert len(slab_heights) <= 6, sorted(slab_heights)
+    assert len(slab_heights) <= 8, sorted(slab_heights)  # one per slice (18 here) before
 
 
 def test_structure_tensor_alone_with_every_gradient_plane_cached(rng):

@@ -340,18 +340,56 @@ class ScaleJob:
                 self.ggm = self._own(shape)
         return tasks
 
-    def rest(self, src: np.ndarray, scale: Scale, orders: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
-        """Passes along axes 1.. of a chunk ``src`` (already filtered along axis 0)."""
+    def rest(
+        self,
+        src: np.ndarray,
+        scale: Scale,
+        orders: tuple[int, ...],
+        dst: np.ndarray | None = None,
+        scratch: list[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Passes along axes 1.. of a chunk ``src`` (already filtered along axis 0); intermediate results are taken
+        from the work buffers and listed in ``scratch`` when it is given (the caller returns them)."""
         out = src
         last = len(orders) - 1
         for axis in range(1, len(orders)):
-            out = filter_axis(out, scale.kernel(axis, orders[axis]), axis, dst if axis == last else None)
+            k = scale.kernel(axis, orders[axis])
+            to = dst if axis == last and dst is not None else _scratch(out, k, scratch)
+            out = filter_axis(out, k, axis, to)
         return out
 
+    def scratch_planes(self) -> int:
+        """Work-buffer chunks that :meth:`phase4` holds at most (its intermediate passes), for memory budgets."""
+        nd = self.nd
+        zero = (0,) * nd
+        needed: set[tuple[int, ...]] = set()
+        for feature, _ in self.outputs:
+            if feature in ("gaussian_smoothing", "difference_of_gaussians"):
+                needed.add(zero)
+            elif feature == "laplacian_of_gaussian":
+                needed.update(_unit(nd, a, a) for a in self.scale.axes)
+            elif feature == "gaussian_gradient_magnitude" and not self.st:
+                needed.update(self.grads)
+            elif feature == "hessian_of_gaussian_eigenvalues":
+                needed.update(self.seconds)
+        n = len({o[:k] for o in needed for k in range(2, nd + 1)})
+        if self.dog:
+            n += nd - 1
+        if self.st:
+            n += len(self.pairs) * (nd - 1)
+        return n
+
     def derivative(
-        self, p: dict[int, np.ndarray], cache: dict, ch: slice, o: tuple[int, ...], dst: np.ndarray | None = None
+        self,
+        p: dict[int, np.ndarray],
+        cache: dict,
+        ch: slice,
+        o: tuple[int, ...],
+        dst: np.ndarray | None = None,
+        scratch: list[np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Gaussian derivative ``o`` on chunk ``ch`` of the axis-0 results ``p``, memoising every prefix.
+        """Gaussian derivative ``o`` on chunk ``ch`` of the axis-0 results ``p``, memoising every prefix; results
+        without ``dst`` are taken from the work buffers and listed in ``scratch`` when it is given.
 
         In 3D the y pass of a prefix such as (0, 1) feeds both (0, 1, 0) and (0, 1, 1).
         """
@@ -364,8 +402,9 @@ class ScaleJob:
             if dst is not None:
                 dst[...] = res
         else:
-            prev = self.derivative(p, cache, ch, o[:-1])
-            res = filter_axis(prev, self.scale.kernel(len(o) - 1, o[-1]), len(o) - 1, dst)
+            prev = self.derivative(p, cache, ch, o[:-1], scratch=scratch)
+            k = self.scale.kernel(len(o) - 1, o[-1])
+            res = filter_axis(prev, k, len(o) - 1, dst if dst is not None else _scratch(prev, k, scratch))
         cache[o] = res
         return res
 
@@ -404,35 +443,42 @@ class ScaleJob:
         nd = self.nd
         axes = self.scale.axes
         cache: dict[tuple[int, ...], np.ndarray] = {}
+        # intermediate planes come from the work buffers: fresh ones cost a page fault per 4 KiB on every call
+        # (most of the system time of a volume's plane)
+        scratch: list[np.ndarray] = []
 
         def d(o: tuple[int, ...], dst: np.ndarray | None = None) -> np.ndarray:
-            return self.derivative(self.p, cache, ch, o, dst)
+            return self.derivative(self.p, cache, ch, o, dst, scratch)
 
         zero = (0,) * nd
         n_eig = len(axes)
-        for feature, c in self.outputs:
-            if feature == "gaussian_smoothing":
-                d(zero, dst=buf[c])  # the last pass writes straight into the output plane
-            elif feature == "laplacian_of_gaussian":
-                np.add(d(_unit(nd, axes[0], axes[0])), d(_unit(nd, axes[1], axes[1])), out=buf[c])
-                for a in axes[2:]:
-                    buf[c] += d(_unit(nd, a, a))
-            elif feature == "gaussian_gradient_magnitude" and self.ggm is not None:
-                buf[c][...] = self.ggm[ch]
-            elif feature == "gaussian_gradient_magnitude":
-                np.multiply(d(self.grads[0]), d(self.grads[0]), out=buf[c])
-                for o in self.grads[1:]:
-                    g = d(o)
-                    buf[c] += g * g
-                np.sqrt(buf[c], out=buf[c])
-            elif feature == "difference_of_gaussians":
-                inner = self.rest(self.pd[ch], self.inner, zero)
-                np.subtract(d(zero), inner, out=buf[c])
-            elif feature == "structure_tensor_eigenvalues":
-                comps = [self.rest(j[ch], self.outer, zero) for j in self.j]
-                _eig_into(comps, buf[c : c + n_eig])
-            elif feature == "hessian_of_gaussian_eigenvalues":
-                _eig_into([d(o) for o in self.seconds], buf[c : c + n_eig])
+        try:
+            for feature, c in self.outputs:
+                if feature == "gaussian_smoothing":
+                    d(zero, dst=buf[c])  # the last pass writes straight into the output plane
+                elif feature == "laplacian_of_gaussian":
+                    np.add(d(_unit(nd, axes[0], axes[0])), d(_unit(nd, axes[1], axes[1])), out=buf[c])
+                    for a in axes[2:]:
+                        buf[c] += d(_unit(nd, a, a))
+                elif feature == "gaussian_gradient_magnitude" and self.ggm is not None:
+                    buf[c][...] = self.ggm[ch]
+                elif feature == "gaussian_gradient_magnitude":
+                    np.multiply(d(self.grads[0]), d(self.grads[0]), out=buf[c])
+                    for o in self.grads[1:]:
+                        g = d(o)
+                        buf[c] += g * g
+                    np.sqrt(buf[c], out=buf[c])
+                elif feature == "difference_of_gaussians":
+                    inner = self.rest(self.pd[ch], self.inner, zero, scratch=scratch)
+                    np.subtract(d(zero), inner, out=buf[c])
+                elif feature == "structure_tensor_eigenvalues":
+                    comps = [self.rest(j[ch], self.outer, zero, scratch=scratch) for j in self.j]
+                    _eig_into(comps, buf[c : c + n_eig])
+                elif feature == "hessian_of_gaussian_eigenvalues":
+                    _eig_into([d(o) for o in self.seconds], buf[c : c + n_eig])
+        finally:
+            for a in scratch:
+                _ARENA.put(a)
 
     def release(self) -> None:
         for a in self._owned:
@@ -442,6 +488,16 @@ class ScaleJob:
         self.pd = None
         self.j = []
         self.ggm = None
+
+
+def _scratch(like: np.ndarray, k: np.ndarray | None, scratch: list[np.ndarray] | None) -> np.ndarray | None:
+    """A work buffer of ``like``'s shape listed in ``scratch`` for a filter pass with kernel ``k`` (None when the pass
+    is the identity or there is no list: :func:`filter_axis` then returns or allocates its result itself)."""
+    if scratch is None or k is None:
+        return None
+    a = _ARENA.get(like.shape)
+    scratch.append(a)
+    return a
 
 
 def _eig_into(comps: list[np.ndarray], outs: np.ndarray) -> None:

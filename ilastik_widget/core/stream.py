@@ -437,4 +437,8 @@ def stream_bytes(
             pairs = len(job.pairs)
             planes += pairs * (step + 2 * scale.scaled(0.5).radius(0)) + step * (pairs + 1) + 2 * step
     planes += (min(step, _filters.N_THREADS) + 1) * n_total  # the planar buffers and an output
+    # the intermediate passes of the planes in phase 4 at once (one job each)
+    planes += min(step, _filters.N_THREADS) * max(
+        ScaleJob(scale, outputs).scratch_planes() for _, scale, outputs in plan
+    )
     return 4 * planes * plane_shape[0] * plane_shape[1]
