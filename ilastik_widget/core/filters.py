@@ -477,8 +477,8 @@ class ScaleJob:
                 elif feature == "hessian_of_gaussian_eigenvalues":
                     _eig_into([d(o) for o in self.seconds], buf[c : c + n_eig])
         finally:
-            for a in scratch:
-                _ARENA.put(a)
+            for buffer in scratch:
+                _ARENA.put(buffer)
 
     def release(self) -> None:
         for a in self._owned:
