@@ -234,9 +234,9 @@ class _Plane:
             # largest scales first: they take longest
             for job in sorted(jobs, key=lambda j: -max(s or 0.0 for s in j.scale.sigmas)):
                 tasks.extend(job.tasks(slab, self.buf))
-            linear = [j for j in jobs if j.needs_linear]
-            if linear:
-                tasks.insert(0, partial(self._linear, slab, linear))
+            # the sums of each scale over its own planes: one product over all scales' planes multiplies the small
+            # scales' few weights by the zeros of the largest scale's reach
+            tasks[:0] = [partial(self._linear, slab, [j]) for j in jobs if j.needs_linear]
         return tasks
 
     def _linear(self, slab: Slab, jobs: list[PlaneJob]) -> None:
