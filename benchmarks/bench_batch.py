@@ -267,7 +267,7 @@ def _part3(tmp, quick, sel, train_img, truth):
     peaks = {}
     settings = [
         ("filter workspace off", {"ILASTIK_WIDGET_FEATURE_WORKSPACE_MB": "0"}),
-        ("default filter workspace (reused buffers, capped at min(1 GiB, RAM/16))", {}),
+        ("default filter workspace (reused buffers, work and result buffers capped at min(2 GiB, RAM/8) each)", {}),
     ]
     for label, env in settings:
         for name, shp in (("small", small), ("large", large)):

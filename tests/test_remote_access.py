@@ -268,14 +268,14 @@ def test_clients_share_kept_alive_connections(root):
         for _ in range(3):
             HttpClient(remote_options(timeout=5)).get(f"{srv.url}/pc/info")
         assert srv.connections == 1
-        first = open_source(f"{srv.url}/pc")
-        first[...]
-        time.sleep(0.5)  # the probes the precomputed volume did not need end
+        np.testing.assert_array_equal(open_source(f"{srv.url}/pc")[...], VOLUME)
         before, n_requests = srv.connections, len(srv.requests)
-        second = open_source(f"{srv.url}/pc")
-        # six format probes and the volume's info, over connections kept from the first open
-        assert len(srv.requests) - n_requests >= 7 and srv.connections - before <= 1, srv.connections - before
-        np.testing.assert_array_equal(second[...], VOLUME)
+        for _ in range(5):
+            open_source(f"{srv.url}/pc")
+        time.sleep(0.5)  # the probes the precomputed volume did not need end
+        # each open sends six format probes at once (and reads the volume's info): 30 connections or more if every
+        # open connected anew, a few more than the first open kept when connections are kept
+        assert len(srv.requests) - n_requests >= 35 and srv.connections - before <= 12, srv.connections - before
         close_connections()
         before = srv.connections
         HttpClient(remote_options(timeout=5)).get(f"{srv.url}/pc/info")
