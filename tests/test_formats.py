@@ -70,7 +70,7 @@ def test_volume_formats_value_for_value(where, name):
     src = open_source(f"{where}/{name}")
     axes, scale, units, shapes = EXPECTED[name]
     assert (src.axes, src.scale, src.units) == (axes, scale, units)
-    assert [lv.shape for lv in src.levels] == shapes
+    assert [lv.shape for lv in src.levels] == shapes and src.levels[0] is src.array  # as ImageSource documents
     assert src.data_format == FORMAT.get(name, "zarr3")
     np.testing.assert_array_equal(src[...], VOLUME)
     np.testing.assert_array_equal(src.array.compute(), VOLUME)
@@ -89,6 +89,7 @@ def test_deep_zoom_levels_value_for_value(where, data_dir):
     _, levels = data_dir
     src = open_source(f"{where}/slide.dzi")
     assert src.axes == "yxc" and src.shape == (300, 200, 3) and src.data_format == "deepzoom"
+    assert src.levels[0] is src.array
     np.testing.assert_array_equal(src[...], SLIDE)
     np.testing.assert_array_equal(src.array.compute(), SLIDE)
     np.testing.assert_array_equal(src[10:200:3, 5:150, 1], SLIDE[10:200:3, 5:150, 1])

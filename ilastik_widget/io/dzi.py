@@ -328,11 +328,12 @@ def open_dzi(op, loc: Location):
         encodings=[f"{info.format}-{levels[0]._p.pixels}"],
         doubled_slashes=levels[0]._p.serves_doubled_slashes() if loc.remote and not op.with_token else None,
     )
+    dask_levels = [as_dask(lv, "dzi", ax) for lv in levels]  # levels[0] is the array itself
     return _build(
-        as_dask(levels[0], "dzi", ax),
+        dask_levels[0],
         ax,
         base=levels[0],
-        levels=[as_dask(lv, "dzi", ax) for lv in levels],
+        levels=dask_levels,
         level_scales=[(float(f), float(f)) for f in factors],
         storage=layout,
         **{**op.source_meta(loc, "deepzoom", "deepzoom"), "name": stem or "image"},

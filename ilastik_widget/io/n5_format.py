@@ -72,11 +72,12 @@ def open_n5(op: Opener, loc: Location, attrs: Any):
     units = tuple(u for a, u in zip(ax, (ms.units or (None,) * n)[::-1]) if a in "zyx")
     names = _neuroglancer_names(attrs.get("axes"), n)
     layout = op.layout(loc, "n5", names, ax[::-1], resolution=ms.resolution, units=ms.units)
+    dask_levels = [as_dask(a, "n5", ax) for a in arrays]  # levels[0] is the array itself
     return _build(
-        as_dask(arrays[0], "n5", ax),
+        dask_levels[0],
         ax,
         base=arrays[0],
-        levels=[as_dask(a, "n5", ax) for a in arrays],
+        levels=dask_levels,
         scale=level_scales[0],
         units=units,
         level_scales=level_scales,

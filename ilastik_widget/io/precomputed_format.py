@@ -67,11 +67,12 @@ def open_precomputed(op: Opener, loc: Location, doc: Any):
         units=("nanometer",) * 3 + ((None,) if not single else ()),
         encodings=[sc.encoding for sc in info.scales],
     )
+    dask_levels = [as_dask(a, "precomputed", ax) for a in arrays]  # levels[0] is the array itself
     return _build(
-        as_dask(arrays[0], "precomputed", ax),
+        dask_levels[0],
         ax,
         base=arrays[0],
-        levels=[as_dask(a, "precomputed", ax) for a in arrays],
+        levels=dask_levels,
         scale=level_scales[0],
         units=("nanometer",) * sum(a in "zyx" for a in ax),
         level_scales=level_scales,

@@ -165,11 +165,12 @@ def _open_ome(op: Opener, loc: Location, zarr_format: int, ome: md.OmeImage):
     units = tuple(u for a, u in zip(ax, units_all) if a in "zyx")
     fmt = f"zarr{zarr_format}"
     layout = op.layout(loc, fmt, list(meta_axes), ax, units=units_all)
+    dask_levels = [as_dask(a, "ome", ax) for a in arrays]  # levels[0] is the array itself
     return _build(
-        as_dask(arrays[0], "ome", ax),
+        dask_levels[0],
         ax,
         base=arrays[0],
-        levels=[as_dask(a, "ome", ax) for a in arrays],
+        levels=dask_levels,
         scale=level_scales[0],
         units=units,
         level_scales=level_scales,
