@@ -282,6 +282,24 @@ def test_clients_share_kept_alive_connections(root):
         assert srv.connections == before + 1
 
 
+def test_format_detection_asks_for_the_likeliest_document_first(root, monkeypatch):
+    """zarr.json is asked for alone for a moment: a zarr v3 image on a near server opens without the five other
+    probes; any other format gets them all (and opens as before)."""
+    from ilastik_widget.io import formats
+
+    monkeypatch.setattr(formats, "PROBE_FIRST_ALONE", 5.0)  # a slow machine still answers within it
+    probes = ("zarr.json", ".zarray", ".zattrs", ".zgroup", "attributes.json", "info")
+    with LoopbackServer(root) as srv:
+        np.testing.assert_array_equal(open_source(f"{srv.url}/z3")[...], VOLUME)
+        asked = [p for p, _, _ in srv.requests if p.endswith(probes)]
+        assert asked == ["/z3/zarr.json"], asked
+        srv.clear()
+        np.testing.assert_array_equal(open_source(f"{srv.url}/pc")[...], VOLUME)
+        time.sleep(0.5)  # the probes precomputed does not need end
+        asked = {p.rsplit("/", 1)[1] for p, _, _ in srv.requests if p.startswith("/pc/") and p.endswith(probes)}
+        assert asked == set(probes), asked
+
+
 def test_http_client_byte_ranges_and_size_limits(root):
     with LoopbackServer(root) as srv, HttpClient(remote_options(timeout=5)) as client:
         url = f"{srv.url}/pc/info"

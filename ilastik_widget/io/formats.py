@@ -34,6 +34,9 @@ from .tensorstore_source import DEFAULT_CACHE_BYTES
 
 __all__ = ["StoredLayout", "detect_and_open", "open_location"]
 
+#: seconds format detection waits for its first probe before sending the others (see ``Opener.iter_json``)
+PROBE_FIRST_ALONE = 0.003
+
 
 def open_location(
     loc: Location,
@@ -79,7 +82,8 @@ def detect_and_open(op: Opener, loc: Location):
         "n5": ("attributes.json",),
         "precomputed": ("info",),
     }[fmt]
-    found = op.iter_json([(loc, key) for key in probes], probe=True)
+    # the likeliest document alone for a moment: OME-Zarr 0.5 / zarr v3 then opens without the five other probes
+    found = op.iter_json([(loc, key) for key in probes], probe=True, first_alone=PROBE_FIRST_ALONE)
     for key, doc in zip(probes, found):
         if doc is None:
             continue

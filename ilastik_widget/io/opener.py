@@ -5,10 +5,12 @@ format builds its :class:`~ilastik_widget.io.sources.ImageSource` from (dask arr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -185,15 +187,27 @@ class Opener:
         The first failure, in the order given, is raised."""
         return list(self.iter_json(where, probe=probe))
 
-    def iter_json(self, where: list[tuple[Location, str]], *, probe: bool = False):
-        """:meth:`read_json` of each ``(location, key)`` in order, all requested at once over http: the caller can
-        stop at the first it needs without waiting for the others."""
+    def iter_json(self, where: list[tuple[Location, str]], *, probe: bool = False, first_alone: float = 0.0):
+        """:meth:`read_json` of each ``(location, key)`` in order, requested at once over http: the caller can stop at
+        the first it needs without waiting for the others.
+
+        ``first_alone``: seconds to wait for the first document before asking for the others, which are not asked for
+        at all when it exists and the caller stops there (a near server answers the likeliest probe within a
+        millisecond or two; a far one costs the others that much more).
+        """
         if len(where) < 2 or not any(loc.remote for loc, _ in where):
             for loc, key in where:
                 yield self.read_json(loc, key, probe=probe)
             return
-        futures = [_pool().submit(self.read_json, loc, key, probe=probe) for loc, key in where]
-        for f in futures:
+        first = _pool().submit(self.read_json, *where[0], probe=probe)
+        done = False
+        if first_alone > 0:
+            with contextlib.suppress(FutureTimeout):
+                done = first.result(timeout=first_alone) is not None
+        if done:
+            yield first.result()  # found: the caller takes it; the others are asked for only if it goes on
+        rest = [_pool().submit(self.read_json, loc, key, probe=probe) for loc, key in where[1:]]
+        for f in rest if done else [first, *rest]:
             yield f.result()
 
     def follow_redirect(self, loc: Location, key: str) -> Location:
