@@ -249,6 +249,7 @@ def test_a_stored_array_is_reopened_once_per_process(data_dir):
     assert pickle.loads(pickle.dumps(open_source(f"{root}/z3_sharded")._base)) is not first
     small = base.with_cache_bytes(1 << 20)
     assert small is not base and small._cache_bytes == 1 << 20 and pickle.loads(pickle.dumps(small)) is not first
+    assert base.with_cache_bytes(1 << 20) is small  # the time points of a series share it (and its cache)
     np.testing.assert_array_equal(small[2:5], VOLUME[2:5])
 
 

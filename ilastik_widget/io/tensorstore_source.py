@@ -146,6 +146,7 @@ class TensorStoreArray:
     ):
         self._store = store
         self._ident = ident or uuid.uuid4().hex  # the same in every process this array is sent to
+        self._with_cache: dict[int, TensorStoreArray] = {}
         self._token = token
         self.where = where
         self.attrs = dict(attrs or {})
@@ -194,8 +195,13 @@ class TensorStoreArray:
         reads every chunk once)."""
         if int(cache_bytes) == self._cache_bytes:
             return self
-        spec = self._store.spec(retain_context=False).to_json()
-        return _reopen(spec, self.where, self._token, self.attrs, int(cache_bytes), uuid.uuid4().hex)
+        # one per size: the time points of a series (and every block of a run) share it and its cache
+        other = self._with_cache.get(int(cache_bytes))
+        if other is None:
+            spec = self._store.spec(retain_context=False).to_json()
+            other = _reopen(spec, self.where, self._token, self.attrs, int(cache_bytes), uuid.uuid4().hex)
+            self._with_cache[int(cache_bytes)] = other
+        return other
 
     # Pickled for Dask workers in other processes: the store is reopened there with a context like this one.
     def __reduce__(self):
