@@ -907,3 +907,14 @@ def test_feature_table_lists_the_2d_scales():
     for s in table["scales_2d"]:
         sel = sel.with_2d(s, True)
     assert sel.n_channels(3) == sel.n_channels(2) == 49
+
+
+def test_all_finite_checks_every_piece_of_a_large_array():
+    from ilastik_widget.core.features import all_finite
+
+    a = np.zeros((3, 200_000), np.float32)  # more than one piece of the check
+    assert all_finite(a) and all_finite(a[:, ::3]) and all_finite(np.arange(5))
+    for bad in (np.nan, np.inf, -np.inf):
+        a[2, -1] = bad
+        assert not all_finite(a) and not all_finite(a[:, 1::3])  # the last element, contiguous or not
+        a[2, -1] = 0

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .cache import ByteLRU
-from .features import FeatureSelection, check_request, features_for_region
+from .features import FeatureSelection, all_finite, check_request, features_for_region
 from .planes import GradientCache, planes_features
 
 #: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
@@ -201,7 +201,7 @@ class FeatureStore:
     # ------------------------------------------------------------------ features
     def _checked(self, feats: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
         feats = np.ascontiguousarray(feats, dtype=np.float32)
-        if not np.isfinite(feats).all():
+        if not all_finite(feats):
             # finite input whose values do not fit 32-bit floats (e.g. uint64 near 2**64, or 1e39)
             raise ValueError(
                 f"the image holds values too large for 32-bit floating point in the region "
