@@ -215,6 +215,12 @@ def test_an_export_from_the_panel_shows_progress_and_stop_ends_it(wd):
     _open(d, "export-section")
     d.testid("export-path").fill("stopped.ome.zarr")
     d.testid("export-objects").uncheck()
+    # a second per block, so that the export cannot end before Stop is pressed (a fast run once did)
+    d.kexec(
+        "import time as _t, ilastik_widget.io.export as _ex\n"
+        "_write_block = _ex._write_block\n"
+        "_ex._write_block = lambda *a, **k: (_t.sleep(1.0), _write_block(*a, **k))[1]"
+    )
     d.testid("export-run").click()
     d.lab.wait_for(lambda: d.k("w.progress.get('task')") == "exporting", 60, "the export's progress")
     fill = d.root.locator(".ilastik-progress-fill")
@@ -228,6 +234,7 @@ def test_an_export_from_the_panel_shows_progress_and_stop_ends_it(wd):
     d.lab.wait_for(lambda: d.testid("export-result").inner_text().startswith("Not exported"), 20, "the panel says so")
     assert not (root / "stopped.ome.zarr").exists(), "a stopped export left files behind"
     assert d.k("w.progress") == {}
+    d.kexec("_ex._write_block = _write_block")
 
     # the same export left alone writes what it says
     d.testid("export-path").fill("done.ome.zarr")
