@@ -236,19 +236,16 @@ class _Plane:
                 tasks.extend(job.tasks(slab, self.buf))
             # the sums of each scale over its own planes: one product over all scales' planes multiplies the small
             # scales' few weights by the zeros of the largest scale's reach
-            tasks[:0] = [partial(self._linear, slab, [j]) for j in jobs if j.needs_linear]
+            tasks[:0] = [partial(self._linear, slab, j) for j in jobs if j.needs_linear]
         return tasks
 
-    def _linear(self, slab: Slab, jobs: list[PlaneJob]) -> None:
-        """The sums at the output plane of every job in ``jobs``, as one matrix product."""
+    def _linear(self, slab: Slab, job: PlaneJob) -> None:
+        """The sums at the output plane of ``job``, as one matrix product over its own planes."""
         owned: list[np.ndarray] = []
-        sums = slab.sums([r for j in jobs for r in j.rows], owned)
+        sums = slab.sums(job.rows, owned)
         with self.lock:
             self.buffers.extend(owned)
-        k = 0
-        for j in jobs:
-            j.linear_done(sums[k : k + len(j.rows)])
-            k += len(j.rows)
+        job.linear_done(sums)
 
     def result(self) -> np.ndarray:
         n_total = self.lay.n_channels

@@ -429,8 +429,10 @@ def stream_bytes(
     h = axis_halo(lay.selection, lay.steps)
     plan, n_total = lay.plan()
     planes = lay.n_in * (step + 2 * h[0])
+    scratch = 0
     for _, scale, outputs in plan:
         job = ScaleJob(scale, outputs)
+        scratch = max(scratch, job.scratch_planes())
         lin = len({o[0] for o in job.orders}) + job.dog
         planes += step * lin
         if job.st:
@@ -438,7 +440,5 @@ def stream_bytes(
             planes += pairs * (step + 2 * scale.scaled(0.5).radius(0)) + step * (pairs + 1) + 2 * step
     planes += (min(step, _filters.N_THREADS) + 1) * n_total  # the planar buffers and an output
     # the intermediate passes of the planes in phase 4 at once (one job each)
-    planes += min(step, _filters.N_THREADS) * max(
-        ScaleJob(scale, outputs).scratch_planes() for _, scale, outputs in plan
-    )
+    planes += min(step, _filters.N_THREADS) * scratch
     return 4 * planes * plane_shape[0] * plane_shape[1]

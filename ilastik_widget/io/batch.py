@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.model import TrainedModel
-from .batch_blocks import BLOCK_BYTES, StoredBlockReader, plan_chunks, read_and_predict_block
+from .batch_blocks import BLOCK_BYTES, StoredBlockReader, plan_chunks
 from .batch_blocks import predict_block as _predict_block
 from .batch_objects import objects_stage  # the "objects" output (a stage that does nothing without it)
 from .sources import ImageSource, open_source
@@ -110,16 +110,13 @@ def _spatial_channel_last(src: ImageSource, model: TrainedModel, proc_chunks, cl
     channels whose features feed the classifier (``model.channels``), else every channel (objects' intensities)."""
 
     _check_compatible(src, model)
+    order, channels = _classifier_layout(src, model)
     arr = src.array
-    axes = src.axes
-    order = [axes.index(a) for a in axes if a in "zyx"]
-    if "c" in axes:
-        order.append(axes.index("c"))
     arr = arr.transpose(order) if order != list(range(arr.ndim)) else arr
-    if "c" not in axes:
+    if "c" not in src.axes:
         arr = arr[..., None]
-    elif classifier_input and model.channels is not None and len(model.channels) < arr.shape[-1]:
-        arr = arr[..., list(model.channels)]
+    elif classifier_input and channels is not None:
+        arr = arr[..., channels]
     # "tasks": each block gathers the stored chunks it covers, and is dropped as soon as it is predicted (on a
     # cluster dask would otherwise pick its all-to-all shuffle, which holds data in the workers' memory)
     return arr.rechunk(tuple(proc_chunks) + ((arr.shape[-1],),), method="tasks")
@@ -132,15 +129,22 @@ def _stored_reader(src: ImageSource, model: TrainedModel) -> StoredBlockReader |
     base = getattr(src, "_base", None)
     if base is None or isinstance(base, np.ndarray):
         return None
+    order, channels = _classifier_layout(src, model)
+    if isinstance(base, TensorStoreArray):
+        # every chunk is read about once (halos twice): a small cache (shard indices) instead of the viewer's
+        base = base.with_cache_bytes(BATCH_READ_CACHE_BYTES)
+    return StoredBlockReader(base, src._base_select, order, "c" in src.axes, channels)
+
+
+def _classifier_layout(src: ImageSource, model: TrainedModel) -> tuple[list[int], list[int] | None]:
+    """The source's axes in the classifier's order (spatial, then the channel axis if any) and the channels whose
+    features feed the classifier (None: all of them)."""
     axes = src.axes
     order = [axes.index(a) for a in axes if a in "zyx"] + ([axes.index("c")] if "c" in axes else [])
     channels = None
     if "c" in axes and model.channels is not None and len(model.channels) < src.n_channels:
         channels = list(model.channels)
-    if isinstance(base, TensorStoreArray):
-        # every chunk is read about once (halos twice): a small cache (shard indices) instead of the viewer's
-        base = base.with_cache_bytes(BATCH_READ_CACHE_BYTES)
-    return StoredBlockReader(base, src._base_select, order, "c" in axes, channels)
+    return order, channels
 
 
 def _plan(src: ImageSource, model: TrainedModel, chunks, block_bytes) -> tuple:
@@ -170,7 +174,7 @@ def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, blo
     reader = _stored_reader(src, model)
     if reader is not None:  # every task reads its own block: nothing is read ahead of the blocks that need it
         return da.map_blocks(
-            read_and_predict_block,
+            _read_block_entry,
             dtype=dtype,
             chunks=out_chunks,
             meta=np.empty((0,) * (model.ndim + 1), dtype),
@@ -198,6 +202,17 @@ def _lazy_one(src: ImageSource, model: TrainedModel, classifier_ref, chunks, blo
         block_chunks=tuple(proc),
         targets=targets,
         t_index=t_index,
+    )
+
+
+def _read_block_entry(*, reader: StoredBlockReader, block_depth: tuple, block_chunks: tuple, block_id=None, **kw):
+    """:func:`_block_entry` for a task that reads its block and halo (clipped at the image border) itself."""
+    region = []
+    for i, d, ch in zip(block_id, block_depth, block_chunks):
+        start = sum(ch[:i])
+        region.append(slice(max(0, start - d), min(sum(ch), start + ch[i] + d)))
+    return _block_entry(
+        reader(tuple(region)), block_depth=block_depth, block_chunks=block_chunks, block_id=block_id, **kw
     )
 
 

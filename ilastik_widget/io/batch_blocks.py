@@ -61,13 +61,12 @@ class StoredBlockReader:
 
     def __call__(self, region: tuple[slice, ...]) -> np.ndarray:
         """The block ``region`` (slices of the spatial axes, in z, y, x order)."""
+        from .sources import with_fixed
+
         key: list = [slice(None)] * len(self.order)
         for pos, sl in zip(self.order, region):  # the spatial axes come first in ``order``
             key[pos] = sl
-        fixed = dict(self.select)
-        it = iter(key)
-        full = tuple(fixed[i] if i in fixed else next(it) for i in range(len(key) + len(fixed)))
-        block = np.asarray(self.base[full])
+        block = np.asarray(self.base[with_fixed(tuple(key), self.select)])
         if self.order != list(range(block.ndim)):
             block = block.transpose(self.order)
         if not self.has_channels:
@@ -75,19 +74,6 @@ class StoredBlockReader:
         if self.channels is not None:
             block = block[..., self.channels]
         return block
-
-
-def read_and_predict_block(*, reader: StoredBlockReader, block_depth: tuple, block_chunks: tuple, block_id=None, **kw):
-    """:func:`predict_block`'s task, reading its block and halo (clipped at the image border) itself; ``kw`` as for
-    the entry that takes the block."""
-    from .batch import _block_entry
-
-    region = []
-    for i, d, ch in zip(block_id, block_depth, block_chunks):
-        start = sum(ch[:i])
-        region.append(slice(max(0, start - d), min(sum(ch), start + ch[i] + d)))
-    block = reader(tuple(region))
-    return _block_entry(block, block_depth=block_depth, block_chunks=block_chunks, block_id=block_id, **kw)
 
 
 def feature_groups(model: TrainedModel) -> tuple[list, int]:

@@ -42,6 +42,14 @@ def is_url(s: Any) -> bool:
     return isinstance(s, str) and bool(_URL_RE.match(s)) and not s.startswith("file://")
 
 
+def with_fixed(key: tuple, select: tuple) -> tuple:
+    """The index of a stored array from ``key`` (one entry per axis the source shows) and ``select`` (``(axis of the
+    stored array, index)`` pairs the source fixes, e.g. its time point)."""
+    fixed = dict(select)
+    it = iter(key)
+    return tuple(fixed[i] if i in fixed else next(it) for i in range(len(key) + len(fixed)))
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """A lazily read image with its axes and metadata.
@@ -206,12 +214,7 @@ class ImageSource:
         """Read a region as numpy (only the chunks it touches)."""
         key = _normalize_key(key, self.ndim)
         if self._base is not None:
-            full = [slice(None)] * (self.ndim + len(self._base_select))
-            sel = dict(self._base_select)
-            it = iter(key)
-            for i in range(len(full)):
-                full[i] = sel[i] if i in sel else next(it)
-            return np.asarray(self._base[tuple(full)])
+            return np.asarray(self._base[with_fixed(key, self._base_select)])
         return np.asarray(self.array[key].compute())
 
     def __array__(self, dtype=None, copy=None):
