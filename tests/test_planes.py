@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ilastik_widget.core import planes as planes_module
 from ilastik_widget.core.features import FEATURES, SCALES, FeatureSelection, compute_features, halo, is_valid
-from ilastik_widget.core.planes import GradientCache, plane_features, plane_slab, planes_features
+from ilastik_widget.core.planes import GradientCache, SlabCache, plane_features, plane_slab, planes_features
 
 
 def assert_plane_close(got: np.ndarray, ref: np.ndarray, names: list[str], data_max: float) -> None:
@@ -350,6 +350,69 @@ class CountingArray:
         return self._a[idx]
 
 
+def test_slab_cache_while_scrolling_reads_only_the_planes_added(rng):
+    vol = structured_volume(rng, (60, 30, 34))
+    arr = CountingArray(vol)
+    sel = FeatureSelection.none()
+    for f in FEATURES:  # scales reaching 2 * 13 + 1 planes (with the structure tensor's: 2 * 20 + 1 at most)
+        sel = sel.with_feature(f, 1.0, True).with_feature(f, 3.5, True)
+    whole = compute_features(arr._a, sel)
+    names, data_max = sel.channel_names(3), float(arr._a.max())
+    cache = SlabCache(ahead=4)
+    lo, hi = plane_slab(vol.shape, 0, 30, sel)
+
+    def read_planes() -> list[tuple[int, int]]:
+        out = [(i[0].start, i[0].stop) for i in arr.reads]
+        arr.reads.clear()
+        return out
+
+    got = plane_features(arr, 0, 30, sel, slab_cache=cache)
+    assert_plane_close(got, whole[30], names, data_max)
+    assert read_planes() == [(lo, hi)]  # the first slab: exactly what the plane needs
+    assert plane_features(arr, 0, 30, sel, slab_cache=cache).tobytes() == got.tobytes()
+    assert read_planes() == []
+    got = plane_features(arr, 0, 31, sel, slab_cache=cache)  # scrolling on: the added plane and 4 ahead
+    assert_plane_close(got, whole[31], names, data_max)
+    assert read_planes() == [(hi, hi + 5)]
+    for z in (32, 33, 34, 35):  # inside what was read ahead
+        assert_plane_close(plane_features(arr, 0, z, sel, slab_cache=cache), whole[z], names, data_max)
+    assert read_planes() == []
+    got = plane_features(arr, 0, 29, sel, slab_cache=cache)  # back beyond the kept planes: 4 more behind
+    assert_plane_close(got, whole[29], names, data_max)
+    assert read_planes() == [(lo - 5, lo)]
+    for axis, index in ((1, 3), (2, 33), (0, 2)):  # other windows, the border, a jump
+        assert_plane_close(
+            plane_features(arr, axis, index, sel, slab_cache=cache), take(whole, axis, index), names, data_max
+        )
+    assert 0 < cache.nbytes <= cache.max_bytes and len(cache) == 3
+    with pytest.raises(ValueError, match="slab_cache must be a SlabCache"):
+        plane_features(arr, 0, 4, sel, slab_cache={})
+
+
+def test_slab_cache_bound_channels_and_threads(rng):
+    vol = np.stack([structured_volume(rng, (20, 24, 26)), rng.random((20, 24, 26)).astype(np.float32)], axis=1)
+    sel = (
+        FeatureSelection.none()
+        .with_feature("structure_tensor_eigenvalues", 1.6, True)
+        .with_feature("gaussian_smoothing", 3.5, True)
+    )
+    whole = compute_features(vol, sel, channel_axis=1)
+    names = sel.channel_names(3, 2)
+    tiny = SlabCache(1)  # keeps nothing, still correct
+    for z in (9, 10):
+        assert_plane_close(plane_features(vol, 0, z, sel, channel_axis=1, slab_cache=tiny), whole[z], names, 250.0)
+    assert len(tiny) == 0 and tiny.nbytes == 0
+    shared = SlabCache()
+    one = plane_features(vol[:, :1], 0, 10, sel, channel_axis=1, slab_cache=shared)  # another channel count: re-read
+    assert_plane_close(one, compute_features(vol[:, :1], sel, channel_axis=1)[10], sel.channel_names(3), 250.0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:  # scrolling both ways at once, the cache shared
+        got = list(ex.map(lambda z: plane_features(vol, 0, z, sel, channel_axis=1, slab_cache=shared), range(20)))
+    for z in range(20):
+        assert_plane_close(got[z], whole[z], names, 250.0)
+
+
 def test_zarr_volume_is_read_slab_wise(rng, tmp_path):
     zarr = pytest.importorskip("zarr")
     vol = (rng.random((60, 70, 72)) * 4000).astype(np.uint16)
@@ -428,3 +491,13 @@ def test_bad_images():
         plane_features(vol, 0, 2)
     with pytest.raises(ValueError, match="empty"):
         plane_features(vol, 0, 2, FeatureSelection.none())
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, 1e39])
+def test_values_whose_features_overflow_float32_are_named(value):
+    """Finite input too large for float32 features (the structure tensor squares gradients) is refused by name."""
+    vol = np.zeros((6, 16, 16), np.uint64 if isinstance(value, int) else np.float64)
+    vol[:, 8:] = value  # an edge
+    for axis in (0, 1, 2):
+        with pytest.raises(ValueError, match="too large for 32-bit"):
+            plane_features(vol, axis, 3)

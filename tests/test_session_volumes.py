@@ -7,6 +7,7 @@ import pytest
 
 from ilastik_widget.core.feature_store import PLANE_TILE, plane_cover
 from ilastik_widget.core.features import FeatureSelection, compute_features
+from ilastik_widget.core.planes import SlabCache, plane_slab
 from ilastik_widget.core.session import Session
 from ilastik_widget.datasets import synthetic_cells
 
@@ -110,10 +111,18 @@ def test_a_plane_reads_a_slab_not_blocks(volume):
     _strokes_on_planes(s, truth)
     s.train()
     counted.voxels = 0
-    s.predict((slice(10, 11), slice(0, 96), slice(0, 112)))
-    # the slab the sigma-3.5 filters reach (2 * 13 + 1 planes at most), never the 64^3 blocks around the plane
-    assert 0 < counted.voxels <= 27 * 96 * 112
+    s.predict((slice(0, 40), slice(0, 96), slice(10, 11)))  # a yz plane: training read xy and xz planes only
+    # the slab the filters reach (plane_slab: 2 * 20 + 1 planes at most, cut by the border), never 64^3 blocks
+    lo, hi = plane_slab(image.shape, 2, 10, SEL)
+    assert counted.voxels == (hi - lo) * 40 * 96 and hi - lo <= 41
     assert PLANE_TILE >= 112
+    # the next slice reads the plane it adds and some ahead (SlabCache), not its whole slab again
+    counted.voxels = 0
+    s.predict((slice(0, 40), slice(0, 96), slice(11, 12)))
+    assert 0 < counted.voxels <= (1 + SlabCache().ahead) * 40 * 96 < (hi - lo) * 40 * 96
+    for x in range(12, 12 + SlabCache().ahead):
+        s.predict((slice(0, 40), slice(0, 96), slice(x, x + 1)))
+    assert counted.voxels <= (1 + SlabCache().ahead) * 40 * 96
 
 
 def test_voxel_size_from_the_source_and_bad_voxel_sizes_change_nothing(volume):
@@ -133,3 +142,16 @@ def test_a_2d_choice_on_a_2d_image_is_refused_and_changes_nothing():
     with pytest.raises(ValueError, match="2D"):
         s.feature_selection = SEL.with_2d(1.6, True)
     assert s.feature_selection == SEL
+
+
+def test_volume_values_too_large_for_float32_are_named_with_the_plane():
+    vol = np.zeros((6, 32, 32))
+    vol[:, 16:] = 1e39
+    s = Session(vol, features=SEL, classifier=FAST)
+    s.add_stroke(1, [[2, 4, 4]], radius=2, axes=[1, 2])
+    s.add_stroke(2, [[2, 28, 28]], radius=2, axes=[1, 2])
+    with pytest.raises(ValueError, match=r"too large for 32-bit.*plane region \[2:3, 0:32, 0:32\]"):
+        s.train()
+    counts = s.annotations.count_per_class()
+    assert counts[0] > 0 and counts[1] > 0  # the strokes are kept
+    assert not s.is_trained

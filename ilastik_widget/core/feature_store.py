@@ -32,7 +32,7 @@ import numpy as np
 
 from .cache import ByteLRU
 from .features import FeatureSelection, all_finite, check_request, features_for_region
-from .planes import GradientCache, planes_features
+from .planes import GradientCache, SlabCache, planes_features
 
 #: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
 PLANE_TILE = 512
@@ -131,6 +131,7 @@ class FeatureStore:
         self._probabilities: ByteLRU[np.ndarray] = ByteLRU(max(int(cache_bytes) // 4, 1))
         self._rows: dict[Unit, tuple[int, np.ndarray, np.ndarray]] = {}  # unit -> (epoch, local indices, rows)
         self._gradients = GradientCache()
+        self._slabs = SlabCache()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -199,9 +200,11 @@ class FeatureStore:
         return [f.result() for f in [pool.submit(fn, i) for i in items]]
 
     # ------------------------------------------------------------------ features
-    def _checked(self, feats: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
+    def _checked(self, feats: np.ndarray, region: tuple[slice, ...], finite: bool = False) -> np.ndarray:
+        """``feats`` as a read-only contiguous float32 array, checked for overflow unless ``finite`` says that its
+        maker checked already (:func:`planes_features` does, on the pool)."""
         feats = np.ascontiguousarray(feats, dtype=np.float32)
-        if not all_finite(feats):
+        if not finite and not all_finite(feats):
             # finite input whose values do not fit 32-bit floats (e.g. uint64 near 2**64, or 1e39)
             raise ValueError(
                 f"the image holds values too large for 32-bit floating point in the region "
@@ -261,13 +264,14 @@ class FeatureStore:
                     mode=spec.mode,
                     voxel_size=spec.voxel_size,
                     gradient_cache=self._gradients,
+                    slab_cache=self._slabs,
                 )
             except ValueError as exc:
                 where = _where(self.unit_region(missing[0]))
                 raise ValueError(f"{exc} (found while computing features of the plane region [{where}])") from exc
             for unit, feats in zip(missing, computed):
                 region = self.unit_region(unit)
-                feats = self._checked(np.expand_dims(feats, unit[1]), region)
+                feats = self._checked(np.expand_dims(feats, unit[1]), region, finite=True)
                 self._features.put((spec.epoch, *unit), feats)
                 out[unit] = feats
         blocks = [u for u in units if u[0] == "block"]
@@ -393,10 +397,12 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ cache control
     def features_changed(self) -> None:
-        """Drop the cached features, rows and gradient planes (the selection, mode, voxel size or channels
-        changed: the gradient planes are kept per input channel number, which changes with the channels)."""
+        """Drop the cached features, rows, gradient planes and source slabs (the selection, mode, voxel size or
+        channels changed: gradient planes and slabs are kept per input channel number, which changes with the
+        channels)."""
         self._features.clear()
         self._gradients = GradientCache()
+        self._slabs = SlabCache()
         with self._lock:
             self._rows.clear()
 

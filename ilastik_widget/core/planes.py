@@ -33,10 +33,19 @@ import numpy as np
 
 from . import filters as _filters
 from . import workspace
-from .features import FeatureSelection, Layout, axis_halo, channels_last, check_finite, check_request, normalize_region
-from .slab import GradientCache, PlaneJob, Slab, frame, planes_buffer
+from .features import (
+    FeatureSelection,
+    Layout,
+    all_finite,
+    axis_halo,
+    channels_last,
+    check_finite,
+    check_request,
+    normalize_region,
+)
+from .slab import GradientCache, PlaneJob, Slab, SlabCache, frame, planes_buffer
 
-__all__ = ["GradientCache", "plane_features", "plane_slab", "planes_features"]
+__all__ = ["GradientCache", "SlabCache", "plane_features", "plane_slab", "planes_features"]
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:
@@ -81,6 +90,7 @@ def plane_features(
     mode: str = "3d",
     voxel_size: Any = None,
     gradient_cache: GradientCache | None = None,
+    slab_cache: SlabCache | None = None,
 ) -> np.ndarray:
     """Features of one axis-aligned plane of a volume, equal to the whole volume's features there.
 
@@ -103,6 +113,9 @@ def plane_features(
     gradient_cache : GradientCache, optional
         Keeps the structure tensor's gradient planes for the next call on the same volume (scrolling to the
         next slice then computes one gradient plane per scale instead of up to 37).
+    slab_cache : SlabCache, optional
+        Keeps the source planes read, as float32, for the next call on the same volume (scrolling to the next
+        slice then reads the planes it adds instead of the whole slab).
 
     Returns
     -------
@@ -113,8 +126,8 @@ def plane_features(
     Raises
     ------
     ValueError
-        For a 2D image, an axis or plane index outside the volume, and everything
-        :func:`~ilastik_widget.core.features.compute_features` rejects.
+        For a 2D image, an axis or plane index outside the volume, values so large that their features
+        overflow float32, and everything :func:`~ilastik_widget.core.features.compute_features` rejects.
 
     See Also
     --------
@@ -128,6 +141,7 @@ def plane_features(
         mode=mode,
         voxel_size=voxel_size,
         gradient_cache=gradient_cache,
+        slab_cache=slab_cache,
     )[0]
 
 
@@ -144,6 +158,7 @@ def planes_features(
     mode: str = "3d",
     voxel_size: Any = None,
     gradient_cache: GradientCache | None = None,
+    slab_cache: SlabCache | None = None,
 ) -> list[np.ndarray]:
     """Features of several axis-aligned planes (or parts of them), computed together.
 
@@ -153,7 +168,7 @@ def planes_features(
         As for :func:`plane_features`.
     planes : sequence of (axis, index) or (axis, index, region)
         The planes, as the arguments of :func:`plane_features`.
-    selection, channel_axis, mode, voxel_size, gradient_cache
+    selection, channel_axis, mode, voxel_size, gradient_cache, slab_cache
         As for :func:`plane_features`.
 
     Returns
@@ -169,15 +184,17 @@ def planes_features(
         raise ValueError(f"planes must be a sequence of (axis, index[, region]) tuples, got {planes!r}")
     if gradient_cache is not None and not isinstance(gradient_cache, GradientCache):
         raise ValueError(f"gradient_cache must be a GradientCache or None, got {type(gradient_cache).__name__}")
+    if slab_cache is not None and not isinstance(slab_cache, SlabCache):
+        raise ValueError(f"slab_cache must be a SlabCache or None, got {type(slab_cache).__name__}")
     specs = [_Plane(lay, p, gradient_cache) for p in planes]
     out: list[np.ndarray] = []
     batch: list[_Plane] = []
     for spec in specs:
         if batch and sum(p.slab_bytes for p in batch) + spec.slab_bytes > SLAB_BYTES:
-            out.extend(_compute_planes(image, batch))
+            out.extend(_compute_planes(image, batch, slab_cache))
             batch = []
         batch.append(spec)
-    out.extend(_compute_planes(image, batch))
+    out.extend(_compute_planes(image, batch, slab_cache))
     return out
 
 
@@ -210,26 +227,41 @@ class _Plane:
         self.slab_bytes = 0 if self.empty else 4 * (self.hi - self.lo) * self.plane_shape[0] * self.plane_shape[1]
         self.buffers: list[np.ndarray] = []
 
-    def read(self, image: Any) -> np.ndarray:
+    def read(self, image: Any, lo: int, hi: int, out: np.ndarray) -> None:
+        """Planes ``[lo, hi)`` of ``image`` in this plane's window, float32 into ``out`` (channels, planes, u, v)."""
         read: list[slice] = [slice(None)] * 3
-        read[self.axis] = slice(self.lo, self.hi)
+        read[self.axis] = slice(lo, hi)
         read[self.in_plane[0]], read[self.in_plane[1]] = self.window
         if self.lay.channel_axis is not None:
             read.insert(self.lay.channel_axis, slice(None))
         block = np.asarray(image[tuple(read)])
         check_finite(block)
-        return channels_last(block, self.lay.channel_axis)
+        block = channels_last(block, self.lay.channel_axis)
+        for c in range(self.lay.n_in):
+            _load(block[..., c], self.axis, out[c])
 
-    def tasks(self, block: np.ndarray) -> list[Callable[[], None]]:
-        """Convert the slab of every input channel and return the pool tasks computing the planar output."""
+    def slabs(self, image: Any, cache: SlabCache | None) -> np.ndarray:
+        """The slab ``[lo, hi)`` of every input channel, float32 ``(channels, planes, u, v)``: from ``cache`` (read
+        there if missing), or read into a work buffer."""
+        shape = (self.lay.n_in, *self.plane_shape)
+        if cache is not None:
+            key = (self.axis, *((w.start, w.stop) for w in self.window))
+            n = self.lay.spatial[self.axis]
+            return cache.planes(key, self.lo, self.hi, n, shape, partial(self.read, image))
+        # the plane count rounded (planes_buffer): slabs cut by the volume's border, one plane shorter at every
+        # slice, share kept buffers instead of each leaving one of its own
+        count = self.hi - self.lo
+        out = planes_buffer(count * self.lay.n_in, self.plane_shape, self.buffers)
+        out = out.reshape(self.lay.n_in, count, *self.plane_shape)
+        self.read(image, self.lo, self.hi, out)
+        return out
+
+    def tasks(self, slabs: np.ndarray) -> list[Callable[[], None]]:
+        """The pool tasks computing the planar output from the slab of every input channel."""
         self.buf = self._get((self.lay.n_channels, 1, *self.plane_shape))
         tasks = []
         for c in range(self.lay.n_in):
-            # the plane count rounded (planes_buffer): slabs cut by the volume's border, one plane shorter at every
-            # slice, share kept buffers instead of each leaving one of its own
-            data = planes_buffer(self.hi - self.lo, self.plane_shape, self.buffers)
-            _load(block[..., c], self.axis, data)
-            slab = Slab(data.reshape(self.hi - self.lo, -1), self.lo, self.plane_shape)
+            slab = Slab(slabs[c].reshape(self.hi - self.lo, -1), self.lo, self.plane_shape)
             jobs = [j for j, i in zip(self.jobs, self.job_images) if i == c]
             # largest scales first: they take longest
             for job in sorted(jobs, key=lambda j: -max(s or 0.0 for s in j.scale.sigmas)):
@@ -260,7 +292,23 @@ class _Plane:
         bounds = np.linspace(0, len(dst), _filters.N_THREADS + 1).astype(int) // 4096 * 4096
         bounds[-1] = len(dst)
         parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        _filters._run(lambda sl: _filters.interleave(src[:, sl], dst[sl]), parts)
+        finite = [True] * len(parts)
+
+        def part(k: int) -> None:
+            # checked in pieces just transposed (still in cache), on the pool: the whole output afterwards
+            # is a serial pass over 64 MiB per 512 x 512 plane
+            for a in range(parts[k].start, parts[k].stop, 4096):
+                piece = slice(a, min(a + 4096, parts[k].stop))
+                _filters.interleave(src[:, piece], dst[piece])
+                finite[k] = finite[k] and all_finite(dst[piece])
+
+        _filters._run(part, range(len(parts)))
+        if not all(finite):
+            # the input is finite (checked when read): values near the float32 limit overflowed in the filters
+            raise ValueError(
+                "the image holds values too large for 32-bit floating point: rescale it (e.g. divide by its "
+                "maximum) before computing features"
+            )
         return out
 
     def _get(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -276,7 +324,7 @@ class _Plane:
         self.buffers = []
 
 
-def _compute_planes(image: Any, planes: list[_Plane]) -> list[np.ndarray]:
+def _compute_planes(image: Any, planes: list[_Plane], slab_cache: SlabCache | None) -> list[np.ndarray]:
     """Read and convert the slabs of ``planes``, run all their tasks on the pool, return the results.
 
     Each plane's tasks are queued as soon as its slab is ready, so the pool works while the next is read.
@@ -287,7 +335,7 @@ def _compute_planes(image: Any, planes: list[_Plane]) -> list[np.ndarray]:
         with workspace.single_threaded_blas():
             for p in planes:
                 if not p.empty:
-                    tasks = p.tasks(p.read(image))
+                    tasks = p.tasks(p.slabs(image, slab_cache))
                     if _filters.N_THREADS == 1:
                         for t in tasks:
                             t()

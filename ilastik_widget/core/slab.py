@@ -170,6 +170,86 @@ class GradientCache:
             self.nbytes = 0
 
 
+class SlabCache:
+    """Source planes converted to float32, kept between calls for one volume (bounded in bytes).
+
+    A plane's slab reaches 2 * 35 + 1 planes at sigma 10 and more with the structure tensor: reading and converting
+    it for every slice costs as much as a quarter of the slice's features on an array in memory, and on a chunked
+    store (zarr, tensorstore) it decompresses the chunks of all those planes again. Kept per (axis, in-plane window),
+    the next slice reads only the planes it adds, :attr:`ahead` at a time in the direction of scrolling. Pass one
+    cache per volume to :func:`plane_features` / :func:`planes_features` (``slab_cache=``); like a
+    :class:`GradientCache` it must not outlive a change of the volume's values. The least recently used windows are
+    dropped beyond ``max_bytes``; a window larger than that is used once and not kept.
+    """
+
+    def __init__(self, max_bytes: int = 384 << 20, ahead: int = 16) -> None:
+        self.max_bytes = int(max_bytes)
+        self.ahead = max(0, int(ahead))
+        self.nbytes = 0
+        # key -> (first plane, float32 (channels, planes, *plane shape)); never written once kept
+        self._data: OrderedDict[Hashable, tuple[int, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def planes(
+        self,
+        key: Hashable,
+        lo: int,
+        hi: int,
+        n: int,
+        shape: tuple[int, ...],
+        read: Callable[[int, int, np.ndarray], None],
+    ) -> np.ndarray:
+        """Planes ``[lo, hi)`` of ``n`` along the normal of the window ``key``, float32 ``(channels, hi - lo, u, v)``.
+
+        ``shape`` is ``(channels, u, v)``; ``read(a, b, out)`` writes planes ``[a, b)`` into ``out`` (float32,
+        ``(channels, b - a, u, v)``) and is called only for the planes not kept. The result is read-only.
+        """
+        with self._lock:
+            kept = self._data.get(key)
+            if kept is not None:
+                self._data.move_to_end(key)
+        if kept is not None and (kept[1].shape[0], *kept[1].shape[2:]) != shape:  # another channel count
+            kept = None
+        k0, k1 = (kept[0], kept[0] + kept[1].shape[1]) if kept is not None else (0, 0)
+        if kept is not None and k0 <= lo and hi <= k1:
+            return kept[1][:, lo - k0 : hi - k0]
+        # scrolling: read ahead, and keep as many planes behind (turning back is cheap too)
+        a0, a1 = lo, hi
+        if k0 <= lo < k1 < hi:
+            a0, a1 = max(k0, lo - self.ahead), min(n, hi + self.ahead)
+        elif lo < k0 < hi <= k1:
+            a0, a1 = max(0, lo - self.ahead), min(k1, hi + self.ahead)
+        new = workspace.empty((shape[0], a1 - a0, *shape[1:]))
+        o0, o1 = max(a0, k0), min(a1, k1)
+        if kept is not None and o0 < o1:
+            new[:, o0 - a0 : o1 - a0] = kept[1][:, o0 - k0 : o1 - k0]
+            for r0, r1 in ((a0, o0), (o1, a1)):
+                if r0 < r1:
+                    read(r0, r1, new[:, r0 - a0 : r1 - a0])
+        else:
+            read(a0, a1, new)
+        new.setflags(write=False)
+        if new.nbytes <= self.max_bytes:
+            with self._lock:
+                old = self._data.pop(key, None)
+                if old is not None:
+                    self.nbytes -= old[1].nbytes
+                while self._data and self.nbytes + new.nbytes > self.max_bytes:
+                    self.nbytes -= self._data.popitem(last=False)[1][1].nbytes
+                self._data[key] = (a0, new)
+                self.nbytes += new.nbytes
+        return new[:, lo - a0 : hi - a0]
+
+    def clear(self) -> None:
+        """Drop every kept plane."""
+        with self._lock:
+            self._data.clear()
+            self.nbytes = 0
+
+
 class PlaneJob:
     """One (input channel, scale) of a plane: the normal-axis sums, the tensor's gradient planes, phase 4.
 
