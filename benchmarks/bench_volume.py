@@ -15,6 +15,7 @@ alternately so that load on this shared machine hits both alike; process CPU tim
   predict the three planes; same baseline. Target <= 6x.
 * ``next slice``: ``predict`` of the next xy slice of that session (as when scrolling), vs the 2D filter bank on
   one xy image. Target <= 4x.
+* ``next slice, zarr`` (for the record): the same in a session on the volume stored as zarr with 64^3 chunks.
 * ``engine, three planes`` and ``engine, next slice uncached`` (for the record): ``planes_features`` alone.
 * ``old blocks`` (for the record, an estimate): ``features_for_region`` of one interior 64^3 block timed once,
   times the number of distinct 64^3 blocks the three planes touch (what the block path computed; features
@@ -213,6 +214,36 @@ def row_next_slice(ctx: Context) -> Row:
     return Row("next slice", o, b, "Session.predict of the next xy slice", "2D bank on one xy image", 4.0, oc, bc)
 
 
+def row_next_slice_zarr(ctx: Context) -> Row:
+    """The next-slice row on the volume stored as zarr with 64^3 chunks (how volumes usually come), for the record."""
+    import zarr
+
+    z = ctx.point[0]
+    with tempfile.TemporaryDirectory(prefix="bench_volume_") as tmp:
+        arr = zarr.create_array(
+            store=str(Path(tmp) / "vol.zarr"), shape=ctx.volume.shape, dtype=ctx.volume.dtype, chunks=(64, 64, 64)
+        )
+        arr[...] = ctx.volume
+        session = new_session(zarr.open_array(str(Path(tmp) / "vol.zarr"), mode="r"), ctx.selection)
+        try:
+            for st in plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0):
+                session.add_stroke(**st)
+            session.train()
+            session.predict((slice(z, z + 1), slice(None), slice(None)))
+            step = iter(range(1, 10**9))
+
+            def ours() -> None:
+                k = (z + next(step)) % ctx.volume.shape[0]
+                session.predict((slice(k, k + 1), slice(None), slice(None)))
+
+            o, b, oc, bc = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
+        finally:
+            session.close()
+    return Row(
+        "next slice, zarr", o, b, "the same on a zarr copy (64^3 chunks)", "2D bank on one xy image", None, oc, bc
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # the engine alone and the old block path, for the record
 
@@ -273,6 +304,7 @@ ROWS: list[Callable[[Context], Row]] = [
     row_cold,
     row_warm,
     row_next_slice,
+    row_next_slice_zarr,
     row_engine_three,
     row_engine_next_uncached,
     row_old_blocks,

@@ -222,7 +222,8 @@ class SlabCache:
             a0, a1 = max(k0, lo - self.ahead), min(n, hi + self.ahead)
         elif lo < k0 < hi <= k1:
             a0, a1 = max(0, lo - self.ahead), min(k1, hi + self.ahead)
-        new = workspace.empty((shape[0], a1 - a0, *shape[1:]))
+        # recycled result buffers: fresh pages for ~100 MiB of planes would cost more than reading them
+        new = workspace.new_output((shape[0], a1 - a0, *shape[1:]))
         o0, o1 = max(a0, k0), min(a1, k1)
         if kept is not None and o0 < o1:
             new[:, o0 - a0 : o1 - a0] = kept[1][:, o0 - k0 : o1 - k0]
