@@ -61,6 +61,16 @@ def s3d():
     return img, _trained(img, truth)
 
 
+def assert_same_prediction(got, expected, n_trees=20, votes=1, err_msg=""):
+    """Batch probabilities (or uncertainty: ``votes=2``) equal the session's: the features agree to float32 rounding
+    (the streamed planes sum in another order), so a tree's vote may flip where a feature lies within that rounding
+    of a split threshold; that is allowed at a handful of values (at most 1e-4 of them), by one vote."""
+    diff = np.abs(np.asarray(got) - np.asarray(expected))
+    off = diff > 1e-5
+    assert off.mean() <= 1e-4, f"{err_msg}: {int(off.sum())} values differ"
+    assert diff.max() <= votes / n_trees + 1e-5, f"{err_msg}: max difference {diff.max()}"
+
+
 def _whole_image_reference(session, img, channel_axis=None):
     """The straightforward way: features of the whole image, then the classifier on every pixel."""
     f = compute_features(img, session.feature_selection, channel_axis=channel_axis, mode=session.feature_mode)
@@ -92,9 +102,9 @@ def test_parity_3d_random_chunkings(s3d):
     for _ in range(3):
         chunks = tuple(int(c) for c in rng.integers(12, 50, size=3))
         p = predict_dask(s, img, chunks=chunks)["probabilities"].compute()
-        np.testing.assert_allclose(p, expected, atol=1e-5, err_msg=f"chunks={chunks}")
+        assert_same_prediction(p, expected, err_msg=f"chunks={chunks}")
     # default chunking (one block here) too
-    np.testing.assert_allclose(predict_dask(s, img)["probabilities"].compute(), expected, atol=1e-5)
+    assert_same_prediction(predict_dask(s, img)["probabilities"].compute(), expected)
 
 
 def test_stored_volumes_are_read_by_the_block_tasks(tmp_path, s3d):
@@ -112,7 +122,7 @@ def test_stored_volumes_are_read_by_the_block_tasks(tmp_path, s3d):
         probs = predict_dask(s, path, chunks=chunks)["probabilities"]
         n_blocks = int(np.prod([len(c) for c in probs.chunks[:-1]]))
         assert len(dict(probs.__dask_graph__())) <= n_blocks + 1, chunks  # the blocks and the model only
-        np.testing.assert_allclose(probs.compute(), expected, atol=1e-5, err_msg=f"chunks={chunks}")
+        assert_same_prediction(probs.compute(), expected, err_msg=f"chunks={chunks}")
     reader = batch._stored_reader(open_source(path), TrainedModel.from_session(s))
     assert reader is not None and reader.base._cache_bytes == batch.BATCH_READ_CACHE_BYTES
     assert batch._stored_reader(open_source(img), TrainedModel.from_session(s)) is None  # in memory: in the graph
@@ -204,12 +214,12 @@ def test_predict_batch_ome_zarr_output(tmp_path, s3d, zfmt):
     probs = open_source(str(out / "probabilities"))
     assert probs.axes == "czyx" and probs.scale == (2.0, 0.3, 0.3) and probs.units == ("micrometer",) * 3
     assert probs.zarr_format == zfmt
-    np.testing.assert_allclose(np.moveaxis(probs[...], 0, -1), s.predict(), atol=1e-5)
+    assert_same_prediction(np.moveaxis(probs[...], 0, -1), s.predict())
     seg = read_output(out, "segmentation")
     assert seg.axes == "zyx" and seg.dtype == np.uint8 and seg.scale == (2.0, 0.3, 0.3)
     np.testing.assert_array_equal(seg[...], s.segmentation())
     unc = read_output(out, "uncertainty")
-    np.testing.assert_allclose(unc[...], s.uncertainty(), atol=1e-5)
+    assert_same_prediction(unc[...], s.uncertainty(), votes=2)
     # an existing output is refused before any work, and replaced on request
     with pytest.raises(FileExistsError):
         predict_batch(s, img, out, progress=False)
@@ -347,7 +357,7 @@ def test_local_cluster_two_worker_processes(tmp_path, s3d):
         assert all(n > 0 for n in tasks.values())
     for r in (res[0], res[2]):
         p = open_source(r["probabilities"])
-        np.testing.assert_allclose(np.moveaxis(p[...], 0, -1), s.predict(), atol=1e-5)
+        assert_same_prediction(np.moveaxis(p[...], 0, -1), s.predict())
     s20 = Session(img[:20], features=SEL)
     s20.set_model(s.model)
     np.testing.assert_array_equal(open_source(res[1]["segmentation"])[...], s20.segmentation())

@@ -45,7 +45,27 @@ from .features import (
 )
 from .slab import GradientCache, PlaneJob, Slab, SlabCache, frame, planes_buffer
 
-__all__ = ["GradientCache", "SlabCache", "plane_features", "plane_slab", "planes_features"]
+__all__ = ["GradientCache", "SlabCache", "compile_soon", "plane_features", "plane_slab", "planes_features"]
+
+
+_compile_timer: threading.Timer | None = None
+
+
+def compile_soon(delay: float = 2.0) -> None:
+    """Compile the engine's kernels (:mod:`ilastik_widget.core.kernels`) in a background thread after ``delay``
+    seconds, once per process, so that the first plane of a volume does not wait for them."""
+    global _compile_timer
+    if _compile_timer is not None:
+        return
+
+    def run() -> None:
+        from .kernels import warm_up
+
+        warm_up()
+
+    _compile_timer = threading.Timer(delay, run)
+    _compile_timer.daemon = True
+    _compile_timer.start()
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:
