@@ -440,7 +440,7 @@ class Accumulator:
         self.pj, self.shape = pj, shape
         arena = workspace.ARENA
         self.acc = [arena.get(shape) for _ in pj.pairs]
-        self.tmp = [arena.get(shape) for _ in pj.scale.axes]
+        self.tmp: list[np.ndarray] = []  # weighted gradient planes of the numpy passes, taken when first needed
         for a in self.acc:
             a.fill(0)
 
@@ -449,8 +449,8 @@ class Accumulator:
         pj = self.pj
         lhs = list(g)
         if not scaled:
-            lhs = self.tmp
-            for t, gb in zip(self.tmp, g):
+            lhs = self._weighted()
+            for t, gb in zip(lhs, g):
                 np.multiply(gb, np.float32(weight), out=t)
         for (a, b), j in zip(pj.pairs, self.acc):
             cv2.accumulateProduct(lhs[a], g[b], j)
@@ -481,7 +481,7 @@ class Accumulator:
         n = self.shape[0] * self.shape[1]
         step = max(1, TILE_PIXELS // self.shape[1]) * self.shape[1]
         flat_acc = [a.reshape(-1) for a in self.acc]
-        flat_tmp = [t.reshape(-1) for t in self.tmp]
+        flat_tmp = [t.reshape(-1) for t in self._weighted()]
         flat_g = [[x.reshape(-1) for x in g] for g in grads]
         for a in range(0, n, step):
             sl = slice(a, min(n, a + step))
@@ -490,6 +490,11 @@ class Accumulator:
                     np.multiply(gb[sl], np.float32(weight), out=t[sl])
                 for (i, j), acc in zip(self.pj.pairs, flat_acc):
                     cv2.accumulateProduct(flat_tmp[i][sl], fg[j][sl], acc[sl])
+
+    def _weighted(self) -> list[np.ndarray]:
+        if not self.tmp:
+            self.tmp = [workspace.ARENA.get(self.shape) for _ in self.pj.scale.axes]
+        return self.tmp
 
     def _magnitude(self, g: np.ndarray, factor: float = 1.0) -> None:
         pj = self.pj
