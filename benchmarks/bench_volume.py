@@ -218,6 +218,8 @@ def row_next_slice_zarr(ctx: Context) -> Row:
     """The next-slice row on the volume stored as zarr with 64^3 chunks (how volumes usually come), for the record."""
     import zarr
 
+    if "session" in ctx.cache:  # the rows before are done with it: one session's caches at a time
+        ctx.cache.pop("session").close()
     z = ctx.point[0]
     with tempfile.TemporaryDirectory(prefix="bench_volume_") as tmp:
         arr = zarr.create_array(
