@@ -47,7 +47,7 @@ def eigvals3(
     eigenvalues nearly coincide and their split (~ p sqrt(1 - |r|)) amplifies the rounding of r (float32 would
     make it ~1e-3 of p), so the invariants are computed in float64 by a compiled loop
     (:func:`ilastik_widget.core.kernels.eig3_invariants`); the trigonometry runs in float32 with numpy's
-    vectorised functions. Accurate to ~5e-7 of the largest eigenvalue. Computed in pieces of :data:`PIECE`
+    vectorised functions. Accurate to 1e-6 of the largest eigenvalue (tested). Computed in pieces of :data:`PIECE`
     elements with every temporary in buffers of this thread, kept between calls.
     """
     from . import kernels  # compiled at first use
