@@ -32,7 +32,7 @@ import numpy as np
 
 from .cache import ByteLRU
 from .features import FeatureSelection, all_finite, check_request, features_for_region
-from .planes import GradientCache, SlabCache, planes_features
+from .planes import GradientCache, SlabCache, compile_soon, planes_features
 
 #: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
 PLANE_TILE = 512
@@ -133,6 +133,8 @@ class FeatureStore:
         self._gradients = GradientCache()
         self._slabs = SlabCache()
         self._lock = threading.Lock()
+        if self.ndim == 3:
+            compile_soon()  # the plane engine's compiled loops, ready before the first plane of the volume
         self._pool: ThreadPoolExecutor | None = None
 
     @property

@@ -46,7 +46,6 @@ import traitlets as t
 
 from ..core.classifier import import_sklearn_soon
 from ..core.features import FeatureSelection
-from ..core.planes import compile_soon
 from ..core.session import Session
 from ..io.project import enable_autosave, load_session, save_session
 from ..io.sources import open_source
@@ -251,8 +250,6 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             self._live.train()
         else:
             import_sklearn_soon()  # ready before two classes are painted; the widget shows without waiting for it
-        if len(session.spatial_shape) == 3:
-            compile_soon()  # the plane engine's compiled loops, ready before the first plane of the volume
 
     # ------------------------------------------------------------------------------------------ properties
     @property
