@@ -537,3 +537,31 @@ def test_kernels_warm_up_once_in_the_background():
     assert planes_module._compile_timer is timer
     timer.join(60)
     assert not timer.is_alive()
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """Where numba has nowhere to cache (it raises when asked to), the kernels are compiled in each process."""
+    import importlib
+
+    import numba
+
+    from ilastik_widget.core import kernels
+
+    real = numba.njit
+
+    def njit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    try:
+        fresh = importlib.reload(kernels)
+        fresh.warm_up()
+        x = np.full(3, 2.0, np.float32)
+        out = [np.empty(3, np.float32) for _ in range(4)]
+        fresh.eig3_invariants(x, x * 0, x * 0, x, x * 0, x, *out)  # 2 * identity: q = 2, p = 0
+        assert np.all(out[0] == 2.0) and np.all(out[1] == 0.0)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(kernels)

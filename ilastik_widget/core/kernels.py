@@ -29,9 +29,13 @@ F = TypeVar("F", bound=Callable[..., None])
 
 
 def _compiled(fn: F) -> F:
-    """``fn`` compiled without the GIL (so the filter threads run it in parallel) and cached on disk; typed as
-    itself for the type checker."""
-    return cast(F, numba.njit(nogil=True, cache=True)(fn))
+    """``fn`` compiled without the GIL (so the filter threads run it in parallel) and cached on disk, or compiled
+    afresh in each process where numba finds no writable cache directory (a read-only installation without a
+    writable home); typed as itself for the type checker."""
+    try:
+        return cast(F, numba.njit(nogil=True, cache=True)(fn))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast(F, numba.njit(nogil=True)(fn))
 
 
 @_compiled
