@@ -11,11 +11,12 @@ Parameters are plain JSON-able dicts; a fitted forest can be exported to plain n
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .soon import once_soon
 
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
@@ -24,22 +25,16 @@ __all__ = ["PixelClassifier", "INTERACTIVE", "ACCURATE", "import_sklearn_soon", 
 
 # scikit-learn is imported where a forest is made, not with this module: the import takes about 0.8 s, and a widget
 # needs no forest until two classes are painted. `import_sklearn_soon` does it in the background meanwhile.
-_sklearn_timer: threading.Timer | None = None
 
 
 def import_sklearn_soon(delay: float = 2.0) -> None:
     """Import scikit-learn's forest in a background thread after ``delay`` seconds (once per process), so the first
     training does not wait for it. The delay leaves the kernel to the viewer's first chunk requests."""
-    global _sklearn_timer
-    if _sklearn_timer is not None:
-        return
+    once_soon("scikit-learn", _import_sklearn, delay)
 
-    def run() -> None:
-        import sklearn.ensemble  # noqa: F401
 
-    _sklearn_timer = threading.Timer(delay, run)
-    _sklearn_timer.daemon = True
-    _sklearn_timer.start()
+def _import_sklearn() -> None:
+    import sklearn.ensemble  # noqa: F401
 
 
 # While painting (measured with benchmarks/bench_interactive.py on 2 cores): 10 trees, each grown on

@@ -44,28 +44,22 @@ from .features import (
     normalize_region,
 )
 from .slab import GradientCache, PlaneJob, Slab, SlabCache, frame, planes_buffer
+from .soon import once_soon
 
 __all__ = ["GradientCache", "SlabCache", "compile_soon", "plane_features", "plane_slab", "planes_features"]
 
 
-_compile_timer: threading.Timer | None = None
-
-
-def compile_soon(delay: float = 2.0) -> None:
+def compile_soon(delay: float = 2.0) -> threading.Timer:
     """Compile the engine's kernels (:mod:`ilastik_widget.core.kernels`) in a background thread after ``delay``
-    seconds, once per process, so that the first plane of a volume does not wait for them."""
-    global _compile_timer
-    if _compile_timer is not None:
-        return
+    seconds, once per process, so that the first plane of a volume does not wait for them; returns that run's
+    timer."""
+    return once_soon("plane kernels", _warm_up_kernels, delay)
 
-    def run() -> None:
-        from .kernels import warm_up
 
-        warm_up()
+def _warm_up_kernels() -> None:
+    from .kernels import warm_up
 
-    _compile_timer = threading.Timer(delay, run)
-    _compile_timer.daemon = True
-    _compile_timer.start()
+    warm_up()
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:
