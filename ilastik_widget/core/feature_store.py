@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .cache import ByteLRU
-from .features import FeatureSelection, all_finite, check_request, features_for_region
+from .features import FeatureSelection, all_finite, check_request, features_for_region, too_large_for_float32
 from .planes import GradientCache, SlabCache, compile_soon, planes_features
 
 #: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
@@ -207,11 +207,7 @@ class FeatureStore:
         maker checked already (:func:`planes_features` does, on the pool)."""
         feats = np.ascontiguousarray(feats, dtype=np.float32)
         if not finite and not all_finite(feats):
-            # finite input whose values do not fit 32-bit floats (e.g. uint64 near 2**64, or 1e39)
-            raise ValueError(
-                f"the image holds values too large for 32-bit floating point in the region "
-                f"[{_where(region)}]: rescale it (e.g. divide by its maximum) before classifying"
-            )
+            raise too_large_for_float32(_where(region))
         feats.setflags(write=False)
         return feats
 

@@ -270,6 +270,16 @@ def all_finite(a: np.ndarray) -> bool:
     return True
 
 
+def too_large_for_float32(where: str = "") -> ValueError:
+    """The error for finite input whose features overflow float32 (e.g. uint64 near 2**64, or 1e39); ``where`` names
+    the region in the message."""
+    at = f" in the region [{where}]" if where else ""
+    return ValueError(
+        f"the image holds values too large for 32-bit floating point{at}: rescale it (e.g. divide by its maximum) "
+        "before computing features"
+    )
+
+
 def check_finite(a: np.ndarray) -> None:
     """Raise ValueError if the float array ``a`` holds NaN or infinity."""
     if not all_finite(a):

@@ -42,6 +42,7 @@ from .features import (
     check_finite,
     check_request,
     normalize_region,
+    too_large_for_float32,
 )
 from .slab import GradientCache, PlaneJob, Slab, SlabCache, frame, planes_buffer
 from .soon import once_soon
@@ -319,10 +320,7 @@ class _Plane:
         _filters._run(part, range(len(parts)))
         if not all(finite):
             # the input is finite (checked when read): values near the float32 limit overflowed in the filters
-            raise ValueError(
-                "the image holds values too large for 32-bit floating point: rescale it (e.g. divide by its "
-                "maximum) before computing features"
-            )
+            raise too_large_for_float32()
         return out
 
     def _get(self, shape: tuple[int, ...]) -> np.ndarray:
