@@ -504,7 +504,8 @@ def test_values_whose_features_overflow_float32_are_named(value):
 
 
 def test_compiled_tensor_sums_equal_numpy_passes(rng):
-    """The compiled loop (3D gradients) and numpy's tiled passes (kept for 2-axis scales) give the same sums."""
+    """The compiled loop (3D gradients) and numpy's tiled passes (kept for 2-axis scales) give the same sums, and
+    so do gradient planes given already multiplied by sqrt(weight) (``scaled``, the path without a cache)."""
     from ilastik_widget.core import slab
     from ilastik_widget.core.filters import Scale
 
@@ -513,17 +514,21 @@ def test_compiled_tensor_sums_equal_numpy_passes(rng):
     assert len(job.pairs) == 6
     run = [(19 + k, float(w)) for k, w in enumerate(rng.random(5) + 0.1)]
     grads = [rng.normal(size=(3, *shape)).astype(np.float32) for _ in run]
-    compiled, numpy_passes = slab.Accumulator(job, shape), slab.Accumulator(job, shape)
+    scaled_grads = [(g * np.float32(np.sqrt(w))).astype(np.float32) for (_, w), g in zip(run, grads)]
+    accs = [slab.Accumulator(job, shape) for _ in range(4)]
     try:
+        compiled, numpy_passes, compiled_scaled, numpy_scaled = accs
         compiled.add_many(run, grads)
-        numpy_passes._add_tiles(run, grads)
+        numpy_passes._add_tiles([w for _, w in run], grads)
+        compiled_scaled.add_many(run, scaled_grads, scaled=True)
+        numpy_scaled._add_tiles([1.0] * len(run), scaled_grads)
         ref = [sum(w * g[a].astype(np.float64) * g[b] for (_, w), g in zip(run, grads)) for a, b in job.pairs]
-        for got, want, exp in zip(compiled.acc, numpy_passes.acc, ref):
-            np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(want, exp, rtol=1e-5, atol=1e-5)
+        for k, exp in enumerate(ref):
+            for acc in accs:
+                np.testing.assert_allclose(acc.acc[k], exp, rtol=1e-5, atol=1e-5)
     finally:
-        compiled.free()
-        numpy_passes.free()
+        for acc in accs:
+            acc.free()
 
 
 def test_kernels_warm_up_once_in_the_background():
