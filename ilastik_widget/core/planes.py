@@ -242,8 +242,9 @@ class _Plane:
         self.slab_bytes = 0 if self.empty else 4 * (self.hi - self.lo) * self.plane_shape[0] * self.plane_shape[1]
         self.buffers: list[np.ndarray] = []
 
-    def read(self, image: Any, lo: int, hi: int, out: np.ndarray) -> None:
-        """Planes ``[lo, hi)`` of ``image`` in this plane's window, float32 into ``out`` (channels, planes, u, v)."""
+    def read(self, image: Any, lo: int, hi: int, out: np.ndarray, pieces: int = 1) -> None:
+        """Planes ``[lo, hi)`` of ``image`` in this plane's window, float32 into ``out`` (channels, planes, u, v);
+        converted in ``pieces`` parts on the filter pool (when it is idle: the first plane of a call)."""
         read: list[slice] = [slice(None)] * 3
         read[self.axis] = slice(lo, hi)
         read[self.in_plane[0]], read[self.in_plane[1]] = self.window
@@ -253,22 +254,22 @@ class _Plane:
         check_finite(block)
         block = channels_last(block, self.lay.channel_axis)
         for c in range(self.lay.n_in):
-            _load(block[..., c], self.axis, out[c])
+            _load(block[..., c], self.axis, out[c], pieces)
 
-    def slabs(self, image: Any, cache: SlabCache | None) -> np.ndarray:
+    def slabs(self, image: Any, cache: SlabCache | None, pieces: int = 1) -> np.ndarray:
         """The slab ``[lo, hi)`` of every input channel, float32 ``(channels, planes, u, v)``: from ``cache`` (read
-        there if missing), or read into a work buffer."""
+        there if missing), or read into a work buffer; ``pieces`` as for :meth:`read`."""
         shape = (self.lay.n_in, *self.plane_shape)
         if cache is not None:
             key = (self.axis, *((w.start, w.stop) for w in self.window))
             n = self.lay.spatial[self.axis]
-            return cache.planes(key, self.lo, self.hi, n, shape, partial(self.read, image))
+            return cache.planes(key, self.lo, self.hi, n, shape, partial(self.read, image, pieces=pieces))
         # the plane count rounded (planes_buffer): slabs cut by the volume's border, one plane shorter at every
         # slice, share kept buffers instead of each leaving one of its own
         count = self.hi - self.lo
         out = planes_buffer(count * self.lay.n_in, self.plane_shape, self.buffers)
         out = out.reshape(self.lay.n_in, count, *self.plane_shape)
-        self.read(image, self.lo, self.hi, out)
+        self.read(image, self.lo, self.hi, out, pieces)
         return out
 
     def tasks(self, slabs: np.ndarray) -> list[Callable[[], None]]:
@@ -347,7 +348,9 @@ def _compute_planes(image: Any, planes: list[_Plane], slab_cache: SlabCache | No
         with workspace.single_threaded_blas():
             for p in planes:
                 if not p.empty:
-                    tasks = p.tasks(p.slabs(image, slab_cache))
+                    # the first slab is converted on the idle pool; later ones on this thread while it works
+                    pieces = 1 if pending else _filters.N_THREADS
+                    tasks = p.tasks(p.slabs(image, slab_cache, pieces))
                     if _filters.N_THREADS == 1:
                         for t in tasks:
                             t()
@@ -364,19 +367,32 @@ def _compute_planes(image: Any, planes: list[_Plane], slab_cache: SlabCache | No
         workspace.touch(-1)
 
 
-def _load(src: np.ndarray, axis: int, out: np.ndarray) -> None:
-    """``src`` (a read block, any numeric dtype) with ``axis`` first, into the float32 array ``out``."""
+def _load(src: np.ndarray, axis: int, out: np.ndarray, pieces: int = 1) -> None:
+    """``src`` (a read block, any numeric dtype) with ``axis`` first, into the float32 array ``out``; in ``pieces``
+    parts (of the in-plane rows) on the filter pool."""
     n = out.shape[0]
     if axis < 2:
         view = np.moveaxis(src, axis, 0)
-        np.copyto(out, view, casting="unsafe")
+        rows = _row_parts(view.shape[1], pieces)
+        _filters._run(lambda r: np.copyto(out[:, r], view[:, r], casting="unsafe"), rows)
         return
     # the normal is the innermost axis: convert with the rows intact, then one blocked transpose
     rows = src.shape[0] * src.shape[1]
+    flat_src, flat_out = src.reshape(rows, n), out.reshape(n, rows)
     owned: list[np.ndarray] = []
     tmp = planes_buffer(n, (rows,), owned).reshape(rows, n)
+
+    def part(r: slice) -> None:
+        np.copyto(tmp[r], flat_src[r], casting="unsafe")
+        cv2.transpose(tmp[r], flat_out[:, r])
+
     try:
-        np.copyto(tmp, src.reshape(rows, n), casting="unsafe")
-        cv2.transpose(tmp, out.reshape(n, rows))
+        _filters._run(part, _row_parts(rows, pieces))
     finally:
         workspace.ARENA.put(owned[0])
+
+
+def _row_parts(n: int, pieces: int) -> list[slice]:
+    """``range(n)`` in ``pieces`` slices (fewer for small ``n``)."""
+    bounds = np.linspace(0, n, max(1, min(pieces, n)) + 1).astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
