@@ -542,6 +542,58 @@ def test_kernels_warm_up_once_in_the_background():
     assert not timer.is_alive()
 
 
+KERNELS_WAIT_FOR_THE_LOCK = """
+import sys, threading, time
+import numpy as np
+from ilastik_widget.core import compiled, eigen, planes, slab
+from ilastik_widget.core.filters import Scale
+
+assert "numba" not in sys.modules, "numba was imported before the kernels were asked for"
+x = np.ones(8, np.float32)
+job = slab.PlaneJob(Scale((2.0, 2.0, 2.0), (1.0, 1.0, 1.0)), [("structure_tensor_eigenvalues", 0)], 20, 41)
+acc = slab.Accumulator(job, (4, 5))
+uses = [
+    lambda: eigen.eigvals3(x, x, x, x, x, x, x.copy(), x.copy(), x.copy()),
+    lambda: acc.add_many([(19, 0.5)], [np.ones((3, 4, 5), np.float32)]),
+    planes._warm_up_kernels,
+]
+errors = []
+
+def run(use):
+    try:
+        use()
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+compiled._lock.acquire()
+threads = [threading.Thread(target=run, args=(use,)) for use in uses]
+for t in threads:
+    t.start()
+time.sleep(0.5)
+assert "numba" not in sys.modules, "a thread imported numba without waiting for the others"
+assert all(t.is_alive() for t in threads)
+compiled._lock.release()
+for t in threads:
+    t.join(120)
+assert not errors, errors
+assert float(acc.acc[0][0, 0]) == 0.5
+print("ok")
+"""
+
+
+def test_kernels_are_imported_by_one_thread_at_a_time():
+    """The first uses of the kernels come from several threads at once (the filter pool, the background warm-up), and
+    numba cannot be imported by two threads at once (importlib's deadlock error, numba half imported afterwards):
+    every use waits for the one lock of :mod:`ilastik_widget.core.compiled` before anything imports numba."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", KERNELS_WAIT_FOR_THE_LOCK], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_kernels_compile_without_a_writable_cache(monkeypatch):
     """Where numba has nowhere to cache (it raises when asked to), the kernels are compiled in each process."""
     import importlib

@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 
+from .compiled import kernels
+
 __all__ = ["PIECE", "eigvals2", "eigvals3"]
 
 
@@ -50,7 +52,7 @@ def eigvals3(
     vectorised functions. Accurate to 1e-6 of the largest eigenvalue (tested). Computed in pieces of :data:`PIECE`
     elements with every temporary in buffers of this thread, kept between calls.
     """
-    from . import kernels  # compiled at first use
+    compiled = kernels()  # imported (and compiled) at first use
 
     ins = [np.ascontiguousarray(x).reshape(-1) for x in (a, b, c, d, e, f)]
     outs = [x.reshape(-1) for x in (out0, out1, out2)]
@@ -60,14 +62,14 @@ def eigvals3(
         sl = slice(i, min(n, i + PIECE))
         m = sl.stop - sl.start
         a_, b_, c_, d_, e_, f_ = (x[sl] for x in ins)
-        kernels.eig3_invariants(a_, b_, c_, d_, e_, f_, q[:m], p[:m], r[:m], t[:m])
+        compiled.eig3_invariants(a_, b_, c_, d_, e_, f_, q[:m], p[:m], r[:m], t[:m])
         phi = r[:m]
         np.arctan2(t[:m], r[:m], out=phi)
         phi *= np.float32(1.0 / 3.0)
         np.cos(phi, out=cos0[:m])
         phi += np.float32(2.0 * math.pi / 3.0)
         np.cos(phi, out=cos2[:m])
-        kernels.eig3_combine(q[:m], p[:m], cos0[:m], cos2[:m], outs[0][sl], outs[1][sl], outs[2][sl])
+        compiled.eig3_combine(q[:m], p[:m], cos0[:m], cos2[:m], outs[0][sl], outs[1][sl], outs[2][sl])
 
 
 _EIG_WORK = threading.local()

@@ -11,7 +11,8 @@ its temporaries in registers:
   cached gradient planes, :mod:`ilastik_widget.core.slab`), in tiles that stay in the first-level cache.
 
 Compiled at first use (about a second) and cached on disk beside this file, or in numba's cache directory when
-that is not writable; importing this module imports numba (about 0.2 s), so callers import it when first needed.
+that is not writable; importing this module imports numba (about 0.2 s), so callers get it when first needed from
+:func:`ilastik_widget.core.compiled.kernels` (one thread at a time: numba cannot be imported by two at once).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import TypeVar, cast
 
 import numba
 import numpy as np
+from numba.typed import List
 
-__all__ = ["eig3_combine", "eig3_invariants", "tensor_sums", "warm_up"]
+__all__ = ["eig3_combine", "eig3_invariants", "flat_planes", "tensor_sums", "warm_up"]
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -157,13 +159,19 @@ def tensor_sums(
             s5[t0 + i] += p5[i]
 
 
+def flat_planes(grads: list[np.ndarray]) -> List:
+    """The components of every gradient plane in ``grads`` (each ``(3, u, v)``) as flat arrays in a numba typed list,
+    in the order :func:`tensor_sums` reads them."""
+    return List([x.reshape(-1) for g in grads for x in g])
+
+
 def warm_up() -> None:
     """Compile (or load from the disk cache) every kernel and numba's typed list, on tiny inputs: a first plane of a
     volume then does not wait for it (about 0.7 s with the cache, 2 s without)."""
-    from numba.typed import List
-
     x = np.zeros(4, np.float32)
     eig3_invariants(x, x, x, x, x, x, x.copy(), x.copy(), x.copy(), x.copy())
     eig3_combine(x, x, x, x, x.copy(), x.copy(), x.copy())
     s = np.zeros((6, 4), np.float32)
-    tensor_sums(s[0], s[1], s[2], s[3], s[4], s[5], List([x, x, x]), np.ones(1, np.float32), 4)
+    tensor_sums(
+        s[0], s[1], s[2], s[3], s[4], s[5], flat_planes([np.zeros((3, 4), np.float32)]), np.ones(1, np.float32), 4
+    )

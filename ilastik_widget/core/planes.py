@@ -33,6 +33,7 @@ import numpy as np
 
 from . import filters as _filters
 from . import workspace
+from .compiled import kernels
 from .features import (
     FeatureSelection,
     Layout,
@@ -58,9 +59,7 @@ def compile_soon(delay: float = 2.0) -> threading.Timer:
 
 
 def _warm_up_kernels() -> None:
-    from .kernels import warm_up
-
-    warm_up()
+    kernels().warm_up()
 
 
 def _check_plane(lay: Layout, axis: Any, index: Any) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import filters as _filters
 from . import workspace
+from .compiled import kernels
 from .filters import Scale, ScaleJob
 
 #: bytes of gradient-plane sums held at once per scale (bounds memory on large planes)
@@ -453,14 +454,11 @@ class Accumulator:
         """
         weights = [1.0 if scaled else w for _, w in run]
         if len(self.pj.scale.axes) == 3 and grads:
-            from numba.typed import List
-
-            from . import kernels
-
-            planes = List([x.reshape(-1) for g in grads for x in g])
+            compiled = kernels()
             # the job's pairs are the upper triangle in axis order: the kernel's order
             s0, s1, s2, s3, s4, s5 = (a.reshape(-1) for a in self.acc)
-            kernels.tensor_sums(s0, s1, s2, s3, s4, s5, planes, np.array(weights, np.float32), KERNEL_TILE)
+            weights_array = np.array(weights, np.float32)
+            compiled.tensor_sums(s0, s1, s2, s3, s4, s5, compiled.flat_planes(grads), weights_array, KERNEL_TILE)
         else:
             self._add_tiles(weights, grads)
         for (position, weight), g in zip(run, grads):
