@@ -8,7 +8,8 @@ its temporaries in registers:
   3 x 3 matrices (:func:`ilastik_widget.core.eigen.eigvals3`), in float64 throughout; the trigonometry between
   them stays with numpy, whose float32 ``arctan2`` and ``cos`` are vectorised (the compiled scalar ones are not).
 * :func:`tensor_sums`: the structure tensor's weighted sums of gradient products over planes (the plane engine's
-  cached gradient planes, :mod:`ilastik_widget.core.slab`), in tiles that stay in the first-level cache.
+  gradient planes, just computed or cached, :mod:`ilastik_widget.core.slab`), in tiles that stay in the first-level
+  cache.
 
 Compiled at first use (about a second) and cached on disk beside this file, or in numba's cache directory when
 that is not writable; importing this module imports numba (about 0.2 s), so callers get it when first needed from
