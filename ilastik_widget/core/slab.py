@@ -8,15 +8,16 @@ filter bank's phase 4 (in-plane passes and per-pixel algebra) into the plane's p
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from functools import partial
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from . import filters as _filters
 from . import workspace
+from .cache import ByteLRU
 from .compiled import kernels
 from .filters import Scale, ScaleJob
 
@@ -124,7 +125,7 @@ class Slab:
         return out  # type: ignore[return-value]
 
 
-class GradientCache:
+class GradientCache(ByteLRU[np.ndarray]):
     """The structure tensor's gradient planes, kept between calls for one volume (bounded in bytes).
 
     The tensor at a plane needs the gradient on every plane its outer smoothing reaches (37 planes at
@@ -137,43 +138,23 @@ class GradientCache:
     """
 
     def __init__(self, max_bytes: int = 512 << 20) -> None:
-        self.max_bytes = int(max_bytes)
-        self.nbytes = 0
-        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: Hashable) -> np.ndarray | None:
-        """The gradient plane kept under ``key`` (now the most recently used), or None."""
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: np.ndarray) -> None:
-        """Keep a gradient plane, dropping the least recently used beyond ``max_bytes``."""
-        if value.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self.nbytes -= old.nbytes
-            while self._data and self.nbytes + value.nbytes > self.max_bytes:
-                self.nbytes -= self._data.popitem(last=False)[1].nbytes
-            self._data[key] = value
-            self.nbytes += value.nbytes
-
-    def clear(self) -> None:
-        """Drop every gradient plane."""
-        with self._lock:
-            self._data.clear()
-            self.nbytes = 0
+        super().__init__(max_bytes)
 
 
-class SlabCache:
+class _KeptPlanes(NamedTuple):
+    """Planes kept by a :class:`SlabCache`: the first one's index and float32 (channels, planes, u, v), never written
+    once kept."""
+
+    first: int
+    planes: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the planes (what the cache's bound counts)."""
+        return int(self.planes.nbytes)
+
+
+class SlabCache(ByteLRU[_KeptPlanes]):
     """Source planes converted to float32, kept between calls for one volume (bounded in bytes).
 
     A plane's slab reaches 2 * 35 + 1 planes at sigma 10 and more with the structure tensor: reading and converting
@@ -186,15 +167,8 @@ class SlabCache:
     """
 
     def __init__(self, max_bytes: int = 384 << 20, ahead: int = 16) -> None:
-        self.max_bytes = int(max_bytes)
+        super().__init__(max_bytes)
         self.ahead = max(0, int(ahead))
-        self.nbytes = 0
-        # key -> (first plane, float32 (channels, planes, *plane shape)); never written once kept
-        self._data: OrderedDict[Hashable, tuple[int, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def planes(
         self,
@@ -210,15 +184,12 @@ class SlabCache:
         ``shape`` is ``(channels, u, v)``; ``read(a, b, out)`` writes planes ``[a, b)`` into ``out`` (float32,
         ``(channels, b - a, u, v)``) and is called only for the planes not kept. The result is read-only.
         """
-        with self._lock:
-            kept = self._data.get(key)
-            if kept is not None:
-                self._data.move_to_end(key)
-        if kept is not None and (kept[1].shape[0], *kept[1].shape[2:]) != shape:  # another channel count
+        kept = self.get(key)
+        if kept is not None and (kept.planes.shape[0], *kept.planes.shape[2:]) != shape:  # another channel count
             kept = None
-        k0, k1 = (kept[0], kept[0] + kept[1].shape[1]) if kept is not None else (0, 0)
+        k0, k1 = (kept.first, kept.first + kept.planes.shape[1]) if kept is not None else (0, 0)
         if kept is not None and k0 <= lo and hi <= k1:
-            return kept[1][:, lo - k0 : hi - k0]
+            return kept.planes[:, lo - k0 : hi - k0]
         # scrolling: read ahead, and keep as many planes behind (turning back is cheap too)
         a0, a1 = lo, hi
         if k0 <= lo < k1 < hi:
@@ -229,29 +200,15 @@ class SlabCache:
         new = workspace.new_output((shape[0], a1 - a0, *shape[1:]))
         o0, o1 = max(a0, k0), min(a1, k1)
         if kept is not None and o0 < o1:
-            new[:, o0 - a0 : o1 - a0] = kept[1][:, o0 - k0 : o1 - k0]
+            new[:, o0 - a0 : o1 - a0] = kept.planes[:, o0 - k0 : o1 - k0]
             for r0, r1 in ((a0, o0), (o1, a1)):
                 if r0 < r1:
                     read(r0, r1, new[:, r0 - a0 : r1 - a0])
         else:
             read(a0, a1, new)
         new.setflags(write=False)
-        if new.nbytes <= self.max_bytes:
-            with self._lock:
-                old = self._data.pop(key, None)
-                if old is not None:
-                    self.nbytes -= old[1].nbytes
-                while self._data and self.nbytes + new.nbytes > self.max_bytes:
-                    self.nbytes -= self._data.popitem(last=False)[1][1].nbytes
-                self._data[key] = (a0, new)
-                self.nbytes += new.nbytes
+        self.put(key, _KeptPlanes(a0, new))
         return new[:, lo - a0 : hi - a0]
-
-    def clear(self) -> None:
-        """Drop every kept plane."""
-        with self._lock:
-            self._data.clear()
-            self.nbytes = 0
 
 
 class PlaneJob:
