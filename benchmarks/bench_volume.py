@@ -33,6 +33,7 @@ Rows are functions in :data:`ROWS` taking the shared :class:`Context` and return
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -211,15 +212,21 @@ def row_warm(ctx: Context) -> Row:
     return Row("stroke, warm", o, b, what, "2D bank on the same 3 images", 6.0, oc, bc, osys)
 
 
-def row_next_slice(ctx: Context) -> Row:
-    session = ctx.cache["session"]
-    z, nz = ctx.point[0], ctx.volume.shape[0]
-    step = iter(range(1, 10**9))
+def scroller(session, start: int, depth: int) -> Callable[[], None]:
+    """A call that predicts the xy slice after the one it predicted before (first ``start + 1``, wrapping at
+    ``depth``), as when scrolling."""
+    slices = itertools.count(start + 1)
 
-    def ours() -> None:  # each repeat the slice after the one before, as when scrolling
-        k = (z + next(step)) % nz
+    def next_slice() -> None:
+        k = next(slices) % depth
         session.predict((slice(k, k + 1), slice(None), slice(None)))
 
+    return next_slice
+
+
+def row_next_slice(ctx: Context) -> Row:
+    z, nz = ctx.point[0], ctx.volume.shape[0]
+    ours = scroller(ctx.cache["session"], z, nz)
     o, b, oc, bc, osys = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
     return Row("next slice", o, b, "Session.predict of the next xy slice", "2D bank on one xy image", 4.0, oc, bc, osys)
 
@@ -227,18 +234,10 @@ def row_next_slice(ctx: Context) -> Row:
 def row_next_slice_full(ctx: Context) -> Row:
     """The next-slice row once the session's caches are at their bounds (for the record): until then each slice also
     faults in the new memory its cached features and gradient planes take."""
-    session = ctx.cache["session"]
     z, nz = ctx.point[0], ctx.volume.shape[0]
-    k = z + ctx.repeats + 2  # after the slices of the next-slice row
+    ours = scroller(ctx.cache["session"], z + ctx.repeats + 2, nz)  # after the slices of the next-slice row
     for _ in range(SCROLL_TO_FULL):
-        k += 1
-        session.predict((slice(k % nz, k % nz + 1), slice(None), slice(None)))
-
-    def ours() -> None:
-        nonlocal k
-        k += 1
-        session.predict((slice(k % nz, k % nz + 1), slice(None), slice(None)))
-
+        ours()
     o, b, oc, bc, osys = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
     what = f"the same after {SCROLL_TO_FULL} more slices (the session's caches full)"
     return Row("next slice, caches full", o, b, what, "2D bank on one xy image", None, oc, bc, osys)
@@ -262,12 +261,7 @@ def row_next_slice_zarr(ctx: Context) -> Row:
                 session.add_stroke(**st)
             session.train()
             session.predict((slice(z, z + 1), slice(None), slice(None)))
-            step = iter(range(1, 10**9))
-
-            def ours() -> None:
-                k = (z + next(step)) % ctx.volume.shape[0]
-                session.predict((slice(k, k + 1), slice(None), slice(None)))
-
+            ours = scroller(session, z, ctx.volume.shape[0])
             o, b, oc, bc, osys = alternate(ours, lambda: bank_2d(ctx, [ctx.volume[z]]), ctx.repeats)
         finally:
             session.close()
