@@ -155,3 +155,111 @@ def test_volume_values_too_large_for_float32_are_named_with_the_plane():
     counts = s.annotations.count_per_class()
     assert counts[0] > 0 and counts[1] > 0  # the strokes are kept
     assert not s.is_trained
+
+
+def test_features_prepared_ahead_are_what_training_and_prediction_use(volume, monkeypatch):
+    image, truth = volume
+    planes = [(slice(20, 21), slice(None), slice(None)), (slice(None), slice(40, 41), slice(None))]
+    s = Session(image, features=SEL, classifier=FAST)
+    assert not any(s.has_features(r) for r in planes)
+    s.prepare_features(planes)
+    assert all(s.has_features(r) for r in planes)
+    assert not s.has_features((slice(21, 22), slice(None), slice(None)))
+
+    import ilastik_widget.core.feature_store as store_module
+
+    def no_more(*args, **kwargs):
+        raise AssertionError("features computed again")
+
+    monkeypatch.setattr(store_module, "planes_features", no_more)
+    _strokes_on_planes(s, truth)  # on exactly the two prepared planes
+    s.train()
+    p = s.predict(planes[0])
+    monkeypatch.undo()
+    fresh = Session(image, features=SEL, classifier=FAST)
+    _strokes_on_planes(fresh, truth)
+    fresh.train()
+    np.testing.assert_array_equal(p, fresh.predict(planes[0]))
+
+
+def test_prepare_features_refuses_bad_regions_and_an_empty_selection(volume):
+    image, _ = volume
+    s = Session(image, features=SEL)
+    with pytest.raises(ValueError, match="outside"):
+        s.prepare_features([(slice(40, 41), slice(None), slice(None))])
+    s.feature_selection = FeatureSelection.none()
+    with pytest.raises(ValueError, match="no features are selected"):
+        s.prepare_features([(slice(2, 3), slice(None), slice(None))])
+
+
+def test_a_plane_asked_for_by_two_threads_at_once_is_computed_once(volume, monkeypatch):
+    import threading
+
+    import ilastik_widget.core.feature_store as store_module
+
+    image, _ = volume
+    s = Session(image, features=SEL)
+    plane = (slice(20, 21), slice(None), slice(None))
+    calls = []
+    started, go_on = threading.Event(), threading.Event()
+    real = store_module.planes_features
+
+    def slow(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        started.set()
+        assert go_on.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "planes_features", slow)
+    ahead = threading.Thread(target=s.prepare_features, args=([plane],), name="ahead")
+    ahead.start()
+    assert started.wait(30)
+    results = []
+    second = threading.Thread(target=lambda: results.append(s.prepare_features([plane])), name="second")
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waits for the first computation instead of starting its own
+    go_on.set()
+    ahead.join(30), second.join(30)
+    assert calls == ["ahead"] and results == [None] and s.has_features(plane)
+
+
+def test_a_plane_whose_first_computation_failed_is_computed_by_the_caller_that_waited(volume, monkeypatch):
+    import threading
+
+    import ilastik_widget.core.feature_store as store_module
+
+    image, _ = volume
+    s = Session(image, features=SEL)
+    plane = (slice(20, 21), slice(None), slice(None))
+    started, go_on = threading.Event(), threading.Event()
+    real = store_module.planes_features
+    calls = []
+
+    def fails_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            assert go_on.wait(30)
+            raise MemoryError("the first computation ran out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "planes_features", fails_first)
+    errors = []
+
+    def first():
+        try:
+            s.prepare_features([plane])
+        except MemoryError as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert started.wait(30)
+    b = threading.Thread(target=s.prepare_features, args=([plane],))
+    b.start()
+    b.join(0.5)
+    assert b.is_alive()  # waits for the first computation
+    go_on.set()
+    a.join(30), b.join(30)
+    assert len(errors) == 1 and len(calls) == 2 and s.has_features(plane)

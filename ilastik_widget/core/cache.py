@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+K = TypeVar("K", bound=Hashable)
 
 
 def _nbytes(value: object) -> int:
@@ -31,6 +32,10 @@ class ByteLRU(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
 
     def get(self, key: Hashable) -> V | None:
         """The value of ``key`` (now the most recently used), or None when it is not cached."""
@@ -58,28 +63,49 @@ class ByteLRU(Generic[V]):
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The cached value, or ``compute()`` (once, even when several threads ask at the same time)."""
         while True:
-            with self._lock:
-                value = self._data.get(key)
-                if value is not None:
-                    self._data.move_to_end(key)
-                    return value
-                event = self._inflight.get(key)
-                owner = event is None
-                if event is None:
-                    event = self._inflight[key] = threading.Event()
-            if not owner:
+            value = self.get(key)
+            if value is not None:
+                return value
+            mine, theirs = self.claim([key])
+            for _, done in theirs:
                 # Another thread computes this key: wait, then look again (it may have failed or been too large to
                 # keep, and then this thread computes it).
-                event.wait()
+                done.wait()
+            if not mine:
                 continue
             try:
                 value = compute()
                 self.put(key, value)
                 return value
             finally:
-                with self._lock:
-                    self._inflight.pop(key, None)
-                event.set()
+                self.release(mine)
+
+    def claim(self, keys: Iterable[K]) -> tuple[list[K], list[tuple[K, threading.Event]]]:
+        """Of ``keys`` not cached: those the caller is to compute, marked as being computed until it calls
+        :meth:`release` with them, and those another caller is computing, each with the event set when it is done.
+        Keys cached now are in neither list."""
+        mine: list[K] = []
+        theirs: list[tuple[K, threading.Event]] = []
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                if key in self._data:
+                    continue
+                done = self._inflight.get(key)
+                if done is None:
+                    self._inflight[key] = threading.Event()
+                    mine.append(key)
+                else:
+                    theirs.append((key, done))
+        return mine, theirs
+
+    def release(self, keys: Iterable[Hashable]) -> None:
+        """End the computation of ``keys`` claimed with :meth:`claim` (kept with :meth:`put` or failed): whoever
+        waits for them looks again."""
+        with self._lock:
+            events = [self._inflight.pop(key, None) for key in keys]
+        for done in events:
+            if done is not None:
+                done.set()
 
     def discard(self, predicate: Callable[[Hashable], bool]) -> None:
         """Drop every key for which ``predicate(key)`` is true."""

@@ -234,7 +234,11 @@ class FeatureStore:
         return self._features.get_or_compute((spec.epoch, "block", block_index), compute)
 
     def unit_features(self, units: Sequence[Unit], spec: FeatureSpec) -> list[np.ndarray]:
-        """Features of each unit, float32 (*unit region, C), read-only; the missing plane tiles computed together."""
+        """Features of each unit, float32 (*unit region, C), read-only; the missing plane tiles computed together.
+
+        A plane tile that another call is computing at the same time (a training while the features of the view are
+        computed ahead, two panels asking for one plane) is waited for instead of computed twice.
+        """
         if spec.selection.is_empty:
             raise ValueError("no features are selected: select at least one feature")
         out: dict[Unit, np.ndarray] = {}
@@ -247,37 +251,64 @@ class FeatureStore:
                 missing.append(unit)
             else:
                 out[unit] = cached
-        if missing:
-            requests: list[tuple[int, int, tuple[slice, slice] | None]] = []
-            for unit in missing:
-                axis, index = unit[1], unit[2]
-                rows, cols = (s for a, s in enumerate(self.unit_region(unit)) if a != axis)
-                requests.append((axis, index, (rows, cols)))
+        while missing:
+            unit_of = {(spec.epoch, *unit): unit for unit in missing}
+            claimed, theirs = self._features.claim(unit_of)
+            mine = [unit_of[key] for key in claimed]
             try:
-                computed = planes_features(
-                    self._input(spec),
-                    requests,
-                    spec.selection,
-                    channel_axis=self.channel_axis,
-                    mode=spec.mode,
-                    voxel_size=spec.voxel_size,
-                    gradient_cache=self._gradients,
-                    slab_cache=self._slabs,
-                )
-            except ValueError as exc:
-                where = _where(self.unit_region(missing[0]))
-                raise ValueError(f"{exc} (found while computing features of the plane region [{where}])") from exc
-            for unit, feats in zip(missing, computed):
-                region = self.unit_region(unit)
-                feats = self._checked(np.expand_dims(feats, unit[1]), region, finite=True)
-                self._features.put((spec.epoch, *unit), feats)
-                out[unit] = feats
+                out.update(zip(mine, self._compute_planes(mine, spec)))
+            finally:
+                self._features.release(claimed)
+            for _, done in theirs:  # computed by another call (a training, the features of the view computed ahead)
+                done.wait()
+            # what the others computed (one that failed or was not kept is computed by this call on the next round)
+            missing = [u for u in missing if u not in out and not self._take_cached(u, spec, out)]
         blocks = [u for u in units if u[0] == "block"]
         if len(blocks) > 1:
             self.map(lambda u: self.block_features(u[1], spec), blocks)
         for unit in blocks:
             out[unit] = self.block_features(unit[1], spec)
         return [out[u] for u in units]
+
+    def _take_cached(self, unit: Unit, spec: FeatureSpec, out: dict[Unit, np.ndarray]) -> bool:
+        cached = self._features.get((spec.epoch, *unit))
+        if cached is not None:
+            out[unit] = cached
+        return cached is not None
+
+    def _compute_planes(self, units: list[Unit], spec: FeatureSpec) -> list[np.ndarray]:
+        """Features of plane tiles, computed together with :func:`planes_features` and cached."""
+        if not units:
+            return []
+        requests: list[tuple[int, int, tuple[slice, slice] | None]] = []
+        for unit in units:
+            axis, index = unit[1], unit[2]
+            rows, cols = (s for a, s in enumerate(self.unit_region(unit)) if a != axis)
+            requests.append((axis, index, (rows, cols)))
+        try:
+            computed = planes_features(
+                self._input(spec),
+                requests,
+                spec.selection,
+                channel_axis=self.channel_axis,
+                mode=spec.mode,
+                voxel_size=spec.voxel_size,
+                gradient_cache=self._gradients,
+                slab_cache=self._slabs,
+            )
+        except ValueError as exc:
+            where = _where(self.unit_region(units[0]))
+            raise ValueError(f"{exc} (found while computing features of the plane region [{where}])") from exc
+        out = []
+        for unit, feats in zip(units, computed):
+            feats = self._checked(np.expand_dims(feats, unit[1]), self.unit_region(unit), finite=True)
+            self._features.put((spec.epoch, *unit), feats)
+            out.append(feats)
+        return out
+
+    def has_features(self, units: Iterable[Unit], spec: FeatureSpec) -> bool:
+        """Whether the features of every unit are cached now."""
+        return all((spec.epoch, *unit) in self._features for unit in units)
 
     # ------------------------------------------------------------------ training rows
     def _training_units(self, coords: np.ndarray) -> tuple[list[Unit], np.ndarray]:

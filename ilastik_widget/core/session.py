@@ -382,6 +382,27 @@ class Session(AnnotatedImage, FeatureSettings, SessionInsight):
         model, generation, n_classes, spec = self._current_model()
         self._store.precompute(regions, model, generation, n_classes, spec)
 
+    def prepare_features(self, regions: Iterable[Any]) -> None:
+        """Compute the features of every block or plane tile the regions touch and keep them (within the feature
+        cache's bound), so that a training or prediction there later does not wait for them. No model is needed: the
+        widget does this with the planes a volume's panels show while the user looks, before the first stroke.
+
+        Raises
+        ------
+        ValueError
+            For a region outside the image, or when no features are selected.
+        """
+        regions = [normalize_region(r, self.spatial_shape) for r in regions]
+        spec = self._feature_spec()
+        units = list(dict.fromkeys(u for region in regions for u in self._store.units_for(region)))
+        self._store.unit_features(units, spec)
+
+    def has_features(self, region: Any = None) -> bool:
+        """Whether the features of every block or plane tile ``region`` touches are computed and kept now (a
+        training or prediction there will not compute them)."""
+        region = normalize_region(region, self.spatial_shape)
+        return self._store.has_features(self._store.units_for(region), self._feature_spec())
+
     def segmentation(self, region: Any = None) -> np.ndarray:
         """Most probable class per pixel, uint8 1..n_classes."""
         return (np.argmax(self.predict(region), axis=-1) + 1).astype(np.uint8)
