@@ -32,12 +32,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.class_fractions import block_class_totals
+from .debounce import Debounced
 
 if TYPE_CHECKING:
     from .widget import IlastikWidget
@@ -131,11 +131,8 @@ class InsightUpdater:
         self._lock = threading.Lock()
         self._labelled = np.zeros(0, np.int64)
         self._predicted: dict[str, Any] | None = None
-        self._timer: threading.Timer | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._future: Future | None = None
+        self._later = Debounced(self.measure, delay, "ilastik-insight", "measuring the class shares in view")
         self._last_request: tuple | None = None
-        self._closed = False
 
     def view_region(self) -> tuple[slice, ...] | None:
         """The region the viewer shows (``viewer_state["view_region"]``) as slices, or None
@@ -153,12 +150,12 @@ class InsightUpdater:
 
     def predictions_changed(self) -> None:
         """Measure the predicted fractions again, a moment later in a worker thread."""
-        self._schedule()
+        self._later.schedule()
 
     def view_changed(self) -> None:
         """The view changed: measure the predicted fractions in it a moment later (once trained)."""
         if self.widget.session.is_trained:
-            self._schedule()
+            self._later.schedule()
 
     def _publish(self) -> None:
         with self._lock:
@@ -168,26 +165,6 @@ class InsightUpdater:
             self.widget.class_insight = value  # the widget is being made: its trait updates are not open yet
         else:
             self.widget._set_traits(class_insight=value)
-
-    def _schedule(self) -> None:
-        if self._closed:
-            return
-        timer = threading.Timer(self.delay, self._submit)
-        timer.daemon = True
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = timer
-        timer.start()
-
-    def _submit(self) -> None:
-        with self._lock:
-            self._timer = None
-            if self._closed:
-                return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ilastik-insight")
-            self._future = self._executor.submit(self.measure)
 
     def measure(self) -> dict[str, Any] | None:
         """Measure the predicted fractions of the region in view now and publish them (None when untrained)."""
@@ -233,24 +210,8 @@ class InsightUpdater:
 
     def wait(self, timeout: float | None = 60.0) -> None:
         """Block until a scheduled measurement is done (for tests)."""
-        with self._lock:
-            timer = self._timer
-        if timer is not None:
-            timer.join(timeout)
-        with self._lock:
-            future = self._future
-        if future is not None:
-            try:
-                future.result(timeout)
-            except Exception:
-                log.debug("ilastik_widget: class insight failed", exc_info=True)
+        self._later.wait(timeout)
 
     def close(self) -> None:
         """Cancel the measurement not yet started and stop the worker thread."""
-        with self._lock:
-            self._closed = True
-            timer, executor = self._timer, self._executor
-        if timer is not None:
-            timer.cancel()
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._later.close()

@@ -56,6 +56,7 @@ from . import trait_checks as checks
 from .browser_requests import BrowserRequests
 from .chunk_requests import ChunkRequests
 from .display import WidgetDisplay
+from .features_ahead import FeaturesAhead
 from .live import PAINT_HINT, LiveUpdater
 from .objects import RESULT_TRAITS, WidgetResults
 from .protocol import KernelMessage, describe_exception
@@ -238,6 +239,10 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             setattr(self, name, value)
         self._live.live = self.live
         self._browser = BrowserRequests(self)
+        self._ahead = FeaturesAhead(self)
+        self.observe(lambda _change: self._ahead.view_changed(), names="viewer_state")
+        if self.viewer_state:
+            self._ahead.view_changed()  # a position given to the constructor
         self.on_msg(lambda _widget, content, buffers=None: self._browser.dispatch(content, buffers))
         # The saver listens before the widget does, so the widget sees a failed save of the same change.
         if autosave is not None:
@@ -346,6 +351,7 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             elif event == "features":
                 self._sync_features()
                 self._live.classes_or_features_changed()
+                self._ahead.view_changed()
             elif event == "trained":  # also when training ran outside the widget (w.session.train() in a cell)
                 self._live.trained()
             elif event == "error":
@@ -437,7 +443,9 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         self._live.stop()
 
     def wait(self, timeout: float | None = 60.0) -> None:
-        """Block until the current training, the pushes and all chunk requests are done (for scripts and tests)."""
+        """Block until the current training, the pushes, all chunk requests and the features computed ahead of the
+        first training (:mod:`~ilastik_widget.widget.features_ahead`) are done (for scripts and tests)."""
+        self._ahead.wait(timeout)
         self._live.wait(timeout, others=self._requests.futures)
 
     def go_to_stroke(self, stroke_id: int) -> None:
@@ -507,6 +515,7 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             try:
                 if self._autosaver is not None:
                     self._autosaver.close()
+                self._ahead.close()
                 self._live.close()
                 self._requests.close()
                 self._session.remove_listener(self._on_session_event)
