@@ -263,3 +263,42 @@ def test_a_plane_whose_first_computation_failed_is_computed_by_the_caller_that_w
     go_on.set()
     a.join(30), b.join(30)
     assert len(errors) == 1 and len(calls) == 2 and s.has_features(plane)
+
+
+def test_features_of_planes_scrolled_past_are_dropped_per_axis(volume):
+    from ilastik_widget.core.feature_store import PLANES_KEPT_PER_AXIS
+
+    image, truth = volume
+    s = Session(image, features=SEL, classifier=FAST)
+    _strokes_on_planes(s, truth)
+    s.train()
+    xz = (slice(None), slice(40, 41), slice(None))
+    s.predict(xz)
+    for z in range(8):  # scrolling through xy slices
+        s.predict((slice(z, z + 1), slice(None), slice(None)))
+    kept = [z for z in range(image.shape[0]) if s.has_features((slice(z, z + 1), slice(None), slice(None)))]
+    assert kept == list(range(8 - PLANES_KEPT_PER_AXIS, 8))
+    assert s.has_features(xz)  # the xz panel's plane is kept while the xy panel scrolls
+
+
+def test_training_on_strokes_in_many_planes_computes_each_plane_once(volume, monkeypatch):
+    import ilastik_widget.core.feature_store as store_module
+
+    image, truth = volume
+    s = Session(image, features=SEL, classifier=FAST)
+    zs = [3, 9, 15, 21, 27, 33]  # more planes of one axis than are kept after scrolling
+    for z in zs:
+        for label in (1, 2):
+            u, v = np.nonzero(truth[z] == label)
+            pick = np.linspace(0, len(u) - 1, 4).astype(int)
+            s.add_stroke(label, np.stack([np.full(4, z), u[pick], v[pick]], 1).astype(float), radius=1, axes=(1, 2))
+    requests = []
+    real = store_module.planes_features
+
+    def counting(image, planes, *args, **kwargs):
+        requests.extend((axis, index) for axis, index, _ in planes)
+        return real(image, planes, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "planes_features", counting)
+    s.train()
+    assert sorted(requests) == [(0, z) for z in zs]

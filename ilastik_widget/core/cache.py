@@ -107,6 +107,14 @@ class ByteLRU(Generic[V]):
             if done is not None:
                 done.set()
 
+    def pop(self, key: Hashable) -> V | None:
+        """Drop the value of ``key`` and return it (None when it is not cached)."""
+        with self._lock:
+            value = self._data.pop(key, None)
+            if value is not None:
+                self.nbytes -= _nbytes(value)
+            return value
+
     def discard(self, predicate: Callable[[Hashable], bool]) -> None:
         """Drop every key for which ``predicate(key)`` is true."""
         with self._lock:

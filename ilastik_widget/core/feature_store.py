@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from .planes import GradientCache, SlabCache, compile_soon, planes_features
 
 #: In-plane size of a plane tile (a 512 x 512 slice of a volume is one tile).
 PLANE_TILE = 512
+#: Plane tiles whose features are kept per axis and in-plane position: those of the planes used last there. Scrolling
+#: predicts a new plane per slice, and a new model re-predicts only the planes in view, so the features of planes
+#: scrolled past are seldom used again; kept until the byte bound, 16 slices of 512 x 512 (1 GiB) would each take
+#: fresh memory. Planes computed together (a training on strokes in many planes) are all kept.
+PLANES_KEPT_PER_AXIS = 4
 
 #: ("block", block index) or ("plane", axis, index, (tile row, tile column)).
 Unit = tuple
@@ -130,6 +136,7 @@ class FeatureStore:
         self._features: ByteLRU[np.ndarray] = ByteLRU(cache_bytes)
         self._probabilities: ByteLRU[np.ndarray] = ByteLRU(max(int(cache_bytes) // 4, 1))
         self._rows: dict[Unit, tuple[int, np.ndarray, np.ndarray]] = {}  # unit -> (epoch, local indices, rows)
+        self._recent: dict[tuple, OrderedDict[int, None]] = {}  # (axis, tile) -> plane indices, least recent first
         self._gradients = GradientCache()
         self._slabs = SlabCache()
         self._lock = threading.Lock()
@@ -251,6 +258,8 @@ class FeatureStore:
                 missing.append(unit)
             else:
                 out[unit] = cached
+        planes = [u for u in units if u[0] == "plane"]
+        computed = bool(missing)
         while missing:
             unit_of = {(spec.epoch, *unit): unit for unit in missing}
             claimed, theirs = self._features.claim(unit_of)
@@ -263,6 +272,8 @@ class FeatureStore:
                 done.wait()
             # what the others computed (one that failed or was not kept is computed by this call on the next round)
             missing = [u for u in missing if u not in out and not self._take_cached(u, spec, out)]
+        if planes:
+            self._used(spec.epoch, planes, computed)
         blocks = [u for u in units if u[0] == "block"]
         if len(blocks) > 1:
             self.map(lambda u: self.block_features(u[1], spec), blocks)
@@ -305,6 +316,26 @@ class FeatureStore:
             self._features.put((spec.epoch, *unit), feats)
             out.append(feats)
         return out
+
+    def _used(self, epoch: int, units: list[Unit], computed: bool) -> None:
+        """Note that the plane tiles ``units`` of one call were used; when the call ``computed`` some, drop the
+        features of the planes beyond :data:`PLANES_KEPT_PER_AXIS` used last at the same axis and in-plane position,
+        never those of the call."""
+        drop = []
+        with self._lock:
+            for _, axis, index, tile in units:
+                recent = self._recent.setdefault((axis, tile), OrderedDict())
+                recent.pop(index, None)
+                recent[index] = None
+            if computed:
+                for axis, tile in dict.fromkeys((u[1], u[3]) for u in units):
+                    recent = self._recent[(axis, tile)]
+                    mine = {u[2] for u in units if u[1] == axis and u[3] == tile}
+                    for old in [i for i in recent if i not in mine][: max(0, len(recent) - PLANES_KEPT_PER_AXIS)]:
+                        del recent[old]
+                        drop.append((epoch, "plane", axis, old, tile))
+        for key in drop:
+            self._features.pop(key)
 
     def has_features(self, units: Iterable[Unit], spec: FeatureSpec) -> bool:
         """Whether the features of every unit are cached now."""
@@ -431,6 +462,8 @@ class FeatureStore:
         channels)."""
         self._features.clear()
         self._gradients = GradientCache()
+        with self._lock:
+            self._recent.clear()
         self._slabs = SlabCache()
         with self._lock:
             self._rows.clear()
