@@ -1,7 +1,8 @@
 """Volume benchmark (kernel, no browser): the interactive path through ``Session``, against the 2D filter bank.
 
 Run: ``python benchmarks/bench_volume.py [--repeats N] [--shape Z Y X] [--rss-depths Z1 Z2 ...] [--cache-dir D]``
-(``--per-feature``: instead, one plane's time for each feature and scale alone, to see where it goes)
+(``--per-feature``: instead, one plane's time for each feature and scale alone, to see where it goes; ``--rss-only``: only
+the peak RSS rows)
 
 On a synthetic uint16 volume (default 120x512x512, ``ilastik_widget.datasets.synthetic_cells``) with all 61
 features and the default classifier, as the widget uses a session: strokes painted on the xy plane through the
@@ -27,7 +28,7 @@ alternately so that load on this shared machine hits both alike; process CPU tim
   times the number of distinct 64^3 blocks the three planes touch (what the block path computed; features
   only, an upper bound since border blocks read less halo).
 * ``peak RSS``: the high-water mark of a fresh process (imports included) that opens the volume from an
-  OME-Zarr-like zarr array on disk and runs cold stroke, warm stroke and four next slices; once per depth of
+  OME-Zarr-like zarr array on disk and runs cold stroke, warm stroke and :data:`RSS_SLICES` next slices; once per depth of
   ``--rss-depths`` (the volume repeated along z), to show that it does not grow with the volume. Target <= 3 GiB.
 
 Rows are functions in :data:`ROWS` taking the shared :class:`Context` and returning a :class:`Row`.
@@ -59,9 +60,11 @@ from ilastik_widget.core.planes import plane_features, planes_features
 BLOCK = 64
 #: strokes per class painted for the cold row (two classes: 8 strokes, as in the issue's measurement)
 STROKES_PER_CLASS = 4
-#: slices scrolled before the "caches full" row: a session's default caches hold the features of 16 xy slices of
-#: 512 x 512 (1 GiB) and the gradient planes of about 6 (512 MiB)
+#: slices scrolled before the "caches full" row: a session keeps the features of the last 4 planes of each axis
+#: (``PLANES_KEPT_PER_AXIS``, 64 MiB per 512 x 512 slice) and gradient planes up to 512 MiB, a few slices' worth
 SCROLL_TO_FULL = 24
+#: next slices scrolled by the peak RSS rows (the caches at their steady size)
+RSS_SLICES = SCROLL_TO_FULL + 4
 
 
 @dataclass
@@ -408,7 +411,7 @@ def rss_child(path: str, strokes_file: str) -> None:
     t0 = time.perf_counter()
     stroke_cycle(session, info["cold"], regions)
     stroke_cycle(session, info["warm"], regions)
-    for k in range(1, 5):
+    for k in range(1, RSS_SLICES + 1):
         session.predict((slice(z + k, z + k + 1), full, full))
     print(json.dumps({"peak": peak_rss_bytes(), "seconds": time.perf_counter() - t0, "shape": list(volume.shape)}))
 
@@ -452,7 +455,7 @@ def rss_rows(ctx: Context, depths: list[int]) -> None:
             print(
                 f"peak RSS, zarr volume {shape} ({np.prod(res['shape']) * 2 / 2**20:.0f} MiB on disk uncompressed): "
                 f"{res['peak'] / 2**30:.2f} GiB for a fresh process (imports included) running cold stroke, warm "
-                f"stroke, 4 next slices ({res['seconds']:.1f} s) (target <= 3 GiB) {ok}{base}",
+                f"stroke, {RSS_SLICES} next slices ({res['seconds']:.1f} s) (target <= 3 GiB) {ok}{base}",
                 flush=True,
             )
 
@@ -500,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median)")
     p.add_argument("--shape", type=int, nargs=3, default=(120, 512, 512), metavar=("Z", "Y", "X"))
     p.add_argument("--rss-depths", type=int, nargs="*", default=None, help="volume depths of the RSS rows")
+    p.add_argument("--rss-only", action="store_true", help="only the peak RSS rows")
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help="keep the synthetic volume in this directory between runs")
     p.add_argument(
@@ -523,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         per_feature_rows(ctx)
         return 0
     ok = True
-    for row in ROWS:
+    for row in [] if args.rss_only else ROWS:
         ok &= row(ctx).print()
     depths = args.rss_depths if args.rss_depths is not None else [vol.shape[0], 2 * vol.shape[0]]
     rss_rows(ctx, depths)
