@@ -10,7 +10,7 @@ centre, ``train()``, then ``predict`` of the xy, xz and yz planes through the ce
 Each row prints a figure beside its baseline measured in the same run (median of N repeats, the two timed
 alternately so that load on this shared machine hits both alike; process CPU time beside wall time):
 
-* ``stroke, cold``: a fresh session, 8 strokes on the xy plane, train, predict the three planes, vs the
+* ``stroke, cold``: a fresh session (made untimed), 8 strokes on the xy plane, train, predict the three planes, vs the
   project's 2D filter bank (``compute_features``) on the same three 2D images. Target <= 6x.
 * ``stroke, view settled`` (for the record): the cold row's first stroke as the widget serves it: the session
   computed the three planes' features ahead (``Session.prepare_features``, untimed, as the widget does while the
@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -191,28 +192,10 @@ def _steps(parts: list[dict[str, float]]) -> str:
     return ", ".join(f"{k} {statistics.median(p[k] for p in parts):.3f}" for k in parts[0])
 
 
-def row_cold(ctx: Context) -> Row:
-    z = ctx.point[0]
-    strokes = plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0)
-    parts: list[dict[str, float]] = []
-    sessions: list = []
-
-    def ours() -> None:
-        if sessions:
-            sessions.pop().close()
-        s = new_session(ctx.volume, ctx.selection)
-        sessions.append(s)
-        parts.append(stroke_cycle(s, strokes, ctx.regions()))
-
-    o, b, oc, bc, osys = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats)
-    ctx.cache["session"] = sessions.pop()  # trained on the strokes: the warm and next-slice rows go on with it
-    what = f"fresh Session, {len(strokes)} strokes on xy, train, predict xy+xz+yz ({_steps(parts[1:])} s)"
-    return Row("stroke, cold", o, b, what, "2D bank on the same 3 images", 6.0, oc, bc, osys)
-
-
-def row_settled(ctx: Context) -> Row:
-    """A first stroke as the widget sees it: the session computed the features of the three planes while the view
-    was still (the widget's features ahead of the first training), then the strokes come."""
+def first_strokes(ctx: Context, prepared: bool) -> tuple[tuple[float, ...], str, Any]:
+    """A first stroke cycle on a fresh session per run, against the 2D bank on the three images: the medians of
+    :func:`alternate`, the steps, and the last session (trained). ``prepared``: the session computed the three planes'
+    features before the strokes, untimed (as the widget does while the view is still)."""
     z = ctx.point[0]
     strokes = plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0)
     parts: list[dict[str, float]] = []
@@ -222,15 +205,29 @@ def row_settled(ctx: Context) -> Row:
         if sessions:
             sessions.pop().close()
         s = new_session(ctx.volume, ctx.selection)
-        s.prepare_features(ctx.regions())
+        if prepared:
+            s.prepare_features(ctx.regions())
         sessions.append(s)
 
     def ours() -> None:
         parts.append(stroke_cycle(sessions[-1], strokes, ctx.regions()))
 
-    o, b, oc, bc, osys = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats, setup=setup)
-    sessions.pop().close()
-    what = f"fresh Session, features of the 3 planes computed ahead; {len(strokes)} strokes, train, predict ({_steps(parts[1:])} s)"
+    medians = alternate(ours, lambda: bank_2d(ctx, ctx.planes()), ctx.repeats, setup=setup)
+    return medians, f"{len(strokes)} strokes on xy, train, predict xy+xz+yz ({_steps(parts[1:])} s)", sessions.pop()
+
+
+def row_cold(ctx: Context) -> Row:
+    (o, b, oc, bc, osys), steps, session = first_strokes(ctx, prepared=False)
+    ctx.cache["session"] = session  # trained on the strokes: the warm and next-slice rows go on with it
+    return Row("stroke, cold", o, b, f"fresh Session, {steps}", "2D bank on the same 3 images", 6.0, oc, bc, osys)
+
+
+def row_settled(ctx: Context) -> Row:
+    """A first stroke as the widget serves it: the session computed the features of the three planes while the view
+    was still (the widget's features ahead of the first training), then the strokes come."""
+    (o, b, oc, bc, osys), steps, session = first_strokes(ctx, prepared=True)
+    session.close()
+    what = f"fresh Session, the 3 planes' features computed ahead; {steps}"
     return Row("stroke, view settled", o, b, what, "2D bank on the same 3 images", None, oc, bc, osys)
 
 
