@@ -87,6 +87,14 @@ class FeaturesAhead:
     def __init__(self, widget: IlastikWidget, delay: float = DELAY):
         self.widget = widget
         self._later = Debounced(self.compute, delay, "ilastik-features-ahead", "computing the features in view ahead")
+        widget.observe(lambda _change: self.view_changed(), names="viewer_state")
+        widget.session.add_listener(self._on_session_event)
+        if widget.viewer_state:
+            self.view_changed()  # a position given to the widget's constructor
+
+    def _on_session_event(self, event: str, **_info: Any) -> None:
+        if event == "features":  # the planes in view again, with the new features
+            self.view_changed()
 
     def view_changed(self) -> None:
         """The view (or the features) changed: compute the features in view a moment later, if useful."""
@@ -110,5 +118,6 @@ class FeaturesAhead:
         self._later.wait(timeout)
 
     def close(self) -> None:
-        """Cancel the computation not yet started and stop the worker thread."""
+        """Stop listening, cancel the computation not yet started and stop the worker thread."""
+        self.widget.session.remove_listener(self._on_session_event)
         self._later.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.features import feature_table
+from ..core.features import FeatureSelection, feature_table
 from ..serving.chunk_server import ChunkServer
 from .protocol import BRUSH_SIZE_MAX, BRUSH_SIZE_MIN
 
@@ -15,6 +15,11 @@ from .protocol import BRUSH_SIZE_MAX, BRUSH_SIZE_MIN
 def class_list(session: Any) -> list[dict[str, str]]:
     """The ``classes`` trait: ``[{"name", "color"}, ...]`` in label order."""
     return [{"name": str(c.name), "color": str(c.color).lower()} for c in session.classes]
+
+
+def apply_feature_selection(session: Any, new: dict) -> None:
+    """Make the session's feature selection ``new`` (a ``feature_selection`` trait value)."""
+    session.feature_selection = FeatureSelection.from_dict(new)
 
 
 def apply_class_list(session: Any, new: list[dict[str, str]]) -> None:

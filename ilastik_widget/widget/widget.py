@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -240,9 +241,6 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         self._live.live = self.live
         self._browser = BrowserRequests(self)
         self._ahead = FeaturesAhead(self)
-        self.observe(lambda _change: self._ahead.view_changed(), names="viewer_state")
-        if self.viewer_state:
-            self._ahead.view_changed()  # a position given to the constructor
         self.on_msg(lambda _widget, content, buffers=None: self._browser.dispatch(content, buffers))
         # The saver listens before the widget does, so the widget sees a failed save of the same change.
         if autosave is not None:
@@ -305,23 +303,21 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
     # ------------------------------------------------------------------------------------------ traits -> session
     @t.observe("classes")
     def _classes_changed(self, change: dict) -> None:
-        if self._syncing:
-            return
-        try:
-            state.apply_class_list(self._session, change["new"])
-        except Exception as exc:
-            self._live.status.error(f"Could not change the classes: {describe_exception(exc)}")
-            self._sync_classes()
+        self._apply("classes", state.apply_class_list, change["new"], self._sync_classes)
 
     @t.observe("feature_selection")
     def _features_changed(self, change: dict) -> None:
+        self._apply("features", state.apply_feature_selection, change["new"], self._sync_features)
+
+    def _apply(self, what: str, apply: Callable[[Session, Any], None], value: Any, resync: Callable[[], None]) -> None:
+        """Change the session as a trait now says; if it refuses, say why and put the trait back."""
         if self._syncing:
             return
         try:
-            self._session.feature_selection = FeatureSelection.from_dict(change["new"])
+            apply(self._session, value)
         except Exception as exc:
-            self._live.status.error(f"Could not change the features: {describe_exception(exc)}")
-            self._sync_features()
+            self._live.status.error(f"Could not change the {what}: {describe_exception(exc)}")
+            resync()
 
     @t.observe("live")
     def _live_changed(self, change: dict) -> None:
@@ -351,7 +347,6 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
             elif event == "features":
                 self._sync_features()
                 self._live.classes_or_features_changed()
-                self._ahead.view_changed()
             elif event == "trained":  # also when training ran outside the widget (w.session.train() in a cell)
                 self._live.trained()
             elif event == "error":
@@ -443,8 +438,7 @@ class IlastikWidget(WidgetDisplay, WidgetResults, anywidget.AnyWidget):
         self._live.stop()
 
     def wait(self, timeout: float | None = 60.0) -> None:
-        """Block until the current training, the pushes, all chunk requests and the features computed ahead of the
-        first training (:mod:`~ilastik_widget.widget.features_ahead`) are done (for scripts and tests)."""
+        """Block until the training, the pushes, the chunk requests and the features computed ahead are done."""
         self._ahead.wait(timeout)
         self._live.wait(timeout, others=self._requests.futures)
 
