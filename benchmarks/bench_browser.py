@@ -104,19 +104,6 @@ def kernel_reference(stroke):
     REF.predict()
     return time.perf_counter() - t
 
-def kernel_first_stroke():
-    # the kernel alone, cold: a fresh Session, the first strokes, train, the three planes predicted
-    ref = Session(image)
-    t = time.perf_counter()
-    for stroke in first:
-        ref.add_stroke(**stroke)
-    ref.train()
-    for plane in PLANES:
-        ref.predict(plane)
-    t = time.perf_counter() - t
-    ref.close()
-    return t
-
 REF = Session(image)
 for s in initial:
     REF.add_stroke(**s)
