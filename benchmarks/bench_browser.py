@@ -21,9 +21,9 @@ painted on the xy panel; from the mouse release to the first screen frame from w
 their settled view with the new prediction, against the kernel's own stroke -> three planes time (a second Session on
 the same volume with warm caches: add the stroke, train, predict the xy, xz and yz planes the panels show). Target:
 the browser adds <= 0.3 s, as in 2D. Before those strokes, the first training as a user makes it (one measurement):
-the release of the first stroke of a second class, after the view was still long enough for the kernel to compute
-the features of the planes in view, to all three panels showing the prediction, beside the kernel's own cold time
-for the same strokes on a fresh Session.
+the release of the first stroke of a second class, once a stroke of the first class is painted and the kernel has
+computed the features of the planes in view, to all three panels showing the prediction, beside the kernel's own
+cold time for the same strokes on a fresh Session.
 
 Screen times come from Chromium's screencast frames (CDP), stamped by the browser with the same wall clock as the
 kernel's time.time().
@@ -605,7 +605,7 @@ def main_volume(args) -> int:
     print()
     print(
         "2. the first training: mouse release of the first stroke of a second class -> prediction on all three panels,\n"
-        "   the features of the planes in view computed while the view was still (as a user looks before painting)\n"
+        "   the features of the planes in view computed while the first class was painted\n"
         f"   screen {first['screen']:.3f} s; the kernel alone, cold (a fresh Session: the same two strokes, train,\n"
         f"   predict the 3 planes, no features computed ahead) {first['kernel_cold']:.3f} s (one measurement)"
     )

@@ -12,9 +12,9 @@ alternately so that load on this shared machine hits both alike; process CPU tim
 
 * ``stroke, cold``: a fresh session (made untimed), 8 strokes on the xy plane, train, predict the three planes, vs the
   project's 2D filter bank (``compute_features``) on the same three 2D images. Target <= 6x.
-* ``stroke, view settled`` (for the record): the cold row's first stroke as the widget serves it: the session
+* ``stroke, features ahead`` (for the record): the cold row's first training as the widget serves it: the session
   computed the three planes' features ahead (``Session.prepare_features``, untimed, as the widget does while the
-  view is still), then the strokes, train and predict are timed.
+  first class is painted), then the strokes, train and predict are timed.
 * ``stroke, warm``: one more stroke on the same plane of that session (its plane features are cached), train,
   predict the three planes; same baseline. Target <= 6x.
 * ``next slice``: ``predict`` of the next xy slice of that session (as when scrolling), vs the 2D filter bank on
@@ -195,7 +195,7 @@ def _steps(parts: list[dict[str, float]]) -> str:
 def first_strokes(ctx: Context, prepared: bool) -> tuple[tuple[float, ...], str, Any]:
     """A first stroke cycle on a fresh session per run, against the 2D bank on the three images: the medians of
     :func:`alternate`, the steps, and the last session (trained). ``prepared``: the session computed the three planes'
-    features before the strokes, untimed (as the widget does while the view is still)."""
+    features before the strokes, untimed (as the widget does while the first class is painted)."""
     z = ctx.point[0]
     strokes = plane_strokes(ctx.truth, z, STROKES_PER_CLASS, seed=0)
     parts: list[dict[str, float]] = []
@@ -228,7 +228,7 @@ def row_settled(ctx: Context) -> Row:
     (o, b, oc, bc, osys), steps, session = first_strokes(ctx, prepared=True)
     session.close()
     what = f"fresh Session, the 3 planes' features computed ahead; {steps}"
-    return Row("stroke, view settled", o, b, what, "2D bank on the same 3 images", None, oc, bc, osys)
+    return Row("stroke, features ahead", o, b, what, "2D bank on the same 3 images", None, oc, bc, osys)
 
 
 def row_warm(ctx: Context) -> Row:

@@ -1,4 +1,4 @@
-"""The features of a volume's planes in view, computed while the user looks, before the first training."""
+"""The features of a volume's planes in view, computed while the user paints the first class."""
 
 from __future__ import annotations
 
@@ -82,13 +82,21 @@ def make_widget(image, **kwargs):
     return w
 
 
-def test_a_settled_view_of_a_volume_gets_its_planes_features(volume):
-    image, _ = volume
+def paint(w, truth, label: int, z: int) -> None:
+    """A stroke of class ``label`` inside that class on the xy plane ``z``."""
+    u, v = np.nonzero(truth[z] == label)
+    w.add_stroke(label, np.stack([np.full(3, z), u[:3], v[:3]], 1), radius=1, axes=(1, 2))
+
+
+def test_features_in_view_are_computed_once_the_user_paints(volume):
+    image, truth = volume
     w = make_widget(image)
     try:
         shown = [plane(0, 12), plane(1, 30), plane(2, 41)]
-        assert not any(w.session.has_features(r) for r in shown)
         w.viewer_state = {"position": [12.0, 30.0, 41.0], "layout": "4panel"}
+        w.wait()
+        assert not any(w.session.has_features(r) for r in shown)  # only looking: nothing is computed
+        paint(w, truth, 1, 12)  # the first class: the second one will train
         w.wait()
         assert all(w.session.has_features(r) for r in shown)
         # the next slice after scrolling, once the view is still again
@@ -105,9 +113,10 @@ def test_a_settled_view_of_a_volume_gets_its_planes_features(volume):
 
 
 def test_a_position_given_to_the_constructor_counts(volume):
-    image, _ = volume
+    image, truth = volume
     w = make_widget(image, viewer_state={"position": [3, 4, 5], "layout": "xy"})
     try:
+        paint(w, truth, 2, 3)
         w.wait()
         assert w.session.has_features(plane(0, 3)) and not w.session.has_features(plane(1, 4))
     finally:
@@ -119,8 +128,7 @@ def test_nothing_is_computed_ahead_once_trained_or_without_features(volume):
     w = make_widget(image, live=False)
     try:
         for label in (1, 2):
-            u, v = np.nonzero(truth[12] == label)
-            w.add_stroke(label, np.stack([np.full(3, 12), u[:3], v[:3]], 1), radius=1, axes=(1, 2))
+            paint(w, truth, label, 12)
         w.update_now().result(60)
         w.viewer_state = {"position": [20.0, 10.0, 10.0], "layout": "4panel"}
         w.wait()
@@ -128,6 +136,7 @@ def test_nothing_is_computed_ahead_once_trained_or_without_features(volume):
 
         other = make_widget(image)
         try:
+            paint(other, truth, 1, 20)
             other.select_features("none")
             other.viewer_state = {"position": [20.0, 10.0, 10.0], "layout": "4panel"}
             other.wait()
@@ -139,9 +148,11 @@ def test_nothing_is_computed_ahead_once_trained_or_without_features(volume):
 
 
 def test_a_2d_image_computes_nothing_ahead():
-    image, _ = synthetic_cells((64, 80), seed=3)
+    image, truth = synthetic_cells((64, 80), seed=3)
     w = make_widget(image)
     try:
+        u, v = np.nonzero(truth == 1)
+        w.add_stroke(1, np.stack([u[:3], v[:3]], 1), radius=1)
         w.viewer_state = {"position": [10.0, 10.0], "layout": "xy"}
         w.wait()
         assert not w.session.has_features(None)

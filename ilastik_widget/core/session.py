@@ -385,7 +385,7 @@ class Session(AnnotatedImage, FeatureSettings, SessionInsight):
     def prepare_features(self, regions: Iterable[Any]) -> None:
         """Compute the features of every block or plane tile the regions touch and keep them (within the feature
         cache's bound), so that a training or prediction there later does not wait for them. No model is needed: the
-        widget does this with the planes a volume's panels show while the user looks, before the first stroke.
+        widget does this with the planes a volume's panels show while the user paints the first class.
 
         Raises
         ------

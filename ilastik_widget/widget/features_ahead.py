@@ -1,12 +1,13 @@
-"""The features of the planes a volume's panels show, computed while the user looks, before the first training.
+"""The features of the planes a volume's panels show, computed while the user paints the first class.
 
-The first training on a volume needs the exact 3D features of the plane the stroke lies in, and the predictions after
-it those of the three planes the panels show: on a 120x512x512 volume about half a second of the kernel's time, in a
-kernel that sat idle while the user found a slice and chose a class. Once the view settles (:data:`DELAY` after the
-last change of ``viewer_state``) and while the session has no model, the widget computes them ahead with
-:meth:`~ilastik_widget.core.session.Session.prepare_features`; a stroke made meanwhile waits for that computation
-instead of starting its own. With a model, the panels' prediction requests compute the features of what they show,
-so nothing is done ahead.
+The first training on a volume needs the exact 3D features of the planes its strokes lie in, and the predictions after
+it those of the three planes the panels show: on a 120x512x512 volume about half a second of the kernel's time, which
+would start only when the strokes of a second class arrive. Once the user has painted (any stroke) and the view is still
+(:data:`DELAY` after the last change of ``viewer_state`` or of the labels), and while the session has no model, the
+widget computes them ahead with :meth:`~ilastik_widget.core.session.Session.prepare_features`; a stroke made meanwhile
+waits for that computation instead of starting its own. Nothing is computed for a view that is only browsed (a remote
+volume would be read around every plane looked at), and with a model the panels' prediction requests compute the
+features of what they show.
 
 The planes are those through ``viewer_state["position"]`` (voxel ``floor(p + 0.5)`` per axis, array order) of the
 cross-section panels of ``viewer_state["layout"]``: ``xy`` cuts axis 0, ``xz`` axis 1, ``yz`` axis 2. Of each plane only
@@ -93,20 +94,20 @@ class FeaturesAhead:
             self.view_changed()  # a position given to the widget's constructor
 
     def _on_session_event(self, event: str, **_info: Any) -> None:
-        if event == "features":  # the planes in view again, with the new features
+        if event in ("labels", "features"):  # the first strokes; the planes in view again, with the new features
             self.view_changed()
 
     def view_changed(self) -> None:
-        """The view (or the features) changed: compute the features in view a moment later, if useful."""
+        """The view, the labels or the features changed: compute the features in view a moment later, if useful."""
         session = self.widget.session
-        if len(session.spatial_shape) == 3 and not session.is_trained:
+        if len(session.spatial_shape) == 3 and not session.is_trained and session.annotations.strokes:
             self._later.schedule()
 
     def compute(self) -> list[tuple[slice, ...]]:
-        """Compute the features of the planes in view now, unless the session has a model or no features are
-        selected; returns the regions computed."""
+        """Compute the features of the planes in view now, unless the session has a model, no strokes or no
+        features selected; returns the regions computed."""
         session = self.widget.session
-        if session.is_trained or session.feature_selection.is_empty:
+        if session.is_trained or not session.annotations.strokes or session.feature_selection.is_empty:
             return []
         regions = planes_in_view(self.widget.viewer_state, tuple(session.spatial_shape))
         if regions:
