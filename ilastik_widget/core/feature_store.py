@@ -198,6 +198,10 @@ class FeatureStore:
         ]
         return [("plane", axis, region[axis].start, tile) for tile in itertools.product(*ranges)]
 
+    def units_of(self, regions: Iterable[tuple[slice, ...]]) -> list[Unit]:
+        """The units the (normalised) regions touch, each once, in the order the regions first touch them."""
+        return list(dict.fromkeys(u for region in regions for u in self.units_for(region)))
+
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``fn`` over ``items`` on the worker threads (items never wait on the pool, so this cannot deadlock)."""
         if len(items) <= 1 or self.n_threads == 1:
@@ -450,7 +454,7 @@ class FeatureStore:
         self, regions: Iterable[tuple[slice, ...]], model: Any, key: Any, n_classes: int, spec: FeatureSpec
     ) -> None:
         """Compute and cache the probabilities of every unit the regions touch, all in parallel."""
-        units = list(dict.fromkeys(u for region in regions for u in self.units_for(region)))
+        units = self.units_of(regions)
         self._prepare(units, model, key, n_classes, spec)
         n_jobs = 1 if len(units) > 1 else None
         self.map(lambda unit: self.unit_probabilities(unit, model, key, n_classes, spec, n_jobs), units)

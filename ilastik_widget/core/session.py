@@ -393,9 +393,7 @@ class Session(AnnotatedImage, FeatureSettings, SessionInsight):
             For a region outside the image, or when no features are selected.
         """
         regions = [normalize_region(r, self.spatial_shape) for r in regions]
-        spec = self._feature_spec()
-        units = list(dict.fromkeys(u for region in regions for u in self._store.units_for(region)))
-        self._store.unit_features(units, spec)
+        self._store.unit_features(self._store.units_of(regions), self._feature_spec())
 
     def has_features(self, region: Any = None) -> bool:
         """Whether the features of every block or plane tile ``region`` touches are computed and kept now (a
