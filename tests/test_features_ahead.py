@@ -58,6 +58,7 @@ def test_planes_in_view_of_a_large_volume_are_the_tiles_under_the_position():
         ("not a dict", SHAPE),
         ({"position": [1, 2]}, SHAPE),
         ({"position": [1, 2, float("nan")]}, SHAPE),
+        ({"position": [1, 2, 10**400]}, SHAPE),  # an int beyond float range, as JSON can give
         ({"position": [1, True, 2]}, SHAPE),
         ({"position": "1,2,3"}, SHAPE),
         ({"position": [1, 2, 3], "crossSectionOrientation": [0.38, 0, 0, 0.92]}, SHAPE),  # rotated: no plane

@@ -3,13 +3,13 @@ channels feed the classifier. Traits shared with the browser's panel, checked li
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import traitlets as t
 
 from ..core.colors import COLOR_RE
 from ..serving.layer_specs import CHANNEL_COLORS
+from .protocol_fields import is_finite_number
 
 #: The display traits, checked by :func:`check`.
 DISPLAY_TRAITS = ("contrast_limits", "channel_colors", "channel_visible", "classifier_channels")
@@ -36,11 +36,7 @@ def check(name: str, value: Any, widget: Any) -> Any:
             raise t.TraitError(f"contrast_limits needs one [low, high] per channel shown ({n}), not {value!r}")
         out = []
         for i, pair in enumerate(value):
-            ok = (
-                isinstance(pair, (list, tuple))
-                and len(pair) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
-            )
+            ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(is_finite_number(v) for v in pair)
             if not ok or not pair[0] < pair[1]:
                 raise t.TraitError(f"contrast_limits[{i}] must be two finite numbers with low < high, not {pair!r}")
             out.append([float(pair[0]), float(pair[1])])

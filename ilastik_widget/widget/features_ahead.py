@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.feature_store import PLANE_TILE
 from .debounce import Debounced
+from .protocol_fields import is_finite_number
 
 if TYPE_CHECKING:
     from .widget import IlastikWidget
@@ -50,11 +51,7 @@ def planes_in_view(viewer_state: Any, shape: tuple[int, ...]) -> list[tuple[slic
     if not isinstance(viewer_state, dict) or len(shape) != 3:
         return []
     position = viewer_state.get("position")
-    if (
-        not isinstance(position, list)
-        or len(position) != 3
-        or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) for p in position)
-    ):
+    if not isinstance(position, list) or len(position) != 3 or not all(is_finite_number(p) for p in position):
         return []
     orientation = viewer_state.get("crossSectionOrientation")
     if orientation is not None and (
@@ -79,7 +76,7 @@ def planes_in_view(viewer_state: Any, shape: tuple[int, ...]) -> list[tuple[slic
 
 
 def _near(a: Any, b: float) -> bool:
-    return isinstance(a, (int, float)) and not isinstance(a, bool) and abs(float(a) - b) < 1e-6
+    return is_finite_number(a) and abs(float(a) - b) < 1e-6
 
 
 class FeaturesAhead:

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..core.class_fractions import block_class_totals
 from .debounce import Debounced
+from .protocol_fields import is_finite_number
 
 if TYPE_CHECKING:
     from .widget import IlastikWidget
@@ -58,11 +59,7 @@ def view_region(viewer_state: Any, shape: tuple[int, ...]) -> tuple[slice, ...] 
         return None
     out = []
     for span, n in zip(value, shape):
-        if (
-            not isinstance(span, list)
-            or len(span) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in span)
-        ):
+        if not isinstance(span, list) or len(span) != 2 or not all(is_finite_number(v) for v in span):
             return None
         start, stop = max(0, int(math.floor(span[0]))), min(int(n), int(math.ceil(span[1])))
         if stop <= start:
