@@ -124,7 +124,6 @@ class InsightUpdater:
 
     def __init__(self, widget: IlastikWidget, delay: float = DELAY):
         self.widget = widget
-        self.delay = delay
         self._lock = threading.Lock()
         self._labelled = np.zeros(0, np.int64)
         self._predicted: dict[str, Any] | None = None
