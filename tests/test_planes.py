@@ -267,6 +267,33 @@ def test_cached_gradient_planes_are_recycled_only_when_unused(rng):
     assert_plane_close(plane_features(vol, 0, 9, sel, gradient_cache=cache), whole[9], sel.channel_names(3), 400.0)
 
 
+def test_gradient_cache_keeps_the_windows_of_the_last_planes(rng):
+    """Scrolling keeps only the gradient planes that the last ``planes_kept`` slices' tensors read, and the buffers of
+    the planes it drops serve the next slices: after the first slices no fresh memory per slice."""
+    from ilastik_widget.core import workspace
+
+    vol = structured_volume(rng, (40, 24, 26))
+    sel = FeatureSelection.none().with_feature("structure_tensor_eigenvalues", 1.6, True)  # outer reach 3 planes
+    whole = compute_features(vol, sel)
+    cache = GradientCache(planes_kept=4)
+    workspace.clear_workspace()
+    owners = []
+    for z in range(10, 30):
+        got = plane_features(vol, 0, z, sel, gradient_cache=cache)
+        assert_plane_close(got, whole[z], sel.channel_names(3), 400.0)
+        kept = cache.keys()  # least recently used first
+        assert sorted(key[-1] for key in kept) == list(range(max(10, z - 3) - 3, z + 4))
+        owners.append(len(workspace.RESULTS._owners))
+    assert owners[-1] == owners[8], owners  # the same buffers from the ninth slice on
+    # another window (a region) is another group: its planes do not push out the first one's
+    plane_features(vol, 0, 29, sel, gradient_cache=cache, region=(slice(0, 3), slice(0, 4)))
+    kept = cache.keys()
+    assert len({key[:-1] for key in kept}) == 2
+    assert_plane_close(plane_features(vol, 0, 26, sel, gradient_cache=cache), whole[26], sel.channel_names(3), 400.0)
+    cache.clear()
+    assert len(cache) == 0 and not cache._recent
+
+
 def test_scrolling_to_the_border_keeps_few_work_buffer_shapes(rng):
     """Near the volume's border every slice's slab is a plane shorter than the last; the slabs share kept work
     buffers instead of leaving one shape each in the arena (which filled it, and every later call then worked in

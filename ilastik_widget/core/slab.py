@@ -8,7 +8,8 @@ filter bank's phase 4 (in-plane passes and per-pixel algebra) into the plane's p
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from functools import partial
 from typing import NamedTuple
 
@@ -131,14 +132,50 @@ class GradientCache(ByteLRU[np.ndarray]):
     The tensor at a plane needs the gradient on every plane its outer smoothing reaches (37 planes at
     sigma 10); the next slice needs all but one of them again. Pass one cache per volume to
     :func:`plane_features` / :func:`planes_features` (``gradient_cache=``) when scrolling; a cache must not
-    outlive a change of the volume's values. Least recently used planes are dropped beyond ``max_bytes``: the
-    default holds what all 61 features of a 512 x 512 slice use (88 gradient planes of 3 MiB) and of the two
-    other planes through it, since a cache that falls short of one slice's needs drops, slice after slice,
-    planes the next slice asks for again.
+    outlive a change of the volume's values.
+
+    Two rules drop planes. Of each (channel, axis, in-plane window, scale), only the planes that the tensors of the
+    last ``planes_kept`` planes computed there read are kept (:meth:`used`): scrolling then adds one gradient plane
+    per scale and drops one, whose recycled buffer the next slice's plane takes, instead of faulting in fresh memory
+    slice after slice until the byte bound is reached. And the least recently used planes are dropped beyond
+    ``max_bytes``: the default holds what all 61 features of a 512 x 512 slice use (88 gradient planes of 3 MiB) and
+    of the two other planes through it, since a cache that falls short of one slice's needs drops, slice after
+    slice, planes the next slice asks for again.
     """
 
-    def __init__(self, max_bytes: int = 512 << 20) -> None:
+    #: (channel, axis, window, scale) groups whose last planes are remembered (their gradient planes are kept)
+    GROUPS_REMEMBERED = 256
+
+    def __init__(self, max_bytes: int = 512 << 20, planes_kept: int = 4) -> None:
         super().__init__(max_bytes)
+        self.planes_kept = max(1, int(planes_kept))
+        self._recent: OrderedDict[Hashable, OrderedDict[int, frozenset[int]]] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def used(self, group: tuple, index: int, positions: Iterable[int]) -> None:
+        """The tensor at plane ``index`` of ``group`` (the cache keys' prefix: channel, axis, window, scale) read the
+        gradient planes at ``positions``: drop the planes of ``group`` that none of the last :attr:`planes_kept`
+        planes computed in it reads."""
+        with self._recent_lock:
+            recent = self._recent.pop(group, None) or OrderedDict()
+            self._recent[group] = recent
+            while len(self._recent) > self.GROUPS_REMEMBERED:
+                self._recent.popitem(last=False)
+            recent.pop(index, None)
+            recent[index] = frozenset(positions)
+            while len(recent) > self.planes_kept:
+                recent.popitem(last=False)
+            keep = frozenset().union(*recent.values())
+        n = len(group)
+        self.discard(
+            lambda key: isinstance(key, tuple) and len(key) == n + 1 and key[:n] == group and key[n] not in keep
+        )
+
+    def clear(self) -> None:
+        """Drop every plane."""
+        with self._recent_lock:
+            self._recent.clear()
+        super().clear()
 
 
 class _KeptPlanes(NamedTuple):
@@ -321,6 +358,8 @@ class PlaneJob:
                 self.job.phase4(slice(0, 1), self.buf)
             finally:
                 self.release()
+            if self.cache is not None and self.positions:
+                self.cache.used(self.key, self.index, [p for p, _ in self.positions])
 
     def _keep_linear(self, sums: list[np.ndarray]) -> None:
         self.job.p = dict(zip(self.lin_orders, sums))
@@ -360,16 +399,22 @@ class PlaneJob:
             for c0 in range(0, m, STACK):
                 c1 = min(m, c0 + STACK)
                 n = c1 - c0
-                # stored in the cache: a buffer of its own (recycled once no cached plane uses it); otherwise the
-                # same buffers for every stack
-                g = g_all[:, :n] if scaled else workspace.new_output((n_axes, n, *shape))
+                # stored in the cache: a buffer of its own per plane, recycled once the cache drops that plane (a
+                # buffer shared by a stack would wait for all of its planes); otherwise the same buffers every stack
+                if scaled:
+                    planes = [g_all[:, k] for k in range(n)]
+                else:
+                    planes = [workspace.new_output((n_axes, *shape)) for _ in range(n)]
                 tmp = tmp_all[:n]
                 for i, b in enumerate(sc.axes):
                     src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
                     k1, k2 = sc.kernel(1, int(b == 1)), sc.kernel(2, int(b == 2))
                     t = src if k1 is None else _filters.filter_axis(src, k1, 1, tmp)
-                    _filters.filter_axis(t, k2, 2, g[i])
-                planes = [g[:, k] for k in range(n)]
+                    if scaled:
+                        _filters.filter_axis(t, k2, 2, g_all[i, :n])
+                    else:
+                        for k, gk in enumerate(planes):
+                            _filters.filter_axis(t[k], k2, 1, gk[i])
                 if self.cache is not None:
                     for (position, _), gk in zip(run[c0:c1], planes):
                         self.cache.put((*self.key, position), gk)
