@@ -647,3 +647,21 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(kernels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 40), r=st.integers(0, 25), data=st.data())
+def test_fold_is_the_mirrored_correlation_at_every_center(n, r, data):
+    """The weights over planes of one normal pass, in the interior (returned as they are) and near the borders
+    (folded back inside, repeatedly when the kernel is longer than the axis): scipy's ``mode="mirror"``."""
+    from scipy.ndimage import correlate1d
+
+    from ilastik_widget.core.slab import fold
+
+    center = data.draw(st.integers(0, n - 1))
+    weights = np.random.default_rng(n * 100 + r).standard_normal(2 * r + 1)
+    values = np.random.default_rng(r).standard_normal(n)
+    lo, w = fold(weights, center, n)
+    assert w.dtype == np.float64 and lo >= 0 and lo + len(w) <= n
+    expected = correlate1d(values, weights, mode="mirror")[center]
+    assert np.isclose(float(w @ values[lo : lo + len(w)]), expected, rtol=1e-12, atol=1e-12)

@@ -61,6 +61,8 @@ def fold(weights: np.ndarray, center: int, n: int) -> tuple[int, np.ndarray]:
     Returns ``(lo, w)``: the sum equals ``sum_k w[k] * plane[lo + k]`` (float64 weights).
     """
     r = len(weights) // 2
+    if r <= center < n - r:  # nothing mirrored (most planes): the general path's result, without its numpy calls
+        return center - r, weights.astype(np.float64)
     pos = mirror_index(np.arange(center - r, center + r + 1), n)
     lo = int(pos.min())
     w = np.zeros(int(pos.max()) - lo + 1)
