@@ -294,6 +294,21 @@ def test_gradient_cache_keeps_the_windows_of_the_last_planes(rng):
     assert len(cache) == 0 and not cache._recent
 
 
+def test_gradient_cache_remembers_a_bounded_number_of_groups():
+    """The last planes of each (channel, axis, window, scale) are remembered for the most recent groups only: a long
+    session over many tiles does not grow that record without end. A forgotten group's planes stay until the byte
+    bound drops them, and are still correct."""
+    cache = GradientCache()
+    cache.GROUPS_REMEMBERED = 2
+    for g in range(5):
+        cache.put(("group", g, 7), np.ones((3, 2, 2), np.float32))
+        cache.used(("group", g), 7, [6, 7, 8])
+    assert list(cache._recent) == [("group", 3), ("group", 4)]
+    assert len(cache) == 5
+    cache.used(("group", 4), 9, [8, 9, 10])  # a later plane of a remembered group: its window still holds 7
+    assert ("group", 4, 7) in cache
+
+
 def test_scrolling_to_the_border_keeps_few_work_buffer_shapes(rng):
     """Near the volume's border every slice's slab is a plane shorter than the last; the slabs share kept work
     buffers instead of leaving one shape each in the arena (which filled it, and every later call then worked in
