@@ -168,10 +168,11 @@ class GradientCache(ByteLRU[np.ndarray]):
             while len(recent) > self.planes_kept:
                 recent.popitem(last=False)
             keep = frozenset().union(*recent.values())
-        n = len(group)
-        self.discard(
-            lambda key: isinstance(key, tuple) and len(key) == n + 1 and key[:n] == group and key[n] not in keep
-        )
+            # under the same lock: a concurrent call's older record must not drop the planes this one keeps
+            n = len(group)
+            self.discard(
+                lambda key: isinstance(key, tuple) and len(key) == n + 1 and key[:n] == group and key[n] not in keep
+            )
 
     def clear(self) -> None:
         """Drop every plane."""
