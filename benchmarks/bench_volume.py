@@ -20,8 +20,8 @@ alternately so that load on this shared machine hits both alike; process CPU tim
 * ``next slice``: ``predict`` of the next xy slice of that session (as when scrolling), vs the 2D filter bank on
   one xy image. Target <= 4x.
 * ``next slice, caches full`` (for the record): the same after :data:`SCROLL_TO_FULL` more slices, once the
-  session's caches are at their bounds; before that each slice also faults in the new memory its cached features
-  take (the printed system CPU time).
+  session's caches are at their steady size; over the first slices each slice also faults in the memory of the
+  features it keeps (the printed system CPU time).
 * ``next slice, zarr`` (for the record): the same in a session on the volume stored as zarr with 64^3 chunks.
 * ``engine, three planes`` and ``engine, next slice uncached`` (for the record): ``planes_features`` alone.
 * ``old blocks`` (for the record, an estimate): ``features_for_region`` of one interior 64^3 block timed once,
@@ -62,7 +62,8 @@ BLOCK = 64
 #: strokes per class painted for the cold row (two classes: 8 strokes, as in the issue's measurement)
 STROKES_PER_CLASS = 4
 #: slices scrolled before the "caches full" row: a session keeps the features of the last 4 planes of each axis
-#: (``PLANES_KEPT_PER_AXIS``, 64 MiB per 512 x 512 slice) and gradient planes up to 512 MiB, a few slices' worth
+#: (``PLANES_KEPT_PER_AXIS``, 64 MiB per 512 x 512 slice) and the gradient planes the last 4 slices read, so its caches
+#: are at their steady size after a few slices (24, as in earlier runs of this row, is well past that)
 SCROLL_TO_FULL = 24
 #: next slices scrolled by the peak RSS rows (the caches at their steady size)
 RSS_SLICES = SCROLL_TO_FULL + 4
