@@ -375,7 +375,7 @@ class PlaneJob:
 
         Without a cache, sqrt(weight) of each gradient plane is folded into its sums (the weighted sum of
         products is then a plain sum). Planes go through the in-plane passes in stacks of
-        :data:`STACK` (one row pass per stack).
+        :data:`STACK` (the work buffers' size), each plane's row pass into the buffer it is kept in.
         """
         sc, shape = self.scale, slab.plane_shape
         scaled = self.cache is None
@@ -413,11 +413,8 @@ class PlaneJob:
                     src = sums[m + c0 : m + c1] if b == 0 else sums[c0:c1]
                     k1, k2 = sc.kernel(1, int(b == 1)), sc.kernel(2, int(b == 2))
                     t = src if k1 is None else _filters.filter_axis(src, k1, 1, tmp)
-                    if scaled:
-                        _filters.filter_axis(t, k2, 2, g_all[i, :n])
-                    else:
-                        for k, gk in enumerate(planes):
-                            _filters.filter_axis(t[k], k2, 1, gk[i])
+                    for k, gk in enumerate(planes):
+                        _filters.filter_axis(t[k], k2, 1, gk[i])
                 if self.cache is not None:
                     for (position, _), gk in zip(run[c0:c1], planes):
                         self.cache.put((*self.key, position), gk)
