@@ -40,7 +40,8 @@ PLANE_TILE = 512
 #: Plane tiles whose features are kept per axis and in-plane position: those of the planes used last there. Scrolling
 #: predicts a new plane per slice, and a new model re-predicts only the planes in view, so the features of planes
 #: scrolled past are seldom used again; kept until the byte bound, 16 slices of 512 x 512 (1 GiB) would each take
-#: fresh memory. Planes computed together (a training on strokes in many planes) are all kept.
+#: fresh memory. Planes computed together (a training on strokes in many planes) are all kept. The gradient planes of
+#: the structure tensor follow the same count (``GradientCache(planes_kept=...)``).
 PLANES_KEPT_PER_AXIS = 4
 
 #: ("block", block index) or ("plane", axis, index, (tile row, tile column)).
@@ -137,7 +138,7 @@ class FeatureStore:
         self._probabilities: ByteLRU[np.ndarray] = ByteLRU(max(int(cache_bytes) // 4, 1))
         self._rows: dict[Unit, tuple[int, np.ndarray, np.ndarray]] = {}  # unit -> (epoch, local indices, rows)
         self._recent: dict[tuple, OrderedDict[int, None]] = {}  # (axis, tile) -> plane indices, least recent first
-        self._gradients = GradientCache()
+        self._gradients = GradientCache(planes_kept=PLANES_KEPT_PER_AXIS)
         self._slabs = SlabCache()
         self._lock = threading.Lock()
         if self.ndim == 3:
@@ -465,11 +466,10 @@ class FeatureStore:
         channels changed: gradient planes and slabs are kept per input channel number, which changes with the
         channels)."""
         self._features.clear()
-        self._gradients = GradientCache()
-        with self._lock:
-            self._recent.clear()
+        self._gradients = GradientCache(planes_kept=PLANES_KEPT_PER_AXIS)
         self._slabs = SlabCache()
         with self._lock:
+            self._recent.clear()
             self._rows.clear()
 
     def labels_replaced(self) -> None:
