@@ -547,7 +547,8 @@ def test_values_whose_features_overflow_float32_are_named(value):
 
 def test_compiled_tensor_sums_equal_numpy_passes(rng):
     """The compiled loop (3D gradients) and numpy's tiled passes (kept for 2-axis scales) give the same sums, and
-    so do gradient planes given already multiplied by sqrt(weight) (``scaled``, the path without a cache)."""
+    so do gradient planes given already multiplied by sqrt(weight) (``scaled``, the path without a cache) and planes
+    given in two calls (the first writes the sums, the second adds to them)."""
     from ilastik_widget.core import slab
     from ilastik_widget.core.filters import Scale
 
@@ -557,10 +558,14 @@ def test_compiled_tensor_sums_equal_numpy_passes(rng):
     run = [(19 + k, float(w)) for k, w in enumerate(rng.random(5) + 0.1)]
     grads = [rng.normal(size=(3, *shape)).astype(np.float32) for _ in run]
     scaled_grads = [(g * np.float32(np.sqrt(w))).astype(np.float32) for (_, w), g in zip(run, grads)]
-    accs = [slab.Accumulator(job, shape) for _ in range(4)]
+    accs = [slab.Accumulator(job, shape) for _ in range(5)]
     try:
-        compiled, numpy_passes, compiled_scaled, numpy_scaled = accs
+        compiled, numpy_passes, compiled_scaled, numpy_scaled, compiled_twice = accs
+        for acc in accs:
+            acc.acc[0].fill(np.nan)  # work buffers come back from the arena holding anything
         compiled.add_many(run, grads)
+        compiled_twice.add_many(run[:2], grads[:2])
+        compiled_twice.add_many(run[2:], grads[2:])
         numpy_passes._add_tiles([w for _, w in run], grads)
         compiled_scaled.add_many(run, scaled_grads, scaled=True)
         numpy_scaled._add_tiles([1.0] * len(run), scaled_grads)

@@ -123,9 +123,11 @@ def tensor_sums(
     planes: numba.typed.List,
     weights: np.ndarray,
     tile: int,
+    write: bool,
 ) -> None:  # pragma: no cover - compiled
     """``s_k += sum_j weights[j] * g_j[a_k] * g_j[b_k]`` over 3D gradient planes ``g_j``, for the pairs
-    (a_k, b_k) = (0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2).
+    (a_k, b_k) = (0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2); with ``write``, ``s_k = ...`` instead (the sums'
+    first call: no pass to zero them before).
 
     The sums are flat float32 arrays; ``planes`` holds the three components of every gradient plane in order, flat
     float32 arrays. Pixels go in tiles of ``tile`` whose partial sums stay in the first-level cache while every
@@ -151,13 +153,21 @@ def tensor_sums(
                 p3[i] += wy * y
                 p4[i] += wy * z
                 p5[i] += w * z * z
-        for i in range(m):
-            s0[t0 + i] += p0[i]
-            s1[t0 + i] += p1[i]
-            s2[t0 + i] += p2[i]
-            s3[t0 + i] += p3[i]
-            s4[t0 + i] += p4[i]
-            s5[t0 + i] += p5[i]
+        if write:
+            s0[t0 : t0 + m] = p0[:m]
+            s1[t0 : t0 + m] = p1[:m]
+            s2[t0 : t0 + m] = p2[:m]
+            s3[t0 : t0 + m] = p3[:m]
+            s4[t0 : t0 + m] = p4[:m]
+            s5[t0 : t0 + m] = p5[:m]
+        else:
+            for i in range(m):
+                s0[t0 + i] += p0[i]
+                s1[t0 + i] += p1[i]
+                s2[t0 + i] += p2[i]
+                s3[t0 + i] += p3[i]
+                s4[t0 + i] += p4[i]
+                s5[t0 + i] += p5[i]
 
 
 def flat_planes(grads: list[np.ndarray]) -> List:
@@ -174,5 +184,5 @@ def warm_up() -> None:
     eig3_combine(x, x, x, x, x.copy(), x.copy(), x.copy())
     s = np.zeros((6, 4), np.float32)
     tensor_sums(
-        s[0], s[1], s[2], s[3], s[4], s[5], flat_planes([np.zeros((3, 4), np.float32)]), np.ones(1, np.float32), 4
+        s[0], s[1], s[2], s[3], s[4], s[5], flat_planes([np.zeros((3, 4), np.float32)]), np.ones(1, np.float32), 4, True
     )

@@ -443,8 +443,9 @@ class Accumulator:
         arena = workspace.ARENA
         self.acc = [arena.get(shape) for _ in pj.pairs]
         self.tmp: list[np.ndarray] = []  # weighted gradient planes of the numpy passes, taken when first needed
-        for a in self.acc:
-            a.fill(0)
+        # nothing summed yet: the compiled loop's first call writes the sums instead of adding to zeros (a pass over
+        # six planes of memory less per task), the numpy passes zero them first
+        self.empty = True
 
     def add_many(self, run: list[tuple[int, float]], grads: list[np.ndarray], scaled: bool = False) -> None:
         """Add ``weight * g_a * g_b`` of each gradient plane ``(position, weight)`` of ``run``; ``scaled``: the
@@ -460,7 +461,9 @@ class Accumulator:
             # the job's pairs are the upper triangle in axis order: the kernel's order
             s0, s1, s2, s3, s4, s5 = (a.reshape(-1) for a in self.acc)
             weights_array = np.array(weights, np.float32)
-            compiled.tensor_sums(s0, s1, s2, s3, s4, s5, compiled.flat_planes(grads), weights_array, KERNEL_TILE)
+            planes = compiled.flat_planes(grads)
+            compiled.tensor_sums(s0, s1, s2, s3, s4, s5, planes, weights_array, KERNEL_TILE, self.empty)
+            self.empty = False
         else:
             self._add_tiles(weights, grads)
         for (position, weight), g in zip(run, grads):
@@ -468,6 +471,7 @@ class Accumulator:
                 self._magnitude(g, 1.0 / np.sqrt(weight) if scaled else 1.0)
 
     def _add_tiles(self, weights: list[float], grads: list[np.ndarray]) -> None:
+        self._zero_if_empty()
         n = self.shape[0] * self.shape[1]
         step = max(1, TILE_PIXELS // self.shape[1]) * self.shape[1]
         flat_acc = [a.reshape(-1) for a in self.acc]
@@ -483,6 +487,12 @@ class Accumulator:
                         np.multiply(gb[sl], np.float32(weight), out=t[sl])
                 for (i, j), acc in zip(self.pj.pairs, flat_acc):
                     cv2.accumulateProduct(lhs[i][sl], fg[j][sl], acc[sl])
+
+    def _zero_if_empty(self) -> None:
+        if self.empty:
+            for a in self.acc:
+                a.fill(0)
+            self.empty = False
 
     def _weighted(self) -> list[np.ndarray]:
         if not self.tmp:
@@ -508,6 +518,7 @@ class Accumulator:
     def merge(self) -> None:
         """Add this task's share into the job's tensor (the first share becomes the tensor)."""
         pj, shape = self.pj, self.shape
+        self._zero_if_empty()
         with pj.lock:
             if not pj.job.j:  # the first share becomes the job's tensor
                 pj.job.j = [a.reshape(1, *shape) for a in self.acc]
