@@ -313,17 +313,17 @@ class PlaneJob:
     def tasks(self, slab: Slab, buf: np.ndarray) -> list[Callable[[], None]]:
         """Pool tasks computing this job into ``buf``; the last one to finish runs phase 4.
 
-        The sums at the output plane join the matrix product of the gradient planes around it (one read of
-        the slab instead of two) when that plane's gradient is to be computed; otherwise
-        :attr:`needs_linear` is set and the caller delivers them with :meth:`linear_done` (one product for
-        the sums of every scale).
+        The sums at the output plane join the matrix product of the run of gradient planes nearest to it (one read of
+        the slab's planes they share instead of two: scrolling computes one gradient plane per scale, the outer
+        smoothing's reach away, whose product then reads 2r + 1 + that reach planes instead of twice 2r + 1); with no
+        gradient plane to compute, :attr:`needs_linear` is set and the caller delivers them with :meth:`linear_done`.
         """
         runs: list[list[tuple[int, float]]] = []
         if self.missing:
             n = len(self.missing)
             per = min(-(-n // _filters.N_THREADS), max(1, GRADIENT_BYTES // (8 * slab.n_pix)))
             runs = [self.missing[a : a + per] for a in range(0, n, per)]
-        with_linear = next((k for k, run in enumerate(runs) if any(p == self.index for p, _ in run)), None)
+        with_linear = min(range(len(runs)), key=lambda k: min(abs(p - self.index) for p, _ in runs[k]), default=None)
         known = [(p, w) for p, w in self.positions if p in self.cached]
         # the cached planes' products in one share per thread: scrolling computes little else
         shares = [known[a :: _filters.N_THREADS] for a in range(min(len(known), _filters.N_THREADS))]
