@@ -68,6 +68,8 @@ STROKES_PER_CLASS = 4
 SCROLL_TO_FULL = 24
 #: next slices scrolled by the peak RSS rows (the caches at their steady size)
 RSS_SLICES = SCROLL_TO_FULL + 4
+#: cores this process may run on (what the header prints and the all-cores-busy ratios divide by)
+CORES = len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -113,11 +115,10 @@ class Row:
             system = "" if self.ours_system is None else f" (system {self.ours_system:.3f} s)"
             # the wall time ours would take with every core busy from start to end: a floor that more overlap of the
             # same work cannot go below (only less work can)
-            cores = len(os.sched_getaffinity(0))
-            floor = self.ours_cpu / cores
+            floor = self.ours_cpu / CORES
             cpu = (
                 f" | cpu {self.ours_cpu:.3f} s{system} vs {self.baseline_cpu:.3f} s "
-                f"({self.ours_cpu / self.baseline_cpu:.2f}x); all {cores} cores busy throughout: {floor:.3f} s, "
+                f"({self.ours_cpu / self.baseline_cpu:.2f}x); all {CORES} cores busy throughout: {floor:.3f} s, "
                 f"ratio {floor / self.baseline:.2f}x"
             )
         target = "" if self.target is None else f" (target <= {self.target:g}x) {'OK' if ok else 'MISSED'}"
@@ -522,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     vol, truth = make_volume(tuple(args.shape), args.cache_dir)
     print(
-        f"cores: {os.cpu_count()}, OpenCV {cv2.__version__}, volume {vol.shape} {vol.dtype} made in "
+        f"cores: {CORES}, OpenCV {cv2.__version__}, volume {vol.shape} {vol.dtype} made in "
         f"{time.perf_counter() - t0:.0f} s, repeats {args.repeats}, load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
