@@ -9,16 +9,19 @@ import logging
 import os
 import threading
 import time
+import traceback
 
 import numpy as np
 import pytest
 from format_fixtures import write_dzi, write_n5, write_precomputed, write_zarr3_sharded
-from loopback_http import LoopbackServer, SilentServer
+from loopback_http import LoopbackServer, SilentServer, open_connections
 
+import ilastik_widget.io
 from ilastik_widget.io.errors import SourceError
 from ilastik_widget.io.remote import HttpClient, close_connections, remote_options
 from ilastik_widget.io.sources import open_source
 
+IO_PACKAGE = os.path.dirname(ilastik_widget.io.__file__)
 TOKEN = "tok-3f9a1c77-secret"
 RNG = np.random.default_rng(11)
 VOLUME = RNG.integers(0, 250, (12, 50, 40), dtype=np.uint8)
@@ -211,29 +214,42 @@ def test_missing_documents(root):
             open_source(f"{srv.url}/missing.dzi")
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _threads_started_by_readers(monkeypatch) -> list[threading.Thread]:
+    """The threads started from now on with the readers (``ilastik_widget.io``) on the starting thread's stack, so
+    that the timers and pools of earlier tests' sessions, which start threads of their own meanwhile, are not
+    counted."""
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def recording_start(thread):
+        if any(frame.filename.startswith(IO_PACKAGE) for frame in traceback.extract_stack()):
+            started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    return started
 
 
-def _client_threads() -> int:
-    """Threads other than the test servers' (whose per-connection threads end when the client has hung up) and the
-    readers' bounded pools (checked separately)."""
+def _running(threads: list[threading.Thread]) -> int:
+    """How many of ``threads`` still run, the readers' bounded pools aside (checked separately)."""
     pools = ("ilastik-metadata", "ilastik-dzi")
-    return sum("process_request_thread" not in t.name and not t.name.startswith(pools) for t in threading.enumerate())
+    return sum(t.is_alive() and not t.name.startswith(pools) for t in threads)
 
 
 def _settled(count, limit: int) -> bool:
     """``count() <= limit`` within a few seconds (the servers notice closed connections asynchronously), with the
     idle connections that the clients keep alive for their next requests closed first."""
     deadline = time.monotonic() + 5
-    while count() > limit and time.monotonic() < deadline:
+    while True:
+        settled = count() <= limit
+        if settled or time.monotonic() > deadline:
+            return settled
         close_connections()
         gc.collect()
         time.sleep(0.05)
-    return count() <= limit
 
 
-def test_failed_opens_leave_no_threads_or_connections(root):
+def test_failed_opens_leave_no_threads_or_connections(root, monkeypatch):
     with LoopbackServer(root, token=TOKEN) as srv, SilentServer() as silent:
 
         def failures():
@@ -248,13 +264,13 @@ def test_failed_opens_leave_no_threads_or_connections(root):
                     call()
 
         failures()  # warm up (tensorstore's own thread pools start once)
-        time.sleep(0.5)
-        gc.collect()
-        threads, fds = _client_threads(), _open_fds()
+        started = _threads_started_by_readers(monkeypatch)
         for _ in range(3):
             failures()
-        assert _settled(_client_threads, threads), [t.name for t in threading.enumerate()]
-        assert _settled(_open_fds, fds)
+        assert _settled(lambda: _running(started), 0), [t.name for t in started if t.is_alive()]
+        # the sockets to and of these servers, not every file of the process: earlier tests' background threads
+        # (a closing cluster, an autosave) open and close files of their own meanwhile
+        assert _settled(lambda: open_connections(srv.port, silent.port), 0), open_connections(srv.port, silent.port)
         from ilastik_widget.io.opener import METADATA_THREADS
 
         assert sum(t.name.startswith("ilastik-metadata") for t in threading.enumerate()) <= METADATA_THREADS
