@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -217,6 +218,24 @@ def test_damaged_and_foreign_files(tmp_path, trained):
         load_session(tmp_path / "does-not-exist.ilastikw")
     # the good file is still fine
     assert _strokes(load_session(good)) == _strokes(s)
+
+
+@pytest.mark.parametrize(
+    "field, edit",
+    [
+        ("strokes[0].radius", lambda d: d["strokes"][0].update(radius=10**400)),
+        ("voxel_size[0]", lambda d: d.update(voxel_size=[10**400, 1.0])),
+        ("image.scale[0]", lambda d: d["image"].update(scale=[-(10**400), 1.0])),
+    ],
+)
+def test_integers_beyond_float_range_are_named(tmp_path, trained, field, edit):
+    """JSON integers have no bounds and Python reads them whole: 1e400 written out as digits is a number no float
+    holds, named like any other bad number (it was an OverflowError from math.isfinite)."""
+    _, s = trained
+    good = save_session(s, tmp_path / "good.ilastikw")
+    _rewrite(good, tmp_path / "huge.ilastikw", edit=edit)
+    with pytest.raises(ProjectError, match=rf"is damaged: {re.escape(field)} must be a positive finite number"):
+        load_session(tmp_path / "huge.ilastikw")
 
 
 def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, trained, monkeypatch):

@@ -72,6 +72,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([10**400, -(10**400)])  # JSON integers beyond float range
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=12),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -80,7 +81,7 @@ json_values = st.recursive(
 
 FIELDS = [
     "format_version", "created_by", "image", "classes", "strokes", "features", "feature_mode", "classifier", "seed",
-    "trained", "arrays", "block_shape", "next_stroke_id", "model", "autosave",
+    "trained", "arrays", "block_shape", "next_stroke_id", "model", "autosave", "voxel_size",
     "image.spatial_shape", "image.shape", "image.dtype", "image.channel_axis", "image.n_channels", "image.embedded",
     "image.scale", "image.axes", "image.time_index", "image.path", "image.url",
     "classes.0", "classes.0.name", "classes.1.color",

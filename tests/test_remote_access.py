@@ -120,6 +120,8 @@ def test_token_never_sent_over_plain_http_to_another_machine():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         open_source("http://127.0.0.1:9/x", timeout=-1)
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        open_source("http://127.0.0.1:9/x", timeout=(10**400, 5))  # beyond float range
     with pytest.raises(ValueError, match="white space or control characters"):
         open_source("http://127.0.0.1:9/x", token="abc\r\nX-Injected: 1")
     with pytest.raises(SourceError, match="contains credentials: pass them as token"):

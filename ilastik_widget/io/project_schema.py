@@ -9,13 +9,13 @@ core's own constructors, whose errors the loader turns into ProjectError naming 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ..core.json_numbers import is_finite_number
 from ..core.limits import MAX_CLASSES
 from .archive import ProjectError
 
@@ -52,8 +52,7 @@ class _Fields:
         return value
 
     def number(self, field: str, value: Any, positive: bool = False) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or (positive and value <= 0):
+        if not is_finite_number(value) or (positive and value <= 0):
             raise self.fail(field, "a positive finite number" if positive else "a finite number", value)
         return float(value)
 
@@ -215,7 +214,7 @@ def check_document(path: Any, doc: Mapping[str, Any]) -> None:
     if doc.get("voxel_size") is not None:
         sizes = f.items("voxel_size", doc["voxel_size"], ndim, ndim)
         for i, v in enumerate(sizes):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            if not (is_finite_number(v) and v > 0):
                 raise f.fail(f"voxel_size[{i}]", "a positive finite number", v)
     if doc.get("channels") is not None:
         n_in = int(doc["image"].get("n_channels") or 1)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.json_numbers import is_finite_number
 from .errors import HttpStatusError, SourceError, SourceNotFoundError, display_url, host_of
 
 __all__ = [
@@ -97,9 +98,7 @@ def remote_options(timeout: Any = None, token: Any = None, retries: Any = None) 
     if timeout is None:
         timeout = DEFAULT_TIMEOUT
     pair = tuple(timeout) if isinstance(timeout, (tuple, list)) else (timeout, timeout)
-    if len(pair) != 2 or not all(
-        isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in pair
-    ):
+    if len(pair) != 2 or not all(is_finite_number(t) and t > 0 for t in pair):
         raise ValueError(f"timeout must be a positive number of seconds or a (connect, read) pair, not {timeout!r}")
     if retries is None:
         retries = DEFAULT_RETRIES

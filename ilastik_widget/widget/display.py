@@ -8,8 +8,8 @@ from typing import Any
 import traitlets as t
 
 from ..core.colors import COLOR_RE
+from ..core.json_numbers import is_finite_number
 from ..serving.layer_specs import CHANNEL_COLORS
-from .protocol_fields import is_finite_number
 
 #: The display traits, checked by :func:`check`.
 DISPLAY_TRAITS = ("contrast_limits", "channel_colors", "channel_visible", "classifier_channels")

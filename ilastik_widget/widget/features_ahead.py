@@ -23,8 +23,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..core.feature_store import PLANE_TILE
+from ..core.json_numbers import is_finite_number
 from .debounce import Debounced
-from .protocol_fields import is_finite_number
 
 if TYPE_CHECKING:
     from .widget import IlastikWidget

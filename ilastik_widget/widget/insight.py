@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.class_fractions import block_class_totals
+from ..core.json_numbers import is_finite_number
 from .debounce import Debounced
-from .protocol_fields import is_finite_number
 
 if TYPE_CHECKING:
     from .widget import IlastikWidget

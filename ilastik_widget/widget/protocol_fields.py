@@ -46,16 +46,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def is_finite_number(value: Any) -> bool:
-    """Whether ``value`` is a finite number as JSON gives it: an int or a float, not a bool, within float range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
-        return False
-
-
 def check_int(value: Any, name: str, lo: int, hi: int, id: int | None = None) -> int:
     """An integer in [lo, hi]; floats with an integral value are accepted, bools are not."""
     if isinstance(value, bool):
