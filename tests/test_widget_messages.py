@@ -297,6 +297,8 @@ def test_trait_validation_from_python(data):
         ("classes", [{"name": "a", "color": "blue"}]),
         ("viewer_state", {"position": "here"}),
         ("viewer_state", {"crossSectionScale": -1}),
+        ("viewer_state", {"position": [1.0, 10**400]}),  # JSON allows it; no float (nor JavaScript) holds it
+        ("viewer_state", {"projectionScale": 10**400}),
         ("height", 50),
         ("height", 10_000),
     ]:

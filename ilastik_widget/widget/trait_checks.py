@@ -12,6 +12,7 @@ from typing import Any
 import traitlets as t
 
 from ..core.features import FeatureSelection
+from ..core.json_numbers import is_finite_number
 from ..core.limits import MAX_CLASSES
 from ..serving.layer_specs import DEFAULT_LAYER_SETTINGS, LAYER_NAMES
 from .protocol import BRUSH_SIZE_MAX, BRUSH_SIZE_MIN, MODES, MessageError, check_color, check_float, check_name
@@ -116,7 +117,7 @@ def layers(value: Any, current: dict[str, dict[str, Any]] | None) -> dict[str, d
 
 def viewer_state(value: Any, ndim: int) -> dict:
     """The viewer's state: plain JSON of at most :data:`MAX_VIEWER_STATE_BYTES` whose ``position``
-    (at least ``ndim`` numbers), zoom scales (positive) and ``layout``, where present, are valid."""
+    (at least ``ndim`` finite numbers), zoom scales (positive, finite) and ``layout``, where present, are valid."""
     if not isinstance(value, dict):
         raise t.TraitError("viewer_state must be a dict")
     try:
@@ -127,16 +128,12 @@ def viewer_state(value: Any, ndim: int) -> dict:
         raise t.TraitError(f"viewer_state is too large ({len(text)} bytes)")
     if "position" in value:
         pos = value["position"]
-        if (
-            not isinstance(pos, list)
-            or len(pos) < ndim
-            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pos)
-        ):
+        if not isinstance(pos, list) or len(pos) < ndim or not all(is_finite_number(p) for p in pos):
             raise t.TraitError(f"viewer_state['position'] must be a list of {ndim} numbers, not {pos!r}")
     for key in ("crossSectionScale", "projectionScale"):
         if key in value:
             v = value[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            if not (is_finite_number(v) and v > 0):
                 raise t.TraitError(f"viewer_state[{key!r}] must be a positive number, not {v!r}")
     if "layout" in value and not isinstance(value["layout"], (str, dict)):
         raise t.TraitError("viewer_state['layout'] must be a layout name such as 'xy' or '4panel'")
