@@ -785,6 +785,7 @@ def test_isotropic_voxel_size_changes_nothing(rng):
         ("111", "one positive number per spatial axis"),
         ((1.0, "a", 1.0), "'a' is not a number"),
         ((1.0, True, 1.0), "True is not a number"),
+        ((1.0, 10**400, 1.0), r"positive and finite, got 1000000"),  # beyond float range
     ],
 )
 def test_voxel_size_errors(voxel_size, match):

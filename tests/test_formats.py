@@ -347,6 +347,9 @@ def test_writers_refuse_bad_arguments(tmp_path):
         export_precomputed(a, tmp_path / "x")
     with pytest.raises(ValueError, match="scale must be 2 positive"):
         write_ome_zarr(a, tmp_path / "y", scale=(1.0, 0.0))
+    for scale in ((1.0, 10**400), (1.0, "a"), (1.0, None)):  # beyond float range; not numbers
+        with pytest.raises(ValueError, match="scale must be 2 positive"):
+            write_ome_zarr(a, tmp_path / "y", scale=scale)
     with pytest.raises(ValueError, match="unknown unit"):
         export_precomputed(a.astype(np.float32), tmp_path / "z", units="parsec")
     write_ome_zarr(a, tmp_path / "w")

@@ -120,7 +120,10 @@ def check_voxel_size(voxel_size: Any, n_spatial: int) -> tuple[float, ...] | Non
     for v in values:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise ValueError(f"voxel_size {voxel_size!r}: {v!r} is not a number")
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an int beyond float range
+            f = math.inf
         if not (math.isfinite(f) and f > 0):
             raise ValueError(f"voxel_size {voxel_size!r}: every voxel size must be positive and finite, got {v!r}")
         out.append(f)

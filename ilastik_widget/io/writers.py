@@ -75,9 +75,13 @@ def _inputs(data, axes, scale, units) -> tuple[Any, str, tuple[float, ...], tupl
             raise ValueError(f"pass axes=... for a {arr.ndim}D array (letters from 'tczyx', e.g. 'zyxc')")
     axes = _check_axes(axes, arr.ndim)
     n_sp = sum(a in "zyx" for a in axes)
-    scale = tuple(float(s) for s in (scale if scale is not None else (1.0,) * n_sp))
+    given = scale if scale is not None else (1.0,) * n_sp
+    try:
+        scale = tuple(float(s) for s in given)
+    except (TypeError, ValueError, OverflowError):  # not numbers, or an int beyond float range
+        scale = ()
     if len(scale) != n_sp or not all(math.isfinite(s) and s > 0 for s in scale):
-        raise ValueError(f"scale must be {n_sp} positive voxel sizes (one per spatial axis of {axes!r}), not {scale}")
+        raise ValueError(f"scale must be {n_sp} positive voxel sizes (one per spatial axis of {axes!r}), not {given!r}")
     if units is None or isinstance(units, str):
         units = (units,) * n_sp
     units = tuple(units)
