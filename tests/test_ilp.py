@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ilastik_widget.core.annotations import Annotations
 from ilastik_widget.core.features import FeatureSelection
@@ -280,6 +282,30 @@ def test_import_an_old_5d_project_reads_the_first_time_point(tmp_path):
     assert (labels[33:39, 44:47] == 2).all()  # stored x before y: x 42+2:42+5, y 30+3:30+9
 
 
+def test_labels_far_apart_in_a_large_image_are_imported_block_by_block(tmp_path):
+    """A 4x200000x200000 image labelled in two corners: the labels' bounding box would be 112 GiB of uint8."""
+    path = tmp_path / "large.ilp"
+    _write_ilastik_style(path)
+    with h5py.File(path, "r+") as f:
+        _replace(f, "Input Data/infos/lane0000/Raw Data/shape", np.array([4, 200_000, 200_000, 1], np.int64))
+        _attr(f, "block0001", "blockSlice", "[3:4,199990:199993,199990:199993,0:1]")
+    ann = annotations_from_ilp(import_ilp(path))
+    assert ann.shape == (4, 200_000, 200_000) and len(ann.strokes) == 1
+    coords, labels = ann.labelled((slice(3, 4), slice(199_990, 199_993), slice(199_990, 199_993)))
+    assert len(labels) == 9 and set(labels.tolist()) == {1}
+    assert ann.count_per_class().tolist() == [12 + 9, 40]
+
+
+def test_overlapping_label_blocks_are_named(tmp_path):
+    path = tmp_path / "overlap.ilp"
+    _write_ilastik_style(path)
+    with h5py.File(path, "r+") as f:
+        _block(f, np.ones((2, 10, 12, 1), np.uint8))
+        _attr(f, "block0001", "blockSlice", "[2:3,20:23,40:43,0:1]")
+    with pytest.raises(IlpError, match=r"overlap.ilp: the label boxes overlap: voxel \(2, 20, 40\)"):
+        annotations_from_ilp(import_ilp(path))
+
+
 @pytest.mark.parametrize(
     "damage,match",
     [
@@ -357,3 +383,71 @@ def test_export_refuses_what_ilastik_could_not_open_and_writes_nothing(tmp_path,
         with pytest.raises((ValueError, OSError), match=match):
             export_ilp(target, a, selection, **kwargs)
     assert os.listdir(target.parent) == []
+
+
+# ---------------------------------------------------------------------- crafted projects: any value anywhere
+_LANE = "Input Data/infos/lane0000/Raw Data"
+_BLOCKS = "PixelClassification/LabelSets/labels000"
+ILP_DATASETS = [
+    "workflowName", "ilastikVersion", f"{_LANE}/axistags", f"{_LANE}/shape", f"{_LANE}/filePath", f"{_LANE}/__class__",
+    f"{_LANE}/nickname", "FeatureSelections/FeatureIds", "FeatureSelections/Scales", "FeatureSelections/SelectionMatrix",
+    "FeatureSelections/ComputeIn2d", "PixelClassification/LabelNames", "PixelClassification/LabelColors",
+    f"{_BLOCKS}/block0000", f"{_BLOCKS}/block0001",
+]  # fmt: skip
+ILP_ATTRIBUTES = [
+    (f"{_BLOCKS}/block0000", "blockSlice"), (f"{_BLOCKS}/block0001", "blockSlice"),
+    (f"{_BLOCKS}/block0000", "axistags"), ("PixelClassification/LabelNames", "isEmpty"),
+]  # fmt: skip
+_ARRAY_DTYPES = st.sampled_from(["u1", "i8", "u8", "f8", "f4", "?", "S8"])
+h5_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.binary(max_size=24),
+    st.text(max_size=24).filter(lambda s: "\x00" not in s),
+    st.sampled_from([b"[0:2,0:10,0:12,0:1]", b"[1:3,20:30,40:52,0:1]", b"[0:1,9999999:10000002,0:3,0:1]"]),
+    st.tuples(_ARRAY_DTYPES, st.lists(st.integers(0, 6), min_size=0, max_size=4), st.integers(0, 2**32)).map(
+        lambda t: (np.random.default_rng(t[2]).integers(0, 256, t[1]) % 4).astype(t[0])
+    ),
+)
+blockslice_texts = st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 12)), min_size=1, max_size=5).map(
+    lambda spans: "[" + ",".join(f"{a}:{a + n}" for a, n in spans) + "]"
+)
+
+
+def _as_h5(value):
+    """Bytes as a fixed-length string: h5py's variable-length strings cannot hold NUL."""
+    return np.bytes_(value) if isinstance(value, bytes) else value
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(
+    datasets=st.lists(st.tuples(st.sampled_from(ILP_DATASETS), h5_values | st.none()), max_size=3),
+    attributes=st.lists(
+        st.tuples(st.sampled_from(ILP_ATTRIBUTES), h5_values | blockslice_texts | st.none()), max_size=2
+    ),
+)
+def test_crafted_projects_import_or_raise_ilp_error(tmp_path_factory, datasets, attributes):
+    """Any value (or none) in the datasets and attributes the importer reads: a project and its annotations come out,
+    or IlpError naming the problem; nothing else."""
+    path = tmp_path_factory.mktemp("crafted") / "p.ilp"
+    _write_ilastik_style(path)
+    with h5py.File(path, "r+") as f:
+        for key, value in datasets:
+            if key in f:
+                del f[key]
+            if value is not None:
+                f[key] = _as_h5(value)
+        for (key, name), value in attributes:
+            if key in f:
+                if value is None:
+                    f[key].attrs.pop(name, None)
+                else:
+                    f[key].attrs[name] = _as_h5(value)
+    try:
+        project = import_ilp(path)
+        ann = annotations_from_ilp(project, shape=project.spatial_shape or (64, 64))
+    except IlpError:
+        return
+    # every labelled voxel of the blocks, once
+    assert ann.count_per_class().sum() == sum(int((block > 0).sum()) for _, block in project.label_blocks)

@@ -78,6 +78,52 @@ def test_volume_import_round_trips():
     assert np.all(coords[:, 0] < 6) and len(labels) == int((vol[:6] > 0).sum())
 
 
+def test_label_boxes_are_one_entry_equal_to_the_dense_import(label_image):
+    boxes = [
+        ((slice(0, 30), slice(0, 40)), label_image[:30, :40]),
+        ((slice(30, 60), slice(40, 80)), label_image[30:, 40:]),
+    ]
+    dense = label_image.copy()
+    dense[:30, 40:] = 0
+    dense[30:, :40] = 0
+    a = Annotations(label_image.shape, classes=["a", "b", "c"])
+    sid = a.import_label_boxes(boxes, source="blocks.ilp")
+    assert [s.id for s in a.strokes] == [sid] and a.get_stroke(sid).source == "blocks.ilp"
+    np.testing.assert_array_equal(a.labels(), dense)
+    b = Annotations(label_image.shape, classes=["a", "b", "c"])
+    b.import_labels(dense)
+    assert a.count_per_class().tolist() == b.count_per_class().tolist()
+    assert a.undo() and not a.labels().any()
+
+
+def test_label_boxes_far_apart_in_a_large_image_cost_their_own_memory():
+    """Two 3x3 boxes at opposite corners of a 4x200000x200000 volume: the bounding box would be 149 GiB."""
+    a = Annotations((4, 200_000, 200_000))
+    corner = np.full((1, 3, 3), 2, np.uint8)
+    a.import_label_boxes([((slice(0, 1), slice(0, 3), slice(0, 3)), corner * 0 + 1),
+                          ((slice(3, 4), slice(199_997, 200_000), slice(199_997, 200_000)), corner)])  # fmt: skip
+    coords, labels = a.labelled()
+    assert len(labels) == 18 and labels.tolist() == [1] * 9 + [2] * 9
+    assert coords[-1].tolist() == [3, 199_999, 199_999]
+
+
+def test_overlapping_or_empty_label_boxes_are_refused_and_change_nothing(label_image):
+    a = Annotations(label_image.shape, classes=["a", "b", "c"])
+    one = np.ones((5, 5), np.uint8)
+    with pytest.raises(ValueError, match=r"the label boxes overlap: voxel \(2, 2\) is labelled by two of them"):
+        a.import_label_boxes([((slice(0, 5), slice(0, 5)), one), ((slice(2, 7), slice(2, 7)), one * 2)])
+    with pytest.raises(ValueError, match="nothing to import"):
+        a.import_label_boxes([((slice(0, 5), slice(0, 5)), one * 0)])
+    with pytest.raises(ValueError, match="classes up to 4"):
+        a.import_label_boxes([((slice(0, 5), slice(0, 5)), one * 4)])
+    assert a.strokes == [] and not a.can_undo
+    # boxes that overlap only where one of them is unlabelled are fine
+    half = np.zeros((5, 5), np.uint8)
+    half[:, :2] = 3
+    a.import_label_boxes([((slice(0, 5), slice(0, 5)), half), ((slice(0, 5), slice(2, 7)), one)])
+    assert a.count_per_class().tolist() == [25, 0, 10]
+
+
 def test_imported_labels_are_erased_painted_over_undone_and_removed_like_strokes(label_image):
     a = Annotations(label_image.shape, classes=["a", "b", "c"])
     a.add_stroke(1, [[5, 5], [5, 70]], radius=2)  # before the import: the import wins where they overlap

@@ -103,6 +103,10 @@ def _fmt_region(region: Sequence[slice]) -> str:
     )
 
 
+#: One step of the history: ("add" or "remove", the entry, its index among the entries).
+_Action = tuple[str, Stroke | LabelImport, int]
+
+
 class Annotations:
     """Classes and strokes with undo/redo; no image data.
 
@@ -135,8 +139,8 @@ class Annotations:
         self.labels_version: int = 0
         self._lock = threading.RLock()
         self._voxels: dict[int, np.ndarray] = {}
-        self._undo: list[tuple[str, Stroke | LabelImport, int]] = []
-        self._redo: list[tuple[str, Stroke | LabelImport, int]] = []
+        self._undo: list[_Action] = []
+        self._redo: list[_Action] = []
         self._next_id = 1
         self._labelled_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         for c in classes:
@@ -278,8 +282,21 @@ class Annotations:
             want = tuple(s.stop - s.start for s in region)
             if label is not None:
                 label = self._check_label(label)
-            dense = dense_import(labels, want, self.n_classes, label, masks)
-            entry = make_import(self._next_id, dense, tuple(s.start for s in region), self.shape, source)
+            return self.import_label_boxes(
+                [(region, dense_import(labels, want, self.n_classes, label, masks))], source=source
+            )
+
+    def import_label_boxes(self, boxes: Iterable[tuple[Any, Any]], *, source: str = "") -> int:
+        """Add dense label images (as in :meth:`import_labels`) at several regions, ``(region, labels)`` pairs, as one
+        entry; returns its id. Memory follows the boxes, not their bounding box (label blocks far apart in a large
+        image). ValueError as for :meth:`import_labels`, and when the boxes' labelled voxels overlap."""
+        with self._lock:
+            placed = []
+            for region, labels in boxes:
+                region = normalize_region(region, self.shape)
+                want = tuple(s.stop - s.start for s in region)
+                placed.append((tuple(s.start for s in region), dense_import(labels, want, self.n_classes, masks=False)))
+            entry = make_import(self._next_id, placed, self.shape, source)
             self._next_id += 1
             self.strokes.append(entry)
             self._push(("add", entry, len(self.strokes) - 1))
@@ -303,7 +320,7 @@ class Annotations:
             stroke = self.strokes.pop(i)
             self._push(("remove", stroke, i))
 
-    def _push(self, action: tuple[str, Stroke | LabelImport, int]) -> None:
+    def _push(self, action: _Action) -> None:
         self._undo.append(action)
         self._redo.clear()
         self._changed(history=True)
@@ -316,23 +333,19 @@ class Annotations:
 
     def undo(self) -> bool:
         """Undo the last addition or removal of an entry; False when there is nothing to undo."""
-        with self._lock:
-            if not self._undo:
-                return False
-            action = self._undo.pop()
-            self._apply(*action, forward=False)
-            self._redo.append(action)
-            self._changed(history=True)
-            return True
+        return self._replay(self._undo, self._redo, forward=False)
 
     def redo(self) -> bool:
         """Redo the last undone action; False when there is nothing to redo."""
+        return self._replay(self._redo, self._undo, forward=True)
+
+    def _replay(self, done: list[_Action], then: list[_Action], forward: bool) -> bool:
         with self._lock:
-            if not self._redo:
+            if not done:
                 return False
-            action = self._redo.pop()
-            self._apply(*action, forward=True)
-            self._undo.append(action)
+            action = done.pop()
+            self._apply(*action, forward=forward)
+            then.append(action)
             self._changed(history=True)
             return True
 

@@ -8,7 +8,7 @@ their saved form back into records.
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -278,12 +278,24 @@ def dense_import(
 
 
 def make_import(
-    entry_id: int, dense: np.ndarray, origin: tuple[int, ...], shape: tuple[int, ...], source: str = ""
+    entry_id: int, boxes: Sequence[tuple[tuple[int, ...], np.ndarray]], shape: tuple[int, ...], source: str = ""
 ) -> LabelImport:
-    """A :class:`LabelImport` of the non-zero voxels of a checked label box placed at ``origin``."""
-    starts, lengths, values = label_runs(dense, origin, shape)
+    """A :class:`LabelImport` of the non-zero voxels of checked label boxes, each ``(origin, dense)``.
+
+    Memory follows the boxes' runs, not their bounding box. Boxes whose labelled voxels overlap are refused: which
+    one would win is not defined."""
+    runs = [label_runs(dense, origin, shape) for origin, dense in boxes]
+    starts = np.concatenate([r[0] for r in runs]) if runs else np.zeros(0, np.int64)
     if not len(starts):
         raise ValueError("the labels have no labelled voxel (all 0): nothing to import")
+    order = np.argsort(starts, kind="stable")
+    starts = starts[order]
+    lengths = np.concatenate([r[1] for r in runs])[order]
+    values = np.concatenate([r[2] for r in runs])[order]
+    clash = np.flatnonzero(starts[1:] < starts[:-1] + lengths[:-1])
+    if len(clash):
+        at = np.unravel_index(starts[clash[0] + 1], shape)
+        raise ValueError(f"the label boxes overlap: voxel {tuple(int(c) for c in at)} is labelled by two of them")
     return _frozen(LabelImport(int(entry_id), starts, lengths, values.astype(np.uint8), str(source)))
 
 

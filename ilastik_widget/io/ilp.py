@@ -17,6 +17,7 @@ written; ilastik then uses its default Random Forest and retrains from the label
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -396,6 +397,30 @@ def _text(value: Any, where: str) -> str:
     raise IlpError(f"{where} must be text, found {type(value).__name__}")
 
 
+def _flag(value: Any, where: str) -> bool:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if not isinstance(value, bool | np.bool_ | int | np.integer):
+        raise IlpError(f"{where} must be true or false, found {value!r:.60}")
+    return bool(value)
+
+
+def _whole_numbers(value: Any, where: str) -> tuple[int, ...]:
+    values = np.atleast_1d(value)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
+        raise IlpError(f"{where} must be a list of whole numbers, found {value!r:.60}")
+    return tuple(int(n) for n in values)
+
+
+def _numbers(value: Any, where: str) -> np.ndarray:
+    values = np.asarray(value).reshape(-1)
+    if values.dtype == np.bool_ or not (
+        np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    ):
+        raise IlpError(f"{where} must be numbers, found {value!r:.60}")
+    return values.astype(np.float64)
+
+
 def _dataset(group: Any, key: str, where: str) -> Any:
     import h5py
 
@@ -406,7 +431,7 @@ def _dataset(group: Any, key: str, where: str) -> Any:
 
 
 def _read_classes(pc: Any, where: str) -> list[LabelClass]:
-    if "LabelNames" not in pc or pc["LabelNames"].attrs.get("isEmpty", False):
+    if "LabelNames" not in pc or _flag(pc["LabelNames"].attrs.get("isEmpty", False), f"{where}: LabelNames isEmpty"):
         return []
     names = _dataset(pc, "LabelNames", where)[()]
     if np.ndim(names) != 1 or len(names) > MAX_CLASSES:
@@ -432,7 +457,7 @@ def _read_features(f: Any, where: str) -> tuple[FeatureSelection | None, dict[fl
     if group is None or "FeatureIds" not in group or "SelectionMatrix" not in group:
         return None, {}, []
     ids = [_text(v, f"{where}: a FeatureId") for v in np.atleast_1d(_dataset(group, "FeatureIds", where)[()])]
-    scales = np.asarray(_dataset(group, "Scales", where)[()], np.float64).reshape(-1)
+    scales = _numbers(_dataset(group, "Scales", where)[()], f"{where}: FeatureSelections/Scales")
     matrix = np.asarray(_dataset(group, "SelectionMatrix", where)[()])
     if matrix.shape != (len(ids), len(scales)) or matrix.dtype != np.bool_:
         raise IlpError(
@@ -440,7 +465,12 @@ def _read_features(f: Any, where: str) -> tuple[FeatureSelection | None, dict[fl
         )
     in_2d = np.zeros(len(scales), bool)
     if "ComputeIn2d" in group:
-        flags = np.asarray(group["ComputeIn2d"][()], bool).reshape(-1)
+        flags = np.asarray(group["ComputeIn2d"][()]).reshape(-1)
+        if not (flags.dtype == np.bool_ or np.issubdtype(flags.dtype, np.integer)):
+            raise IlpError(
+                f"{where}: FeatureSelections/ComputeIn2d must be true or false per scale, found {flags.dtype}"
+            )
+        flags = flags.astype(bool)
         in_2d[: min(len(flags), len(scales))] = flags[: len(scales)]
     cells, dropped = [], []
     compute_in_2d: dict[float, bool] = {}
@@ -474,7 +504,7 @@ def _read_image(f: Any, ilp: Path, where: str) -> IlpImage | None:
         axes = _text(raw["axisorder"][()], f"{where}: axisorder")
     else:
         raise IlpError(f"{where}: the raw data has no axistags")
-    shape = tuple(int(n) for n in np.atleast_1d(raw["shape"][()])) if "shape" in raw else ()
+    shape = _whole_numbers(raw["shape"][()], f"{where}: the raw data's shape") if "shape" in raw else ()
     if shape and len(shape) != len(axes) or not set(axes) <= set("tczyx") or not {"y", "x"} <= set(axes):
         raise IlpError(f"{where}: the raw data's axes {axes!r} do not fit its shape {shape}")
     cls = _text(raw["__class__"][()], where) if "__class__" in raw else _text(raw["location"][()], where)
@@ -532,7 +562,7 @@ def _read_labels(
 
     lane = f.get("PixelClassification/LabelSets/labels000")
     spatial_shape = image.spatial_shape if image is not None and image.shape else None
-    limit = int(np.prod(image.shape)) if image is not None and image.shape else 2**31
+    limit = math.prod(image.shape) if image is not None and image.shape else 2**31
     found = []
     for name in sorted(lane.keys()) if lane is not None else []:
         node = lane[name]
@@ -624,9 +654,10 @@ def annotations_from_ilp(project: IlpProject, shape: Sequence[int] | None = None
     if shape is None:
         raise IlpError(f"{project.path}: the project gives no image shape; pass shape=")
     ann = Annotations(shape, classes=project.classes or ("Label 1", "Label 2"))
-    region = project.label_region()
-    if region is not None:
-        labels = project.labels(region)
-        if labels.any():
-            ann.import_labels(labels, region=region, source=project.path.name)
+    blocks = [(region, block) for region, block in project.label_blocks if block.any()]
+    if blocks:  # block by block: labels far apart in a large image never become one dense box
+        try:
+            ann.import_label_boxes(blocks, source=project.path.name)
+        except ValueError as exc:
+            raise IlpError(f"{project.path}: {exc}") from None
     return ann
