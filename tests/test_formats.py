@@ -484,6 +484,7 @@ _JSON = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, -(10**400)])  # JSON integers beyond float range
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
