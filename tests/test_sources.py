@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ilastik_widget.io.errors import SourceError
 from ilastik_widget.io.sources import ImageSource, open_source
 
 
@@ -211,6 +214,39 @@ def test_missing_and_foreign_paths(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff at all")
     with pytest.raises(ValueError, match="TIFF"):
         open_source(str(tmp_path / "bad.tif"))
+
+
+@pytest.fixture(scope="module")
+def tiffs(tmp_path_factory):
+    """The bytes of a tiled volume and of a striped RGB image."""
+    d = tmp_path_factory.mktemp("tiffs")
+    tifffile.imwrite(
+        d / "tiled.tif", _img((3, 64, 64), seed=9, dtype=np.uint8), tile=(32, 32), metadata={"axes": "ZYX"}
+    )
+    tifffile.imwrite(d / "rgb.tif", _img((40, 30, 3), seed=10, dtype=np.uint8), photometric="rgb")
+    return [(d / name).read_bytes() for name in ("tiled.tif", "rgb.tif")]
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(
+    which=st.integers(0, 1),
+    cut=st.integers(0, 2**16),
+    changes=st.lists(st.tuples(st.integers(0, 399), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_damaged_tiffs_open_or_name_the_file(tmp_path_factory, tiffs, which, cut, changes):
+    """Bytes of the header and first directory changed, the file cut short: the image opens and reads, or a
+    SourceError names the file; never tifffile's own IndexError, ZeroDivisionError or KeyError."""
+    data = bytearray(tiffs[which][: max(cut, 8)] if cut < len(tiffs[which]) else tiffs[which])
+    for pos, value in changes:
+        data[pos % len(data)] = value
+    path = tmp_path_factory.mktemp("damaged") / "x.tif"
+    path.write_bytes(bytes(data))
+    try:
+        src = open_source(str(path))
+        if src.array.size < 10**7:
+            np.asarray(src[...])
+    except SourceError as exc:
+        assert str(path) in str(exc), exc
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SourceError
 from .sources import ImageSource, _apply_channel_axis, _build, _check_axes, _stem
 
 __all__ = ["open_tiff"]
@@ -20,8 +21,8 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
 
     Returns an :class:`~ilastik_widget.io.sources.ImageSource` with one level per resolution of a pyramidal TIFF. The
     axes are ``axes`` when given, else read from the TIFF metadata with ``channel_axis`` applied. Raises
-    FileNotFoundError when the file does not exist, and ValueError when it is not a readable TIFF or has no such
-    series."""
+    FileNotFoundError when the file does not exist, and SourceError (a ValueError) naming the file when it is not a
+    readable TIFF, is damaged, or has no such series."""
     import dask.array as da
     import tifffile
     import zarr
@@ -31,30 +32,33 @@ def open_tiff(p: str, *, channel_axis, axes, series) -> ImageSource:
     try:
         with tifffile.TiffFile(p) as tf:
             if not 0 <= series < len(tf.series):
-                raise ValueError(f"{p!r} has {len(tf.series)} series; series={series} does not exist")
+                raise SourceError(f"{p!r} has {len(tf.series)} series; series={series} does not exist")
             s = tf.series[series]
             tiff_axes = s.axes
             shape = s.shape
             scale_map = _tiff_scale(tf)
-    except tifffile.TiffFileError as exc:
-        raise ValueError(f"{p!r} is not a readable TIFF file: {exc}") from exc
-    store = tifffile.imread(p, aszarr=True, series=series)
-    node = zarr.open(store, mode="r")
-    keys: list[str | None] = [None]
-    zlevels: list = [node]
-    if isinstance(node, zarr.Group):  # pyramidal TIFF: levels "0", "1", ...
-        names = sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-        keys, zlevels = list(names), [node[k] for k in names]
-    # squeeze leading singleton axes the metadata does not name as one of ours
-    meta = []
-    for a in tiff_axes:
-        meta.append(_TIFF_AXES.get(a, "?"))
+        node = zarr.open(tifffile.imread(p, aszarr=True, series=series), mode="r")
+        keys: list[str | None] = [None]
+        zlevels: list = [node]
+        if isinstance(node, zarr.Group):  # pyramidal TIFF: levels "0", "1", ...
+            names = sorted(node.array_keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
+            keys, zlevels = list(names), [node[k] for k in names]
+        if any(0 in z.shape or 0 in z.chunks for z in zlevels):
+            sizes = ", ".join(f"shape {z.shape} in tiles of {z.chunks}" for z in zlevels)
+            raise SourceError(f"{p!r} is damaged: an image without pixels ({sizes})")
+    except SourceError:
+        raise
+    except Exception as exc:  # tifffile raises what the damage leads its parser to (IndexError, ZeroDivisionError...)
+        raise SourceError(f"{p!r} is not a readable TIFF file: {_describe(exc)}") from exc
     ndim = len(shape)
     if axes:
         ax = _check_axes(axes, ndim)
     else:
-        ax = _tiff_guess_axes(meta, shape)
-        ax = _apply_channel_axis(_check_axes(ax, ndim), channel_axis)
+        try:
+            ax = _check_axes(_tiff_guess_axes([_TIFF_AXES.get(a, "?") for a in tiff_axes], shape), ndim)
+        except ValueError as exc:  # what the file says does not make an image
+            raise SourceError(f"{p!r}: {exc}") from None
+        ax = _apply_channel_axis(ax, channel_axis)
     readers = [TiffLevel(p, series, key, z.shape, z.dtype, z) for key, z in zip(keys, zlevels)]
     levels = [da.from_array(r, chunks=z.chunks, asarray=False, fancy=False) for r, z in zip(readers, zlevels)]
     sp = [a for a in ax if a in "zyx"]
@@ -103,7 +107,18 @@ class TiffLevel:
 
                     node = zarr.open(tifffile.imread(self.path, aszarr=True, series=self.series), mode="r")
                     self._array = node if self.key is None else node[self.key]
-        return self._array[index]
+        try:
+            return self._array[index]
+        except MemoryError:  # a region too large for memory, not a damaged file
+            raise
+        except Exception as exc:  # a damaged tile or strip, in whatever way tifffile notices it
+            raise SourceError(f"{self.path!r} is damaged: its pixels cannot be read ({_describe(exc)})") from exc
+
+
+def _describe(exc: Exception) -> str:
+    """tifffile's words for a problem, with the exception's name when they are few (``KeyError: '1.0.0'``)."""
+    text = str(exc)
+    return text if isinstance(exc, ValueError) and len(text) > 20 else f"{type(exc).__name__}: {text}"
 
 
 def _tiff_guess_axes(meta: list[str], shape) -> str:
