@@ -227,6 +227,17 @@ def tiffs(tmp_path_factory):
     return [(d / name).read_bytes() for name in ("tiled.tif", "rgb.tif")]
 
 
+def test_a_tiff_cut_short_opens_and_names_the_file_when_a_missing_tile_is_read(tmp_path):
+    a = _img((3, 64, 64), seed=11)
+    p = tmp_path / "cut.tif"
+    tifffile.imwrite(p, a, tile=(32, 32), metadata={"axes": "ZYX"})
+    p.write_bytes(p.read_bytes()[: p.stat().st_size * 6 // 10])  # the last plane's tiles are gone
+    src = open_source(str(p))
+    np.testing.assert_array_equal(src[0], a[0])
+    with pytest.raises(SourceError, match=r"the pixels of '.*cut\.tif' cannot be read: corrupted tile"):
+        src[2]
+
+
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(
     which=st.integers(0, 1),

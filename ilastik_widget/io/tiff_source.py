@@ -111,8 +111,8 @@ class TiffLevel:
             return self._array[index]
         except MemoryError:  # a region too large for memory, not a damaged file
             raise
-        except Exception as exc:  # a damaged tile or strip, in whatever way tifffile notices it
-            raise SourceError(f"{self.path!r} is damaged: its pixels cannot be read ({_describe(exc)})") from exc
+        except Exception as exc:  # a damaged tile or strip in whatever way tifffile notices it, or a missing codec
+            raise SourceError(f"the pixels of {self.path!r} cannot be read: {_describe(exc)}") from exc
 
 
 def _describe(exc: Exception) -> str:
