@@ -129,12 +129,12 @@ def viewer_state(value: Any, ndim: int) -> dict:
     if "position" in value:
         pos = value["position"]
         if not isinstance(pos, list) or len(pos) < ndim or not all(is_finite_number(p) for p in pos):
-            raise t.TraitError(f"viewer_state['position'] must be a list of {ndim} numbers, not {pos!r}")
+            raise t.TraitError(f"viewer_state['position'] must be a list of {ndim} finite numbers, not {pos!r}")
     for key in ("crossSectionScale", "projectionScale"):
         if key in value:
             v = value[key]
             if not (is_finite_number(v) and v > 0):
-                raise t.TraitError(f"viewer_state[{key!r}] must be a positive number, not {v!r}")
+                raise t.TraitError(f"viewer_state[{key!r}] must be a positive finite number, not {v!r}")
     if "layout" in value and not isinstance(value["layout"], (str, dict)):
         raise t.TraitError("viewer_state['layout'] must be a layout name such as 'xy' or '4panel'")
     return value
