@@ -736,6 +736,30 @@ test("a prediction message whose chunks all went out of view is cancelled and it
   f.dispose();
 });
 
+test("from the moment the user presses Stop, queued prediction reads wait, before the kernel has answered", async () => {
+  const t = new FakeTransport();
+  const f = new ChunkFetcher(t, { maxInFlight: 1, maxPredictionKeysPerMessage: 2 });
+  f.waitingCheckMs = 20;
+  const keys = Array.from({ length: 6 }, (_, i) => `predictions/0/0/0-4_0-4_${i}-${i + 1}`);
+  const reads = keys.map((k) => f.fetch(k));
+  await flushed();
+  assert.deepEqual(t.sentKeys, [keys.slice(0, 2)], "one message in flight, the others queued");
+  f.stopPredictions();
+  answerAll(t.requests[0]); // the message under way was answered before the kernel heard of the Stop
+  await flushed();
+  await sleep(2 * f.waitingCheckMs);
+  assert.equal(t.requests.length, 1, "no queued read leaves after the press (the kernel would compute it)");
+  assert.deepEqual((await Promise.all(reads.slice(0, 2))).map(text), keys.slice(0, 2));
+  f.viewChanged();
+  for (let i = 1; i < 3; ++i) {
+    await flushed();
+    assert.equal(t.requests.length, i + 1);
+    answerAll(t.requests[i]);
+  }
+  assert.deepEqual((await Promise.all(reads)).map(text), keys);
+  f.dispose();
+});
+
 test("after the user's Stop, prediction reads wait unsent until the view changes or new data comes", async () => {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t, { maxInFlight: 1, maxPredictionKeysPerMessage: 2 });

@@ -238,6 +238,14 @@ export class ChunkFetcher {
     this.viewChanged();
   }
 
+  /**
+   * The user pressed Stop: prediction reads not sent yet wait from now on, as after the kernel's "Stopped by the
+   * user" answer, so that none leaves between the press and that answer (the kernel would compute it).
+   */
+  stopPredictions(): void {
+    this.stopped = true;
+  }
+
   /** The view changed: reads waiting out of view may be in view now, prediction messages under way out of it. */
   viewChanged(): void {
     this.stopped = false;

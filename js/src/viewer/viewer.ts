@@ -108,6 +108,8 @@ export interface ViewerHandle {
   setDisplay(display: RawDisplay): void;
   /** Shows the whole image, centred (a volume keeps its slice along z). */
   fit(): void;
+  /** The user pressed Stop: prediction reads not sent yet wait until the view changes or new predictions come. */
+  stopPredictions(): void;
   /** Moves the panel under the pointer (else the first) `delta` slices along its normal (volumes). */
   stepSlice(delta: number): void;
   /** Calls `listener` for every click (press and release without a drag) on a cross-section panel. */
@@ -487,6 +489,9 @@ export function createViewer(el: HTMLElement, opts: CreateViewerOptions): Viewer
     },
     fit() {
       navigation.fit();
+    },
+    stopPredictions() {
+      fetcher.stopPredictions();
     },
     stepSlice(delta) {
       navigation.stepSlice(delta);

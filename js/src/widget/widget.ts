@@ -111,7 +111,10 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void
   };
 
   const panel = new Panel(model, {
-    request,
+    request: (body) => {
+      if (body.type === "stop") handle?.stopPredictions(); // before the kernel hears of it: no read leaves meanwhile
+      return request(body);
+    },
     goToStroke: (stroke: StrokeSummary) => {
       if (handle !== undefined) applyState(handle, { position: stroke.center }, stroke.center.length);
     },
