@@ -218,8 +218,7 @@ def test_missing_documents(root):
 
 def _threads_started_by_readers(monkeypatch) -> list[threading.Thread]:
     """The threads started from now on with the readers (``ilastik_widget.io``) on the starting thread's stack, so
-    that the timers and pools of earlier tests' sessions, which start threads of their own meanwhile, are not
-    counted."""
+    that threads started meanwhile by what earlier tests left running are not counted."""
     started: list[threading.Thread] = []
     start = threading.Thread.start
 
@@ -270,8 +269,8 @@ def test_failed_opens_leave_no_threads_or_connections(root, monkeypatch):
         for _ in range(3):
             failures()
         assert _settled(lambda: _running(started), 0), [t.name for t in started if t.is_alive()]
-        # the sockets to and of these servers, not every file of the process: earlier tests' background threads
-        # (a closing cluster, an autosave) open and close files of their own meanwhile
+        # the sockets to and of these servers, not every file of the process: threads left by earlier tests open
+        # and close files of their own meanwhile (a CI run once counted one such file)
         assert _settled(lambda: open_connections(srv.port, silent.port), 0), open_connections(srv.port, silent.port)
         from ilastik_widget.io.opener import METADATA_THREADS
 
