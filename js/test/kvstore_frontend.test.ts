@@ -736,7 +736,8 @@ test("a prediction message whose chunks all went out of view is cancelled and it
   f.dispose();
 });
 
-test("from the moment the user presses Stop, queued prediction reads wait, before the kernel has answered", async () => {
+/** Six prediction reads on a fetcher that sends one message of two keys at a time: the first message is under way. */
+async function sixPredictionReadsTwoSent() {
   const t = new FakeTransport();
   const f = new ChunkFetcher(t, { maxInFlight: 1, maxPredictionKeysPerMessage: 2 });
   f.waitingCheckMs = 20;
@@ -744,6 +745,11 @@ test("from the moment the user presses Stop, queued prediction reads wait, befor
   const reads = keys.map((k) => f.fetch(k));
   await flushed();
   assert.deepEqual(t.sentKeys, [keys.slice(0, 2)], "one message in flight, the others queued");
+  return { t, f, keys, reads };
+}
+
+test("from the moment the user presses Stop, queued prediction reads wait, before the kernel has answered", async () => {
+  const { t, f, keys, reads } = await sixPredictionReadsTwoSent();
   f.stopPredictions();
   answerAll(t.requests[0]); // the message under way was answered before the kernel heard of the Stop
   await flushed();
@@ -761,13 +767,7 @@ test("from the moment the user presses Stop, queued prediction reads wait, befor
 });
 
 test("after the user's Stop, prediction reads wait unsent until the view changes or new data comes", async () => {
-  const t = new FakeTransport();
-  const f = new ChunkFetcher(t, { maxInFlight: 1, maxPredictionKeysPerMessage: 2 });
-  f.waitingCheckMs = 20;
-  const keys = Array.from({ length: 6 }, (_, i) => `predictions/0/0/0-4_0-4_${i}-${i + 1}`);
-  const reads = keys.map((k) => f.fetch(k));
-  await flushed();
-  assert.deepEqual(t.sentKeys, [keys.slice(0, 2)], "one message in flight, the others queued");
+  const { t, f, keys, reads } = await sixPredictionReadsTwoSent();
   t.requests[0].fail(new RequestError("Stopped by the user: these chunks were not computed.", "error"));
   await flushed();
   assert.equal(t.requests.length, 1, "the queued reads do not start the work again");
