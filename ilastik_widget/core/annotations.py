@@ -244,11 +244,7 @@ class Annotations:
             pts = check_points(points, self.shape)
             r = check_radius(radius)
             ax = check_axes(axes, self.ndim)
-            stroke = Stroke(self._next_id, label, pts, r, ax, bool(erase))
-            self._next_id += 1
-            self.strokes.append(stroke)
-            self._push(("add", stroke, len(self.strokes) - 1))
-            return stroke.id
+            return self._add(Stroke(self._next_id, label, pts, r, ax, bool(erase)))
 
     def import_labels(
         self, labels: Any, region: Any = None, *, label: int | None = None, masks: bool | None = None, source: str = ""
@@ -282,9 +278,8 @@ class Annotations:
             want = tuple(s.stop - s.start for s in region)
             if label is not None:
                 label = self._check_label(label)
-            return self.import_label_boxes(
-                [(region, dense_import(labels, want, self.n_classes, label, masks))], source=source
-            )
+            dense = dense_import(labels, want, self.n_classes, label, masks)
+            return self._add(make_import(self._next_id, [(tuple(s.start for s in region), dense)], self.shape, source))
 
     def import_label_boxes(self, boxes: Iterable[tuple[Any, Any]], *, source: str = "") -> int:
         """Add dense label images (as in :meth:`import_labels`) at several regions, ``(region, labels)`` pairs, as one
@@ -296,11 +291,14 @@ class Annotations:
                 region = normalize_region(region, self.shape)
                 want = tuple(s.stop - s.start for s in region)
                 placed.append((tuple(s.start for s in region), dense_import(labels, want, self.n_classes, masks=False)))
-            entry = make_import(self._next_id, placed, self.shape, source)
-            self._next_id += 1
-            self.strokes.append(entry)
-            self._push(("add", entry, len(self.strokes) - 1))
-            return entry.id
+            return self._add(make_import(self._next_id, placed, self.shape, source))
+
+    def _add(self, entry: Stroke | LabelImport) -> int:
+        """Append a new entry made with the next id (undoable); its id."""
+        self._next_id += 1
+        self.strokes.append(entry)
+        self._push(("add", entry, len(self.strokes) - 1))
+        return entry.id
 
     def _index_of(self, stroke_id: int) -> int:
         for i, s in enumerate(self.strokes):
